@@ -1,0 +1,75 @@
+//! The example `UserService`: the trait both example programs share, and the in-memory
+//! implementation the provider serves.
+
+#![deny(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// A user record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Unique id.
+    pub id: u64,
+    /// Display name.
+    pub name: String,
+}
+
+/// The error of [`UserService::get_user`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserError {
+    /// No user has this id.
+    NotFound(u64),
+}
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserError::NotFound(id) => write!(f, "no user with id {id}"),
+        }
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// Looks users up.
+#[rpc_core::service(name = "UserService", version = "1.0")]
+pub trait UserService {
+    /// The user with this id.
+    #[idempotent]
+    async fn get_user(&self, id: u64) -> Result<User, UserError>;
+    /// Which provider answered: its `host:port`.
+    #[idempotent]
+    async fn whoami(&self) -> String;
+}
+
+/// A `UserService` over a fixed table, reporting `instance` as its address.
+#[derive(Debug, Clone)]
+pub struct InMemoryUsers {
+    instance: String,
+}
+
+impl InMemoryUsers {
+    /// A service answering `whoami` with `instance`.
+    pub fn new(instance: impl Into<String>) -> Self {
+        Self {
+            instance: instance.into(),
+        }
+    }
+}
+
+impl UserService for InMemoryUsers {
+    async fn get_user(&self, id: u64) -> Result<User, UserError> {
+        const NAMES: [&str; 5] = ["Ada", "Barbara", "Claude", "Dennis", "Edsger"];
+        match usize::try_from(id).ok().and_then(|i| NAMES.get(i)) {
+            Some(name) => Ok(User {
+                id,
+                name: (*name).to_owned(),
+            }),
+            None => Err(UserError::NotFound(id)),
+        }
+    }
+
+    async fn whoami(&self) -> String {
+        self.instance.clone()
+    }
+}

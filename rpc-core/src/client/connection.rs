@@ -1,0 +1,340 @@
+//! One multiplexed TCP connection to an endpoint.
+//!
+//! Many calls share the connection. Each call takes a fresh request id, parks a oneshot sender
+//! in the pending map under that id, and hands its frame to the writer task. The reader task
+//! completes whichever pending call a response names, in whatever order responses arrive.
+//! A call that gives up (deadline, or its future dropped) removes its entry, so late replies
+//! are discarded and nothing accumulates.
+//!
+//! When the connection breaks (read or write error, protocol violation, keep-alive timeout),
+//! it is marked closed under the pending map's lock and every pending sender is dropped, so
+//! every waiting call fails at once with [`RpcError::ConnectionClosed`]; a call that arrives
+//! afterwards fails without being sent, and the pool replaces the connection on the next call.
+//!
+//! A keep-alive task sends a ping when nothing has been read for the idle interval and closes
+//! the connection when no frame at all arrives within the ping timeout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, Instrument};
+
+use super::ClientOptions;
+use crate::error::RpcError;
+use crate::protocol::{Frame, Header, MessageType, Status};
+use crate::reply::Reply;
+use crate::serializer::SerializerKind;
+use crate::transport::{write_loop, AbortOnDrop, FrameReader, OutFrame, WRITE_QUEUE};
+
+/// A connected, multiplexed client connection.
+pub struct Connection {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<OutFrame>,
+    _tasks: [AbortOnDrop<()>; 3],
+}
+
+struct Shared {
+    addr: String,
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+    /// Cancelled once the connection is closed for good.
+    closed: CancellationToken,
+    started: Instant,
+    /// Milliseconds since `started` at which the last frame was read.
+    last_read_ms: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pending {
+    calls: HashMap<u64, oneshot::Sender<Frame>>,
+    /// Why the connection closed, once it has.
+    closed: Option<String>,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // The map stays consistent even if a holder panicked: every operation is one insert/remove.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Marks the connection closed and fails every pending call.
+    fn close(&self, reason: &str) {
+        let dropped = {
+            let mut pending = self.pending();
+            if pending.closed.is_some() {
+                return;
+            }
+            pending.closed = Some(reason.to_owned());
+            std::mem::take(&mut pending.calls)
+        };
+        debug!(addr = %self.addr, reason, failed_calls = dropped.len(), "connection closed");
+        drop(dropped);
+        self.closed.cancel();
+    }
+
+    fn closed_error(&self, sent: bool) -> RpcError {
+        let reason = self
+            .pending()
+            .closed
+            .clone()
+            .unwrap_or_else(|| "connection closed".to_owned());
+        RpcError::ConnectionClosed {
+            addr: self.addr.clone(),
+            reason,
+            sent,
+        }
+    }
+}
+
+/// Removes a call's pending entry when the call ends without its reply.
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.pending().calls.remove(&self.id);
+        }
+    }
+}
+
+impl Connection {
+    /// Connects to `addr`, giving up at `deadline` or after the configured connect timeout.
+    pub async fn connect(addr: &str, options: &ClientOptions, deadline: Option<Instant>) -> Result<Self, RpcError> {
+        let mut limit = Instant::now() + options.connect_timeout;
+        if let Some(d) = deadline {
+            limit = limit.min(d);
+        }
+        let stream = match tokio::time::timeout_at(limit, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => {
+                return Err(RpcError::Connect {
+                    addr: addr.to_owned(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(RpcError::Connect {
+                    addr: addr.to_owned(),
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+                })
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Self::from_stream(stream, addr.to_owned(), options))
+    }
+
+    fn from_stream(stream: TcpStream, addr: String, options: &ClientOptions) -> Self {
+        let (read_half, write_half) = stream.into_split();
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let shared = Arc::new(Shared {
+            addr: addr.clone(),
+            pending: Mutex::new(Pending::default()),
+            next_id: AtomicU64::new(1),
+            closed: CancellationToken::new(),
+            started: Instant::now(),
+            last_read_ms: AtomicU64::new(0),
+        });
+        let span = tracing::debug_span!("rpc_client_conn", %addr);
+        let reader = tokio::spawn(
+            read_loop(shared.clone(), FrameReader::new(read_half, options.max_frame_len)).instrument(span.clone()),
+        );
+        let writer_shared = shared.clone();
+        let writer = tokio::spawn(
+            async move {
+                tokio::select! {
+                    result = write_loop(write_half, rx) => {
+                        let reason = match result {
+                            Ok(()) => "writer stopped".to_owned(),
+                            Err(e) => format!("write failed: {e}"),
+                        };
+                        writer_shared.close(&reason);
+                    }
+                    _ = writer_shared.closed.cancelled() => {}
+                }
+            }
+            .instrument(span.clone()),
+        );
+        let keepalive = tokio::spawn(
+            keepalive(
+                shared.clone(),
+                tx.clone(),
+                options.keepalive_interval,
+                options.keepalive_timeout,
+            )
+            .instrument(span),
+        );
+        Self {
+            shared,
+            tx,
+            _tasks: [AbortOnDrop(reader), AbortOnDrop(writer), AbortOnDrop(keepalive)],
+        }
+    }
+
+    /// The endpoint this connection goes to.
+    pub fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// Whether the connection has closed; a closed connection never reopens.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.is_cancelled()
+    }
+
+    /// Number of calls waiting for their reply.
+    pub fn pending_calls(&self) -> usize {
+        self.shared.pending().calls.len()
+    }
+
+    /// Closes the connection, failing every pending call.
+    pub fn close(&self) {
+        self.shared.close("closed by the client");
+    }
+
+    /// Sends one request and waits for its reply until `deadline`.
+    ///
+    /// Returns the reply for [`Status::Ok`] and [`Status::ApplicationError`]; every other status
+    /// becomes the matching [`RpcError`].
+    pub async fn call(
+        &self,
+        service: &str,
+        method: &str,
+        serializer: SerializerKind,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<Reply, RpcError> {
+        let shared = &*self.shared;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut pending = shared.pending();
+            if pending.closed.is_some() {
+                drop(pending);
+                return Err(shared.closed_error(false));
+            }
+            pending.calls.insert(id, reply_tx);
+        }
+        let mut guard = PendingGuard {
+            shared,
+            id,
+            armed: true,
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut header = Header::new(MessageType::Request, id);
+        header.serializer = serializer.id();
+        header.timeout_ms = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX).max(1);
+        let exchange = async {
+            if self.tx.send(OutFrame { header, body }).await.is_err() {
+                return Err(shared.closed_error(false));
+            }
+            reply_rx.await.map_err(|_| shared.closed_error(true))
+        };
+        let frame = match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(frame)) => {
+                guard.armed = false;
+                frame
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(RpcError::Timeout(remaining)),
+        };
+        let reply = Reply {
+            status: frame.header.status,
+            body: frame.body,
+        };
+        match reply.status {
+            Status::Ok | Status::ApplicationError => Ok(reply),
+            _ => Err(reply.into_error(service, method)),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.close("connection dropped");
+    }
+}
+
+async fn read_loop(shared: Arc<Shared>, mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>) {
+    let reason = loop {
+        let frame = tokio::select! {
+            biased;
+            _ = shared.closed.cancelled() => return,
+            frame = reader.next() => frame,
+        };
+        match frame {
+            Ok(Some(frame)) => {
+                shared.last_read_ms.store(shared.now_ms(), Ordering::Relaxed);
+                match frame.header.message_type {
+                    MessageType::Response => {
+                        let waiter = shared.pending().calls.remove(&frame.header.request_id);
+                        // No waiter: the call gave up already; the late reply is dropped.
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(frame);
+                        }
+                    }
+                    MessageType::Pong => {}
+                    MessageType::Request | MessageType::Ping => {
+                        break format!(
+                            "protocol violation: server sent a {:?} frame",
+                            frame.header.message_type
+                        );
+                    }
+                }
+            }
+            Ok(None) => break "closed by the server".to_owned(),
+            Err(e) => break format!("read failed: {e}"),
+        }
+    };
+    shared.close(&reason);
+}
+
+async fn keepalive(shared: Arc<Shared>, tx: mpsc::Sender<OutFrame>, interval: Duration, timeout: Duration) {
+    let period = (interval.min(timeout) / 2).max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval_ms = interval.as_millis() as u64;
+    let timeout_ms = timeout.as_millis() as u64;
+    let mut ping_sent_at: Option<u64> = None;
+    let mut ping_id = 0u64;
+    loop {
+        tokio::select! {
+            _ = shared.closed.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = shared.now_ms();
+        let last_read = shared.last_read_ms.load(Ordering::Relaxed);
+        if let Some(sent) = ping_sent_at {
+            if last_read >= sent {
+                ping_sent_at = None;
+            } else if now.saturating_sub(sent) >= timeout_ms {
+                shared.close(&format!("no answer to ping within {timeout:?}"));
+                return;
+            }
+        }
+        if ping_sent_at.is_none() && now.saturating_sub(last_read) >= interval_ms {
+            ping_id = ping_id.wrapping_add(1);
+            let ping = OutFrame {
+                header: Header::new(MessageType::Ping, ping_id),
+                body: Bytes::new(),
+            };
+            if tx.send(ping).await.is_err() {
+                return;
+            }
+            ping_sent_at = Some(now);
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The server: serves any number of [`Service`]s on one TCP listener.
+//!
+//! # Design
+//!
+//! * An accept loop hands each connection to its own task. A connection has a reader (the
+//!   connection task itself) and a writer task joined by a bounded channel: the writer drains
+//!   every frame that is ready and writes them with one syscall, so replies to pipelined calls
+//!   are batched.
+//! * Every request runs in its own task, so the calls of one connection run concurrently and
+//!   each reply goes back as soon as it is ready, in any order.
+//! * A server-wide semaphore bounds the calls in flight; a request that finds no permit is
+//!   answered [`Status::Overloaded`](crate::protocol::Status::Overloaded) at once instead of
+//!   queueing without bound.
+//! * A handler that panics yields an [`InternalError`](crate::protocol::Status::InternalError)
+//!   reply for that call only. A request whose caller sent a timeout is abandoned when it runs
+//!   out. A malformed frame closes that connection only, with a logged protocol error.
+//! * [`RunningServer::shutdown`] stops accepting, answers new requests with
+//!   [`ShuttingDown`](crate::protocol::Status::ShuttingDown), waits for the calls in flight up
+//!   to the drain timeout, then cancels what is left and closes every connection. Dropping a
+//!   [`RunningServer`] without shutting down cancels everything at once.
+
+mod connection;
+mod service;
+
+pub use service::{BoxFuture, Service};
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::protocol::DEFAULT_MAX_FRAME_LEN;
+
+/// Default bound on calls in flight across the whole server.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 10_000;
+/// Default time [`RunningServer::shutdown`] waits for calls in flight.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tunables of a server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Largest request body accepted; a larger one closes the connection.
+    pub max_frame_len: usize,
+    /// Calls in flight across all connections before new ones are answered "overloaded".
+    pub max_concurrent_calls: usize,
+    /// How long shutdown waits for calls in flight.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// Collects services and options, then binds.
+#[derive(Default)]
+pub struct ServerBuilder {
+    services: HashMap<String, Arc<dyn Service>>,
+    options: ServerOptions,
+}
+
+impl ServerBuilder {
+    /// An empty builder with default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a service; a later service with the same key replaces an earlier one.
+    pub fn add_service<S: Service>(mut self, service: S) -> Self {
+        let service: Arc<dyn Service> = Arc::new(service);
+        self.services.insert(service.key().to_owned(), service);
+        self
+    }
+
+    /// Replaces all options.
+    pub fn options(mut self, options: ServerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the largest accepted request body.
+    pub fn max_frame_len(mut self, bytes: usize) -> Self {
+        self.options.max_frame_len = bytes;
+        self
+    }
+
+    /// Sets the bound on calls in flight.
+    pub fn max_concurrent_calls(mut self, calls: usize) -> Self {
+        self.options.max_concurrent_calls = calls;
+        self
+    }
+
+    /// Sets how long shutdown waits for calls in flight.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.options.drain_timeout = timeout;
+        self
+    }
+
+    /// The keys (`name:version`) of the services added so far.
+    pub fn service_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.services.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Binds `addr` and starts serving in background tasks.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<RunningServer> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(self.serve_listener(listener))
+    }
+
+    /// Serves on an already bound listener.
+    pub fn serve_listener(self, listener: TcpListener) -> RunningServer {
+        let local_addr = listener.local_addr().ok();
+        let shared = Arc::new(Shared {
+            services: self.services,
+            limit: Arc::new(Semaphore::new(self.options.max_concurrent_calls)),
+            max_frame_len: self.options.max_frame_len,
+            draining: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            calls: TaskTracker::new(),
+        });
+        let stop_accepting = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let accept = tokio::spawn(
+            accept_loop(listener, shared.clone(), stop_accepting.clone(), connections.clone())
+                .instrument(tracing::info_span!("rpc_server", addr = ?local_addr)),
+        );
+        RunningServer {
+            local_addr,
+            shared,
+            stop_accepting,
+            connections,
+            accept: Some(accept),
+            drain_timeout: self.options.drain_timeout,
+        }
+    }
+}
+
+/// State shared by the accept loop, the connections and the calls.
+pub(crate) struct Shared {
+    pub(crate) services: HashMap<String, Arc<dyn Service>>,
+    pub(crate) limit: Arc<Semaphore>,
+    pub(crate) max_frame_len: usize,
+    /// Cancelled when shutdown begins: new requests are refused.
+    pub(crate) draining: CancellationToken,
+    /// Cancelled when the drain ends: calls still running are dropped, connections close.
+    pub(crate) abort: CancellationToken,
+    /// Every call task, so shutdown can wait for them.
+    pub(crate) calls: TaskTracker,
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken, connections: TaskTracker) {
+    info!(services = ?shared.services.keys().collect::<Vec<_>>(), "serving");
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                debug!(%peer, "connection accepted");
+                if let Err(e) = stream.set_nodelay(true) {
+                    debug!(%peer, error = %e, "set_nodelay failed");
+                }
+                connections.spawn(
+                    connection::serve(stream, peer, shared.clone()).instrument(tracing::debug_span!("rpc_conn", %peer)),
+                );
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    debug!("stopped accepting");
+}
+
+/// Outcome of a graceful shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Whether every call in flight finished within the drain timeout.
+    pub drained: bool,
+}
+
+/// A server that is serving. Shut it down with [`RunningServer::shutdown`].
+pub struct RunningServer {
+    local_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    stop_accepting: CancellationToken,
+    connections: TaskTracker,
+    accept: Option<tokio::task::JoinHandle<()>>,
+    drain_timeout: Duration,
+}
+
+impl RunningServer {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.local_addr
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "listener has no local address"))
+    }
+
+    /// The keys (`name:version`) of the services served.
+    pub fn service_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.shared.services.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Number of calls running right now.
+    pub fn calls_in_flight(&self) -> usize {
+        self.shared.calls.len()
+    }
+
+    /// Stops accepting, lets calls in flight finish up to the drain timeout, then closes every
+    /// connection.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        self.stop_accepting.cancel();
+        self.shared.draining.cancel();
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.await;
+        }
+        self.shared.calls.close();
+        let drained = tokio::time::timeout(self.drain_timeout, self.shared.calls.wait())
+            .await
+            .is_ok();
+        if !drained {
+            warn!(
+                left = self.shared.calls.len(),
+                timeout = ?self.drain_timeout,
+                "drain timeout: cancelling calls still in flight"
+            );
+        }
+        self.shared.abort.cancel();
+        self.shared.calls.wait().await;
+        self.connections.close();
+        self.connections.wait().await;
+        info!(drained, "server stopped");
+        ShutdownReport { drained }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop_accepting.cancel();
+        self.shared.draining.cancel();
+        self.shared.abort.cancel();
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+    }
+}

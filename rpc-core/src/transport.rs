@@ -1,0 +1,106 @@
+//! Frame I/O shared by the client and the server: a buffered frame reader and a batching
+//! writer task.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::ProtocolError;
+use crate::protocol::{encode_frame, Frame, FrameDecoder, Header};
+
+/// Frames queued for a writer before senders wait.
+pub(crate) const WRITE_QUEUE: usize = 1024;
+/// A writer stops gathering queued frames once its batch reaches this size.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Free space the reader keeps in its buffer before each read.
+const READ_RESERVE: usize = 16 * 1024;
+
+/// A frame waiting to be written.
+#[derive(Debug)]
+pub(crate) struct OutFrame {
+    pub(crate) header: Header,
+    pub(crate) body: Bytes,
+}
+
+/// Why reading the next frame failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+/// Reads frames from a byte stream.
+pub(crate) struct FrameReader<R> {
+    reader: R,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(reader: R, max_frame_len: usize) -> Self {
+        Self {
+            reader,
+            buf: BytesMut::with_capacity(READ_RESERVE),
+            decoder: FrameDecoder::new(max_frame_len),
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the peer closed the stream between frames.
+    pub(crate) async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < READ_RESERVE / 4 {
+                self.buf.reserve(READ_RESERVE);
+            }
+            if self.reader.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stream ended inside a frame",
+                    )))
+                };
+            }
+        }
+    }
+}
+
+/// Writes every frame sent on `rx`, gathering whatever is queued into one write.
+///
+/// Returns when every sender is gone (after flushing) or on the first write error.
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut rx: mpsc::Receiver<OutFrame>,
+) -> io::Result<()> {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    while let Some(frame) = rx.recv().await {
+        encode_frame(frame.header, &frame.body, &mut buf);
+        while buf.len() < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(frame) => encode_frame(frame.header, &frame.body, &mut buf),
+                Err(_) => break,
+            }
+        }
+        writer.write_all(&buf).await?;
+        buf.clear();
+    }
+    writer.shutdown().await
+}
+
+/// A task handle that aborts the task when dropped, so a task never outlives its owner.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,1 @@
+//! Registry backends (etcd, ZooKeeper, memory) arrive with the discovery work.

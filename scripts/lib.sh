@@ -1,0 +1,113 @@
+# Shared helpers of the project's scripts: package installation, free ports, and throw-away
+# etcd and ZooKeeper servers on loopback. Source it; do not run it.
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+}
+
+# Installs the Debian packages named, if any of them is missing. Needs root (or sudo).
+ensure_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+            echo "error: need root (or sudo) to install: ${missing[*]}" >&2
+            return 1
+        fi
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: apt-get not found; install these packages by hand: ${missing[*]}" >&2
+        return 1
+    fi
+    echo "installing: ${missing[*]}" >&2
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# Waits until `cmd...` succeeds, at most $1 seconds.
+wait_for() {
+    local timeout=$1; shift
+    local deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then return 1; fi
+        sleep 0.2
+    done
+}
+
+# start_etcd DIR: starts etcd on free loopback ports with its data in DIR.
+# Sets ETCD_PID and ETCD_ENDPOINT (host:port).
+start_etcd() {
+    local dir=$1
+    mkdir -p "$dir"
+    local client_port peer_port
+    client_port=$(free_port)
+    peer_port=$(free_port)
+    ETCD_ENDPOINT="127.0.0.1:$client_port"
+    etcd --name "rpc-test" --data-dir "$dir/data" \
+        --listen-client-urls "http://$ETCD_ENDPOINT" --advertise-client-urls "http://$ETCD_ENDPOINT" \
+        --listen-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-cluster "rpc-test=http://127.0.0.1:$peer_port" \
+        --log-level warn >"$dir/etcd.log" 2>&1 &
+    ETCD_PID=$!
+    if ! wait_for 30 etcdctl --endpoints "$ETCD_ENDPOINT" endpoint health; then
+        echo "error: etcd did not become healthy; log:" >&2
+        tail -20 "$dir/etcd.log" >&2
+        return 1
+    fi
+}
+
+# start_zookeeper DIR: starts a standalone ZooKeeper on a free loopback port with its data in DIR.
+# Sets ZK_PID and ZK_ENDPOINT (host:port).
+start_zookeeper() {
+    local dir=$1
+    mkdir -p "$dir/data"
+    local port
+    port=$(free_port)
+    ZK_ENDPOINT="127.0.0.1:$port"
+    cat >"$dir/zoo.cfg" <<CFG
+tickTime=500
+minSessionTimeout=1000
+maxSessionTimeout=60000
+dataDir=$dir/data
+clientPort=$port
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+4lw.commands.whitelist=ruok,stat,mntr
+CFG
+    cp /etc/zookeeper/conf/log4j.properties "$dir/" 2>/dev/null || true
+    java -Dzookeeper.log.dir="$dir" -Dzookeeper.root.logger=WARN,CONSOLE \
+        -cp "$dir:/etc/zookeeper/conf:/usr/share/java/zookeeper.jar" \
+        org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" >"$dir/zookeeper.log" 2>&1 &
+    ZK_PID=$!
+    if ! wait_for 60 zk_ok "$port"; then
+        echo "error: ZooKeeper did not start; log:" >&2
+        tail -20 "$dir/zookeeper.log" >&2
+        return 1
+    fi
+}
+
+zk_ok() {
+    [ "$(exec 3<>"/dev/tcp/127.0.0.1/$1" && printf ruok >&3 && timeout 2 cat <&3)" = "imok" ]
+}
+
+# Stops a process started above and waits for it.
+stop_pid() {
+    local pid=$1
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || return 0
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+}

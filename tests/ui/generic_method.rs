@@ -1,0 +1,5 @@
+#[rpc_core::service]
+trait Svc {
+    async fn any<T: serde::Serialize>(&self, value: T) -> u32;
+}
+fn main() {}

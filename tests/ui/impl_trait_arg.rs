@@ -1,0 +1,5 @@
+#[rpc_core::service]
+trait Svc {
+    async fn show(&self, value: impl std::fmt::Display) -> String;
+}
+fn main() {}

@@ -1,0 +1,5 @@
+#[rpc_core::service]
+trait Svc {
+    async fn change(&mut self, v: u32);
+}
+fn main() {}

@@ -1,0 +1,5 @@
+#[rpc_core::service]
+trait Svc {
+    fn plain(&self) -> u32;
+}
+fn main() {}

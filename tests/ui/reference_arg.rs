@@ -1,0 +1,5 @@
+#[rpc_core::service]
+trait Svc {
+    async fn greet(&self, name: &str) -> String;
+}
+fn main() {}

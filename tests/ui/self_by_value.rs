@@ -1,0 +1,5 @@
+#[rpc_core::service]
+trait Svc {
+    async fn consume(self) -> u32;
+}
+fn main() {}

@@ -1,0 +1,5 @@
+#[rpc_core::service(name = "Svc", flavour = "spicy")]
+trait Svc {
+    async fn ping(&self);
+}
+fn main() {}
