@@ -3,7 +3,21 @@
 
 #![deny(missing_docs)]
 
+use std::io::IsTerminal;
+
 use serde::{Deserialize, Serialize};
+
+/// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise; the scheduler's own
+/// chatter is kept at `warn`.
+pub fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| format!("{default_level},tokio_cron_scheduler=warn").into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
 
 /// A user record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,6 +26,8 @@ pub struct User {
     pub id: u64,
     /// Display name.
     pub name: String,
+    /// The provider instance (`host:port`) that answered.
+    pub served_by: String,
 }
 
 /// The error of [`UserService::get_user`].
@@ -64,6 +80,7 @@ impl UserService for InMemoryUsers {
             Some(name) => Ok(User {
                 id,
                 name: (*name).to_owned(),
+                served_by: self.instance.clone(),
             }),
             None => Err(UserError::NotFound(id)),
         }

@@ -104,6 +104,9 @@ pub enum RpcError<E = Infallible> {
     /// Discovery found no instance of the service.
     #[error("no instances of {0}")]
     NoInstances(String),
+    /// The registry could not tell which instances exist.
+    #[error("discovery failed: {0}")]
+    Registry(String),
     /// The server failed to run the call (the handler panicked, or it gave up at the deadline).
     #[error("remote failure: {0}")]
     Remote(String),
@@ -127,6 +130,7 @@ impl RpcError<Infallible> {
             Self::Overloaded => RpcError::Overloaded,
             Self::ShuttingDown => RpcError::ShuttingDown,
             Self::NoInstances(s) => RpcError::NoInstances(s),
+            Self::Registry(m) => RpcError::Registry(m),
             Self::Remote(m) => RpcError::Remote(m),
             Self::Application(never) => match never {},
         }
@@ -148,6 +152,7 @@ impl<E> RpcError<E> {
             Self::Overloaded => ErrorKind::Overloaded,
             Self::ShuttingDown => ErrorKind::ShuttingDown,
             Self::NoInstances(_) => ErrorKind::NoInstances,
+            Self::Registry(_) => ErrorKind::Registry,
             Self::Remote(_) => ErrorKind::Remote,
             Self::Application(_) => ErrorKind::Application,
         }
@@ -179,6 +184,8 @@ pub enum ErrorKind {
     ShuttingDown,
     /// [`RpcError::NoInstances`]
     NoInstances,
+    /// [`RpcError::Registry`]
+    Registry,
     /// [`RpcError::Remote`]
     Remote,
     /// [`RpcError::Application`]

@@ -49,10 +49,15 @@
 
 #![deny(missing_docs)]
 
+pub mod backoff;
+pub mod balance;
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod protocol;
+pub mod registry;
 mod reply;
+pub mod schedule;
 pub mod serializer;
 pub mod server;
 mod transport;

@@ -6,7 +6,6 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::error::ProtocolError;
 use crate::protocol::{encode_frame, Frame, FrameDecoder, Header};
@@ -93,14 +92,4 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         buf.clear();
     }
     writer.shutdown().await
-}
-
-/// A task handle that aborts the task when dropped, so a task never outlives its owner.
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

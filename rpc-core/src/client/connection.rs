@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, Instrument};
 
 use super::ClientOptions;
@@ -31,13 +32,13 @@ use crate::error::RpcError;
 use crate::protocol::{Frame, Header, MessageType, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
-use crate::transport::{write_loop, AbortOnDrop, FrameReader, OutFrame, WRITE_QUEUE};
+use crate::transport::{write_loop, FrameReader, OutFrame, WRITE_QUEUE};
 
 /// A connected, multiplexed client connection.
 pub struct Connection {
     shared: Arc<Shared>,
     tx: mpsc::Sender<OutFrame>,
-    _tasks: [AbortOnDrop<()>; 3],
+    _tasks: [AbortOnDropHandle<()>; 3],
 }
 
 struct Shared {
@@ -181,7 +182,11 @@ impl Connection {
         Self {
             shared,
             tx,
-            _tasks: [AbortOnDrop(reader), AbortOnDrop(writer), AbortOnDrop(keepalive)],
+            _tasks: [
+                AbortOnDropHandle::new(reader),
+                AbortOnDropHandle::new(writer),
+                AbortOnDropHandle::new(keepalive),
+            ],
         }
     }
 

@@ -11,9 +11,13 @@
 //!   timeout. It encodes the arguments once and gives every call a deadline.
 
 mod connection;
+mod consumer;
+mod discovery;
 mod pool;
 
 pub use connection::Connection;
+pub use consumer::{Consumer, ConsumerError};
+pub use discovery::DiscoveryInvoker;
 pub use pool::ConnectionPool;
 
 use std::sync::Arc;

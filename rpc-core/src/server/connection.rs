@@ -17,13 +17,15 @@ use crate::error::ProtocolError;
 use crate::protocol::{Frame, Header, MessageType, RequestBody, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
-use crate::transport::{write_loop, AbortOnDrop, FrameReader, OutFrame, ReadError, WRITE_QUEUE};
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::transport::{write_loop, FrameReader, OutFrame, ReadError, WRITE_QUEUE};
 
 /// Serves one connection until the peer leaves, breaks the protocol, or the server aborts.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let (read_half, write_half) = stream.into_split();
     let (tx, rx) = mpsc::channel::<OutFrame>(WRITE_QUEUE);
-    let mut writer = AbortOnDrop(tokio::spawn(async move {
+    let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
         if let Err(e) = write_loop(write_half, rx).await {
             debug!(error = %e, "write failed");
         }
@@ -56,7 +58,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     // The peer stopped sending: let the calls still running answer, then close.
     drop(tx);
     tokio::select! {
-        _ = &mut writer.0 => {}
+        _ = &mut writer => {}
         _ = shared.abort.cancelled() => {}
     }
 }

@@ -14,6 +14,8 @@
 //! * A handler that panics yields an [`InternalError`](crate::protocol::Status::InternalError)
 //!   reply for that call only. A request whose caller sent a timeout is abandoned when it runs
 //!   out. A malformed frame closes that connection only, with a logged protocol error.
+//! * [`RunningServer::register`] registers every service in a registry at the bound port;
+//!   shutdown deregisters them first, so consumers stop picking this server while it drains.
 //! * [`RunningServer::shutdown`] stops accepting, answers new requests with
 //!   [`ShuttingDown`](crate::protocol::Status::ShuttingDown), waits for the calls in flight up
 //!   to the drain timeout, then cancels what is left and closes every connection. Dropping a
@@ -36,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::config::ServerConfig;
 use crate::protocol::DEFAULT_MAX_FRAME_LEN;
+use crate::registry::{Registry, RegistryError, ServiceInstance};
 
 /// Default bound on calls in flight across the whole server.
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 10_000;
@@ -82,6 +86,15 @@ impl ServerBuilder {
         let service: Arc<dyn Service> = Arc::new(service);
         self.services.insert(service.key().to_owned(), service);
         self
+    }
+
+    /// A builder with the options of the `rpc.server` section.
+    pub fn from_config(config: &ServerConfig) -> Self {
+        Self::new().options(ServerOptions {
+            max_frame_len: config.max_frame_bytes,
+            max_concurrent_calls: config.max_concurrent_calls,
+            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        })
     }
 
     /// Replaces all options.
@@ -145,6 +158,7 @@ impl ServerBuilder {
             connections,
             accept: Some(accept),
             drain_timeout: self.options.drain_timeout,
+            registrations: Vec::new(),
         }
     }
 }
@@ -204,6 +218,29 @@ pub struct RunningServer {
     connections: TaskTracker,
     accept: Option<tokio::task::JoinHandle<()>>,
     drain_timeout: Duration,
+    registrations: Vec<(Arc<dyn Registry>, ServiceInstance)>,
+}
+
+/// How a server's services appear in a registry.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Host callers dial (the bound port is used).
+    pub host: String,
+    /// Weight for weighted balancers.
+    pub weight: u32,
+    /// Labels.
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl Registration {
+    /// The registration the `rpc.server` section describes.
+    pub fn from_config(config: &ServerConfig) -> Self {
+        Self {
+            host: config.registered_host().to_owned(),
+            weight: config.weight,
+            metadata: config.metadata.clone(),
+        }
+    }
 }
 
 impl RunningServer {
@@ -220,14 +257,42 @@ impl RunningServer {
         keys
     }
 
+    /// Registers every service at `registration.host` and the bound port. Shutdown
+    /// deregisters them before it drains.
+    pub async fn register(
+        &mut self,
+        registry: Arc<dyn Registry>,
+        registration: &Registration,
+    ) -> Result<Vec<ServiceInstance>, RegistryError> {
+        let port = self
+            .local_addr
+            .map(|a| a.port())
+            .ok_or_else(|| RegistryError::InvalidInstance("listener has no local address".to_owned()))?;
+        let mut registered = Vec::new();
+        for service in self.shared.services.values() {
+            let mut instance = ServiceInstance::new(service.name(), service.version(), registration.host.clone(), port);
+            instance.weight = registration.weight;
+            instance.metadata = registration.metadata.clone();
+            registry.register(&instance).await?;
+            self.registrations.push((registry.clone(), instance.clone()));
+            registered.push(instance);
+        }
+        Ok(registered)
+    }
+
     /// Number of calls running right now.
     pub fn calls_in_flight(&self) -> usize {
         self.shared.calls.len()
     }
 
-    /// Stops accepting, lets calls in flight finish up to the drain timeout, then closes every
-    /// connection.
+    /// Deregisters, stops accepting, lets calls in flight finish up to the drain timeout, then
+    /// closes every connection.
     pub async fn shutdown(mut self) -> ShutdownReport {
+        for (registry, instance) in std::mem::take(&mut self.registrations) {
+            if let Err(e) = registry.deregister(&instance).await {
+                warn!(service = %instance.service_key(), error = %e, "deregistration failed");
+            }
+        }
         self.stop_accepting.cancel();
         self.shared.draining.cancel();
         if let Some(accept) = self.accept.take() {

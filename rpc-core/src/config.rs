@@ -1,0 +1,687 @@
+//! The YAML configuration shared by providers and consumers.
+//!
+//! ```yaml
+//! rpc:
+//!   name: example-provider
+//!   server: { host: 127.0.0.1, port: 9001 }
+//!   serializer: bincode          # bincode | postcard | json
+//!   registry:
+//!     type: etcd                 # etcd | zookeeper | memory
+//!     endpoints: ["127.0.0.1:2379"]
+//!     root: /rpc
+//!     ttl_secs: 10
+//!     timeout_ms: 3000
+//!   consumer:
+//!     timeout_ms: 3000
+//!     load_balancer: round_robin # round_robin | random | weighted_random | consistent_hash | p2c
+//!     retry: { strategy: none, max_attempts: 3, base_delay_ms: 50 }
+//!     tolerant: fail_fast        # fail_fast | fail_safe | fail_over | fail_back
+//! ```
+//!
+//! Every field has a default; see the `Default` impls. Loading goes: YAML text, then
+//! environment overrides, then typed deserialization, then cross-field validation. Any error
+//! names the field by its full path (`rpc.registry.type`), the bad value and, for choices, the
+//! valid ones.
+//!
+//! # Environment overrides
+//!
+//! A variable `RPC__A__B=value` sets `rpc.a.b` (names are case-insensitive, `__` separates
+//! levels), e.g. `RPC__REGISTRY__TYPE=zookeeper`, `RPC__SERVER__PORT=9002`,
+//! `RPC__REGISTRY__ENDPOINTS=10.0.0.1:2379,10.0.0.2:2379`. The value is read as a YAML
+//! scalar or flow collection, so numbers, booleans and `[a, b]` lists work; list fields also
+//! accept a comma-separated string.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::serializer::SerializerKind;
+
+/// Prefix of the environment variables that override configuration values.
+pub const ENV_PREFIX: &str = "RPC__";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not YAML.
+    #[error("{origin}: invalid YAML: {message}")]
+    Yaml {
+        /// File path or environment variable.
+        origin: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A field has a value that is not allowed.
+    #[error("{origin}: {field}: {message}")]
+    Invalid {
+        /// File path (or `<string>`).
+        origin: String,
+        /// Full path of the field, e.g. `rpc.registry.type`.
+        field: String,
+        /// What is wrong, naming the value and what is allowed.
+        message: String,
+    },
+}
+
+/// Declares a configuration choice: an enum parsed from fixed lowercase names whose error
+/// lists every valid name.
+macro_rules! choice {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every choice, in documentation order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name used in configuration files.
+            pub fn name(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(not_one_of(other, &[$($text),+])),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+fn not_one_of(value: &str, valid: &[&str]) -> String {
+    format!("\"{value}\" is not one of {}", valid.join(", "))
+}
+
+choice!(
+    /// Which registry backend to use.
+    RegistryKind {
+        /// etcd v3 (leases and watches).
+        Etcd = "etcd",
+        /// ZooKeeper (ephemeral nodes and child watches).
+        Zookeeper = "zookeeper",
+        /// In-process registry for single-process use and tests.
+        Memory = "memory",
+    }
+);
+
+choice!(
+    /// How a consumer picks an instance.
+    LoadBalancerKind {
+        /// Each instance in turn.
+        RoundRobin = "round_robin",
+        /// Uniformly at random.
+        Random = "random",
+        /// At random, in proportion to instance weights.
+        WeightedRandom = "weighted_random",
+        /// By a hash of the call's key, on a ring of virtual nodes.
+        ConsistentHash = "consistent_hash",
+        /// The less busy of two random instances.
+        P2c = "p2c",
+    }
+);
+
+choice!(
+    /// When a failed call is tried again.
+    RetryStrategy {
+        /// Never.
+        None = "none",
+        /// After the same delay each time.
+        FixedInterval = "fixed_interval",
+        /// After exponentially growing, jittered delays.
+        ExponentialBackoff = "exponential_backoff",
+    }
+);
+
+choice!(
+    /// What happens when a call still fails after its retries.
+    TolerantKind {
+        /// The error reaches the caller.
+        FailFast = "fail_fast",
+        /// Log and return the method's default value.
+        FailSafe = "fail_safe",
+        /// Try other instances.
+        FailOver = "fail_over",
+        /// Call a local fallback implementation.
+        FailBack = "fail_back",
+    }
+);
+
+impl<'de> Deserialize<'de> for SerializerKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The root of a configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Everything lives under `rpc:`.
+    #[serde(default)]
+    pub rpc: RpcConfig,
+}
+
+/// `rpc:` — the whole configuration of one process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcConfig {
+    /// The application's name, for logs.
+    pub name: String,
+    /// Where a provider listens.
+    pub server: ServerConfig,
+    /// The serializer a consumer encodes calls with.
+    pub serializer: SerializerKind,
+    /// The registry both sides use.
+    pub registry: RegistryConfig,
+    /// How a consumer calls.
+    pub consumer: ConsumerConfig,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self {
+            name: "rpc-app".to_owned(),
+            server: ServerConfig::default(),
+            serializer: SerializerKind::Bincode,
+            registry: RegistryConfig::default(),
+            consumer: ConsumerConfig::default(),
+        }
+    }
+}
+
+/// `rpc.server:` — the provider's listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; `0` picks a free one (the registered port is the bound one).
+    pub port: u16,
+    /// Host registered for callers to dial; defaults to `host`, required when `host` is a
+    /// wildcard such as `0.0.0.0`.
+    pub advertise_host: Option<String>,
+    /// Calls in flight before new ones are answered "overloaded".
+    pub max_concurrent_calls: usize,
+    /// How long shutdown waits for calls in flight.
+    pub drain_timeout_ms: u64,
+    /// Largest accepted frame body in bytes.
+    pub max_frame_bytes: usize,
+    /// Weight registered for weighted balancers.
+    pub weight: u32,
+    /// Labels registered with every service.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 9001,
+            advertise_host: None,
+            max_concurrent_calls: crate::server::DEFAULT_MAX_CONCURRENT_CALLS,
+            drain_timeout_ms: crate::server::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64,
+            max_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME_LEN,
+            weight: crate::registry::DEFAULT_WEIGHT,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The host registered for callers.
+    pub fn registered_host(&self) -> &str {
+        self.advertise_host.as_deref().unwrap_or(&self.host)
+    }
+}
+
+/// `rpc.registry:` — which registry and how to reach it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The backend.
+    #[serde(rename = "type")]
+    pub kind: RegistryKind,
+    /// `host:port` of each server (an etcd cluster, a ZooKeeper ensemble).
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub endpoints: Vec<String>,
+    /// Root path of every key.
+    pub root: String,
+    /// etcd lease TTL; also the default ZooKeeper session timeout.
+    pub ttl_secs: u64,
+    /// Limit of each registry operation and of connecting.
+    pub timeout_ms: u64,
+    /// etcd user.
+    pub username: Option<String>,
+    /// etcd password.
+    pub password: Option<String>,
+    /// ZooKeeper session timeout; defaults to `ttl_secs`.
+    pub session_timeout_ms: Option<u64>,
+    /// How often a provider checks that its registrations still exist.
+    pub reconcile_secs: u64,
+    /// How often a consumer re-lists every watched service.
+    pub resync_secs: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            kind: RegistryKind::Etcd,
+            endpoints: vec!["127.0.0.1:2379".to_owned()],
+            root: "/rpc".to_owned(),
+            ttl_secs: 10,
+            timeout_ms: 3000,
+            username: None,
+            password: None,
+            session_timeout_ms: None,
+            reconcile_secs: 5,
+            resync_secs: 30,
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// [`Self::timeout_ms`] as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The ZooKeeper session timeout.
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.session_timeout_ms.unwrap_or(self.ttl_secs * 1000))
+    }
+}
+
+/// `rpc.consumer:` — how calls are made.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Per-call timeout.
+    pub timeout_ms: u64,
+    /// How an instance is picked.
+    pub load_balancer: LoadBalancerKind,
+    /// When a failed call is retried.
+    pub retry: RetryConfig,
+    /// What happens when a call still fails.
+    pub tolerant: TolerantKind,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 3000,
+            load_balancer: LoadBalancerKind::RoundRobin,
+            retry: RetryConfig::default(),
+            tolerant: TolerantKind::FailFast,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// [`Self::timeout_ms`] as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// `rpc.consumer.retry:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// The policy.
+    pub strategy: RetryStrategy,
+    /// Attempts in all, the first one included.
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    pub base_delay_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            strategy: RetryStrategy::None,
+            max_attempts: 3,
+            base_delay_ms: 50,
+        }
+    }
+}
+
+fn list_or_comma_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(list) => list,
+        Either::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+impl RpcConfig {
+    /// Loads a file, applies the process's `RPC__*` environment overrides, and validates.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml_with_env(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses YAML text without environment overrides.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_yaml_with_env(text, "<string>", std::iter::empty())
+    }
+
+    /// Parses YAML text, applies the overrides among `vars`, and validates. `origin` names
+    /// the text in errors.
+    pub fn from_yaml_with_env(
+        text: &str,
+        origin: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?
+        };
+        if tree.is_null() {
+            tree = Value::Object(Default::default());
+        }
+        for (name, value) in vars {
+            apply_override(&mut tree, &name, &value)?;
+        }
+        let file: ConfigFile = serde_path_to_error::deserialize(&tree).map_err(|e| {
+            let field = e.path().to_string();
+            ConfigError::Invalid {
+                origin: origin.to_owned(),
+                field: if field == "." { "(root)".to_owned() } else { field },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        file.rpc.validate(origin)?;
+        Ok(file.rpc)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| {
+            Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                field: field.to_owned(),
+                message,
+            })
+        };
+        let r = &self.registry;
+        if r.kind != RegistryKind::Memory && r.endpoints.is_empty() {
+            return invalid(
+                "rpc.registry.endpoints",
+                format!("{} needs at least one endpoint", r.kind),
+            );
+        }
+        for e in &r.endpoints {
+            if !is_host_port(e) {
+                return invalid("rpc.registry.endpoints", format!("\"{e}\" is not host:port"));
+            }
+        }
+        if !r.root.starts_with('/') || (r.root.len() > 1 && r.root.ends_with('/')) {
+            return invalid(
+                "rpc.registry.root",
+                format!("\"{}\" must start with / and not end with /", r.root),
+            );
+        }
+        if r.ttl_secs < 1 {
+            return invalid("rpc.registry.ttl_secs", "must be at least 1".to_owned());
+        }
+        if r.timeout_ms < 1 {
+            return invalid("rpc.registry.timeout_ms", "must be at least 1".to_owned());
+        }
+        if r.reconcile_secs < 1 {
+            return invalid("rpc.registry.reconcile_secs", "must be at least 1".to_owned());
+        }
+        if r.resync_secs < 1 {
+            return invalid("rpc.registry.resync_secs", "must be at least 1".to_owned());
+        }
+        if r.username.is_some() != r.password.is_some() {
+            return invalid("rpc.registry.username", "username and password go together".to_owned());
+        }
+        let s = &self.server;
+        let wildcard = matches!(s.host.as_str(), "0.0.0.0" | "::" | "[::]");
+        if wildcard && s.advertise_host.is_none() {
+            return invalid(
+                "rpc.server.advertise_host",
+                format!("required when rpc.server.host is the wildcard \"{}\"", s.host),
+            );
+        }
+        if s.max_concurrent_calls < 1 {
+            return invalid("rpc.server.max_concurrent_calls", "must be at least 1".to_owned());
+        }
+        let c = &self.consumer;
+        if c.timeout_ms < 1 {
+            return invalid("rpc.consumer.timeout_ms", "must be at least 1".to_owned());
+        }
+        if c.retry.max_attempts < 1 {
+            return invalid("rpc.consumer.retry.max_attempts", "must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+/// Applies one `RPC__A__B=value` variable to the YAML tree; other variables are ignored.
+fn apply_override(tree: &mut Value, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    let mut path: Vec<String> = vec!["rpc".to_owned()];
+    path.extend(rest.split("__").map(str::to_ascii_lowercase));
+    if path.iter().any(String::is_empty) {
+        return Ok(());
+    }
+    let value: Value = match serde_saphyr::from_str::<Value>(raw) {
+        Ok(Value::Null) if !raw.trim().is_empty() && raw.trim() != "null" && raw.trim() != "~" => {
+            Value::String(raw.to_owned())
+        }
+        Ok(v) => v,
+        Err(_) => Value::String(raw.to_owned()),
+    };
+    let mut node = tree;
+    for (i, segment) in path.iter().enumerate() {
+        let Value::Object(map) = node else {
+            return Err(ConfigError::Invalid {
+                origin: format!("environment variable {name}"),
+                field: path[..i].join("."),
+                message: "is not a mapping, cannot set a field inside it".to_owned(),
+            });
+        };
+        if i + 1 == path.len() {
+            map.insert(segment.clone(), value);
+            return Ok(());
+        }
+        node = map
+            .entry(segment.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+        if node.is_null() {
+            *node = Value::Object(Default::default());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+rpc:
+  name: example-provider
+  server:
+    host: 127.0.0.1
+    port: 9001
+  serializer: postcard
+  registry:
+    type: zookeeper
+    endpoints: ["127.0.0.1:2181", "127.0.0.1:2182"]
+    root: /services
+    ttl_secs: 7
+    timeout_ms: 1500
+  consumer:
+    timeout_ms: 2500
+    load_balancer: p2c
+    retry:
+      strategy: exponential_backoff
+      max_attempts: 4
+      base_delay_ms: 20
+    tolerant: fail_over
+"#;
+
+    fn err(text: &str) -> String {
+        RpcConfig::from_yaml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_every_field_of_the_documented_schema() {
+        let c = RpcConfig::from_yaml(FULL).unwrap();
+        assert_eq!(c.name, "example-provider");
+        assert_eq!(c.server.port, 9001);
+        assert_eq!(c.serializer, SerializerKind::Postcard);
+        assert_eq!(c.registry.kind, RegistryKind::Zookeeper);
+        assert_eq!(c.registry.endpoints, vec!["127.0.0.1:2181", "127.0.0.1:2182"]);
+        assert_eq!(c.registry.root, "/services");
+        assert_eq!(c.registry.ttl_secs, 7);
+        assert_eq!(c.registry.session_timeout(), Duration::from_secs(7));
+        assert_eq!(c.consumer.timeout(), Duration::from_millis(2500));
+        assert_eq!(c.consumer.load_balancer, LoadBalancerKind::P2c);
+        assert_eq!(c.consumer.retry.strategy, RetryStrategy::ExponentialBackoff);
+        assert_eq!(c.consumer.retry.max_attempts, 4);
+        assert_eq!(c.consumer.tolerant, TolerantKind::FailOver);
+    }
+
+    #[test]
+    fn every_field_has_a_default() {
+        for text in ["", "rpc: {}", "rpc:\n  registry: {}\n"] {
+            let c = RpcConfig::from_yaml(text).unwrap();
+            assert_eq!(c.registry.kind, RegistryKind::Etcd);
+            assert_eq!(c.registry.root, "/rpc");
+            assert_eq!(c.registry.ttl_secs, 10);
+            assert_eq!(c.consumer.load_balancer, LoadBalancerKind::RoundRobin);
+            assert_eq!(c.consumer.tolerant, TolerantKind::FailFast);
+            assert_eq!(c.serializer, SerializerKind::Bincode);
+        }
+    }
+
+    #[test]
+    fn unknown_choices_name_the_field_the_value_and_the_valid_ones() {
+        assert_eq!(
+            err("rpc:\n  registry:\n    type: etcdd\n"),
+            "<string>: rpc.registry.type: \"etcdd\" is not one of etcd, zookeeper, memory"
+        );
+        assert_eq!(
+            err("rpc:\n  consumer:\n    load_balancer: fastest\n"),
+            "<string>: rpc.consumer.load_balancer: \"fastest\" is not one of round_robin, random, weighted_random, consistent_hash, p2c"
+        );
+        assert_eq!(
+            err("rpc:\n  consumer:\n    retry:\n      strategy: forever\n"),
+            "<string>: rpc.consumer.retry.strategy: \"forever\" is not one of none, fixed_interval, exponential_backoff"
+        );
+        assert_eq!(
+            err("rpc:\n  consumer:\n    tolerant: fail_maybe\n"),
+            "<string>: rpc.consumer.tolerant: \"fail_maybe\" is not one of fail_fast, fail_safe, fail_over, fail_back"
+        );
+        assert_eq!(
+            err("rpc:\n  serializer: yaml\n"),
+            "<string>: rpc.serializer: \"yaml\" is not one of bincode, postcard, json"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_path() {
+        let e = err("rpc:\n  server:\n    port: 70000\n");
+        assert!(e.contains("rpc.server.port") && e.contains("70000"), "{e}");
+        let e = err("rpc:\n  registry:\n    tll_secs: 5\n");
+        assert!(e.contains("rpc.registry") && e.contains("tll_secs"), "{e}");
+        let e = err("rpc:\n  registry:\n    endpoints: [\"nohost\"]\n");
+        assert!(e.contains("rpc.registry.endpoints") && e.contains("nohost"), "{e}");
+        let e = err("rpc:\n  server:\n    host: 0.0.0.0\n");
+        assert!(e.contains("rpc.server.advertise_host"), "{e}");
+        let e = err("rpc: [unclosed\n");
+        assert!(e.contains("invalid YAML"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let vars = [
+            ("RPC__REGISTRY__TYPE", "memory"),
+            ("RPC__SERVER__PORT", "9100"),
+            ("RPC__REGISTRY__ENDPOINTS", "10.0.0.1:2379, 10.0.0.2:2379"),
+            ("RPC__CONSUMER__RETRY__MAX_ATTEMPTS", "5"),
+            ("RPC__NAME", "from-env"),
+            ("UNRELATED", "x"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = RpcConfig::from_yaml_with_env(FULL, "f.yaml", vars).unwrap();
+        assert_eq!(c.registry.kind, RegistryKind::Memory);
+        assert_eq!(c.server.port, 9100);
+        assert_eq!(c.registry.endpoints, vec!["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(c.consumer.retry.max_attempts, 5);
+        assert_eq!(c.name, "from-env");
+
+        let bad = [("RPC__REGISTRY__TYPE".to_owned(), "consul".to_owned())];
+        let e = RpcConfig::from_yaml_with_env(FULL, "f.yaml", bad)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "f.yaml: rpc.registry.type: \"consul\" is not one of etcd, zookeeper, memory"
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! The consumer-side discovery cache: one exact, watch-driven instance list per service key.
+//!
+//! # Design
+//!
+//! * Entries live in a [`DashMap`] keyed by service key. Each holds the current list as an
+//!   `Arc<[ServiceInstance]>` inside a `tokio::sync::watch` channel: a hit is a map lookup, a
+//!   read lock and an `Arc` clone, with no registry round trip and no allocation. The channel
+//!   also lets anyone [`subscribe`](DiscoveryCache::subscribe) to changes.
+//! * The first lookup of a key creates its entry and starts exactly one watcher task for it
+//!   (the map's entry API decides the race). Lookups wait for the watcher's first snapshot, up
+//!   to the load timeout.
+//! * The watcher applies every event to a map keyed by address and publishes a new list:
+//!   additions appear, removals disappear, and no other key's entry is touched. An empty list
+//!   is just the current state: the watch stays open, so a provider that registers later is
+//!   seen as soon as it does.
+//! * When the watch fails or ends (registry unreachable, compaction), the entry keeps its
+//!   last-known list and the watcher re-watches (which re-lists) with capped, jittered backoff.
+//! * A periodic resync job (tokio-cron-scheduler) re-lists every key as a safety net against
+//!   missed events. A resync result is applied only if no watch event arrived while it was in
+//!   flight, so it can never roll back a newer change.
+//! * Watcher tasks are owned by the cache and aborted when it is closed or dropped.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tracing::{debug, info, warn, Instrument};
+
+use super::{Registry, RegistryError, ServiceInstance, WatchEvent};
+use crate::backoff::Backoff;
+use crate::schedule::{PeriodicJob, ScheduleError};
+use tokio_util::task::AbortOnDropHandle;
+
+/// Tunables of a [`DiscoveryCache`].
+#[derive(Debug, Clone)]
+pub struct DiscoveryOptions {
+    /// How long a first lookup waits for the registry.
+    pub load_timeout: Duration,
+    /// How often every watched key is re-listed.
+    pub resync_interval: Duration,
+    /// First delay before re-watching a failed watch.
+    pub retry_base: Duration,
+    /// Longest delay between re-watch attempts.
+    pub retry_cap: Duration,
+}
+
+impl Default for DiscoveryOptions {
+    fn default() -> Self {
+        Self {
+            load_timeout: Duration::from_secs(3),
+            resync_interval: Duration::from_secs(30),
+            retry_base: Duration::from_millis(100),
+            retry_cap: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A cached, watch-driven view of a registry.
+pub struct DiscoveryCache {
+    inner: Arc<Inner>,
+    resync: Mutex<Option<PeriodicJob>>,
+}
+
+struct Inner {
+    registry: Arc<dyn Registry>,
+    entries: DashMap<String, Arc<Entry>>,
+    watchers: Mutex<Vec<AbortOnDropHandle<()>>>,
+    options: DiscoveryOptions,
+}
+
+struct Entry {
+    key: String,
+    /// `None` until the first snapshot; then the current list, sorted by address.
+    published: watch::Sender<Option<Arc<[ServiceInstance]>>>,
+    state: Mutex<EntryState>,
+}
+
+#[derive(Default)]
+struct EntryState {
+    by_address: BTreeMap<String, ServiceInstance>,
+    /// Bumped by every applied watch event.
+    generation: u64,
+    last_error: Option<String>,
+}
+
+impl Entry {
+    fn state(&self) -> std::sync::MutexGuard<'_, EntryState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn current(&self) -> Option<Arc<[ServiceInstance]>> {
+        self.published.borrow().clone()
+    }
+
+    fn apply(&self, event: WatchEvent) {
+        let mut state = self.state();
+        match event {
+            WatchEvent::Snapshot(list) => {
+                state.by_address = list.into_iter().map(|i| (i.address(), i)).collect();
+            }
+            WatchEvent::Upsert(instance) => {
+                state.by_address.insert(instance.address(), instance);
+            }
+            WatchEvent::Remove { address } => {
+                state.by_address.remove(&address);
+            }
+        }
+        state.generation += 1;
+        state.last_error = None;
+        self.publish(&state);
+    }
+
+    /// Replaces the list with a resync result unless a watch event arrived since `generation`.
+    fn resync(&self, generation: u64, list: Vec<ServiceInstance>) {
+        let mut state = self.state();
+        if state.generation != generation {
+            return;
+        }
+        let fresh: BTreeMap<String, ServiceInstance> = list.into_iter().map(|i| (i.address(), i)).collect();
+        if fresh != state.by_address {
+            info!(service = %self.key, before = state.by_address.len(), after = fresh.len(), "resync corrected the cache");
+            state.by_address = fresh;
+            state.generation += 1;
+            self.publish(&state);
+        }
+    }
+
+    fn publish(&self, state: &EntryState) {
+        let list: Arc<[ServiceInstance]> = state.by_address.values().cloned().collect();
+        debug!(service = %self.key, instances = list.len(), "instances updated");
+        self.published.send_replace(Some(list));
+    }
+
+    fn record_error(&self, error: String) {
+        self.state().last_error = Some(error);
+    }
+}
+
+impl DiscoveryCache {
+    /// A cache in front of `registry`; starts the resync job.
+    pub async fn new(registry: Arc<dyn Registry>, options: DiscoveryOptions) -> Result<Self, ScheduleError> {
+        let inner = Arc::new(Inner {
+            registry,
+            entries: DashMap::new(),
+            watchers: Mutex::new(Vec::new()),
+            options,
+        });
+        let weak = Arc::downgrade(&inner);
+        let resync = PeriodicJob::start("discovery resync", inner.options.resync_interval, move || {
+            let weak = weak.clone();
+            async move {
+                if let Some(inner) = weak.upgrade() {
+                    resync_all(inner).await;
+                }
+            }
+        })
+        .await?;
+        Ok(Self {
+            inner,
+            resync: Mutex::new(Some(resync)),
+        })
+    }
+
+    /// The registry behind the cache.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.inner.registry
+    }
+
+    /// The instances of `service_key`, from the cache when it is loaded; the first call for a
+    /// key loads it and starts its watch.
+    pub async fn instances(&self, service_key: &str) -> Result<Arc<[ServiceInstance]>, RegistryError> {
+        let entry = match self.inner.entries.get(service_key) {
+            Some(entry) => {
+                if let Some(list) = entry.current() {
+                    return Ok(list);
+                }
+                entry.clone()
+            }
+            None => self.entry(service_key),
+        };
+        let mut rx = entry.published.subscribe();
+        let timeout = self.inner.options.load_timeout;
+        let loaded = tokio::time::timeout(timeout, async {
+            rx.wait_for(Option::is_some).await.map(|list| list.clone())
+        })
+        .await;
+        match loaded {
+            Ok(Ok(Some(list))) => Ok(list),
+            Ok(Ok(None) | Err(_)) => Err(RegistryError::Closed),
+            Err(_) => Err(match entry.state().last_error.clone() {
+                Some(message) => RegistryError::Unavailable {
+                    backend: self.inner.registry.backend(),
+                    message,
+                },
+                None => RegistryError::Timeout {
+                    backend: self.inner.registry.backend(),
+                    operation: "first discovery",
+                    timeout_ms: timeout.as_millis() as u64,
+                },
+            }),
+        }
+    }
+
+    /// The cached instances of `service_key`, if it has been loaded; never waits.
+    pub fn cached(&self, service_key: &str) -> Option<Arc<[ServiceInstance]>> {
+        self.inner.entries.get(service_key).and_then(|e| e.current())
+    }
+
+    /// A receiver that sees every new list of `service_key` (starting its watch if needed).
+    pub fn subscribe(&self, service_key: &str) -> watch::Receiver<Option<Arc<[ServiceInstance]>>> {
+        match self.inner.entries.get(service_key) {
+            Some(entry) => entry.published.subscribe(),
+            None => self.entry(service_key).published.subscribe(),
+        }
+    }
+
+    /// The service keys being watched.
+    pub fn keys(&self) -> Vec<String> {
+        self.inner.entries.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Re-lists every watched key now (what the periodic job does).
+    pub async fn resync_now(&self) {
+        resync_all(self.inner.clone()).await;
+    }
+
+    /// Stops every watch and the resync job.
+    pub async fn close(&self) {
+        let job = self.resync.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(job) = job {
+            job.stop().await;
+        }
+        self.inner
+            .watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The entry for `key`, created with its watcher if it does not exist yet.
+    fn entry(&self, key: &str) -> Arc<Entry> {
+        self.inner
+            .entries
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                let entry = Arc::new(Entry {
+                    key: key.to_owned(),
+                    published: watch::channel(None).0,
+                    state: Mutex::new(EntryState::default()),
+                });
+                let task = tokio::spawn(
+                    watch_key(self.inner.registry.clone(), entry.clone(), self.inner.options.clone())
+                        .instrument(tracing::info_span!("discovery_watch", service = key)),
+                );
+                self.inner
+                    .watchers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(AbortOnDropHandle::new(task));
+                entry
+            })
+            .clone()
+    }
+}
+
+/// Keeps one key's entry exact for as long as the cache lives.
+async fn watch_key(registry: Arc<dyn Registry>, entry: Arc<Entry>, options: DiscoveryOptions) {
+    let mut backoff = Backoff::new(options.retry_base, options.retry_cap);
+    loop {
+        match registry.watch(&entry.key).await {
+            Ok(mut stream) => {
+                let mut first = true;
+                while let Some(event) = stream.next().await {
+                    if first {
+                        backoff.reset();
+                        first = false;
+                    }
+                    entry.apply(event);
+                }
+                debug!("watch ended; keeping the last-known instances and watching again");
+            }
+            Err(e) => {
+                warn!(error = %e, "watch failed; serving the last-known instances");
+                entry.record_error(e.to_string());
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn resync_all(inner: Arc<Inner>) {
+    let entries: Vec<Arc<Entry>> = inner.entries.iter().map(|e| e.value().clone()).collect();
+    for entry in entries {
+        let generation = entry.state().generation;
+        let listed = tokio::time::timeout(inner.options.load_timeout, inner.registry.discover(&entry.key)).await;
+        match listed {
+            Ok(Ok(list)) => entry.resync(generation, list),
+            Ok(Err(e)) => debug!(service = %entry.key, error = %e, "resync failed"),
+            Err(_) => debug!(service = %entry.key, "resync timed out"),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Service registries and discovery.
+//!
+//! * [`Registry`] is the contract every backend (etcd, ZooKeeper, memory) implements. It is
+//!   object-safe so configuration can pick the backend at run time.
+//! * [`ServiceInstance`] is what a provider registers, stored as JSON at
+//!   `{root}/{name}:{version}/{host}:{port}`.
+//! * [`DiscoveryCache`] sits in front of any registry on the consumer side and keeps one exact,
+//!   watch-driven instance list per service key.
+//!
+//! # Watch contract
+//!
+//! [`Registry::watch`] returns a [`WatchStream`] whose first event is a
+//! [`WatchEvent::Snapshot`] of the service's instances, taken so that no change after it is
+//! missed, followed by [`WatchEvent::Upsert`] and [`WatchEvent::Remove`] for each change. A
+//! backend may send another snapshot at any time (after re-listing). When the backend cannot
+//! keep the stream exact (connection lost, revision compacted) it ends the stream; the
+//! discovery cache then keeps serving what it knew and watches again with backoff.
+
+mod cache;
+mod instance;
+
+pub use cache::{DiscoveryCache, DiscoveryOptions};
+pub use instance::{now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::server::BoxFuture;
+use tokio_util::task::AbortOnDropHandle;
+
+/// A failure of a registry operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry could not be reached or answered with an error.
+    #[error("{backend} registry unavailable: {message}")]
+    Unavailable {
+        /// Which backend.
+        backend: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The operation did not finish in time.
+    #[error("{backend} registry: {operation} timed out after {timeout_ms} ms")]
+    Timeout {
+        /// Which backend.
+        backend: &'static str,
+        /// The operation.
+        operation: &'static str,
+        /// The limit.
+        timeout_ms: u64,
+    },
+    /// The instance cannot be registered as given.
+    #[error("invalid instance: {0}")]
+    InvalidInstance(String),
+    /// The registry was closed.
+    #[error("registry closed")]
+    Closed,
+}
+
+/// A change to the instances of one service key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// The complete current list; replaces whatever was known.
+    Snapshot(Vec<ServiceInstance>),
+    /// An instance appeared or changed.
+    Upsert(ServiceInstance),
+    /// The instance at this address (`host:port`) left.
+    Remove {
+        /// The instance's address.
+        address: String,
+    },
+}
+
+/// The events of one watch. Dropping it stops the watch.
+#[derive(Debug)]
+pub struct WatchStream {
+    rx: mpsc::Receiver<WatchEvent>,
+    _task: Option<AbortOnDropHandle<()>>,
+}
+
+impl WatchStream {
+    /// A stream fed by `rx`; `task`, the backend's watcher, is aborted when the stream drops.
+    pub fn new(rx: mpsc::Receiver<WatchEvent>, task: Option<JoinHandle<()>>) -> Self {
+        Self {
+            rx,
+            _task: task.map(AbortOnDropHandle::new),
+        }
+    }
+
+    /// The next event; `None` once the watch has ended and must be re-established.
+    pub async fn next(&mut self) -> Option<WatchEvent> {
+        self.rx.recv().await
+    }
+}
+
+/// A service registry backend.
+pub trait Registry: Send + Sync + 'static {
+    /// The backend's name, for logs and errors (`etcd`, `zookeeper`, `memory`).
+    fn backend(&self) -> &'static str;
+
+    /// Registers (or re-registers, replacing) an instance; it stays until deregistered or until
+    /// this process dies (lease TTL, session timeout).
+    fn register<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>>;
+
+    /// Removes an instance registered by this process.
+    fn deregister<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>>;
+
+    /// The current instances of a service key (`name:version`). Values that are not valid
+    /// instances are skipped with a warning.
+    fn discover<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Vec<ServiceInstance>, RegistryError>>;
+
+    /// Watches a service key; see the module docs for the event contract.
+    fn watch<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>>;
+
+    /// Deregisters everything this process registered and releases the backend's resources
+    /// (lease, session, background tasks).
+    fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>>;
+}

@@ -1,0 +1,187 @@
+//! The process's lease: granted on demand, kept alive by etcd's keep-alive stream, replaced
+//! (with every local key put again) when it is lost.
+//!
+//! A keeper task per granted lease sends a keep-alive every TTL/3 on the keep-alive stream.
+//! A broken stream is reopened with backoff. The lease counts as lost when etcd answers a
+//! keep-alive with TTL 0 (it no longer knows the lease: wiped or expired), or when no
+//! keep-alive has succeeded for a whole TTL (etcd will have expired it). Then the keeper turns
+//! into the recovery task: it retries, with capped backoff, until a new lease is granted and
+//! every local instance is put on it.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use rpc_core::backoff::Backoff;
+use rpc_core::registry::RegistryError;
+use rpc_core::server::BoxFuture;
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{debug, info, warn, Instrument};
+
+use super::Shared;
+
+#[derive(Default)]
+pub(crate) struct LeaseManager {
+    current: Mutex<Option<i64>>,
+    /// Serializes grants so concurrent registrations share one lease.
+    granting: tokio::sync::Mutex<()>,
+    /// Keeper (and recovery) tasks; aborted on revoke or drop.
+    tasks: Mutex<Vec<AbortOnDropHandle<()>>>,
+}
+
+impl LeaseManager {
+    fn slot(&self) -> MutexGuard<'_, Option<i64>> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, Vec<AbortOnDropHandle<()>>> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn current(&self) -> Option<i64> {
+        *self.slot()
+    }
+
+    /// Forgets `lease` if it is still the current one.
+    pub(crate) fn invalidate(&self, lease: i64) {
+        let mut slot = self.slot();
+        if *slot == Some(lease) {
+            *slot = None;
+        }
+    }
+
+    /// The current lease, granting one (and starting its keeper) if there is none.
+    ///
+    /// Returns a boxed `Send` future: a keeper that loses its lease recovers through this very
+    /// function, and the declared type breaks that cycle for the compiler.
+    pub(crate) fn ensure<'a>(&'a self, shared: &'a Arc<Shared>) -> BoxFuture<'a, Result<i64, RegistryError>> {
+        Box::pin(async move {
+            if let Some(id) = self.current() {
+                return Ok(id);
+            }
+            let _granting = self.granting.lock().await;
+            if let Some(id) = self.current() {
+                return Ok(id);
+            }
+            let ttl = shared.options.ttl.as_secs().max(1) as i64;
+            let granted = shared
+                .timed("lease grant", shared.client.lease_client().grant(ttl, None))
+                .await?;
+            let id = granted.id();
+            *self.slot() = Some(id);
+            info!(lease = id, ttl_secs = ttl, "lease granted");
+            let task = tokio::spawn(
+                keep_alive(Arc::downgrade(shared), id).instrument(tracing::info_span!("etcd_lease", lease = id)),
+            );
+            let mut tasks = self.tasks();
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(AbortOnDropHandle::new(task));
+            Ok(id)
+        })
+    }
+
+    /// Replaces the current lease if etcd no longer knows it.
+    pub(crate) async fn check_alive(&self, shared: &Arc<Shared>) -> Result<(), RegistryError> {
+        let Some(id) = self.current() else { return Ok(()) };
+        let resp = shared
+            .timed(
+                "lease time-to-live",
+                shared.client.lease_client().time_to_live(id, None),
+            )
+            .await?;
+        if resp.ttl() <= 0 {
+            warn!(lease = id, "lease is gone from etcd");
+            self.invalidate(id);
+        }
+        Ok(())
+    }
+
+    /// Stops keeping the lease alive and revokes it, which deletes every key on it.
+    pub(crate) async fn revoke(&self, shared: &Shared) -> Result<(), RegistryError> {
+        self.tasks().clear();
+        let Some(id) = self.slot().take() else { return Ok(()) };
+        shared
+            .timed("lease revoke", shared.client.lease_client().revoke(id))
+            .await?;
+        info!(lease = id, "lease revoked");
+        Ok(())
+    }
+}
+
+/// Keeps `lease` alive until it is lost, then recovers.
+async fn keep_alive(weak: Weak<Shared>, lease: i64) {
+    let Some((mut client, ttl, timeout)) = weak
+        .upgrade()
+        .map(|s| (s.client.lease_client(), s.options.ttl, s.options.timeout))
+    else {
+        return;
+    };
+    let interval = (ttl / 3).max(Duration::from_millis(100));
+    let mut backoff = Backoff::new(Duration::from_millis(100), interval);
+    let mut last_ok = Instant::now();
+    let reason = 'lost: loop {
+        match tokio::time::timeout(timeout, client.keep_alive(lease)).await {
+            Ok(Ok((mut keeper, mut stream))) => loop {
+                let sent = tokio::time::timeout(timeout, keeper.keep_alive()).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    debug!("keep-alive send failed; reopening the stream");
+                    break;
+                }
+                match tokio::time::timeout(timeout, stream.message()).await {
+                    Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+                        last_ok = Instant::now();
+                        backoff.reset();
+                    }
+                    Ok(Ok(Some(_))) => break 'lost "etcd no longer knows the lease",
+                    Ok(Ok(None)) => {
+                        debug!("keep-alive stream ended; reopening");
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "keep-alive failed; reopening the stream");
+                        break;
+                    }
+                    Err(_) => {
+                        debug!("keep-alive answer timed out; reopening the stream");
+                        break;
+                    }
+                }
+                tokio::time::sleep(interval).await;
+            },
+            Ok(Err(e)) => debug!(error = %e, "cannot open the keep-alive stream"),
+            Err(_) => debug!("opening the keep-alive stream timed out"),
+        }
+        if last_ok.elapsed() >= ttl {
+            break 'lost "no keep-alive succeeded for longer than the TTL";
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    };
+    warn!(reason, "lease lost; granting a new one and registering again");
+    recover(weak, lease, ttl).await;
+}
+
+/// Grants a new lease and puts every local instance on it, retrying until it works.
+async fn recover(weak: Weak<Shared>, lost: i64, ttl: Duration) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), ttl.max(Duration::from_secs(1)));
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        shared.lease.invalidate(lost);
+        if !shared.has_local() {
+            // Nothing to keep registered; the next registration grants a lease.
+            return;
+        }
+        match shared.put_all().await {
+            Ok(n) => {
+                info!(
+                    instances = n,
+                    lease = shared.lease.current(),
+                    "registered again on a new lease"
+                );
+                return;
+            }
+            Err(e) => warn!(error = %e, "cannot register again yet; retrying"),
+        }
+        drop(shared);
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}

@@ -1,0 +1,378 @@
+//! The etcd backend.
+//!
+//! # Registrations
+//!
+//! Every key this process registers hangs on one lease with the configured TTL. The lease is
+//! granted on the first registration and kept alive by etcd's lease keep-alive stream (see
+//! [`lease`]); keys are never re-put on a timer. When the lease is lost (etcd restarted
+//! without its data, wiped, or keep-alives failed for longer than the TTL) a new lease is
+//! granted and every local instance is put again. A reconciler job (tokio-cron-scheduler)
+//! also checks every `reconcile_secs` that each local key still exists with this process's
+//! value and lease, and re-puts the ones that do not.
+//!
+//! # Discovery
+//!
+//! Discovery is one prefix get of `{root}/{name}:{version}/`. A watch lists the prefix, then
+//! watches it from the listing's revision + 1, so no change between the two is missed (see
+//! [`watch`]). A value that is not valid instance JSON is skipped with a warning naming its key.
+
+mod lease;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, PutOptions};
+use rpc_core::config::RegistryConfig;
+use rpc_core::registry::{service_path, Registry, RegistryError, ServiceInstance, WatchStream};
+use rpc_core::schedule::PeriodicJob;
+use rpc_core::server::BoxFuture;
+use tracing::{info, warn};
+
+use self::lease::LeaseManager;
+
+pub(crate) const BACKEND: &str = "etcd";
+
+/// Settings of an [`EtcdRegistry`].
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// `host:port` (or `http://host:port`) of each cluster member.
+    pub endpoints: Vec<String>,
+    /// Root of every key, e.g. `/rpc`.
+    pub root: String,
+    /// Lease TTL.
+    pub ttl: Duration,
+    /// Limit of connecting and of each request.
+    pub timeout: Duration,
+    /// Optional user and password.
+    pub credentials: Option<(String, String)>,
+    /// How often the reconciler checks the local registrations.
+    pub reconcile_interval: Duration,
+}
+
+impl EtcdOptions {
+    /// Options from the `rpc.registry` section.
+    pub fn from_config(config: &RegistryConfig) -> Self {
+        Self {
+            endpoints: config.endpoints.clone(),
+            root: config.root.clone(),
+            ttl: Duration::from_secs(config.ttl_secs),
+            timeout: config.timeout(),
+            credentials: config.username.clone().zip(config.password.clone()),
+            reconcile_interval: Duration::from_secs(config.reconcile_secs),
+        }
+    }
+}
+
+/// A [`Registry`] on etcd v3.
+pub struct EtcdRegistry {
+    shared: Arc<Shared>,
+    reconciler: Mutex<Option<PeriodicJob>>,
+}
+
+/// State shared with the lease task and the reconciler.
+pub(crate) struct Shared {
+    client: Client,
+    options: EtcdOptions,
+    /// Instances registered by this process, by key.
+    local: Mutex<BTreeMap<String, ServiceInstance>>,
+    lease: LeaseManager,
+}
+
+impl Shared {
+    fn local(&self) -> MutexGuard<'_, BTreeMap<String, ServiceInstance>> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs one etcd request under the configured timeout.
+    pub(crate) async fn timed<T>(
+        &self,
+        operation: &'static str,
+        request: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, RegistryError> {
+        match tokio::time::timeout(self.options.timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(unavailable(operation, e)),
+            Err(_) => Err(RegistryError::Timeout {
+                backend: BACKEND,
+                operation,
+                timeout_ms: self.options.timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Puts one instance's key on the current lease (granting one if needed).
+    pub(crate) async fn put_instance(
+        self: &Arc<Self>,
+        key: &str,
+        instance: &ServiceInstance,
+    ) -> Result<(), RegistryError> {
+        let lease = self.lease.ensure(self).await?;
+        let put = self
+            .timed(
+                "put",
+                self.client
+                    .kv_client()
+                    .put(key, instance.to_json(), Some(PutOptions::new().with_lease(lease))),
+            )
+            .await;
+        match put {
+            Err(e) if is_lease_not_found(&e) => {
+                // The lease vanished under us (etcd wiped): take a new one and try once more.
+                self.lease.invalidate(lease);
+                let lease = self.lease.ensure(self).await?;
+                self.timed(
+                    "put",
+                    self.client
+                        .kv_client()
+                        .put(key, instance.to_json(), Some(PutOptions::new().with_lease(lease))),
+                )
+                .await
+                .map(drop)
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Puts every local instance again; used after a new lease was granted.
+    pub(crate) async fn put_all(self: &Arc<Self>) -> Result<usize, RegistryError> {
+        let local: Vec<(String, ServiceInstance)> = self.local().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (key, instance) in &local {
+            self.put_instance(key, instance).await?;
+        }
+        Ok(local.len())
+    }
+
+    /// Whether any instance is registered locally.
+    pub(crate) fn has_local(&self) -> bool {
+        !self.local().is_empty()
+    }
+
+    /// Checks every local key and re-puts those that are missing, changed or on another lease.
+    async fn reconcile(self: &Arc<Self>) -> Result<usize, RegistryError> {
+        if !self.has_local() {
+            return Ok(0);
+        }
+        // A lease that etcd no longer knows cannot hold keys: replace it first.
+        self.lease.check_alive(self).await?;
+        let lease = self.lease.ensure(self).await?;
+        let local: Vec<(String, ServiceInstance)> = self.local().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut repaired = 0;
+        for (key, instance) in local {
+            let resp = self
+                .timed("get", self.client.kv_client().get(key.as_str(), None))
+                .await?;
+            let healthy = resp
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.lease() == lease && kv.value() == instance.to_json().as_bytes());
+            // Deregistered meanwhile: nothing to repair.
+            if healthy || !self.local().contains_key(&key) {
+                continue;
+            }
+            warn!(%key, "registration missing or stale, putting it again");
+            self.put_instance(&key, &instance).await?;
+            repaired += 1;
+        }
+        Ok(repaired)
+    }
+}
+
+impl EtcdRegistry {
+    /// Connects to the cluster and checks that it answers within the timeout.
+    pub async fn connect(options: EtcdOptions) -> Result<Self, RegistryError> {
+        let endpoints: Vec<String> = options
+            .endpoints
+            .iter()
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(options.timeout)
+            .with_keep_alive(Duration::from_secs(2), options.timeout)
+            .with_keep_alive_while_idle(true);
+        if let Some((user, password)) = &options.credentials {
+            connect = connect.with_user(user.clone(), password.clone());
+        }
+        let client = match tokio::time::timeout(options.timeout, Client::connect(&endpoints, Some(connect))).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(unavailable("connect", e)),
+            Err(_) => {
+                return Err(RegistryError::Timeout {
+                    backend: BACKEND,
+                    operation: "connect",
+                    timeout_ms: options.timeout.as_millis() as u64,
+                })
+            }
+        };
+        let shared = Arc::new(Shared {
+            client,
+            options,
+            local: Mutex::new(BTreeMap::new()),
+            lease: LeaseManager::default(),
+        });
+        // Fail fast when no endpoint answers.
+        shared
+            .timed(
+                "health check",
+                shared.client.kv_client().get(
+                    shared.options.root.as_str(),
+                    Some(GetOptions::new().with_keys_only().with_limit(1)),
+                ),
+            )
+            .await?;
+        let weak = Arc::downgrade(&shared);
+        let reconciler = PeriodicJob::start("etcd reconciler", shared.options.reconcile_interval, move || {
+            let weak = weak.clone();
+            async move {
+                let Some(shared) = weak.upgrade() else { return };
+                match shared.reconcile().await {
+                    Ok(0) => {}
+                    Ok(n) => info!(repaired = n, "reconciler re-registered missing instances"),
+                    Err(e) => warn!(error = %e, "reconciler could not check registrations"),
+                }
+            }
+        })
+        .await
+        .map_err(|e| RegistryError::Unavailable {
+            backend: BACKEND,
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            shared,
+            reconciler: Mutex::new(Some(reconciler)),
+        })
+    }
+
+    /// The lease this process's keys hang on, if one is granted.
+    pub fn lease_id(&self) -> Option<i64> {
+        self.shared.lease.current()
+    }
+
+    /// Checks the local registrations now (what the reconciler job does); returns how many it
+    /// had to put again.
+    pub async fn reconcile_now(&self) -> Result<usize, RegistryError> {
+        self.shared.reconcile().await
+    }
+
+    fn prefix(&self, service_key: &str) -> String {
+        format!("{}/", service_path(&self.shared.options.root, service_key))
+    }
+}
+
+impl Registry for EtcdRegistry {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn register<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let key = instance.path(&self.shared.options.root);
+            self.shared.local().insert(key.clone(), instance.clone());
+            if let Err(e) = self.shared.put_instance(&key, instance).await {
+                self.shared.local().remove(&key);
+                return Err(e);
+            }
+            info!(%key, lease = self.lease_id(), "registered");
+            Ok(())
+        })
+    }
+
+    fn deregister<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let key = instance.path(&self.shared.options.root);
+            self.shared.local().remove(&key);
+            self.shared
+                .timed("delete", self.shared.client.kv_client().delete(key.as_str(), None))
+                .await?;
+            info!(%key, "deregistered");
+            Ok(())
+        })
+    }
+
+    fn discover<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Vec<ServiceInstance>, RegistryError>> {
+        Box::pin(async move {
+            let prefix = self.prefix(service_key);
+            let resp = self
+                .shared
+                .timed(
+                    "get",
+                    self.shared
+                        .client
+                        .kv_client()
+                        .get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+                )
+                .await?;
+            Ok(parse_instances(service_key, &prefix, resp.kvs()))
+        })
+    }
+
+    fn watch<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>> {
+        Box::pin(watch::start(
+            self.shared.clone(),
+            service_key.to_owned(),
+            self.prefix(service_key),
+        ))
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let job = self.reconciler.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(job) = job {
+                job.stop().await;
+            }
+            let keys: Vec<String> = std::mem::take(&mut *self.shared.local()).into_keys().collect();
+            let mut result = Ok(());
+            for key in keys {
+                if let Err(e) = self
+                    .shared
+                    .timed("delete", self.shared.client.kv_client().delete(key.as_str(), None))
+                    .await
+                {
+                    warn!(%key, error = %e, "could not delete key on close; the lease will expire it");
+                    result = Err(e);
+                }
+            }
+            self.shared.lease.revoke(&self.shared).await?;
+            result
+        })
+    }
+}
+
+/// Parses the key-values under `prefix`, skipping (with a warning) values that are not valid
+/// instances of `service_key`.
+pub(crate) fn parse_instances(service_key: &str, prefix: &str, kvs: &[KeyValue]) -> Vec<ServiceInstance> {
+    kvs.iter()
+        .filter_map(|kv| parse_instance(service_key, prefix, kv))
+        .collect()
+}
+
+pub(crate) fn parse_instance(service_key: &str, prefix: &str, kv: &KeyValue) -> Option<ServiceInstance> {
+    let key = String::from_utf8_lossy(kv.key());
+    let address = key.strip_prefix(prefix)?;
+    match ServiceInstance::from_json(kv.value(), service_key, address) {
+        Ok(instance) => Some(instance),
+        Err(e) => {
+            warn!(%key, error = %e, "skipping a registry value that is not a valid instance");
+            None
+        }
+    }
+}
+
+pub(crate) fn unavailable(operation: &str, e: etcd_client::Error) -> RegistryError {
+    RegistryError::Unavailable {
+        backend: BACKEND,
+        message: format!("{operation}: {e}"),
+    }
+}
+
+fn is_lease_not_found(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Unavailable { message, .. } if message.contains("lease not found"))
+}
