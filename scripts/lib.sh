@@ -32,8 +32,14 @@ ensure_packages() {
         return 1
     fi
     echo "installing: ${missing[*]}" >&2
-    $sudo apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    if ! $sudo apt-get update -qq >&2; then
+        echo "error: apt-get update failed (no network to the package mirror?)" >&2
+        return 1
+    fi
+    if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
+        echo "error: apt-get install ${missing[*]} failed (see above)" >&2
+        return 1
+    fi
 }
 
 # Waits until `cmd...` succeeds, at most $1 seconds.

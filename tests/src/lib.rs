@@ -3,6 +3,8 @@
 
 #![deny(missing_docs)]
 
+pub mod servers;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

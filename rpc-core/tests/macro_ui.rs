@@ -3,5 +3,5 @@
 #[test]
 fn unsupported_service_definitions_fail_with_clear_errors() {
     let t = trybuild::TestCases::new();
-    t.compile_fail("ui/*.rs");
+    t.compile_fail("tests/ui/*.rs");
 }

@@ -1,0 +1,187 @@
+//! Registry servers for the tests: the shared instances `scripts/test` starts, and throw-away
+//! etcd processes that a test can stop, restart or wipe.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The shared etcd `scripts/test` started (`RPC_TEST_ETCD_ENDPOINTS`).
+///
+/// Without it: under `CI=true` the test fails; elsewhere it is skipped with a message.
+pub fn shared_etcd() -> Option<Vec<String>> {
+    shared_server("RPC_TEST_ETCD_ENDPOINTS", "etcd")
+}
+
+/// The shared ZooKeeper `scripts/test` started (`RPC_TEST_ZK_SERVERS`), as [`shared_etcd`].
+pub fn shared_zookeeper() -> Option<Vec<String>> {
+    shared_server("RPC_TEST_ZK_SERVERS", "ZooKeeper")
+}
+
+fn shared_server(var: &str, what: &str) -> Option<Vec<String>> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v.split(',').map(|s| s.trim().to_owned()).collect()),
+        _ => {
+            assert!(
+                !is_ci(),
+                "{var} is not set: this test needs {what}; run the tests with scripts/test"
+            );
+            eprintln!("SKIPPED: {var} is not set; run scripts/test to test against {what}");
+            None
+        }
+    }
+}
+
+/// Whether the tests run in CI, where a missing server is a failure, never a skip.
+pub fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A registry root no other test uses.
+pub fn unique_root(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "/{prefix}-{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        fastrand::u32(..)
+    )
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn scratch_dir(what: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "rpc-test-{what}-{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// A throw-away single-member etcd on free loopback ports, killed when dropped.
+pub struct EtcdServer {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: PathBuf,
+}
+
+impl EtcdServer {
+    /// Starts a fresh etcd and waits until it is healthy.
+    ///
+    /// Under `CI=true` a missing `etcd` binary fails the test; elsewhere it returns `None`.
+    pub async fn start() -> Option<Self> {
+        if which("etcd").is_none() {
+            assert!(!is_ci(), "the etcd binary is not installed; run scripts/test");
+            eprintln!("SKIPPED: the etcd binary is not installed; run scripts/test");
+            return None;
+        }
+        let mut server = Self {
+            child: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: scratch_dir("etcd"),
+        };
+        server.launch().await;
+        Some(server)
+    }
+
+    /// `127.0.0.1:port` of the client listener.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// Kills the server (its data stays).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts the stopped server again on the same port with the same data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+    }
+
+    /// Replaces the server by an empty one on the same port (all data lost).
+    pub async fn wipe_and_restart(&mut self) {
+        self.stop().await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        self.data_dir = scratch_dir("etcd");
+        self.launch().await;
+    }
+
+    async fn launch(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.data_dir.join("etcd.log")).expect("create the etcd log");
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.data_dir.join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}"), "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+        let endpoint = self.endpoint();
+        crate::wait_until(Duration::from_secs(30), "etcd is healthy", || {
+            let endpoint = endpoint.clone();
+            async move { etcd_healthy(&endpoint).await }
+        })
+        .await;
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Whether etcd at `endpoint` answers its health check.
+pub async fn etcd_healthy(endpoint: &str) -> bool {
+    let probe = async {
+        let mut stream = TcpStream::connect(endpoint).await.ok()?;
+        stream
+            .write_all(format!("GET /health HTTP/1.0\r\nHost: {endpoint}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.ok()?;
+        Some(body.contains("\"health\":\"true\""))
+    };
+    tokio::time::timeout(Duration::from_secs(1), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+fn which(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| PathBuf::from(dir).join(binary))
+        .find(|p| p.is_file())
+}

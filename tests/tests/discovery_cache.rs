@@ -1,0 +1,275 @@
+//! The discovery cache's contract, on the memory backend wrapped by a registry that can fail
+//! and lose events on demand; and config-driven providers and consumers.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_core::config::RpcConfig;
+use rpc_core::registry::{
+    DiscoveryCache, DiscoveryOptions, Registry, RegistryError, ServiceInstance, WatchEvent, WatchStream,
+};
+use rpc_core::server::{BoxFuture, ServerBuilder};
+use rpc_core::RpcError;
+use rpc_registry::memory::MemoryRegistry;
+use rpc_tests::servers::unique_root;
+use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
+use tokio::sync::{broadcast, mpsc};
+
+/// A memory registry that can be taken down, can lose watch events, and counts calls.
+struct Flaky {
+    inner: MemoryRegistry,
+    down: AtomicBool,
+    lose_events: AtomicBool,
+    watches: AtomicUsize,
+    discovers: AtomicUsize,
+    kill: broadcast::Sender<()>,
+}
+
+impl Flaky {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryRegistry::isolated(),
+            down: AtomicBool::new(false),
+            lose_events: AtomicBool::new(false),
+            watches: AtomicUsize::new(0),
+            discovers: AtomicUsize::new(0),
+            kill: broadcast::channel(4).0,
+        })
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            let _ = self.kill.send(());
+        }
+    }
+
+    fn check(&self) -> Result<(), RegistryError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(RegistryError::Unavailable {
+                backend: "flaky",
+                message: "down".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Registry for Flaky {
+    fn backend(&self) -> &'static str {
+        "flaky"
+    }
+    fn register<'a>(&'a self, i: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
+        self.inner.register(i)
+    }
+    fn deregister<'a>(&'a self, i: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
+        self.inner.deregister(i)
+    }
+    fn discover<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<ServiceInstance>, RegistryError>> {
+        Box::pin(async move {
+            self.discovers.fetch_add(1, Ordering::SeqCst);
+            self.check()?;
+            self.inner.discover(key).await
+        })
+    }
+    fn watch<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>> {
+        Box::pin(async move {
+            self.watches.fetch_add(1, Ordering::SeqCst);
+            self.check()?;
+            let mut upstream = self.inner.watch(key).await?;
+            let mut kill = self.kill.subscribe();
+            let (tx, rx) = mpsc::channel(64);
+            let lose = self.lose_events.load(Ordering::SeqCst);
+            let task = tokio::spawn(async move {
+                let mut first = true;
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = kill.recv() => return,
+                        event = upstream.next() => {
+                            let Some(event) = event else { return };
+                            // The opening snapshot always passes; later events only when not losing them.
+                            let deliver = (first && matches!(event, WatchEvent::Snapshot(_))) || !lose;
+                            first = false;
+                            if deliver && tx.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+            Ok(WatchStream::new(rx, Some(task)))
+        })
+    }
+    fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
+        self.inner.close()
+    }
+}
+
+fn options() -> DiscoveryOptions {
+    DiscoveryOptions {
+        load_timeout: Duration::from_secs(1),
+        resync_interval: Duration::from_secs(30),
+        retry_base: Duration::from_millis(20),
+        retry_cap: Duration::from_millis(200),
+    }
+}
+
+fn instance(port: u16) -> ServiceInstance {
+    ServiceInstance::new("S", "1", "127.0.0.1", port)
+}
+
+fn ports(list: &[ServiceInstance]) -> Vec<u16> {
+    list.iter().map(|i| i.port).collect()
+}
+
+async fn await_ports(cache: &DiscoveryCache, key: &str, want: Vec<u16>) {
+    wait_until(Duration::from_secs(3), &format!("the cache holds {want:?}"), || {
+        let got = cache.cached(key).map(|l| ports(&l));
+        let want = want.clone();
+        async move { got == Some(want) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_first_lookup_starts_exactly_one_watch_and_hits_never_reach_the_registry() {
+    let registry = Flaky::new();
+    registry.register(&instance(1)).await.unwrap();
+    let cache = Arc::new(DiscoveryCache::new(registry.clone(), options()).await.unwrap());
+    let lookups: Vec<_> = (0..50)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.instances("S:1").await })
+        })
+        .collect();
+    for l in lookups {
+        assert_eq!(ports(&l.await.unwrap().unwrap()), vec![1]);
+    }
+    assert_eq!(registry.watches.load(Ordering::SeqCst), 1);
+    let first = cache.instances("S:1").await.unwrap();
+    for _ in 0..1000 {
+        let hit = cache.instances("S:1").await.unwrap();
+        assert!(Arc::ptr_eq(&first, &hit), "a hit must share the cached list");
+    }
+    assert_eq!(registry.watches.load(Ordering::SeqCst), 1);
+    assert_eq!(registry.discovers.load(Ordering::SeqCst), 0);
+    cache.close().await;
+}
+
+#[tokio::test]
+async fn an_empty_answer_is_not_cached_forever() {
+    let registry = Flaky::new();
+    let cache = DiscoveryCache::new(registry.clone(), options()).await.unwrap();
+    assert!(cache.instances("S:1").await.unwrap().is_empty());
+    registry.register(&instance(7)).await.unwrap();
+    await_ports(&cache, "S:1", vec![7]).await;
+    cache.close().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_keeps_the_last_known_list_and_relists_when_back() {
+    let registry = Flaky::new();
+    registry.register(&instance(1)).await.unwrap();
+    let cache = DiscoveryCache::new(registry.clone(), options()).await.unwrap();
+    cache.instances("S:1").await.unwrap();
+
+    registry.set_down(true);
+    registry.register(&instance(2)).await.unwrap(); // unseen while down
+    let watches_before = registry.watches.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ports(&cache.instances("S:1").await.unwrap()),
+        vec![1],
+        "last-known list kept"
+    );
+    let retries = registry.watches.load(Ordering::SeqCst) - watches_before;
+    assert!(
+        (2..=20).contains(&retries),
+        "{retries} re-watch attempts in 500 ms: backoff not applied"
+    );
+
+    registry.set_down(false);
+    await_ports(&cache, "S:1", vec![1, 2]).await;
+    cache.close().await;
+}
+
+#[tokio::test]
+async fn the_resync_job_repairs_missed_events() {
+    let registry = Flaky::new();
+    registry.lose_events.store(true, Ordering::SeqCst);
+    registry.register(&instance(1)).await.unwrap();
+    let cache = DiscoveryCache::new(
+        registry.clone(),
+        DiscoveryOptions {
+            resync_interval: Duration::from_secs(1),
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    cache.instances("S:1").await.unwrap();
+    registry.register(&instance(2)).await.unwrap();
+    registry.deregister(&instance(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        ports(&cache.cached("S:1").unwrap()),
+        vec![1],
+        "events were meant to be lost"
+    );
+    // The scheduled job (every second) re-lists and corrects the entry.
+    await_ports(&cache, "S:1", vec![2]).await;
+    assert!(registry.discovers.load(Ordering::SeqCst) >= 1);
+    cache.close().await;
+}
+
+fn memory_config(root: &str) -> RpcConfig {
+    RpcConfig::from_yaml(&format!(
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry: {{ type: memory, root: \"{root}\" }}\n  serializer: postcard\n"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn config_built_providers_and_consumer_round_robin_and_deregister_on_shutdown() {
+    let config = memory_config(&unique_root("mem"));
+    let builder =
+        || ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
+    let first = rpc_registry::serve(&config, builder()).await.unwrap();
+    let second = rpc_registry::serve(&config, builder()).await.unwrap();
+    let consumer = rpc_registry::consumer(&config).await.unwrap();
+    let client = TestServiceClient::new(consumer.channel());
+    for i in 0..20 {
+        assert_eq!(client.echo(i).await.unwrap(), i);
+    }
+    let listed = consumer.cache().cached("TestService:1.0").unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(consumer.pool().live_connections(), 2, "calls went to both providers");
+
+    // No instances: fails at once, naming the key.
+    #[rpc_core::service(name = "Nobody")]
+    trait Nobody {
+        async fn call(&self) -> u8;
+    }
+    let started = std::time::Instant::now();
+    match NobodyClient::new(consumer.channel()).call().await {
+        Err(RpcError::NoInstances(key)) => assert_eq!(key, "Nobody:1.0"),
+        other => panic!("expected no instances, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(500));
+
+    let gone = first.local_addr().unwrap().port();
+    first.shutdown().await;
+    wait_until(Duration::from_secs(2), "the stopped provider leaves the cache", || {
+        let list = consumer.cache().cached("TestService:1.0").unwrap();
+        async move { list.len() == 1 && list[0].port != gone }
+    })
+    .await;
+    for i in 0..5 {
+        assert_eq!(client.echo(i).await.unwrap(), i);
+    }
+    second.shutdown().await;
+    consumer.close().await;
+}
