@@ -91,11 +91,12 @@ dataDir=$dir/data
 clientPort=$port
 clientPortAddress=127.0.0.1
 admin.enableServer=false
-4lw.commands.whitelist=ruok,stat,mntr
+4lw.commands.whitelist=ruok,srvr,stat,mntr
 CFG
-    cp /etc/zookeeper/conf/log4j.properties "$dir/" 2>/dev/null || true
-    java -Dzookeeper.log.dir="$dir" -Dzookeeper.root.logger=WARN,CONSOLE \
-        -cp "$dir:/etc/zookeeper/conf:/usr/share/java/zookeeper.jar" \
+    # slf4j-simple (from libslf4j-java, a dependency of the package) makes the server log to
+    # $dir/zookeeper.log; without a binding it logs nothing.
+    java -Dorg.slf4j.simpleLogger.defaultLogLevel="${ZK_LOG_LEVEL:-warn}" \
+        -cp "$dir:/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar" \
         org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" >"$dir/zookeeper.log" 2>&1 &
     ZK_PID=$!
     if ! wait_for 60 zk_ok "$port"; then
@@ -105,8 +106,10 @@ CFG
     fi
 }
 
+# Whether ZooKeeper on 127.0.0.1:$1 serves requests. `ruok` answers before the server is ready
+# for sessions; `srvr` reports a mode only once it is.
 zk_ok() {
-    [ "$(exec 3<>"/dev/tcp/127.0.0.1/$1" && printf ruok >&3 && timeout 2 cat <&3)" = "imok" ]
+    (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf srvr >&3 && timeout 2 cat <&3) 2>/dev/null | grep -q '^Mode:'
 }
 
 # Stops a process started above and waits for it.

@@ -3,6 +3,9 @@
 //!
 //! * [`etcd::EtcdRegistry`]: the primary backend. One lease per process kept alive by etcd's
 //!   keep-alive stream; watches from the listing's revision + 1.
+//! * [`zookeeper::ZookeeperRegistry`]: ephemeral nodes under persistent service nodes,
+//!   re-created in a new session when the old one expires; one-shot watches re-armed before
+//!   every re-read.
 //! * [`memory::MemoryRegistry`]: in-process, for single-process use and tests.
 //!
 //! All of them implement [`rpc_core::registry::Registry`] and store instances at
@@ -13,6 +16,7 @@
 mod bootstrap;
 pub mod etcd;
 pub mod memory;
+pub mod zookeeper;
 
 pub use bootstrap::{consumer, serve, serve_listener, BootError, Provider};
 
@@ -30,10 +34,7 @@ pub async fn connect(config: &RegistryConfig) -> Result<Arc<dyn Registry>, Regis
         RegistryKind::Etcd => Arc::new(etcd::EtcdRegistry::connect(etcd::EtcdOptions::from_config(config)).await?),
         RegistryKind::Memory => Arc::new(memory::MemoryRegistry::shared(&config.root)),
         RegistryKind::Zookeeper => {
-            return Err(RegistryError::Unavailable {
-                backend: "zookeeper",
-                message: "the ZooKeeper backend is not built yet".to_owned(),
-            })
+            Arc::new(zookeeper::ZookeeperRegistry::connect(zookeeper::ZookeeperOptions::from_config(config)).await?)
         }
     })
 }

@@ -1,0 +1,107 @@
+//! Opening sessions and keeping one alive: when the current session ends for good, open a new
+//! one and create every local ephemeral node again.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use rpc_core::backoff::Backoff;
+use rpc_core::registry::RegistryError;
+use tracing::{info, warn};
+use zookeeper_client as zk;
+
+use super::{unavailable, Shared, ZookeeperOptions, BACKEND};
+
+/// Opens a session with the ensemble, failing when no server answers within the timeout.
+pub(super) async fn open(options: &ZookeeperOptions) -> Result<zk::Client, RegistryError> {
+    let servers = options.servers.join(",");
+    let connect = zk::Client::connector()
+        .with_session_timeout(options.session_timeout)
+        .with_connection_timeout(options.timeout)
+        .with_fail_eagerly()
+        .connect(&servers);
+    match tokio::time::timeout(options.timeout, connect).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(unavailable("connect", e)),
+        Err(_) => Err(RegistryError::Timeout {
+            backend: BACKEND,
+            operation: "connect",
+            timeout_ms: options.timeout.as_millis() as u64,
+        }),
+    }
+}
+
+/// Runs for the registry's lifetime: waits for the session to end, then replaces it.
+pub(super) async fn supervise(weak: Weak<Shared>) {
+    loop {
+        let Some(mut states) = weak
+            .upgrade()
+            .and_then(|shared| shared.client().ok())
+            .map(|client| client.state_watcher())
+        else {
+            return;
+        };
+        let mut state = states.state();
+        while !is_terminal(state) {
+            match state {
+                zk::SessionState::Disconnected => {
+                    warn!("connection to ZooKeeper lost; reconnecting within the session")
+                }
+                zk::SessionState::SyncConnected => info!("connected to ZooKeeper"),
+                _ => {}
+            }
+            state = states.changed().await;
+        }
+        drop(states);
+        let Some(shared) = weak.upgrade() else { return };
+        if shared.client().is_err() {
+            return; // closed on purpose
+        }
+        warn!(?state, "ZooKeeper session ended; opening a new one");
+        drop(shared);
+        if !reopen(&weak).await {
+            return;
+        }
+    }
+}
+
+fn is_terminal(state: zk::SessionState) -> bool {
+    matches!(
+        state,
+        zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed
+    )
+}
+
+/// Opens sessions until one works and holds every local node again; `false` once the
+/// registry is gone or closed.
+async fn reopen(weak: &Weak<Shared>) -> bool {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let Some(shared) = weak.upgrade() else { return false };
+        match open(&shared.options).await {
+            Ok(client) => {
+                let session = client.session_id();
+                let states = client.state_watcher();
+                if !shared.replace_client(client) {
+                    return false;
+                }
+                // Create the nodes in this session, retrying while the session lives.
+                loop {
+                    match shared.put_all().await {
+                        Ok(n) => {
+                            info!(%session, instances = n, "new session holds every local instance again");
+                            return true;
+                        }
+                        Err(e) => warn!(error = %e, "could not create every node in the new session; retrying"),
+                    }
+                    if is_terminal(states.peek_state()) {
+                        break;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot open a new session yet"),
+        }
+        drop(shared);
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
