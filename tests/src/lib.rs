@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod process;
 pub mod servers;
 
 use std::future::Future;

@@ -1,0 +1,45 @@
+//! A provider process for tests that need a real process to crash: serves `TestService` with
+//! the configuration in the file named by its first argument, prints `READY <port>` once
+//! registered, and runs until it is killed (SIGTERM shuts it down gracefully).
+
+use std::process::ExitCode;
+
+use rpc_core::config::RpcConfig;
+use rpc_core::server::ServerBuilder;
+use rpc_tests::{TestServiceImpl, TestServiceServer};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Some(path) = std::env::args().nth(1) else {
+        eprintln!("usage: test-provider CONFIG.yaml");
+        return ExitCode::from(2);
+    };
+    let config = match RpcConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("test-provider: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let builder =
+        ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
+    let provider = match rpc_registry::serve(&config, builder).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("test-provider: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let port = provider.local_addr().map(|a| a.port()).unwrap_or(0);
+    println!("READY {port}");
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("test-provider: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    term.recv().await;
+    provider.shutdown().await;
+    ExitCode::SUCCESS
+}
