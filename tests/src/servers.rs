@@ -185,3 +185,112 @@ fn which(binary: &str) -> Option<PathBuf> {
         .map(|dir| PathBuf::from(dir).join(binary))
         .find(|p| p.is_file())
 }
+
+/// A throw-away standalone ZooKeeper on a free loopback port, killed when dropped.
+pub struct ZookeeperServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl ZookeeperServer {
+    /// Starts a fresh ZooKeeper and waits until it serves requests.
+    ///
+    /// Under `CI=true` a missing ZooKeeper installation fails the test; elsewhere it returns
+    /// `None`.
+    pub async fn start() -> Option<Self> {
+        if !std::path::Path::new(ZOOKEEPER_JAR).is_file() || which("java").is_none() {
+            assert!(
+                !is_ci(),
+                "ZooKeeper (Debian package zookeeper) is not installed; run scripts/test"
+            );
+            eprintln!("SKIPPED: ZooKeeper is not installed; run scripts/test");
+            return None;
+        }
+        let dir = scratch_dir("zookeeper");
+        let port = free_port();
+        std::fs::create_dir_all(dir.join("data")).expect("create the data directory");
+        std::fs::write(
+            dir.join("zoo.cfg"),
+            format!(
+                "tickTime=500\nminSessionTimeout=1000\nmaxSessionTimeout=60000\ndataDir={}\nclientPort={port}\n\
+                 clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok\n",
+                dir.join("data").display()
+            ),
+        )
+        .expect("write zoo.cfg");
+        let mut server = Self { child: None, port, dir };
+        server.launch().await;
+        Some(server)
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its data stays).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts the stopped server again with the same data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+    }
+
+    async fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.join("zookeeper.log")).expect("create the log");
+        let classpath = format!(
+            "{}:/etc/zookeeper/conf:{ZOOKEEPER_JAR}:/usr/share/java/slf4j-simple.jar",
+            self.dir.display()
+        );
+        let child = Command::new("java")
+            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .args(["-cp", &classpath, "org.apache.zookeeper.server.quorum.QuorumPeerMain"])
+            .arg(self.dir.join("zoo.cfg"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn ZooKeeper");
+        self.child = Some(child);
+        let endpoint = self.endpoint();
+        crate::wait_until(Duration::from_secs(60), "ZooKeeper serves requests", || {
+            let endpoint = endpoint.clone();
+            async move { zookeeper_serving(&endpoint).await }
+        })
+        .await;
+    }
+}
+
+impl Drop for ZookeeperServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+
+/// Whether ZooKeeper at `endpoint` serves requests (`srvr` reports a mode only then).
+pub async fn zookeeper_serving(endpoint: &str) -> bool {
+    let probe = async {
+        let mut stream = TcpStream::connect(endpoint).await.ok()?;
+        stream.write_all(b"srvr").await.ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.ok()?;
+        Some(body.lines().any(|l| l.starts_with("Mode:")))
+    };
+    tokio::time::timeout(Duration::from_secs(1), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
