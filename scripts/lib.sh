@@ -1,11 +1,13 @@
 # Shared helpers of the project's scripts: package installation, free ports, and throw-away
 # etcd and ZooKeeper servers on loopback. Source it; do not run it.
 
-# Prints a TCP port on 127.0.0.1 that nothing listens on.
+# Prints a TCP port on 127.0.0.1 that nothing listens on, below the kernel's ephemeral range
+# (so no outgoing connection holds it either).
 free_port() {
-    local port
+    local port low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
     while :; do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (low - 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return
@@ -52,9 +54,29 @@ wait_for() {
     done
 }
 
-# start_etcd DIR: starts etcd on free loopback ports with its data in DIR.
-# Sets ETCD_PID and ETCD_ENDPOINT (host:port).
+# wait_ready PID TIMEOUT CMD...: waits until CMD succeeds, failing early when PID exits.
+wait_ready() {
+    local pid=$1 timeout=$2; shift 2
+    local deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then return 1; fi
+        sleep 0.2
+    done
+}
+
+# start_etcd DIR: starts etcd on free loopback ports with its data in DIR, trying fresh
+# ports up to three times. Sets ETCD_PID and ETCD_ENDPOINT (host:port).
 start_etcd() {
+    local attempt
+    for attempt in 1 2 3; do
+        start_etcd_once "$1" && return 0
+        stop_pid "$ETCD_PID"
+        echo "etcd did not start (attempt $attempt)" >&2
+    done
+    return 1
+}
+
+start_etcd_once() {
     local dir=$1
     mkdir -p "$dir"
     local client_port peer_port
@@ -68,16 +90,26 @@ start_etcd() {
         --initial-cluster "rpc-test=http://127.0.0.1:$peer_port" \
         --log-level warn >"$dir/etcd.log" 2>&1 &
     ETCD_PID=$!
-    if ! wait_for 30 etcdctl --endpoints "$ETCD_ENDPOINT" endpoint health; then
+    if ! wait_ready "$ETCD_PID" 30 etcdctl --endpoints "$ETCD_ENDPOINT" endpoint health; then
         echo "error: etcd did not become healthy; log:" >&2
         tail -20 "$dir/etcd.log" >&2
         return 1
     fi
 }
 
-# start_zookeeper DIR: starts a standalone ZooKeeper on a free loopback port with its data in DIR.
-# Sets ZK_PID and ZK_ENDPOINT (host:port).
+# start_zookeeper DIR: starts a standalone ZooKeeper on a free loopback port with its data in
+# DIR, trying fresh ports up to three times. Sets ZK_PID and ZK_ENDPOINT (host:port).
 start_zookeeper() {
+    local attempt
+    for attempt in 1 2 3; do
+        start_zookeeper_once "$1" && return 0
+        stop_pid "$ZK_PID"
+        echo "ZooKeeper did not start (attempt $attempt)" >&2
+    done
+    return 1
+}
+
+start_zookeeper_once() {
     local dir=$1
     mkdir -p "$dir/data"
     local port
@@ -99,7 +131,7 @@ CFG
         -cp "$dir:/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar" \
         org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" >"$dir/zookeeper.log" 2>&1 &
     ZK_PID=$!
-    if ! wait_for 60 zk_ok "$port"; then
+    if ! wait_ready "$ZK_PID" 30 zk_ok "$port"; then
         echo "error: ZooKeeper did not start; log:" >&2
         tail -20 "$dir/zookeeper.log" >&2
         return 1

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod process;
+pub mod proxy;
 pub mod servers;
 
 use std::future::Future;

@@ -94,8 +94,16 @@ impl EtcdServer {
             peer_port: free_port(),
             data_dir: scratch_dir("etcd"),
         };
-        server.launch().await;
-        Some(server)
+        // A port freed by `free_port` can be taken again before etcd binds it: retry afresh.
+        for _ in 0..3 {
+            if server.launch().await {
+                return Some(server);
+            }
+            server.stop().await;
+            server.client_port = free_port();
+            server.peer_port = free_port();
+        }
+        panic!("etcd did not start; see {}", server.data_dir.join("etcd.log").display());
     }
 
     /// `127.0.0.1:port` of the client listener.
@@ -113,7 +121,7 @@ impl EtcdServer {
     /// Starts the stopped server again on the same port with the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.launch().await;
+        assert!(self.launch().await, "etcd did not restart");
     }
 
     /// Replaces the server by an empty one on the same port (all data lost).
@@ -121,10 +129,11 @@ impl EtcdServer {
         self.stop().await;
         let _ = std::fs::remove_dir_all(&self.data_dir);
         self.data_dir = scratch_dir("etcd");
-        self.launch().await;
+        assert!(self.launch().await, "etcd did not restart");
     }
 
-    async fn launch(&mut self) {
+    /// Starts etcd; `false` when it exits or is not healthy within 30 s.
+    async fn launch(&mut self) -> bool {
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.data_dir.join("etcd.log")).expect("create the etcd log");
@@ -140,13 +149,9 @@ impl EtcdServer {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn etcd");
-        self.child = Some(child);
         let endpoint = self.endpoint();
-        crate::wait_until(Duration::from_secs(30), "etcd is healthy", || {
-            let endpoint = endpoint.clone();
-            async move { etcd_healthy(&endpoint).await }
-        })
-        .await;
+        let child = self.child.insert(child);
+        wait_ready(child, Duration::from_secs(30), || etcd_healthy(&endpoint)).await
     }
 }
 
@@ -178,20 +183,14 @@ pub async fn etcd_healthy(endpoint: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn which(binary: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| PathBuf::from(dir).join(binary))
-        .find(|p| p.is_file())
-}
-
 /// A throw-away standalone ZooKeeper on a free loopback port, killed when dropped.
 pub struct ZookeeperServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
 }
+
+const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 
 impl ZookeeperServer {
     /// Starts a fresh ZooKeeper and waits until it serves requests.
@@ -208,20 +207,23 @@ impl ZookeeperServer {
             return None;
         }
         let dir = scratch_dir("zookeeper");
-        let port = free_port();
         std::fs::create_dir_all(dir.join("data")).expect("create the data directory");
-        std::fs::write(
-            dir.join("zoo.cfg"),
-            format!(
-                "tickTime=500\nminSessionTimeout=1000\nmaxSessionTimeout=60000\ndataDir={}\nclientPort={port}\n\
-                 clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok\n",
-                dir.join("data").display()
-            ),
-        )
-        .expect("write zoo.cfg");
-        let mut server = Self { child: None, port, dir };
-        server.launch().await;
-        Some(server)
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        for _ in 0..3 {
+            if server.launch().await {
+                return Some(server);
+            }
+            server.stop().await;
+            server.port = free_port();
+        }
+        panic!(
+            "ZooKeeper did not start; see {}",
+            server.dir.join("zookeeper.log").display()
+        );
     }
 
     /// `127.0.0.1:port`.
@@ -239,10 +241,21 @@ impl ZookeeperServer {
     /// Starts the stopped server again with the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.launch().await;
+        assert!(self.launch().await, "ZooKeeper did not restart");
     }
 
-    async fn launch(&mut self) {
+    /// Starts ZooKeeper; `false` when it exits or does not serve within 60 s.
+    async fn launch(&mut self) -> bool {
+        std::fs::write(
+            self.dir.join("zoo.cfg"),
+            format!(
+                "tickTime=500\nminSessionTimeout=1000\nmaxSessionTimeout=60000\ndataDir={}\nclientPort={}\n\
+                 clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok\n",
+                self.dir.join("data").display(),
+                self.port
+            ),
+        )
+        .expect("write zoo.cfg");
         let log = std::fs::File::create(self.dir.join("zookeeper.log")).expect("create the log");
         let classpath = format!(
             "{}:/etc/zookeeper/conf:{ZOOKEEPER_JAR}:/usr/share/java/slf4j-simple.jar",
@@ -258,13 +271,9 @@ impl ZookeeperServer {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn ZooKeeper");
-        self.child = Some(child);
         let endpoint = self.endpoint();
-        crate::wait_until(Duration::from_secs(60), "ZooKeeper serves requests", || {
-            let endpoint = endpoint.clone();
-            async move { zookeeper_serving(&endpoint).await }
-        })
-        .await;
+        let child = self.child.insert(child);
+        wait_ready(child, Duration::from_secs(60), || zookeeper_serving(&endpoint)).await
     }
 }
 
@@ -276,8 +285,6 @@ impl Drop for ZookeeperServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-
-const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 
 /// Whether ZooKeeper at `endpoint` serves requests (`srvr` reports a mode only then).
 pub async fn zookeeper_serving(endpoint: &str) -> bool {
@@ -293,4 +300,31 @@ pub async fn zookeeper_serving(endpoint: &str) -> bool {
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+/// Polls `ready` until it holds (`true`), or the child exits or `timeout` passes (`false`).
+async fn wait_ready<F, Fut>(child: &mut Child, timeout: Duration, ready: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if ready().await {
+            return true;
+        }
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn which(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| PathBuf::from(dir).join(binary))
+        .find(|p| p.is_file())
 }

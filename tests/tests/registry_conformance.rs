@@ -14,6 +14,7 @@ use rpc_registry::etcd::{EtcdOptions, EtcdRegistry};
 use rpc_registry::memory::MemoryRegistry;
 use rpc_registry::zookeeper::{ZookeeperOptions, ZookeeperRegistry};
 use rpc_tests::process::ProviderProcess;
+use rpc_tests::proxy::FaultProxy;
 use rpc_tests::servers::{shared_etcd, shared_zookeeper, unique_root};
 use zookeeper_client as zk;
 
@@ -35,11 +36,9 @@ struct Harness {
     memory: Option<MemoryRegistry>,
 }
 
-/// A registry handle plus the concrete type, for the cases that reach behind the trait.
+/// A registry handle, as one process would hold it.
 struct Handle {
     registry: Arc<dyn Registry>,
-    etcd: Option<Arc<EtcdRegistry>>,
-    zookeeper: Option<Arc<ZookeeperRegistry>>,
 }
 
 impl Harness {
@@ -63,6 +62,19 @@ impl Harness {
     }
 
     async fn handle_at(&self, root: &str) -> Handle {
+        self.connect(root, self.endpoints.clone()).await
+    }
+
+    /// A handle whose traffic goes through a proxy the test can cut (`None` for memory).
+    async fn cuttable_handle(&self) -> (Handle, Option<FaultProxy>) {
+        if self.backend == Backend::Memory {
+            return (self.handle().await, None);
+        }
+        let proxy = FaultProxy::start(&self.endpoints[0]).await;
+        (self.connect(&self.root, vec![proxy.endpoint()]).await, Some(proxy))
+    }
+
+    async fn connect(&self, root: &str, endpoints: Vec<String>) -> Handle {
         match self.backend {
             Backend::Memory => {
                 let memory = match self.memory.as_ref() {
@@ -71,44 +83,34 @@ impl Harness {
                 };
                 Handle {
                     registry: Arc::new(memory),
-                    etcd: None,
-                    zookeeper: None,
                 }
             }
             Backend::Etcd => {
-                let etcd = Arc::new(
-                    EtcdRegistry::connect(EtcdOptions {
-                        endpoints: self.endpoints.clone(),
-                        root: root.to_owned(),
-                        ttl: TTL,
-                        timeout: Duration::from_secs(3),
-                        credentials: None,
-                        reconcile_interval: Duration::from_secs(1),
-                    })
-                    .await
-                    .expect("connect etcd"),
-                );
+                let etcd = EtcdRegistry::connect(EtcdOptions {
+                    endpoints,
+                    root: root.to_owned(),
+                    ttl: TTL,
+                    timeout: Duration::from_secs(3),
+                    credentials: None,
+                    reconcile_interval: Duration::from_secs(1),
+                })
+                .await
+                .expect("connect etcd");
                 Handle {
-                    registry: etcd.clone(),
-                    etcd: Some(etcd),
-                    zookeeper: None,
+                    registry: Arc::new(etcd),
                 }
             }
             Backend::Zookeeper => {
-                let zookeeper = Arc::new(
-                    ZookeeperRegistry::connect(ZookeeperOptions {
-                        servers: self.endpoints.clone(),
-                        root: root.to_owned(),
-                        session_timeout: TTL,
-                        timeout: Duration::from_secs(3),
-                    })
-                    .await
-                    .expect("connect ZooKeeper"),
-                );
+                let zookeeper = ZookeeperRegistry::connect(ZookeeperOptions {
+                    servers: endpoints,
+                    root: root.to_owned(),
+                    session_timeout: TTL,
+                    timeout: Duration::from_secs(3),
+                })
+                .await
+                .expect("connect ZooKeeper");
                 Handle {
-                    registry: zookeeper.clone(),
-                    etcd: None,
-                    zookeeper: Some(zookeeper),
+                    registry: Arc::new(zookeeper),
                 }
             }
         }
@@ -158,33 +160,15 @@ impl Harness {
         }
     }
 
-    /// Makes the backend lose the state behind `handle` (etcd: its lease is revoked; ZooKeeper:
-    /// its session is closed by another client). `false` where that cannot happen.
-    async fn lose_state(&self, handle: &Handle) -> bool {
-        match self.backend {
-            Backend::Memory => false,
-            Backend::Etcd => {
-                let etcd = handle.etcd.as_ref().expect("etcd handle");
-                let lease = etcd.lease_id().expect("a granted lease");
-                let mut raw = etcd_client::Client::connect([format!("http://{}", self.endpoints[0])], None)
-                    .await
-                    .expect("raw etcd client");
-                raw.lease_revoke(lease).await.expect("revoke the lease");
-                true
-            }
-            Backend::Zookeeper => {
-                let zookeeper = handle.zookeeper.as_ref().expect("ZooKeeper handle");
-                let session = zookeeper.session().expect("a live session");
-                let thief = zk::Client::connector()
-                    .with_session(session)
-                    .connect(&self.endpoints.join(","))
-                    .await
-                    .expect("attach to the session");
-                // Dropping the second client closes the session both share.
-                drop(thief);
-                true
-            }
-        }
+    /// Cuts the handle behind `proxy` off its server for twice the TTL, so the server expires
+    /// its lease or session and drops its registrations, then reconnects it. `false` for
+    /// memory, which cannot lose its state independently of its process.
+    async fn lose_state(&self, proxy: Option<&FaultProxy>) -> bool {
+        let Some(proxy) = proxy else { return false };
+        proxy.set_blackhole(true);
+        tokio::time::sleep(TTL * 2 + Duration::from_millis(500)).await;
+        proxy.set_blackhole(false);
+        true
     }
 }
 
@@ -248,28 +232,6 @@ async fn discover_sorted(registry: &Arc<dyn Registry>, key: &str) -> Vec<Service
     let mut list = registry.discover(key).await.expect("discover");
     list.sort_by_key(ServiceInstance::address);
     list
-}
-
-async fn poll_discover(
-    registry: &Arc<dyn Registry>,
-    key: &str,
-    timeout: Duration,
-    what: &str,
-    want: impl Fn(&[ServiceInstance]) -> bool,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        if let Ok(list) = registry.discover(key).await {
-            if want(&list) {
-                return started.elapsed();
-            }
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The cases. Each takes a fresh harness.
@@ -366,32 +328,30 @@ mod cases {
     }
 
     pub async fn registrations_come_back_after_the_backend_loses_them(h: &Harness) {
-        let provider = h.handle().await;
+        let (provider, proxy) = h.cuttable_handle().await;
         let consumer = h.handle().await;
         provider.registry.register(&instance("Svc:1.0", 7001)).await.unwrap();
         provider.registry.register(&instance("Svc:1.0", 7002)).await.unwrap();
-        if !h.lose_state(&provider).await {
+        let mut watch = Watched::open(&consumer.registry, "Svc:1.0").await;
+        let cut = Instant::now();
+        if !h.lose_state(proxy.as_ref()).await {
             eprintln!(
                 "NOT APPLICABLE for {:?}: it cannot lose its state independently of its process",
                 h.backend
             );
             return;
         }
-        poll_discover(
-            &consumer.registry,
-            "Svc:1.0",
-            Duration::from_secs(10),
-            "the backend loses the instances",
-            |l| l.len() < 2,
-        )
-        .await;
-        let took = poll_discover(&consumer.registry, "Svc:1.0", TTL * 5, "both instances are back", |l| {
-            l.len() == 2
-        })
-        .await;
+        // While the provider was cut off, the server expired it and dropped its instances.
+        watch
+            .until(Duration::from_secs(1), "the lost instances are gone", |s| s.len() < 2)
+            .await;
+        let reconnected = Instant::now();
+        watch.until(TTL * 5, "both instances are back", |s| s.len() == 2).await;
         eprintln!(
-            "MEASURED {:?}: registrations back {took:?} after the backend lost them",
-            h.backend
+            "MEASURED {:?}: cut off for {:?}; registrations back {:?} after the link returned",
+            h.backend,
+            reconnected - cut,
+            reconnected.elapsed()
         );
         provider.registry.close().await.unwrap();
         consumer.registry.close().await.unwrap();

@@ -79,20 +79,31 @@ async fn calls_survive_a_zookeeper_outage_longer_than_the_session_and_nodes_come
     }
     eprintln!("MEASURED ZooKeeper outage of 4 s (session 2 s): {calls} calls, 0 failed");
 
+    let first_session = provider_registry.session().unwrap().id();
     zookeeper.restart().await;
     let back = Instant::now();
     let port = server.local_addr().unwrap().port();
-    wait_until(Duration::from_secs(20), "the provider's node is back", || {
-        let registry = consumer_registry.clone();
-        async move {
-            registry
-                .discover("TestService:1.0")
-                .await
-                .is_ok_and(|l| l.iter().any(|i| i.port == port))
-        }
-    })
+    // The outage outlived the session: the provider must hold its node in a new session.
+    wait_until(
+        Duration::from_secs(20),
+        "the provider's node is back in a new session",
+        || {
+            let registry = consumer_registry.clone();
+            let renewed = provider_registry.session().is_ok_and(|s| s.id() != first_session);
+            async move {
+                renewed
+                    && registry
+                        .discover("TestService:1.0")
+                        .await
+                        .is_ok_and(|l| l.iter().any(|i| i.port == port))
+            }
+        },
+    )
     .await;
-    eprintln!("MEASURED ZooKeeper restart -> provider node back: {:?}", back.elapsed());
+    eprintln!(
+        "MEASURED ZooKeeper restart -> provider node back in a new session: {:?}",
+        back.elapsed()
+    );
     // The consumer's watch works again: a second provider is discovered.
     let mut late = ServerBuilder::new()
         .add_service(TestServiceServer::new(TestServiceImpl::default()))

@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     client: RwLock<Option<zk::Client>>,
     /// Instances registered by this process, by node path.
     local: Mutex<BTreeMap<String, ServiceInstance>>,
+    /// Bumped whenever a new session replaces the old one.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -90,12 +92,36 @@ impl Shared {
             .ok_or(RegistryError::Closed)
     }
 
-    fn replace_client(&self, client: zk::Client) -> bool {
-        let mut slot = self.client.write().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            return false; // closed meanwhile
+    /// A handle to a live session: when the current session has ended, waits (up to the
+    /// timeout) for the supervisor to open the next one.
+    pub(crate) async fn live_client(&self) -> Result<zk::Client, RegistryError> {
+        let mut generations = self.generation.subscribe();
+        let client = self.client()?;
+        if !session::is_terminal(client.state()) {
+            return Ok(client);
         }
-        *slot = Some(client);
+        drop(client);
+        let seen = *generations.borrow_and_update();
+        let renewed = tokio::time::timeout(self.options.timeout, async {
+            generations.wait_for(|g| *g != seen).await.is_ok()
+        })
+        .await;
+        match renewed {
+            Ok(true) => self.client(),
+            Ok(false) => Err(RegistryError::Closed),
+            Err(_) => Err(self.timeout_error("waiting for a new session")),
+        }
+    }
+
+    fn replace_client(&self, client: zk::Client) -> bool {
+        {
+            let mut slot = self.client.write().unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                return false; // closed meanwhile
+            }
+            *slot = Some(client);
+        }
+        self.generation.send_modify(|g| *g += 1);
         true
     }
 
@@ -139,7 +165,7 @@ impl Shared {
 
     /// Creates (or replaces) the ephemeral node of one instance in the current session.
     pub(crate) async fn put_instance(&self, path: &str, instance: &ServiceInstance) -> Result<(), RegistryError> {
-        let client = self.client()?;
+        let client = self.live_client().await?;
         let parent = service_path(&self.options.root, &instance.service_key());
         let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         self.timed("mkdir", client.mkdir(&parent, &persistent)).await?;
@@ -183,6 +209,7 @@ impl ZookeeperRegistry {
             options,
             client: RwLock::new(Some(client)),
             local: Mutex::new(BTreeMap::new()),
+            generation: tokio::sync::watch::channel(0).0,
         });
         let supervisor = tokio::spawn(session::supervise(Arc::downgrade(&shared)));
         Ok(Self {
@@ -219,7 +246,7 @@ impl Registry for ZookeeperRegistry {
         Box::pin(async move {
             let path = instance.path(&self.shared.options.root);
             self.shared.local().remove(&path);
-            let client = self.shared.client()?;
+            let client = self.shared.live_client().await?;
             self.shared.delete_node(&client, &path).await?;
             info!(%path, "deregistered");
             Ok(())

@@ -64,7 +64,8 @@ pub(super) async fn supervise(weak: Weak<Shared>) {
     }
 }
 
-fn is_terminal(state: zk::SessionState) -> bool {
+/// Whether a session in this state is over for good.
+pub(super) fn is_terminal(state: zk::SessionState) -> bool {
     matches!(
         state,
         zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed

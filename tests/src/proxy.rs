@@ -1,0 +1,81 @@
+//! A loopback TCP proxy that can stall traffic, to cut a client off from a server without
+//! stopping either: a blackholed connection stays open but nothing crosses it, as in a network
+//! partition.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
+
+/// A proxy from a free loopback port to `target`; stops (and drops every connection) when
+/// dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    blackhole: watch::Sender<bool>,
+    _accept: AbortOnDropHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts forwarding to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (blackhole, _) = watch::channel(false);
+        let target = target.to_owned();
+        let modes = blackhole.clone();
+        let accept = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                connections.spawn(pump(in_read, out_write, modes.subscribe()));
+                connections.spawn(pump(out_read, in_write, modes.subscribe()));
+            }
+        });
+        Self {
+            addr,
+            blackhole,
+            _accept: AbortOnDropHandle::new(accept),
+        }
+    }
+
+    /// `127.0.0.1:port` to connect to instead of the target.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Stops (`true`) or resumes (`false`) all traffic, on open and new connections alike.
+    pub fn set_blackhole(&self, on: bool) {
+        self.blackhole.send_replace(on);
+    }
+}
+
+/// Copies one direction, holding bytes back while the blackhole is on.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut blackhole: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if blackhole.wait_for(|on| !on).await.is_err() {
+            return;
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown().await;
+                    return;
+                }
+                Ok(n) => n,
+            },
+            _ = blackhole.changed() => continue,
+        };
+        // Bytes read just as the blackhole came on wait for it to lift.
+        if blackhole.wait_for(|on| !on).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
