@@ -112,7 +112,8 @@ impl Reply {
             Status::EncodeError => RpcError::Encode(format!("server: {message}")),
             Status::Overloaded => RpcError::Overloaded,
             Status::ShuttingDown => RpcError::ShuttingDown,
-            Status::InternalError | Status::DeadlineExceeded => RpcError::Remote(message),
+            Status::InternalError => RpcError::Remote(message),
+            Status::DeadlineExceeded => RpcError::Remote(format!("deadline passed on the server: {message}")),
             Status::ProtocolError => RpcError::Remote(format!("server rejected the request: {message}")),
         }
     }

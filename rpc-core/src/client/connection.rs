@@ -262,6 +262,8 @@ impl Connection {
         };
         match reply.status {
             Status::Ok | Status::ApplicationError => Ok(reply),
+            // The server gave up at the deadline this call sent: to the caller, a timeout.
+            Status::DeadlineExceeded => Err(RpcError::Timeout(remaining)),
             _ => Err(reply.into_error(service, method)),
         }
     }
