@@ -46,7 +46,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let config = RpcConfig::load(&args.config)?;
     let consumer = rpc_registry::consumer(&config).await?;
-    let client = UserServiceClient::new(consumer.channel());
+    let client = UserServiceClient::new(consumer.channel())?;
     let mut ok = 0u64;
     let mut by_instance: BTreeMap<String, u64> = BTreeMap::new();
     for i in 1..=args.calls {

@@ -326,7 +326,8 @@ impl RegistryConfig {
     }
 }
 
-/// `rpc.consumer:` — how calls are made.
+/// `rpc.consumer:` — how calls are made. `services` overrides any of it per service (and
+/// per method).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsumerConfig {
@@ -338,6 +339,12 @@ pub struct ConsumerConfig {
     pub retry: RetryConfig,
     /// What happens when a call still fails.
     pub tolerant: TolerantKind,
+    /// Call only the local implementation handed to the client builder, never the network.
+    pub mock: bool,
+    /// When an instance is skipped for a while.
+    pub outlier: OutlierConfig,
+    /// Overrides per service, keyed `name:version` or `name` (any version); case-insensitive.
+    pub services: BTreeMap<String, ServiceOverride>,
 }
 
 impl Default for ConsumerConfig {
@@ -347,8 +354,81 @@ impl Default for ConsumerConfig {
             load_balancer: LoadBalancerKind::RoundRobin,
             retry: RetryConfig::default(),
             tolerant: TolerantKind::FailFast,
+            mock: false,
+            outlier: OutlierConfig::default(),
+            services: BTreeMap::new(),
         }
     }
+}
+
+/// `rpc.consumer.outlier:` — ejection of failing instances.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Failed calls in a row that eject an instance (a failed connect ejects at once).
+    pub consecutive_failures: u32,
+    /// First ejection period; each further ejection in a row doubles it.
+    pub base_ejection_ms: u64,
+    /// Longest ejection period.
+    pub max_ejection_ms: u64,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 3,
+            base_ejection_ms: 1000,
+            max_ejection_ms: 30_000,
+        }
+    }
+}
+
+/// `rpc.consumer.services.<key>:` — what one service does differently.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceOverride {
+    /// Per-call timeout.
+    pub timeout_ms: Option<u64>,
+    /// How an instance is picked.
+    pub load_balancer: Option<LoadBalancerKind>,
+    /// Retry fields to change.
+    pub retry: Option<RetryOverride>,
+    /// Tolerance strategy.
+    pub tolerant: Option<TolerantKind>,
+    /// Local implementation only.
+    pub mock: Option<bool>,
+    /// Overrides per method name.
+    pub methods: BTreeMap<String, MethodOverride>,
+}
+
+/// `rpc.consumer.services.<key>.methods.<name>:` — what one method does differently.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MethodOverride {
+    /// Per-call timeout.
+    pub timeout_ms: Option<u64>,
+    /// Retry fields to change.
+    pub retry: Option<RetryOverride>,
+    /// Tolerance strategy.
+    pub tolerant: Option<TolerantKind>,
+    /// Local implementation only.
+    pub mock: Option<bool>,
+}
+
+/// Retry fields to change; the others are inherited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryOverride {
+    /// The policy.
+    pub strategy: Option<RetryStrategy>,
+    /// Attempts in all.
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry.
+    pub base_delay_ms: Option<u64>,
+    /// Longest delay between attempts.
+    pub max_delay_ms: Option<u64>,
+    /// Limit of each attempt.
+    pub attempt_timeout_ms: Option<u64>,
 }
 
 impl ConsumerConfig {
@@ -368,6 +448,12 @@ pub struct RetryConfig {
     pub max_attempts: u32,
     /// Delay before the first retry.
     pub base_delay_ms: u64,
+    /// Longest delay between attempts (caps exponential backoff).
+    pub max_delay_ms: u64,
+    /// Limit of each attempt within the call's timeout, so a timed-out attempt of an
+    /// idempotent method leaves time for another; none by default (an attempt may use all the
+    /// time left).
+    pub attempt_timeout_ms: Option<u64>,
 }
 
 impl Default for RetryConfig {
@@ -376,6 +462,22 @@ impl Default for RetryConfig {
             strategy: RetryStrategy::None,
             max_attempts: 3,
             base_delay_ms: 50,
+            max_delay_ms: 1000,
+            attempt_timeout_ms: None,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// This configuration with `changes` applied.
+    pub fn merged(&self, changes: Option<&RetryOverride>) -> Self {
+        let Some(c) = changes else { return self.clone() };
+        Self {
+            strategy: c.strategy.unwrap_or(self.strategy),
+            max_attempts: c.max_attempts.unwrap_or(self.max_attempts),
+            base_delay_ms: c.base_delay_ms.unwrap_or(self.base_delay_ms),
+            max_delay_ms: c.max_delay_ms.unwrap_or(self.max_delay_ms),
+            attempt_timeout_ms: c.attempt_timeout_ms.or(self.attempt_timeout_ms),
         }
     }
 }
@@ -505,6 +607,32 @@ impl RpcConfig {
         }
         if c.retry.max_attempts < 1 {
             return invalid("rpc.consumer.retry.max_attempts", "must be at least 1".to_owned());
+        }
+        if c.outlier.consecutive_failures < 1 {
+            return invalid(
+                "rpc.consumer.outlier.consecutive_failures",
+                "must be at least 1".to_owned(),
+            );
+        }
+        for (key, service) in &c.services {
+            let field = format!("rpc.consumer.services.{key}");
+            if key.is_empty() || key.contains('/') {
+                return invalid(&field, format!("\"{key}\" is not a service name or name:version"));
+            }
+            let retries = std::iter::once((field.clone(), service.retry.as_ref(), service.timeout_ms)).chain(
+                service
+                    .methods
+                    .iter()
+                    .map(|(m, o)| (format!("{field}.methods.{m}"), o.retry.as_ref(), o.timeout_ms)),
+            );
+            for (path, retry, timeout) in retries {
+                if retry.and_then(|r| r.max_attempts) == Some(0) {
+                    return invalid(&format!("{path}.retry.max_attempts"), "must be at least 1".to_owned());
+                }
+                if timeout == Some(0) {
+                    return invalid(&format!("{path}.timeout_ms"), "must be at least 1".to_owned());
+                }
+            }
         }
         Ok(())
     }
@@ -655,6 +783,52 @@ rpc:
         assert!(e.contains("rpc.server.advertise_host"), "{e}");
         let e = err("rpc: [unclosed\n");
         assert!(e.contains("invalid YAML"), "{e}");
+    }
+
+    #[test]
+    fn per_service_and_per_method_overrides_are_read() {
+        let c = RpcConfig::from_yaml(
+            r#"
+rpc:
+  consumer:
+    timeout_ms: 1000
+    retry: { strategy: fixed_interval, max_attempts: 2 }
+    services:
+      "UserService:1.0":
+        timeout_ms: 500
+        load_balancer: consistent_hash
+        tolerant: fail_over
+        retry: { max_attempts: 4 }
+        methods:
+          get_user: { timeout_ms: 200, tolerant: fail_safe }
+      Audit:
+        mock: true
+"#,
+        )
+        .unwrap();
+        let user = &c.consumer.services["UserService:1.0"];
+        assert_eq!(user.timeout_ms, Some(500));
+        assert_eq!(user.load_balancer, Some(LoadBalancerKind::ConsistentHash));
+        assert_eq!(user.tolerant, Some(TolerantKind::FailOver));
+        let merged = c.consumer.retry.merged(user.retry.as_ref());
+        assert_eq!(
+            (merged.strategy, merged.max_attempts),
+            (RetryStrategy::FixedInterval, 4)
+        );
+        assert_eq!(user.methods["get_user"].timeout_ms, Some(200));
+        assert_eq!(user.methods["get_user"].tolerant, Some(TolerantKind::FailSafe));
+        assert_eq!(c.consumer.services["Audit"].mock, Some(true));
+
+        let e = err("rpc:\n  consumer:\n    services:\n      S:\n        tolerant: fail_sometimes\n");
+        assert_eq!(
+            e,
+            "<string>: rpc.consumer.services.S.tolerant: \"fail_sometimes\" is not one of fail_fast, fail_safe, fail_over, fail_back"
+        );
+        let e = err("rpc:\n  consumer:\n    services:\n      S:\n        methods:\n          m: { retry: { max_attempts: 0 } }\n");
+        assert!(
+            e.contains("rpc.consumer.services.S.methods.m.retry.max_attempts"),
+            "{e}"
+        );
     }
 
     #[test]

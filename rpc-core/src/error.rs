@@ -118,6 +118,20 @@ pub enum RpcError<E = Infallible> {
 impl RpcError<Infallible> {
     /// Re-types an error that cannot hold an application error as one of any method.
     pub fn into_typed<E>(self) -> RpcError<E> {
+        self.map_application(|never| match never {})
+    }
+}
+
+impl<E> RpcError<E> {
+    /// The error without an application payload; an `Application` error (which callers of this
+    /// never pass) becomes a decode failure.
+    pub fn without_application(self) -> RpcError {
+        self.map_application(|_| RpcError::Decode("unexpected application error".to_owned()))
+    }
+
+    /// Carries every variant over to another application error type, turning an application
+    /// error into whatever `f` makes of it.
+    fn map_application<F>(self, f: impl FnOnce(E) -> RpcError<F>) -> RpcError<F> {
         match self {
             Self::Connect { addr, source } => RpcError::Connect { addr, source },
             Self::Timeout(d) => RpcError::Timeout(d),
@@ -132,12 +146,10 @@ impl RpcError<Infallible> {
             Self::NoInstances(s) => RpcError::NoInstances(s),
             Self::Registry(m) => RpcError::Registry(m),
             Self::Remote(m) => RpcError::Remote(m),
-            Self::Application(never) => match never {},
+            Self::Application(e) => f(e),
         }
     }
-}
 
-impl<E> RpcError<E> {
     /// The kind of failure, without its details; handy for metrics and retry decisions.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -35,7 +35,7 @@
 //!     .add_service(GreeterServer::new(English))
 //!     .bind("127.0.0.1:0")
 //!     .await?;
-//! let client = GreeterClient::new(Channel::direct(server.local_addr()?.to_string()));
+//! let client = GreeterClient::new(Channel::direct(server.local_addr()?.to_string()))?;
 //!
 //! assert_eq!(client.hello("Bob".into()).await?, "Hello, Bob!");
 //! assert_eq!(client.lookup(1).await?, "Ada");
@@ -54,6 +54,7 @@ pub mod balance;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod protocol;
 pub mod registry;
 mod reply;
@@ -62,7 +63,8 @@ pub mod serializer;
 pub mod server;
 mod transport;
 
-pub use client::Channel;
+pub use client::{Channel, ClientBuildError};
+pub use config::TolerantKind;
 pub use error::{ErrorKind, ProtocolError, RpcError};
 pub use reply::Reply;
 pub use rpc_macros::service;
@@ -75,4 +77,63 @@ pub mod __private {
     pub use serde;
     pub use std::future::Future;
     pub use std::sync::Arc;
+
+    use std::marker::PhantomData;
+
+    /// Finds out at compile time whether `T: Default` ("autoref specialization"): the call
+    /// `(&&DefaultProbe::<T>::new()).default_value()` resolves to [`ViaDefault`] when `T`
+    /// implements `Default` and to [`ViaNone`] otherwise.
+    pub struct DefaultProbe<T>(PhantomData<T>);
+
+    impl<T> DefaultProbe<T> {
+        /// A probe for `T`.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    /// Chosen when `T: Default`.
+    pub trait ViaDefault<T> {
+        /// `Some(T::default())`.
+        fn default_value(&self) -> Option<T>;
+    }
+
+    impl<T: Default> ViaDefault<T> for &DefaultProbe<T> {
+        fn default_value(&self) -> Option<T> {
+            Some(T::default())
+        }
+    }
+
+    /// Chosen when `T` has no `Default`.
+    pub trait ViaNone<T> {
+        /// `None`.
+        fn default_value(&self) -> Option<T>;
+    }
+
+    impl<T> ViaNone<T> for DefaultProbe<T> {
+        fn default_value(&self) -> Option<T> {
+            None
+        }
+    }
+
+    /// Logs a call answered with its default value under `fail_safe`.
+    pub fn log_fail_safe(service: &str, method: &str, error: &crate::RpcError) {
+        tracing::warn!(service, method, %error, "call failed; fail_safe returns the default value");
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        struct NoDefault;
+
+        #[test]
+        #[allow(clippy::needless_borrow)] // the double borrow is what selects the impl
+        fn the_probe_tells_default_types_apart() {
+            assert_eq!((&&DefaultProbe::<u32>::new()).default_value(), Some(0));
+            assert_eq!((&&DefaultProbe::<Vec<u8>>::new()).default_value(), Some(vec![]));
+            assert!((&&DefaultProbe::<NoDefault>::new()).default_value().is_none());
+        }
+    }
 }

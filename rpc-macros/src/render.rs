@@ -50,14 +50,41 @@ fn render_client(def: &ServiceDef) -> TokenStream {
     let vis = &def.item.vis;
     let trait_ident = &def.item.ident;
     let client = client_ident(def);
+    let builder = format_ident!("{}ClientBuilder", trait_ident);
+    let server = format_ident!("{}Server", trait_ident);
     let (name, version, key) = (&def.name, &def.version, def.key());
     let doc = format!("Typed client of the [`{trait_ident}`] service (`{key}`).");
-    let methods = def.methods.iter().map(render_client_method);
+    let builder_doc = format!("Builds a [`{client}`]: an optional local implementation for `fail_back` and `mock`.");
+    let method_names: Vec<String> = def.methods.iter().map(|m| m.ident.to_string()).collect();
+    let idempotent: Vec<bool> = def.methods.iter().map(|m| m.idempotent).collect();
+    let has_default = def.methods.iter().map(|m| {
+        let ty = default_type(&m.output);
+        quote! {{
+            #[allow(unused_imports)]
+            use ::rpc_core::__private::{ViaDefault as _, ViaNone as _};
+            // The double borrow selects `ViaDefault` when the type has a `Default`.
+            #[allow(clippy::needless_borrow)]
+            let has = (&&::rpc_core::__private::DefaultProbe::<#ty>::new()).default_value().is_some();
+            has
+        }}
+    });
+    let methods = def.methods.iter().enumerate().map(|(i, m)| render_client_method(i, m));
     quote! {
         #[doc = #doc]
-        #[derive(Clone, Debug)]
+        #[derive(Clone)]
         #vis struct #client {
             channel: ::rpc_core::client::Channel,
+            policies: ::rpc_core::__private::Arc<[::rpc_core::fault::MethodPolicy]>,
+            fallback: ::core::option::Option<::rpc_core::client::Fallback>,
+        }
+
+        impl ::core::fmt::Debug for #client {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(::core::stringify!(#client))
+                    .field("service", &Self::SERVICE_KEY)
+                    .field("channel", &self.channel)
+                    .finish_non_exhaustive()
+            }
         }
 
         impl #client {
@@ -67,20 +94,33 @@ fn render_client(def: &ServiceDef) -> TokenStream {
             pub const SERVICE_VERSION: &'static str = #version;
             /// The service key, `name:version`.
             pub const SERVICE_KEY: &'static str = #key;
+            const METHODS: &'static [(&'static str, bool)] = &[#((#method_names, #idempotent)),*];
 
-            /// A client that calls through `channel`.
-            pub fn new(channel: ::rpc_core::client::Channel) -> Self {
-                Self { channel }
+            /// A client that calls through `channel`, with no local implementation; fails when
+            /// the channel's configuration asks for one (`fail_back`, `mock`) or for `fail_safe`
+            /// on a method whose result has no default.
+            pub fn new(channel: ::rpc_core::client::Channel) -> ::core::result::Result<Self, ::rpc_core::ClientBuildError> {
+                Self::builder(channel).build()
             }
 
-            /// The same client with another per-call timeout.
+            /// A builder, to add a local implementation for `fail_back` and `mock`.
+            pub fn builder(channel: ::rpc_core::client::Channel) -> #builder {
+                #builder { channel, fallback: ::core::option::Option::None }
+            }
+
+            /// The same client with one timeout for every call, overriding the configured ones.
             pub fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
-                Self { channel: self.channel.clone().with_timeout(timeout) }
+                Self { channel: self.channel.clone().with_timeout(timeout), ..self.clone() }
+            }
+
+            /// The same client routing every call by `key` under `consistent_hash`.
+            pub fn with_hash_key(&self, key: impl ::core::convert::AsRef<[u8]>) -> Self {
+                Self { channel: self.channel.clone().with_hash_key(key), ..self.clone() }
             }
 
             /// The same client encoding calls with another serializer.
             pub fn with_serializer(&self, serializer: ::rpc_core::SerializerKind) -> Self {
-                Self { channel: self.channel.clone().with_serializer(serializer) }
+                Self { channel: self.channel.clone().with_serializer(serializer), ..self.clone() }
             }
 
             /// The channel calls go through.
@@ -88,38 +128,113 @@ fn render_client(def: &ServiceDef) -> TokenStream {
                 &self.channel
             }
 
+            /// The policy each method's calls run under, resolved from the channel's configuration.
+            pub fn policy(&self, method: &str) -> ::core::option::Option<&::rpc_core::fault::MethodPolicy> {
+                Self::METHODS.iter().position(|(m, _)| *m == method).map(|i| &self.policies[i])
+            }
+
             #(#methods)*
+        }
+
+        #[doc = #builder_doc]
+        #vis struct #builder {
+            channel: ::rpc_core::client::Channel,
+            fallback: ::core::option::Option<::rpc_core::client::Fallback>,
+        }
+
+        impl #builder {
+            /// Calls `implementation` in this process when a call fails under `fail_back`, and
+            /// instead of the network in `mock` mode.
+            pub fn fallback<T: #trait_ident>(mut self, implementation: T) -> Self {
+                self.fallback = ::core::option::Option::Some(::rpc_core::__private::Arc::new(#server::new(implementation)));
+                self
+            }
+
+            /// Resolves each method's policy and checks the client can honour it.
+            pub fn build(self) -> ::core::result::Result<#client, ::rpc_core::ClientBuildError> {
+                let has_default: &[bool] = &[#(#has_default),*];
+                let mut policies = ::std::vec::Vec::with_capacity(#client::METHODS.len());
+                for (i, (method, idempotent)) in #client::METHODS.iter().enumerate() {
+                    let policy = self.channel.policy(#client::SERVICE_KEY, method, *idempotent);
+                    ::rpc_core::client::validate_policy(
+                        #client::SERVICE_KEY,
+                        method,
+                        &policy,
+                        has_default[i],
+                        self.fallback.is_some(),
+                    )?;
+                    policies.push(policy);
+                }
+                ::core::result::Result::Ok(#client {
+                    channel: self.channel,
+                    policies: policies.into(),
+                    fallback: self.fallback,
+                })
+            }
         }
     }
 }
 
-fn render_client_method(m: &MethodDef) -> TokenStream {
+/// The type whose `Default` gives a method's fail-safe value: the method's result, or for
+/// `Result<T, E>` the `T` (the fail-safe value is then `Ok(T::default())`).
+fn default_type(output: &Output) -> &syn::Type {
+    match output {
+        Output::Value(ty) => ty,
+        Output::Result { ok, .. } => ok,
+    }
+}
+
+fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
     let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
     let name = &m.ident;
     let method = name.to_string();
-    let idempotent = m.idempotent;
     let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
     let refs = m.args.iter().map(|(n, _)| quote!(&#n));
-    let invoke = quote! {
-        self.channel
-            .invoke(Self::SERVICE_KEY, #method, &(#(#refs,)*), #idempotent)
-            .await
+    let first = match m.args.first() {
+        Some((n, _)) => quote!(::core::option::Option::Some(&#n)),
+        None => quote!(::core::option::Option::None::<&()>),
     };
-    match &m.output {
-        Output::Value(ty) => quote! {
-            #(#attrs)*
-            pub async fn #name(&self, #(#params),*) -> ::core::result::Result<#ty, ::rpc_core::RpcError> {
-                let reply = #invoke?;
-                reply.into_value::<#ty>(self.channel.serializer())
+    let default_ty = default_type(&m.output);
+    // What differs between `-> T` and `-> Result<T, E>`: the return type, how a framework error
+    // is returned, and how the reply is decoded. The fail-safe value is `T::default()` in both.
+    let (returns, typed_error, decode) = match &m.output {
+        Output::Value(ty) => (
+            quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
+            quote!(error),
+            quote!(reply.into_value::<#ty>(self.channel.serializer())),
+        ),
+        Output::Result { ok, err } => (
+            quote!(::core::result::Result<#ok, ::rpc_core::RpcError<#err>>),
+            quote!(error.into_typed()),
+            quote!(reply.into_result::<#ok, #err>(self.channel.serializer())),
+        ),
+    };
+    quote! {
+        #(#attrs)*
+        pub async fn #name(&self, #(#params),*) -> #returns {
+            let policy = &self.policies[#index];
+            let outcome = self
+                .channel
+                .call(Self::SERVICE_KEY, #method, &(#(#refs,)*), #first, policy, self.fallback.as_ref())
+                .await;
+            match outcome {
+                ::core::result::Result::Ok(reply) => #decode,
+                ::core::result::Result::Err(error) => {
+                    if policy.tolerant == ::rpc_core::TolerantKind::FailSafe {
+                        #[allow(unused_imports)]
+                        use ::rpc_core::__private::{ViaDefault as _, ViaNone as _};
+                        // The double borrow selects `ViaDefault` when the type has a `Default`.
+                        #[allow(clippy::needless_borrow)]
+                        let default = (&&::rpc_core::__private::DefaultProbe::<#default_ty>::new()).default_value();
+                        if let ::core::option::Option::Some(value) = default {
+                            ::rpc_core::__private::log_fail_safe(Self::SERVICE_KEY, #method, &error);
+                            return ::core::result::Result::Ok(value);
+                        }
+                    }
+                    ::core::result::Result::Err(#typed_error)
+                }
             }
-        },
-        Output::Result { ok, err } => quote! {
-            #(#attrs)*
-            pub async fn #name(&self, #(#params),*) -> ::core::result::Result<#ok, ::rpc_core::RpcError<#err>> {
-                let reply = #invoke.map_err(::rpc_core::RpcError::into_typed)?;
-                reply.into_result::<#ok, #err>(self.channel.serializer())
-            }
-        },
+        }
     }
 }
 

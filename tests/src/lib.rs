@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod faulty;
 pub mod process;
 pub mod proxy;
 pub mod servers;
@@ -41,6 +42,9 @@ pub trait TestService {
     async fn fallible(&self, code: u16) -> Result<Vec<String>, TestError>;
     /// A byte vector of the given size.
     async fn blob(&self, size: u32) -> Vec<u8>;
+    /// The label of the instance that answered (`key` is only the call's hash key).
+    #[idempotent]
+    async fn owner(&self, key: u64) -> String;
 }
 
 /// The [`TestService`] implementation; counts calls that ran to the end.
@@ -50,9 +54,19 @@ pub struct TestServiceImpl {
     pub completed: Arc<AtomicUsize>,
     /// Calls of `touch`.
     pub touched: Arc<AtomicUsize>,
+    /// What `owner` answers.
+    pub label: String,
 }
 
 impl TestServiceImpl {
+    /// An implementation whose `owner` answers `label`.
+    pub fn labeled(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            ..Self::default()
+        }
+    }
+
     fn done<T>(&self, value: T) -> T {
         self.completed.fetch_add(1, Ordering::SeqCst);
         value
@@ -92,6 +106,10 @@ impl TestService for TestServiceImpl {
 
     async fn blob(&self, size: u32) -> Vec<u8> {
         self.done(vec![0xab; size as usize])
+    }
+
+    async fn owner(&self, _key: u64) -> String {
+        self.done(self.label.clone())
     }
 }
 

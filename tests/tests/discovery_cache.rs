@@ -240,7 +240,7 @@ async fn config_built_providers_and_consumer_round_robin_and_deregister_on_shutd
     let first = rpc_registry::serve(&config, builder()).await.unwrap();
     let second = rpc_registry::serve(&config, builder()).await.unwrap();
     let consumer = rpc_registry::consumer(&config).await.unwrap();
-    let client = TestServiceClient::new(consumer.channel());
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
     for i in 0..20 {
         assert_eq!(client.echo(i).await.unwrap(), i);
     }
@@ -254,7 +254,7 @@ async fn config_built_providers_and_consumer_round_robin_and_deregister_on_shutd
         async fn call(&self) -> u8;
     }
     let started = std::time::Instant::now();
-    match NobodyClient::new(consumer.channel()).call().await {
+    match NobodyClient::new(consumer.channel()).unwrap().call().await {
         Err(RpcError::NoInstances(key)) => assert_eq!(key, "Nobody:1.0"),
         other => panic!("expected no instances, got {other:?}"),
     }

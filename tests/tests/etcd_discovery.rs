@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions};
-use rpc_core::balance::RoundRobin;
-use rpc_core::client::{ClientOptions, ConnectionPool, DiscoveryInvoker};
+use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+use rpc_core::fault::InstanceHealth;
 use rpc_core::registry::{DiscoveryCache, DiscoveryOptions, Registry, ServiceInstance};
 use rpc_core::server::{Registration, RunningServer, ServerBuilder};
 use rpc_core::Channel;
@@ -107,8 +107,12 @@ async fn start_provider(registry: Arc<dyn Registry>) -> RunningServer {
 
 fn discovery_client(cache: Arc<DiscoveryCache>) -> TestServiceClient {
     let pool = Arc::new(ConnectionPool::new(ClientOptions::default()));
-    let invoker = DiscoveryInvoker::new(cache, pool, Arc::new(RoundRobin::default()));
-    TestServiceClient::new(Channel::new(Arc::new(invoker)).with_timeout(Duration::from_secs(2)))
+    let invoker = ClusterInvoker::new(
+        InstanceSource::Discovery(cache),
+        pool,
+        Arc::new(InstanceHealth::default()),
+    );
+    TestServiceClient::new(Channel::new(Arc::new(invoker)).with_timeout(Duration::from_secs(2))).unwrap()
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::client::{ClientOptions, ConnectionPool, DirectInvoker};
+use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool};
 use rpc_core::server::{RunningServer, ServerBuilder};
 use rpc_core::{Channel, ErrorKind, RpcError, SerializerKind};
 use rpc_tests::{wait_until, TestError, TestServiceClient, TestServiceImpl, TestServiceServer};
@@ -26,15 +26,15 @@ async fn start_default() -> (RunningServer, String, TestServiceImpl) {
 /// A client over its own pool, so tests can look at the pool.
 fn client_with_pool(addr: &str, options: ClientOptions) -> (TestServiceClient, Arc<ConnectionPool>) {
     let pool = Arc::new(ConnectionPool::new(options));
-    let channel = Channel::new(Arc::new(DirectInvoker::new(addr, pool.clone())));
-    (TestServiceClient::new(channel), pool)
+    let channel = Channel::new(Arc::new(ClusterInvoker::direct(addr, pool.clone())));
+    (TestServiceClient::new(channel).unwrap(), pool)
 }
 
 #[tokio::test]
 async fn typed_calls_with_every_serializer() {
     let (server, addr, service) = start_default().await;
     for kind in SerializerKind::ALL {
-        let client = TestServiceClient::new(Channel::direct(&addr).with_serializer(kind));
+        let client = TestServiceClient::new(Channel::direct(&addr).with_serializer(kind)).unwrap();
         assert_eq!(client.echo(u64::MAX).await.unwrap(), u64::MAX, "{kind}");
         assert_eq!(
             client.concat("x".into(), 7, vec![-1, 2], Some(true)).await.unwrap(),
@@ -84,8 +84,8 @@ async fn ten_thousand_calls_from_a_hundred_tasks_share_one_connection() {
 async fn a_call_past_its_deadline_times_out_and_frees_its_slot() {
     let (server, addr, _) = start_default().await;
     let pool = Arc::new(ConnectionPool::new(ClientOptions::default()));
-    let channel = Channel::new(Arc::new(DirectInvoker::new(&addr, pool.clone())));
-    let client = TestServiceClient::new(channel.with_timeout(Duration::from_millis(100)));
+    let channel = Channel::new(Arc::new(ClusterInvoker::direct(&addr, pool.clone())));
+    let client = TestServiceClient::new(channel.with_timeout(Duration::from_millis(100))).unwrap();
     let started = Instant::now();
     let err = client.sleep_echo(1, 5_000).await.unwrap_err();
     let elapsed = started.elapsed();
@@ -107,7 +107,7 @@ async fn a_call_past_its_deadline_times_out_and_frees_its_slot() {
 #[tokio::test]
 async fn a_panicking_handler_fails_only_its_own_call() {
     let (server, addr, _) = start_default().await;
-    let client = TestServiceClient::new(Channel::direct(&addr));
+    let client = TestServiceClient::new(Channel::direct(&addr)).unwrap();
     let mut calls = Vec::new();
     for i in 0..50u64 {
         let client = client.clone();
@@ -132,7 +132,7 @@ async fn a_panicking_handler_fails_only_its_own_call() {
 #[tokio::test]
 async fn a_server_killed_mid_call_fails_pending_calls_fast_and_the_next_call_reconnects() {
     let (server, addr, _) = start_default().await;
-    let client = TestServiceClient::new(Channel::direct(&addr).with_timeout(Duration::from_secs(30)));
+    let client = TestServiceClient::new(Channel::direct(&addr).with_timeout(Duration::from_secs(30))).unwrap();
     assert_eq!(client.echo(1).await.unwrap(), 1);
     let pending: Vec<_> = (0..20u64)
         .map(|i| {
@@ -177,7 +177,7 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
             .drain_timeout(Duration::from_secs(5)),
     )
     .await;
-    let client = TestServiceClient::new(Channel::direct(&addr));
+    let client = TestServiceClient::new(Channel::direct(&addr)).unwrap();
     let in_flight: Vec<_> = (0..10u64)
         .map(|i| {
             let client = client.clone();
@@ -210,7 +210,7 @@ async fn shutdown_refuses_new_calls_and_cancels_at_the_drain_timeout() {
             .drain_timeout(Duration::from_millis(200)),
     )
     .await;
-    let client = TestServiceClient::new(Channel::direct(&addr).with_timeout(Duration::from_secs(30)));
+    let client = TestServiceClient::new(Channel::direct(&addr).with_timeout(Duration::from_secs(30))).unwrap();
     assert_eq!(client.echo(0).await.unwrap(), 0);
     let stuck = {
         let client = client.clone();
@@ -244,7 +244,7 @@ async fn the_concurrency_limit_answers_overloaded() {
             .max_concurrent_calls(2),
     )
     .await;
-    let client = TestServiceClient::new(Channel::direct(&addr));
+    let client = TestServiceClient::new(Channel::direct(&addr)).unwrap();
     let slow: Vec<_> = (0..2u64)
         .map(|i| {
             let client = client.clone();
@@ -276,7 +276,7 @@ async fn unknown_service_and_method_are_told_apart() {
         async fn anything(&self) -> u64;
     }
     let (server, addr, _) = start_default().await;
-    let newer = NewerTestServiceClient::new(Channel::direct(&addr));
+    let newer = NewerTestServiceClient::new(Channel::direct(&addr)).unwrap();
     assert_eq!(newer.echo(8).await.unwrap(), 8);
     match newer.brand_new().await {
         Err(RpcError::MethodNotFound { service, method }) => {
@@ -284,7 +284,7 @@ async fn unknown_service_and_method_are_told_apart() {
         }
         other => panic!("expected method not found, got {other:?}"),
     }
-    match AbsentClient::new(Channel::direct(&addr)).anything().await {
+    match AbsentClient::new(Channel::direct(&addr)).unwrap().anything().await {
         Err(RpcError::ServiceNotFound(key)) => assert_eq!(key, "Absent:1.0"),
         other => panic!("expected service not found, got {other:?}"),
     }
@@ -341,7 +341,7 @@ async fn pongs_keep_an_idle_connection_open() {
 #[tokio::test]
 async fn garbage_closes_only_the_offending_connection() {
     let (server, addr, _) = start_default().await;
-    let client = TestServiceClient::new(Channel::direct(&addr));
+    let client = TestServiceClient::new(Channel::direct(&addr)).unwrap();
     assert_eq!(client.echo(1).await.unwrap(), 1);
     let hostile: [&[u8]; 3] = [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -371,7 +371,7 @@ async fn one_server_answers_each_client_in_its_own_serializer() {
     let (server, addr, _) = start_default().await;
     let mut calls = Vec::new();
     for kind in SerializerKind::ALL {
-        let client = TestServiceClient::new(Channel::direct(&addr).with_serializer(kind));
+        let client = TestServiceClient::new(Channel::direct(&addr).with_serializer(kind)).unwrap();
         calls.push(tokio::spawn(async move {
             for i in 0..200u64 {
                 assert_eq!(client.echo(i).await.unwrap(), i);

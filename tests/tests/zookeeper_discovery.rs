@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::balance::RoundRobin;
-use rpc_core::client::{ClientOptions, ConnectionPool, DiscoveryInvoker};
+use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+use rpc_core::fault::InstanceHealth;
 use rpc_core::registry::{DiscoveryCache, DiscoveryOptions, Registry};
 use rpc_core::server::{Registration, ServerBuilder};
 use rpc_core::Channel;
@@ -58,12 +58,12 @@ async fn calls_survive_a_zookeeper_outage_longer_than_the_session_and_nodes_come
         .await
         .unwrap(),
     );
-    let invoker = DiscoveryInvoker::new(
-        cache.clone(),
+    let invoker = ClusterInvoker::new(
+        InstanceSource::Discovery(cache.clone()),
         Arc::new(ConnectionPool::new(ClientOptions::default())),
-        Arc::new(RoundRobin::default()),
+        Arc::new(InstanceHealth::default()),
     );
-    let client = TestServiceClient::new(Channel::new(Arc::new(invoker)).with_timeout(Duration::from_secs(2)));
+    let client = TestServiceClient::new(Channel::new(Arc::new(invoker)).with_timeout(Duration::from_secs(2))).unwrap();
     assert_eq!(client.echo(1).await.unwrap(), 1);
 
     zookeeper.stop().await;

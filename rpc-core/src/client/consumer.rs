@@ -1,10 +1,11 @@
 //! [`Consumer`]: the client side built from configuration.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{Channel, ClientOptions, ConnectionPool, DiscoveryInvoker};
-use crate::balance::{self, LoadBalancer};
-use crate::config::{LoadBalancerKind, RetryStrategy, RpcConfig, TolerantKind};
+use super::{Channel, ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+use crate::config::RpcConfig;
+use crate::fault::{InstanceHealth, OutlierOptions, PolicySet};
 use crate::registry::{DiscoveryCache, DiscoveryOptions, Registry};
 use crate::schedule::ScheduleError;
 
@@ -14,22 +15,15 @@ pub enum ConsumerError {
     /// The discovery cache's resync job could not be scheduled.
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
-    /// The configuration asks for a strategy this build does not provide.
-    #[error("{field}: \"{value}\" is not available in this build")]
-    Unsupported {
-        /// Full path of the field.
-        field: &'static str,
-        /// The configured value.
-        value: &'static str,
-    },
 }
 
 /// Everything a process needs to call services found in a registry: the discovery cache,
-/// the connection pool and a [`Channel`] that the generated clients take.
+/// the connection pool, instance health and a [`Channel`] that the generated clients take.
 pub struct Consumer {
     registry: Arc<dyn Registry>,
     cache: Arc<DiscoveryCache>,
     pool: Arc<ConnectionPool>,
+    health: Arc<InstanceHealth>,
     channel: Channel,
 }
 
@@ -38,35 +32,23 @@ impl Consumer {
     /// `rpc.registry` timings). The consumer owns the registry and closes it in
     /// [`Consumer::close`].
     pub async fn new(registry: Arc<dyn Registry>, config: &RpcConfig) -> Result<Self, ConsumerError> {
-        let consumer = &config.consumer;
-        if consumer.retry.strategy != RetryStrategy::None {
-            return Err(ConsumerError::Unsupported {
-                field: "rpc.consumer.retry.strategy",
-                value: consumer.retry.strategy.name(),
-            });
-        }
-        if consumer.tolerant != TolerantKind::FailFast {
-            return Err(ConsumerError::Unsupported {
-                field: "rpc.consumer.tolerant",
-                value: consumer.tolerant.name(),
-            });
-        }
-        let balancer = balancer_for(consumer.load_balancer)?;
         let options = DiscoveryOptions {
             load_timeout: config.registry.timeout(),
-            resync_interval: std::time::Duration::from_secs(config.registry.resync_secs),
+            resync_interval: Duration::from_secs(config.registry.resync_secs),
             ..DiscoveryOptions::default()
         };
         let cache = Arc::new(DiscoveryCache::new(registry.clone(), options).await?);
         let pool = Arc::new(ConnectionPool::new(ClientOptions::default()));
-        let invoker = DiscoveryInvoker::new(cache.clone(), pool.clone(), balancer);
+        let health = Arc::new(InstanceHealth::new(OutlierOptions::from(&config.consumer.outlier)));
+        let invoker = ClusterInvoker::new(InstanceSource::Discovery(cache.clone()), pool.clone(), health.clone());
         let channel = Channel::new(Arc::new(invoker))
             .with_serializer(config.serializer)
-            .with_timeout(consumer.timeout());
+            .with_policies(Arc::new(PolicySet::new(config.consumer.clone())));
         Ok(Self {
             registry,
             cache,
             pool,
+            health,
             channel,
         })
     }
@@ -86,21 +68,16 @@ impl Consumer {
         &self.pool
     }
 
+    /// The health of every instance called so far.
+    pub fn health(&self) -> &Arc<InstanceHealth> {
+        &self.health
+    }
+
     /// Stops the discovery watches and closes the registry.
     pub async fn close(&self) {
         self.cache.close().await;
         if let Err(e) = self.registry.close().await {
             tracing::warn!(error = %e, "closing the registry failed");
         }
-    }
-}
-
-fn balancer_for(kind: LoadBalancerKind) -> Result<Arc<dyn LoadBalancer>, ConsumerError> {
-    match kind {
-        LoadBalancerKind::RoundRobin => Ok(Arc::new(balance::RoundRobin::default())),
-        other => Err(ConsumerError::Unsupported {
-            field: "rpc.consumer.load_balancer",
-            value: other.name(),
-        }),
     }
 }

@@ -1,23 +1,27 @@
-//! The client side: connections, the connection pool, invokers and the [`Channel`] that the
-//! generated clients call through.
+//! The client side: connections, the connection pool, the cluster invoker and the
+//! [`Channel`] that the generated clients call through.
 //!
 //! # Layers
 //!
 //! * [`Connection`]: one multiplexed TCP connection (see its module docs).
 //! * [`ConnectionPool`]: one connection per endpoint, replaced after it breaks.
-//! * [`Invoker`]: turns an encoded call into a [`Reply`]. [`DirectInvoker`] calls one fixed
-//!   address; discovery-backed invokers pick an instance per call.
-//! * [`Channel`]: what a generated client holds: an invoker plus the serializer and default
-//!   timeout. It encodes the arguments once and gives every call a deadline.
+//! * [`Invoker`]: turns an encoded call into a [`Reply`]. The [`ClusterInvoker`] picks an
+//!   instance (a fixed address or the discovery cache) and applies retry, fail-over and outlier
+//!   ejection.
+//! * [`Channel`]: what a generated client holds: an invoker, the serializer and the consumer's
+//!   policies. It encodes the arguments once, gives every call its deadline, and applies
+//!   `fail_back` and `mock` with the client's local implementation.
+//! * [`Consumer`]: all of the above built from configuration.
 
+mod cluster;
 mod connection;
 mod consumer;
-mod discovery;
+mod local;
 mod pool;
 
+pub use cluster::{ClusterInvoker, InstanceSource};
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerError};
-pub use discovery::DiscoveryInvoker;
 pub use pool::ConnectionPool;
 
 use std::sync::Arc;
@@ -26,13 +30,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::time::Instant;
-use tracing::Instrument;
+use tracing::{warn, Instrument};
 
+use crate::balance::hash_serialized;
+use crate::config::{LoadBalancerKind, TolerantKind};
 use crate::error::RpcError;
+use crate::fault::{MethodPolicy, PolicySet};
 use crate::protocol::{encode_request_body, DEFAULT_MAX_FRAME_LEN};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
-use crate::server::BoxFuture;
+use crate::server::{BoxFuture, Service};
 
 /// Default time a call may take, connect included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -74,8 +81,10 @@ pub struct CallRequest<'a> {
     pub body: Bytes,
     /// When the caller stops waiting.
     pub deadline: Instant,
-    /// Whether the method is marked idempotent (safe to run twice).
-    pub idempotent: bool,
+    /// The policy the call runs under.
+    pub policy: &'a MethodPolicy,
+    /// The call's affinity key for `consistent_hash`.
+    pub hash_key: Option<u64>,
 }
 
 /// Delivers encoded calls; the extension point for discovery, load balancing and fault
@@ -85,55 +94,33 @@ pub trait Invoker: Send + Sync + 'static {
     fn invoke<'a>(&'a self, call: &'a CallRequest<'a>) -> BoxFuture<'a, Result<Reply, RpcError>>;
 }
 
-/// Calls one fixed address through a connection pool.
-pub struct DirectInvoker {
-    addr: String,
-    pool: Arc<ConnectionPool>,
-}
+/// The local implementation a client calls for `fail_back` and `mock`: the service trait's
+/// implementation wrapped in its generated server adapter.
+pub type Fallback = Arc<dyn Service>;
 
-impl DirectInvoker {
-    /// Calls `addr` (`host:port`) with connections from `pool`.
-    pub fn new(addr: impl Into<String>, pool: Arc<ConnectionPool>) -> Self {
-        Self {
-            addr: addr.into(),
-            pool,
-        }
-    }
-}
-
-impl Invoker for DirectInvoker {
-    fn invoke<'a>(&'a self, call: &'a CallRequest<'a>) -> BoxFuture<'a, Result<Reply, RpcError>> {
-        Box::pin(async move {
-            let conn = self.pool.get(&self.addr, Some(call.deadline)).await?;
-            conn.call(
-                call.service,
-                call.method,
-                call.serializer,
-                call.body.clone(),
-                call.deadline,
-            )
-            .await
-        })
-    }
-}
-
-/// What a generated client calls through: an [`Invoker`], a serializer and a default timeout.
+/// What a generated client calls through: an [`Invoker`], a serializer and the consumer's
+/// policies, plus per-client overrides of the timeout and the hash key.
 ///
 /// Cheap to clone; clones share the invoker and its connections.
 #[derive(Clone)]
 pub struct Channel {
     invoker: Arc<dyn Invoker>,
     serializer: SerializerKind,
-    timeout: Duration,
+    policies: Arc<PolicySet>,
+    timeout: Option<Duration>,
+    hash_key: Option<u64>,
 }
 
 impl Channel {
-    /// A channel over any invoker, with the default serializer (bincode) and timeout (3 s).
+    /// A channel over any invoker, with the default serializer (bincode) and policies (3 s
+    /// timeout, no retry, fail fast, round robin).
     pub fn new(invoker: Arc<dyn Invoker>) -> Self {
         Self {
             invoker,
             serializer: SerializerKind::default(),
-            timeout: DEFAULT_TIMEOUT,
+            policies: Arc::new(PolicySet::default()),
+            timeout: None,
+            hash_key: None,
         }
     }
 
@@ -144,8 +131,9 @@ impl Channel {
 
     /// A channel to one fixed address with explicit connection options.
     pub fn direct_with(addr: impl Into<String>, options: ClientOptions) -> Self {
-        Self::new(Arc::new(DirectInvoker::new(
-            addr,
+        let addr = addr.into();
+        Self::new(Arc::new(ClusterInvoker::direct(
+            &addr,
             Arc::new(ConnectionPool::new(options)),
         )))
     }
@@ -156,9 +144,22 @@ impl Channel {
         self
     }
 
-    /// The same channel with a different per-call timeout.
+    /// The same channel with these policies (timeouts, retry, tolerance, balancing).
+    pub fn with_policies(mut self, policies: Arc<PolicySet>) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    /// The same channel with one timeout for every call, overriding the configured ones.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The same channel sending every call to the instance `key` hashes to under
+    /// `consistent_hash` (instead of hashing each call's first argument).
+    pub fn with_hash_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.hash_key = Some(crate::balance::hash64(key.as_ref()));
         self
     }
 
@@ -167,38 +168,67 @@ impl Channel {
         self.serializer
     }
 
-    /// The per-call timeout.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
+    /// The policy of one method under this channel's configuration.
+    pub fn policy(&self, service: &str, method: &str, idempotent: bool) -> MethodPolicy {
+        self.policies.resolve(service, method, idempotent)
     }
 
-    /// Encodes `args` (the tuple of a method's arguments) and performs the call.
+    /// Encodes `args` (the tuple of a method's arguments) and performs the call under `policy`.
     ///
-    /// Generated clients call this; decode the reply with [`Reply::into_value`] or
-    /// [`Reply::into_result`].
-    pub async fn invoke<A: Serialize + ?Sized>(
+    /// `first_arg` is hashed for `consistent_hash` when no explicit hash key is set;
+    /// `fallback` serves `mock` mode and `fail_back`. Generated clients call this; decode the
+    /// reply with [`Reply::into_value`] or [`Reply::into_result`].
+    pub async fn call<A, K>(
         &self,
         service: &str,
         method: &str,
         args: &A,
-        idempotent: bool,
-    ) -> Result<Reply, RpcError> {
+        first_arg: Option<&K>,
+        policy: &MethodPolicy,
+        fallback: Option<&Fallback>,
+    ) -> Result<Reply, RpcError>
+    where
+        A: Serialize + ?Sized,
+        K: Serialize + ?Sized,
+    {
         let body = encode_request_body(service, method, self.serializer, args)?;
+        let hash_key = match policy.load_balancer {
+            LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
+            _ => None,
+        };
         let call = CallRequest {
             service,
             method,
             serializer: self.serializer,
             body,
-            deadline: Instant::now() + self.timeout,
-            idempotent,
+            deadline: Instant::now() + self.timeout.unwrap_or(policy.timeout),
+            policy,
+            hash_key,
         };
         let span = tracing::debug_span!("rpc_client_call", service, method);
-        let result = self.invoker.invoke(&call).instrument(span).await;
-        if let Err(e) = &result {
-            tracing::debug!(service, method, error = %e, "call failed");
+        async {
+            if policy.mock {
+                let local = fallback.ok_or_else(|| no_fallback(service, "mock"))?;
+                return local::call_local(local.as_ref(), &call).await;
+            }
+            match self.invoker.invoke(&call).await {
+                Err(e) if policy.tolerant == TolerantKind::FailBack => {
+                    let local = fallback.ok_or_else(|| no_fallback(service, "fail_back"))?;
+                    warn!(error = %e, "call failed; answering from the fallback");
+                    local::call_local(local.as_ref(), &call).await
+                }
+                other => other,
+            }
         }
-        result
+        .instrument(span)
+        .await
     }
+}
+
+fn no_fallback(service: &str, mode: &str) -> RpcError {
+    RpcError::Remote(format!(
+        "{service} is configured for {mode} but the client has no local implementation"
+    ))
 }
 
 impl std::fmt::Debug for Channel {
@@ -207,5 +237,59 @@ impl std::fmt::Debug for Channel {
             .field("serializer", &self.serializer)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// The policy a generated client cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientBuildError {
+    /// `fail_safe` on a method whose result has no `Default`.
+    #[error("{service}/{method}: fail_safe needs a result type that implements Default")]
+    FailSafeWithoutDefault {
+        /// Service key.
+        service: String,
+        /// Method name.
+        method: String,
+    },
+    /// `fail_back` or `mock` without a local implementation.
+    #[error("{service}/{method}: {mode} needs a local implementation (pass one to the client builder's fallback)")]
+    FallbackMissing {
+        /// Service key.
+        service: String,
+        /// Method name.
+        method: String,
+        /// `fail_back` or `mock`.
+        mode: &'static str,
+    },
+}
+
+/// Checks a resolved method policy against what the client can do; generated builders call it.
+pub fn validate_policy(
+    service: &str,
+    method: &str,
+    policy: &MethodPolicy,
+    has_default: bool,
+    has_fallback: bool,
+) -> Result<(), ClientBuildError> {
+    if policy.tolerant == TolerantKind::FailSafe && !has_default && !policy.mock {
+        return Err(ClientBuildError::FailSafeWithoutDefault {
+            service: service.to_owned(),
+            method: method.to_owned(),
+        });
+    }
+    let mode = if policy.mock {
+        Some("mock")
+    } else if policy.tolerant == TolerantKind::FailBack {
+        Some("fail_back")
+    } else {
+        None
+    };
+    match mode {
+        Some(mode) if !has_fallback => Err(ClientBuildError::FallbackMissing {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            mode,
+        }),
+        _ => Ok(()),
     }
 }

@@ -21,9 +21,19 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let builder =
-        ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
-    let provider = match rpc_registry::serve(&config, builder).await {
+    let bind = format!("{}:{}", config.server.host, config.server.port);
+    let listener = match tokio::net::TcpListener::bind(&bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("test-provider: cannot listen on {bind}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // `owner` answers the port, so callers can tell the providers apart.
+    let label = listener.local_addr().map(|a| a.port().to_string()).unwrap_or_default();
+    let service = TestServiceServer::new(TestServiceImpl::labeled(label));
+    let builder = ServerBuilder::from_config(&config.server).add_service(service);
+    let provider = match rpc_registry::serve_listener(&config, builder, listener).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("test-provider: {e}");

@@ -1,0 +1,70 @@
+//! Random choice in proportion to instance weights.
+
+use std::sync::Arc;
+
+use super::{LoadBalancer, PickContext, Random};
+use crate::registry::ServiceInstance;
+
+/// Picks an available instance with probability `weight / total weight`. Instances of weight 0
+/// are picked only when every available instance has weight 0 (then uniformly).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WeightedRandom;
+
+impl LoadBalancer for WeightedRandom {
+    fn pick(&self, instances: &Arc<[ServiceInstance]>, ctx: &PickContext<'_>) -> Option<usize> {
+        let total: u64 = instances
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (ctx.available)(*i))
+            .map(|(_, inst)| u64::from(inst.weight))
+            .sum();
+        if total == 0 {
+            return Random.pick(instances, ctx);
+        }
+        let mut target = fastrand::u64(..total);
+        for (i, inst) in instances.iter().enumerate() {
+            if !(ctx.available)(i) {
+                continue;
+            }
+            let w = u64::from(inst.weight);
+            if target < w {
+                return Some(i);
+            }
+            target -= w;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::histogram;
+    use super::*;
+
+    #[test]
+    fn follows_the_weights_within_statistical_bounds() {
+        let l: Arc<[ServiceInstance]> = [1u32, 3, 6, 0]
+            .iter()
+            .enumerate()
+            .map(|(p, &w)| {
+                let mut i = ServiceInstance::new("S", "1", "h", p as u16);
+                i.weight = w;
+                i
+            })
+            .collect();
+        let counts = histogram(&WeightedRandom, &l, &PickContext::default(), 50_000);
+        // Expected 5,000 / 15,000 / 30,000 / 0.
+        assert!((4_500..=5_500).contains(&counts[0]), "{counts:?}");
+        assert!((14_200..=15_800).contains(&counts[1]), "{counts:?}");
+        assert!((29_000..=31_000).contains(&counts[2]), "{counts:?}");
+        assert_eq!(counts[3], 0);
+        let not_heaviest = |i: usize| i != 2;
+        let ctx = PickContext {
+            available: &not_heaviest,
+            ..PickContext::default()
+        };
+        let counts = histogram(&WeightedRandom, &l, &ctx, 20_000);
+        assert_eq!(counts[2], 0);
+        assert!((4_500..=5_500).contains(&counts[0]), "{counts:?}");
+    }
+}

@@ -1,0 +1,262 @@
+//! Per-instance health: calls in flight, and ejection of failing instances.
+//!
+//! An instance that fails to connect is ejected at once; one that fails
+//! `consecutive_failures` calls in a row is ejected too. An ejected instance is skipped by the
+//! balancers until its ejection period ends; the period starts at `base_ejection` and doubles
+//! with every further ejection in a row, up to `max_ejection`. One successful call resets it.
+//! When every instance is ejected, the least recently ejected one is still tried: calls never
+//! fail blind.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::OutlierConfig;
+use crate::error::RpcError;
+
+/// Ejection settings.
+#[derive(Debug, Clone)]
+pub struct OutlierOptions {
+    /// Failures in a row that eject.
+    pub consecutive_failures: u32,
+    /// First ejection period.
+    pub base_ejection: Duration,
+    /// Longest ejection period.
+    pub max_ejection: Duration,
+}
+
+impl Default for OutlierOptions {
+    fn default() -> Self {
+        Self::from(&OutlierConfig::default())
+    }
+}
+
+impl From<&OutlierConfig> for OutlierOptions {
+    fn from(c: &OutlierConfig) -> Self {
+        Self {
+            consecutive_failures: c.consecutive_failures.max(1),
+            base_ejection: Duration::from_millis(c.base_ejection_ms),
+            max_ejection: Duration::from_millis(c.max_ejection_ms.max(c.base_ejection_ms)),
+        }
+    }
+}
+
+/// Health of every instance this consumer has called, by address.
+#[derive(Debug, Default)]
+pub struct InstanceHealth {
+    instances: DashMap<String, Arc<Stat>>,
+    options: OutlierOptions,
+}
+
+#[derive(Debug, Default)]
+struct Stat {
+    in_flight: AtomicUsize,
+    outlier: Mutex<Outlier>,
+}
+
+#[derive(Debug, Default)]
+struct Outlier {
+    consecutive_failures: u32,
+    /// Ejections in a row (without a success in between).
+    ejections: u32,
+    ejected_until: Option<Instant>,
+    ejected_at: Option<Instant>,
+}
+
+/// Counts a call as in flight on an instance until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Stat>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether a failure says something about the instance (rather than about the request).
+pub fn counts_against_instance<E>(error: &RpcError<E>) -> bool {
+    matches!(
+        error,
+        RpcError::Connect { .. }
+            | RpcError::ConnectionClosed { .. }
+            | RpcError::Timeout(_)
+            | RpcError::Overloaded
+            | RpcError::ShuttingDown
+            | RpcError::Remote(_)
+    )
+}
+
+impl InstanceHealth {
+    /// Empty, with these ejection settings.
+    pub fn new(options: OutlierOptions) -> Self {
+        Self {
+            instances: DashMap::new(),
+            options,
+        }
+    }
+
+    fn stat(&self, addr: &str) -> Arc<Stat> {
+        if let Some(s) = self.instances.get(addr) {
+            return s.clone();
+        }
+        self.instances.entry(addr.to_owned()).or_default().clone()
+    }
+
+    /// Marks a call in flight on `addr` until the guard drops.
+    pub fn begin(&self, addr: &str) -> InFlight {
+        let stat = self.stat(addr);
+        stat.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(stat)
+    }
+
+    /// Calls in flight on `addr`.
+    pub fn in_flight(&self, addr: &str) -> usize {
+        self.instances
+            .get(addr)
+            .map_or(0, |s| s.in_flight.load(Ordering::Relaxed))
+    }
+
+    /// Whether `addr` may be picked now (not ejected, or its ejection has ended).
+    pub fn is_available(&self, addr: &str) -> bool {
+        let Some(stat) = self.instances.get(addr) else {
+            return true;
+        };
+        let outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
+        outlier.ejected_until.is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// When `addr` was last ejected, if it is ejected now.
+    pub fn ejected_at(&self, addr: &str) -> Option<Instant> {
+        let stat = self.instances.get(addr)?;
+        let outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
+        match outlier.ejected_until {
+            Some(until) if Instant::now() < until => outlier.ejected_at,
+            _ => None,
+        }
+    }
+
+    /// Records a successful call: the instance is healthy again.
+    pub fn success(&self, addr: &str) {
+        let Some(stat) = self.instances.get(addr) else { return };
+        let mut outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
+        if outlier.ejections > 0 || outlier.consecutive_failures > 0 {
+            if outlier.ejections > 0 {
+                info!(instance = addr, "instance recovered");
+            }
+            *outlier = Outlier::default();
+        }
+    }
+
+    /// Records a failed call; ejects the instance when the failure calls for it.
+    pub fn failure<E>(&self, addr: &str, error: &RpcError<E>) {
+        if !counts_against_instance(error) {
+            return;
+        }
+        let stat = self.stat(addr);
+        let mut outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
+        outlier.consecutive_failures += 1;
+        let connect_failed = matches!(error, RpcError::Connect { .. });
+        if !connect_failed && outlier.consecutive_failures < self.options.consecutive_failures {
+            return;
+        }
+        let factor = 1u32.checked_shl(outlier.ejections).unwrap_or(u32::MAX);
+        let period = self
+            .options
+            .base_ejection
+            .checked_mul(factor)
+            .unwrap_or(self.options.max_ejection)
+            .min(self.options.max_ejection);
+        let now = Instant::now();
+        outlier.ejections = outlier.ejections.saturating_add(1);
+        outlier.consecutive_failures = 0;
+        outlier.ejected_until = Some(now + period);
+        outlier.ejected_at = Some(now);
+        warn!(
+            instance = addr,
+            ?period,
+            ejections = outlier.ejections,
+            "instance ejected"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> OutlierOptions {
+        OutlierOptions {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_millis(100),
+            max_ejection: Duration::from_millis(250),
+        }
+    }
+
+    fn connect_error() -> RpcError {
+        RpcError::Connect {
+            addr: "a".into(),
+            source: std::io::Error::other("refused"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_connect_ejects_at_once_and_the_period_grows_then_resets() {
+        let health = InstanceHealth::new(options());
+        health.failure("a", &connect_error());
+        assert!(!health.is_available("a"));
+        tokio::time::advance(Duration::from_millis(101)).await;
+        assert!(health.is_available("a"), "first ejection lasts the base period");
+        health.failure("a", &connect_error());
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert!(!health.is_available("a"), "second ejection lasts twice as long");
+        tokio::time::advance(Duration::from_millis(60)).await;
+        assert!(health.is_available("a"));
+        health.failure("a", &connect_error());
+        tokio::time::advance(Duration::from_millis(249)).await;
+        assert!(!health.is_available("a"), "capped at the maximum, not 400 ms");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(health.is_available("a"));
+        health.success("a");
+        health.failure("a", &connect_error());
+        tokio::time::advance(Duration::from_millis(101)).await;
+        assert!(health.is_available("a"), "a success resets the period");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_must_fail_several_times_in_a_row() {
+        let health = InstanceHealth::new(options());
+        let timeout: RpcError = RpcError::Timeout(Duration::ZERO);
+        health.failure("a", &timeout);
+        health.failure("a", &timeout);
+        assert!(health.is_available("a"));
+        health.success("a");
+        health.failure("a", &timeout);
+        health.failure("a", &timeout);
+        assert!(health.is_available("a"), "the success reset the count");
+        health.failure("a", &timeout);
+        assert!(!health.is_available("a"));
+        // Errors about the request, not the instance, never eject.
+        for _ in 0..10 {
+            health.failure("b", &RpcError::<()>::Decode("bad".into()));
+            health.failure("b", &RpcError::Application(7u8));
+        }
+        assert!(health.is_available("b"));
+    }
+
+    #[test]
+    fn in_flight_counts_follow_the_guards() {
+        let health = InstanceHealth::default();
+        let a = health.begin("a");
+        let b = health.begin("a");
+        assert_eq!(health.in_flight("a"), 2);
+        drop(a);
+        assert_eq!(health.in_flight("a"), 1);
+        drop(b);
+        assert_eq!(health.in_flight("a"), 0);
+        assert_eq!(health.in_flight("never-called"), 0);
+    }
+}

@@ -1,0 +1,130 @@
+//! A service wrapper that misbehaves on demand: fails calls with a status, or delays them,
+//! and records when each call arrived.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rpc_core::protocol::Status;
+use rpc_core::server::{BoxFuture, Service};
+use rpc_core::{Reply, SerializerKind};
+use tokio::time::Instant;
+
+/// How the wrapped service misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Serves normally.
+    None,
+    /// Answers the next `n` calls with `status`, then serves normally.
+    FailNext(Status, usize),
+    /// Answers every call with `status`.
+    FailAlways(Status),
+    /// Delays the next `n` calls by the duration before serving them.
+    DelayNext(Duration, usize),
+}
+
+/// Controls and observes a [`FaultyService`].
+#[derive(Debug, Clone)]
+pub struct FaultHandle {
+    fault: Arc<Mutex<Fault>>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl FaultHandle {
+    /// Changes the behaviour.
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = fault;
+    }
+
+    /// Calls received so far.
+    pub fn calls(&self) -> usize {
+        self.arrivals.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// When each call arrived.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.arrivals.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The gaps between consecutive arrivals.
+    pub fn gaps(&self) -> Vec<Duration> {
+        self.arrivals().windows(2).map(|w| w[1] - w[0]).collect()
+    }
+}
+
+/// Wraps a service with a [`Fault`].
+pub struct FaultyService {
+    inner: Arc<dyn Service>,
+    handle: FaultHandle,
+}
+
+impl FaultyService {
+    /// Wraps `inner`, serving normally until told otherwise.
+    pub fn new(inner: impl Service) -> (Self, FaultHandle) {
+        let handle = FaultHandle {
+            fault: Arc::new(Mutex::new(Fault::None)),
+            arrivals: Arc::new(Mutex::new(Vec::new())),
+        };
+        (
+            Self {
+                inner: Arc::new(inner),
+                handle: handle.clone(),
+            },
+            handle,
+        )
+    }
+}
+
+impl Service for FaultyService {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn version(&self) -> &str {
+        self.inner.version()
+    }
+
+    fn key(&self) -> &str {
+        self.inner.key()
+    }
+
+    fn methods(&self) -> &[&'static str] {
+        self.inner.methods()
+    }
+
+    fn call(&self, method: &str, serializer: SerializerKind, args: Bytes) -> BoxFuture<'static, Reply> {
+        self.handle
+            .arrivals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Instant::now());
+        let mut fault = self.handle.fault.lock().unwrap_or_else(PoisonError::into_inner);
+        let (fail, delay) = match *fault {
+            Fault::None => (None, None),
+            Fault::FailAlways(status) => (Some(status), None),
+            Fault::FailNext(status, n) => {
+                *fault = if n > 1 {
+                    Fault::FailNext(status, n - 1)
+                } else {
+                    Fault::None
+                };
+                (Some(status), None)
+            }
+            Fault::DelayNext(d, n) => {
+                *fault = if n > 1 { Fault::DelayNext(d, n - 1) } else { Fault::None };
+                (None, Some(d))
+            }
+        };
+        drop(fault);
+        if let Some(status) = fail {
+            return Box::pin(std::future::ready(Reply::failure(status, "injected fault")));
+        }
+        let call = self.inner.call(method, serializer, args);
+        Box::pin(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            call.await
+        })
+    }
+}
