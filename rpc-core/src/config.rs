@@ -241,6 +241,8 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
     /// Largest accepted frame body in bytes.
     pub max_frame_bytes: usize,
+    /// How long a started request frame has to complete before the connection is closed.
+    pub frame_timeout_ms: u64,
     /// Weight registered for weighted balancers.
     pub weight: u32,
     /// Labels registered with every service.
@@ -256,6 +258,7 @@ impl Default for ServerConfig {
             max_concurrent_calls: crate::server::DEFAULT_MAX_CONCURRENT_CALLS,
             drain_timeout_ms: crate::server::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64,
             max_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME_LEN,
+            frame_timeout_ms: crate::server::DEFAULT_FRAME_TIMEOUT.as_millis() as u64,
             weight: crate::registry::DEFAULT_WEIGHT,
             metadata: BTreeMap::new(),
         }
@@ -295,6 +298,9 @@ pub struct RegistryConfig {
     pub reconcile_secs: u64,
     /// How often a consumer re-lists every watched service.
     pub resync_secs: u64,
+    /// How long a consumer keeps its last-known instances when the registry suddenly lists
+    /// none (as after losing its data, before providers register again).
+    pub empty_list_grace_ms: u64,
 }
 
 impl Default for RegistryConfig {
@@ -310,6 +316,7 @@ impl Default for RegistryConfig {
             session_timeout_ms: None,
             reconcile_secs: 5,
             resync_secs: 30,
+            empty_list_grace_ms: 10_000,
         }
     }
 }

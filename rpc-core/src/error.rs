@@ -42,6 +42,9 @@ pub enum ProtocolError {
     /// A field of the body is not what the protocol allows.
     #[error("malformed frame: {0}")]
     Malformed(&'static str),
+    /// A frame was started but not completed in time (a truncated frame, then silence).
+    #[error("frame not completed within {0:?}")]
+    FrameTimeout(std::time::Duration),
     /// A frame arrived that is not allowed in this direction (a response sent to a server...).
     #[error("unexpected {0} frame")]
     UnexpectedFrame(&'static str),

@@ -7,6 +7,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use crate::error::ProtocolError;
 use crate::protocol::{encode_frame, Frame, FrameDecoder, Header};
 
@@ -38,28 +42,53 @@ pub(crate) struct FrameReader<R> {
     reader: R,
     buf: BytesMut,
     decoder: FrameDecoder,
+    /// How long a frame may take from its first byte to its last.
+    frame_timeout: Option<Duration>,
+    /// When the frame being read started to arrive.
+    frame_started: Option<Instant>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub(crate) fn new(reader: R, max_frame_len: usize) -> Self {
+    /// Reads frames of at most `max_frame_len` body bytes; with a `frame_timeout`, a frame
+    /// that starts but does not complete in time is a protocol error.
+    pub(crate) fn new(reader: R, max_frame_len: usize, frame_timeout: Option<Duration>) -> Self {
         Self {
             reader,
             buf: BytesMut::with_capacity(READ_RESERVE),
             decoder: FrameDecoder::new(max_frame_len),
+            frame_timeout,
+            frame_started: None,
         }
+    }
+
+    fn is_mid_frame(&self) -> bool {
+        !self.buf.is_empty() || self.decoder.is_mid_frame()
     }
 
     /// The next frame; `Ok(None)` when the peer closed the stream between frames.
     pub(crate) async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                self.frame_started = None;
                 return Ok(Some(frame));
+            }
+            if !self.is_mid_frame() {
+                self.frame_started = None;
+            } else if self.frame_started.is_none() {
+                self.frame_started = Some(Instant::now());
             }
             if self.buf.capacity() - self.buf.len() < READ_RESERVE / 4 {
                 self.buf.reserve(READ_RESERVE);
             }
-            if self.reader.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
+            let read = self.reader.read_buf(&mut self.buf);
+            let n = match (self.frame_timeout, self.frame_started) {
+                (Some(limit), Some(started)) => tokio::time::timeout_at(started + limit, read)
+                    .await
+                    .map_err(|_| ProtocolError::FrameTimeout(limit))??,
+                _ => read.await?,
+            };
+            if n == 0 {
+                return if !self.is_mid_frame() {
                     Ok(None)
                 } else {
                     Err(ReadError::Io(io::Error::new(

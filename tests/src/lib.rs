@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod faulty;
+pub mod load;
 pub mod process;
 pub mod proxy;
 pub mod servers;

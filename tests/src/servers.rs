@@ -134,24 +134,170 @@ impl EtcdServer {
 
     /// Starts etcd; `false` when it exits or is not healthy within 30 s.
     async fn launch(&mut self) -> bool {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::File::create(self.data_dir.join("etcd.log")).expect("create the etcd log");
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(self.data_dir.join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("t={peer}"), "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn etcd");
+        let child = spawn_etcd(
+            "t",
+            &self.data_dir,
+            self.client_port,
+            self.peer_port,
+            &format!("t={peer}"),
+        );
         let endpoint = self.endpoint();
         let child = self.child.insert(child);
         wait_ready(child, Duration::from_secs(30), || etcd_healthy(&endpoint)).await
+    }
+}
+
+/// Spawns one etcd member with its data under `dir` and its log in `dir/etcd.log`.
+fn spawn_etcd(name: &str, dir: &std::path::Path, client_port: u16, peer_port: u16, initial_cluster: &str) -> Child {
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .expect("open the etcd log");
+    Command::new("etcd")
+        .args(["--name", name, "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", "new"])
+        .args(["--initial-cluster-token", &format!("rpc-test-{}", std::process::id())])
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn etcd")
+}
+
+/// A throw-away etcd cluster of several members on loopback, killed when dropped.
+pub struct EtcdCluster {
+    members: Vec<EtcdMember>,
+    initial_cluster: String,
+}
+
+struct EtcdMember {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until every one is healthy.
+    pub async fn start(size: usize) -> Option<Self> {
+        if which("etcd").is_none() {
+            assert!(!is_ci(), "the etcd binary is not installed; run scripts/test");
+            eprintln!("SKIPPED: the etcd binary is not installed; run scripts/test");
+            return None;
+        }
+        let members: Vec<EtcdMember> = (0..size)
+            .map(|i| EtcdMember {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                dir: scratch_dir("etcd-member"),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            members,
+            initial_cluster,
+        };
+        for i in 0..size {
+            cluster.spawn(i);
+        }
+        for i in 0..size {
+            let endpoint = cluster.endpoint(i);
+            let child = cluster.members[i].child.as_mut().expect("spawned");
+            assert!(
+                wait_ready(child, Duration::from_secs(60), || etcd_healthy(&endpoint)).await,
+                "etcd member {i} did not become healthy"
+            );
+        }
+        Some(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let child = spawn_etcd(&m.name, &m.dir, m.client_port, m.peer_port, &self.initial_cluster);
+        self.members[i].child = Some(child);
+    }
+
+    /// `127.0.0.1:port` of member `i`.
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// Every member's endpoint.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
+    }
+
+    /// The index of the current leader, asking the live members.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() {
+                ids.push(None);
+                continue;
+            }
+            let status = async {
+                let mut client = etcd_client::Client::connect([format!("http://{}", self.endpoint(i))], None)
+                    .await
+                    .ok()?;
+                client.status().await.ok()
+            };
+            let status = tokio::time::timeout(Duration::from_secs(2), status)
+                .await
+                .ok()
+                .flatten();
+            ids.push(status.as_ref().and_then(|s| s.header().map(|h| h.member_id())));
+            if let Some(s) = status {
+                leader = leader.or(Some(s.leader()));
+            }
+        }
+        let leader = leader?;
+        ids.iter().position(|id| *id == Some(leader))
+    }
+
+    /// Kills member `i` (its data stays).
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Restarts the killed member `i` with its data; it rejoins the cluster.
+    pub async fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        let endpoint = self.endpoint(i);
+        let child = self.members[i].child.as_mut().expect("spawned");
+        assert!(
+            wait_ready(child, Duration::from_secs(60), || etcd_healthy(&endpoint)).await,
+            "etcd member {i} did not rejoin"
+        );
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(child) = m.child.as_mut() {
+                let _ = child.start_kill();
+            }
+            let _ = std::fs::remove_dir_all(&m.dir);
+        }
     }
 }
 

@@ -114,6 +114,7 @@ fn options() -> DiscoveryOptions {
         resync_interval: Duration::from_secs(30),
         retry_base: Duration::from_millis(20),
         retry_cap: Duration::from_millis(200),
+        empty_list_grace: Duration::from_millis(600),
     }
 }
 
@@ -193,6 +194,48 @@ async fn an_unreachable_registry_keeps_the_last_known_list_and_relists_when_back
 
     registry.set_down(false);
     await_ports(&cache, "S:1", vec![1, 2]).await;
+    cache.close().await;
+}
+
+#[tokio::test]
+async fn an_empty_relisting_keeps_the_last_known_instances_for_the_grace_period() {
+    let registry = Flaky::new();
+    registry.register(&instance(1)).await.unwrap();
+    let cache = DiscoveryCache::new(registry.clone(), options()).await.unwrap();
+    cache.instances("S:1").await.unwrap();
+
+    // The registry loses everything (no events), and the watch breaks and re-lists: empty.
+    registry.lose_events.store(true, Ordering::SeqCst);
+    registry.deregister(&instance(1)).await.unwrap();
+    registry.lose_events.store(false, Ordering::SeqCst);
+    let watches = registry.watches.load(Ordering::SeqCst);
+    registry.set_down(true);
+    registry.set_down(false);
+    wait_until(Duration::from_secs(2), "the cache watches again", || {
+        let n = registry.watches.load(Ordering::SeqCst);
+        async move { n > watches }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        ports(&cache.cached("S:1").unwrap()),
+        vec![1],
+        "the last-known instance is kept"
+    );
+
+    // The first instance that registers again replaces the kept one.
+    registry.register(&instance(2)).await.unwrap();
+    await_ports(&cache, "S:1", vec![2]).await;
+
+    // Without any instance reappearing, the grace runs out and the list empties.
+    registry.lose_events.store(true, Ordering::SeqCst);
+    registry.deregister(&instance(2)).await.unwrap();
+    registry.lose_events.store(false, Ordering::SeqCst);
+    registry.set_down(true);
+    registry.set_down(false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ports(&cache.cached("S:1").unwrap()), vec![2], "kept during the grace");
+    await_ports(&cache, "S:1", vec![]).await;
     cache.close().await;
 }
 

@@ -152,7 +152,8 @@ impl Connection {
         });
         let span = tracing::debug_span!("rpc_client_conn", %addr);
         let reader = tokio::spawn(
-            read_loop(shared.clone(), FrameReader::new(read_half, options.max_frame_len)).instrument(span.clone()),
+            read_loop(shared.clone(), FrameReader::new(read_half, options.max_frame_len, None))
+                .instrument(span.clone()),
         );
         let writer_shared = shared.clone();
         let writer = tokio::spawn(

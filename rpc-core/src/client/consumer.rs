@@ -35,6 +35,7 @@ impl Consumer {
         let options = DiscoveryOptions {
             load_timeout: config.registry.timeout(),
             resync_interval: Duration::from_secs(config.registry.resync_secs),
+            empty_list_grace: Duration::from_millis(config.registry.empty_list_grace_ms),
             ..DiscoveryOptions::default()
         };
         let cache = Arc::new(DiscoveryCache::new(registry.clone(), options).await?);

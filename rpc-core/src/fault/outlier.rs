@@ -4,8 +4,11 @@
 //! `consecutive_failures` calls in a row is ejected too. An ejected instance is skipped by the
 //! balancers until its ejection period ends; the period starts at `base_ejection` and doubles
 //! with every further ejection in a row, up to `max_ejection`. One successful call resets it.
-//! When every instance is ejected, the least recently ejected one is still tried: calls never
-//! fail blind.
+//! When an ejection period ends the instance is on probation: the next call to it is a probe,
+//! and the others keep skipping it until the probe's outcome is known (success clears it,
+//! failure ejects it again for longer), so a dead instance costs one call per period rather
+//! than one per concurrent caller. When every instance is ejected, the least recently ejected
+//! one is still tried: calls never fail blind.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -65,6 +68,8 @@ struct Outlier {
     ejections: u32,
     ejected_until: Option<Instant>,
     ejected_at: Option<Instant>,
+    /// A probe call is in flight after an ejection ended.
+    probing: bool,
 }
 
 /// Counts a call as in flight on an instance until dropped.
@@ -106,10 +111,18 @@ impl InstanceHealth {
         self.instances.entry(addr.to_owned()).or_default().clone()
     }
 
-    /// Marks a call in flight on `addr` until the guard drops.
+    /// Marks a call in flight on `addr` until the guard drops. A call to an instance whose
+    /// ejection has ended becomes its probe.
     pub fn begin(&self, addr: &str) -> InFlight {
         let stat = self.stat(addr);
         stat.in_flight.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
+            if outlier.ejected_until.is_some_and(|until| Instant::now() >= until) {
+                outlier.ejected_until = None;
+                outlier.probing = true;
+            }
+        }
         InFlight(stat)
     }
 
@@ -120,21 +133,23 @@ impl InstanceHealth {
             .map_or(0, |s| s.in_flight.load(Ordering::Relaxed))
     }
 
-    /// Whether `addr` may be picked now (not ejected, or its ejection has ended).
+    /// Whether `addr` may be picked now: not ejected, and not on probation with its probe in
+    /// flight.
     pub fn is_available(&self, addr: &str) -> bool {
         let Some(stat) = self.instances.get(addr) else {
             return true;
         };
         let outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
-        outlier.ejected_until.is_none_or(|until| Instant::now() >= until)
+        !outlier.probing && outlier.ejected_until.is_none_or(|until| Instant::now() >= until)
     }
 
-    /// When `addr` was last ejected, if it is ejected now.
+    /// When `addr` was last ejected, if it is ejected (or on probation) now.
     pub fn ejected_at(&self, addr: &str) -> Option<Instant> {
         let stat = self.instances.get(addr)?;
         let outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
         match outlier.ejected_until {
             Some(until) if Instant::now() < until => outlier.ejected_at,
+            _ if outlier.probing => outlier.ejected_at,
             _ => None,
         }
     }
@@ -143,7 +158,7 @@ impl InstanceHealth {
     pub fn success(&self, addr: &str) {
         let Some(stat) = self.instances.get(addr) else { return };
         let mut outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
-        if outlier.ejections > 0 || outlier.consecutive_failures > 0 {
+        if outlier.ejections > 0 || outlier.consecutive_failures > 0 || outlier.probing {
             if outlier.ejections > 0 {
                 info!(instance = addr, "instance recovered");
             }
@@ -160,7 +175,8 @@ impl InstanceHealth {
         let mut outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
         outlier.consecutive_failures += 1;
         let connect_failed = matches!(error, RpcError::Connect { .. });
-        if !connect_failed && outlier.consecutive_failures < self.options.consecutive_failures {
+        let probe_failed = std::mem::take(&mut outlier.probing);
+        if !connect_failed && !probe_failed && outlier.consecutive_failures < self.options.consecutive_failures {
             return;
         }
         let factor = 1u32.checked_shl(outlier.ejections).unwrap_or(u32::MAX);
@@ -224,6 +240,28 @@ mod tests {
         health.failure("a", &connect_error());
         tokio::time::advance(Duration::from_millis(101)).await;
         assert!(health.is_available("a"), "a success resets the period");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_ejection_one_probe_goes_first() {
+        let health = InstanceHealth::new(options());
+        health.failure("a", &connect_error());
+        tokio::time::advance(Duration::from_millis(101)).await;
+        assert!(health.is_available("a"));
+        let probe = health.begin("a");
+        assert!(!health.is_available("a"), "others wait for the probe");
+        let timeout: RpcError = RpcError::Timeout(Duration::ZERO);
+        health.failure("a", &timeout);
+        drop(probe);
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert!(!health.is_available("a"), "a failed probe ejects again, for longer");
+        tokio::time::advance(Duration::from_millis(60)).await;
+        let probe = health.begin("a");
+        health.success("a");
+        drop(probe);
+        assert!(health.is_available("a"));
+        let _busy = health.begin("a");
+        assert!(health.is_available("a"), "a healthy instance takes calls concurrently");
     }
 
     #[tokio::test(start_paused = true)]

@@ -51,6 +51,11 @@ impl FrameDecoder {
         self.max_body_len
     }
 
+    /// Whether a header has been taken whose body has not fully arrived.
+    pub fn is_mid_frame(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// Takes the next complete frame out of `src`, if one is there.
     ///
     /// Returns `Ok(None)` when more bytes are needed; the bytes already read stay in `src`.

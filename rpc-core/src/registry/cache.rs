@@ -15,6 +15,11 @@
 //!   seen as soon as it does.
 //! * When the watch fails or ends (registry unreachable, compaction), the entry keeps its
 //!   last-known list and the watcher re-watches (which re-lists) with capped, jittered backoff.
+//! * Empty-list protection: a listing (after a re-watch, or a resync) that would empty a
+//!   non-empty entry is not trusted at once. It is what a registry that lost its data says
+//!   before the providers have registered again. The entry keeps its last-known instances for
+//!   `empty_list_grace`; the first instance the registry reports replaces them, and if none
+//!   appears within the grace, the empty list is accepted.
 //! * A periodic resync job (tokio-cron-scheduler) re-lists every key as a safety net against
 //!   missed events. A resync result is applied only if no watch event arrived while it was in
 //!   flight, so it can never roll back a newer change.
@@ -25,7 +30,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
 use super::{Registry, RegistryError, ServiceInstance, WatchEvent};
@@ -44,6 +50,8 @@ pub struct DiscoveryOptions {
     pub retry_base: Duration,
     /// Longest delay between re-watch attempts.
     pub retry_cap: Duration,
+    /// How long an empty listing may leave the last-known instances in place.
+    pub empty_list_grace: Duration,
 }
 
 impl Default for DiscoveryOptions {
@@ -53,6 +61,7 @@ impl Default for DiscoveryOptions {
             resync_interval: Duration::from_secs(30),
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(5),
+            empty_list_grace: Duration::from_secs(10),
         }
     }
 }
@@ -72,6 +81,9 @@ struct Inner {
 
 struct Entry {
     key: String,
+    empty_list_grace: Duration,
+    /// Woken when empty-list protection starts, so its expiry gets scheduled.
+    protection_started: Notify,
     /// `None` until the first snapshot; then the current list, sorted by address.
     published: watch::Sender<Option<Arc<[ServiceInstance]>>>,
     state: Mutex<EntryState>,
@@ -83,6 +95,8 @@ struct EntryState {
     /// Bumped by every applied watch event.
     generation: u64,
     last_error: Option<String>,
+    /// While set, `by_address` holds last-known instances kept despite an empty listing.
+    stale_until: Option<Instant>,
 }
 
 impl Entry {
@@ -98,9 +112,16 @@ impl Entry {
         let mut state = self.state();
         match event {
             WatchEvent::Snapshot(list) => {
-                state.by_address = list.into_iter().map(|i| (i.address(), i)).collect();
+                let first = self.published.borrow().is_none();
+                if !self.replace_all(&mut state, list) && !first {
+                    return;
+                }
             }
             WatchEvent::Upsert(instance) => {
+                if state.stale_until.take().is_some() {
+                    // The registry reports instances again: the kept ones go.
+                    state.by_address.clear();
+                }
                 state.by_address.insert(instance.address(), instance);
             }
             WatchEvent::Remove { address } => {
@@ -118,12 +139,62 @@ impl Entry {
         if state.generation != generation {
             return;
         }
-        let fresh: BTreeMap<String, ServiceInstance> = list.into_iter().map(|i| (i.address(), i)).collect();
-        if fresh != state.by_address {
-            info!(service = %self.key, before = state.by_address.len(), after = fresh.len(), "resync corrected the cache");
-            state.by_address = fresh;
+        let before = state.by_address.len();
+        if self.replace_all(&mut state, list) {
+            info!(service = %self.key, before, after = state.by_address.len(), "resync corrected the cache");
             state.generation += 1;
             self.publish(&state);
+        }
+    }
+
+    /// Replaces every instance with `list`, unless that would empty a non-empty entry: then the
+    /// last-known instances stay for the grace period. Returns whether anything changed.
+    fn replace_all(&self, state: &mut EntryState, list: Vec<ServiceInstance>) -> bool {
+        if list.is_empty() && !state.by_address.is_empty() && !self.empty_list_grace.is_zero() {
+            if state.stale_until.is_none() {
+                state.stale_until = Some(Instant::now() + self.empty_list_grace);
+                warn!(
+                    service = %self.key,
+                    kept = state.by_address.len(),
+                    grace = ?self.empty_list_grace,
+                    "the registry lists no instances; keeping the last-known ones until it reports some or the grace ends"
+                );
+                self.protection_started.notify_one();
+            }
+            return false;
+        }
+        let fresh: BTreeMap<String, ServiceInstance> = list.into_iter().map(|i| (i.address(), i)).collect();
+        state.stale_until = None;
+        if fresh == state.by_address {
+            return false;
+        }
+        state.by_address = fresh;
+        true
+    }
+
+    /// Ends empty-list protection whose grace has passed, publishing the empty list.
+    fn expire_protection(&self) {
+        let mut state = self.state();
+        if state.stale_until.is_some_and(|until| Instant::now() >= until) {
+            warn!(service = %self.key, "no instance reappeared within the grace; the service has none");
+            state.stale_until = None;
+            state.by_address.clear();
+            state.generation += 1;
+            self.publish(&state);
+        }
+    }
+
+    /// Runs for the entry's lifetime, ending each empty-list protection when its grace passes.
+    async fn expire_protections(&self) {
+        loop {
+            let until = self.state().stale_until;
+            match until {
+                Some(until) => {
+                    tokio::time::sleep_until(until).await;
+                    self.expire_protection();
+                }
+                None => self.protection_started.notified().await,
+            }
         }
     }
 
@@ -247,6 +318,8 @@ impl DiscoveryCache {
             .or_insert_with(|| {
                 let entry = Arc::new(Entry {
                     key: key.to_owned(),
+                    empty_list_grace: self.inner.options.empty_list_grace,
+                    protection_started: Notify::new(),
                     published: watch::channel(None).0,
                     state: Mutex::new(EntryState::default()),
                 });
@@ -267,6 +340,13 @@ impl DiscoveryCache {
 
 /// Keeps one key's entry exact for as long as the cache lives.
 async fn watch_key(registry: Arc<dyn Registry>, entry: Arc<Entry>, options: DiscoveryOptions) {
+    tokio::select! {
+        _ = entry.expire_protections() => {}
+        _ = watch_forever(registry, &entry, options) => {}
+    }
+}
+
+async fn watch_forever(registry: Arc<dyn Registry>, entry: &Entry, options: DiscoveryOptions) {
     let mut backoff = Backoff::new(options.retry_base, options.retry_cap);
     loop {
         match registry.watch(&entry.key).await {

@@ -30,7 +30,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             debug!(error = %e, "write failed");
         }
     }));
-    let mut reader = FrameReader::new(read_half, shared.max_frame_len);
+    let mut reader = FrameReader::new(read_half, shared.max_frame_len, Some(shared.frame_timeout));
     loop {
         let next = tokio::select! {
             biased;

@@ -56,7 +56,13 @@ pub struct ServerOptions {
     pub max_concurrent_calls: usize,
     /// How long shutdown waits for calls in flight.
     pub drain_timeout: Duration,
+    /// How long a request frame may take from its first byte to its last; a connection that
+    /// sends part of a frame and stalls is closed.
+    pub frame_timeout: Duration,
 }
+
+/// Default time a started request frame has to complete.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -64,6 +70,7 @@ impl Default for ServerOptions {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
         }
     }
 }
@@ -94,6 +101,7 @@ impl ServerBuilder {
             max_frame_len: config.max_frame_bytes,
             max_concurrent_calls: config.max_concurrent_calls,
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+            frame_timeout: Duration::from_millis(config.frame_timeout_ms),
         })
     }
 
@@ -121,6 +129,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets how long a started request frame has to complete.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.options.frame_timeout = timeout;
+        self
+    }
+
     /// The keys (`name:version`) of the services added so far.
     pub fn service_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.services.keys().cloned().collect();
@@ -141,6 +155,7 @@ impl ServerBuilder {
             services: self.services,
             limit: Arc::new(Semaphore::new(self.options.max_concurrent_calls)),
             max_frame_len: self.options.max_frame_len,
+            frame_timeout: self.options.frame_timeout,
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
             calls: TaskTracker::new(),
@@ -168,6 +183,7 @@ pub(crate) struct Shared {
     pub(crate) services: HashMap<String, Arc<dyn Service>>,
     pub(crate) limit: Arc<Semaphore>,
     pub(crate) max_frame_len: usize,
+    pub(crate) frame_timeout: Duration,
     /// Cancelled when shutdown begins: new requests are refused.
     pub(crate) draining: CancellationToken,
     /// Cancelled when the drain ends: calls still running are dropped, connections close.
@@ -283,6 +299,11 @@ impl RunningServer {
     /// Number of calls running right now.
     pub fn calls_in_flight(&self) -> usize {
         self.shared.calls.len()
+    }
+
+    /// Number of client connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.len()
     }
 
     /// Deregisters, stops accepting, lets calls in flight finish up to the drain timeout, then

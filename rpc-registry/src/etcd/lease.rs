@@ -64,10 +64,7 @@ impl LeaseManager {
                 return Ok(id);
             }
             let ttl = shared.options.ttl.as_secs().max(1) as i64;
-            let granted = shared
-                .timed("lease grant", shared.client.lease_client().grant(ttl, None))
-                .await?;
-            let id = granted.id();
+            let id = shared.grant(ttl).await?;
             *self.slot() = Some(id);
             info!(lease = id, ttl_secs = ttl, "lease granted");
             let task = tokio::spawn(
@@ -83,13 +80,7 @@ impl LeaseManager {
     /// Replaces the current lease if etcd no longer knows it.
     pub(crate) async fn check_alive(&self, shared: &Arc<Shared>) -> Result<(), RegistryError> {
         let Some(id) = self.current() else { return Ok(()) };
-        let resp = shared
-            .timed(
-                "lease time-to-live",
-                shared.client.lease_client().time_to_live(id, None),
-            )
-            .await?;
-        if resp.ttl() <= 0 {
+        if shared.time_to_live(id).await? <= 0 {
             warn!(lease = id, "lease is gone from etcd");
             self.invalidate(id);
         }
@@ -100,9 +91,7 @@ impl LeaseManager {
     pub(crate) async fn revoke(&self, shared: &Shared) -> Result<(), RegistryError> {
         self.tasks().clear();
         let Some(id) = self.slot().take() else { return Ok(()) };
-        shared
-            .timed("lease revoke", shared.client.lease_client().revoke(id))
-            .await?;
+        shared.revoke(id).await?;
         info!(lease = id, "lease revoked");
         Ok(())
     }

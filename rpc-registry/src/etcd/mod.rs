@@ -17,14 +17,15 @@
 //! [`watch`]). A value that is not valid instance JSON is skipped with a warning naming its key.
 
 mod lease;
+mod requests;
 mod watch;
 
 use std::collections::BTreeMap;
-use std::future::Future;
+
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, PutOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
 use rpc_core::config::RegistryConfig;
 use rpc_core::registry::{service_path, Registry, RegistryError, ServiceInstance, WatchStream};
 use rpc_core::schedule::PeriodicJob;
@@ -86,23 +87,6 @@ impl Shared {
         self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs one etcd request under the configured timeout.
-    pub(crate) async fn timed<T>(
-        &self,
-        operation: &'static str,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, RegistryError> {
-        match tokio::time::timeout(self.options.timeout, request).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(unavailable(operation, e)),
-            Err(_) => Err(RegistryError::Timeout {
-                backend: BACKEND,
-                operation,
-                timeout_ms: self.options.timeout.as_millis() as u64,
-            }),
-        }
-    }
-
     /// Puts one instance's key on the current lease (granting one if needed).
     pub(crate) async fn put_instance(
         self: &Arc<Self>,
@@ -110,27 +94,13 @@ impl Shared {
         instance: &ServiceInstance,
     ) -> Result<(), RegistryError> {
         let lease = self.lease.ensure(self).await?;
-        let put = self
-            .timed(
-                "put",
-                self.client
-                    .kv_client()
-                    .put(key, instance.to_json(), Some(PutOptions::new().with_lease(lease))),
-            )
-            .await;
-        match put {
+        let value = instance.to_json();
+        match self.put(key, &value, lease).await {
             Err(e) if is_lease_not_found(&e) => {
                 // The lease vanished under us (etcd wiped): take a new one and try once more.
                 self.lease.invalidate(lease);
                 let lease = self.lease.ensure(self).await?;
-                self.timed(
-                    "put",
-                    self.client
-                        .kv_client()
-                        .put(key, instance.to_json(), Some(PutOptions::new().with_lease(lease))),
-                )
-                .await
-                .map(drop)
+                self.put(key, &value, lease).await
             }
             other => other.map(drop),
         }
@@ -161,9 +131,7 @@ impl Shared {
         let local: Vec<(String, ServiceInstance)> = self.local().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut repaired = 0;
         for (key, instance) in local {
-            let resp = self
-                .timed("get", self.client.kv_client().get(key.as_str(), None))
-                .await?;
+            let resp = self.get(&key, None).await?;
             let healthy = resp
                 .kvs()
                 .first()
@@ -220,12 +188,9 @@ impl EtcdRegistry {
         });
         // Fail fast when no endpoint answers.
         shared
-            .timed(
-                "health check",
-                shared.client.kv_client().get(
-                    shared.options.root.as_str(),
-                    Some(GetOptions::new().with_keys_only().with_limit(1)),
-                ),
+            .get(
+                &shared.options.root,
+                Some(GetOptions::new().with_keys_only().with_limit(1)),
             )
             .await?;
         let weak = Arc::downgrade(&shared);
@@ -289,9 +254,7 @@ impl Registry for EtcdRegistry {
         Box::pin(async move {
             let key = instance.path(&self.shared.options.root);
             self.shared.local().remove(&key);
-            self.shared
-                .timed("delete", self.shared.client.kv_client().delete(key.as_str(), None))
-                .await?;
+            self.shared.delete(&key).await?;
             info!(%key, "deregistered");
             Ok(())
         })
@@ -300,16 +263,7 @@ impl Registry for EtcdRegistry {
     fn discover<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Vec<ServiceInstance>, RegistryError>> {
         Box::pin(async move {
             let prefix = self.prefix(service_key);
-            let resp = self
-                .shared
-                .timed(
-                    "get",
-                    self.shared
-                        .client
-                        .kv_client()
-                        .get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
-                )
-                .await?;
+            let resp = self.shared.get(&prefix, Some(GetOptions::new().with_prefix())).await?;
             Ok(parse_instances(service_key, &prefix, resp.kvs()))
         })
     }
@@ -331,11 +285,7 @@ impl Registry for EtcdRegistry {
             let keys: Vec<String> = std::mem::take(&mut *self.shared.local()).into_keys().collect();
             let mut result = Ok(());
             for key in keys {
-                if let Err(e) = self
-                    .shared
-                    .timed("delete", self.shared.client.kv_client().delete(key.as_str(), None))
-                    .await
-                {
+                if let Err(e) = self.shared.delete(&key).await {
                     warn!(%key, error = %e, "could not delete key on close; the lease will expire it");
                     result = Err(e);
                 }

@@ -24,24 +24,11 @@ pub(crate) async fn start(
     service_key: String,
     prefix: String,
 ) -> Result<WatchStream, RegistryError> {
-    let listed = shared
-        .timed(
-            "get",
-            shared
-                .client
-                .kv_client()
-                .get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
+    let listed = shared.get(&prefix, Some(GetOptions::new().with_prefix())).await?;
     let revision = listed.header().map(|h| h.revision()).unwrap_or(0);
     let snapshot = parse_instances(&service_key, &prefix, listed.kvs());
     let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-    let stream = shared
-        .timed(
-            "watch",
-            shared.client.watch_client().watch(prefix.as_str(), Some(options)),
-        )
-        .await?;
+    let stream = shared.watch(&prefix, options).await?;
     let (tx, rx) = mpsc::channel(QUEUE);
     // The queue is empty, so the snapshot fits.
     let _ = tx.try_send(WatchEvent::Snapshot(snapshot));

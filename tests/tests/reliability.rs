@@ -1,0 +1,429 @@
+//! Reliability scenarios against real servers, each reporting its figures as a
+//! `RELIABILITY {json}` line (`scripts/reliability` turns them into RELIABILITY.md).
+//!
+//! Every scenario runs steady load from a consumer built from configuration, breaks something
+//! real (a registry process, a cluster member, a session, a provider process), and asserts on
+//! calls made, calls failed and time to recover.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_core::config::RpcConfig;
+use rpc_core::registry::{Registry, ServiceInstance};
+use rpc_core::server::ServerBuilder;
+use rpc_registry::Provider;
+use rpc_tests::load::{ms, report, Load};
+use rpc_tests::process::ProviderProcess;
+use rpc_tests::proxy::FaultProxy;
+use rpc_tests::servers::{shared_etcd, unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
+use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
+use tokio::time::Instant;
+
+/// Configuration for `kind` at `endpoints` under `root`, with `consumer` YAML appended.
+fn config(kind: &str, endpoints: &[String], root: &str, ttl_secs: u64, consumer: &str) -> RpcConfig {
+    let endpoints = endpoints
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    RpcConfig::from_yaml(&format!(
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: {kind}\n    endpoints: [{endpoints}]\n    root: \"{root}\"\n    ttl_secs: {ttl_secs}\n    timeout_ms: 2000\n    reconcile_secs: 1\n    resync_secs: 5\n  consumer:\n    timeout_ms: 2000\n{consumer}"
+    ))
+    .expect("test config")
+}
+
+/// An in-process provider registered through `config`, answering `owner` with `label`.
+async fn provider(config: &RpcConfig, label: &str) -> Provider {
+    let builder =
+        ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::labeled(label)));
+    rpc_registry::serve(config, builder).await.expect("start a provider")
+}
+
+/// Waits until a fresh registry handle lists exactly `ports` for TestService.
+async fn await_registered(config: &RpcConfig, ports: &[u16], timeout: Duration, what: &str) -> Duration {
+    let started = Instant::now();
+    let mut want = ports.to_vec();
+    want.sort_unstable();
+    let observer: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.expect("observer");
+    wait_until(timeout, what, || {
+        let observer = observer.clone();
+        let want = want.clone();
+        async move {
+            let mut got: Vec<u16> = observer
+                .discover("TestService:1.0")
+                .await
+                .map(|l| l.iter().map(|i| i.port).collect())
+                .unwrap_or_default();
+            got.sort_unstable();
+            got == want
+        }
+    })
+    .await;
+    let _ = observer.close().await;
+    started.elapsed()
+}
+
+fn port(p: &Provider) -> u16 {
+    p.local_addr().expect("provider address").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_longer_than_the_ttl() {
+    let Some(mut etcd) = EtcdServer::start().await else {
+        return;
+    };
+    let cfg = config("etcd", &[etcd.endpoint()], &unique_root("outage"), 2, "");
+    let (p1, p2) = (provider(&cfg, "p1").await, provider(&cfg, "p2").await);
+    let consumer = rpc_registry::consumer(&cfg).await.unwrap();
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
+    client.owner(0).await.unwrap();
+    let load = Load::start(&client, 8, Duration::from_millis(2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    etcd.stop().await;
+    let outage = Duration::from_secs(5);
+    tokio::time::sleep(outage).await;
+    let during = load.snapshot();
+    assert_eq!(
+        during.failed(),
+        0,
+        "calls failed during the outage: {:?}",
+        &during.failures[..1]
+    );
+    etcd.restart().await;
+    let reregistered = await_registered(
+        &cfg,
+        &[port(&p1), port(&p2)],
+        Duration::from_secs(15),
+        "both providers are registered again",
+    )
+    .await;
+    let started = Instant::now();
+    let p3 = provider(&cfg, "p3").await;
+    wait_until(
+        Duration::from_secs(15),
+        "the consumer discovers a provider started after the outage",
+        || {
+            let n = consumer.cache().cached("TestService:1.0").map_or(0, |l| l.len());
+            async move { n == 3 }
+        },
+    )
+    .await;
+    let discovered = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = load.stop().await;
+    assert_eq!(
+        stats.failed(),
+        0,
+        "{:?}",
+        &stats.failures[..stats.failures.len().min(3)]
+    );
+    assert!(
+        stats.by_instance.get("p3").copied().unwrap_or(0) > 0,
+        "the new provider got calls"
+    );
+    report(
+        "etcd outage (stopped for 5 s, lease TTL 2 s, restarted with its data)",
+        serde_json::json!({
+            "load": "8 workers", "calls": stats.calls(), "failed": stats.failed(),
+            "calls_during_outage": during.calls(), "failed_during_outage": during.failed(),
+            "providers_registered_again_ms": ms(reregistered),
+            "new_provider_discovered_ms": ms(discovered),
+        }),
+    );
+    for p in [p1, p2, p3] {
+        p.shutdown().await;
+    }
+    consumer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_replaced_by_an_empty_one() {
+    let Some(mut etcd) = EtcdServer::start().await else {
+        return;
+    };
+    let cfg = config("etcd", &[etcd.endpoint()], &unique_root("wipe"), 5, "");
+    let (p1, p2) = (provider(&cfg, "p1").await, provider(&cfg, "p2").await);
+    let consumer = rpc_registry::consumer(&cfg).await.unwrap();
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
+    client.owner(0).await.unwrap();
+    let load = Load::start(&client, 8, Duration::from_millis(2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    etcd.wipe_and_restart().await;
+    let reregistered = await_registered(
+        &cfg,
+        &[port(&p1), port(&p2)],
+        Duration::from_secs(5),
+        "both providers re-register in the empty etcd",
+    )
+    .await;
+    assert!(
+        reregistered <= Duration::from_secs(2),
+        "took {reregistered:?}; the reconcile period is 1 s"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = load.stop().await;
+    assert_eq!(stats.failed(), 0);
+    report(
+        "etcd data loss (replaced by an empty etcd on the same address)",
+        serde_json::json!({
+            "load": "8 workers", "calls": stats.calls(), "failed": stats.failed(),
+            "reconcile_period_ms": 1000, "providers_registered_again_ms": ms(reregistered),
+        }),
+    );
+    for p in [p1, p2] {
+        p.shutdown().await;
+    }
+    consumer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_cluster_loses_its_leader_then_a_follower() {
+    let Some(mut cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    let cfg = config("etcd", &cluster.endpoints(), &unique_root("cluster"), 3, "");
+    let (p1, p2) = (provider(&cfg, "p1").await, provider(&cfg, "p2").await);
+    let consumer = rpc_registry::consumer(&cfg).await.unwrap();
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
+    client.owner(0).await.unwrap();
+    let load = Load::start(&client, 8, Duration::from_millis(2));
+    let mut figures = serde_json::Map::new();
+    let mut providers = vec![p1, p2];
+
+    for (round, role) in ["leader", "follower"].into_iter().enumerate() {
+        let leader = cluster.leader().await.expect("a leader");
+        let victim = if role == "leader" { leader } else { (leader + 1) % 3 };
+        cluster.kill(victim).await;
+        let killed = Instant::now();
+        // Registration and watches during the failover: a provider added now is seen.
+        let added = provider(&cfg, &format!("late{round}")).await;
+        let want = providers.len() + 1;
+        wait_until(
+            Duration::from_secs(15),
+            "the consumer sees the provider added during the failover",
+            || {
+                let n = consumer.cache().cached("TestService:1.0").map_or(0, |l| l.len());
+                async move { n == want }
+            },
+        )
+        .await;
+        figures.insert(
+            format!("{role}_killed_added_provider_seen_ms"),
+            ms(killed.elapsed()).into(),
+        );
+        providers.push(added);
+        // Keep-alive carries on: every key outlives twice the TTL.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let ports: Vec<u16> = providers.iter().map(port).collect();
+        await_registered(
+            &cfg,
+            &ports,
+            Duration::from_secs(5),
+            "every provider is still registered after 2 TTLs",
+        )
+        .await;
+        cluster.restart(victim).await;
+    }
+    let stats = load.stop().await;
+    assert_eq!(
+        stats.failed(),
+        0,
+        "{:?}",
+        &stats.failures[..stats.failures.len().min(3)]
+    );
+    figures.insert("load".into(), "8 workers".into());
+    figures.insert("calls".into(), stats.calls().into());
+    figures.insert("failed".into(), stats.failed().into());
+    report(
+        "etcd cluster member loss (3 members; leader killed, then a follower)",
+        figures.into(),
+    );
+    for p in providers {
+        p.shutdown().await;
+    }
+    consumer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_restart_and_session_expiry() {
+    let Some(mut zookeeper) = ZookeeperServer::start().await else {
+        return;
+    };
+    let root = unique_root("zk");
+    let cfg = config("zookeeper", &[zookeeper.endpoint()], &root, 2, "");
+    let (p1, p2) = (provider(&cfg, "p1").await, provider(&cfg, "p2").await);
+    // A third provider reaches ZooKeeper through a proxy the test can cut.
+    let proxy = FaultProxy::start(&zookeeper.endpoint()).await;
+    let proxied = config("zookeeper", &[proxy.endpoint()], &root, 2, "");
+    let p3 = provider(&proxied, "p3").await;
+    let consumer = rpc_registry::consumer(&cfg).await.unwrap();
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
+    client.owner(0).await.unwrap();
+    let load = Load::start(&client, 8, Duration::from_millis(2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let zk_endpoint = zookeeper.endpoint();
+    let owner_of = |p: &Provider| ephemeral_owner(zk_endpoint.clone(), &root, port(p));
+    let sessions_before = (owner_of(&p1).await, owner_of(&p2).await);
+
+    // Restart: down for longer than the session timeout.
+    zookeeper.stop().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = load.snapshot();
+    assert_eq!(during.failed(), 0, "calls failed while ZooKeeper was down");
+    zookeeper.restart().await;
+    let back = Instant::now();
+    wait_until(
+        Duration::from_secs(20),
+        "both providers hold their nodes in new sessions",
+        || {
+            let (a, b) = (owner_of(&p1), owner_of(&p2));
+            async move {
+                let (a, b) = (a.await, b.await);
+                a.is_some() && b.is_some() && a != sessions_before.0 && b != sessions_before.1
+            }
+        },
+    )
+    .await;
+    let restart_recovered = back.elapsed();
+
+    // Forced session expiry: p3 is cut off for twice its session timeout.
+    let session_before = owner_of(&p3).await;
+    proxy.set_blackhole(true);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    proxy.set_blackhole(false);
+    let healed = Instant::now();
+    wait_until(
+        Duration::from_secs(20),
+        "the expired provider's node is back in a new session",
+        || {
+            let owner = owner_of(&p3);
+            async move {
+                let owner = owner.await;
+                owner.is_some() && owner != session_before
+            }
+        },
+    )
+    .await;
+    let expiry_recovered = healed.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = load.stop().await;
+    // Calls to p3 while it was cut off from ZooKeeper still succeed: only its registration lapsed.
+    assert_eq!(
+        stats.failed(),
+        0,
+        "{:?}",
+        &stats.failures[..stats.failures.len().min(3)]
+    );
+    report(
+        "ZooKeeper restart (down 4 s, session 2 s) and forced session expiry",
+        serde_json::json!({
+            "load": "8 workers", "calls": stats.calls(), "failed": stats.failed(),
+            "failed_while_down": during.failed(),
+            "restart_nodes_back_in_new_sessions_ms": ms(restart_recovered),
+            "expired_session_node_back_ms": ms(expiry_recovered),
+        }),
+    );
+    for p in [p1, p2, p3] {
+        p.shutdown().await;
+    }
+    consumer.close().await;
+}
+
+/// The session owning the ephemeral node of the instance at `port`, read with a plain client.
+async fn ephemeral_owner(endpoint: String, root: &str, port: u16) -> Option<i64> {
+    let path = ServiceInstance::new("TestService", "1.0", "127.0.0.1", port).path(root);
+    let read = async {
+        let client = zookeeper_client::Client::connect(&endpoint).await.ok()?;
+        let (_, stat) = client.get_data(&path).await.ok()?;
+        Some(stat.ephemeral_owner)
+    };
+    tokio::time::timeout(Duration::from_secs(3), read).await.ok().flatten()
+}
+
+/// Three provider processes, one SIGKILLed under load by 16 workers; returns the load figures
+/// and when the kill happened.
+async fn kill_one_of_three(tolerant: &str) -> Option<(rpc_tests::load::LoadStats, Instant, u16)> {
+    let endpoints = shared_etcd()?;
+    let cfg = config(
+        "etcd",
+        &endpoints,
+        &unique_root("crash"),
+        2,
+        &format!("    tolerant: {tolerant}\n    retry: {{ strategy: none, max_attempts: 3 }}\n"),
+    );
+    let provider_yaml = format!(
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: etcd\n    endpoints: [\"{}\"]\n    root: \"{}\"\n    ttl_secs: 2\n",
+        endpoints[0], cfg.registry.root
+    );
+    let binary = Path::new(env!("CARGO_BIN_EXE_test-provider"));
+    let mut providers = Vec::new();
+    for _ in 0..3 {
+        providers.push(ProviderProcess::start(binary, &provider_yaml).await);
+    }
+    let consumer = rpc_registry::consumer(&cfg).await.unwrap();
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
+    client.owner(0).await.unwrap();
+    wait_until(Duration::from_secs(5), "all three providers are discovered", || {
+        let n = consumer.cache().cached("TestService:1.0").map_or(0, |l| l.len());
+        async move { n == 3 }
+    })
+    .await;
+    let load = Load::start(&client, 16, Duration::ZERO);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let victim = providers[1].port;
+    providers[1].kill().await;
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stats = load.stop().await;
+    consumer.close().await;
+    Some((stats, killed, victim))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_killed_under_load_with_fail_over_loses_no_call() {
+    let Some((stats, _, victim)) = kill_one_of_three("fail_over").await else {
+        return;
+    };
+    assert_eq!(
+        stats.failed(),
+        0,
+        "{:?}",
+        &stats.failures[..stats.failures.len().min(3)]
+    );
+    assert!(
+        stats.by_instance.contains_key(&victim.to_string()),
+        "the victim served calls before it died"
+    );
+    assert!(stats.ok > 500);
+    report(
+        "provider SIGKILLed under load, fail_over",
+        serde_json::json!({ "load": "16 workers, no pause", "calls": stats.calls(), "failed": stats.failed(), "by_instance": stats.by_instance }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_killed_under_load_with_fail_fast_fails_only_calls_in_flight() {
+    let Some((stats, killed, _)) = kill_one_of_three("fail_fast").await else {
+        return;
+    };
+    let last_failure = stats.failures.iter().map(|(at, _)| *at).max();
+    let failures_window = last_failure.map_or(Duration::ZERO, |at| at.saturating_duration_since(killed));
+    // The 16 calls in flight on the victim fail, plus at most one probe per ejection period
+    // until its lease (TTL 2 s) expires and it leaves the registry; none after that.
+    assert!(stats.failed() <= 16 + 4, "{} failures", stats.failed());
+    assert_eq!(
+        stats.failed_since(killed + Duration::from_secs(3)),
+        0,
+        "failures after the victim left the registry"
+    );
+    report(
+        "provider SIGKILLed under load, fail_fast",
+        serde_json::json!({
+            "load": "16 workers, no pause", "calls": stats.calls(), "failed": stats.failed(),
+            "last_failure_after_kill_ms": ms(failures_window),
+        }),
+    );
+}
