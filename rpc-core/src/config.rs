@@ -535,7 +535,8 @@ impl RpcConfig {
         } else {
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
                 origin: origin.to_owned(),
-                message: e.to_string(),
+                // The parser adds a source snippet on further lines; the first names line and column.
+                message: e.to_string().lines().next().unwrap_or_default().to_owned(),
             })?
         };
         if tree.is_null() {

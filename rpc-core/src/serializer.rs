@@ -75,7 +75,7 @@ impl SerializerKind {
     /// Decodes a whole value from `src`; trailing bytes are an error where the format can tell.
     pub fn decode<T: DeserializeOwned>(self, src: &[u8]) -> Result<T, RpcError> {
         let result = match self {
-            Self::Bincode => match bincode::serde::decode_from_slice(src, bincode::config::standard()) {
+            Self::Bincode => match decode_bincode(src) {
                 Ok((value, used)) if used == src.len() => Ok(value),
                 Ok((_, used)) => Err(format!("{} trailing bytes", src.len() - used)),
                 Err(e) => Err(e.to_string()),
@@ -88,6 +88,29 @@ impl SerializerKind {
             Self::Json => serde_json::from_slice(src).map_err(|e| e.to_string()),
         };
         result.map_err(|e| RpcError::Decode(format!("{}: {e}", self.name())))
+    }
+}
+
+/// Decodes bincode with a byte limit just above the input's length.
+///
+/// bincode trusts a length prefix and allocates before it reads, so without a limit a few
+/// hostile bytes claiming a 2^60-byte string abort the process. An honest value never claims
+/// more bytes than the input holds; the limit (a compile-time constant, hence the tiers) lets
+/// a lying prefix claim at most 16 times the input, and never more than the 4 GiB a frame
+/// length can announce.
+fn decode_bincode<T: DeserializeOwned>(src: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+    macro_rules! with_limit {
+        ($limit:expr) => {
+            bincode::serde::decode_from_slice(src, bincode::config::standard().with_limit::<{ $limit }>())
+        };
+    }
+    match src.len() {
+        0..=4096 => with_limit!(1 << 12),
+        4097..=65_536 => with_limit!(1 << 16),
+        65_537..=1_048_576 => with_limit!(1 << 20),
+        1_048_577..=16_777_216 => with_limit!(1 << 24),
+        16_777_217..=268_435_456 => with_limit!(1 << 28),
+        _ => with_limit!(1 << 32),
     }
 }
 
@@ -175,6 +198,23 @@ mod tests {
             let mut buf = BytesMut::new();
             kind.encode_into(&Err::<u8, String>("bad".into()), &mut buf).unwrap();
             assert_eq!(kind.decode::<Result<u8, String>>(&buf).unwrap(), Err("bad".into()));
+        }
+    }
+
+    #[test]
+    fn a_lying_length_prefix_is_an_error_not_an_allocation() {
+        // A string claiming 2^60 bytes, in nine bytes of input.
+        let mut hostile = vec![0xff];
+        hostile.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        for kind in SerializerKind::ALL {
+            assert!(kind.decode::<String>(&hostile).is_err(), "{kind}");
+            assert!(kind.decode::<Vec<u64>>(&hostile).is_err(), "{kind}");
+        }
+        // Honest values of every size tier still decode.
+        for len in [0usize, 4096, 4097, 70_000, 2_000_000] {
+            let mut buf = BytesMut::new();
+            SerializerKind::Bincode.encode_into(&vec![7u8; len], &mut buf).unwrap();
+            assert_eq!(SerializerKind::Bincode.decode::<Vec<u8>>(&buf).unwrap().len(), len);
         }
     }
 

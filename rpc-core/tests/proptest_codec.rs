@@ -1,0 +1,116 @@
+//! Property tests of everything that parses bytes from the network: the frame decoder, the
+//! request routing prefix and the serializers. The same properties run longer under cargo-fuzz
+//! (see `fuzz/`).
+
+use bytes::BytesMut;
+use proptest::prelude::*;
+use rpc_core::protocol::{encode_frame, encode_request_body, FrameDecoder, Header, MessageType, RequestBody, Status};
+use rpc_core::SerializerKind;
+
+fn message_type() -> impl Strategy<Value = MessageType> {
+    prop_oneof![
+        Just(MessageType::Request),
+        Just(MessageType::Response),
+        Just(MessageType::Ping),
+        Just(MessageType::Pong)
+    ]
+}
+
+fn header() -> impl Strategy<Value = Header> {
+    (message_type(), any::<u8>(), any::<u64>(), any::<u32>()).prop_map(
+        |(message_type, serializer, request_id, timeout_ms)| Header {
+            message_type,
+            serializer,
+            status: Status::Ok,
+            request_id,
+            timeout_ms,
+            body_len: 0,
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any byte stream, cut into any chunks, never panics the decoder, never yields a body over
+    /// the limit, and stops at the first error.
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
+        let mut decoder = FrameDecoder::new(1024);
+        let mut buf = BytesMut::new();
+        'feed: for chunk in chunks {
+            buf.extend_from_slice(&chunk);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(frame)) => prop_assert!(frame.body.len() <= 1024),
+                    Ok(None) => break,
+                    Err(_) => break 'feed,
+                }
+            }
+        }
+    }
+
+    /// Frames survive encoding and any split of the byte stream.
+    #[test]
+    fn frames_round_trip_across_any_split(
+        frames in proptest::collection::vec((header(), proptest::collection::vec(any::<u8>(), 0..200)), 1..8),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        let mut wire = BytesMut::new();
+        for (h, body) in &frames {
+            encode_frame(*h, body, &mut wire);
+        }
+        let wire = wire.freeze();
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+        points.push(wire.len());
+        points.sort_unstable();
+        let mut decoder = FrameDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut decoded = Vec::new();
+        let mut from = 0;
+        for to in points {
+            buf.extend_from_slice(&wire[from..to]);
+            from = to;
+            while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                decoded.push(frame);
+            }
+        }
+        prop_assert_eq!(decoded.len(), frames.len());
+        for (frame, (h, body)) in decoded.iter().zip(&frames) {
+            prop_assert_eq!(frame.header.request_id, h.request_id);
+            prop_assert_eq!(frame.header.message_type, h.message_type);
+            prop_assert_eq!(frame.header.timeout_ms, h.timeout_ms);
+            prop_assert_eq!(&frame.body[..], &body[..]);
+        }
+    }
+
+    /// Request bodies from the network: parsing arbitrary bytes never panics; valid ones round trip.
+    #[test]
+    fn request_bodies_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        if let Ok(request) = RequestBody::parse(bytes.into()) {
+            let _ = request.service_str();
+            let _ = request.method_str();
+        }
+    }
+
+    #[test]
+    fn request_bodies_round_trip(service in "[A-Za-z0-9:._-]{1,40}", method in "[a-z_]{1,30}", args in any::<(u64, String, Vec<i16>)>()) {
+        for kind in SerializerKind::ALL {
+            let body = encode_request_body(&service, &method, kind, &args).unwrap();
+            let request = RequestBody::parse(body).unwrap();
+            prop_assert_eq!(request.service_str().unwrap(), service.as_str());
+            prop_assert_eq!(request.method_str().unwrap(), method.as_str());
+            let back: (u64, String, Vec<i16>) = kind.decode(&request.args).unwrap();
+            prop_assert_eq!(&back, &args);
+        }
+    }
+
+    /// Arguments from the network: every serializer rejects garbage with an error, not a panic.
+    #[test]
+    fn serializers_reject_garbage_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        for kind in SerializerKind::ALL {
+            let _ = kind.decode::<(u64, String, Vec<Option<bool>>)>(&bytes);
+            let _ = kind.decode::<std::collections::BTreeMap<String, Vec<u8>>>(&bytes);
+        }
+    }
+}
