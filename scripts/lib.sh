@@ -66,12 +66,16 @@ wait_ready() {
 
 # start_etcd DIR: starts etcd on free loopback ports with its data in DIR, trying fresh
 # ports up to three times. Sets ETCD_PID and ETCD_ENDPOINT (host:port).
-start_etcd() {
-    local attempt
+start_etcd() { start_with_retries ETCD_PID start_etcd_once "$1"; }
+
+# start_with_retries PID_VAR START_FN DIR: runs START_FN DIR up to three times (each picks
+# fresh ports), stopping the process named by PID_VAR after a failed attempt.
+start_with_retries() {
+    local pid_var=$1 start_fn=$2 dir=$3 attempt
     for attempt in 1 2 3; do
-        start_etcd_once "$1" && return 0
-        stop_pid "$ETCD_PID"
-        echo "etcd did not start (attempt $attempt)" >&2
+        "$start_fn" "$dir" && return 0
+        stop_pid "${!pid_var}"
+        echo "$start_fn did not start (attempt $attempt)" >&2
     done
     return 1
 }
@@ -99,15 +103,7 @@ start_etcd_once() {
 
 # start_zookeeper DIR: starts a standalone ZooKeeper on a free loopback port with its data in
 # DIR, trying fresh ports up to three times. Sets ZK_PID and ZK_ENDPOINT (host:port).
-start_zookeeper() {
-    local attempt
-    for attempt in 1 2 3; do
-        start_zookeeper_once "$1" && return 0
-        stop_pid "$ZK_PID"
-        echo "ZooKeeper did not start (attempt $attempt)" >&2
-    done
-    return 1
-}
+start_zookeeper() { start_with_retries ZK_PID start_zookeeper_once "$1"; }
 
 start_zookeeper_once() {
     local dir=$1

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::client::Consumer;
 use rpc_core::config::RpcConfig;
 use rpc_core::registry::{Registry, ServiceInstance};
 use rpc_core::server::ServerBuilder;
@@ -64,6 +65,15 @@ async fn await_registered(config: &RpcConfig, ports: &[u16], timeout: Duration, 
     started.elapsed()
 }
 
+/// A consumer built from `cfg` whose client has made its first call (so the service is loaded
+/// and watched).
+async fn consumer(cfg: &RpcConfig) -> (Consumer, TestServiceClient) {
+    let consumer = rpc_registry::consumer(cfg).await.expect("a consumer");
+    let client = TestServiceClient::new(consumer.channel()).expect("a client");
+    client.owner(0).await.expect("a first call");
+    (consumer, client)
+}
+
 fn port(p: &Provider) -> u16 {
     p.local_addr().expect("provider address").port()
 }
@@ -75,9 +85,7 @@ async fn etcd_outage_longer_than_the_ttl() {
     };
     let cfg = config("etcd", &[etcd.endpoint()], &unique_root("outage"), 2, "");
     let (p1, p2) = (provider(&cfg, "p1").await, provider(&cfg, "p2").await);
-    let consumer = rpc_registry::consumer(&cfg).await.unwrap();
-    let client = TestServiceClient::new(consumer.channel()).unwrap();
-    client.owner(0).await.unwrap();
+    let (consumer, client) = consumer(&cfg).await;
     let load = Load::start(&client, 8, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -145,9 +153,7 @@ async fn etcd_replaced_by_an_empty_one() {
     };
     let cfg = config("etcd", &[etcd.endpoint()], &unique_root("wipe"), 5, "");
     let (p1, p2) = (provider(&cfg, "p1").await, provider(&cfg, "p2").await);
-    let consumer = rpc_registry::consumer(&cfg).await.unwrap();
-    let client = TestServiceClient::new(consumer.channel()).unwrap();
-    client.owner(0).await.unwrap();
+    let (consumer, client) = consumer(&cfg).await;
     let load = Load::start(&client, 8, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -186,9 +192,7 @@ async fn etcd_cluster_loses_its_leader_then_a_follower() {
     };
     let cfg = config("etcd", &cluster.endpoints(), &unique_root("cluster"), 3, "");
     let (p1, p2) = (provider(&cfg, "p1").await, provider(&cfg, "p2").await);
-    let consumer = rpc_registry::consumer(&cfg).await.unwrap();
-    let client = TestServiceClient::new(consumer.channel()).unwrap();
-    client.owner(0).await.unwrap();
+    let (consumer, client) = consumer(&cfg).await;
     let load = Load::start(&client, 8, Duration::from_millis(2));
     let mut figures = serde_json::Map::new();
     let mut providers = vec![p1, p2];
@@ -259,9 +263,7 @@ async fn zookeeper_restart_and_session_expiry() {
     let proxy = FaultProxy::start(&zookeeper.endpoint()).await;
     let proxied = config("zookeeper", &[proxy.endpoint()], &root, 2, "");
     let p3 = provider(&proxied, "p3").await;
-    let consumer = rpc_registry::consumer(&cfg).await.unwrap();
-    let client = TestServiceClient::new(consumer.channel()).unwrap();
-    client.owner(0).await.unwrap();
+    let (consumer, client) = consumer(&cfg).await;
     let load = Load::start(&client, 8, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let zk_endpoint = zookeeper.endpoint();
@@ -363,9 +365,7 @@ async fn kill_one_of_three(tolerant: &str) -> Option<(rpc_tests::load::LoadStats
     for _ in 0..3 {
         providers.push(ProviderProcess::start(binary, &provider_yaml).await);
     }
-    let consumer = rpc_registry::consumer(&cfg).await.unwrap();
-    let client = TestServiceClient::new(consumer.channel()).unwrap();
-    client.owner(0).await.unwrap();
+    let (consumer, client) = consumer(&cfg).await;
     wait_until(Duration::from_secs(5), "all three providers are discovered", || {
         let n = consumer.cache().cached("TestService:1.0").map_or(0, |l| l.len());
         async move { n == 3 }

@@ -1,0 +1,24 @@
+//! Feeds arbitrary bytes, in arbitrary chunks, to the frame decoder.
+#![no_main]
+
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use rpc_core::protocol::FrameDecoder;
+
+fuzz_target!(|data: &[u8]| {
+    // The first byte picks the chunk size, so splits vary too.
+    let Some((&chunk, rest)) = data.split_first() else { return };
+    let chunk = usize::from(chunk).max(1);
+    let mut decoder = FrameDecoder::new(64 * 1024);
+    let mut buf = BytesMut::new();
+    for piece in rest.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => assert!(frame.body.len() <= 64 * 1024),
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+});
