@@ -21,11 +21,22 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Free space the reader keeps in its buffer before each read.
 const READ_RESERVE: usize = 16 * 1024;
 
-/// A frame waiting to be written.
+/// Bytes waiting to be written.
 #[derive(Debug)]
-pub(crate) struct OutFrame {
-    pub(crate) header: Header,
-    pub(crate) body: Bytes,
+pub(crate) enum OutFrame {
+    /// One frame, encoded by the writer.
+    Frame { header: Header, body: Bytes },
+    /// Frames already encoded back to back.
+    Encoded(Bytes),
+}
+
+impl OutFrame {
+    fn append_to(self, buf: &mut BytesMut) {
+        match self {
+            Self::Frame { header, body } => encode_frame(header, &body, buf),
+            Self::Encoded(bytes) => buf.extend_from_slice(&bytes),
+        }
+    }
 }
 
 /// Why reading the next frame failed.
@@ -63,6 +74,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     fn is_mid_frame(&self) -> bool {
         !self.buf.is_empty() || self.decoder.is_mid_frame()
+    }
+
+    /// The next frame if one is already buffered; never reads the socket.
+    pub(crate) fn try_next(&mut self) -> Result<Option<Frame>, ReadError> {
+        let frame = self.decoder.decode(&mut self.buf)?;
+        if frame.is_some() {
+            self.frame_started = None;
+        }
+        Ok(frame)
     }
 
     /// The next frame; `Ok(None)` when the peer closed the stream between frames.
@@ -103,19 +123,34 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 /// Writes every frame sent on `rx`, gathering whatever is queued into one write.
 ///
-/// Returns when every sender is gone (after flushing) or on the first write error.
+/// Woken by the first frame, the writer yields once before draining the queue: tokio runs a
+/// task woken by another task right after it, so without the yield every sender's frame would
+/// be written on its own, one syscall each; after it, every caller that was ready has queued
+/// its frame and one write carries them all. Returns when every sender is gone (after
+/// flushing) or on the first write error.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: mpsc::Receiver<OutFrame>,
 ) -> io::Result<()> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    while let Some(frame) = rx.recv().await {
-        encode_frame(frame.header, &frame.body, &mut buf);
-        while buf.len() < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(frame) => encode_frame(frame.header, &frame.body, &mut buf),
-                Err(_) => break,
+    while let Some(first) = rx.recv().await {
+        tokio::task::yield_now().await;
+        let mut next = rx.try_recv().ok();
+        if next.is_none() {
+            // A lone pre-encoded batch goes out as it is, without a copy.
+            if let OutFrame::Encoded(bytes) = first {
+                writer.write_all(&bytes).await?;
+                continue;
             }
+        }
+        first.append_to(&mut buf);
+        while let Some(frame) = next {
+            frame.append_to(&mut buf);
+            next = if buf.len() < MAX_BATCH_BYTES {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
         }
         writer.write_all(&buf).await?;
         buf.clear();

@@ -244,7 +244,7 @@ impl Connection {
         header.serializer = serializer.id();
         header.timeout_ms = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX).max(1);
         let exchange = async {
-            if self.tx.send(OutFrame { header, body }).await.is_err() {
+            if self.tx.send(OutFrame::Frame { header, body }).await.is_err() {
                 return Err(shared.closed_error(false));
             }
             reply_rx.await.map_err(|_| shared.closed_error(true))
@@ -335,7 +335,7 @@ async fn keepalive(shared: Arc<Shared>, tx: mpsc::Sender<OutFrame>, interval: Du
         }
         if ping_sent_at.is_none() && now.saturating_sub(last_read) >= interval_ms {
             ping_id = ping_id.wrapping_add(1);
-            let ping = OutFrame {
+            let ping = OutFrame::Frame {
                 header: Header::new(MessageType::Ping, ping_id),
                 body: Bytes::new(),
             };
