@@ -54,9 +54,13 @@ impl Framework for Tonic {
         timing: Timing,
     ) -> Pin<Box<dyn Future<Output = Sample> + Send>> {
         Box::pin(async move {
-            let client = EchoClient::connect(format!("http://{addr}"))
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("tonic endpoint")
+                .tcp_nodelay(true)
+                .connect()
                 .await
                 .expect("tonic connect");
+            let client = EchoClient::new(channel);
             let body = payload(size);
             closed_loop(concurrency, timing, move || {
                 let mut client = client.clone();

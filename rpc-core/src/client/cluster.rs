@@ -19,11 +19,11 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{CallRequest, ConnectionPool, Invoker};
+use super::{CallRequest, ConnectionPool, Endpoint, Invoker};
 use crate::balance::{self, LoadBalancer, PickContext};
 use crate::config::{LoadBalancerKind, TolerantKind};
 use crate::error::RpcError;
-use crate::fault::{is_retryable, InstanceHealth};
+use crate::fault::{is_retryable, InstanceHealth, InstanceStat};
 use crate::protocol::Status;
 use crate::registry::{DiscoveryCache, ServiceInstance};
 use crate::reply::Reply;
@@ -71,7 +71,24 @@ pub struct ClusterInvoker {
     source: InstanceSource,
     pool: Arc<ConnectionPool>,
     health: Arc<InstanceHealth>,
-    balancers: DashMap<String, (LoadBalancerKind, Arc<dyn LoadBalancer>)>,
+    routes: DashMap<String, Arc<Route>>,
+}
+
+/// What one service's calls need, cached per service and rebuilt only when its instance list
+/// (a new `Arc` from the discovery cache) or its balancer kind changes: the balancer, and for
+/// each instance its address, health and pool slot, so a call formats no address and looks
+/// nothing up by it.
+struct Route {
+    kind: LoadBalancerKind,
+    balancer: Arc<dyn LoadBalancer>,
+    instances: Arc<[ServiceInstance]>,
+    targets: Vec<Target>,
+}
+
+struct Target {
+    addr: String,
+    health: Arc<InstanceStat>,
+    endpoint: Arc<Endpoint>,
 }
 
 impl ClusterInvoker {
@@ -81,7 +98,7 @@ impl ClusterInvoker {
             source,
             pool,
             health,
-            balancers: DashMap::new(),
+            routes: DashMap::new(),
         }
     }
 
@@ -95,49 +112,64 @@ impl ClusterInvoker {
         &self.health
     }
 
-    /// The service's balancer, created on first use (one per service, so counters and hash
-    /// rings are per service).
-    fn balancer(&self, service: &str, kind: LoadBalancerKind) -> Arc<dyn LoadBalancer> {
-        if let Some(entry) = self.balancers.get(service) {
-            if entry.0 == kind {
-                return entry.1.clone();
+    /// The service's route for this instance list and balancer kind.
+    fn route(&self, service: &str, kind: LoadBalancerKind, instances: &Arc<[ServiceInstance]>) -> Arc<Route> {
+        let previous = self.routes.get(service).map(|r| r.clone());
+        if let Some(route) = &previous {
+            if route.kind == kind && Arc::ptr_eq(&route.instances, instances) {
+                return route.clone();
             }
         }
-        let balancer = balance::for_kind(kind);
-        self.balancers.insert(service.to_owned(), (kind, balancer.clone()));
-        balancer
+        // Keep the balancer's state (counter, ring) when only the instances changed.
+        let balancer = match &previous {
+            Some(route) if route.kind == kind => route.balancer.clone(),
+            _ => balance::for_kind(kind),
+        };
+        let targets = instances
+            .iter()
+            .map(|instance| {
+                let addr = instance.address();
+                Target {
+                    health: self.health.stat(&addr),
+                    endpoint: self.pool.endpoint(&addr),
+                    addr,
+                }
+            })
+            .collect();
+        let route = Arc::new(Route {
+            kind,
+            balancer,
+            instances: instances.clone(),
+            targets,
+        });
+        self.routes.insert(service.to_owned(), route.clone());
+        route
     }
 
     /// Picks an instance not in `tried`; when every such instance is ejected, the least
     /// recently ejected one.
-    fn choose(
-        &self,
-        instances: &Arc<[ServiceInstance]>,
-        balancer: &dyn LoadBalancer,
-        hash_key: Option<u64>,
-        tried: &[usize],
-    ) -> Option<usize> {
-        let available = |i: usize| !tried.contains(&i) && self.health.is_available(&instances[i].address());
-        let load = |i: usize| self.health.in_flight(&instances[i].address());
+    fn choose(route: &Route, hash_key: Option<u64>, tried: &[usize]) -> Option<usize> {
+        let available = |i: usize| !tried.contains(&i) && route.targets[i].health.is_available();
+        let load = |i: usize| route.targets[i].health.in_flight();
         let ctx = PickContext {
             hash_key,
             available: &available,
             load: &load,
         };
-        balancer.pick(instances, &ctx).or_else(|| {
-            (0..instances.len())
+        route.balancer.pick(&route.instances, &ctx).or_else(|| {
+            (0..route.targets.len())
                 .filter(|i| !tried.contains(i))
-                .min_by_key(|&i| self.health.ejected_at(&instances[i].address()))
+                .min_by_key(|&i| route.targets[i].health.ejected_at())
         })
     }
 
-    /// One attempt on `addr`, ending at the call's deadline or the attempt timeout.
-    async fn attempt(&self, addr: &str, call: &CallRequest<'_>) -> Result<Reply, RpcError> {
+    /// One attempt on `target`, ending at the call's deadline or the attempt timeout.
+    async fn attempt(target: &Target, call: &CallRequest<'_>) -> Result<Reply, RpcError> {
         let deadline = match call.policy.retry.attempt_timeout {
             Some(limit) => call.deadline.min(Instant::now() + limit),
             None => call.deadline,
         };
-        let conn = self.pool.get(addr, Some(deadline)).await?;
+        let conn = target.endpoint.connection(Some(deadline)).await?;
         conn.call(call.service, call.method, call.serializer, call.body.clone(), deadline)
             .await
     }
@@ -151,7 +183,7 @@ impl Invoker for ClusterInvoker {
             if instances.is_empty() {
                 return Err(RpcError::NoInstances(call.service.to_owned()));
             }
-            let balancer = self.balancer(call.service, policy.load_balancer);
+            let route = self.route(call.service, policy.load_balancer, &instances);
             let fail_over = policy.tolerant == TolerantKind::FailOver;
             let retrying = policy.retry.retries() || fail_over;
             let max_attempts = policy.retry.max_attempts.max(1);
@@ -159,33 +191,33 @@ impl Invoker for ClusterInvoker {
             let mut attempt = 0u32;
             loop {
                 attempt += 1;
-                let Some(index) = self.choose(&instances, balancer.as_ref(), call.hash_key, &tried) else {
+                let Some(index) = Self::choose(&route, call.hash_key, &tried) else {
                     return Err(RpcError::NoInstances(call.service.to_owned()));
                 };
-                let addr = instances[index].address();
+                let target = &route.targets[index];
                 let outcome = {
-                    let _in_flight = self.health.begin(&addr);
-                    self.attempt(&addr, call).await
+                    let _in_flight = target.health.begin();
+                    Self::attempt(target, call).await
                 };
                 // An application error is a result, not an instance failure; an idempotent
                 // method may still try it again.
                 let error: RpcError<Reply> = match outcome {
                     Ok(reply) => {
-                        self.health.success(&addr);
+                        target.health.success();
                         if reply.status != Status::ApplicationError {
                             return Ok(reply);
                         }
                         RpcError::Application(reply)
                     }
                     Err(e) => {
-                        self.health.failure(&addr, &e);
+                        target.health.failure(&e);
                         e.into_typed()
                     }
                 };
                 let last_chance = attempt >= max_attempts
                     || !retrying
                     || !is_retryable(&error, policy.idempotent)
-                    || (fail_over && tried.len() + 1 >= instances.len());
+                    || (fail_over && tried.len() + 1 >= route.targets.len());
                 let delay = policy.retry.delay_after(attempt);
                 if last_chance || Instant::now() + delay >= call.deadline {
                     return match error {
@@ -193,7 +225,7 @@ impl Invoker for ClusterInvoker {
                         other => Err(other.without_application()),
                     };
                 }
-                debug!(instance = %addr, attempt, error = %error.kind(), "attempt failed; trying again");
+                debug!(instance = %target.addr, attempt, error = %error.kind(), "attempt failed; trying again");
                 if fail_over {
                     tried.push(index);
                 }

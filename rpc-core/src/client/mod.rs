@@ -22,7 +22,7 @@ mod pool;
 pub use cluster::{ClusterInvoker, InstanceSource};
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerError};
-pub use pool::ConnectionPool;
+pub use pool::{ConnectionPool, Endpoint};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,19 +15,46 @@ use crate::error::RpcError;
 /// Concurrent first calls to one endpoint share a single connect attempt.
 pub struct ConnectionPool {
     endpoints: DashMap<String, Arc<Endpoint>>,
-    options: ClientOptions,
+    options: Arc<ClientOptions>,
 }
 
-#[derive(Default)]
-struct Endpoint {
+/// One endpoint's connection slot; hold on to it to skip the pool's lookup on every call.
+pub struct Endpoint {
+    addr: String,
+    options: Arc<ClientOptions>,
     current: RwLock<Option<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl Endpoint {
+    /// The endpoint's address, `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     fn live(&self) -> Option<Arc<Connection>> {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
         current.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
+    /// The live connection, connecting if there is none; connecting gives up at `deadline`.
+    pub async fn connection(&self, deadline: Option<Instant>) -> Result<Arc<Connection>, RpcError> {
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let conn = Arc::new(Connection::connect(&self.addr, &self.options, deadline).await?);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn close(&self) {
+        if let Some(conn) = self.current.write().unwrap_or_else(PoisonError::into_inner).take() {
+            conn.close();
+        }
     }
 }
 
@@ -36,7 +63,7 @@ impl ConnectionPool {
     pub fn new(options: ClientOptions) -> Self {
         Self {
             endpoints: DashMap::new(),
-            options,
+            options: Arc::new(options),
         }
     }
 
@@ -45,31 +72,34 @@ impl ConnectionPool {
         &self.options
     }
 
+    /// The slot of `addr`, created on first use.
+    pub fn endpoint(&self, addr: &str) -> Arc<Endpoint> {
+        if let Some(e) = self.endpoints.get(addr) {
+            return e.clone();
+        }
+        self.endpoints
+            .entry(addr.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Endpoint {
+                    addr: addr.to_owned(),
+                    options: self.options.clone(),
+                    current: RwLock::new(None),
+                    connecting: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
     /// The live connection to `addr`, connecting if there is none; connecting gives up at
     /// `deadline` at the latest.
     pub async fn get(&self, addr: &str, deadline: Option<Instant>) -> Result<Arc<Connection>, RpcError> {
-        let endpoint = match self.endpoints.get(addr) {
-            Some(e) => e.clone(),
-            None => self.endpoints.entry(addr.to_owned()).or_default().clone(),
-        };
-        if let Some(conn) = endpoint.live() {
-            return Ok(conn);
-        }
-        let _connecting = endpoint.connecting.lock().await;
-        if let Some(conn) = endpoint.live() {
-            return Ok(conn);
-        }
-        let conn = Arc::new(Connection::connect(addr, &self.options, deadline).await?);
-        *endpoint.current.write().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-        Ok(conn)
+        self.endpoint(addr).connection(deadline).await
     }
 
     /// Closes and forgets the connection to `addr` (for an endpoint that left the registry).
     pub fn remove(&self, addr: &str) {
         if let Some((_, endpoint)) = self.endpoints.remove(addr) {
-            if let Some(conn) = endpoint.current.write().unwrap_or_else(PoisonError::into_inner).take() {
-                conn.close();
-            }
+            endpoint.close();
         }
     }
 

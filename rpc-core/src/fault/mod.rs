@@ -15,6 +15,6 @@ pub mod outlier;
 pub mod policy;
 pub mod retry;
 
-pub use outlier::{InstanceHealth, OutlierOptions};
+pub use outlier::{InstanceHealth, InstanceStat, OutlierOptions};
 pub use policy::{MethodPolicy, PolicySet};
 pub use retry::{is_retryable, RetryPolicy};

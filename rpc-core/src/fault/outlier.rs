@@ -10,7 +10,7 @@
 //! than one per concurrent caller. When every instance is ejected, the least recently ejected
 //! one is still tried: calls never fail blind.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -51,14 +51,20 @@ impl From<&OutlierConfig> for OutlierOptions {
 /// Health of every instance this consumer has called, by address.
 #[derive(Debug, Default)]
 pub struct InstanceHealth {
-    instances: DashMap<String, Arc<Stat>>,
+    instances: DashMap<String, Arc<InstanceStat>>,
     options: OutlierOptions,
 }
 
-#[derive(Debug, Default)]
-struct Stat {
+/// The health of one instance: calls in flight and ejection state. Hold on to it to skip the
+/// lookup by address on every call.
+#[derive(Debug)]
+pub struct InstanceStat {
+    addr: String,
     in_flight: AtomicUsize,
+    /// Set while the instance has failed since its last success: only then is the mutex taken.
+    suspect: AtomicBool,
     outlier: Mutex<Outlier>,
+    options: OutlierOptions,
 }
 
 #[derive(Debug, Default)]
@@ -74,7 +80,7 @@ struct Outlier {
 
 /// Counts a call as in flight on an instance until dropped.
 #[derive(Debug)]
-pub struct InFlight(Arc<Stat>);
+pub struct InFlight(Arc<InstanceStat>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -95,58 +101,46 @@ pub fn counts_against_instance<E>(error: &RpcError<E>) -> bool {
     )
 }
 
-impl InstanceHealth {
-    /// Empty, with these ejection settings.
-    pub fn new(options: OutlierOptions) -> Self {
-        Self {
-            instances: DashMap::new(),
-            options,
-        }
+impl InstanceStat {
+    fn outlier(&self) -> std::sync::MutexGuard<'_, Outlier> {
+        self.outlier.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn stat(&self, addr: &str) -> Arc<Stat> {
-        if let Some(s) = self.instances.get(addr) {
-            return s.clone();
-        }
-        self.instances.entry(addr.to_owned()).or_default().clone()
-    }
-
-    /// Marks a call in flight on `addr` until the guard drops. A call to an instance whose
-    /// ejection has ended becomes its probe.
-    pub fn begin(&self, addr: &str) -> InFlight {
-        let stat = self.stat(addr);
-        stat.in_flight.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Marks a call in flight until the guard drops. A call to an instance whose ejection has
+    /// ended becomes its probe.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if self.suspect.load(Ordering::Acquire) {
+            let mut outlier = self.outlier();
             if outlier.ejected_until.is_some_and(|until| Instant::now() >= until) {
                 outlier.ejected_until = None;
                 outlier.probing = true;
             }
         }
-        InFlight(stat)
+        InFlight(self.clone())
     }
 
-    /// Calls in flight on `addr`.
-    pub fn in_flight(&self, addr: &str) -> usize {
-        self.instances
-            .get(addr)
-            .map_or(0, |s| s.in_flight.load(Ordering::Relaxed))
+    /// Calls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Whether `addr` may be picked now: not ejected, and not on probation with its probe in
-    /// flight.
-    pub fn is_available(&self, addr: &str) -> bool {
-        let Some(stat) = self.instances.get(addr) else {
+    /// Whether the instance may be picked now: not ejected, and not on probation with its
+    /// probe in flight.
+    pub fn is_available(&self) -> bool {
+        if !self.suspect.load(Ordering::Acquire) {
             return true;
-        };
-        let outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
+        }
+        let outlier = self.outlier();
         !outlier.probing && outlier.ejected_until.is_none_or(|until| Instant::now() >= until)
     }
 
-    /// When `addr` was last ejected, if it is ejected (or on probation) now.
-    pub fn ejected_at(&self, addr: &str) -> Option<Instant> {
-        let stat = self.instances.get(addr)?;
-        let outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
+    /// When the instance was last ejected, if it is ejected (or on probation) now.
+    pub fn ejected_at(&self) -> Option<Instant> {
+        if !self.suspect.load(Ordering::Acquire) {
+            return None;
+        }
+        let outlier = self.outlier();
         match outlier.ejected_until {
             Some(until) if Instant::now() < until => outlier.ejected_at,
             _ if outlier.probing => outlier.ejected_at,
@@ -155,24 +149,25 @@ impl InstanceHealth {
     }
 
     /// Records a successful call: the instance is healthy again.
-    pub fn success(&self, addr: &str) {
-        let Some(stat) = self.instances.get(addr) else { return };
-        let mut outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
-        if outlier.ejections > 0 || outlier.consecutive_failures > 0 || outlier.probing {
-            if outlier.ejections > 0 {
-                info!(instance = addr, "instance recovered");
-            }
-            *outlier = Outlier::default();
+    pub fn success(&self) {
+        if !self.suspect.load(Ordering::Acquire) {
+            return;
         }
+        let mut outlier = self.outlier();
+        if outlier.ejections > 0 {
+            info!(instance = %self.addr, "instance recovered");
+        }
+        *outlier = Outlier::default();
+        self.suspect.store(false, Ordering::Release);
     }
 
     /// Records a failed call; ejects the instance when the failure calls for it.
-    pub fn failure<E>(&self, addr: &str, error: &RpcError<E>) {
+    pub fn failure<E>(&self, error: &RpcError<E>) {
         if !counts_against_instance(error) {
             return;
         }
-        let stat = self.stat(addr);
-        let mut outlier = stat.outlier.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut outlier = self.outlier();
+        self.suspect.store(true, Ordering::Release);
         outlier.consecutive_failures += 1;
         let connect_failed = matches!(error, RpcError::Connect { .. });
         let probe_failed = std::mem::take(&mut outlier.probing);
@@ -191,12 +186,70 @@ impl InstanceHealth {
         outlier.consecutive_failures = 0;
         outlier.ejected_until = Some(now + period);
         outlier.ejected_at = Some(now);
-        warn!(
-            instance = addr,
-            ?period,
-            ejections = outlier.ejections,
-            "instance ejected"
-        );
+        warn!(instance = %self.addr, ?period, ejections = outlier.ejections, "instance ejected");
+    }
+}
+
+impl InstanceHealth {
+    /// Empty, with these ejection settings.
+    pub fn new(options: OutlierOptions) -> Self {
+        Self {
+            instances: DashMap::new(),
+            options,
+        }
+    }
+
+    /// The health of `addr`, created on first use.
+    pub fn stat(&self, addr: &str) -> Arc<InstanceStat> {
+        if let Some(s) = self.instances.get(addr) {
+            return s.clone();
+        }
+        self.instances
+            .entry(addr.to_owned())
+            .or_insert_with(|| {
+                Arc::new(InstanceStat {
+                    addr: addr.to_owned(),
+                    in_flight: AtomicUsize::new(0),
+                    suspect: AtomicBool::new(false),
+                    outlier: Mutex::new(Outlier::default()),
+                    options: self.options.clone(),
+                })
+            })
+            .clone()
+    }
+
+    /// Marks a call in flight on `addr` until the guard drops (see [`InstanceStat::begin`]).
+    pub fn begin(&self, addr: &str) -> InFlight {
+        self.stat(addr).begin()
+    }
+
+    /// Calls in flight on `addr`.
+    pub fn in_flight(&self, addr: &str) -> usize {
+        self.instances.get(addr).map_or(0, |s| s.in_flight())
+    }
+
+    /// Whether `addr` may be picked now (see [`InstanceStat::is_available`]).
+    pub fn is_available(&self, addr: &str) -> bool {
+        self.instances.get(addr).is_none_or(|s| s.is_available())
+    }
+
+    /// When `addr` was last ejected, if it is ejected (or on probation) now.
+    pub fn ejected_at(&self, addr: &str) -> Option<Instant> {
+        self.instances.get(addr)?.ejected_at()
+    }
+
+    /// Records a successful call on `addr`.
+    pub fn success(&self, addr: &str) {
+        if let Some(s) = self.instances.get(addr) {
+            s.success();
+        }
+    }
+
+    /// Records a failed call on `addr`.
+    pub fn failure<E>(&self, addr: &str, error: &RpcError<E>) {
+        if counts_against_instance(error) {
+            self.stat(addr).failure(error);
+        }
     }
 }
 
