@@ -21,6 +21,8 @@ struct Flaky {
     inner: MemoryRegistry,
     down: AtomicBool,
     lose_events: AtomicBool,
+    /// Report every change as a full snapshot, as the ZooKeeper backend does.
+    snapshots_only: AtomicBool,
     watches: AtomicUsize,
     discovers: AtomicUsize,
     kill: broadcast::Sender<()>,
@@ -32,6 +34,7 @@ impl Flaky {
             inner: MemoryRegistry::isolated(),
             down: AtomicBool::new(false),
             lose_events: AtomicBool::new(false),
+            snapshots_only: AtomicBool::new(false),
             watches: AtomicUsize::new(0),
             discovers: AtomicUsize::new(0),
             kill: broadcast::channel(4).0,
@@ -82,6 +85,9 @@ impl Registry for Flaky {
             let mut kill = self.kill.subscribe();
             let (tx, rx) = mpsc::channel(64);
             let lose = self.lose_events.load(Ordering::SeqCst);
+            let snapshots_only = self.snapshots_only.load(Ordering::SeqCst);
+            let lister = self.inner.handle();
+            let key = key.to_owned();
             let task = tokio::spawn(async move {
                 let mut first = true;
                 loop {
@@ -89,7 +95,10 @@ impl Registry for Flaky {
                         biased;
                         _ = kill.recv() => return,
                         event = upstream.next() => {
-                            let Some(event) = event else { return };
+                            let Some(mut event) = event else { return };
+                            if snapshots_only && !first {
+                                event = WatchEvent::Snapshot(lister.discover(&key).await.unwrap_or_default());
+                            }
                             // The opening snapshot always passes; later events only when not losing them.
                             let deliver = (first && matches!(event, WatchEvent::Snapshot(_))) || !lose;
                             first = false;
@@ -236,6 +245,25 @@ async fn an_empty_relisting_keeps_the_last_known_instances_for_the_grace_period(
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ports(&cache.cached("S:1").unwrap()), vec![2], "kept during the grace");
     await_ports(&cache, "S:1", vec![]).await;
+    cache.close().await;
+}
+
+#[tokio::test]
+async fn removing_the_last_instance_on_a_live_watch_applies_at_once() {
+    let registry = Flaky::new();
+    registry.snapshots_only.store(true, Ordering::SeqCst);
+    registry.register(&instance(1)).await.unwrap();
+    let cache = DiscoveryCache::new(registry.clone(), options()).await.unwrap();
+    cache.instances("S:1").await.unwrap();
+    registry.deregister(&instance(1)).await.unwrap();
+    // A live watch's empty snapshot is a change, not a registry that lost its data: no grace.
+    let started = std::time::Instant::now();
+    await_ports(&cache, "S:1", vec![]).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "took {:?}",
+        started.elapsed()
+    );
     cache.close().await;
 }
 

@@ -15,8 +15,9 @@
 //!   seen as soon as it does.
 //! * When the watch fails or ends (registry unreachable, compaction), the entry keeps its
 //!   last-known list and the watcher re-watches (which re-lists) with capped, jittered backoff.
-//! * Empty-list protection: a listing (after a re-watch, or a resync) that would empty a
-//!   non-empty entry is not trusted at once. It is what a registry that lost its data says
+//! * Empty-list protection: a fresh listing (the opening snapshot of a re-established watch,
+//!   or a resync) that would empty a non-empty entry is not trusted at once; changes on a live
+//!   watch, snapshots included, apply as they are. It is what a registry that lost its data says
 //!   before the providers have registered again. The entry keeps its last-known instances for
 //!   `empty_list_grace`; the first instance the registry reports replaces them, and if none
 //!   appears within the grace, the empty list is accepted.
@@ -108,12 +109,15 @@ impl Entry {
         self.published.borrow().clone()
     }
 
-    fn apply(&self, event: WatchEvent) {
+    /// Applies one watch event. `fresh` marks the opening snapshot of a new watch, a listing
+    /// that may come from a registry that just lost its data; later snapshots of a live watch
+    /// are changes and apply as they are.
+    fn apply(&self, event: WatchEvent, fresh: bool) {
         let mut state = self.state();
         match event {
             WatchEvent::Snapshot(list) => {
                 let first = self.published.borrow().is_none();
-                if !self.replace_all(&mut state, list) && !first {
+                if !self.replace_all(&mut state, list, fresh) && !first {
                     return;
                 }
             }
@@ -140,17 +144,18 @@ impl Entry {
             return;
         }
         let before = state.by_address.len();
-        if self.replace_all(&mut state, list) {
+        if self.replace_all(&mut state, list, true) {
             info!(service = %self.key, before, after = state.by_address.len(), "resync corrected the cache");
             state.generation += 1;
             self.publish(&state);
         }
     }
 
-    /// Replaces every instance with `list`, unless that would empty a non-empty entry: then the
-    /// last-known instances stay for the grace period. Returns whether anything changed.
-    fn replace_all(&self, state: &mut EntryState, list: Vec<ServiceInstance>) -> bool {
-        if list.is_empty() && !state.by_address.is_empty() && !self.empty_list_grace.is_zero() {
+    /// Replaces every instance with `list`, unless `protect` is set and that would empty a
+    /// non-empty entry: then the last-known instances stay for the grace period. Returns
+    /// whether anything changed.
+    fn replace_all(&self, state: &mut EntryState, list: Vec<ServiceInstance>, protect: bool) -> bool {
+        if protect && list.is_empty() && !state.by_address.is_empty() && !self.empty_list_grace.is_zero() {
             if state.stale_until.is_none() {
                 state.stale_until = Some(Instant::now() + self.empty_list_grace);
                 warn!(
@@ -355,9 +360,9 @@ async fn watch_forever(registry: Arc<dyn Registry>, entry: &Entry, options: Disc
                 while let Some(event) = stream.next().await {
                     if first {
                         backoff.reset();
-                        first = false;
                     }
-                    entry.apply(event);
+                    entry.apply(event, first);
+                    first = false;
                 }
                 debug!("watch ended; keeping the last-known instances and watching again");
             }
