@@ -123,7 +123,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 /// Writes every frame sent on `rx`, gathering whatever is queued into one write.
 ///
-/// Woken by the first frame, the writer yields once before draining the queue: tokio runs a
+/// Woken by a single frame, the writer yields once before draining the queue: tokio runs a
 /// task woken by another task right after it, so without the yield every sender's frame would
 /// be written on its own, one syscall each; after it, every caller that was ready has queued
 /// its frame and one write carries them all. Returns when every sender is gone (after
@@ -134,7 +134,10 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     while let Some(first) = rx.recv().await {
-        tokio::task::yield_now().await;
+        // A pre-encoded batch is complete already; single frames wait for their peers.
+        if matches!(first, OutFrame::Frame { .. }) {
+            tokio::task::yield_now().await;
+        }
         let mut next = rx.try_recv().ok();
         if next.is_none() {
             // A lone pre-encoded batch goes out as it is, without a copy.

@@ -190,7 +190,10 @@ async fn etcd_cluster_loses_its_leader_then_a_follower() {
     let Some(mut cluster) = EtcdCluster::start(3).await else {
         return;
     };
-    let cfg = config("etcd", &cluster.endpoints(), &unique_root("cluster"), 3, "");
+    let mut cfg = config("etcd", &cluster.endpoints(), &unique_root("cluster"), 3, "");
+    // A leader election on a loaded two-core machine can outlast the usual 2 s: requests made
+    // during it wait for the new leader (and retry) within this budget.
+    cfg.registry.timeout_ms = 6000;
     let (p1, p2) = (provider(&cfg, "p1").await, provider(&cfg, "p2").await);
     let (consumer, client) = consumer(&cfg).await;
     let load = Load::start(&client, 8, Duration::from_millis(2));
