@@ -6,8 +6,12 @@
 //!   connection task itself) and a writer task joined by a bounded channel: the writer drains
 //!   every frame that is ready and writes them with one syscall, so replies to pipelined calls
 //!   are batched.
-//! * Every request runs in its own task, so the calls of one connection run concurrently and
-//!   each reply goes back as soon as it is ready, in any order.
+//! * Each request's handler is polled once in the connection task; one that finishes then
+//!   (most do) has its reply batched with the others of the same read. One that has to wait
+//!   continues in a task of its own, so the calls of one connection run concurrently and each
+//!   reply goes back as soon as it is ready, in any order (see the connection module).
+//! * A request frame that starts but does not complete within the frame timeout closes its
+//!   connection.
 //! * A server-wide semaphore bounds the calls in flight; a request that finds no permit is
 //!   answered [`Status::Overloaded`](crate::protocol::Status::Overloaded) at once instead of
 //!   queueing without bound.
