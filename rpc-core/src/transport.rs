@@ -126,16 +126,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// Woken by a single frame, the writer yields once before draining the queue: tokio runs a
 /// task woken by another task right after it, so without the yield every sender's frame would
 /// be written on its own, one syscall each; after it, every caller that was ready has queued
-/// its frame and one write carries them all. Returns when every sender is gone (after
-/// flushing) or on the first write error.
+/// its frame and one write carries them all. `others_in_flight` says whether anyone else could
+/// be about to queue a frame; when not (a single caller), the yield would only add latency and
+/// is skipped. Returns when every sender is gone (after flushing) or on the first write error.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: mpsc::Receiver<OutFrame>,
+    others_in_flight: impl Fn() -> bool,
 ) -> io::Result<()> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     while let Some(first) = rx.recv().await {
         // A pre-encoded batch is complete already; single frames wait for their peers.
-        if matches!(first, OutFrame::Frame { .. }) {
+        if matches!(first, OutFrame::Frame { .. }) && others_in_flight() {
             tokio::task::yield_now().await;
         }
         let mut next = rx.try_recv().ok();

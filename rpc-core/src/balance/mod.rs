@@ -81,7 +81,7 @@ pub fn for_kind(kind: LoadBalancerKind) -> Arc<dyn LoadBalancer> {
     match kind {
         LoadBalancerKind::RoundRobin => Arc::new(RoundRobin::default()),
         LoadBalancerKind::Random => Arc::new(Random),
-        LoadBalancerKind::WeightedRandom => Arc::new(WeightedRandom),
+        LoadBalancerKind::WeightedRandom => Arc::new(WeightedRandom::default()),
         LoadBalancerKind::ConsistentHash => Arc::new(ConsistentHash::default()),
         LoadBalancerKind::P2c => Arc::new(PowerOfTwoChoices),
     }

@@ -15,7 +15,7 @@
 //! the connection when no frame at all arrives within the ping timeout.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -45,6 +45,8 @@ struct Shared {
     addr: String,
     pending: Mutex<Pending>,
     next_id: AtomicU64,
+    /// Calls between sending and their end (answered, failed or given up).
+    in_flight: AtomicUsize,
     /// Cancelled once the connection is closed for good.
     closed: CancellationToken,
     started: Instant,
@@ -107,6 +109,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         if self.armed {
             self.shared.pending().calls.remove(&self.id);
         }
@@ -146,6 +149,7 @@ impl Connection {
             addr: addr.clone(),
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
             closed: CancellationToken::new(),
             started: Instant::now(),
             last_read_ms: AtomicU64::new(0),
@@ -159,7 +163,7 @@ impl Connection {
         let writer = tokio::spawn(
             async move {
                 tokio::select! {
-                    result = write_loop(write_half, rx) => {
+                    result = write_loop(write_half, rx, || writer_shared.in_flight.load(Ordering::Relaxed) > 1) => {
                         let reason = match result {
                             Ok(()) => "writer stopped".to_owned(),
                             Err(e) => format!("write failed: {e}"),
@@ -239,6 +243,7 @@ impl Connection {
             id,
             armed: true,
         };
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut header = Header::new(MessageType::Request, id);
         header.serializer = serializer.id();

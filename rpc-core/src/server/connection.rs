@@ -35,8 +35,10 @@ use crate::transport::{write_loop, FrameReader, OutFrame, ReadError, WRITE_QUEUE
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let (read_half, write_half) = stream.into_split();
     let (tx, rx) = mpsc::channel::<OutFrame>(WRITE_QUEUE);
+    let calls = shared.calls.clone();
     let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
-        if let Err(e) = write_loop(write_half, rx).await {
+        // Only replies of calls that had to wait come as single frames; others may follow.
+        if let Err(e) = write_loop(write_half, rx, move || calls.len() > 1).await {
             debug!(error = %e, "write failed");
         }
     }));
