@@ -236,6 +236,17 @@ pub fn thread_cpu(prefix: &str) -> Duration {
     Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
 }
 
+/// Runs `serve` on `listener` (made a tokio listener) in a task that is aborted when the
+/// returned guard drops, at the end of the case.
+pub fn spawn_server<F, Fut>(listener: std::net::TcpListener, serve: F) -> Box<dyn std::any::Any + Send>
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    Box::new(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(serve(listener))))
+}
+
 /// A payload of `len` bytes.
 pub fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()

@@ -11,8 +11,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::tarpc_peer::AbortOnDrop;
-use super::{measure_window, payload, Framework, Phase, Sample, Timing};
+use super::{measure_window, payload, spawn_server, Framework, Phase, Sample, Timing};
 
 /// The floor.
 pub struct RawTcp;
@@ -23,8 +22,7 @@ impl Framework for RawTcp {
     }
 
     fn serve(&self, listener: std::net::TcpListener) -> Box<dyn std::any::Any + Send> {
-        let task = tokio::spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        spawn_server(listener, |listener| async move {
             while let Ok((mut sock, _)) = listener.accept().await {
                 let _ = sock.set_nodelay(true);
                 tokio::spawn(async move {
@@ -41,8 +39,7 @@ impl Framework for RawTcp {
                     }
                 });
             }
-        });
-        Box::new(AbortOnDrop(task))
+        })
     }
 
     fn load(

@@ -11,7 +11,7 @@ use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::{client, context};
 
-use super::{closed_loop, payload, Framework, Sample, Timing};
+use super::{closed_loop, payload, spawn_server, Framework, Sample, Timing};
 
 #[tarpc::service]
 trait Echo {
@@ -36,8 +36,7 @@ impl Framework for Tarpc {
     }
 
     fn serve(&self, listener: std::net::TcpListener) -> Box<dyn std::any::Any + Send> {
-        let task = tokio::spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        spawn_server(listener, |listener| async move {
             let mut incoming = tarpc::serde_transport::tcp::listen_on(listener, Bincode::default)
                 .await
                 .expect("tarpc listener");
@@ -50,8 +49,7 @@ impl Framework for Tarpc {
                         }),
                 );
             }
-        });
-        Box::new(AbortOnDrop(task))
+        })
     }
 
     fn load(
@@ -80,14 +78,5 @@ impl Framework for Tarpc {
             })
             .await
         })
-    }
-}
-
-/// Aborts the server task when the case ends.
-pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

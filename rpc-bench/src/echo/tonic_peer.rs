@@ -6,8 +6,7 @@ use std::pin::Pin;
 
 use tonic::{Request, Response, Status};
 
-use super::tarpc_peer::AbortOnDrop;
-use super::{closed_loop, payload, Framework, Sample, Timing};
+use super::{closed_loop, payload, spawn_server, Framework, Sample, Timing};
 
 mod pb {
     tonic::include_proto!("echo");
@@ -35,15 +34,13 @@ impl Framework for Tonic {
     }
 
     fn serve(&self, listener: std::net::TcpListener) -> Box<dyn std::any::Any + Send> {
-        let task = tokio::spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        spawn_server(listener, |listener| async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let _ = tonic::transport::Server::builder()
                 .add_service(EchoServer::new(EchoImpl))
                 .serve_with_incoming(incoming)
                 .await;
-        });
-        Box::new(AbortOnDrop(task))
+        })
     }
 
     fn load(
