@@ -50,12 +50,6 @@ impl Endpoint {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
         Ok(conn)
     }
-
-    fn close(&self) {
-        if let Some(conn) = self.current.write().unwrap_or_else(PoisonError::into_inner).take() {
-            conn.close();
-        }
-    }
 }
 
 impl ConnectionPool {
@@ -94,13 +88,6 @@ impl ConnectionPool {
     /// `deadline` at the latest.
     pub async fn get(&self, addr: &str, deadline: Option<Instant>) -> Result<Arc<Connection>, RpcError> {
         self.endpoint(addr).connection(deadline).await
-    }
-
-    /// Closes and forgets the connection to `addr` (for an endpoint that left the registry).
-    pub fn remove(&self, addr: &str) {
-        if let Some((_, endpoint)) = self.endpoints.remove(addr) {
-            endpoint.close();
-        }
     }
 
     /// Number of endpoints with a live connection.

@@ -217,40 +217,6 @@ impl InstanceHealth {
             })
             .clone()
     }
-
-    /// Marks a call in flight on `addr` until the guard drops (see [`InstanceStat::begin`]).
-    pub fn begin(&self, addr: &str) -> InFlight {
-        self.stat(addr).begin()
-    }
-
-    /// Calls in flight on `addr`.
-    pub fn in_flight(&self, addr: &str) -> usize {
-        self.instances.get(addr).map_or(0, |s| s.in_flight())
-    }
-
-    /// Whether `addr` may be picked now (see [`InstanceStat::is_available`]).
-    pub fn is_available(&self, addr: &str) -> bool {
-        self.instances.get(addr).is_none_or(|s| s.is_available())
-    }
-
-    /// When `addr` was last ejected, if it is ejected (or on probation) now.
-    pub fn ejected_at(&self, addr: &str) -> Option<Instant> {
-        self.instances.get(addr)?.ejected_at()
-    }
-
-    /// Records a successful call on `addr`.
-    pub fn success(&self, addr: &str) {
-        if let Some(s) = self.instances.get(addr) {
-            s.success();
-        }
-    }
-
-    /// Records a failed call on `addr`.
-    pub fn failure<E>(&self, addr: &str, error: &RpcError<E>) {
-        if counts_against_instance(error) {
-            self.stat(addr).failure(error);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -275,79 +241,85 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failed_connect_ejects_at_once_and_the_period_grows_then_resets() {
         let health = InstanceHealth::new(options());
-        health.failure("a", &connect_error());
-        assert!(!health.is_available("a"));
+        health.stat("a").failure(&connect_error());
+        assert!(!health.stat("a").is_available());
         tokio::time::advance(Duration::from_millis(101)).await;
-        assert!(health.is_available("a"), "first ejection lasts the base period");
-        health.failure("a", &connect_error());
+        assert!(health.stat("a").is_available(), "first ejection lasts the base period");
+        health.stat("a").failure(&connect_error());
         tokio::time::advance(Duration::from_millis(150)).await;
-        assert!(!health.is_available("a"), "second ejection lasts twice as long");
+        assert!(!health.stat("a").is_available(), "second ejection lasts twice as long");
         tokio::time::advance(Duration::from_millis(60)).await;
-        assert!(health.is_available("a"));
-        health.failure("a", &connect_error());
+        assert!(health.stat("a").is_available());
+        health.stat("a").failure(&connect_error());
         tokio::time::advance(Duration::from_millis(249)).await;
-        assert!(!health.is_available("a"), "capped at the maximum, not 400 ms");
+        assert!(!health.stat("a").is_available(), "capped at the maximum, not 400 ms");
         tokio::time::advance(Duration::from_millis(2)).await;
-        assert!(health.is_available("a"));
-        health.success("a");
-        health.failure("a", &connect_error());
+        assert!(health.stat("a").is_available());
+        health.stat("a").success();
+        health.stat("a").failure(&connect_error());
         tokio::time::advance(Duration::from_millis(101)).await;
-        assert!(health.is_available("a"), "a success resets the period");
+        assert!(health.stat("a").is_available(), "a success resets the period");
     }
 
     #[tokio::test(start_paused = true)]
     async fn after_an_ejection_one_probe_goes_first() {
         let health = InstanceHealth::new(options());
-        health.failure("a", &connect_error());
+        health.stat("a").failure(&connect_error());
         tokio::time::advance(Duration::from_millis(101)).await;
-        assert!(health.is_available("a"));
-        let probe = health.begin("a");
-        assert!(!health.is_available("a"), "others wait for the probe");
+        assert!(health.stat("a").is_available());
+        let probe = health.stat("a").begin();
+        assert!(!health.stat("a").is_available(), "others wait for the probe");
         let timeout: RpcError = RpcError::Timeout(Duration::ZERO);
-        health.failure("a", &timeout);
+        health.stat("a").failure(&timeout);
         drop(probe);
         tokio::time::advance(Duration::from_millis(150)).await;
-        assert!(!health.is_available("a"), "a failed probe ejects again, for longer");
+        assert!(
+            !health.stat("a").is_available(),
+            "a failed probe ejects again, for longer"
+        );
         tokio::time::advance(Duration::from_millis(60)).await;
-        let probe = health.begin("a");
-        health.success("a");
+        let probe = health.stat("a").begin();
+        health.stat("a").success();
         drop(probe);
-        assert!(health.is_available("a"));
-        let _busy = health.begin("a");
-        assert!(health.is_available("a"), "a healthy instance takes calls concurrently");
+        assert!(health.stat("a").is_available());
+        let _busy = health.stat("a").begin();
+        assert!(
+            health.stat("a").is_available(),
+            "a healthy instance takes calls concurrently"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn calls_must_fail_several_times_in_a_row() {
         let health = InstanceHealth::new(options());
         let timeout: RpcError = RpcError::Timeout(Duration::ZERO);
-        health.failure("a", &timeout);
-        health.failure("a", &timeout);
-        assert!(health.is_available("a"));
-        health.success("a");
-        health.failure("a", &timeout);
-        health.failure("a", &timeout);
-        assert!(health.is_available("a"), "the success reset the count");
-        health.failure("a", &timeout);
-        assert!(!health.is_available("a"));
+        health.stat("a").failure(&timeout);
+        health.stat("a").failure(&timeout);
+        assert!(health.stat("a").is_available());
+        health.stat("a").success();
+        health.stat("a").failure(&timeout);
+        health.stat("a").failure(&timeout);
+        assert!(health.stat("a").is_available(), "the success reset the count");
+        health.stat("a").failure(&timeout);
+        assert!(!health.stat("a").is_available());
         // Errors about the request, not the instance, never eject.
         for _ in 0..10 {
-            health.failure("b", &RpcError::<()>::Decode("bad".into()));
-            health.failure("b", &RpcError::Application(7u8));
+            health.stat("b").failure(&RpcError::<()>::Decode("bad".into()));
+            health.stat("b").failure(&RpcError::Application(7u8));
         }
-        assert!(health.is_available("b"));
+        assert!(health.stat("b").is_available());
     }
 
     #[test]
     fn in_flight_counts_follow_the_guards() {
         let health = InstanceHealth::default();
-        let a = health.begin("a");
-        let b = health.begin("a");
-        assert_eq!(health.in_flight("a"), 2);
+        let a = health.stat("a").begin();
+        let b = health.stat("a").begin();
+        assert_eq!(health.stat("a").in_flight(), 2);
         drop(a);
-        assert_eq!(health.in_flight("a"), 1);
+        assert_eq!(health.stat("a").in_flight(), 1);
         drop(b);
-        assert_eq!(health.in_flight("a"), 0);
-        assert_eq!(health.in_flight("never-called"), 0);
+        assert_eq!(health.stat("a").in_flight(), 0);
+        assert_eq!(health.stat("never-called").in_flight(), 0);
     }
 }

@@ -297,11 +297,6 @@ impl DiscoveryCache {
         self.inner.entries.iter().map(|e| e.key().clone()).collect()
     }
 
-    /// Re-lists every watched key now (what the periodic job does).
-    pub async fn resync_now(&self) {
-        resync_all(self.inner.clone()).await;
-    }
-
     /// Stops every watch and the resync job.
     pub async fn close(&self) {
         let job = self.resync.lock().unwrap_or_else(PoisonError::into_inner).take();

@@ -138,13 +138,18 @@ async fn start_call(
         Ok(s) => s,
         Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
     };
-    let request = match RequestBody::parse(body) {
+    let RequestBody { service, method, args } = match RequestBody::parse(body) {
         Ok(r) => r,
         Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
     };
-    let (service_key, method) = match (request.service_str(), request.method_str()) {
+    let (service_key, method) = match (std::str::from_utf8(&service), std::str::from_utf8(&method)) {
         (Ok(s), Ok(m)) => (s, m),
-        (Err(e), _) | (_, Err(e)) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
+        _ => {
+            return Some(Reply::failure(
+                Status::ProtocolError,
+                "service key or method name is not UTF-8",
+            ))
+        }
     };
     let Some(service) = shared.services.get(service_key) else {
         return Some(Reply::failure(Status::ServiceNotFound, service_key.to_owned()));
@@ -157,7 +162,6 @@ async fn start_call(
         error!(service = service_key, method, request_id = header.request_id, panic = %message, "handler panicked");
         Reply::failure(Status::InternalError, format!("handler panicked: {message}"))
     };
-    let args = request.args.clone();
     let mut call = match std::panic::catch_unwind(AssertUnwindSafe(|| service.call(method, serializer, args))) {
         Ok(call) => call,
         Err(panic) => return Some(panicked(panic)),

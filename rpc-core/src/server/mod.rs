@@ -139,13 +139,6 @@ impl ServerBuilder {
         self
     }
 
-    /// The keys (`name:version`) of the services added so far.
-    pub fn service_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.services.keys().cloned().collect();
-        keys.sort();
-        keys
-    }
-
     /// Binds `addr` and starts serving in background tasks.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<RunningServer> {
         let listener = TcpListener::bind(addr).await?;
@@ -268,13 +261,6 @@ impl RunningServer {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.local_addr
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "listener has no local address"))
-    }
-
-    /// The keys (`name:version`) of the services served.
-    pub fn service_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.shared.services.keys().cloned().collect();
-        keys.sort();
-        keys
     }
 
     /// Registers every service at `registration.host` and the bound port. Shutdown

@@ -221,12 +221,6 @@ impl EtcdRegistry {
         self.shared.lease.current()
     }
 
-    /// Checks the local registrations now (what the reconciler job does); returns how many it
-    /// had to put again.
-    pub async fn reconcile_now(&self) -> Result<usize, RegistryError> {
-        self.shared.reconcile().await
-    }
-
     fn prefix(&self, service_key: &str) -> String {
         format!("{}/", service_path(&self.shared.options.root, service_key))
     }
