@@ -240,9 +240,15 @@ async fn an_empty_relisting_keeps_the_last_known_instances_for_the_grace_period(
     registry.lose_events.store(true, Ordering::SeqCst);
     registry.deregister(&instance(2)).await.unwrap();
     registry.lose_events.store(false, Ordering::SeqCst);
+    let watches = registry.watches.load(Ordering::SeqCst);
     registry.set_down(true);
     registry.set_down(false);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(Duration::from_secs(2), "the cache watches again", || {
+        let n = registry.watches.load(Ordering::SeqCst);
+        async move { n > watches }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(ports(&cache.cached("S:1").unwrap()), vec![2], "kept during the grace");
     await_ports(&cache, "S:1", vec![]).await;
     cache.close().await;

@@ -140,7 +140,11 @@ async fn a_server_killed_mid_call_fails_pending_calls_fast_and_the_next_call_rec
             tokio::spawn(async move { client.sleep_echo(i, 20_000).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(Duration::from_secs(2), "all 20 calls are running on the server", || {
+        let n = server.calls_in_flight();
+        async move { n == 20 }
+    })
+    .await;
     let killed = Instant::now();
     drop(server); // aborts every task and closes every socket, as a crash would
     for p in pending {
