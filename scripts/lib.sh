@@ -15,11 +15,27 @@ free_port() {
     done
 }
 
+# The Debian packages each part of the project needs, named one by one (installed without
+# recommends, so nothing is left to what a package merely recommends).
+# Building the etcd backend: protoc, and the well-known .proto files it includes
+# (google/protobuf/descriptor.proto), which only libprotobuf-dev ships.
+BUILD_PACKAGES=(protobuf-compiler libprotobuf-dev)
+# A throw-away etcd, and etcdctl.
+ETCD_PACKAGES=(etcd-server etcd-client)
+# A throw-away ZooKeeper (the package pulls in a Java runtime) and zkCli.sh.
+ZOOKEEPER_PACKAGES=(zookeeper)
+
+# Whether a Debian package is installed (not merely known: a removed package whose
+# configuration files remain is not installed).
+package_installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
 # Installs the Debian packages named, if any of them is missing. Needs root (or sudo).
 ensure_packages() {
     local missing=()
     for pkg in "$@"; do
-        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+        package_installed "$pkg" || missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     local sudo=""

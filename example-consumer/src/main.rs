@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use example_api::UserServiceClient;
-use rpc_core::config::RpcConfig;
 
 /// Call UserService through the registry.
 #[derive(Parser)]
@@ -44,7 +43,7 @@ async fn main() -> ExitCode {
 
 /// Runs the calls; `Ok(false)` when any failed.
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
-    let config = RpcConfig::load(&args.config)?;
+    let config = rpc_registry::load_config(&args.config)?;
     let consumer = rpc_registry::consumer(&config).await?;
     let client = UserServiceClient::new(consumer.channel())?;
     let mut ok = 0u64;

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use example_api::{InMemoryUsers, UserServiceServer};
-use rpc_core::config::RpcConfig;
 use rpc_core::server::ServerBuilder;
 use tokio::net::TcpListener;
 
@@ -37,7 +36,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = RpcConfig::load(&args.config)?;
+    let mut config = rpc_registry::load_config(&args.config)?;
     if let Some(port) = args.port {
         config.server.port = port;
     }

@@ -13,17 +13,77 @@
 
 #![deny(missing_docs)]
 
+//!
+//! # Cargo features
+//!
+//! Each network backend is a feature, both on by default:
+//!
+//! * `etcd`: the etcd backend. Its client is generated from protobuf at build time, which
+//!   needs `protoc` and the well-known `.proto` files (Debian: `protobuf-compiler` and
+//!   `libprotobuf-dev`).
+//! * `zookeeper`: the ZooKeeper backend (pure Rust, nothing to install).
+//!
+//! The memory backend is always there. A configuration naming a backend that was not compiled
+//! in is refused by [`load_config`] (and by [`connect`]) with an error that names the feature.
+
 mod bootstrap;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod memory;
+#[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 
 pub use bootstrap::{consumer, serve, serve_listener, BootError, Provider};
 
+use std::path::Path;
 use std::sync::Arc;
 
-use rpc_core::config::{RegistryConfig, RegistryKind};
+use rpc_core::config::{ConfigError, RegistryConfig, RegistryKind, RpcConfig};
 use rpc_core::registry::{Registry, RegistryError};
+
+/// The registry backends this build of the crate contains.
+pub fn compiled_backends() -> &'static [RegistryKind] {
+    &[
+        #[cfg(feature = "etcd")]
+        RegistryKind::Etcd,
+        #[cfg(feature = "zookeeper")]
+        RegistryKind::Zookeeper,
+        RegistryKind::Memory,
+    ]
+}
+
+/// Why a backend is missing from this build: the message of the error naming it, or `None`
+/// when it is compiled in.
+fn missing_backend(kind: RegistryKind) -> Option<String> {
+    if compiled_backends().contains(&kind) {
+        return None;
+    }
+    Some(format!(
+        "{kind} is not compiled in; enable the `{kind}` feature of rpc-registry"
+    ))
+}
+
+/// Loads a configuration file like [`RpcConfig::load`] (environment overrides included) and
+/// checks that the registry it names is compiled into this build.
+pub fn load_config(path: impl AsRef<Path>) -> Result<RpcConfig, ConfigError> {
+    let path = path.as_ref();
+    let config = RpcConfig::load(path)?;
+    check_backend(&config, &path.display().to_string())?;
+    Ok(config)
+}
+
+/// Checks that the registry `config` names is compiled into this build; `origin` names the
+/// configuration's source in the error.
+pub fn check_backend(config: &RpcConfig, origin: &str) -> Result<(), ConfigError> {
+    match missing_backend(config.registry.kind) {
+        None => Ok(()),
+        Some(message) => Err(ConfigError::Invalid {
+            origin: origin.to_owned(),
+            field: "rpc.registry.type".to_owned(),
+            message,
+        }),
+    }
+}
 
 /// Builds and connects the backend `config` names.
 ///
@@ -31,10 +91,42 @@ use rpc_core::registry::{Registry, RegistryError};
 /// at start-up, rather than at the first call.
 pub async fn connect(config: &RegistryConfig) -> Result<Arc<dyn Registry>, RegistryError> {
     Ok(match config.kind {
+        #[cfg(feature = "etcd")]
         RegistryKind::Etcd => Arc::new(etcd::EtcdRegistry::connect(etcd::EtcdOptions::from_config(config)).await?),
-        RegistryKind::Memory => Arc::new(memory::MemoryRegistry::shared(&config.root)),
+        #[cfg(feature = "zookeeper")]
         RegistryKind::Zookeeper => {
             Arc::new(zookeeper::ZookeeperRegistry::connect(zookeeper::ZookeeperOptions::from_config(config)).await?)
         }
+        RegistryKind::Memory => Arc::new(memory::MemoryRegistry::shared(&config.root)),
+        #[allow(unreachable_patterns)] // reachable when a backend feature is off
+        other => {
+            return Err(RegistryError::InvalidConfig(
+                missing_backend(other).unwrap_or_else(|| format!("{other} is not supported")),
+            ))
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_backend_is_always_compiled_in() {
+        assert!(compiled_backends().contains(&RegistryKind::Memory));
+        let config = RpcConfig::from_yaml("rpc:\n  registry:\n    type: memory\n").unwrap();
+        check_backend(&config, "f.yaml").unwrap();
+    }
+
+    #[cfg(not(all(feature = "etcd", feature = "zookeeper")))]
+    #[test]
+    fn a_missing_backend_is_a_config_error_naming_the_feature() {
+        let missing = if cfg!(feature = "etcd") { "zookeeper" } else { "etcd" };
+        let config = RpcConfig::from_yaml(&format!("rpc:\n  registry:\n    type: {missing}\n")).unwrap();
+        let e = check_backend(&config, "f.yaml").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("f.yaml: rpc.registry.type: {missing} is not compiled in; enable the `{missing}` feature of rpc-registry")
+        );
+    }
 }

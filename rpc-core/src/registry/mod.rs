@@ -52,6 +52,9 @@ pub enum RegistryError {
     /// The instance cannot be registered as given.
     #[error("invalid instance: {0}")]
     InvalidInstance(String),
+    /// The registry configuration cannot be used (e.g. it names a backend not compiled in).
+    #[error("{0}")]
+    InvalidConfig(String),
     /// The registry was closed.
     #[error("registry closed")]
     Closed,
