@@ -1,9 +1,11 @@
-//! Feeds arbitrary bytes, in arbitrary chunks, to the frame decoder.
+//! Feeds arbitrary bytes, in arbitrary chunks, to the frame decoder; on a version mismatch,
+//! builds the answer for the peer from what was read, as the server does.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use rpc_core::protocol::FrameDecoder;
+use rpc_core::protocol::{version_rejection, FrameDecoder};
+use rpc_core::ProtocolError;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the chunk size, so splits vary too.
@@ -17,6 +19,10 @@ fuzz_target!(|data: &[u8]| {
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => assert!(frame.body.len() <= 64 * 1024),
                 Ok(None) => break,
+                Err(ProtocolError::UnsupportedVersion(_)) => {
+                    let _ = version_rejection(&buf);
+                    return;
+                }
                 Err(_) => return,
             }
         }

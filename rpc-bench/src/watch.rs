@@ -48,11 +48,7 @@ pub async fn run(etcd: String, zookeeper: Option<String>, events: usize, json: b
             delays.push(started.elapsed());
         }
         let (p50, p99) = percentiles(delays);
-        let name = match kind {
-            RegistryKind::Etcd => "etcd",
-            RegistryKind::Zookeeper => "zookeeper",
-            RegistryKind::Memory => "memory",
-        };
+        let name = kind.name();
         if json {
             println!(
                 "{}",

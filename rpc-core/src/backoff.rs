@@ -1,9 +1,28 @@
-//! Capped exponential backoff with jitter.
+//! Capped exponential backoff: the one delay function behind the discovery cache's re-watch,
+//! retry pauses, etcd request retries and outlier ejection periods.
+//!
+//! [`exponential`] gives the deterministic delay of an attempt (`base * 2^(attempt-1)`, capped);
+//! [`jittered`] draws from its upper half so that many clients backing off together spread
+//! out. Ejection uses the deterministic form (an operator can predict it); everything that
+//! retries against a shared resource uses the jittered one. [`Backoff`] is the stateful
+//! iterator over jittered delays.
 
 use std::time::Duration;
 
-/// Delays that double from `base` up to `cap`, each drawn uniformly from its upper half so that
-/// many clients retrying together spread out.
+/// The delay before attempt `attempt + 1` after `attempt` (1-based) failures:
+/// `base * 2^(attempt-1)`, never more than `cap` (and `base` for `attempt` 0 or 1).
+pub fn exponential(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(cap).min(cap.max(base))
+}
+
+/// [`exponential`], drawn uniformly from its upper half.
+pub fn jittered(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let full = exponential(base, cap, attempt);
+    full / 2 + full.mul_f64(fastrand::f64() * 0.5)
+}
+
+/// Successive jittered delays that double from `base` up to `cap`.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,
@@ -23,14 +42,8 @@ impl Backoff {
 
     /// The next delay.
     pub fn next_delay(&mut self) -> Duration {
-        let full = self
-            .base
-            .checked_mul(1u32.checked_shl(self.attempt).unwrap_or(u32::MAX))
-            .unwrap_or(self.cap)
-            .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
-        let half = full / 2;
-        half + full.mul_f64(fastrand::f64() * 0.5)
+        jittered(self.base, self.cap, self.attempt)
     }
 
     /// Starts over from `base`.
@@ -43,19 +56,23 @@ impl Backoff {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
-    fn grows_with_jitter_and_stays_capped() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    fn exponential_doubles_and_caps() {
+        let d: Vec<Duration> = (0..7).map(|a| exponential(100 * MS, 1000 * MS, a)).collect();
+        assert_eq!(d, [100, 100, 200, 400, 800, 1000, 1000].map(|m| m * MS));
+        assert_eq!(exponential(100 * MS, 1000 * MS, u32::MAX), 1000 * MS, "no overflow");
+        assert_eq!(exponential(100 * MS, 10 * MS, 3), 100 * MS, "a cap below base is base");
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_capped() {
+        let mut b = Backoff::new(100 * MS, Duration::from_secs(2));
         let first = b.next_delay();
-        assert!(
-            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
-            "{first:?}"
-        );
+        assert!(first >= 50 * MS && first <= 100 * MS, "{first:?}");
         let second = b.next_delay();
-        assert!(
-            second >= Duration::from_millis(100) && second <= Duration::from_millis(200),
-            "{second:?}"
-        );
+        assert!(second >= 100 * MS && second <= 200 * MS, "{second:?}");
         // 400 ms, 800 ms, 1.6 s, then capped at 2 s.
         for _ in 0..3 {
             b.next_delay();
@@ -65,6 +82,6 @@ mod tests {
             assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2), "{d:?}");
         }
         b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
+        assert!(b.next_delay() <= 100 * MS);
     }
 }

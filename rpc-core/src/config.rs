@@ -32,14 +32,15 @@
 //! accept a comma-separated string.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+pub use crate::balance::LoadBalancerKind;
+use crate::choice::choice;
+pub use crate::fault::{RetryStrategy, TolerantKind};
 use crate::serializer::SerializerKind;
 
 /// Prefix of the environment variables that override configuration values.
@@ -77,57 +78,9 @@ pub enum ConfigError {
     },
 }
 
-/// Declares a configuration choice: an enum parsed from fixed lowercase names whose error
-/// lists every valid name.
-macro_rules! choice {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant),+
-        }
-
-        impl $name {
-            /// Every choice, in documentation order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The name used in configuration files.
-            pub fn name(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(not_one_of(other, &[$($text),+])),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
-fn not_one_of(value: &str, valid: &[&str]) -> String {
-    format!("\"{value}\" is not one of {}", valid.join(", "))
-}
-
 choice!(
     /// Which registry backend to use.
+    #[non_exhaustive]
     RegistryKind {
         /// etcd v3 (leases and watches).
         Etcd = "etcd",
@@ -137,55 +90,6 @@ choice!(
         Memory = "memory",
     }
 );
-
-choice!(
-    /// How a consumer picks an instance.
-    LoadBalancerKind {
-        /// Each instance in turn.
-        RoundRobin = "round_robin",
-        /// Uniformly at random.
-        Random = "random",
-        /// At random, in proportion to instance weights.
-        WeightedRandom = "weighted_random",
-        /// By a hash of the call's key, on a ring of virtual nodes.
-        ConsistentHash = "consistent_hash",
-        /// The less busy of two random instances.
-        P2c = "p2c",
-    }
-);
-
-choice!(
-    /// When a failed call is tried again.
-    RetryStrategy {
-        /// Never.
-        None = "none",
-        /// After the same delay each time.
-        FixedInterval = "fixed_interval",
-        /// After exponentially growing, jittered delays.
-        ExponentialBackoff = "exponential_backoff",
-    }
-);
-
-choice!(
-    /// What happens when a call still fails after its retries.
-    TolerantKind {
-        /// The error reaches the caller.
-        FailFast = "fail_fast",
-        /// Log and return the method's default value.
-        FailSafe = "fail_safe",
-        /// Try other instances.
-        FailOver = "fail_over",
-        /// Call a local fallback implementation.
-        FailBack = "fail_back",
-    }
-);
-
-impl<'de> Deserialize<'de> for SerializerKind {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// The root of a configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -247,7 +151,18 @@ pub struct ServerConfig {
     pub weight: u32,
     /// Labels registered with every service.
     pub metadata: BTreeMap<String, String>,
+    /// Most metadata entries a request may carry.
+    pub max_metadata_entries: usize,
+    /// Most bytes of encoded metadata a request may carry.
+    pub max_metadata_bytes: usize,
 }
+
+/// Largest frame body accepted by default: 16 MiB.
+const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Metadata entries a request may carry by default.
+const DEFAULT_MAX_METADATA_ENTRIES: usize = 64;
+/// Bytes of encoded metadata a request may carry by default.
+const DEFAULT_MAX_METADATA_BYTES: usize = 16 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -255,12 +170,14 @@ impl Default for ServerConfig {
             host: "127.0.0.1".to_owned(),
             port: 9001,
             advertise_host: None,
-            max_concurrent_calls: crate::server::DEFAULT_MAX_CONCURRENT_CALLS,
-            drain_timeout_ms: crate::server::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64,
-            max_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME_LEN,
-            frame_timeout_ms: crate::server::DEFAULT_FRAME_TIMEOUT.as_millis() as u64,
-            weight: crate::registry::DEFAULT_WEIGHT,
+            max_concurrent_calls: 10_000,
+            drain_timeout_ms: 10_000,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            frame_timeout_ms: 10_000,
+            weight: 1,
             metadata: BTreeMap::new(),
+            max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
         }
     }
 }
@@ -352,6 +269,18 @@ pub struct ConsumerConfig {
     pub outlier: OutlierConfig,
     /// Overrides per service, keyed `name:version` or `name` (any version); case-insensitive.
     pub services: BTreeMap<String, ServiceOverride>,
+    /// Longest a TCP connect to a provider may take.
+    pub connect_timeout_ms: u64,
+    /// A connection with nothing read for this long sends a ping.
+    pub keepalive_interval_ms: u64,
+    /// A connection whose ping gets no answer within this time is closed.
+    pub keepalive_timeout_ms: u64,
+    /// Largest response body accepted.
+    pub max_frame_bytes: usize,
+    /// Most metadata entries a call may carry.
+    pub max_metadata_entries: usize,
+    /// Most bytes of encoded metadata a call may carry.
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -364,6 +293,12 @@ impl Default for ConsumerConfig {
             mock: false,
             outlier: OutlierConfig::default(),
             services: BTreeMap::new(),
+            connect_timeout_ms: 3000,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
         }
     }
 }
@@ -606,13 +541,27 @@ impl RpcConfig {
                 format!("required when rpc.server.host is the wildcard \"{}\"", s.host),
             );
         }
-        if s.max_concurrent_calls < 1 {
-            return invalid("rpc.server.max_concurrent_calls", "must be at least 1".to_owned());
+        let at_least_one = [
+            ("rpc.server.max_concurrent_calls", s.max_concurrent_calls as u64),
+            ("rpc.server.max_metadata_entries", s.max_metadata_entries as u64),
+            ("rpc.consumer.timeout_ms", self.consumer.timeout_ms),
+            ("rpc.consumer.connect_timeout_ms", self.consumer.connect_timeout_ms),
+            (
+                "rpc.consumer.keepalive_interval_ms",
+                self.consumer.keepalive_interval_ms,
+            ),
+            ("rpc.consumer.keepalive_timeout_ms", self.consumer.keepalive_timeout_ms),
+            (
+                "rpc.consumer.max_metadata_entries",
+                self.consumer.max_metadata_entries as u64,
+            ),
+        ];
+        for (field, value) in at_least_one {
+            if value < 1 {
+                return invalid(field, "must be at least 1".to_owned());
+            }
         }
         let c = &self.consumer;
-        if c.timeout_ms < 1 {
-            return invalid("rpc.consumer.timeout_ms", "must be at least 1".to_owned());
-        }
         if c.retry.max_attempts < 1 {
             return invalid("rpc.consumer.retry.max_attempts", "must be at least 1".to_owned());
         }

@@ -12,13 +12,17 @@ use std::time::Duration;
 
 /// A violation of the wire protocol by the peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// The frame did not start with the protocol's magic bytes.
     #[error("bad magic 0x{0:04x}")]
     BadMagic(u16),
     /// The frame announced a protocol version this build does not speak.
-    #[error("unsupported protocol version {0}")]
+    #[error("the peer speaks protocol version {0}; this build speaks version {ours}", ours = crate::protocol::PROTOCOL_VERSION)]
     UnsupportedVersion(u8),
+    /// The peer refused this build's protocol version; its explanation.
+    #[error("the peer refused our protocol version: {0}")]
+    VersionRejected(String),
     /// The message type byte is not one this build knows.
     #[error("unknown message type {0}")]
     UnknownMessageType(u8),
@@ -39,6 +43,9 @@ pub enum ProtocolError {
     /// A field of the body ended before its announced length.
     #[error("truncated {0}")]
     Truncated(&'static str),
+    /// A text field of the body is not UTF-8.
+    #[error("{0} is not UTF-8")]
+    NotUtf8(&'static str),
     /// A field of the body is not what the protocol allows.
     #[error("malformed frame: {0}")]
     Malformed(&'static str),
@@ -48,12 +55,27 @@ pub enum ProtocolError {
     /// A frame arrived that is not allowed in this direction (a response sent to a server...).
     #[error("unexpected {0} frame")]
     UnexpectedFrame(&'static str),
+    /// Request metadata over the receiver's limits (a refusal of that request, not of the
+    /// connection).
+    #[error("metadata {what} of {len} exceeds the limit of {max}")]
+    MetadataOverLimit {
+        /// `entries` or `bytes`.
+        what: &'static str,
+        /// What the request carried.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A metadata key or value that the protocol does not allow.
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(String),
 }
 
 /// Everything that can go wrong with a remote call.
 ///
 /// `E` is the application error type of the called method (see the module docs).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError<E = Infallible> {
     /// No TCP connection could be made to the endpoint.
     #[error("cannot connect to {addr}: {source}")]
@@ -113,6 +135,21 @@ pub enum RpcError<E = Infallible> {
     /// The server failed to run the call (the handler panicked, or it gave up at the deadline).
     #[error("remote failure: {0}")]
     Remote(String),
+    /// The caller did not prove who it is (no or wrong credentials); never retried.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not make this call; never retried.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The call's metadata is not allowed (a bad key, or over the count or size limit).
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(String),
+    /// A layer refused the call for a reason of its own; never retried.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The peer does not support what the call asked for (e.g. a streaming call).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// The method ran and returned its own error value.
     #[error("application error: {0:?}")]
     Application(E),
@@ -149,6 +186,11 @@ impl<E> RpcError<E> {
             Self::NoInstances(s) => RpcError::NoInstances(s),
             Self::Registry(m) => RpcError::Registry(m),
             Self::Remote(m) => RpcError::Remote(m),
+            Self::Unauthenticated(m) => RpcError::Unauthenticated(m),
+            Self::PermissionDenied(m) => RpcError::PermissionDenied(m),
+            Self::InvalidMetadata(m) => RpcError::InvalidMetadata(m),
+            Self::Refused(m) => RpcError::Refused(m),
+            Self::Unsupported(m) => RpcError::Unsupported(m),
             Self::Application(e) => f(e),
         }
     }
@@ -169,6 +211,11 @@ impl<E> RpcError<E> {
             Self::NoInstances(_) => ErrorKind::NoInstances,
             Self::Registry(_) => ErrorKind::Registry,
             Self::Remote(_) => ErrorKind::Remote,
+            Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Self::InvalidMetadata(_) => ErrorKind::InvalidMetadata,
+            Self::Refused(_) => ErrorKind::Refused,
+            Self::Unsupported(_) => ErrorKind::Unsupported,
             Self::Application(_) => ErrorKind::Application,
         }
     }
@@ -176,6 +223,7 @@ impl<E> RpcError<E> {
 
 /// The variant of an [`RpcError`], without its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// [`RpcError::Connect`]
     Connect,
@@ -203,6 +251,16 @@ pub enum ErrorKind {
     Registry,
     /// [`RpcError::Remote`]
     Remote,
+    /// [`RpcError::Unauthenticated`]
+    Unauthenticated,
+    /// [`RpcError::PermissionDenied`]
+    PermissionDenied,
+    /// [`RpcError::InvalidMetadata`]
+    InvalidMetadata,
+    /// [`RpcError::Refused`]
+    Refused,
+    /// [`RpcError::Unsupported`]
+    Unsupported,
     /// [`RpcError::Application`]
     Application,
 }

@@ -115,6 +115,15 @@ impl Reply {
             Status::InternalError => RpcError::Remote(message),
             Status::DeadlineExceeded => RpcError::Remote(format!("deadline passed on the server: {message}")),
             Status::ProtocolError => RpcError::Remote(format!("server rejected the request: {message}")),
+            Status::Unauthenticated => RpcError::Unauthenticated(message),
+            Status::PermissionDenied => RpcError::PermissionDenied(message),
+            Status::InvalidMetadata => RpcError::InvalidMetadata(format!("server: {message}")),
+            Status::UnsupportedVersion => RpcError::Protocol(crate::error::ProtocolError::VersionRejected(message)),
+            Status::Unsupported => RpcError::Unsupported(message),
+            Status::Refused => RpcError::Refused(message),
+            Status::Unknown(code) => RpcError::Remote(format!(
+                "the server answered with status {code}, unknown to this version: {message}"
+            )),
         }
     }
 }

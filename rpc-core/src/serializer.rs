@@ -136,6 +136,14 @@ impl FromStr for SerializerKind {
     }
 }
 
+/// Read by name (`bincode`, `postcard`, `json`), as configuration files write it.
+impl<'de> serde::Deserialize<'de> for SerializerKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

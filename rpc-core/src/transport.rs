@@ -72,6 +72,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The bytes read but not yet taken as frames (after a decode error: the offending
+    /// frame's start).
+    pub(crate) fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
     fn is_mid_frame(&self) -> bool {
         !self.buf.is_empty() || self.decoder.is_mid_frame()
     }

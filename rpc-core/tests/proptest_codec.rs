@@ -1,10 +1,14 @@
-//! Property tests of everything that parses bytes from the network: the frame decoder, the
-//! request routing prefix and the serializers. The same properties run longer under cargo-fuzz
-//! (see `fuzz/`).
+//! Property tests of everything that parses bytes from the network: the frame decoder (every
+//! message type of protocol version 2, extension frames, flags and statuses), the request
+//! prefix with its metadata block, and the serializers. The same properties run longer under
+//! cargo-fuzz (see `fuzz/`).
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use rpc_core::protocol::{encode_frame, encode_request_body, FrameDecoder, Header, MessageType, RequestBody, Status};
+use rpc_core::context::{Metadata, MetadataLimits};
+use rpc_core::protocol::{
+    encode_frame, encode_request_body, FrameDecoder, Header, MessageType, RequestBody, Status, FIRST_EXTENSION_TYPE,
+};
 use rpc_core::SerializerKind;
 
 fn message_type() -> impl Strategy<Value = MessageType> {
@@ -12,21 +16,35 @@ fn message_type() -> impl Strategy<Value = MessageType> {
         Just(MessageType::Request),
         Just(MessageType::Response),
         Just(MessageType::Ping),
-        Just(MessageType::Pong)
+        Just(MessageType::Pong),
+        Just(MessageType::Cancel),
+        Just(MessageType::GoAway),
+        (FIRST_EXTENSION_TYPE..=u8::MAX).prop_map(MessageType::Extension),
     ]
 }
 
 fn header() -> impl Strategy<Value = Header> {
-    (message_type(), any::<u8>(), any::<u64>(), any::<u32>()).prop_map(
-        |(message_type, serializer, request_id, timeout_ms)| Header {
-            message_type,
-            serializer,
-            status: Status::Ok,
-            request_id,
-            timeout_ms,
-            body_len: 0,
-        },
+    (
+        message_type(),
+        any::<u8>(),
+        any::<u8>(),
+        any::<u8>(),
+        any::<u64>(),
+        any::<u32>(),
     )
+        .prop_map(|(message_type, serializer, status, flags, request_id, timeout_ms)| {
+            let mut header = Header::new(message_type, request_id);
+            header.serializer = serializer;
+            header.status = Status::from_u8(status);
+            header.flags = flags;
+            header.timeout_ms = timeout_ms;
+            header
+        })
+}
+
+fn metadata() -> impl Strategy<Value = Metadata> {
+    proptest::collection::btree_map("[a-z0-9._-]{1,20}", "\\PC{0,40}", 0..8)
+        .prop_map(|entries| entries.into_iter().collect())
 }
 
 proptest! {
@@ -77,9 +95,9 @@ proptest! {
         }
         prop_assert_eq!(decoded.len(), frames.len());
         for (frame, (h, body)) in decoded.iter().zip(&frames) {
-            prop_assert_eq!(frame.header.request_id, h.request_id);
-            prop_assert_eq!(frame.header.message_type, h.message_type);
-            prop_assert_eq!(frame.header.timeout_ms, h.timeout_ms);
+            let mut expected = *h;
+            expected.body_len = body.len() as u32;
+            prop_assert_eq!(frame.header, expected);
             prop_assert_eq!(&frame.body[..], &body[..]);
         }
     }
@@ -87,19 +105,31 @@ proptest! {
     /// Request bodies from the network: parsing arbitrary bytes never panics; valid ones round trip.
     #[test]
     fn request_bodies_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-        if let Ok(request) = RequestBody::parse(bytes.into()) {
+        let limits = MetadataLimits { max_entries: 4, max_bytes: 128 };
+        if let Ok(request) = RequestBody::parse(bytes.into(), &limits) {
             let _ = request.service_str();
             let _ = request.method_str();
+            prop_assert!(request.metadata.len() <= 4);
+            prop_assert!(request.metadata.encoded_len() <= 128);
+            for (key, _) in request.metadata.iter() {
+                prop_assert!(rpc_core::context::check_key(key.as_bytes()).is_ok());
+            }
         }
     }
 
     #[test]
-    fn request_bodies_round_trip(service in "[A-Za-z0-9:._-]{1,40}", method in "[a-z_]{1,30}", args in any::<(u64, String, Vec<i16>)>()) {
+    fn request_bodies_round_trip(
+        service in "[A-Za-z0-9:._-]{1,40}",
+        method in "[a-z_]{1,30}",
+        metadata in metadata(),
+        args in any::<(u64, String, Vec<i16>)>(),
+    ) {
         for kind in SerializerKind::ALL {
-            let body = encode_request_body(&service, &method, kind, &args).unwrap();
-            let request = RequestBody::parse(body).unwrap();
-            prop_assert_eq!(request.service_str().unwrap(), service.as_str());
-            prop_assert_eq!(request.method_str().unwrap(), method.as_str());
+            let body = encode_request_body(&service, &method, &metadata, kind, &args).unwrap();
+            let request = RequestBody::parse(body, &MetadataLimits::default()).unwrap();
+            prop_assert_eq!(request.service_str(), service.as_str());
+            prop_assert_eq!(request.method_str(), method.as_str());
+            prop_assert_eq!(&request.metadata, &metadata);
             let back: (u64, String, Vec<i16>) = kind.decode(&request.args).unwrap();
             prop_assert_eq!(&back, &args);
         }

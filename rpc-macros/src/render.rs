@@ -55,19 +55,7 @@ fn render_client(def: &ServiceDef) -> TokenStream {
     let (name, version, key) = (&def.name, &def.version, def.key());
     let doc = format!("Typed client of the [`{trait_ident}`] service (`{key}`).");
     let builder_doc = format!("Builds a [`{client}`]: an optional local implementation for `fail_back` and `mock`.");
-    let method_names: Vec<String> = def.methods.iter().map(|m| m.ident.to_string()).collect();
-    let idempotent: Vec<bool> = def.methods.iter().map(|m| m.idempotent).collect();
-    let has_default = def.methods.iter().map(|m| {
-        let ty = default_type(&m.output);
-        quote! {{
-            #[allow(unused_imports)]
-            use ::rpc_core::__private::{ViaDefault as _, ViaNone as _};
-            // The double borrow selects `ViaDefault` when the type has a `Default`.
-            #[allow(clippy::needless_borrow)]
-            let has = (&&::rpc_core::__private::DefaultProbe::<#ty>::new()).default_value().is_some();
-            has
-        }}
-    });
+    let descriptors = def.methods.iter().map(|m| render_descriptor(&key, m));
     let methods = def.methods.iter().enumerate().map(|(i, m)| render_client_method(i, m));
     quote! {
         #[doc = #doc]
@@ -75,7 +63,7 @@ fn render_client(def: &ServiceDef) -> TokenStream {
         #vis struct #client {
             channel: ::rpc_core::client::Channel,
             policies: ::rpc_core::__private::Arc<[::rpc_core::fault::MethodPolicy]>,
-            fallback: ::core::option::Option<::rpc_core::client::Fallback>,
+            local: ::core::option::Option<::rpc_core::client::LocalService>,
         }
 
         impl ::core::fmt::Debug for #client {
@@ -94,7 +82,8 @@ fn render_client(def: &ServiceDef) -> TokenStream {
             pub const SERVICE_VERSION: &'static str = #version;
             /// The service key, `name:version`.
             pub const SERVICE_KEY: &'static str = #key;
-            const METHODS: &'static [(&'static str, bool)] = &[#((#method_names, #idempotent)),*];
+            /// What the call path knows of each method, in declaration order.
+            pub const METHODS: &'static [::rpc_core::client::MethodDescriptor] = &[#(#descriptors),*];
 
             /// A client that calls through `channel`, with no local implementation; fails when
             /// the channel's configuration asks for one (`fail_back`, `mock`) or for `fail_safe`
@@ -105,7 +94,7 @@ fn render_client(def: &ServiceDef) -> TokenStream {
 
             /// A builder, to add a local implementation for `fail_back` and `mock`.
             pub fn builder(channel: ::rpc_core::client::Channel) -> #builder {
-                #builder { channel, fallback: ::core::option::Option::None }
+                #builder { channel, local: ::core::option::Option::None }
             }
 
             /// The same client with one timeout for every call, overriding the configured ones.
@@ -123,6 +112,25 @@ fn render_client(def: &ServiceDef) -> TokenStream {
                 Self { channel: self.channel.clone().with_serializer(serializer), ..self.clone() }
             }
 
+            /// The same client sending `key: value` in the metadata of every call (the handler
+            /// reads it with `rpc_core::context::current().metadata().get(key)`).
+            pub fn with_metadata(
+                &self,
+                key: impl ::core::convert::Into<::std::string::String>,
+                value: impl ::core::convert::Into<::std::string::String>,
+            ) -> Self {
+                Self { channel: self.channel.clone().with_metadata(key, value), ..self.clone() }
+            }
+
+            /// The same client sending every entry of `entries` in the metadata of every call.
+            pub fn with_metadata_map<K, V>(&self, entries: impl ::core::iter::IntoIterator<Item = (K, V)>) -> Self
+            where
+                K: ::core::convert::Into<::std::string::String>,
+                V: ::core::convert::Into<::std::string::String>,
+            {
+                Self { channel: self.channel.clone().with_metadata_map(entries), ..self.clone() }
+            }
+
             /// The channel calls go through.
             pub fn channel(&self) -> &::rpc_core::client::Channel {
                 &self.channel
@@ -130,7 +138,7 @@ fn render_client(def: &ServiceDef) -> TokenStream {
 
             /// The policy each method's calls run under, resolved from the channel's configuration.
             pub fn policy(&self, method: &str) -> ::core::option::Option<&::rpc_core::fault::MethodPolicy> {
-                Self::METHODS.iter().position(|(m, _)| *m == method).map(|i| &self.policies[i])
+                Self::METHODS.iter().position(|m| m.name == method).map(|i| &self.policies[i])
             }
 
             #(#methods)*
@@ -139,38 +147,57 @@ fn render_client(def: &ServiceDef) -> TokenStream {
         #[doc = #builder_doc]
         #vis struct #builder {
             channel: ::rpc_core::client::Channel,
-            fallback: ::core::option::Option<::rpc_core::client::Fallback>,
+            local: ::core::option::Option<::rpc_core::client::LocalService>,
         }
 
         impl #builder {
             /// Calls `implementation` in this process when a call fails under `fail_back`, and
             /// instead of the network in `mock` mode.
             pub fn fallback<T: #trait_ident>(mut self, implementation: T) -> Self {
-                self.fallback = ::core::option::Option::Some(::rpc_core::__private::Arc::new(#server::new(implementation)));
+                self.local = ::core::option::Option::Some(::rpc_core::__private::Arc::new(#server::new(implementation)));
                 self
             }
 
             /// Resolves each method's policy and checks the client can honour it.
             pub fn build(self) -> ::core::result::Result<#client, ::rpc_core::ClientBuildError> {
-                let has_default: &[bool] = &[#(#has_default),*];
                 let mut policies = ::std::vec::Vec::with_capacity(#client::METHODS.len());
-                for (i, (method, idempotent)) in #client::METHODS.iter().enumerate() {
-                    let policy = self.channel.policy(#client::SERVICE_KEY, method, *idempotent);
-                    ::rpc_core::client::validate_policy(
-                        #client::SERVICE_KEY,
-                        method,
-                        &policy,
-                        has_default[i],
-                        self.fallback.is_some(),
-                    )?;
+                for method in #client::METHODS {
+                    let policy = self.channel.policy(method.service, method.name, method.idempotent);
+                    ::rpc_core::__private::validate_policy(method, &policy, self.local.is_some())?;
                     policies.push(policy);
                 }
                 ::core::result::Result::Ok(#client {
                     channel: self.channel,
                     policies: policies.into(),
-                    fallback: self.fallback,
+                    local: self.local,
                 })
             }
+        }
+    }
+}
+
+/// A method's descriptor: its names, `#[idempotent]`, and how to encode its default value
+/// (the `fail_safe` answer) when its result type has one.
+fn render_descriptor(key: &str, m: &MethodDef) -> TokenStream {
+    let name = m.ident.to_string();
+    let idempotent = m.idempotent;
+    let ty = default_type(&m.output);
+    quote! {
+        ::rpc_core::client::MethodDescriptor {
+            service: #key,
+            name: #name,
+            idempotent: #idempotent,
+            default_reply: {
+                fn default_reply(serializer: ::rpc_core::SerializerKind) -> ::core::option::Option<::rpc_core::Reply> {
+                    #[allow(unused_imports)]
+                    use ::rpc_core::__private::{ViaDefault as _, ViaNone as _};
+                    // The double borrow selects `ViaDefault` when the type has a `Default`.
+                    #[allow(clippy::needless_borrow)]
+                    let value = (&&::rpc_core::__private::DefaultProbe::<#ty>::new()).default_value();
+                    value.map(|value| ::rpc_core::Reply::ok(serializer, &value))
+                }
+                default_reply
+            },
         }
     }
 }
@@ -187,16 +214,14 @@ fn default_type(output: &Output) -> &syn::Type {
 fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
     let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
     let name = &m.ident;
-    let method = name.to_string();
     let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
     let refs = m.args.iter().map(|(n, _)| quote!(&#n));
     let first = match m.args.first() {
         Some((n, _)) => quote!(::core::option::Option::Some(&#n)),
         None => quote!(::core::option::Option::None::<&()>),
     };
-    let default_ty = default_type(&m.output);
     // What differs between `-> T` and `-> Result<T, E>`: the return type, how a framework error
-    // is returned, and how the reply is decoded. The fail-safe value is `T::default()` in both.
+    // is returned, and how the reply is decoded.
     let (returns, typed_error, decode) = match &m.output {
         Output::Value(ty) => (
             quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
@@ -212,27 +237,13 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
     quote! {
         #(#attrs)*
         pub async fn #name(&self, #(#params),*) -> #returns {
-            let policy = &self.policies[#index];
             let outcome = self
                 .channel
-                .call(Self::SERVICE_KEY, #method, &(#(#refs,)*), #first, policy, self.fallback.as_ref())
+                .call(&Self::METHODS[#index], &(#(#refs,)*), #first, &self.policies[#index], self.local.as_ref())
                 .await;
             match outcome {
                 ::core::result::Result::Ok(reply) => #decode,
-                ::core::result::Result::Err(error) => {
-                    if policy.tolerant == ::rpc_core::TolerantKind::FailSafe {
-                        #[allow(unused_imports)]
-                        use ::rpc_core::__private::{ViaDefault as _, ViaNone as _};
-                        // The double borrow selects `ViaDefault` when the type has a `Default`.
-                        #[allow(clippy::needless_borrow)]
-                        let default = (&&::rpc_core::__private::DefaultProbe::<#default_ty>::new()).default_value();
-                        if let ::core::option::Option::Some(value) = default {
-                            ::rpc_core::__private::log_fail_safe(Self::SERVICE_KEY, #method, &error);
-                            return ::core::result::Result::Ok(value);
-                        }
-                    }
-                    ::core::result::Result::Err(#typed_error)
-                }
+                ::core::result::Result::Err(error) => ::core::result::Result::Err(#typed_error),
             }
         }
     }

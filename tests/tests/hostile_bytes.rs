@@ -33,13 +33,17 @@ impl Logs {
     }
 }
 
-fn header(magic: u16, version: u8, body_len: u32) -> Vec<u8> {
-    let mut h = Vec::with_capacity(22);
+/// A request header written byte by byte (protocol version 2 layout), so the test does not
+/// trust the encoder it tests.
+fn header(magic: u16, body_len: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity(24);
     h.extend_from_slice(&magic.to_be_bytes());
-    h.push(version);
+    h.push(rpc_core::protocol::PROTOCOL_VERSION);
     h.push(1); // request
     h.push(1); // bincode
     h.push(0); // status
+    h.push(0); // flags
+    h.push(0); // reserved
     h.extend_from_slice(&7u64.to_be_bytes());
     h.extend_from_slice(&0u32.to_be_bytes());
     h.extend_from_slice(&body_len.to_be_bytes());
@@ -79,7 +83,7 @@ async fn hostile_connections_are_closed_and_a_good_client_keeps_getting_answers(
         .await
         .unwrap();
     let addr = server.local_addr().unwrap().to_string();
-    let client = TestServiceClient::new(Channel::direct(&addr)).unwrap();
+    let client = TestServiceClient::new(Channel::direct(&addr).unwrap()).unwrap();
     client.owner(0).await.unwrap();
     let rss_before = resident_bytes();
     let load = Load::start(&client, 4, Duration::from_millis(1));
@@ -95,12 +99,12 @@ async fn hostile_connections_are_closed_and_a_good_client_keeps_getting_answers(
     // A wrong magic.
     let mut magic_closed = 0;
     for _ in 0..50 {
-        magic_closed += usize::from(attack(&addr, &header(0xbeef, 1, 10), patience).await.is_some());
+        magic_closed += usize::from(attack(&addr, &header(0xbeef, 10), patience).await.is_some());
     }
     // A header announcing a body of 4 GiB.
     let mut huge_closed = 0;
     for _ in 0..50 {
-        huge_closed += usize::from(attack(&addr, &header(0x5250, 1, u32::MAX), patience).await.is_some());
+        huge_closed += usize::from(attack(&addr, &header(0x5250, u32::MAX), patience).await.is_some());
     }
     let rss_after_huge = resident_bytes();
     // A truncated frame, then silence: closed once the frame timeout passes.
@@ -109,7 +113,7 @@ async fn hostile_connections_are_closed_and_a_good_client_keeps_getting_answers(
         .map(|_| {
             let addr = addr.clone();
             tokio::spawn(async move {
-                let mut bytes = header(0x5250, 1, 100);
+                let mut bytes = header(0x5250, 100);
                 bytes.extend_from_slice(&[0u8; 10]);
                 attack(&addr, &bytes, patience).await
             })
@@ -186,12 +190,14 @@ async fn arguments_with_a_lying_length_prefix_get_a_decode_error_not_an_abort() 
         .await
         .unwrap();
     let addr = server.local_addr().unwrap().to_string();
-    // A valid routing prefix for `concat`, then a bincode string claiming 2^60 bytes.
+    // A valid prefix for `concat` (no metadata), then a bincode string claiming 2^60 bytes.
     let mut body = Vec::new();
     for part in ["TestService:1.0", "concat"] {
         body.extend_from_slice(&(part.len() as u16).to_be_bytes());
         body.extend_from_slice(part.as_bytes());
     }
+    body.extend_from_slice(&2u32.to_be_bytes()); // metadata block: 2 bytes,
+    body.extend_from_slice(&0u16.to_be_bytes()); // zero entries
     body.push(0xff);
     body.extend_from_slice(&(1u64 << 60).to_le_bytes());
     let mut header = Header::new(MessageType::Request, 1);
@@ -212,7 +218,7 @@ async fn arguments_with_a_lying_length_prefix_get_a_decode_error_not_an_abort() 
         );
     };
     assert_eq!(reply.header.status, Status::DecodeError);
-    let client = TestServiceClient::new(Channel::direct(&addr)).unwrap();
+    let client = TestServiceClient::new(Channel::direct(&addr).unwrap()).unwrap();
     assert_eq!(client.echo(3).await.unwrap(), 3, "the server is still up");
     server.shutdown().await;
 }

@@ -26,7 +26,7 @@ async fn start_default() -> (RunningServer, String, TestServiceImpl) {
 /// A client over its own pool, so tests can look at the pool.
 fn client_with_pool(addr: &str, options: ClientOptions) -> (TestServiceClient, Arc<ConnectionPool>) {
     let pool = Arc::new(ConnectionPool::new(options));
-    let channel = Channel::new(Arc::new(ClusterInvoker::direct(addr, pool.clone())));
+    let channel = Channel::new(Arc::new(ClusterInvoker::direct(addr, pool.clone()).unwrap()));
     (TestServiceClient::new(channel).unwrap(), pool)
 }
 
@@ -34,7 +34,7 @@ fn client_with_pool(addr: &str, options: ClientOptions) -> (TestServiceClient, A
 async fn typed_calls_with_every_serializer() {
     let (server, addr, service) = start_default().await;
     for kind in SerializerKind::ALL {
-        let client = TestServiceClient::new(Channel::direct(&addr).with_serializer(kind)).unwrap();
+        let client = TestServiceClient::new(Channel::direct(&addr).unwrap().with_serializer(kind)).unwrap();
         assert_eq!(client.echo(u64::MAX).await.unwrap(), u64::MAX, "{kind}");
         assert_eq!(
             client.concat("x".into(), 7, vec![-1, 2], Some(true)).await.unwrap(),
@@ -84,7 +84,7 @@ async fn ten_thousand_calls_from_a_hundred_tasks_share_one_connection() {
 async fn a_call_past_its_deadline_times_out_and_frees_its_slot() {
     let (server, addr, _) = start_default().await;
     let pool = Arc::new(ConnectionPool::new(ClientOptions::default()));
-    let channel = Channel::new(Arc::new(ClusterInvoker::direct(&addr, pool.clone())));
+    let channel = Channel::new(Arc::new(ClusterInvoker::direct(&addr, pool.clone()).unwrap()));
     let client = TestServiceClient::new(channel.with_timeout(Duration::from_millis(100))).unwrap();
     let started = Instant::now();
     let err = client.sleep_echo(1, 5_000).await.unwrap_err();
@@ -107,7 +107,7 @@ async fn a_call_past_its_deadline_times_out_and_frees_its_slot() {
 #[tokio::test]
 async fn a_panicking_handler_fails_only_its_own_call() {
     let (server, addr, _) = start_default().await;
-    let client = TestServiceClient::new(Channel::direct(&addr)).unwrap();
+    let client = TestServiceClient::new(Channel::direct(&addr).unwrap()).unwrap();
     let mut calls = Vec::new();
     for i in 0..50u64 {
         let client = client.clone();
@@ -132,7 +132,7 @@ async fn a_panicking_handler_fails_only_its_own_call() {
 #[tokio::test]
 async fn a_server_killed_mid_call_fails_pending_calls_fast_and_the_next_call_reconnects() {
     let (server, addr, _) = start_default().await;
-    let client = TestServiceClient::new(Channel::direct(&addr).with_timeout(Duration::from_secs(30))).unwrap();
+    let client = TestServiceClient::new(Channel::direct(&addr).unwrap().with_timeout(Duration::from_secs(30))).unwrap();
     assert_eq!(client.echo(1).await.unwrap(), 1);
     let pending: Vec<_> = (0..20u64)
         .map(|i| {
@@ -181,7 +181,7 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
             .drain_timeout(Duration::from_secs(5)),
     )
     .await;
-    let client = TestServiceClient::new(Channel::direct(&addr)).unwrap();
+    let client = TestServiceClient::new(Channel::direct(&addr).unwrap()).unwrap();
     let in_flight: Vec<_> = (0..10u64)
         .map(|i| {
             let client = client.clone();
@@ -214,7 +214,7 @@ async fn shutdown_refuses_new_calls_and_cancels_at_the_drain_timeout() {
             .drain_timeout(Duration::from_millis(200)),
     )
     .await;
-    let client = TestServiceClient::new(Channel::direct(&addr).with_timeout(Duration::from_secs(30))).unwrap();
+    let client = TestServiceClient::new(Channel::direct(&addr).unwrap().with_timeout(Duration::from_secs(30))).unwrap();
     assert_eq!(client.echo(0).await.unwrap(), 0);
     let stuck = {
         let client = client.clone();
@@ -248,7 +248,7 @@ async fn the_concurrency_limit_answers_overloaded() {
             .max_concurrent_calls(2),
     )
     .await;
-    let client = TestServiceClient::new(Channel::direct(&addr)).unwrap();
+    let client = TestServiceClient::new(Channel::direct(&addr).unwrap()).unwrap();
     let slow: Vec<_> = (0..2u64)
         .map(|i| {
             let client = client.clone();
@@ -280,7 +280,7 @@ async fn unknown_service_and_method_are_told_apart() {
         async fn anything(&self) -> u64;
     }
     let (server, addr, _) = start_default().await;
-    let newer = NewerTestServiceClient::new(Channel::direct(&addr)).unwrap();
+    let newer = NewerTestServiceClient::new(Channel::direct(&addr).unwrap()).unwrap();
     assert_eq!(newer.echo(8).await.unwrap(), 8);
     match newer.brand_new().await {
         Err(RpcError::MethodNotFound { service, method }) => {
@@ -288,7 +288,11 @@ async fn unknown_service_and_method_are_told_apart() {
         }
         other => panic!("expected method not found, got {other:?}"),
     }
-    match AbsentClient::new(Channel::direct(&addr)).unwrap().anything().await {
+    match AbsentClient::new(Channel::direct(&addr).unwrap())
+        .unwrap()
+        .anything()
+        .await
+    {
         Err(RpcError::ServiceNotFound(key)) => assert_eq!(key, "Absent:1.0"),
         other => panic!("expected service not found, got {other:?}"),
     }
@@ -344,27 +348,36 @@ async fn pongs_keep_an_idle_connection_open() {
 
 #[tokio::test]
 async fn garbage_closes_only_the_offending_connection() {
+    use rpc_core::protocol::{FrameDecoder, Status};
+
     let (server, addr, _) = start_default().await;
-    let client = TestServiceClient::new(Channel::direct(&addr)).unwrap();
+    let client = TestServiceClient::new(Channel::direct(&addr).unwrap()).unwrap();
     assert_eq!(client.echo(1).await.unwrap(), 1);
     let hostile: [&[u8]; 3] = [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         // right magic and version, a 4 GiB body announced
         &[
-            0x52, 0x50, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
+            0x52, 0x50, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
         ],
-        // right magic, unknown version
-        &[0x52, 0x50, 9, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+        // right magic, a version from the future
+        &[
+            0x52, 0x50, 9, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
     ];
     for bytes in hostile {
         let mut sock = TcpStream::connect(&addr).await.unwrap();
         sock.write_all(bytes).await.unwrap();
-        let mut buf = [0u8; 64];
-        let closed = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
-        assert!(
-            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-            "server did not close: {closed:?}"
-        );
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut answer)).await;
+        assert!(closed.is_ok(), "server did not close");
+        if bytes[2] == 9 {
+            // The newer peer is told, in version 2, which version this server speaks.
+            let mut buf = bytes::BytesMut::from(&answer[..]);
+            let frame = FrameDecoder::default().decode(&mut buf).unwrap().unwrap();
+            assert_eq!(frame.header.status, Status::UnsupportedVersion);
+        } else {
+            assert!(answer.is_empty(), "{answer:?}");
+        }
         assert_eq!(client.echo(2).await.unwrap(), 2, "the good client keeps working");
     }
     server.shutdown().await;
@@ -375,7 +388,7 @@ async fn one_server_answers_each_client_in_its_own_serializer() {
     let (server, addr, _) = start_default().await;
     let mut calls = Vec::new();
     for kind in SerializerKind::ALL {
-        let client = TestServiceClient::new(Channel::direct(&addr).with_serializer(kind)).unwrap();
+        let client = TestServiceClient::new(Channel::direct(&addr).unwrap().with_serializer(kind)).unwrap();
         calls.push(tokio::spawn(async move {
             for i in 0..200u64 {
                 assert_eq!(client.echo(i).await.unwrap(), i);

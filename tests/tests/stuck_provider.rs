@@ -27,7 +27,7 @@ async fn calls_to_a_stuck_provider_fail_by_their_deadline_and_leak_nothing() {
     let pool = Arc::new(ConnectionPool::new(ClientOptions::default()));
     let deadline = Duration::from_millis(100);
     let client = TestServiceClient::new(
-        Channel::new(Arc::new(ClusterInvoker::direct(&addr, pool.clone()))).with_timeout(deadline),
+        Channel::new(Arc::new(ClusterInvoker::direct(&addr, pool.clone()).unwrap())).with_timeout(deadline),
     )
     .unwrap();
     // Warm up: the connection and the runtime's own tasks exist before counting.

@@ -53,6 +53,7 @@ impl Framework for RpcCore {
         let serializer = self.0;
         Box::pin(async move {
             let channel = Channel::direct(addr.to_string())
+                .expect("a host:port address")
                 .with_serializer(serializer)
                 .with_timeout(Duration::from_secs(30));
             let client = EchoClient::new(channel).expect("client");

@@ -1,33 +1,19 @@
-//! The cluster invoker: find instances, pick one, call it, and recover from failures by retry,
-//! fail-over and outlier ejection.
-//!
-//! One call runs as a bounded loop of attempts under its [`MethodPolicy`]:
-//!
-//! 1. the instances come from the [`InstanceSource`] (a fixed address, or the discovery cache);
-//! 2. the service's balancer picks among the *available* ones: not ejected as outliers, and
-//!    under `fail_over` not already tried by this call; when every candidate is ejected, the
-//!    least recently ejected one is tried rather than failing blind;
-//! 3. the attempt's outcome feeds the instance's health (in-flight count for p2c, ejection);
-//! 4. a failure is tried again only if it is retryable for this method (see
-//!    [`is_retryable`]), attempts remain (`retry.max_attempts`), the policy retries
-//!    (a retry strategy other than `none`, or `fail_over`), and the pause before the next
-//!    attempt still ends before the call's deadline.
+//! The cluster invoker: finds the instances of a service, and runs the retry step over the
+//! fail-over step over single attempts (see the [module docs](super)).
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::time::Instant;
-use tracing::debug;
 
-use super::{CallRequest, ConnectionPool, Endpoint, Invoker};
-use crate::balance::{self, LoadBalancer, PickContext};
-use crate::config::{LoadBalancerKind, TolerantKind};
+use super::route::{BalancerChoice, Candidates, Route, Target};
+use super::{failover, retry, CallRequest, ClientBuildError, ConnectionPool, Invoker};
 use crate::error::RpcError;
-use crate::fault::{is_retryable, InstanceHealth, InstanceStat};
+use crate::fault::InstanceHealth;
+use crate::future::BoxFuture;
 use crate::protocol::Status;
 use crate::registry::{DiscoveryCache, ServiceInstance};
 use crate::reply::Reply;
-use crate::server::BoxFuture;
 
 /// Where a cluster invoker finds the instances of a service.
 #[derive(Clone)]
@@ -39,13 +25,18 @@ pub enum InstanceSource {
 }
 
 impl InstanceSource {
-    /// One fixed endpoint, `host:port`.
-    pub fn address(addr: &str) -> Self {
-        let (host, port) = match addr.rsplit_once(':') {
-            Some((host, port)) => (host, port.parse().unwrap_or(0)),
-            None => (addr, 0),
-        };
-        Self::Fixed(Arc::from(vec![ServiceInstance::new("", "", host, port)]))
+    /// One fixed endpoint, `host:port` (the port may not be 0).
+    pub fn address(addr: &str) -> Result<Self, String> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("\"{addr}\" is not host:port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("\"{addr}\": \"{port}\" is not a port number"))?;
+        if host.is_empty() || port == 0 {
+            return Err(format!("\"{addr}\" is not host:port with a host and a port above 0"));
+        }
+        Ok(Self::Fixed(Arc::from(vec![ServiceInstance::new("", "", host, port)])))
     }
 
     async fn instances(&self, service: &str, deadline: Instant) -> Result<Arc<[ServiceInstance]>, RpcError> {
@@ -71,40 +62,37 @@ pub struct ClusterInvoker {
     source: InstanceSource,
     pool: Arc<ConnectionPool>,
     health: Arc<InstanceHealth>,
+    balancers: BalancerChoice,
     routes: DashMap<String, Arc<Route>>,
 }
 
-/// What one service's calls need, cached per service and rebuilt only when its instance list
-/// (a new `Arc` from the discovery cache) or its balancer kind changes: the balancer, and for
-/// each instance its address, health and pool slot, so a call formats no address and looks
-/// nothing up by it.
-struct Route {
-    kind: LoadBalancerKind,
-    balancer: Arc<dyn LoadBalancer>,
-    instances: Arc<[ServiceInstance]>,
-    targets: Vec<Target>,
-}
-
-struct Target {
-    addr: String,
-    health: Arc<InstanceStat>,
-    endpoint: Arc<Endpoint>,
-}
-
 impl ClusterInvoker {
-    /// Calls instances from `source`, connected through `pool`, tracked in `health`.
+    /// Calls instances from `source`, connected through `pool`, tracked in `health`, picked by
+    /// the configured balancer kinds.
     pub fn new(source: InstanceSource, pool: Arc<ConnectionPool>, health: Arc<InstanceHealth>) -> Self {
+        Self::with_balancers(source, pool, health, BalancerChoice::default())
+    }
+
+    /// Calls one fixed address (`host:port`) through `pool`.
+    pub fn direct(addr: &str, pool: Arc<ConnectionPool>) -> Result<Self, ClientBuildError> {
+        let source = InstanceSource::address(addr).map_err(ClientBuildError::InvalidAddress)?;
+        Ok(Self::new(source, pool, Arc::new(InstanceHealth::default())))
+    }
+
+    /// Like [`ClusterInvoker::new`], with balancers of the user's own.
+    pub fn with_balancers(
+        source: InstanceSource,
+        pool: Arc<ConnectionPool>,
+        health: Arc<InstanceHealth>,
+        balancers: BalancerChoice,
+    ) -> Self {
         Self {
             source,
             pool,
             health,
+            balancers,
             routes: DashMap::new(),
         }
-    }
-
-    /// Calls one fixed address (`host:port`) through `pool`.
-    pub fn direct(addr: &str, pool: Arc<ConnectionPool>) -> Self {
-        Self::new(InstanceSource::address(addr), pool, Arc::new(InstanceHealth::default()))
     }
 
     /// The health of every instance called so far.
@@ -112,66 +100,64 @@ impl ClusterInvoker {
         &self.health
     }
 
-    /// The service's route for this instance list and balancer kind.
-    fn route(&self, service: &str, kind: LoadBalancerKind, instances: &Arc<[ServiceInstance]>) -> Arc<Route> {
-        let previous = self.routes.get(service).map(|r| r.clone());
+    /// The service's route for this instance list under its balancer.
+    fn route(&self, call: &CallRequest<'_>, instances: &Arc<[ServiceInstance]>) -> Arc<Route> {
+        let (id, factory) = self.balancers.resolve(call.service, call.policy.load_balancer);
+        let previous = self.routes.get(call.service).map(|r| r.clone());
         if let Some(route) = &previous {
-            if route.kind == kind && Arc::ptr_eq(&route.instances, instances) {
+            if route.is_for(id, instances) {
                 return route.clone();
             }
         }
         // Keep the balancer's state (counter, ring) when only the instances changed.
         let balancer = match &previous {
-            Some(route) if route.kind == kind => route.balancer.clone(),
-            _ => balance::for_kind(kind),
+            Some(route) if route.balancer_id == id => route.balancer.clone(),
+            _ => Route::make_balancer(id, factory),
         };
-        let targets = instances
-            .iter()
-            .map(|instance| {
-                let addr = instance.address();
-                Target {
-                    health: self.health.stat(&addr),
-                    endpoint: self.pool.endpoint(&addr),
-                    addr,
-                }
-            })
-            .collect();
-        let route = Arc::new(Route {
-            kind,
-            balancer,
-            instances: instances.clone(),
-            targets,
-        });
-        self.routes.insert(service.to_owned(), route.clone());
+        let route = Arc::new(Route::new(id, balancer, instances.clone(), |instance| {
+            let addr = instance.address();
+            Target {
+                health: self.health.stat(&addr),
+                endpoint: self.pool.endpoint(&addr),
+                addr,
+            }
+        }));
+        self.routes.insert(call.service.to_owned(), route.clone());
         route
     }
+}
 
-    /// Picks an instance not in `tried`; when every such instance is ejected, the least
-    /// recently ejected one.
-    fn choose(route: &Route, hash_key: Option<u64>, tried: &[usize]) -> Option<usize> {
-        let available = |i: usize| !tried.contains(&i) && route.targets[i].health.is_available();
-        let load = |i: usize| route.targets[i].health.in_flight();
-        let ctx = PickContext {
-            hash_key,
-            available: &available,
-            load: &load,
-        };
-        route.balancer.pick(&route.instances, &ctx).or_else(|| {
-            (0..route.targets.len())
-                .filter(|i| !tried.contains(i))
-                .min_by_key(|&i| route.targets[i].health.ejected_at())
-        })
-    }
-
-    /// One attempt on `target`, ending at the call's deadline or the attempt timeout.
-    async fn attempt(target: &Target, call: &CallRequest<'_>) -> Result<Reply, RpcError> {
-        let deadline = match call.policy.retry.attempt_timeout {
-            Some(limit) => call.deadline.min(Instant::now() + limit),
-            None => call.deadline,
-        };
-        let conn = target.endpoint.connection(Some(deadline)).await?;
-        conn.call(call.service, call.method, call.serializer, call.body.clone(), deadline)
-            .await
+/// One attempt on one instance, ending at the call's deadline or the attempt timeout; its
+/// outcome feeds the instance's health. An application error comes back as
+/// `RpcError::Application(reply)` for the retry step to judge.
+async fn attempt(target: &Target, call: &CallRequest<'_>) -> Result<Reply, RpcError<Reply>> {
+    let deadline = match call.policy.retry.attempt_timeout {
+        Some(limit) => call.deadline.min(Instant::now() + limit),
+        None => call.deadline,
+    };
+    let outcome = {
+        let _in_flight = target.health.begin();
+        match target.endpoint.connection(Some(deadline)).await {
+            Ok(conn) => {
+                conn.call(call.service, call.method, call.serializer, call.body.clone(), deadline)
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    };
+    match outcome {
+        Ok(reply) => {
+            target.health.success();
+            if reply.status == Status::ApplicationError {
+                Err(RpcError::Application(reply))
+            } else {
+                Ok(reply)
+            }
+        }
+        Err(e) => {
+            target.health.failure(&e);
+            Err(e.into_typed())
+        }
     }
 }
 
@@ -183,56 +169,16 @@ impl Invoker for ClusterInvoker {
             if instances.is_empty() {
                 return Err(RpcError::NoInstances(call.service.to_owned()));
             }
-            let route = self.route(call.service, policy.load_balancer, &instances);
-            let fail_over = policy.tolerant == TolerantKind::FailOver;
-            let retrying = policy.retry.retries() || fail_over;
-            let max_attempts = policy.retry.max_attempts.max(1);
-            let mut tried: Vec<usize> = Vec::new();
-            let mut attempt = 0u32;
-            loop {
-                attempt += 1;
-                let Some(index) = Self::choose(&route, call.hash_key, &tried) else {
-                    return Err(RpcError::NoInstances(call.service.to_owned()));
-                };
-                let target = &route.targets[index];
-                let outcome = {
-                    let _in_flight = target.health.begin();
-                    Self::attempt(target, call).await
-                };
-                // An application error is a result, not an instance failure; an idempotent
-                // method may still try it again.
-                let error: RpcError<Reply> = match outcome {
-                    Ok(reply) => {
-                        target.health.success();
-                        if reply.status != Status::ApplicationError {
-                            return Ok(reply);
-                        }
-                        RpcError::Application(reply)
-                    }
-                    Err(e) => {
-                        target.health.failure(&e);
-                        e.into_typed()
-                    }
-                };
-                let last_chance = attempt >= max_attempts
-                    || !retrying
-                    || !is_retryable(&error, policy.idempotent)
-                    || (fail_over && tried.len() + 1 >= route.targets.len());
-                let delay = policy.retry.delay_after(attempt);
-                if last_chance || Instant::now() + delay >= call.deadline {
-                    return match error {
-                        RpcError::Application(reply) => Ok(reply),
-                        other => Err(other.without_application()),
-                    };
-                }
-                debug!(instance = %target.addr, attempt, error = %error.kind(), "attempt failed; trying again");
-                if fail_over {
-                    tried.push(index);
-                }
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-            }
+            let route = self.route(call, &instances);
+            retry::run(policy, call.deadline, |_round| {
+                failover::run(
+                    Candidates::new(&route, call.hash_key),
+                    policy.fail_over,
+                    policy.idempotent,
+                    |target| attempt(target, call),
+                )
+            })
+            .await
         })
     }
 }

@@ -6,16 +6,26 @@
 //! A call that gives up (deadline, or its future dropped) removes its entry, so late replies
 //! are discarded and nothing accumulates.
 //!
+//! A call that gives up before its reply (its deadline passed, or its future was dropped) sends
+//! a Cancel frame with its request id, so the server drops the handler instead of working for
+//! nobody.
+//!
 //! When the connection breaks (read or write error, protocol violation, keep-alive timeout),
 //! it is marked closed under the pending map's lock and every pending sender is dropped, so
 //! every waiting call fails at once with [`RpcError::ConnectionClosed`]; a call that arrives
 //! afterwards fails without being sent, and the pool replaces the connection on the next call.
+//! A server that answers with a version rejection fails every call with
+//! [`ProtocolError::VersionRejected`](crate::ProtocolError::VersionRejected) instead.
+//!
+//! A GoAway from the server marks the connection as leaving: it takes no new calls (the pool
+//! opens another connection for them), the calls in flight complete, and it closes once the
+//! last of them has.
 //!
 //! A keep-alive task sends a ping when nothing has been read for the idle interval and closes
 //! the connection when no frame at all arrives within the ping timeout.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -28,11 +38,11 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, Instrument};
 
 use super::ClientOptions;
-use crate::error::RpcError;
+use crate::error::{ProtocolError, RpcError};
 use crate::protocol::{Frame, Header, MessageType, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
-use crate::transport::{write_loop, FrameReader, OutFrame, WRITE_QUEUE};
+use crate::transport::{write_loop, FrameReader, OutFrame, ReadError, WRITE_QUEUE};
 
 /// A connected, multiplexed client connection.
 pub struct Connection {
@@ -52,13 +62,26 @@ struct Shared {
     started: Instant,
     /// Milliseconds since `started` at which the last frame was read.
     last_read_ms: AtomicU64,
+    /// Whether any frame at all has been read.
+    heard_from_server: AtomicBool,
+    /// The server sent GoAway: no new calls.
+    going_away: AtomicBool,
 }
 
 #[derive(Default)]
 struct Pending {
     calls: HashMap<u64, oneshot::Sender<Frame>>,
     /// Why the connection closed, once it has.
-    closed: Option<String>,
+    closed: Option<CloseReason>,
+}
+
+/// Why a connection closed, as its calls report it.
+#[derive(Clone)]
+enum CloseReason {
+    /// Broken, closed by either side, or timed out: [`RpcError::ConnectionClosed`].
+    Closed(String),
+    /// The server refused our protocol version: [`ProtocolError::VersionRejected`].
+    VersionRejected(String),
 }
 
 impl Shared {
@@ -73,45 +96,90 @@ impl Shared {
 
     /// Marks the connection closed and fails every pending call.
     fn close(&self, reason: &str) {
+        self.close_for(CloseReason::Closed(reason.to_owned()));
+    }
+
+    fn close_for(&self, reason: CloseReason) {
         let dropped = {
             let mut pending = self.pending();
             if pending.closed.is_some() {
                 return;
             }
-            pending.closed = Some(reason.to_owned());
+            pending.closed = Some(reason);
             std::mem::take(&mut pending.calls)
         };
-        debug!(addr = %self.addr, reason, failed_calls = dropped.len(), "connection closed");
+        debug!(addr = %self.addr, failed_calls = dropped.len(), "connection closed");
         drop(dropped);
         self.closed.cancel();
     }
 
     fn closed_error(&self, sent: bool) -> RpcError {
-        let reason = self
-            .pending()
-            .closed
-            .clone()
-            .unwrap_or_else(|| "connection closed".to_owned());
-        RpcError::ConnectionClosed {
-            addr: self.addr.clone(),
-            reason,
-            sent,
+        let reason = self.pending().closed.clone();
+        match reason {
+            Some(CloseReason::VersionRejected(message)) => RpcError::Protocol(ProtocolError::VersionRejected(message)),
+            Some(CloseReason::Closed(reason)) => RpcError::ConnectionClosed {
+                addr: self.addr.clone(),
+                reason,
+                sent,
+            },
+            None => RpcError::ConnectionClosed {
+                addr: self.addr.clone(),
+                reason: "connection closed".to_owned(),
+                sent,
+            },
+        }
+    }
+
+    /// After GoAway: closes the connection once no call is waiting on it.
+    fn close_if_drained(&self) {
+        if !self.going_away.load(Ordering::Acquire) {
+            return;
+        }
+        if self.pending().calls.is_empty() {
+            self.close("the server sent GoAway and every call on the connection has ended");
         }
     }
 }
 
-/// Removes a call's pending entry when the call ends without its reply.
+/// Removes a call's pending entry when the call ends without its reply, and tells the server
+/// (Cancel) when the request had been sent.
 struct PendingGuard<'a> {
     shared: &'a Shared,
+    tx: &'a mpsc::Sender<OutFrame>,
     id: u64,
+    /// The call has not had its reply.
     armed: bool,
+    /// The request was handed to the writer.
+    sent: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if self.armed {
-            self.shared.pending().calls.remove(&self.id);
+        if !self.armed {
+            return;
+        }
+        let waiting = self.shared.pending().calls.remove(&self.id).is_some();
+        if waiting && self.sent && !self.shared.closed.is_cancelled() {
+            send_cancel(self.tx, self.id);
+        }
+        self.shared.close_if_drained();
+    }
+}
+
+/// Queues a Cancel for request `id`. From a destructor, so it cannot wait: when the queue is
+/// full the frame goes from a task of its own.
+fn send_cancel(tx: &mpsc::Sender<OutFrame>, id: u64) {
+    let cancel = move || OutFrame::Frame {
+        header: Header::new(MessageType::Cancel, id),
+        body: Bytes::new(),
+    };
+    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(cancel()) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tx = tx.clone();
+            runtime.spawn(async move {
+                let _ = tx.send(cancel()).await;
+            });
         }
     }
 }
@@ -153,11 +221,17 @@ impl Connection {
             closed: CancellationToken::new(),
             started: Instant::now(),
             last_read_ms: AtomicU64::new(0),
+            heard_from_server: AtomicBool::new(false),
+            going_away: AtomicBool::new(false),
         });
         let span = tracing::debug_span!("rpc_client_conn", %addr);
         let reader = tokio::spawn(
-            read_loop(shared.clone(), FrameReader::new(read_half, options.max_frame_len, None))
-                .instrument(span.clone()),
+            read_loop(
+                shared.clone(),
+                FrameReader::new(read_half, options.max_frame_len, None),
+                tx.clone(),
+            )
+            .instrument(span.clone()),
         );
         let writer_shared = shared.clone();
         let writer = tokio::spawn(
@@ -205,6 +279,16 @@ impl Connection {
         self.shared.closed.is_cancelled()
     }
 
+    /// Whether the server sent GoAway (the connection takes no new calls).
+    pub fn is_going_away(&self) -> bool {
+        self.shared.going_away.load(Ordering::Acquire)
+    }
+
+    /// Whether new calls may use the connection: open, and not told to go away.
+    pub fn accepts_calls(&self) -> bool {
+        !self.is_closed() && !self.is_going_away()
+    }
+
     /// Number of calls waiting for their reply.
     pub fn pending_calls(&self) -> usize {
         self.shared.pending().calls.len()
@@ -240,8 +324,10 @@ impl Connection {
         }
         let mut guard = PendingGuard {
             shared,
+            tx: &self.tx,
             id,
             armed: true,
+            sent: false,
         };
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -252,11 +338,14 @@ impl Connection {
             if self.tx.send(OutFrame::Frame { header, body }).await.is_err() {
                 return Err(shared.closed_error(false));
             }
+            guard.sent = true;
             reply_rx.await.map_err(|_| shared.closed_error(true))
         };
-        let frame = match tokio::time::timeout_at(deadline, exchange).await {
+        let outcome = tokio::time::timeout_at(deadline, exchange).await;
+        let frame = match outcome {
             Ok(Ok(frame)) => {
                 guard.armed = false;
+                drop(guard);
                 frame
             }
             Ok(Err(e)) => return Err(e),
@@ -281,7 +370,11 @@ impl Drop for Connection {
     }
 }
 
-async fn read_loop(shared: Arc<Shared>, mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>) {
+async fn read_loop(
+    shared: Arc<Shared>,
+    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    tx: mpsc::Sender<OutFrame>,
+) {
     let reason = loop {
         let frame = tokio::select! {
             biased;
@@ -291,24 +384,54 @@ async fn read_loop(shared: Arc<Shared>, mut reader: FrameReader<tokio::net::tcp:
         match frame {
             Ok(Some(frame)) => {
                 shared.last_read_ms.store(shared.now_ms(), Ordering::Relaxed);
+                shared.heard_from_server.store(true, Ordering::Relaxed);
                 match frame.header.message_type {
+                    MessageType::Response if frame.header.status == Status::UnsupportedVersion => {
+                        let message = String::from_utf8_lossy(&frame.body).into_owned();
+                        debug!(addr = %shared.addr, %message, "the server refused our protocol version");
+                        shared.close_for(CloseReason::VersionRejected(message));
+                        return;
+                    }
                     MessageType::Response => {
                         let waiter = shared.pending().calls.remove(&frame.header.request_id);
                         // No waiter: the call gave up already; the late reply is dropped.
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(frame);
                         }
+                        shared.close_if_drained();
                     }
-                    MessageType::Pong => {}
-                    MessageType::Request | MessageType::Ping => {
-                        break format!(
-                            "protocol violation: server sent a {:?} frame",
-                            frame.header.message_type
-                        );
+                    MessageType::GoAway => {
+                        debug!(addr = %shared.addr, "the server sent GoAway; no new calls on this connection");
+                        shared.going_away.store(true, Ordering::Release);
+                        shared.close_if_drained();
+                    }
+                    MessageType::Ping => {
+                        let pong = OutFrame::Frame {
+                            header: Header::new(MessageType::Pong, frame.header.request_id),
+                            body: Bytes::new(),
+                        };
+                        if tx.send(pong).await.is_err() {
+                            break "writer stopped".to_owned();
+                        }
+                    }
+                    MessageType::Pong | MessageType::Extension(_) => {}
+                    other => {
+                        break format!("protocol violation: server sent a {other:?} frame");
                     }
                 }
             }
+            Ok(None) if !shared.heard_from_server.load(Ordering::Relaxed) => {
+                break format!(
+                    "closed by the server before answering anything (a server that speaks another \
+                     protocol version closes like this; this client speaks version {})",
+                    crate::protocol::PROTOCOL_VERSION
+                )
+            }
             Ok(None) => break "closed by the server".to_owned(),
+            Err(ReadError::Protocol(e @ ProtocolError::UnsupportedVersion(_))) => {
+                shared.close_for(CloseReason::VersionRejected(e.to_string()));
+                return;
+            }
             Err(e) => break format!("read failed: {e}"),
         }
     };

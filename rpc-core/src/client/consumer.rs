@@ -1,16 +1,23 @@
-//! [`Consumer`]: the client side built from configuration.
+//! [`Consumer`]: the client side built from configuration, and the [`ConsumerBuilder`] that
+//! adds what configuration cannot express (layers, balancers of the user's own, connection
+//! options).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::route::{BalancerChoice, BalancerFactory};
 use super::{Channel, ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+use crate::balance::LoadBalancer;
 use crate::config::RpcConfig;
 use crate::fault::{InstanceHealth, OutlierOptions, PolicySet};
+use crate::layer::{Layer, Layers};
 use crate::registry::{DiscoveryCache, DiscoveryOptions, Registry};
 use crate::schedule::ScheduleError;
 
 /// A consumer could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConsumerError {
     /// The discovery cache's resync job could not be scheduled.
     #[error(transparent)]
@@ -27,11 +34,68 @@ pub struct Consumer {
     channel: Channel,
 }
 
-impl Consumer {
-    /// A consumer over `registry`, configured by `config` (`rpc.consumer`, `rpc.serializer`,
-    /// `rpc.registry` timings). The consumer owns the registry and closes it in
-    /// [`Consumer::close`].
-    pub async fn new(registry: Arc<dyn Registry>, config: &RpcConfig) -> Result<Self, ConsumerError> {
+/// Builds a [`Consumer`]: the configuration, plus layers, balancers and connection options.
+///
+/// ```no_run
+/// # use rpc_core::client::Consumer;
+/// # use rpc_core::config::RpcConfig;
+/// # async fn f(registry: std::sync::Arc<dyn rpc_core::registry::Registry>, config: RpcConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// struct Audit;
+/// impl rpc_core::Layer for Audit {}
+///
+/// let consumer = Consumer::builder(&config)
+///     .layer(Audit)
+///     .load_balancer_for("UserService:1.0", || std::sync::Arc::new(rpc_core::balance::Random))
+///     .build(registry)
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct ConsumerBuilder {
+    config: RpcConfig,
+    layers: Vec<Arc<dyn Layer>>,
+    balancers: BalancerChoice,
+    options: ClientOptions,
+}
+
+impl ConsumerBuilder {
+    /// Adds a layer that wraps every call of the consumer's clients; the first added is the
+    /// outermost.
+    pub fn layer<L: Layer>(mut self, layer: L) -> Self {
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// Picks instances of every service with balancers made by `factory` (one per service),
+    /// instead of the configured `load_balancer`.
+    pub fn load_balancer<F>(mut self, factory: F) -> Self
+    where
+        F: Fn() -> Arc<dyn LoadBalancer> + Send + Sync + 'static,
+    {
+        self.balancers.all = Some(Arc::new(factory) as BalancerFactory);
+        self
+    }
+
+    /// Picks instances of `service` (`name:version`) with a balancer made by `factory`.
+    pub fn load_balancer_for<F>(mut self, service: impl Into<String>, factory: F) -> Self
+    where
+        F: Fn() -> Arc<dyn LoadBalancer> + Send + Sync + 'static,
+    {
+        self.balancers
+            .by_service
+            .insert(service.into(), Arc::new(factory) as BalancerFactory);
+        self
+    }
+
+    /// Replaces the connection options the configuration gives (`rpc.consumer.connect_timeout_ms`,
+    /// keep-alive, frame and metadata limits).
+    pub fn connection_options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Builds the consumer over `registry`, which it owns and closes in [`Consumer::close`].
+    pub async fn build(self, registry: Arc<dyn Registry>) -> Result<Consumer, ConsumerError> {
+        let config = &self.config;
         let options = DiscoveryOptions {
             load_timeout: config.registry.timeout(),
             resync_interval: Duration::from_secs(config.registry.resync_secs),
@@ -39,19 +103,49 @@ impl Consumer {
             ..DiscoveryOptions::default()
         };
         let cache = Arc::new(DiscoveryCache::new(registry.clone(), options).await?);
-        let pool = Arc::new(ConnectionPool::new(ClientOptions::default()));
+        let limits = self.options.metadata_limits;
+        let pool = Arc::new(ConnectionPool::new(self.options));
         let health = Arc::new(InstanceHealth::new(OutlierOptions::from(&config.consumer.outlier)));
-        let invoker = ClusterInvoker::new(InstanceSource::Discovery(cache.clone()), pool.clone(), health.clone());
+        let invoker = ClusterInvoker::with_balancers(
+            InstanceSource::Discovery(cache.clone()),
+            pool.clone(),
+            health.clone(),
+            self.balancers,
+        );
         let channel = Channel::new(Arc::new(invoker))
             .with_serializer(config.serializer)
-            .with_policies(Arc::new(PolicySet::new(config.consumer.clone())));
-        Ok(Self {
+            .with_policies(Arc::new(PolicySet::new(config.consumer.clone())))
+            .with_layers(Layers::new(self.layers))
+            .with_metadata_limits(limits);
+        Ok(Consumer {
             registry,
             cache,
             pool,
             health,
             channel,
         })
+    }
+}
+
+impl Consumer {
+    /// A builder configured by `config` (`rpc.consumer`, `rpc.serializer`, `rpc.registry`
+    /// timings).
+    pub fn builder(config: &RpcConfig) -> ConsumerBuilder {
+        ConsumerBuilder {
+            config: config.clone(),
+            layers: Vec::new(),
+            balancers: BalancerChoice {
+                all: None,
+                by_service: HashMap::new(),
+            },
+            options: ClientOptions::from(&config.consumer),
+        }
+    }
+
+    /// A consumer over `registry` configured by `config`, with nothing added; see
+    /// [`Consumer::builder`].
+    pub async fn new(registry: Arc<dyn Registry>, config: &RpcConfig) -> Result<Self, ConsumerError> {
+        Self::builder(config).build(registry).await
     }
 
     /// The channel to hand to generated clients (`UserServiceClient::new(consumer.channel())`).

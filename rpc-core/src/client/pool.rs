@@ -10,7 +10,8 @@ use super::ClientOptions;
 use crate::error::RpcError;
 
 /// Hands out the live connection to each endpoint, connecting on first use and replacing a
-/// closed connection on the next call after it closed.
+/// connection on the next call after it closed or its server sent GoAway (the old one still
+/// finishes the calls it carries).
 ///
 /// Concurrent first calls to one endpoint share a single connect attempt.
 pub struct ConnectionPool {
@@ -32,9 +33,10 @@ impl Endpoint {
         &self.addr
     }
 
+    /// The current connection, if it takes new calls (open, and no GoAway received).
     fn live(&self) -> Option<Arc<Connection>> {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        current.as_ref().filter(|c| !c.is_closed()).cloned()
+        current.as_ref().filter(|c| c.accepts_calls()).cloned()
     }
 
     /// The live connection, connecting if there is none; connecting gives up at `deadline`.

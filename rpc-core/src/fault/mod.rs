@@ -1,20 +1,23 @@
 //! Fault tolerance: what to do when a call fails.
 //!
 //! * [`policy`]: the [`MethodPolicy`] each call runs under, resolved from the configuration
-//!   (per method, then per service, then global) once per client.
+//!   (per method, then per service, then global) once per client; the `tolerant` and `mock`
+//!   settings are shortcuts for its fail-over and fallback fields.
 //! * [`retry`]: retry delays (none, fixed interval, exponential backoff with jitter and a cap)
 //!   and which errors may be retried at all.
 //! * [`outlier`]: per-instance health: calls in flight (for p2c) and ejection of instances
 //!   that fail to connect or fail several calls in a row.
 //!
-//! The cluster invoker ([`crate::client::ClusterInvoker`]) applies retry, fail-over and
-//! ejection; the [`Channel`](crate::Channel) applies fail-back and mock; the generated client
-//! applies fail-safe, which needs the method's typed default value.
+//! The client's call path (see [`crate::client`]) runs these as separate steps: the fallback
+//! step (fail-safe, fail-back, mock) around the retry step, around the fail-over step, around
+//! one attempt on one instance, whose outcome feeds the instance's health.
 
 pub mod outlier;
 pub mod policy;
 pub mod retry;
+mod strategy;
 
 pub use outlier::{InstanceHealth, InstanceStat, OutlierOptions};
-pub use policy::{MethodPolicy, PolicySet};
+pub use policy::{Fallback, MethodPolicy, PolicySet};
 pub use retry::{is_retryable, RetryPolicy};
+pub use strategy::{RetryStrategy, TolerantKind};

@@ -18,6 +18,7 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::backoff;
 use crate::config::OutlierConfig;
 use crate::error::RpcError;
 
@@ -174,15 +175,9 @@ impl InstanceStat {
         if !connect_failed && !probe_failed && outlier.consecutive_failures < self.options.consecutive_failures {
             return;
         }
-        let factor = 1u32.checked_shl(outlier.ejections).unwrap_or(u32::MAX);
-        let period = self
-            .options
-            .base_ejection
-            .checked_mul(factor)
-            .unwrap_or(self.options.max_ejection)
-            .min(self.options.max_ejection);
-        let now = Instant::now();
         outlier.ejections = outlier.ejections.saturating_add(1);
+        let period = backoff::exponential(self.options.base_ejection, self.options.max_ejection, outlier.ejections);
+        let now = Instant::now();
         outlier.consecutive_failures = 0;
         outlier.ejected_until = Some(now + period);
         outlier.ejected_at = Some(now);

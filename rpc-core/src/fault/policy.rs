@@ -1,24 +1,56 @@
 //! The policy a call runs under, resolved from the configuration.
+//!
+//! A [`MethodPolicy`] describes each step of the call path on its own terms: the deadline, the
+//! retry step, whether the fail-over step walks on to other instances, and which fallback
+//! step (if any) answers when the network could not. The configuration's `tolerant` and
+//! `mock` settings are shortcuts that set these fields:
+//!
+//! | configuration | fail-over | fallback |
+//! |---|---|---|
+//! | `tolerant: fail_fast` | off | none |
+//! | `tolerant: fail_over` | on | none |
+//! | `tolerant: fail_safe` | off | the method's default value |
+//! | `tolerant: fail_back` | off | the local implementation |
+//! | `mock: true` | (no network) | the local implementation only |
+//!
+//! Retries are independent of fail-over: `retry.strategy: none` never waits and tries again,
+//! whatever `tolerant` says.
 
 use std::time::Duration;
 
-use crate::config::{ConsumerConfig, LoadBalancerKind, MethodOverride, ServiceOverride, TolerantKind};
+use super::{RetryPolicy, TolerantKind};
+use crate::balance::LoadBalancerKind;
+use crate::config::{ConsumerConfig, MethodOverride, ServiceOverride};
 
-use super::RetryPolicy;
+/// What answers a call when the network did not (or is not asked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// Nothing: the error reaches the caller (`fail_fast`, `fail_over`).
+    None,
+    /// The method's default value (`fail_safe`); the method's result type must implement
+    /// `Default`.
+    DefaultValue,
+    /// The client's local implementation (`fail_back`).
+    Local,
+    /// Only the local implementation, never the network (`mock: true`).
+    Mock,
+}
 
 /// Everything that governs one method's calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MethodPolicy {
     /// Deadline of a call, retries included.
     pub timeout: Duration,
-    /// Retries.
+    /// The retry step: how often a failed attempt is tried again, and after what pause.
     pub retry: RetryPolicy,
-    /// What happens when the call still fails.
-    pub tolerant: TolerantKind,
+    /// The fail-over step: after a failed attempt, try each other instance once (no pause)
+    /// before the retry step decides.
+    pub fail_over: bool,
+    /// The fallback step.
+    pub fallback: Fallback,
     /// How the instance is picked (a per-service setting).
     pub load_balancer: LoadBalancerKind,
-    /// Call only the local implementation.
-    pub mock: bool,
     /// The method is marked `#[idempotent]`: timeouts and application errors may be retried.
     pub idempotent: bool,
 }
@@ -68,18 +100,26 @@ impl PolicySet {
             .retry
             .merged(service.and_then(|s| s.retry.as_ref()))
             .merged(method_override.and_then(|m| m.retry.as_ref()));
+        let tolerant = method_override
+            .and_then(|m| m.tolerant)
+            .or_else(|| service.and_then(|s| s.tolerant))
+            .unwrap_or(c.tolerant);
+        let mock = method_override
+            .and_then(|m| m.mock)
+            .or_else(|| service.and_then(|s| s.mock))
+            .unwrap_or(c.mock);
+        let fallback = match tolerant {
+            _ if mock => Fallback::Mock,
+            TolerantKind::FailSafe => Fallback::DefaultValue,
+            TolerantKind::FailBack => Fallback::Local,
+            _ => Fallback::None,
+        };
         MethodPolicy {
             timeout: Duration::from_millis(timeout_ms),
             retry: RetryPolicy::from(&retry),
-            tolerant: method_override
-                .and_then(|m| m.tolerant)
-                .or_else(|| service.and_then(|s| s.tolerant))
-                .unwrap_or(c.tolerant),
+            fail_over: tolerant == TolerantKind::FailOver,
+            fallback,
             load_balancer: service.and_then(|s| s.load_balancer).unwrap_or(c.load_balancer),
-            mock: method_override
-                .and_then(|m| m.mock)
-                .or_else(|| service.and_then(|s| s.mock))
-                .unwrap_or(c.mock),
             idempotent,
         }
     }
@@ -98,7 +138,8 @@ impl PolicySet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RetryStrategy, RpcConfig};
+    use crate::config::RpcConfig;
+    use crate::fault::RetryStrategy;
 
     #[test]
     fn method_beats_service_beats_global() {
@@ -125,7 +166,8 @@ rpc:
         let set = PolicySet::new(config.consumer);
         let get_user = set.resolve("UserService:1.0", "get_user", true);
         assert_eq!(get_user.timeout, Duration::from_millis(200));
-        assert_eq!(get_user.tolerant, TolerantKind::FailSafe);
+        assert_eq!(get_user.fallback, Fallback::DefaultValue);
+        assert!(!get_user.fail_over);
         assert_eq!(get_user.retry.strategy, RetryStrategy::ExponentialBackoff);
         assert_eq!(get_user.retry.max_attempts, 4, "inherited from the service");
         assert_eq!(
@@ -138,17 +180,20 @@ rpc:
 
         let whoami = set.resolve("userservice:1.0", "whoami", false);
         assert_eq!(whoami.timeout, Duration::from_millis(500));
-        assert_eq!(whoami.tolerant, TolerantKind::FailOver);
+        assert!(whoami.fail_over);
+        assert_eq!(whoami.fallback, Fallback::None);
         assert_eq!(whoami.retry.strategy, RetryStrategy::FixedInterval);
 
         let other_version = set.resolve("UserService:2.0", "get_user", false);
         assert_eq!(other_version.timeout, Duration::from_millis(1000));
         assert_eq!(other_version.load_balancer, LoadBalancerKind::RoundRobin);
 
-        assert!(
-            set.resolve("Billing:3.1", "charge", false).mock,
+        assert_eq!(
+            set.resolve("Billing:3.1", "charge", false).fallback,
+            Fallback::Mock,
             "a name-only key covers every version"
         );
-        assert!(!set.resolve("Other:1.0", "x", false).mock);
+        assert_eq!(set.resolve("Other:1.0", "x", false).fallback, Fallback::None);
+        assert!(!set.resolve("Other:1.0", "x", false).fail_over);
     }
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::config::{RetryConfig, RetryStrategy};
+use super::RetryStrategy;
+use crate::backoff;
+use crate::config::RetryConfig;
 use crate::error::RpcError;
 
 /// When and how often a failed call is tried again.
@@ -46,22 +48,14 @@ impl RetryPolicy {
 
     /// The pause before attempt number `attempt + 1`, after `attempt` (1-based) failed.
     ///
-    /// `none` waits nothing (used when fail-over moves on to another instance);
-    /// `fixed_interval` waits `base_delay`; `exponential_backoff` waits
-    /// `base_delay * 2^(attempt-1)`, capped at `max_delay`, drawn from its upper half.
+    /// `none` waits nothing; `fixed_interval` waits `base_delay`; `exponential_backoff` waits
+    /// [`backoff::jittered`]: `base_delay * 2^(attempt-1)`, capped at `max_delay`, drawn from
+    /// its upper half.
     pub fn delay_after(&self, attempt: u32) -> Duration {
         match self.strategy {
             RetryStrategy::None => Duration::ZERO,
             RetryStrategy::FixedInterval => self.base_delay,
-            RetryStrategy::ExponentialBackoff => {
-                let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
-                let full = self
-                    .base_delay
-                    .checked_mul(factor)
-                    .unwrap_or(self.max_delay)
-                    .min(self.max_delay);
-                full / 2 + full.mul_f64(fastrand::f64() * 0.5)
-            }
+            RetryStrategy::ExponentialBackoff => backoff::jittered(self.base_delay, self.max_delay, attempt),
         }
     }
 }
@@ -80,13 +74,9 @@ pub fn is_retryable<E>(error: &RpcError<E>, idempotent: bool) -> bool {
         | RpcError::ConnectionClosed { sent: false, .. } => true,
         RpcError::Timeout(_) | RpcError::ConnectionClosed { sent: true, .. } | RpcError::Remote(_) => idempotent,
         RpcError::Application(_) => idempotent,
-        RpcError::ServiceNotFound(_)
-        | RpcError::MethodNotFound { .. }
-        | RpcError::Encode(_)
-        | RpcError::Decode(_)
-        | RpcError::Protocol(_)
-        | RpcError::NoInstances(_)
-        | RpcError::Registry(_) => false,
+        // Errors about the request or the caller, which another attempt cannot fix; and any
+        // kind a newer version adds, until it says otherwise.
+        _ => false,
     }
 }
 

@@ -28,8 +28,9 @@ pub fn encode_frame(mut header: Header, body: &[u8], dst: &mut BytesMut) {
 /// Splits a byte stream into frames.
 ///
 /// Feed it the connection's read buffer after every read; call [`FrameDecoder::decode`] until it
-/// returns `Ok(None)`. The header is validated as soon as its 22 bytes are there, so a bad
-/// magic, version or length is reported before any memory is reserved for the body.
+/// returns `Ok(None)`. The magic and version are checked from the first three bytes and the
+/// rest of the header as soon as its 24 bytes are there, so a bad magic, version or length is
+/// reported before any memory is reserved for the body.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     max_body_len: usize,
@@ -59,11 +60,16 @@ impl FrameDecoder {
     /// Takes the next complete frame out of `src`, if one is there.
     ///
     /// Returns `Ok(None)` when more bytes are needed; the bytes already read stay in `src`.
-    /// After an error the stream is unusable and the connection should be closed.
+    /// After an error the stream is unusable and the connection should be closed; on
+    /// [`ProtocolError::UnsupportedVersion`] `src` still starts with the peer's frame, for
+    /// [`version_rejection`](super::version_rejection).
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
         let header = match self.pending {
             Some(header) => header,
             None => {
+                // Magic and version are checked from the first bytes: another version's
+                // header may be shorter than ours.
+                Header::check_prefix(&src[..src.len().min(3)])?;
                 if src.len() < HEADER_LEN {
                     return Ok(None);
                 }
@@ -114,6 +120,7 @@ mod tests {
         assert_eq!(got.header.timeout_ms, 250);
         assert_eq!(got.header.serializer, 1);
         assert_eq!(got.header.message_type, MessageType::Request);
+        assert_eq!(got.header.flags, 0);
         assert_eq!(got.header.status, Status::Ok);
         assert_eq!(&got.body[..], b"hello");
         assert!(buf.is_empty());
@@ -121,15 +128,24 @@ mod tests {
     }
 
     #[test]
-    fn header_layout_is_big_endian_and_22_bytes() {
-        let buf = frame(0x0102_0304_0506_0708, b"xy");
+    fn header_layout_is_big_endian_and_24_bytes() {
+        let mut header = Header::new(MessageType::Request, 0x0102_0304_0506_0708);
+        header.serializer = 1;
+        header.timeout_ms = 250;
+        header.flags = crate::protocol::flags::END_OF_STREAM;
+        let mut buf = BytesMut::new();
+        encode_frame(header, b"xy", &mut buf);
         assert_eq!(buf.len(), HEADER_LEN + 2);
         assert_eq!(&buf[0..2], &MAGIC.to_be_bytes());
         assert_eq!(buf[2], PROTOCOL_VERSION);
-        assert_eq!(buf[3], MessageType::Request as u8);
-        assert_eq!(&buf[6..14], &[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(&buf[14..18], &250u32.to_be_bytes());
-        assert_eq!(&buf[18..22], &2u32.to_be_bytes());
+        assert_eq!(buf[3], MessageType::Request.to_u8());
+        assert_eq!(buf[4], 1, "serializer");
+        assert_eq!(buf[5], Status::Ok.to_u8());
+        assert_eq!(buf[6], 2, "flags");
+        assert_eq!(buf[7], 0, "reserved");
+        assert_eq!(&buf[8..16], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&buf[16..20], &250u32.to_be_bytes());
+        assert_eq!(&buf[20..24], &2u32.to_be_bytes());
     }
 
     #[test]
@@ -188,14 +204,27 @@ mod tests {
         buf[2] = 99;
         let err = FrameDecoder::default().decode(&mut buf).unwrap_err();
         assert!(matches!(err, ProtocolError::UnsupportedVersion(99)), "{err}");
+        assert_eq!(buf.len(), HEADER_LEN + 1, "the frame stays for the rejection");
     }
 
     #[test]
-    fn rejects_unknown_message_type() {
+    fn rejects_another_version_from_its_first_three_bytes() {
+        // A version-1 ping is 22 bytes: shorter than our header. It must not wait for more.
+        let mut buf = BytesMut::from(&[0x52, 0x50, 1][..]);
+        let err = FrameDecoder::default().decode(&mut buf).unwrap_err();
+        assert!(matches!(err, ProtocolError::UnsupportedVersion(1)), "{err}");
+    }
+
+    #[test]
+    fn rejects_unknown_message_type_but_passes_extensions_on() {
+        let mut buf = frame(1, b"x");
+        buf[3] = 7;
+        let err = FrameDecoder::default().decode(&mut buf).unwrap_err();
+        assert!(matches!(err, ProtocolError::UnknownMessageType(7)), "{err}");
         let mut buf = frame(1, b"x");
         buf[3] = 200;
-        let err = FrameDecoder::default().decode(&mut buf).unwrap_err();
-        assert!(matches!(err, ProtocolError::UnknownMessageType(200)), "{err}");
+        let frame = FrameDecoder::default().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(frame.header.message_type, MessageType::Extension(200));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The fixed 22-byte frame header and its enumerations.
+//! The fixed 24-byte frame header and its enumerations.
 
 use bytes::{Buf, BufMut};
 
@@ -7,22 +7,42 @@ use crate::error::ProtocolError;
 /// First two bytes of every frame: `"RP"`.
 pub const MAGIC: u16 = 0x5250;
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Size of the fixed header in bytes.
-pub const HEADER_LEN: usize = 22;
+pub const HEADER_LEN: usize = 24;
+/// Message types from this value up are extensions: a receiver that does not know one skips
+/// the frame instead of closing the connection.
+pub const FIRST_EXTENSION_TYPE: u8 = 0x80;
+
+/// Bits of the header's flags byte.
+pub mod flags {
+    /// The frame is one item of a stream carried on its request id (reserved for streaming
+    /// calls; a server without streaming answers such a request `Unsupported`).
+    pub const STREAM: u8 = 0x01;
+    /// The frame ends the stream of its request id.
+    pub const END_OF_STREAM: u8 = 0x02;
+}
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
+#[non_exhaustive]
 pub enum MessageType {
     /// A call from a client to a service method.
-    Request = 1,
+    Request,
     /// The answer to a request, carrying the request's id.
-    Response = 2,
+    Response,
     /// A liveness probe; the peer answers with a [`MessageType::Pong`].
-    Ping = 3,
+    Ping,
     /// The answer to a ping.
-    Pong = 4,
+    Pong,
+    /// Client to server: the caller of the request with this id stopped waiting; the server
+    /// drops the call's handler and sends no answer.
+    Cancel,
+    /// Server to client: send no new calls on this connection; calls in flight still complete.
+    GoAway,
+    /// An extension type (at or above [`FIRST_EXTENSION_TYPE`]) this build does not know;
+    /// receivers skip the frame.
+    Extension(u8),
 }
 
 impl MessageType {
@@ -33,15 +53,63 @@ impl MessageType {
             2 => Ok(Self::Response),
             3 => Ok(Self::Ping),
             4 => Ok(Self::Pong),
+            5 => Ok(Self::Cancel),
+            6 => Ok(Self::GoAway),
+            ext if ext >= FIRST_EXTENSION_TYPE => Ok(Self::Extension(ext)),
             other => Err(ProtocolError::UnknownMessageType(other)),
+        }
+    }
+
+    /// The wire value.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Self::Request => 1,
+            Self::Response => 2,
+            Self::Ping => 3,
+            Self::Pong => 4,
+            Self::Cancel => 5,
+            Self::GoAway => 6,
+            Self::Extension(v) => v,
         }
     }
 }
 
-/// Outcome of a call, carried by responses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Status {
+/// Declares [`Status`] with its wire values, so parsing and encoding cannot disagree.
+macro_rules! statuses {
+    ($($(#[$meta:meta])* $variant:ident = $value:literal,)+) => {
+        /// Outcome of a call, carried by responses.
+        ///
+        /// A status this build does not know (sent by a newer peer) parses as
+        /// [`Status::Unknown`] and fails that call only.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Status {
+            $($(#[$meta])* $variant,)+
+            /// A status value this build does not know.
+            Unknown(u8),
+        }
+
+        impl Status {
+            /// Parses the wire value; never fails (see [`Status::Unknown`]).
+            pub fn from_u8(value: u8) -> Self {
+                match value {
+                    $($value => Self::$variant,)+
+                    other => Self::Unknown(other),
+                }
+            }
+
+            /// The wire value.
+            pub fn to_u8(self) -> u8 {
+                match self {
+                    $(Self::$variant => $value,)+
+                    Self::Unknown(other) => other,
+                }
+            }
+        }
+    };
+}
+
+statuses! {
     /// The method ran; the body is its encoded return value.
     Ok = 0,
     /// The method returned `Err(e)`; the body is the encoded `e`.
@@ -64,26 +132,19 @@ pub enum Status {
     DeadlineExceeded = 9,
     /// The server did not understand the request frame.
     ProtocolError = 10,
-}
-
-impl Status {
-    /// Parses the wire value.
-    pub fn from_u8(value: u8) -> Result<Self, ProtocolError> {
-        Ok(match value {
-            0 => Self::Ok,
-            1 => Self::ApplicationError,
-            2 => Self::ServiceNotFound,
-            3 => Self::MethodNotFound,
-            4 => Self::DecodeError,
-            5 => Self::EncodeError,
-            6 => Self::Overloaded,
-            7 => Self::ShuttingDown,
-            8 => Self::InternalError,
-            9 => Self::DeadlineExceeded,
-            10 => Self::ProtocolError,
-            other => return Err(ProtocolError::UnknownStatus(other)),
-        })
-    }
+    /// The caller did not prove who it is; the call did not run.
+    Unauthenticated = 11,
+    /// The caller may not make this call; the call did not run.
+    PermissionDenied = 12,
+    /// The request's metadata is invalid or over the server's limits; the call did not run.
+    InvalidMetadata = 13,
+    /// The request used a protocol version the server does not speak; the body says which
+    /// it speaks. The connection closes after it.
+    UnsupportedVersion = 14,
+    /// The server does not support what the request asks for (a streaming call, say).
+    Unsupported = 15,
+    /// A server layer refused the call for a reason of its own; the call did not run.
+    Refused = 16,
 }
 
 /// The decoded fixed header of a frame.
@@ -95,7 +156,9 @@ pub struct Header {
     pub serializer: u8,
     /// Outcome, for responses.
     pub status: Status,
-    /// Matches a response to its request.
+    /// See [`flags`].
+    pub flags: u8,
+    /// Matches a response (or a cancel) to its request.
     pub request_id: u64,
     /// For requests: how long the caller still waits, in milliseconds; `0` means no limit.
     pub timeout_ms: u32,
@@ -110,41 +173,58 @@ impl Header {
             message_type,
             serializer: 0,
             status: Status::Ok,
+            flags: 0,
             request_id,
             timeout_ms: 0,
             body_len: 0,
         }
     }
 
-    /// Appends the 22 header bytes to `dst`.
+    /// Appends the 24 header bytes to `dst`.
     pub fn write_to(&self, dst: &mut impl BufMut) {
         dst.put_u16(MAGIC);
         dst.put_u8(PROTOCOL_VERSION);
-        dst.put_u8(self.message_type as u8);
+        dst.put_u8(self.message_type.to_u8());
         dst.put_u8(self.serializer);
-        dst.put_u8(self.status as u8);
+        dst.put_u8(self.status.to_u8());
+        dst.put_u8(self.flags);
+        dst.put_u8(0); // reserved
         dst.put_u64(self.request_id);
         dst.put_u32(self.timeout_ms);
         dst.put_u32(self.body_len);
     }
 
-    /// Parses and validates a header from exactly [`HEADER_LEN`] bytes.
+    /// Checks the start of a frame as soon as its first bytes are there: the magic from two
+    /// bytes on, the version from three, so a peer of another version is told apart before
+    /// a whole header (whose length differs between versions) has arrived.
+    pub fn check_prefix(src: &[u8]) -> Result<(), ProtocolError> {
+        if src.len() >= 2 {
+            let magic = u16::from_be_bytes([src[0], src[1]]);
+            if magic != MAGIC {
+                return Err(ProtocolError::BadMagic(magic));
+            }
+        }
+        match src.get(2) {
+            Some(&version) if version != PROTOCOL_VERSION => Err(ProtocolError::UnsupportedVersion(version)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Parses and validates a header from at least [`HEADER_LEN`] bytes.
     ///
-    /// Checks the magic, the version, the message type, the status and that the body is not
-    /// longer than `max_body_len`.
+    /// Checks the magic, the version, the message type and that the body is not longer than
+    /// `max_body_len`. Unknown flag bits and the reserved byte are ignored (room to grow).
     pub fn parse(mut src: &[u8], max_body_len: usize) -> Result<Self, ProtocolError> {
-        debug_assert!(src.len() >= HEADER_LEN);
-        let magic = src.get_u16();
-        if magic != MAGIC {
-            return Err(ProtocolError::BadMagic(magic));
+        if src.len() < HEADER_LEN {
+            return Err(ProtocolError::Truncated("header"));
         }
-        let version = src.get_u8();
-        if version != PROTOCOL_VERSION {
-            return Err(ProtocolError::UnsupportedVersion(version));
-        }
+        Self::check_prefix(src)?;
+        src.advance(3);
         let message_type = MessageType::from_u8(src.get_u8())?;
         let serializer = src.get_u8();
-        let status = Status::from_u8(src.get_u8())?;
+        let status = Status::from_u8(src.get_u8());
+        let flags = src.get_u8();
+        let _reserved = src.get_u8();
         let request_id = src.get_u64();
         let timeout_ms = src.get_u32();
         let body_len = src.get_u32();
@@ -158,9 +238,48 @@ impl Header {
             message_type,
             serializer,
             status,
+            flags,
             request_id,
             timeout_ms,
             body_len,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_round_trips_and_unknown_ones_are_kept() {
+        for v in 0..=u8::MAX {
+            assert_eq!(Status::from_u8(v).to_u8(), v);
+        }
+        assert_eq!(Status::from_u8(200), Status::Unknown(200));
+        assert_eq!(Status::from_u8(12), Status::PermissionDenied);
+    }
+
+    #[test]
+    fn message_types_round_trip_and_extensions_are_typed() {
+        for v in [1u8, 2, 3, 4, 5, 6, 0x80, 0xff] {
+            assert_eq!(MessageType::from_u8(v).unwrap().to_u8(), v);
+        }
+        assert_eq!(MessageType::from_u8(0x93).unwrap(), MessageType::Extension(0x93));
+        assert!(MessageType::from_u8(0).is_err());
+        assert!(MessageType::from_u8(7).is_err());
+    }
+
+    #[test]
+    fn the_prefix_tells_a_version_apart_from_three_bytes() {
+        assert!(Header::check_prefix(&[0x52]).is_ok());
+        assert!(Header::check_prefix(&[0x52, 0x50]).is_ok());
+        assert_eq!(
+            Header::check_prefix(&[0x52, 0x50, 1]),
+            Err(ProtocolError::UnsupportedVersion(1))
+        );
+        assert_eq!(
+            Header::check_prefix(&[0xde, 0xad]),
+            Err(ProtocolError::BadMagic(0xdead))
+        );
     }
 }

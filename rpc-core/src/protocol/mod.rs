@@ -1,53 +1,84 @@
-//! The wire protocol: length-delimited frames with a fixed big-endian header.
+//! The wire protocol (version 2): length-delimited frames with a fixed big-endian header.
 //!
 //! # Byte layout
 //!
-//! Every frame is a 22-byte header followed by `body_len` bytes of body. All integers are
+//! Every frame is a 24-byte header followed by `body_len` bytes of body. All integers are
 //! big-endian.
 //!
 //! | offset | size | field          | meaning                                                      |
 //! |-------:|-----:|----------------|--------------------------------------------------------------|
 //! | 0      | 2    | magic          | always `0x52 0x50` (`"RP"`)                                  |
-//! | 2      | 1    | version        | protocol version, currently `1`                              |
-//! | 3      | 1    | message type   | see [`MessageType`]: request, response, ping, pong           |
+//! | 2      | 1    | version        | protocol version, `2`                                        |
+//! | 3      | 1    | message type   | see [`MessageType`] and the table below                      |
 //! | 4      | 1    | serializer id  | see [`SerializerKind`](crate::SerializerKind) (0 where none) |
-//! | 5      | 1    | status         | see [`Status`]; `0` (ok) on requests, pings and pongs         |
-//! | 6      | 8    | request id     | chosen by the caller, echoed by the answer                  |
-//! | 14     | 4    | timeout ms     | requests: the caller's remaining budget, `0` = none         |
-//! | 18     | 4    | body length    | bytes of body that follow, at most the configured maximum   |
+//! | 5      | 1    | status         | see [`Status`]; `0` except on responses                      |
+//! | 6      | 1    | flags          | see [`flags`]; unknown bits are ignored                      |
+//! | 7      | 1    | reserved       | sent as `0`, ignored                                         |
+//! | 8      | 8    | request id     | chosen by the caller, echoed by the answer and by a cancel  |
+//! | 16     | 4    | timeout ms     | requests: the caller's remaining budget, `0` = none         |
+//! | 20     | 4    | body length    | bytes of body that follow, at most the configured maximum   |
 //!
-//! ## Bodies
+//! | type | value | direction | body |
+//! |---|---:|---|---|
+//! | Request  | 1 | client → server | prefix (below), then the arguments |
+//! | Response | 2 | server → client | the result, the method's error, or a UTF-8 message |
+//! | Ping     | 3 | either | empty; answered by a pong with the same request id |
+//! | Pong     | 4 | either | empty |
+//! | Cancel   | 5 | client → server | empty; the request with this id lost its caller: the server drops the handler and answers nothing |
+//! | GoAway   | 6 | server → client | optional UTF-8 reason; no new requests on this connection, those in flight complete |
+//! | extension | 0x80–0xff | either | skipped by a receiver that does not know the type |
 //!
-//! * **Request**: the routing prefix, then the arguments encoded with the frame's serializer
-//!   as one tuple (`()` for none, `(a,)` for one, `(a, b, ..)` for several):
+//! ## Request bodies
 //!
-//!   | size | field                          |
-//!   |-----:|--------------------------------|
-//!   | 2    | service key length `s`         |
-//!   | s    | service key, UTF-8 (`name:version`) |
-//!   | 2    | method name length `m`         |
-//!   | m    | method name, UTF-8             |
-//!   | rest | encoded arguments              |
+//! | size | field |
+//! |-----:|-------|
+//! | 2 | service key length `s` |
+//! | s | service key, UTF-8 (`name:version`) |
+//! | 2 | method name length `m` |
+//! | m | method name, UTF-8 |
+//! | 4 | metadata block length `b` |
+//! | b | metadata block: a 2-byte entry count `n`, then `n` times a 2-byte key length, the key, a 2-byte value length and the value (UTF-8; keys as in [`Metadata`](crate::context::Metadata)) |
+//! | rest | the arguments, encoded with the frame's serializer as one tuple (`()`, `(a,)`, `(a, b, ..)`) |
 //!
-//! * **Response** with status [`Status::Ok`]: the encoded return value; with
-//!   [`Status::ApplicationError`]: the encoded error value of a method returning
-//!   `Result<T, E>`; with any other status: a UTF-8 message for humans.
-//! * **Ping** and **Pong**: empty; a pong echoes the ping's request id.
+//! The prefix is binary and independent of the serializer, so the server can route the call
+//! (and refuse it with a useful status) without decoding the arguments. The metadata block is
+//! checked against the receiver's limits from its length and count fields before anything is
+//! allocated for it; a request over them is answered [`Status::InvalidMetadata`] and the
+//! connection stays open. Call context that needs no new field travels as metadata (the W3C
+//! `traceparent`, tokens, routing tags); the deadline travels in the header.
 //!
-//! The routing prefix is binary and independent of the serializer so the server can find the
-//! handler, and answer "service not found" in a useful way, without decoding the arguments.
+//! ## Response bodies
+//!
+//! With status [`Status::Ok`]: the encoded return value; with
+//! [`Status::ApplicationError`]: the encoded error of a method returning `Result<T, E>`; with
+//! any other status: a UTF-8 message for humans. A status this build does not know fails that
+//! call only.
+//!
+//! # Growth
+//!
+//! * New message types at or above `0x80` are extensions that old receivers skip; new types
+//!   below that are only sent to peers known to understand them.
+//! * Streaming calls are reserved: a request or response frame with the [`flags::STREAM`] bit
+//!   is one item of the stream on its request id, [`flags::END_OF_STREAM`] ends it. A server
+//!   without streaming answers such a request [`Status::Unsupported`].
+//! * A peer of another version gets one answer it can read (see [`version_rejection`]) and
+//!   the connection closes: version-1 peers a version-1 response, newer peers a version-2
+//!   [`Status::UnsupportedVersion`] response. Nothing is ever parsed with the wrong layout:
+//!   the version is checked from the third byte on, before the header is read.
 //!
 //! # Decoding
 //!
 //! [`FrameDecoder`] works on a growable buffer fed by socket reads: it returns a frame once
 //! all of it has arrived (partial reads), several frames from one read (coalesced reads), and
-//! rejects a wrong magic, an unknown version or type, or a body over the maximum *before* it
-//! reserves any memory for the body.
+//! rejects a wrong magic, another version, an unknown type or a body over the maximum *before*
+//! it reserves any memory for the body.
 
 mod codec;
+mod compat;
 mod header;
 mod request;
 
 pub use codec::{encode_frame, Frame, FrameDecoder, DEFAULT_MAX_FRAME_LEN};
-pub use header::{Header, MessageType, Status, HEADER_LEN, MAGIC, PROTOCOL_VERSION};
+pub use compat::version_rejection;
+pub use header::{flags, Header, MessageType, Status, FIRST_EXTENSION_TYPE, HEADER_LEN, MAGIC, PROTOCOL_VERSION};
 pub use request::{encode_request_body, RequestBody};

@@ -1,46 +1,107 @@
-//! The routing prefix of request bodies: service key and method name.
+//! The prefix of request bodies: service key, method name and metadata.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
+use crate::context::{check_key, Metadata, MetadataLimits};
 use crate::error::{ProtocolError, RpcError};
 use crate::serializer::SerializerKind;
 
-/// A decoded request body: where it goes and the still-encoded arguments.
+/// A decoded request body: where it goes, its metadata and the still-encoded arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestBody {
-    /// `name:version` of the target service.
+    /// `name:version` of the target service (UTF-8).
     pub service: Bytes,
-    /// Name of the method.
+    /// Name of the method (UTF-8).
     pub method: Bytes,
+    /// The call's metadata.
+    pub metadata: Metadata,
     /// The arguments, encoded with the frame's serializer.
     pub args: Bytes,
 }
 
 impl RequestBody {
-    /// Splits a request body into routing prefix and arguments without copying.
-    pub fn parse(mut body: Bytes) -> Result<Self, ProtocolError> {
-        let service = take_str(&mut body, "service key")?;
-        let method = take_str(&mut body, "method name")?;
+    /// Splits a request body into prefix and arguments without copying.
+    ///
+    /// The metadata block is checked against `limits` from its length and count fields,
+    /// before anything is allocated for it ([`ProtocolError::MetadataOverLimit`]); keys must
+    /// be valid keys and values UTF-8 ([`ProtocolError::InvalidMetadata`]).
+    pub fn parse(mut body: Bytes, limits: &MetadataLimits) -> Result<Self, ProtocolError> {
+        let service = take_utf8(&mut body, "service key")?;
+        let method = take_utf8(&mut body, "method name")?;
+        if body.len() < 4 {
+            return Err(ProtocolError::Truncated("metadata length"));
+        }
+        let block_len = body.get_u32() as usize;
+        if block_len > limits.max_bytes {
+            return Err(ProtocolError::MetadataOverLimit {
+                what: "bytes",
+                len: block_len,
+                max: limits.max_bytes,
+            });
+        }
+        if body.len() < block_len {
+            return Err(ProtocolError::Truncated("metadata"));
+        }
+        let metadata = parse_metadata(body.split_to(block_len), limits)?;
         Ok(Self {
             service,
             method,
+            metadata,
             args: body,
         })
     }
 
     /// The service key as text.
-    pub fn service_str(&self) -> Result<&str, ProtocolError> {
-        std::str::from_utf8(&self.service).map_err(|_| ProtocolError::Malformed("service key is not UTF-8"))
+    pub fn service_str(&self) -> &str {
+        std::str::from_utf8(&self.service).unwrap_or_default()
     }
 
     /// The method name as text.
-    pub fn method_str(&self) -> Result<&str, ProtocolError> {
-        std::str::from_utf8(&self.method).map_err(|_| ProtocolError::Malformed("method name is not UTF-8"))
+    pub fn method_str(&self) -> &str {
+        std::str::from_utf8(&self.method).unwrap_or_default()
     }
 }
 
-fn take_str(body: &mut Bytes, what: &'static str) -> Result<Bytes, ProtocolError> {
+fn parse_metadata(mut block: Bytes, limits: &MetadataLimits) -> Result<Metadata, ProtocolError> {
+    if block.len() < 2 {
+        return Err(ProtocolError::Truncated("metadata count"));
+    }
+    let count = block.get_u16() as usize;
+    if count > limits.max_entries {
+        return Err(ProtocolError::MetadataOverLimit {
+            what: "entries",
+            len: count,
+            max: limits.max_entries,
+        });
+    }
+    if count == 0 {
+        return if block.is_empty() {
+            Ok(Metadata::new())
+        } else {
+            Err(ProtocolError::Malformed("bytes after the metadata entries"))
+        };
+    }
+    let mut entries: Vec<(Bytes, Bytes)> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key = take_field(&mut block, "metadata key")?;
+        check_key(&key).map_err(ProtocolError::InvalidMetadata)?;
+        let value = take_utf8(&mut block, "metadata value")?;
+        if entries.iter().any(|(k, _)| *k == key) {
+            return Err(ProtocolError::InvalidMetadata(format!(
+                "key {:?} appears twice",
+                String::from_utf8_lossy(&key)
+            )));
+        }
+        entries.push((key, value));
+    }
+    if !block.is_empty() {
+        return Err(ProtocolError::Malformed("bytes after the metadata entries"));
+    }
+    Ok(Metadata::from_validated(entries))
+}
+
+fn take_field(body: &mut Bytes, what: &'static str) -> Result<Bytes, ProtocolError> {
     if body.len() < 2 {
         return Err(ProtocolError::Truncated(what));
     }
@@ -51,26 +112,43 @@ fn take_str(body: &mut Bytes, what: &'static str) -> Result<Bytes, ProtocolError
     Ok(body.split_to(len))
 }
 
-/// Encodes a request body: routing prefix, then `args` with `serializer`.
-///
-/// `args` is the tuple of the method's arguments.
+fn take_utf8(body: &mut Bytes, what: &'static str) -> Result<Bytes, ProtocolError> {
+    let field = take_field(body, what)?;
+    match std::str::from_utf8(&field) {
+        Ok(_) => Ok(field),
+        Err(_) => Err(ProtocolError::NotUtf8(what)),
+    }
+}
+
+/// Encodes a request body: the prefix, then `args` (the tuple of the method's arguments) with
+/// `serializer`. The metadata must have passed [`Metadata::check`].
 pub fn encode_request_body<A: Serialize + ?Sized>(
     service: &str,
     method: &str,
+    metadata: &Metadata,
     serializer: SerializerKind,
     args: &A,
 ) -> Result<Bytes, RpcError> {
-    let mut buf = BytesMut::with_capacity(4 + service.len() + method.len() + 32);
-    put_str(&mut buf, service, "service key")?;
-    put_str(&mut buf, method, "method name")?;
+    let mut buf = BytesMut::with_capacity(8 + service.len() + method.len() + metadata.encoded_len() + 32);
+    put_field(&mut buf, service.as_bytes(), "service key")?;
+    put_field(&mut buf, method.as_bytes(), "method name")?;
+    let block_len =
+        u32::try_from(metadata.encoded_len()).map_err(|_| RpcError::InvalidMetadata("block too long".to_owned()))?;
+    buf.put_u32(block_len);
+    let count = u16::try_from(metadata.len()).map_err(|_| RpcError::InvalidMetadata("too many entries".to_owned()))?;
+    buf.put_u16(count);
+    for (key, value) in metadata.raw() {
+        put_field(&mut buf, key, "metadata key")?;
+        put_field(&mut buf, value, "metadata value")?;
+    }
     serializer.encode_into(args, &mut buf)?;
     Ok(buf.freeze())
 }
 
-fn put_str(buf: &mut BytesMut, s: &str, what: &str) -> Result<(), RpcError> {
-    let len = u16::try_from(s.len()).map_err(|_| RpcError::Encode(format!("{what} longer than 65535 bytes")))?;
+fn put_field(buf: &mut BytesMut, field: &[u8], what: &str) -> Result<(), RpcError> {
+    let len = u16::try_from(field.len()).map_err(|_| RpcError::Encode(format!("{what} longer than 65535 bytes")))?;
     buf.put_u16(len);
-    buf.put_slice(s.as_bytes());
+    buf.put_slice(field);
     Ok(())
 }
 
@@ -78,20 +156,115 @@ fn put_str(buf: &mut BytesMut, s: &str, what: &str) -> Result<(), RpcError> {
 mod tests {
     use super::*;
 
+    fn limits() -> MetadataLimits {
+        MetadataLimits::default()
+    }
+
     #[test]
-    fn round_trip_routing_prefix() {
-        let body = encode_request_body("UserService:1.0", "get_user", SerializerKind::Bincode, &(7u64,)).unwrap();
-        let parsed = RequestBody::parse(body).unwrap();
-        assert_eq!(parsed.service_str().unwrap(), "UserService:1.0");
-        assert_eq!(parsed.method_str().unwrap(), "get_user");
+    fn round_trips_prefix_metadata_and_arguments() {
+        let metadata: Metadata = [("tenant", "acme"), ("traceparent", "x")].into_iter().collect();
+        let body = encode_request_body(
+            "UserService:1.0",
+            "get_user",
+            &metadata,
+            SerializerKind::Bincode,
+            &(7u64,),
+        )
+        .unwrap();
+        let parsed = RequestBody::parse(body, &limits()).unwrap();
+        assert_eq!(parsed.service_str(), "UserService:1.0");
+        assert_eq!(parsed.method_str(), "get_user");
+        assert_eq!(parsed.metadata, metadata);
         let (id,): (u64,) = SerializerKind::Bincode.decode(&parsed.args).unwrap();
         assert_eq!(id, 7);
     }
 
     #[test]
+    fn empty_metadata_costs_six_bytes() {
+        let body = encode_request_body("S", "m", &Metadata::new(), SerializerKind::Bincode, &()).unwrap();
+        assert_eq!(body.len(), 3 + 3 + 4 + 2);
+        assert!(RequestBody::parse(body, &limits()).unwrap().metadata.is_empty());
+    }
+
+    #[test]
     fn truncated_prefix_is_an_error() {
-        assert!(RequestBody::parse(Bytes::from_static(&[0])).is_err());
-        assert!(RequestBody::parse(Bytes::from_static(&[0, 10, b'a'])).is_err());
-        assert!(RequestBody::parse(Bytes::from_static(&[0, 1, b'a', 0, 5, b'b'])).is_err());
+        assert!(RequestBody::parse(Bytes::from_static(&[0]), &limits()).is_err());
+        assert!(RequestBody::parse(Bytes::from_static(&[0, 10, b'a']), &limits()).is_err());
+        assert!(RequestBody::parse(Bytes::from_static(&[0, 1, b'a', 0, 5, b'b']), &limits()).is_err());
+        assert!(RequestBody::parse(Bytes::from_static(&[0, 1, b'a', 0, 1, b'b', 0, 0]), &limits()).is_err());
+    }
+
+    #[test]
+    fn limits_are_enforced_from_the_length_fields() {
+        // A block that claims 4 GiB: refused from its length, nothing read or reserved.
+        let mut body = BytesMut::new();
+        body.put_slice(&[0, 1, b's', 0, 1, b'm']);
+        body.put_u32(u32::MAX);
+        let err = RequestBody::parse(body.freeze(), &limits()).unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::MetadataOverLimit { what: "bytes", .. }),
+            "{err}"
+        );
+
+        // 65535 entries claimed in a small block: refused from the count.
+        let mut body = BytesMut::new();
+        body.put_slice(&[0, 1, b's', 0, 1, b'm']);
+        body.put_u32(2);
+        body.put_u16(u16::MAX);
+        let err = RequestBody::parse(body.freeze(), &limits()).unwrap_err();
+        assert_eq!(
+            err,
+            ProtocolError::MetadataOverLimit {
+                what: "entries",
+                len: 65535,
+                max: 64
+            }
+        );
+
+        let many: Metadata = (0..5).map(|i| (format!("k{i}"), "v")).collect();
+        let body = encode_request_body("S", "m", &many, SerializerKind::Json, &()).unwrap();
+        let tight = MetadataLimits {
+            max_entries: 4,
+            max_bytes: 1000,
+        };
+        assert!(matches!(
+            RequestBody::parse(body, &tight),
+            Err(ProtocolError::MetadataOverLimit {
+                what: "entries",
+                len: 5,
+                max: 4
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_keys_duplicates_and_bad_utf8_are_refused() {
+        let encode = |entries: &[(&[u8], &[u8])]| {
+            let mut body = BytesMut::new();
+            body.put_slice(&[0, 1, b's', 0, 1, b'm']);
+            let len: usize = 2 + entries.iter().map(|(k, v)| 4 + k.len() + v.len()).sum::<usize>();
+            body.put_u32(len as u32);
+            body.put_u16(entries.len() as u16);
+            for (k, v) in entries {
+                body.put_u16(k.len() as u16);
+                body.put_slice(k);
+                body.put_u16(v.len() as u16);
+                body.put_slice(v);
+            }
+            RequestBody::parse(body.freeze(), &limits())
+        };
+        assert!(encode(&[(b"ok", b"v")]).is_ok());
+        assert!(matches!(
+            encode(&[(b"Bad", b"v")]),
+            Err(ProtocolError::InvalidMetadata(_))
+        ));
+        assert!(matches!(
+            encode(&[(b"a", b"1"), (b"a", b"2")]),
+            Err(ProtocolError::InvalidMetadata(_))
+        ));
+        assert_eq!(
+            encode(&[(b"a", &[0xff, 0xfe])]),
+            Err(ProtocolError::NotUtf8("metadata value"))
+        );
     }
 }

@@ -25,7 +25,7 @@ pub use instance::{now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::server::BoxFuture;
+use crate::future::BoxFuture;
 use tokio_util::task::AbortOnDropHandle;
 
 /// A failure of a registry operation.

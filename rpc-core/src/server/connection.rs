@@ -1,60 +1,79 @@
 //! One accepted connection: read frames, run calls, write replies.
 //!
-//! Each request's handler is polled once right away, in this connection's task. A handler that
-//! finishes then (the common case: no I/O of its own) costs no task, no timer and no channel
-//! send: its reply joins a batch that goes to the writer, as one write, once every frame
-//! already read has been handled. A handler that has to wait gets a task of its own, with the
-//! call's deadline, and sends its reply to the writer when it is done, so slow calls never hold
-//! up fast ones and replies leave in any order. Either way a panic in the handler fails that
-//! call only.
+//! Each request's handler is polled once right away, in this connection's task, inside the
+//! call's context. A handler that finishes then (the common case: no I/O of its own) costs no
+//! task, no timer and no channel send: its reply joins a batch that goes to the writer, as one
+//! write, once every frame already read has been handled. A handler that has to wait gets a
+//! task of its own, with the call's deadline, registered under its request id so that a
+//! Cancel frame (or the connection's end) drops it; it sends its reply to the writer when it
+//! is done, so slow calls never hold up fast ones and replies leave in any order. Either way a
+//! panic in the handler fails that call only.
+//!
+//! When the server starts draining, the connection sends GoAway once and keeps serving the
+//! calls in flight; requests that still arrive are answered `ShuttingDown`.
 
 use std::any::Any;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, warn, Instrument};
 
+use super::running::{Registered, RunningCalls};
 use super::Shared;
+use crate::context::{self, CallContext};
 use crate::error::ProtocolError;
-use crate::protocol::{encode_frame, Frame, Header, MessageType, RequestBody, Status};
+use crate::layer::Outcome;
+use crate::protocol::{encode_frame, flags, version_rejection, Frame, Header, MessageType, RequestBody, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
-use crate::server::BoxFuture;
 use crate::transport::{write_loop, FrameReader, OutFrame, ReadError, WRITE_QUEUE};
 
 /// Serves one connection until the peer leaves, breaks the protocol, or the server aborts.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let (read_half, write_half) = stream.into_split();
     let (tx, rx) = mpsc::channel::<OutFrame>(WRITE_QUEUE);
-    let calls = shared.calls.clone();
+    let tracker = shared.calls.clone();
     let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
         // Only replies of calls that had to wait come as single frames; others may follow.
-        if let Err(e) = write_loop(write_half, rx, move || calls.len() > 1).await {
+        if let Err(e) = write_loop(write_half, rx, move || tracker.len() > 1).await {
             debug!(error = %e, "write failed");
         }
     }));
-    let mut reader = FrameReader::new(read_half, shared.max_frame_len, Some(shared.frame_timeout));
+    let conn = Conn {
+        peer,
+        shared,
+        tx,
+        running: Arc::new(RunningCalls::default()),
+    };
+    let mut reader = FrameReader::new(read_half, conn.shared.max_frame_len, Some(conn.shared.frame_timeout));
     // Replies that were ready at once, written together before the next socket read.
     let mut batch = BytesMut::new();
+    let mut sent_go_away = false;
     loop {
         let next = match reader.try_next() {
             Ok(Some(frame)) => Ok(Some(frame)),
             Ok(None) => {
-                if !flush(&mut batch, &tx).await {
+                if !flush(&mut batch, &conn.tx).await {
                     break;
                 }
                 tokio::select! {
                     biased;
-                    _ = shared.abort.cancelled() => return,
+                    _ = conn.shared.abort.cancelled() => return,
+                    _ = conn.shared.draining.cancelled(), if !sent_go_away => {
+                        sent_go_away = true;
+                        encode_frame(Header::new(MessageType::GoAway, 0), b"server shutting down", &mut batch);
+                        continue;
+                    }
                     next = reader.next() => next,
                 }
             }
@@ -62,15 +81,22 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         };
         match next {
             Ok(Some(frame)) => {
-                if let Err(e) = handle_frame(frame, &mut batch, &tx, &shared).await {
+                if let Err(e) = conn.handle_frame(frame, &mut batch).await {
                     warn!(%peer, error = %e, "protocol error, closing connection");
-                    return;
+                    break;
                 }
             }
             Ok(None) => break,
+            Err(ReadError::Protocol(e @ ProtocolError::UnsupportedVersion(_))) => {
+                warn!(%peer, error = %e, "peer speaks another protocol version; answering once and closing");
+                if let Some(rejection) = version_rejection(reader.buffered()) {
+                    batch.extend_from_slice(&rejection);
+                }
+                break;
+            }
             Err(ReadError::Protocol(e)) => {
                 warn!(%peer, error = %e, "protocol error, closing connection");
-                return;
+                break;
             }
             Err(ReadError::Io(e)) => {
                 debug!(%peer, error = %e, "read failed");
@@ -78,12 +104,18 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             }
         }
     }
-    // The peer stopped sending: let the calls still running answer, then close.
-    flush(&mut batch, &tx).await;
-    drop(tx);
+    // The caller left (or broke the protocol): its calls still running have nobody to answer.
+    let dropped = conn.running.cancel_all();
+    if dropped > 0 {
+        debug!(%peer, calls = dropped, "connection closed; dropped its running calls");
+    }
+    flush(&mut batch, &conn.tx).await;
+    let abort = conn.shared.abort.clone();
+    // The writer ends once every sender is gone: this one, and those of the dropped calls.
+    drop(conn);
     tokio::select! {
         _ = &mut writer => {}
-        _ = shared.abort.cancelled() => {}
+        _ = abort.cancelled() => {}
     }
 }
 
@@ -95,138 +127,224 @@ async fn flush(batch: &mut BytesMut, tx: &mpsc::Sender<OutFrame>) -> bool {
     tx.send(OutFrame::Encoded(batch.split().freeze())).await.is_ok()
 }
 
-/// Handles one frame; an error means the connection must close.
-async fn handle_frame(
-    frame: Frame,
-    batch: &mut BytesMut,
-    tx: &mpsc::Sender<OutFrame>,
-    shared: &Arc<Shared>,
-) -> Result<(), ProtocolError> {
-    let header = frame.header;
-    match header.message_type {
-        MessageType::Request => {
-            if let Some(reply) = start_call(header, frame.body, tx, shared).await {
-                encode_frame(
-                    reply_header(header.request_id, header.serializer, &reply),
-                    &reply.body,
-                    batch,
-                );
+/// What the calls of one connection share.
+struct Conn {
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<OutFrame>,
+    running: Arc<RunningCalls>,
+}
+
+impl Conn {
+    /// Handles one frame; an error means the connection must close.
+    async fn handle_frame(&self, frame: Frame, batch: &mut BytesMut) -> Result<(), ProtocolError> {
+        let header = frame.header;
+        match header.message_type {
+            MessageType::Request => {
+                if let Some(reply) = self.start_call(header, frame.body).await {
+                    encode_frame(
+                        reply_header(header.request_id, header.serializer, &reply),
+                        &reply.body,
+                        batch,
+                    );
+                }
+                Ok(())
             }
-            Ok(())
+            MessageType::Cancel => {
+                if self.running.cancel(header.request_id) {
+                    debug!(request_id = header.request_id, "call cancelled by its caller");
+                }
+                Ok(())
+            }
+            MessageType::Ping => {
+                encode_frame(Header::new(MessageType::Pong, header.request_id), &[], batch);
+                Ok(())
+            }
+            MessageType::Pong => Ok(()),
+            MessageType::Extension(kind) => {
+                debug!(kind, "skipping an extension frame this server does not know");
+                Ok(())
+            }
+            MessageType::Response => Err(ProtocolError::UnexpectedFrame("response")),
+            MessageType::GoAway => Err(ProtocolError::UnexpectedFrame("go-away")),
         }
-        MessageType::Ping => {
-            encode_frame(Header::new(MessageType::Pong, header.request_id), &[], batch);
-            Ok(())
-        }
-        MessageType::Response => Err(ProtocolError::UnexpectedFrame("response")),
-        MessageType::Pong => Err(ProtocolError::UnexpectedFrame("pong")),
     }
-}
 
-/// Runs the call as far as it goes without waiting. Returns its reply (or the reply refusing
-/// it) when there is one now; `None` when it continues in a task of its own.
-async fn start_call(
-    header: Header,
-    body: bytes::Bytes,
-    tx: &mpsc::Sender<OutFrame>,
-    shared: &Arc<Shared>,
-) -> Option<Reply> {
-    if shared.draining.is_cancelled() {
-        return Some(Reply::failure(Status::ShuttingDown, "server is shutting down"));
-    }
-    let serializer = match SerializerKind::from_id(header.serializer) {
-        Ok(s) => s,
-        Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
-    };
-    let RequestBody { service, method, args } = match RequestBody::parse(body) {
-        Ok(r) => r,
-        Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
-    };
-    let (service_key, method) = match (std::str::from_utf8(&service), std::str::from_utf8(&method)) {
-        (Ok(s), Ok(m)) => (s, m),
-        _ => {
+    /// Runs the call as far as it goes without waiting. Returns its reply (or the reply
+    /// refusing it) when there is one now; `None` when it continues in a task of its own.
+    async fn start_call(&self, header: Header, body: Bytes) -> Option<Reply> {
+        let shared = &self.shared;
+        if shared.draining.is_cancelled() {
+            return Some(Reply::failure(Status::ShuttingDown, "server is shutting down"));
+        }
+        if header.flags & flags::STREAM != 0 {
             return Some(Reply::failure(
-                Status::ProtocolError,
-                "service key or method name is not UTF-8",
-            ))
+                Status::Unsupported,
+                "streaming calls are not supported by this server",
+            ));
         }
-    };
-    let Some(service) = shared.services.get(service_key) else {
-        return Some(Reply::failure(Status::ServiceNotFound, service_key.to_owned()));
-    };
-    let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
-        return Some(Reply::failure(Status::Overloaded, "server concurrency limit reached"));
-    };
-    let panicked = |panic: Box<dyn Any + Send>| {
-        let message = panic_message(panic.as_ref());
-        error!(service = service_key, method, request_id = header.request_id, panic = %message, "handler panicked");
-        Reply::failure(Status::InternalError, format!("handler panicked: {message}"))
-    };
-    let mut call = match std::panic::catch_unwind(AssertUnwindSafe(|| service.call(method, serializer, args))) {
-        Ok(call) => call,
-        Err(panic) => return Some(panicked(panic)),
-    };
-    // The first poll, in this task: most handlers finish here.
-    let first = poll_fn(|cx| Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))))).await;
-    match first {
-        Ok(Poll::Ready(reply)) => Some(reply),
-        Err(panic) => Some(panicked(panic)),
-        Ok(Poll::Pending) => {
-            let span = tracing::debug_span!(
-                "rpc_call",
-                service = service_key,
-                method,
-                request_id = header.request_id
-            );
-            shared
-                .calls
-                .spawn(finish_call(call, header, permit, tx.clone(), shared.clone()).instrument(span));
-            None
+        let serializer = match SerializerKind::from_id(header.serializer) {
+            Ok(s) => s,
+            Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
+        };
+        let request = match RequestBody::parse(body, &shared.metadata_limits) {
+            Ok(r) => r,
+            Err(e @ (ProtocolError::MetadataOverLimit { .. } | ProtocolError::InvalidMetadata(_))) => {
+                return Some(Reply::failure(Status::InvalidMetadata, e.to_string()))
+            }
+            Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
+        };
+        let Some(service) = shared.services.get(request.service_str()) else {
+            return Some(Reply::failure(
+                Status::ServiceNotFound,
+                request.service_str().to_owned(),
+            ));
+        };
+        let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+            return Some(Reply::failure(Status::Overloaded, "server concurrency limit reached"));
+        };
+        let RequestBody {
+            service: service_key,
+            method,
+            metadata,
+            args,
+        } = request;
+        let deadline = (header.timeout_ms > 0)
+            .then(|| Instant::now() + std::time::Duration::from_millis(u64::from(header.timeout_ms)));
+        let mut ctx = CallContext::server(
+            service_key,
+            method,
+            metadata,
+            deadline,
+            Some(self.peer),
+            header.request_id,
+        );
+        if let Err(refusal) = shared.layers.on_request(&mut ctx) {
+            debug!(service = ctx.service(), method = ctx.method(), %refusal, "a layer refused the call");
+            return Some(Reply::failure(refusal.status(), refusal.message()));
         }
+        // The layers see the call's end through this copy; without layers there is nothing
+        // to keep.
+        let ended = (!shared.layers.is_empty()).then(|| ctx.clone());
+        let request_id = header.request_id;
+        let call = match std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx.method(), serializer, args))) {
+            Ok(call) => call,
+            Err(panic) => return Some(self.finish(&ended, panicked(service.key(), request_id, panic.as_ref()))),
+        };
+        let trace_id = ctx.trace().map(|t| t.trace_id());
+        let mut call = Box::pin(context::scope(ctx, call));
+        // The first poll, in this task: most handlers finish here.
+        let first =
+            poll_fn(|cx| Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))))).await;
+        match first {
+            Ok(Poll::Ready(reply)) => Some(self.finish(&ended, reply)),
+            Err(panic) => Some(self.finish(&ended, panicked(service.key(), request_id, panic.as_ref()))),
+            Ok(Poll::Pending) => {
+                let service = service.key();
+                let span = match trace_id {
+                    Some(trace_id) => tracing::debug_span!("rpc_call", service, request_id, %trace_id),
+                    None => tracing::debug_span!("rpc_call", service, request_id),
+                };
+                let task = CallTask {
+                    call,
+                    deadline,
+                    header,
+                    permit,
+                    ended: EndGuard {
+                        shared: shared.clone(),
+                        ctx: ended,
+                        outcome: Outcome::Cancelled,
+                    },
+                    tx: self.tx.clone(),
+                };
+                self.running.spawn(request_id, |registered| {
+                    shared.calls.spawn(task.run(registered).instrument(span))
+                });
+                None
+            }
+        }
+    }
+
+    /// Tells the layers how a call that ended at once ended; returns its reply.
+    fn finish(&self, ended: &Option<CallContext>, reply: Reply) -> Reply {
+        if let Some(ctx) = ended {
+            self.shared.layers.on_response(ctx, Outcome::from_status(reply.status));
+        }
+        reply
     }
 }
 
-/// Drives a call that had to wait, under its deadline, and sends its reply.
-async fn finish_call(
-    call: BoxFuture<'static, Reply>,
+/// A call that had to wait, in its own task.
+struct CallTask<F> {
+    call: F,
+    deadline: Option<Instant>,
     header: Header,
     permit: tokio::sync::OwnedSemaphorePermit,
+    ended: EndGuard,
     tx: mpsc::Sender<OutFrame>,
+}
+
+impl<F: Future<Output = Reply> + Send> CallTask<F> {
+    /// Drives the call under its deadline and sends its reply. Dropped (cancelled) when the
+    /// caller leaves: the handler's future, the permit and the registration go with it.
+    async fn run(self, registered: Registered) {
+        let CallTask {
+            call,
+            deadline,
+            header,
+            permit,
+            mut ended,
+            tx,
+        } = self;
+        let _registered = registered;
+        let _permit = permit;
+        let run = AssertUnwindSafe(call).catch_unwind();
+        let outcome = tokio::select! {
+            biased;
+            _ = ended.shared.abort.cancelled() => return,
+            outcome = with_deadline(run, deadline) => outcome,
+        };
+        let reply = match outcome {
+            Some(Ok(reply)) => reply,
+            Some(Err(panic)) => panicked("", header.request_id, panic.as_ref()),
+            None => {
+                debug!("deadline passed, call abandoned");
+                Reply::failure(Status::DeadlineExceeded, "deadline exceeded on the server")
+            }
+        };
+        ended.outcome = Outcome::from_status(reply.status);
+        drop(ended);
+        // The connection may be gone; the caller then no longer waits for this reply.
+        let _ = tx
+            .send(OutFrame::Frame {
+                header: reply_header(header.request_id, header.serializer, &reply),
+                body: reply.body,
+            })
+            .await;
+    }
+}
+
+/// Tells the layers how a call that ran in its own task ended; a task dropped before the end
+/// (its caller left, or the server aborted) ends as cancelled.
+struct EndGuard {
     shared: Arc<Shared>,
-) {
-    let _permit = permit;
-    let run = AssertUnwindSafe(call).catch_unwind();
-    let deadline = (header.timeout_ms > 0).then(|| Duration::from_millis(u64::from(header.timeout_ms)));
-    let outcome = tokio::select! {
-        biased;
-        _ = shared.abort.cancelled() => return,
-        outcome = with_deadline(run, deadline) => outcome,
-    };
-    let reply = match outcome {
-        Some(Ok(reply)) => reply,
-        Some(Err(panic)) => {
-            let message = panic_message(panic.as_ref());
-            error!(panic = %message, "handler panicked");
-            Reply::failure(Status::InternalError, format!("handler panicked: {message}"))
+    ctx: Option<CallContext>,
+    outcome: Outcome,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            self.shared.layers.on_response(&ctx, self.outcome);
         }
-        None => {
-            debug!("deadline passed, call abandoned");
-            Reply::failure(Status::DeadlineExceeded, "deadline exceeded on the server")
-        }
-    };
-    // The connection may be gone; the caller then no longer waits for this reply.
-    let _ = tx
-        .send(OutFrame::Frame {
-            header: reply_header(header.request_id, header.serializer, &reply),
-            body: reply.body,
-        })
-        .await;
+    }
 }
 
 /// Runs `fut`, giving up (with `None`) once the deadline passes.
-async fn with_deadline<F: std::future::Future>(fut: F, deadline: Option<Duration>) -> Option<F::Output> {
+async fn with_deadline<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F::Output> {
+    let fut = pin!(fut);
     match deadline {
-        Some(d) => tokio::time::timeout(d, fut).await.ok(),
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
         None => Some(fut.await),
     }
 }
@@ -236,6 +354,14 @@ fn reply_header(request_id: u64, serializer: u8, reply: &Reply) -> Header {
     header.serializer = serializer;
     header.status = reply.status;
     header
+}
+
+/// Logs a handler's panic (the call's span names the service when `service` is empty) and
+/// makes the reply that fails that call only.
+fn panicked(service: &str, request_id: u64, panic: &(dyn Any + Send)) -> Reply {
+    let message = panic_message(panic);
+    error!(service, request_id, panic = %message, "handler panicked");
+    Reply::failure(Status::InternalError, format!("handler panicked: {message}"))
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

@@ -15,17 +15,26 @@
 //! * A server-wide semaphore bounds the calls in flight; a request that finds no permit is
 //!   answered [`Status::Overloaded`](crate::protocol::Status::Overloaded) at once instead of
 //!   queueing without bound.
+//! * Each call runs inside its [`CallContext`](crate::context::CallContext) (metadata,
+//!   deadline, peer, trace), which the handler reads with
+//!   [`context::current`](crate::context::current). The server's [layers](crate::layer) see
+//!   every call before it runs (and may refuse it) and after it ends.
 //! * A handler that panics yields an [`InternalError`](crate::protocol::Status::InternalError)
-//!   reply for that call only. A request whose caller sent a timeout is abandoned when it runs
-//!   out. A malformed frame closes that connection only, with a logged protocol error.
+//!   reply for that call only. A call is dropped when its deadline passes, when its caller
+//!   sends Cancel, or when its caller's connection closes: work for a caller who left stops
+//!   and frees its concurrency permit. A malformed frame closes that connection only, with a
+//!   logged protocol error; a peer of another protocol version gets one answer it can read
+//!   before the connection closes.
 //! * [`RunningServer::register`] registers every service in a registry at the bound port;
 //!   shutdown deregisters them first, so consumers stop picking this server while it drains.
-//! * [`RunningServer::shutdown`] stops accepting, answers new requests with
-//!   [`ShuttingDown`](crate::protocol::Status::ShuttingDown), waits for the calls in flight up
-//!   to the drain timeout, then cancels what is left and closes every connection. Dropping a
+//! * [`RunningServer::shutdown`] stops accepting, sends GoAway on every connection, answers
+//!   new requests with [`ShuttingDown`](crate::protocol::Status::ShuttingDown), waits for the
+//!   calls in flight up to the drain timeout, then cancels what is left and closes every
+//!   connection. Dropping a
 //!   [`RunningServer`] without shutting down cancels everything at once.
 
 mod connection;
+mod running;
 mod service;
 
 pub use service::{BoxFuture, Service};
@@ -43,13 +52,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::ServerConfig;
-use crate::protocol::DEFAULT_MAX_FRAME_LEN;
+use crate::context::MetadataLimits;
+use crate::layer::{Layer, Layers};
 use crate::registry::{Registry, RegistryError, ServiceInstance};
-
-/// Default bound on calls in flight across the whole server.
-pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 10_000;
-/// Default time [`RunningServer::shutdown`] waits for calls in flight.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Tunables of a server.
 #[derive(Debug, Clone)]
@@ -63,27 +68,37 @@ pub struct ServerOptions {
     /// How long a request frame may take from its first byte to its last; a connection that
     /// sends part of a frame and stalls is closed.
     pub frame_timeout: Duration,
+    /// Bounds on each request's metadata; a request over them is refused.
+    pub metadata_limits: MetadataLimits,
 }
 
-/// Default time a started request frame has to complete.
-pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Default for ServerOptions {
-    fn default() -> Self {
+impl From<&ServerConfig> for ServerOptions {
+    fn from(config: &ServerConfig) -> Self {
         Self {
-            max_frame_len: DEFAULT_MAX_FRAME_LEN,
-            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            max_frame_len: config.max_frame_bytes,
+            max_concurrent_calls: config.max_concurrent_calls,
+            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+            frame_timeout: Duration::from_millis(config.frame_timeout_ms),
+            metadata_limits: MetadataLimits {
+                max_entries: config.max_metadata_entries,
+                max_bytes: config.max_metadata_bytes,
+            },
         }
     }
 }
 
-/// Collects services and options, then binds.
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self::from(&ServerConfig::default())
+    }
+}
+
+/// Collects services, layers and options, then binds.
 #[derive(Default)]
 pub struct ServerBuilder {
     services: HashMap<String, Arc<dyn Service>>,
     options: ServerOptions,
+    layers: Vec<Arc<dyn Layer>>,
 }
 
 impl ServerBuilder {
@@ -99,14 +114,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Adds a layer that wraps every call (see [`crate::layer`]); the first added is the
+    /// outermost.
+    pub fn layer<L: Layer>(mut self, layer: L) -> Self {
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
     /// A builder with the options of the `rpc.server` section.
     pub fn from_config(config: &ServerConfig) -> Self {
-        Self::new().options(ServerOptions {
-            max_frame_len: config.max_frame_bytes,
-            max_concurrent_calls: config.max_concurrent_calls,
-            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
-            frame_timeout: Duration::from_millis(config.frame_timeout_ms),
-        })
+        Self::new().options(ServerOptions::from(config))
     }
 
     /// Replaces all options.
@@ -139,6 +156,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets the bounds on each request's metadata.
+    pub fn metadata_limits(mut self, limits: MetadataLimits) -> Self {
+        self.options.metadata_limits = limits;
+        self
+    }
+
     /// Binds `addr` and starts serving in background tasks.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<RunningServer> {
         let listener = TcpListener::bind(addr).await?;
@@ -150,9 +173,11 @@ impl ServerBuilder {
         let local_addr = listener.local_addr().ok();
         let shared = Arc::new(Shared {
             services: self.services,
+            layers: Layers::new(self.layers),
             limit: Arc::new(Semaphore::new(self.options.max_concurrent_calls)),
             max_frame_len: self.options.max_frame_len,
             frame_timeout: self.options.frame_timeout,
+            metadata_limits: self.options.metadata_limits,
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
             calls: TaskTracker::new(),
@@ -178,10 +203,12 @@ impl ServerBuilder {
 /// State shared by the accept loop, the connections and the calls.
 pub(crate) struct Shared {
     pub(crate) services: HashMap<String, Arc<dyn Service>>,
+    pub(crate) layers: Layers,
     pub(crate) limit: Arc<Semaphore>,
     pub(crate) max_frame_len: usize,
     pub(crate) frame_timeout: Duration,
-    /// Cancelled when shutdown begins: new requests are refused.
+    pub(crate) metadata_limits: MetadataLimits,
+    /// Cancelled when shutdown begins: connections send GoAway, new requests are refused.
     pub(crate) draining: CancellationToken,
     /// Cancelled when the drain ends: calls still running are dropped, connections close.
     pub(crate) abort: CancellationToken,
@@ -296,8 +323,8 @@ impl RunningServer {
         self.connections.len()
     }
 
-    /// Deregisters, stops accepting, lets calls in flight finish up to the drain timeout, then
-    /// closes every connection.
+    /// Deregisters, stops accepting, tells every connection to go away (GoAway), lets calls in
+    /// flight finish up to the drain timeout, then closes every connection.
     pub async fn shutdown(mut self) -> ShutdownReport {
         for (registry, instance) in std::mem::take(&mut self.registrations) {
             if let Err(e) = registry.deregister(&instance).await {

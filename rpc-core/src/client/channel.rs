@@ -1,0 +1,297 @@
+//! [`Channel`]: what a generated client calls through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{fallback, CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker};
+use crate::balance::{hash_serialized, LoadBalancerKind};
+use crate::context::{self, CallContext, Metadata, MetadataLimits, TRACEPARENT};
+use crate::error::RpcError;
+use crate::fault::{Fallback, MethodPolicy, PolicySet};
+use crate::layer::{Layer, Layers, Outcome};
+use crate::protocol::{encode_request_body, Status};
+use crate::reply::Reply;
+use crate::serializer::SerializerKind;
+use crate::server::Service;
+
+/// The local implementation a client calls for `fail_back` and `mock`: the service trait's
+/// implementation wrapped in its generated server adapter.
+pub type LocalService = Arc<dyn Service>;
+
+/// What the call path needs to know of a method; generated clients hold one per method.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodDescriptor {
+    /// Service key, `name:version`.
+    pub service: &'static str,
+    /// Method name.
+    pub name: &'static str,
+    /// Marked `#[idempotent]`.
+    pub idempotent: bool,
+    /// The reply a provider would send with the method's default value (for `fail_safe`);
+    /// `None` when the result type has no `Default`.
+    pub default_reply: fn(SerializerKind) -> Option<Reply>,
+}
+
+/// What a generated client calls through: an [`Invoker`], a serializer, the consumer's
+/// policies and layers, plus per-client overrides (timeout, hash key, metadata).
+///
+/// Cheap to clone; clones share the invoker and its connections.
+#[derive(Clone)]
+pub struct Channel {
+    invoker: Arc<dyn Invoker>,
+    serializer: SerializerKind,
+    policies: Arc<PolicySet>,
+    layers: Layers,
+    metadata: Metadata,
+    metadata_limits: MetadataLimits,
+    timeout: Option<Duration>,
+    hash_key: Option<u64>,
+}
+
+impl Channel {
+    /// A channel over any invoker, with the default serializer (bincode) and policies (3 s
+    /// timeout, no retry, fail fast, round robin).
+    pub fn new(invoker: Arc<dyn Invoker>) -> Self {
+        Self {
+            invoker,
+            serializer: SerializerKind::default(),
+            policies: Arc::new(PolicySet::default()),
+            layers: Layers::default(),
+            metadata: Metadata::new(),
+            metadata_limits: MetadataLimits::default(),
+            timeout: None,
+            hash_key: None,
+        }
+    }
+
+    /// A channel to one fixed address, `host:port`.
+    pub fn direct(addr: impl Into<String>) -> Result<Self, ClientBuildError> {
+        Self::direct_with(addr, ClientOptions::default())
+    }
+
+    /// A channel to one fixed address with explicit connection options.
+    pub fn direct_with(addr: impl Into<String>, options: ClientOptions) -> Result<Self, ClientBuildError> {
+        let limits = options.metadata_limits;
+        let invoker = ClusterInvoker::direct(&addr.into(), Arc::new(ConnectionPool::new(options)))?;
+        Ok(Self::new(Arc::new(invoker)).with_metadata_limits(limits))
+    }
+
+    /// The same channel encoding calls with `serializer`.
+    pub fn with_serializer(mut self, serializer: SerializerKind) -> Self {
+        self.serializer = serializer;
+        self
+    }
+
+    /// The same channel with these policies (timeouts, retry, tolerance, balancing).
+    pub fn with_policies(mut self, policies: Arc<PolicySet>) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    /// The same channel with one timeout for every call, overriding the configured ones.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The same channel sending every call to the instance `key` hashes to under
+    /// `consistent_hash` (instead of hashing each call's first argument).
+    pub fn with_hash_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.hash_key = Some(crate::balance::hash64(key.as_ref()));
+        self
+    }
+
+    /// The same channel sending `key: value` in the metadata of every call.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key, value);
+        self
+    }
+
+    /// The same channel sending every entry of `entries` in the metadata of every call.
+    pub fn with_metadata_map<K: Into<String>, V: Into<String>>(
+        mut self,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.metadata.extend(entries);
+        self
+    }
+
+    /// The same channel with `layer` wrapping every call, inside the layers it has.
+    pub fn with_layer<L: Layer>(mut self, layer: L) -> Self {
+        self.layers = self.layers.with(Arc::new(layer));
+        self
+    }
+
+    /// The same channel with these layers (outermost first), replacing the ones it has.
+    pub fn with_layers(mut self, layers: Layers) -> Self {
+        self.layers = layers;
+        self
+    }
+
+    /// The same channel with these bounds on each call's metadata.
+    pub fn with_metadata_limits(mut self, limits: MetadataLimits) -> Self {
+        self.metadata_limits = limits;
+        self
+    }
+
+    /// The serializer calls are encoded with.
+    pub fn serializer(&self) -> SerializerKind {
+        self.serializer
+    }
+
+    /// The metadata every call carries.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The policy of one method under this channel's configuration.
+    pub fn policy(&self, service: &str, method: &str, idempotent: bool) -> MethodPolicy {
+        self.policies.resolve(service, method, idempotent)
+    }
+
+    /// Performs a call of `method` with `args` (the tuple of its arguments) under `policy`.
+    ///
+    /// `first_arg` is hashed for `consistent_hash` when no explicit hash key is set; `local`
+    /// serves `mock` and `fail_back`. Generated clients call this; decode the reply with
+    /// [`Reply::into_value`] or [`Reply::into_result`].
+    pub async fn call<A, K>(
+        &self,
+        method: &MethodDescriptor,
+        args: &A,
+        first_arg: Option<&K>,
+        policy: &MethodPolicy,
+        local: Option<&LocalService>,
+    ) -> Result<Reply, RpcError>
+    where
+        A: Serialize + ?Sized,
+        K: Serialize + ?Sized,
+    {
+        let deadline = Instant::now() + self.timeout.unwrap_or(policy.timeout);
+        let mut ctx = CallContext::client(
+            Bytes::from_static(method.service.as_bytes()),
+            Bytes::from_static(method.name.as_bytes()),
+            self.metadata.clone(),
+            Some(deadline),
+        );
+        // A call from inside a handler: never outlive the call being served; continue its trace.
+        context::with_current(|served| served.inherit_into(&mut ctx));
+        self.layers
+            .on_request(&mut ctx)
+            .map_err(|refusal| refusal.into_error())?;
+        let result = self.send(&mut ctx, method, args, first_arg, policy, local).await;
+        if !self.layers.is_empty() {
+            let outcome = Outcome::from_result(&result, |reply| reply.status == Status::ApplicationError);
+            self.layers.on_response(&ctx, outcome);
+        }
+        result
+    }
+
+    async fn send<A, K>(
+        &self,
+        ctx: &mut CallContext,
+        method: &MethodDescriptor,
+        args: &A,
+        first_arg: Option<&K>,
+        policy: &MethodPolicy,
+        local: Option<&LocalService>,
+    ) -> Result<Reply, RpcError>
+    where
+        A: Serialize + ?Sized,
+        K: Serialize + ?Sized,
+    {
+        if let Some(trace) = ctx.trace() {
+            let traceparent = trace.to_traceparent();
+            ctx.metadata_mut().insert(TRACEPARENT, traceparent);
+        }
+        if !ctx.metadata().is_empty() {
+            ctx.metadata()
+                .check(&self.metadata_limits)
+                .map_err(RpcError::InvalidMetadata)?;
+        }
+        let body = encode_request_body(method.service, method.name, ctx.metadata(), self.serializer, args)?;
+        let hash_key = match policy.load_balancer {
+            LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
+            _ => None,
+        };
+        let call = CallRequest {
+            service: method.service,
+            method: method.name,
+            serializer: self.serializer,
+            body,
+            deadline: ctx.deadline(),
+            policy,
+            hash_key,
+        };
+        let span = tracing::debug_span!("rpc_client_call", service = method.service, method = method.name);
+        fallback::run(&call, method, local, || self.invoker.invoke(&call))
+            .instrument(span)
+            .await
+    }
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("serializer", &self.serializer)
+            .field("timeout", &self.timeout)
+            .field("metadata", &self.metadata)
+            .field("layers", &self.layers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientBuildError {
+    /// `fail_safe` on a method whose result has no `Default`.
+    #[error("{service}/{method}: fail_safe needs a result type that implements Default")]
+    FailSafeWithoutDefault {
+        /// Service key.
+        service: String,
+        /// Method name.
+        method: String,
+    },
+    /// `fail_back` or `mock` without a local implementation.
+    #[error("{service}/{method}: {mode} needs a local implementation (pass one to the client builder's fallback)")]
+    FallbackMissing {
+        /// Service key.
+        service: String,
+        /// Method name.
+        method: String,
+        /// `fail_back` or `mock`.
+        mode: &'static str,
+    },
+    /// A direct channel's address is not `host:port`.
+    #[error("invalid address: {0}")]
+    InvalidAddress(String),
+}
+
+/// Checks a resolved method policy against what the client can do; generated builders call it.
+pub fn validate_policy(
+    method: &MethodDescriptor,
+    policy: &MethodPolicy,
+    has_local: bool,
+) -> Result<(), ClientBuildError> {
+    let error = |mode| ClientBuildError::FallbackMissing {
+        service: method.service.to_owned(),
+        method: method.name.to_owned(),
+        mode,
+    };
+    match policy.fallback {
+        Fallback::DefaultValue if (method.default_reply)(SerializerKind::Bincode).is_none() => {
+            Err(ClientBuildError::FailSafeWithoutDefault {
+                service: method.service.to_owned(),
+                method: method.name.to_owned(),
+            })
+        }
+        Fallback::Mock if !has_local => Err(error("mock")),
+        Fallback::Local if !has_local => Err(error("fail_back")),
+        _ => Ok(()),
+    }
+}

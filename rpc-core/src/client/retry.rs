@@ -1,0 +1,49 @@
+//! The retry step: runs rounds of the fail-over step until one succeeds or the call must end.
+//!
+//! A failed round is tried again only if the error is retryable for the method (see
+//! [`is_retryable`]), the policy retries (a strategy other than `none`), attempts remain
+//! (`retry.max_attempts` rounds in all), and the pause before the next round still ends before
+//! the call's deadline. An application error is a result, not a failure: it is returned as the
+//! reply, unless the method is idempotent and attempts remain.
+
+use std::future::Future;
+
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::error::RpcError;
+use crate::fault::{is_retryable, MethodPolicy};
+use crate::reply::Reply;
+
+/// Runs `round` (given the 1-based round number) under `policy` until the call ends.
+///
+/// A round fails with `RpcError::Application(reply)` for an application error, so that the
+/// retry decision can see it; the step returns such a reply as `Ok`.
+pub async fn run<F, Fut>(policy: &MethodPolicy, deadline: Instant, mut round: F) -> Result<Reply, RpcError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<Reply, RpcError<Reply>>>,
+{
+    let retrying = policy.retry.retries();
+    let max_rounds = policy.retry.max_attempts.max(1);
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let error = match round(n).await {
+            Ok(reply) => return Ok(reply),
+            Err(error) => error,
+        };
+        let delay = policy.retry.delay_after(n);
+        let last = !retrying || n >= max_rounds || !is_retryable(&error, policy.idempotent);
+        if last || Instant::now() + delay >= deadline {
+            return match error {
+                RpcError::Application(reply) => Ok(reply),
+                other => Err(other.without_application()),
+            };
+        }
+        debug!(round = n, error = %error.kind(), ?delay, "call failed; retrying");
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
