@@ -303,7 +303,7 @@ fn render_server(def: &ServiceDef) -> TokenStream {
                 method: &str,
                 serializer: ::rpc_core::SerializerKind,
                 args: ::rpc_core::__private::Bytes,
-            ) -> ::rpc_core::server::BoxFuture<'static, ::rpc_core::Reply> {
+            ) -> ::rpc_core::BoxFuture<'static, ::rpc_core::Reply> {
                 match method {
                     #(#arms)*
                     other => {

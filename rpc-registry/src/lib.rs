@@ -29,6 +29,8 @@
 mod bootstrap;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+mod local;
 pub mod memory;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use rpc_core::registry::{Registry, RegistryError, ServiceInstance, WatchEvent, WatchStream};
-use rpc_core::server::BoxFuture;
+use rpc_core::BoxFuture;
 use tokio::sync::mpsc;
 
 /// Events queued per watcher before it counts as lagging.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rpc_core::config::RpcConfig;
 use rpc_core::registry::{
-    DiscoveryCache, DiscoveryOptions, Registry, RegistryError, ServiceInstance, WatchEvent, WatchStream,
+    BackendError, DiscoveryCache, DiscoveryOptions, Registry, RegistryError, ServiceInstance, WatchEvent, WatchStream,
 };
 use rpc_core::server::{BoxFuture, ServerBuilder};
 use rpc_core::RpcError;
@@ -52,7 +52,8 @@ impl Flaky {
         if self.down.load(Ordering::SeqCst) {
             Err(RegistryError::Unavailable {
                 backend: "flaky",
-                message: "down".into(),
+                operation: "any",
+                source: BackendError::message("down"),
             })
         } else {
             Ok(())

@@ -213,6 +213,7 @@ impl Watched {
                 Ok(Some(WatchEvent::Remove { address })) => {
                     self.state.remove(&address);
                 }
+                Ok(Some(other)) => panic!("an event this test does not know: {other:?}"),
                 Ok(None) => panic!("the watch ended while waiting until {what}"),
                 Err(_) => panic!(
                     "timed out after {timeout:?} waiting until {what}; state: {:?}",

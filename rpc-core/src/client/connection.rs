@@ -420,22 +420,29 @@ async fn read_loop(
                     }
                 }
             }
-            Ok(None) if !shared.heard_from_server.load(Ordering::Relaxed) => {
-                break format!(
-                    "closed by the server before answering anything (a server that speaks another \
-                     protocol version closes like this; this client speaks version {})",
-                    crate::protocol::PROTOCOL_VERSION
-                )
-            }
+            Ok(None) if !shared.heard_from_server.load(Ordering::Relaxed) => break closed_unanswered("closed"),
             Ok(None) => break "closed by the server".to_owned(),
             Err(ReadError::Protocol(e @ ProtocolError::UnsupportedVersion(_))) => {
                 shared.close_for(CloseReason::VersionRejected(e.to_string()));
                 return;
             }
+            Err(ReadError::Io(e)) if !shared.heard_from_server.load(Ordering::Relaxed) => {
+                break closed_unanswered(&format!("dropped ({e})"))
+            }
             Err(e) => break format!("read failed: {e}"),
         }
     };
     shared.close(&reason);
+}
+
+/// Why a connection ended before the server sent anything at all: most likely a peer that
+/// does not speak our protocol version (a version-1 server closes such a connection silently).
+fn closed_unanswered(how: &str) -> String {
+    format!(
+        "{how} by the server before it answered anything (a server that speaks another protocol \
+         version closes like this; this client speaks version {})",
+        crate::protocol::PROTOCOL_VERSION
+    )
 }
 
 async fn keepalive(shared: Arc<Shared>, tx: mpsc::Sender<OutFrame>, interval: Duration, timeout: Duration) {

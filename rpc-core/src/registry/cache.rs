@@ -95,7 +95,7 @@ struct EntryState {
     by_address: BTreeMap<String, ServiceInstance>,
     /// Bumped by every applied watch event.
     generation: u64,
-    last_error: Option<String>,
+    last_error: Option<RegistryError>,
     /// While set, `by_address` holds last-known instances kept despite an empty listing.
     stale_until: Option<Instant>,
 }
@@ -209,7 +209,7 @@ impl Entry {
         self.published.send_replace(Some(list));
     }
 
-    fn record_error(&self, error: String) {
+    fn record_error(&self, error: RegistryError) {
         self.state().last_error = Some(error);
     }
 }
@@ -266,10 +266,7 @@ impl DiscoveryCache {
             Ok(Ok(Some(list))) => Ok(list),
             Ok(Ok(None) | Err(_)) => Err(RegistryError::Closed),
             Err(_) => Err(match entry.state().last_error.clone() {
-                Some(message) => RegistryError::Unavailable {
-                    backend: self.inner.registry.backend(),
-                    message,
-                },
+                Some(error) => error,
                 None => RegistryError::Timeout {
                     backend: self.inner.registry.backend(),
                     operation: "first discovery",
@@ -363,7 +360,7 @@ async fn watch_forever(registry: Arc<dyn Registry>, entry: &Entry, options: Disc
             }
             Err(e) => {
                 warn!(error = %e, "watch failed; serving the last-known instances");
-                entry.record_error(e.to_string());
+                entry.record_error(e);
             }
         }
         tokio::time::sleep(backoff.next_delay()).await;

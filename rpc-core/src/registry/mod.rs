@@ -22,22 +22,92 @@ mod instance;
 pub use cache::{DiscoveryCache, DiscoveryOptions};
 pub use instance::{now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT};
 
+use std::fmt;
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::future::BoxFuture;
 use tokio_util::task::AbortOnDropHandle;
 
+/// The backend's own error behind a registry failure, shared so that errors stay cheap to
+/// clone (a discovery cache keeps the last one per service).
+#[derive(Clone)]
+pub struct BackendError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl BackendError {
+    /// Wraps a backend's error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+
+    /// An error that is only a message (a backend without a typed error, a test double).
+    pub fn message(message: impl Into<String>) -> Self {
+        Self(Arc::new(MessageError(message.into())))
+    }
+
+    /// The backend's error as its own type, for decisions that depend on it (a gRPC status
+    /// code, a ZooKeeper error kind); never decide by the message text.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+impl fmt::Debug for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+#[derive(Debug)]
+struct MessageError(String);
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MessageError {}
+
 /// A failure of a registry operation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// The registry could not be reached or answered with an error.
-    #[error("{backend} registry unavailable: {message}")]
+    #[error("{backend} registry unavailable: {operation}: {source}")]
     Unavailable {
         /// Which backend.
         backend: &'static str,
-        /// What went wrong.
-        message: String,
+        /// The operation.
+        operation: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
+    /// The registry refused this process's credentials (or has none for it).
+    #[error("{backend} registry refused the credentials: {operation}: {source}")]
+    Unauthenticated {
+        /// Which backend.
+        backend: &'static str,
+        /// The operation.
+        operation: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
     },
     /// The operation did not finish in time.
     #[error("{backend} registry: {operation} timed out after {timeout_ms} ms")]
@@ -60,8 +130,49 @@ pub enum RegistryError {
     Closed,
 }
 
+/// The variant of a [`RegistryError`], for decisions and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RegistryErrorKind {
+    /// [`RegistryError::Unavailable`]
+    Unavailable,
+    /// [`RegistryError::Unauthenticated`]
+    Unauthenticated,
+    /// [`RegistryError::Timeout`]
+    Timeout,
+    /// [`RegistryError::InvalidInstance`]
+    InvalidInstance,
+    /// [`RegistryError::InvalidConfig`]
+    InvalidConfig,
+    /// [`RegistryError::Closed`]
+    Closed,
+}
+
+impl RegistryError {
+    /// The kind of failure.
+    pub fn kind(&self) -> RegistryErrorKind {
+        match self {
+            Self::Unavailable { .. } => RegistryErrorKind::Unavailable,
+            Self::Unauthenticated { .. } => RegistryErrorKind::Unauthenticated,
+            Self::Timeout { .. } => RegistryErrorKind::Timeout,
+            Self::InvalidInstance(_) => RegistryErrorKind::InvalidInstance,
+            Self::InvalidConfig(_) => RegistryErrorKind::InvalidConfig,
+            Self::Closed => RegistryErrorKind::Closed,
+        }
+    }
+
+    /// The backend's own error, when the failure came from the backend.
+    pub fn backend_error(&self) -> Option<&BackendError> {
+        match self {
+            Self::Unavailable { source, .. } | Self::Unauthenticated { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// A change to the instances of one service key.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WatchEvent {
     /// The complete current list; replaces whatever was known.
     Snapshot(Vec<ServiceInstance>),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rpc_core::backoff::Backoff;
 use rpc_core::registry::RegistryError;
-use rpc_core::server::BoxFuture;
+use rpc_core::BoxFuture;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn, Instrument};

@@ -20,19 +20,18 @@ mod lease;
 mod requests;
 mod watch;
 
-use std::collections::BTreeMap;
-
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
 use rpc_core::config::RegistryConfig;
-use rpc_core::registry::{service_path, Registry, RegistryError, ServiceInstance, WatchStream};
+use rpc_core::registry::{service_path, BackendError, Registry, RegistryError, ServiceInstance, WatchStream};
 use rpc_core::schedule::PeriodicJob;
-use rpc_core::server::BoxFuture;
+use rpc_core::BoxFuture;
 use tracing::{info, warn};
 
 use self::lease::LeaseManager;
+use crate::local::LocalRegistrations;
 
 pub(crate) const BACKEND: &str = "etcd";
 
@@ -78,15 +77,11 @@ pub(crate) struct Shared {
     client: Client,
     options: EtcdOptions,
     /// Instances registered by this process, by key.
-    local: Mutex<BTreeMap<String, ServiceInstance>>,
+    local: LocalRegistrations,
     lease: LeaseManager,
 }
 
 impl Shared {
-    fn local(&self) -> MutexGuard<'_, BTreeMap<String, ServiceInstance>> {
-        self.local.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Puts one instance's key on the current lease (granting one if needed).
     pub(crate) async fn put_instance(
         self: &Arc<Self>,
@@ -108,16 +103,14 @@ impl Shared {
 
     /// Puts every local instance again; used after a new lease was granted.
     pub(crate) async fn put_all(self: &Arc<Self>) -> Result<usize, RegistryError> {
-        let local: Vec<(String, ServiceInstance)> = self.local().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        for (key, instance) in &local {
-            self.put_instance(key, instance).await?;
-        }
-        Ok(local.len())
+        self.local
+            .put_all(|key, instance| async move { self.put_instance(&key, &instance).await })
+            .await
     }
 
     /// Whether any instance is registered locally.
     pub(crate) fn has_local(&self) -> bool {
-        !self.local().is_empty()
+        !self.local.is_empty()
     }
 
     /// Checks every local key and re-puts those that are missing, changed or on another lease.
@@ -128,16 +121,15 @@ impl Shared {
         // A lease that etcd no longer knows cannot hold keys: replace it first.
         self.lease.check_alive(self).await?;
         let lease = self.lease.ensure(self).await?;
-        let local: Vec<(String, ServiceInstance)> = self.local().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut repaired = 0;
-        for (key, instance) in local {
+        for (key, instance) in self.local.snapshot() {
             let resp = self.get(&key, None).await?;
             let healthy = resp
                 .kvs()
                 .first()
                 .is_some_and(|kv| kv.lease() == lease && kv.value() == instance.to_json().as_bytes());
             // Deregistered meanwhile: nothing to repair.
-            if healthy || !self.local().contains_key(&key) {
+            if healthy || !self.local.contains(&key) {
                 continue;
             }
             warn!(%key, "registration missing or stale, putting it again");
@@ -183,7 +175,7 @@ impl EtcdRegistry {
         let shared = Arc::new(Shared {
             client,
             options,
-            local: Mutex::new(BTreeMap::new()),
+            local: LocalRegistrations::default(),
             lease: LeaseManager::default(),
         });
         // Fail fast when no endpoint answers.
@@ -208,7 +200,8 @@ impl EtcdRegistry {
         .await
         .map_err(|e| RegistryError::Unavailable {
             backend: BACKEND,
-            message: e.to_string(),
+            operation: "start the reconciler",
+            source: BackendError::new(e),
         })?;
         Ok(Self {
             shared,
@@ -234,20 +227,15 @@ impl Registry for EtcdRegistry {
     fn register<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let key = instance.path(&self.shared.options.root);
-            self.shared.local().insert(key.clone(), instance.clone());
-            if let Err(e) = self.shared.put_instance(&key, instance).await {
-                self.shared.local().remove(&key);
-                return Err(e);
-            }
-            info!(%key, lease = self.lease_id(), "registered");
-            Ok(())
+            let put = self.shared.put_instance(&key, instance);
+            self.shared.local.register(&key, instance, put).await
         })
     }
 
     fn deregister<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let key = instance.path(&self.shared.options.root);
-            self.shared.local().remove(&key);
+            self.shared.local.forget(&key);
             self.shared.delete(&key).await?;
             info!(%key, "deregistered");
             Ok(())
@@ -276,7 +264,7 @@ impl Registry for EtcdRegistry {
             if let Some(job) = job {
                 job.stop().await;
             }
-            let keys: Vec<String> = std::mem::take(&mut *self.shared.local()).into_keys().collect();
+            let keys = self.shared.local.take_all();
             let mut result = Ok(());
             for key in keys {
                 if let Err(e) = self.shared.delete(&key).await {
@@ -310,13 +298,52 @@ pub(crate) fn parse_instance(service_key: &str, prefix: &str, kv: &KeyValue) -> 
     }
 }
 
-pub(crate) fn unavailable(operation: &str, e: etcd_client::Error) -> RegistryError {
-    RegistryError::Unavailable {
-        backend: BACKEND,
-        message: format!("{operation}: {e}"),
+/// gRPC status codes, as etcd uses them.
+mod code {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// The gRPC status code of an etcd error, when it is a status.
+pub(crate) fn grpc_code(e: &etcd_client::Error) -> Option<i32> {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => Some(i32::from(status.code())),
+        _ => None,
     }
 }
 
+/// The registry error for a failed etcd `operation`: an authentication failure (a token etcd
+/// no longer accepts, missing permission, or wrong credentials at connect) gets its own kind.
+pub(crate) fn unavailable(operation: &'static str, e: etcd_client::Error) -> RegistryError {
+    let auth = match grpc_code(&e) {
+        Some(code::UNAUTHENTICATED | code::PERMISSION_DENIED) => true,
+        // etcd answers wrong credentials with InvalidArgument ("authentication failed").
+        Some(code::INVALID_ARGUMENT) => operation == "connect",
+        _ => false,
+    };
+    let source = BackendError::new(e);
+    if auth {
+        RegistryError::Unauthenticated {
+            backend: BACKEND,
+            operation,
+            source,
+        }
+    } else {
+        RegistryError::Unavailable {
+            backend: BACKEND,
+            operation,
+            source,
+        }
+    }
+}
+
+/// Whether etcd refused a request because its lease no longer exists (NotFound: the only
+/// NotFound a put with a lease can get).
 fn is_lease_not_found(e: &RegistryError) -> bool {
-    matches!(e, RegistryError::Unavailable { message, .. } if message.contains("lease not found"))
+    e.backend_error()
+        .and_then(|b| b.downcast_ref::<etcd_client::Error>())
+        .and_then(grpc_code)
+        == Some(code::NOT_FOUND)
 }

@@ -25,15 +25,16 @@
 mod session;
 mod watch;
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rpc_core::config::RegistryConfig;
-use rpc_core::registry::{service_path, Registry, RegistryError, ServiceInstance, WatchStream};
-use rpc_core::server::BoxFuture;
+use rpc_core::registry::{service_path, BackendError, Registry, RegistryError, ServiceInstance, WatchStream};
+use rpc_core::BoxFuture;
 use tokio_util::task::AbortOnDropHandle;
+
+use crate::local::LocalRegistrations;
 use tracing::{info, warn};
 use zookeeper_client as zk;
 
@@ -76,7 +77,7 @@ pub(crate) struct Shared {
     /// The live client; replaced when a new session is opened, `None` once closed.
     client: RwLock<Option<zk::Client>>,
     /// Instances registered by this process, by node path.
-    local: Mutex<BTreeMap<String, ServiceInstance>>,
+    local: LocalRegistrations,
     /// Bumped whenever a new session replaces the old one.
     generation: tokio::sync::watch::Sender<u64>,
 }
@@ -146,10 +147,6 @@ impl Shared {
         }
     }
 
-    fn local(&self) -> MutexGuard<'_, BTreeMap<String, ServiceInstance>> {
-        self.local.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Runs one request under the configured timeout.
     pub(crate) async fn timed<T>(
         &self,
@@ -193,11 +190,9 @@ impl Shared {
 
     /// Creates every local node again (after a new session was opened).
     pub(crate) async fn put_all(&self) -> Result<usize, RegistryError> {
-        let local: Vec<(String, ServiceInstance)> = self.local().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        for (path, instance) in &local {
-            self.put_instance(path, instance).await?;
-        }
-        Ok(local.len())
+        self.local
+            .put_all(|path, instance| async move { self.put_instance(&path, &instance).await })
+            .await
     }
 }
 
@@ -208,7 +203,7 @@ impl ZookeeperRegistry {
         let shared = Arc::new(Shared {
             options,
             client: RwLock::new(Some(client)),
-            local: Mutex::new(BTreeMap::new()),
+            local: LocalRegistrations::default(),
             generation: tokio::sync::watch::channel(0).0,
         });
         let supervisor = tokio::spawn(session::supervise(Arc::downgrade(&shared)));
@@ -232,20 +227,15 @@ impl Registry for ZookeeperRegistry {
     fn register<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let path = instance.path(&self.shared.options.root);
-            self.shared.local().insert(path.clone(), instance.clone());
-            if let Err(e) = self.shared.put_instance(&path, instance).await {
-                self.shared.local().remove(&path);
-                return Err(e);
-            }
-            info!(%path, "registered");
-            Ok(())
+            let put = self.shared.put_instance(&path, instance);
+            self.shared.local.register(&path, instance, put).await
         })
     }
 
     fn deregister<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let path = instance.path(&self.shared.options.root);
-            self.shared.local().remove(&path);
+            self.shared.local.forget(&path);
             let client = self.shared.live_client().await?;
             self.shared.delete_node(&client, &path).await?;
             info!(%path, "deregistered");
@@ -289,7 +279,7 @@ impl Registry for ZookeeperRegistry {
 
     fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
         Box::pin(async move {
-            let paths: Vec<String> = std::mem::take(&mut *self.shared.local()).into_keys().collect();
+            let paths = self.shared.local.take_all();
             let Some(client) = self.shared.take_client() else {
                 return Ok(());
             };
@@ -319,9 +309,22 @@ pub(crate) fn parse_instance(service_key: &str, path: &str, name: &str, data: &[
     }
 }
 
-pub(crate) fn unavailable(operation: &str, e: zk::Error) -> RegistryError {
-    RegistryError::Unavailable {
-        backend: BACKEND,
-        message: format!("{operation}: {e}"),
+/// The registry error for a failed ZooKeeper `operation`: refused credentials (authentication
+/// failed, or no permission for the node) get their own kind.
+pub(crate) fn unavailable(operation: &'static str, e: zk::Error) -> RegistryError {
+    let auth = matches!(e, zk::Error::AuthFailed | zk::Error::NoAuth);
+    let source = BackendError::new(e);
+    if auth {
+        RegistryError::Unauthenticated {
+            backend: BACKEND,
+            operation,
+            source,
+        }
+    } else {
+        RegistryError::Unavailable {
+            backend: BACKEND,
+            operation,
+            source,
+        }
     }
 }
