@@ -417,9 +417,12 @@ impl Layer for Recorder {
     }
 }
 
+/// A span id and its parent's, as hex.
+type SpanLink = (String, Option<String>);
+
 /// Records the trace position of every outgoing call (a client layer).
 #[derive(Clone, Default)]
-struct OutgoingTraces(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct OutgoingTraces(Arc<Mutex<Vec<SpanLink>>>);
 
 impl Layer for OutgoingTraces {
     fn on_request(&self, ctx: &mut context::CallContext) -> Result<(), Refusal> {
