@@ -12,6 +12,7 @@
 mod echo;
 mod scale;
 mod watch;
+mod xproc;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,6 +42,35 @@ enum Command {
         /// Only frameworks whose name contains this.
         #[arg(long)]
         only: Option<String>,
+    },
+    /// The cost of the middleware seam: echo between two processes without and with N no-op
+    /// layers on both sides, alternating.
+    LayerCost {
+        /// Layers on each side.
+        #[arg(long, default_value_t = 3)]
+        layers: usize,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Calls outstanding.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Alternating rounds (each: one run without, one with).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of each measured window.
+        #[arg(long, default_value_t = 3)]
+        window_secs: u64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The server process of the cross-process runs (started by them).
+    #[command(hide = true)]
+    EchoServer {
+        /// No-op layers around every call.
+        #[arg(long, default_value_t = 0)]
+        layers: usize,
     },
     /// Watch propagation delay through a real registry.
     Watch {
@@ -77,6 +107,21 @@ enum Command {
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Echo { quick, json, only } => run_echo(quick, json, only.as_deref()),
+        Command::LayerCost {
+            layers,
+            payload,
+            concurrency,
+            rounds,
+            window_secs,
+            json,
+        } => {
+            let timing = Timing {
+                warmup: Duration::from_millis(500),
+                window: Duration::from_secs(window_secs),
+            };
+            xproc::layer_cost(layers, payload, concurrency, rounds, timing, json)
+        }
+        Command::EchoServer { layers } => xproc::serve(layers),
         Command::Watch {
             etcd,
             zookeeper,

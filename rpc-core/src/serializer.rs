@@ -18,6 +18,7 @@ use crate::error::{ProtocolError, RpcError};
 /// One of the built-in serializers. The discriminant is the wire id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum SerializerKind {
     /// bincode 2 with its serde support and the standard (varint) configuration.
     #[default]

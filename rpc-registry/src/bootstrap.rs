@@ -14,6 +14,7 @@ use tracing::warn;
 
 /// Starting a provider or a consumer failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BootError {
     /// The registry could not be reached or refused the registration.
     #[error(transparent)]

@@ -351,3 +351,84 @@ async fn config_built_providers_and_consumer_round_robin_and_deregister_on_shutd
     second.shutdown().await;
     consumer.close().await;
 }
+
+/// A user's balancer: always the instance with the highest port.
+struct HighestPort {
+    picks: Arc<AtomicUsize>,
+}
+
+impl rpc_core::balance::LoadBalancer for HighestPort {
+    fn pick(&self, instances: &Arc<[ServiceInstance]>, ctx: &rpc_core::balance::PickContext<'_>) -> Option<usize> {
+        self.picks.fetch_add(1, Ordering::SeqCst);
+        (0..instances.len())
+            .filter(|&i| (ctx.available)(i))
+            .max_by_key(|&i| instances[i].port)
+    }
+}
+
+/// A user's layer: counts calls and tags them.
+struct Tagging {
+    calls: Arc<AtomicUsize>,
+}
+
+impl rpc_core::Layer for Tagging {
+    fn on_request(&self, ctx: &mut rpc_core::context::CallContext) -> Result<(), rpc_core::Refusal> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        ctx.metadata_mut().insert("tagged", "yes");
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_consumer_builder_takes_a_users_balancer_layer_and_connection_options() {
+    let root = unique_root("builder");
+    let config = RpcConfig::from_yaml(&format!(
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry: {{ type: memory, root: \"{root}\" }}\n  consumer: {{ connect_timeout_ms: 250, keepalive_interval_ms: 1000 }}\n"
+    ))
+    .unwrap();
+    let options = rpc_core::client::ClientOptions::from(&config.consumer);
+    assert_eq!(options.connect_timeout, Duration::from_millis(250));
+    assert_eq!(options.keepalive_interval, Duration::from_secs(1));
+    let builder =
+        || ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
+    let a = rpc_registry::serve(&config, builder()).await.unwrap();
+    let b = rpc_registry::serve(&config, builder()).await.unwrap();
+    let highest = a.local_addr().unwrap().port().max(b.local_addr().unwrap().port());
+
+    let picks = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let registry = rpc_registry::connect(&config.registry).await.unwrap();
+    let consumer = rpc_core::client::Consumer::builder(&config)
+        .load_balancer_for("TestService:1.0", {
+            let picks = picks.clone();
+            move || Arc::new(HighestPort { picks: picks.clone() }) as Arc<dyn rpc_core::balance::LoadBalancer>
+        })
+        .layer(Tagging { calls: calls.clone() })
+        .build(registry)
+        .await
+        .unwrap();
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
+    for i in 0..10 {
+        assert_eq!(client.echo(i).await.unwrap(), i);
+    }
+    assert_eq!(
+        picks.load(Ordering::SeqCst),
+        10,
+        "every call was picked by the user's balancer"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        10,
+        "every call went through the user's layer"
+    );
+    assert_eq!(
+        consumer.pool().live_connections(),
+        1,
+        "one instance only: the highest port"
+    );
+    let only = consumer.pool().endpoint(&format!("127.0.0.1:{highest}"));
+    assert_eq!(only.addr(), format!("127.0.0.1:{highest}"));
+    a.shutdown().await;
+    b.shutdown().await;
+    consumer.close().await;
+}

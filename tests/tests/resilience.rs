@@ -185,6 +185,37 @@ async fn fail_over_tries_other_instances_never_the_one_that_just_failed() {
     }
 }
 
+#[tokio::test]
+async fn fail_over_is_bounded_by_the_instances_not_by_retry_attempts() {
+    // Four of five instances fail; retry is off (its max_attempts of 2 must not cap fail-over).
+    let good = provider("good").await;
+    let mut bad = Vec::new();
+    for i in 0..4 {
+        let p = provider(&format!("bad{i}")).await;
+        p.fault.set(Fault::FailAlways(Status::Overloaded));
+        bad.push(p);
+    }
+    let mut addrs: Vec<&str> = bad.iter().map(|p| p.addr.as_str()).collect();
+    addrs.push(&good.addr);
+    let yaml = "    tolerant: fail_over\n    retry: { strategy: none, max_attempts: 2 }\n    outlier: { consecutive_failures: 1000 }\n";
+    let client = TestServiceClient::new(channel(&addrs, yaml)).unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            client.echo(i).await.unwrap(),
+            i,
+            "fail-over reaches the one good instance"
+        );
+    }
+    // With retry on, each round tries every instance once; rounds are bounded by max_attempts.
+    good.fault.set(Fault::FailAlways(Status::Overloaded));
+    let yaml = "    tolerant: fail_over\n    retry: { strategy: fixed_interval, max_attempts: 2, base_delay_ms: 1 }\n    outlier: { consecutive_failures: 1000 }\n";
+    let client = TestServiceClient::new(channel(&addrs, yaml)).unwrap();
+    let before: usize = bad.iter().chain([&good]).map(|p| p.fault.calls()).sum();
+    assert!(matches!(client.echo(1).await, Err(RpcError::Overloaded)));
+    let after: usize = bad.iter().chain([&good]).map(|p| p.fault.calls()).sum();
+    assert_eq!(after - before, 10, "two rounds over five instances");
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Opaque(u8);
 

@@ -72,7 +72,8 @@ impl Phase {
         self.0.load(Ordering::Relaxed) == 2
     }
 
-    fn set(&self, v: u8) {
+    /// Moves to phase `v` (0 warm-up, 1 measuring, 2 stop).
+    pub(crate) fn set(&self, v: u8) {
         self.0.store(v, Ordering::Relaxed);
     }
 }

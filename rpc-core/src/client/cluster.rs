@@ -182,3 +182,21 @@ impl Invoker for ClusterInvoker {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Channel;
+
+    #[test]
+    fn a_direct_address_needs_a_host_and_a_port_above_zero() {
+        for bad in ["host", "host:", ":9000", "host:0", "host:99999", "host:http"] {
+            let e = Channel::direct(bad).unwrap_err();
+            assert!(matches!(e, ClientBuildError::InvalidAddress(_)), "{bad}: {e}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        for good in ["127.0.0.1:9001", "localhost:1", "[::1]:9001"] {
+            assert!(InstanceSource::address(good).is_ok(), "{good}");
+        }
+    }
+}
