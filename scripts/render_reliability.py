@@ -14,6 +14,7 @@ SCENARIOS = [
     ("slow and stuck providers", "6. Slow and stuck providers", "tests/tests/stuck_provider.rs"),
     ("hostile bytes", "7. Hostile bytes on the RPC port", "tests/tests/hostile_bytes.rs"),
     ("bad configuration", "9. Bad configuration and registry data", "example-provider/tests/cli.rs, example-consumer/tests/cli.rs (cases in example-provider/tests/support/cli_cases.rs)"),
+    ("cancellation", "10. Callers that leave: cancellation", "tests/tests/call_context.rs: a_dropped_call_is_cancelled_on_the_server_and_frees_its_permit (1,000 calls held by the handler, each dropped by its caller once the handler started; the server runs with 4 permits, so a leaked permit would stall the run)"),
 ]
 
 def main(path, fuzz_results, cores):

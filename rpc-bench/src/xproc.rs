@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use rpc_core::layer::Layer;
 use rpc_core::server::ServerBuilder;
 use rpc_core::Channel;
-use serde::Serialize;
 
-use crate::echo::{payload, Phase, Timing};
+use crate::echo::{payload, Measurement, Phase, Timing};
 use crate::BoxError;
 
 /// The echo service of the cross-process runs: plain bytes, as users write them.
@@ -36,29 +35,6 @@ impl EchoBytes for EchoBytesImpl {
 /// A layer that does nothing: what the seam itself costs.
 struct Noop;
 impl Layer for Noop {}
-
-/// One cross-process measurement.
-#[derive(Debug, Clone, Serialize)]
-pub struct XMeasurement {
-    /// What ran, e.g. `rpc-core/bincode+3 layers`.
-    pub framework: String,
-    /// Payload bytes each way.
-    pub payload: usize,
-    /// Calls outstanding at any time.
-    pub concurrency: usize,
-    /// Completed calls per second in the window.
-    pub qps: f64,
-    /// Median latency, microseconds.
-    pub p50_us: u64,
-    /// 99th percentile latency, microseconds.
-    pub p99_us: u64,
-    /// Server process CPU per call, microseconds.
-    pub server_cpu_us_per_call: f64,
-    /// Client process CPU per call, microseconds.
-    pub client_cpu_us_per_call: f64,
-    /// Calls in the window.
-    pub calls: u64,
-}
 
 /// Serves EchoBytes on 127.0.0.1 (one worker thread) with `layers` no-op layers; prints
 /// `listening HOST:PORT` and serves until stdin closes.
@@ -158,7 +134,7 @@ pub fn process_cpu(pid: &str) -> Duration {
 }
 
 /// Runs one case: a fresh server process with `layers` layers, and the load from here.
-pub fn run_case(layers: usize, size: usize, concurrency: usize, timing: Timing) -> Result<XMeasurement, BoxError> {
+pub fn run_case(layers: usize, size: usize, concurrency: usize, timing: Timing) -> Result<Measurement, BoxError> {
     let server = ServerProcess::start(layers)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -220,7 +196,7 @@ pub fn run_case(layers: usize, size: usize, concurrency: usize, timing: Timing) 
         0 => "rpc-core/bincode".to_owned(),
         n => format!("rpc-core/bincode+{n} no-op layers"),
     };
-    Ok(XMeasurement {
+    Ok(Measurement {
         framework: name,
         payload: size,
         concurrency,
@@ -228,7 +204,7 @@ pub fn run_case(layers: usize, size: usize, concurrency: usize, timing: Timing) 
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         server_cpu_us_per_call: per_call(cpu_end.0.saturating_sub(cpu_start.0)),
-        client_cpu_us_per_call: per_call(cpu_end.1.saturating_sub(cpu_start.1)),
+        client_cpu_us_per_call: Some(per_call(cpu_end.1.saturating_sub(cpu_start.1))),
         calls,
     })
 }
@@ -243,7 +219,7 @@ pub fn layer_cost(
     timing: Timing,
     json: bool,
 ) -> Result<(), BoxError> {
-    let mut runs: [Vec<XMeasurement>; 2] = [Vec::new(), Vec::new()];
+    let mut runs: [Vec<Measurement>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
         for (slot, n) in [(0, 0), (1, layers)] {
             let m = run_case(n, size, concurrency, timing)?;
@@ -252,7 +228,14 @@ pub fn layer_cost(
             } else {
                 println!(
                     "{:<34} {:>6} B c={:<4} {:>10.0} calls/s  p50 {:>6} us  p99 {:>6} us  server {:>5.2} us/call  client {:>5.2} us/call",
-                    m.framework, m.payload, m.concurrency, m.qps, m.p50_us, m.p99_us, m.server_cpu_us_per_call, m.client_cpu_us_per_call
+                    m.framework,
+                    m.payload,
+                    m.concurrency,
+                    m.qps,
+                    m.p50_us,
+                    m.p99_us,
+                    m.server_cpu_us_per_call,
+                    m.client_cpu_us_per_call.unwrap_or_default()
                 );
             }
             runs[slot].push(m);
@@ -262,10 +245,10 @@ pub fn layer_cost(
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let summary = |runs: &[XMeasurement]| {
+    let summary = |runs: &[Measurement]| {
         let mut qps: Vec<f64> = runs.iter().map(|m| m.qps).collect();
         let mut server: Vec<f64> = runs.iter().map(|m| m.server_cpu_us_per_call).collect();
-        let mut client: Vec<f64> = runs.iter().map(|m| m.client_cpu_us_per_call).collect();
+        let mut client: Vec<f64> = runs.iter().filter_map(|m| m.client_cpu_us_per_call).collect();
         (median(&mut qps), median(&mut server), median(&mut client))
     };
     let (base, with) = (summary(&runs[0]), summary(&runs[1]));

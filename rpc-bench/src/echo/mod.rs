@@ -45,6 +45,10 @@ pub struct Measurement {
     pub p99_us: u64,
     /// Server CPU time per call, microseconds.
     pub server_cpu_us_per_call: f64,
+    /// Client CPU time per call, microseconds (measured when the client has a process of its
+    /// own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cpu_us_per_call: Option<f64>,
     /// Calls measured.
     pub calls: u64,
 }
@@ -208,6 +212,7 @@ impl Runtimes {
             p50_us: u64::from(pct(0.50)),
             p99_us: u64::from(pct(0.99)),
             server_cpu_us_per_call: cpu.as_secs_f64() * 1e6 / run_calls,
+            client_cpu_us_per_call: None,
             calls,
         })
     }

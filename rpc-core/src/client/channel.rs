@@ -183,54 +183,41 @@ impl Channel {
         self.layers
             .on_request(&mut ctx)
             .map_err(|refusal| refusal.into_error())?;
-        let result = self.send(&mut ctx, method, args, first_arg, policy, local).await;
+        let result = async {
+            if let Some(trace) = ctx.trace() {
+                let traceparent = trace.to_traceparent();
+                ctx.metadata_mut().insert(TRACEPARENT, traceparent);
+            }
+            if !ctx.metadata().is_empty() {
+                ctx.metadata()
+                    .check(&self.metadata_limits)
+                    .map_err(RpcError::InvalidMetadata)?;
+            }
+            let body = encode_request_body(method.service, method.name, ctx.metadata(), self.serializer, args)?;
+            let hash_key = match policy.load_balancer {
+                LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
+                _ => None,
+            };
+            let call = CallRequest {
+                service: method.service,
+                method: method.name,
+                serializer: self.serializer,
+                body,
+                deadline: ctx.deadline(),
+                policy,
+                hash_key,
+            };
+            let span = tracing::debug_span!("rpc_client_call", service = method.service, method = method.name);
+            fallback::run(&call, method, local, || self.invoker.invoke(&call))
+                .instrument(span)
+                .await
+        }
+        .await;
         if !self.layers.is_empty() {
             let outcome = Outcome::from_result(&result, |reply| reply.status == Status::ApplicationError);
             self.layers.on_response(&ctx, outcome);
         }
         result
-    }
-
-    async fn send<A, K>(
-        &self,
-        ctx: &mut CallContext,
-        method: &MethodDescriptor,
-        args: &A,
-        first_arg: Option<&K>,
-        policy: &MethodPolicy,
-        local: Option<&LocalService>,
-    ) -> Result<Reply, RpcError>
-    where
-        A: Serialize + ?Sized,
-        K: Serialize + ?Sized,
-    {
-        if let Some(trace) = ctx.trace() {
-            let traceparent = trace.to_traceparent();
-            ctx.metadata_mut().insert(TRACEPARENT, traceparent);
-        }
-        if !ctx.metadata().is_empty() {
-            ctx.metadata()
-                .check(&self.metadata_limits)
-                .map_err(RpcError::InvalidMetadata)?;
-        }
-        let body = encode_request_body(method.service, method.name, ctx.metadata(), self.serializer, args)?;
-        let hash_key = match policy.load_balancer {
-            LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
-            _ => None,
-        };
-        let call = CallRequest {
-            service: method.service,
-            method: method.name,
-            serializer: self.serializer,
-            body,
-            deadline: ctx.deadline(),
-            policy,
-            hash_key,
-        };
-        let span = tracing::debug_span!("rpc_client_call", service = method.service, method = method.name);
-        fallback::run(&call, method, local, || self.invoker.invoke(&call))
-            .instrument(span)
-            .await
     }
 }
 

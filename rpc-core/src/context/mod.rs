@@ -72,10 +72,9 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    /// The context of a call about to be made to `service` (`name:version`) and `method`.
-    pub fn client(service: Bytes, method: Bytes, metadata: Metadata, deadline: Option<Instant>) -> Self {
+    fn new(side: Side, service: Bytes, method: Bytes, metadata: Metadata, deadline: Option<Instant>) -> Self {
         Self {
-            side: Side::Client,
+            side,
             service,
             method,
             metadata,
@@ -85,6 +84,11 @@ impl CallContext {
             trace: None,
             started: Instant::now(),
         }
+    }
+
+    /// The context of a call about to be made to `service` (`name:version`) and `method`.
+    pub fn client(service: Bytes, method: Bytes, metadata: Metadata, deadline: Option<Instant>) -> Self {
+        Self::new(Side::Client, service, method, metadata, deadline)
     }
 
     /// The context a server builds for a request. `service` and `method` must be UTF-8 (the
@@ -102,26 +106,16 @@ impl CallContext {
             .and_then(TraceContext::parse_traceparent)
             .map(|caller| caller.child());
         Self {
-            side: Side::Server,
-            service,
-            method,
-            metadata,
-            deadline,
             peer,
             request_id,
             trace,
-            started: Instant::now(),
+            ..Self::new(Side::Server, service, method, metadata, deadline)
         }
     }
 
     /// The context of code running outside any call.
     pub fn detached() -> Self {
-        Self::client(Bytes::new(), Bytes::new(), Metadata::new(), None).with_side(Side::Detached)
-    }
-
-    fn with_side(mut self, side: Side) -> Self {
-        self.side = side;
-        self
+        Self::new(Side::Detached, Bytes::new(), Bytes::new(), Metadata::new(), None)
     }
 
     /// Which end of the call this is.

@@ -149,6 +149,31 @@ pub enum RegistryErrorKind {
 }
 
 impl RegistryError {
+    /// The error for a backend `operation` that failed with `error`: [`Self::Unauthenticated`]
+    /// when the backend refused the credentials (the backend tells, from its error's type or
+    /// code), [`Self::Unavailable`] otherwise.
+    pub fn from_backend(
+        backend: &'static str,
+        operation: &'static str,
+        error: impl std::error::Error + Send + Sync + 'static,
+        refused_credentials: bool,
+    ) -> Self {
+        let source = BackendError::new(error);
+        if refused_credentials {
+            Self::Unauthenticated {
+                backend,
+                operation,
+                source,
+            }
+        } else {
+            Self::Unavailable {
+                backend,
+                operation,
+                source,
+            }
+        }
+    }
+
     /// The kind of failure.
     pub fn kind(&self) -> RegistryErrorKind {
         match self {

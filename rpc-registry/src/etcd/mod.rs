@@ -323,20 +323,7 @@ pub(crate) fn unavailable(operation: &'static str, e: etcd_client::Error) -> Reg
         Some(code::INVALID_ARGUMENT) => operation == "connect",
         _ => false,
     };
-    let source = BackendError::new(e);
-    if auth {
-        RegistryError::Unauthenticated {
-            backend: BACKEND,
-            operation,
-            source,
-        }
-    } else {
-        RegistryError::Unavailable {
-            backend: BACKEND,
-            operation,
-            source,
-        }
-    }
+    RegistryError::from_backend(BACKEND, operation, e, auth)
 }
 
 /// Whether etcd refused a request because its lease no longer exists (NotFound: the only

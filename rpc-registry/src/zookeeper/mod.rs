@@ -30,7 +30,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rpc_core::config::RegistryConfig;
-use rpc_core::registry::{service_path, BackendError, Registry, RegistryError, ServiceInstance, WatchStream};
+use rpc_core::registry::{service_path, Registry, RegistryError, ServiceInstance, WatchStream};
 use rpc_core::BoxFuture;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -313,18 +313,5 @@ pub(crate) fn parse_instance(service_key: &str, path: &str, name: &str, data: &[
 /// failed, or no permission for the node) get their own kind.
 pub(crate) fn unavailable(operation: &'static str, e: zk::Error) -> RegistryError {
     let auth = matches!(e, zk::Error::AuthFailed | zk::Error::NoAuth);
-    let source = BackendError::new(e);
-    if auth {
-        RegistryError::Unauthenticated {
-            backend: BACKEND,
-            operation,
-            source,
-        }
-    } else {
-        RegistryError::Unavailable {
-            backend: BACKEND,
-            operation,
-            source,
-        }
-    }
+    RegistryError::from_backend(BACKEND, operation, e, auth)
 }
