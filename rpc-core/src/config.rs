@@ -142,8 +142,13 @@ pub struct ServerConfig {
     pub advertise_host: Option<String>,
     /// Calls in flight before new ones are answered "overloaded".
     pub max_concurrent_calls: usize,
-    /// How long shutdown waits for calls in flight.
+    /// How long shutdown waits for calls in flight (after GoAway).
     pub drain_timeout_ms: u64,
+    /// After deregistering, how long at most shutdown keeps serving normally while consumers
+    /// learn that this instance is leaving.
+    pub deregister_grace_ms: u64,
+    /// Shutdown stops waiting for consumers earlier once no new call has arrived for this long.
+    pub deregister_quiet_ms: u64,
     /// Largest accepted frame body in bytes.
     pub max_frame_bytes: usize,
     /// How long a started request frame has to complete before the connection is closed.
@@ -173,6 +178,8 @@ impl Default for ServerConfig {
             advertise_host: None,
             max_concurrent_calls: 10_000,
             drain_timeout_ms: 10_000,
+            deregister_grace_ms: 5_000,
+            deregister_quiet_ms: 500,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             frame_timeout_ms: 10_000,
             weight: 1,
@@ -282,6 +289,10 @@ pub struct ConsumerConfig {
     pub max_metadata_entries: usize,
     /// Most bytes of encoded metadata a call may carry.
     pub max_metadata_bytes: usize,
+    /// How long the connection and health record of an instance that left discovery are kept,
+    /// in case it comes back (a flapping instance keeps its connection); then they are closed
+    /// and forgotten.
+    pub departed_grace_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -300,6 +311,7 @@ impl Default for ConsumerConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            departed_grace_ms: 30_000,
         }
     }
 }
@@ -397,6 +409,12 @@ pub struct RetryConfig {
     /// idempotent method leaves time for another; none by default (an attempt may use all the
     /// time left).
     pub attempt_timeout_ms: Option<u64>,
+    /// Retries and fail-overs (re-sends of calls that never ran included) may add at most
+    /// this share of the calls, in percent, per service. Only in `rpc.consumer.retry`.
+    pub budget_percent: u32,
+    /// Retries a second allowed on top of the budget's share, so a few are possible when
+    /// calls are few. Only in `rpc.consumer.retry`.
+    pub min_retries_per_sec: u32,
 }
 
 impl Default for RetryConfig {
@@ -407,6 +425,8 @@ impl Default for RetryConfig {
             base_delay_ms: 50,
             max_delay_ms: 1000,
             attempt_timeout_ms: None,
+            budget_percent: 20,
+            min_retries_per_sec: 10,
         }
     }
 }
@@ -421,6 +441,8 @@ impl RetryConfig {
             base_delay_ms: c.base_delay_ms.unwrap_or(self.base_delay_ms),
             max_delay_ms: c.max_delay_ms.unwrap_or(self.max_delay_ms),
             attempt_timeout_ms: c.attempt_timeout_ms.or(self.attempt_timeout_ms),
+            budget_percent: self.budget_percent,
+            min_retries_per_sec: self.min_retries_per_sec,
         }
     }
 }
@@ -565,6 +587,15 @@ impl RpcConfig {
         let c = &self.consumer;
         if c.retry.max_attempts < 1 {
             return invalid("rpc.consumer.retry.max_attempts", "must be at least 1".to_owned());
+        }
+        if c.retry.max_delay_ms < c.retry.base_delay_ms {
+            return invalid(
+                "rpc.consumer.retry.max_delay_ms",
+                format!(
+                    "{} is below base_delay_ms ({}); the longest delay cannot be shorter than the first",
+                    c.retry.max_delay_ms, c.retry.base_delay_ms
+                ),
+            );
         }
         if c.outlier.consecutive_failures < 1 {
             return invalid(

@@ -195,6 +195,17 @@ impl<E> RpcError<E> {
         }
     }
 
+    /// Whether the call certainly did not run: no connection, refused before it started
+    /// (overloaded, shutting down), or its connection broke before the request was sent. Such
+    /// a call is safe to send to another instance whatever the method, and the client does so
+    /// whatever the retry policy (within the retry budget).
+    pub fn never_ran(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::Overloaded | Self::ShuttingDown | Self::ConnectionClosed { sent: false, .. }
+        )
+    }
+
     /// The kind of failure, without its details; handy for metrics and retry decisions.
     pub fn kind(&self) -> ErrorKind {
         match self {

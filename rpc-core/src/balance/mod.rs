@@ -110,6 +110,15 @@ fn first_available_from(len: usize, start: usize, ctx: &PickContext<'_>) -> Opti
     (0..len).map(|k| (start + k) % len).find(|&i| (ctx.available)(i))
 }
 
+/// The `(n mod k)`-th of the `k` available indices, in order; `None` when none is available.
+fn nth_available(len: usize, n: u64, ctx: &PickContext<'_>) -> Option<usize> {
+    let available = (0..len).filter(|&i| (ctx.available)(i)).count() as u64;
+    if available == 0 {
+        return None;
+    }
+    (0..len).filter(|&i| (ctx.available)(i)).nth((n % available) as usize)
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;

@@ -3,10 +3,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{first_available_from, LoadBalancer, PickContext};
+use super::{nth_available, LoadBalancer, PickContext};
 use crate::registry::ServiceInstance;
 
-/// Cycles through the instances with one shared atomic counter, skipping unavailable ones.
+/// Cycles through the instances with one shared atomic counter.
+///
+/// The turn of an unavailable instance (ejected, or already tried by the call) goes to the
+/// available ones in rotation, one per cycle of the counter, so they share it evenly: with one
+/// of three instances ejected, the other two get half of the calls each, not two thirds and
+/// one third as they would if the next one in line took every skipped turn.
 ///
 /// The counter wraps at 2^64 (`fetch_add` wraps, and the index is taken modulo the list's
 /// length), so it never overflows or goes negative.
@@ -29,9 +34,14 @@ impl LoadBalancer for RoundRobin {
         if instances.is_empty() {
             return None;
         }
+        let len = instances.len() as u64;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let start = (n % instances.len() as u64) as usize;
-        first_available_from(instances.len(), start, ctx)
+        let turn = (n % len) as usize;
+        if (ctx.available)(turn) {
+            return Some(turn);
+        }
+        let cycle = n / len;
+        nth_available(instances.len(), cycle, ctx)
     }
 }
 
@@ -52,13 +62,42 @@ mod tests {
             available: &not_one,
             ..PickContext::default()
         };
-        assert_eq!(histogram(&rr, &l, &ctx, 300)[1], 0);
+        assert_eq!(
+            histogram(&rr, &l, &ctx, 300),
+            vec![150, 0, 150],
+            "skipped turns are shared"
+        );
         let none = |_: usize| false;
         let ctx = PickContext {
             available: &none,
             ..PickContext::default()
         };
         assert_eq!(rr.pick(&l, &ctx), None);
+    }
+
+    #[test]
+    fn skipped_turns_are_shared_evenly_whichever_instance_is_out() {
+        let l = list(5);
+        for out in 0..5 {
+            let available = |i: usize| i != out;
+            let ctx = PickContext {
+                available: &available,
+                ..PickContext::default()
+            };
+            let counts = histogram(&RoundRobin::default(), &l, &ctx, 20_000);
+            for (i, &c) in counts.iter().enumerate() {
+                let expected = if i == out { 0 } else { 5_000 };
+                assert_eq!(c, expected, "instance {out} out: {counts:?}");
+            }
+        }
+        // Two out of five: three share everything.
+        let available = |i: usize| i != 1 && i != 3;
+        let ctx = PickContext {
+            available: &available,
+            ..PickContext::default()
+        };
+        let counts = histogram(&RoundRobin::default(), &l, &ctx, 30_000);
+        assert_eq!(counts, vec![10_000, 0, 10_000, 0, 10_000]);
     }
 
     #[test]

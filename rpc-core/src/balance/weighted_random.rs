@@ -113,4 +113,19 @@ mod tests {
         assert_eq!(counts[2], 0);
         assert!((4_500..=5_500).contains(&counts[0]), "{counts:?}");
     }
+
+    #[test]
+    fn with_one_of_three_ejected_the_other_two_split_evenly() {
+        let l = super::super::test_support::list(3);
+        let not_middle = |i: usize| i != 1;
+        let ctx = PickContext {
+            available: &not_middle,
+            ..PickContext::default()
+        };
+        let counts = histogram(&WeightedRandom::default(), &l, &ctx, 30_000);
+        assert_eq!(counts[1], 0);
+        for c in [counts[0], counts[2]] {
+            assert!((14_250..=15_750).contains(&c), "within 5% of an even split: {counts:?}");
+        }
+    }
 }

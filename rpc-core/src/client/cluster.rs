@@ -1,15 +1,19 @@
 //! The cluster invoker: finds the instances of a service, and runs the retry step over the
 //! fail-over step over single attempts (see the [module docs](super)).
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::debug;
 
 use super::route::{BalancerChoice, Candidates, Route, Target};
 use super::{failover, retry, CallRequest, ClientBuildError, ConnectionPool, Invoker};
 use crate::error::RpcError;
-use crate::fault::InstanceHealth;
+use crate::fault::{BudgetOptions, InstanceHealth, RetryBudget};
 use crate::future::BoxFuture;
 use crate::protocol::Status;
 use crate::registry::{DiscoveryCache, ServiceInstance};
@@ -56,21 +60,52 @@ impl InstanceSource {
     }
 }
 
-/// An [`Invoker`] over a set of instances, with load balancing, retry, fail-over and outlier
-/// ejection.
+/// What a [`ClusterInvoker`] is built with besides its instances, pool and health.
+#[derive(Clone)]
+pub struct ClusterOptions {
+    /// Balancers of the user's own, by service (else the configured kinds).
+    pub balancers: BalancerChoice,
+    /// Each service's retry budget.
+    pub budget: BudgetOptions,
+    /// How long an instance that left discovery keeps its connection and health record.
+    pub departed_grace: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            balancers: BalancerChoice::default(),
+            budget: BudgetOptions::default(),
+            departed_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An [`Invoker`] over a set of instances, with load balancing, retry, fail-over, a retry
+/// budget and outlier ejection.
+///
+/// Over the discovery cache it also owns a sweeper task: an instance that has been gone from
+/// discovery for the departed grace loses its connection (closed) and its health record, and
+/// routes built from an older instance list are dropped, so a long-lived consumer keeps
+/// nothing for instances that left.
 pub struct ClusterInvoker {
+    inner: Arc<Inner>,
+    _sweeper: Option<AbortOnDropHandle<()>>,
+}
+
+struct Inner {
     source: InstanceSource,
     pool: Arc<ConnectionPool>,
     health: Arc<InstanceHealth>,
-    balancers: BalancerChoice,
+    options: ClusterOptions,
     routes: DashMap<String, Arc<Route>>,
 }
 
 impl ClusterInvoker {
-    /// Calls instances from `source`, connected through `pool`, tracked in `health`, picked by
-    /// the configured balancer kinds.
+    /// Calls instances from `source`, connected through `pool`, tracked in `health`, with
+    /// default options (the configured balancer kinds, a 20% retry budget).
     pub fn new(source: InstanceSource, pool: Arc<ConnectionPool>, health: Arc<InstanceHealth>) -> Self {
-        Self::with_balancers(source, pool, health, BalancerChoice::default())
+        Self::with_options(source, pool, health, ClusterOptions::default())
     }
 
     /// Calls one fixed address (`host:port`) through `pool`.
@@ -79,42 +114,66 @@ impl ClusterInvoker {
         Ok(Self::new(source, pool, Arc::new(InstanceHealth::default())))
     }
 
-    /// Like [`ClusterInvoker::new`], with balancers of the user's own.
-    pub fn with_balancers(
+    /// Like [`ClusterInvoker::new`], with `options`. Over the discovery cache, starts the
+    /// sweeper of departed instances (on the current tokio runtime).
+    pub fn with_options(
         source: InstanceSource,
         pool: Arc<ConnectionPool>,
         health: Arc<InstanceHealth>,
-        balancers: BalancerChoice,
+        options: ClusterOptions,
     ) -> Self {
-        Self {
+        let discovers = matches!(source, InstanceSource::Discovery(_));
+        let inner = Arc::new(Inner {
             source,
             pool,
             health,
-            balancers,
+            options,
             routes: DashMap::new(),
+        });
+        let sweeper = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if discovers => Some(AbortOnDropHandle::new(
+                runtime.spawn(sweep_departed(Arc::downgrade(&inner))),
+            )),
+            _ => None,
+        };
+        Self {
+            inner,
+            _sweeper: sweeper,
         }
     }
 
     /// The health of every instance called so far.
     pub fn health(&self) -> &Arc<InstanceHealth> {
-        &self.health
+        &self.inner.health
     }
 
+    /// The retry budget of `service`, once it has been called.
+    pub fn budget(&self, service: &str) -> Option<Arc<RetryBudget>> {
+        self.inner.routes.get(service).map(|r| r.budget.clone())
+    }
+}
+
+impl Inner {
     /// The service's route for this instance list under its balancer.
     fn route(&self, call: &CallRequest<'_>, instances: &Arc<[ServiceInstance]>) -> Arc<Route> {
-        let (id, factory) = self.balancers.resolve(call.service, call.policy.load_balancer);
+        let (id, factory) = self.options.balancers.resolve(call.service, call.policy.load_balancer);
         let previous = self.routes.get(call.service).map(|r| r.clone());
         if let Some(route) = &previous {
             if route.is_for(id, instances) {
                 return route.clone();
             }
         }
-        // Keep the balancer's state (counter, ring) when only the instances changed.
+        // Keep the balancer's state (counter, ring) when only the instances changed, and the
+        // retry budget always.
         let balancer = match &previous {
             Some(route) if route.balancer_id == id => route.balancer.clone(),
             _ => Route::make_balancer(id, factory),
         };
-        let route = Arc::new(Route::new(id, balancer, instances.clone(), |instance| {
+        let budget = match &previous {
+            Some(route) => route.budget.clone(),
+            None => Arc::new(RetryBudget::new(self.options.budget)),
+        };
+        let route = Arc::new(Route::new(id, balancer, budget, instances.clone(), |instance| {
             let addr = instance.address();
             Target {
                 health: self.health.stat(&addr),
@@ -124,6 +183,53 @@ impl ClusterInvoker {
         }));
         self.routes.insert(call.service.to_owned(), route.clone());
         route
+    }
+
+    /// One sweep: forgets instances gone from discovery for longer than the grace. `departed`
+    /// remembers since when each address has been gone.
+    fn sweep(&self, cache: &DiscoveryCache, departed: &mut HashMap<String, Instant>) {
+        let mut live: HashSet<String> = HashSet::new();
+        self.routes.retain(|service, route| match cache.cached(service) {
+            Some(current) => {
+                live.extend(current.iter().map(ServiceInstance::address));
+                // A route built from an older list would keep departed instances' slots alive.
+                Arc::ptr_eq(&route.instances, &current)
+            }
+            None => false,
+        });
+        let now = Instant::now();
+        let mut known: HashSet<String> = self.pool.addresses().into_iter().collect();
+        known.extend(self.health.addresses());
+        departed.retain(|addr, _| known.contains(addr) && !live.contains(addr));
+        for addr in known {
+            if live.contains(&addr) {
+                continue;
+            }
+            let since = *departed.entry(addr.clone()).or_insert(now);
+            if now.duration_since(since) >= self.options.departed_grace {
+                debug!(instance = %addr, "instance left discovery; closing its connection and forgetting it");
+                self.pool.remove(&addr);
+                self.health.remove(&addr);
+                departed.remove(&addr);
+            }
+        }
+    }
+}
+
+/// Sweeps departed instances every half grace (at least every second, at most every 10 ms)
+/// until the invoker is dropped.
+async fn sweep_departed(inner: Weak<Inner>) {
+    let period = match inner.upgrade() {
+        Some(inner) => (inner.options.departed_grace / 2).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        None => return,
+    };
+    let mut departed = HashMap::new();
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if let InstanceSource::Discovery(cache) = &inner.source {
+            inner.sweep(cache, &mut departed);
+        }
     }
 }
 
@@ -164,19 +270,17 @@ async fn attempt(target: &Target, call: &CallRequest<'_>) -> Result<Reply, RpcEr
 impl Invoker for ClusterInvoker {
     fn invoke<'a>(&'a self, call: &'a CallRequest<'a>) -> BoxFuture<'a, Result<Reply, RpcError>> {
         Box::pin(async move {
-            let policy = call.policy;
-            let instances = self.source.instances(call.service, call.deadline).await?;
+            let inner = &*self.inner;
+            let instances = inner.source.instances(call.service, call.deadline).await?;
             if instances.is_empty() {
                 return Err(RpcError::NoInstances(call.service.to_owned()));
             }
-            let route = self.route(call, &instances);
-            retry::run(policy, call.deadline, |_round| {
-                failover::run(
-                    Candidates::new(&route, call.hash_key),
-                    policy.fail_over,
-                    policy.idempotent,
-                    |target| attempt(target, call),
-                )
+            let route = inner.route(call, &instances);
+            route.budget.deposit();
+            retry::run(call, &route.budget, |_round| {
+                failover::run(Candidates::new(&route, call.hash_key), call, &route.budget, |target| {
+                    attempt(target, call)
+                })
             })
             .await
         })

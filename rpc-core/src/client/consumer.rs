@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::route::{BalancerChoice, BalancerFactory};
-use super::{Channel, ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+use super::{Channel, ClientOptions, ClusterInvoker, ClusterOptions, ConnectionPool, InstanceSource};
 use crate::balance::LoadBalancer;
 use crate::config::RpcConfig;
-use crate::fault::{InstanceHealth, OutlierOptions, PolicySet};
+use crate::fault::{BudgetOptions, InstanceHealth, OutlierOptions, PolicySet, RetryBudget};
 use crate::layer::{Layer, Layers};
 use crate::registry::{DiscoveryCache, DiscoveryOptions, Registry};
 use crate::schedule::ScheduleError;
@@ -31,6 +31,7 @@ pub struct Consumer {
     cache: Arc<DiscoveryCache>,
     pool: Arc<ConnectionPool>,
     health: Arc<InstanceHealth>,
+    invoker: Arc<ClusterInvoker>,
     channel: Channel,
 }
 
@@ -106,13 +107,21 @@ impl ConsumerBuilder {
         let limits = self.options.metadata_limits;
         let pool = Arc::new(ConnectionPool::new(self.options));
         let health = Arc::new(InstanceHealth::new(OutlierOptions::from(&config.consumer.outlier)));
-        let invoker = ClusterInvoker::with_balancers(
+        let cluster = ClusterOptions {
+            balancers: self.balancers,
+            budget: BudgetOptions {
+                percent: config.consumer.retry.budget_percent,
+                min_per_sec: config.consumer.retry.min_retries_per_sec,
+            },
+            departed_grace: Duration::from_millis(config.consumer.departed_grace_ms),
+        };
+        let invoker = Arc::new(ClusterInvoker::with_options(
             InstanceSource::Discovery(cache.clone()),
             pool.clone(),
             health.clone(),
-            self.balancers,
-        );
-        let channel = Channel::new(Arc::new(invoker))
+            cluster,
+        ));
+        let channel = Channel::new(invoker.clone())
             .with_serializer(config.serializer)
             .with_policies(Arc::new(PolicySet::new(config.consumer.clone())))
             .with_layers(Layers::new(self.layers))
@@ -122,6 +131,7 @@ impl ConsumerBuilder {
             cache,
             pool,
             health,
+            invoker,
             channel,
         })
     }
@@ -166,6 +176,11 @@ impl Consumer {
     /// The health of every instance called so far.
     pub fn health(&self) -> &Arc<InstanceHealth> {
         &self.health
+    }
+
+    /// The retry budget of `service` (`name:version`), once it has been called.
+    pub fn retry_budget(&self, service: &str) -> Option<Arc<RetryBudget>> {
+        self.invoker.budget(service)
     }
 
     /// Stops the discovery watches and closes the registry.

@@ -1,9 +1,12 @@
 //! The fail-over step: one round of a call over the candidates the balancer yields.
 //!
-//! Without fail-over a round is one attempt on the balancer's pick. With it, a failure that is
-//! retryable for the method moves on to the next candidate at once (no pause), each instance
-//! at most once per round, until an attempt succeeds or no candidate is left; the last
-//! failure ends the round. How many rounds a call gets is the retry step's business, so
+//! A failure that proves the call never ran (no connection, refused as overloaded or shutting
+//! down, or the connection broke before the request was sent) moves on to the next candidate
+//! at once whatever the policy: the call is safe to send anywhere, and this is what keeps a
+//! rolling restart from failing calls under the default `fail_fast`. With fail-over on, any
+//! failure that is retryable for the method moves on too. Each instance is tried at most once
+//! per round, and every move takes a token of the service's retry budget; the last failure
+//! ends the round. How many rounds a call gets is the retry step's business, so
 //! `tolerant: fail_over` with `retry.strategy: none` tries every instance once and stops.
 
 use std::future::Future;
@@ -11,21 +14,23 @@ use std::future::Future;
 use tracing::debug;
 
 use super::route::{Candidates, Target};
+use super::CallRequest;
 use crate::error::RpcError;
-use crate::fault::is_retryable;
+use crate::fault::{is_retryable, RetryBudget};
 use crate::reply::Reply;
 
 /// Runs one round: `attempt` on candidates until one succeeds, or the round must end.
 pub async fn run<'r, F, Fut>(
     mut candidates: Candidates<'r>,
-    fail_over: bool,
-    idempotent: bool,
+    call: &CallRequest<'_>,
+    budget: &RetryBudget,
     mut attempt: F,
 ) -> Result<Reply, RpcError<Reply>>
 where
     F: FnMut(&'r Target) -> Fut,
     Fut: Future<Output = Result<Reply, RpcError<Reply>>>,
 {
+    let policy = call.policy;
     loop {
         let Some(target) = candidates.next() else {
             return Err(RpcError::NoInstances("no instance to try".to_owned()));
@@ -34,9 +39,10 @@ where
             Ok(reply) => return Ok(reply),
             Err(error) => error,
         };
-        if !fail_over || candidates.exhausted() || !is_retryable(&error, idempotent) {
+        let moves_on = error.never_ran() || (policy.fail_over && is_retryable(&error, policy.idempotent));
+        if !moves_on || candidates.exhausted() || !budget.try_withdraw(call.service) {
             return Err(error);
         }
-        debug!(instance = %target.addr, tried = candidates.tried(), error = %error.kind(), "attempt failed; failing over");
+        debug!(instance = %target.addr, tried = candidates.tried(), error = %error.kind(), "attempt failed; trying another instance");
     }
 }

@@ -39,6 +39,21 @@ impl Endpoint {
         current.as_ref().filter(|c| c.accepts_calls()).cloned()
     }
 
+    /// Whether the endpoint's server said it is going away (GoAway) on the current
+    /// connection: new calls should go to other instances while that connection drains.
+    pub fn is_leaving(&self) -> bool {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current.as_ref().is_some_and(|c| c.is_going_away() && !c.is_closed())
+    }
+
+    /// Closes the current connection, failing its pending calls.
+    pub fn close(&self) {
+        let current = self.current.write().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(conn) = current {
+            conn.close();
+        }
+    }
+
     /// The live connection, connecting if there is none; connecting gives up at `deadline`.
     pub async fn connection(&self, deadline: Option<Instant>) -> Result<Arc<Connection>, RpcError> {
         if let Some(conn) = self.live() {
@@ -90,6 +105,28 @@ impl ConnectionPool {
     /// `deadline` at the latest.
     pub async fn get(&self, addr: &str, deadline: Option<Instant>) -> Result<Arc<Connection>, RpcError> {
         self.endpoint(addr).connection(deadline).await
+    }
+
+    /// The addresses with a slot.
+    pub fn addresses(&self) -> Vec<String> {
+        self.endpoints.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Closes and forgets the slot of `addr` (an instance that left discovery).
+    pub fn remove(&self, addr: &str) {
+        if let Some((_, endpoint)) = self.endpoints.remove(addr) {
+            endpoint.close();
+        }
+    }
+
+    /// Number of endpoint slots.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Whether the pool has no slot.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
     }
 
     /// Number of endpoints with a live connection.

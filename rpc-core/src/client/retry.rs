@@ -2,28 +2,31 @@
 //!
 //! A failed round is tried again only if the error is retryable for the method (see
 //! [`is_retryable`]), the policy retries (a strategy other than `none`), attempts remain
-//! (`retry.max_attempts` rounds in all), and the pause before the next round still ends before
-//! the call's deadline. An application error is a result, not a failure: it is returned as the
-//! reply, unless the method is idempotent and attempts remain.
+//! (`retry.max_attempts` rounds in all), the pause before the next round still ends before
+//! the call's deadline, and the service's retry budget has a token. An application error is a
+//! result, not a failure: it is returned as the reply, unless the method is idempotent and
+//! attempts remain.
 
 use std::future::Future;
 
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::CallRequest;
 use crate::error::RpcError;
-use crate::fault::{is_retryable, MethodPolicy};
+use crate::fault::{is_retryable, RetryBudget};
 use crate::reply::Reply;
 
-/// Runs `round` (given the 1-based round number) under `policy` until the call ends.
+/// Runs `round` (given the 1-based round number) under the call's policy until the call ends.
 ///
 /// A round fails with `RpcError::Application(reply)` for an application error, so that the
 /// retry decision can see it; the step returns such a reply as `Ok`.
-pub async fn run<F, Fut>(policy: &MethodPolicy, deadline: Instant, mut round: F) -> Result<Reply, RpcError>
+pub async fn run<F, Fut>(call: &CallRequest<'_>, budget: &RetryBudget, mut round: F) -> Result<Reply, RpcError>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<Reply, RpcError<Reply>>>,
 {
+    let (policy, deadline) = (call.policy, call.deadline);
     let retrying = policy.retry.retries();
     let max_rounds = policy.retry.max_attempts.max(1);
     let mut n = 0u32;
@@ -35,7 +38,7 @@ where
         };
         let delay = policy.retry.delay_after(n);
         let last = !retrying || n >= max_rounds || !is_retryable(&error, policy.idempotent);
-        if last || Instant::now() + delay >= deadline {
+        if last || Instant::now() + delay >= deadline || !budget.try_withdraw(call.service) {
             return match error {
                 RpcError::Application(reply) => Ok(reply),
                 other => Err(other.without_application()),

@@ -6,14 +6,15 @@
 //! and looks nothing up by it.
 //!
 //! [`Candidates`] yields the instances a call may try, one at a time, as the balancer picks
-//! them: never one already tried by this round, and skipping ejected outliers; when every
-//! untried instance is ejected, the least recently ejected one (rather than failing blind).
+//! them: never one already tried by this round, skipping ejected outliers and instances whose
+//! server said it is going away; when every untried instance is skipped, the least recently
+//! ejected one (rather than failing blind).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::balance::{self, LoadBalancer, LoadBalancerKind, PickContext};
-use crate::fault::InstanceStat;
+use crate::fault::{InstanceStat, RetryBudget};
 use crate::registry::ServiceInstance;
 
 use super::Endpoint;
@@ -57,6 +58,8 @@ pub struct Route {
     pub(crate) balancer: Arc<dyn LoadBalancer>,
     pub(crate) instances: Arc<[ServiceInstance]>,
     pub(crate) targets: Vec<Target>,
+    /// The service's retry budget (kept across rebuilds, like the balancer).
+    pub(crate) budget: Arc<RetryBudget>,
 }
 
 /// One instance of a route.
@@ -74,6 +77,7 @@ impl Route {
     pub(crate) fn new(
         balancer_id: BalancerId,
         balancer: Arc<dyn LoadBalancer>,
+        budget: Arc<RetryBudget>,
         instances: Arc<[ServiceInstance]>,
         target: impl Fn(&ServiceInstance) -> Target,
     ) -> Self {
@@ -83,6 +87,7 @@ impl Route {
             balancer,
             instances,
             targets,
+            budget,
         }
     }
 
@@ -153,7 +158,10 @@ impl<'r> Iterator for Candidates<'r> {
     fn next(&mut self) -> Option<&'r Target> {
         let route = self.route;
         let tried = |i: usize| self.was_tried(i);
-        let available = |i: usize| !tried(i) && route.targets[i].health.is_available();
+        let available = |i: usize| {
+            let target = &route.targets[i];
+            !tried(i) && target.health.is_available() && !target.endpoint.is_leaving()
+        };
         let load = |i: usize| route.targets[i].health.in_flight();
         let ctx = PickContext {
             hash_key: self.hash_key,

@@ -5,6 +5,8 @@
 //!   settings are shortcuts for its fail-over and fallback fields.
 //! * [`retry`]: retry delays (none, fixed interval, exponential backoff with jitter and a cap)
 //!   and which errors may be retried at all.
+//! * the retry budget ([`RetryBudget`]): retries and fail-overs together add at most a share of
+//!   the calls.
 //! * [`outlier`]: per-instance health: calls in flight (for p2c) and ejection of instances
 //!   that fail to connect or fail several calls in a row.
 //!
@@ -12,11 +14,13 @@
 //! step (fail-safe, fail-back, mock) around the retry step, around the fail-over step, around
 //! one attempt on one instance, whose outcome feeds the instance's health.
 
+mod budget;
 pub mod outlier;
 pub mod policy;
 pub mod retry;
 mod strategy;
 
+pub use budget::{BudgetOptions, RetryBudget};
 pub use outlier::{InstanceHealth, InstanceStat, OutlierOptions};
 pub use policy::{Fallback, MethodPolicy, PolicySet};
 pub use retry::{is_retryable, RetryPolicy};

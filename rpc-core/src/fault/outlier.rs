@@ -194,6 +194,26 @@ impl InstanceHealth {
         }
     }
 
+    /// The addresses with a health record.
+    pub fn addresses(&self) -> Vec<String> {
+        self.instances.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Forgets `addr` (an instance that left discovery).
+    pub fn remove(&self, addr: &str) {
+        self.instances.remove(addr);
+    }
+
+    /// Number of instances with a health record.
+    pub fn len(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Whether no instance has a health record.
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+    }
+
     /// The health of `addr`, created on first use.
     pub fn stat(&self, addr: &str) -> Arc<InstanceStat> {
         if let Some(s) = self.instances.get(addr) {

@@ -174,6 +174,7 @@ impl Conn {
     /// refusing it) when there is one now; `None` when it continues in a task of its own.
     async fn start_call(&self, header: Header, body: Bytes) -> Option<Reply> {
         let shared = &self.shared;
+        shared.activity.call_arrived();
         if shared.draining.is_cancelled() {
             return Some(Reply::failure(Status::ShuttingDown, "server is shutting down"));
         }

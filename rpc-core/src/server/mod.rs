@@ -63,8 +63,12 @@ pub struct ServerOptions {
     pub max_frame_len: usize,
     /// Calls in flight across all connections before new ones are answered "overloaded".
     pub max_concurrent_calls: usize,
-    /// How long shutdown waits for calls in flight.
+    /// How long shutdown waits for calls in flight (after GoAway).
     pub drain_timeout: Duration,
+    /// After deregistering, how long at most shutdown keeps serving normally.
+    pub deregister_grace: Duration,
+    /// Shutdown stops keeping on once no new call has arrived for this long.
+    pub deregister_quiet: Duration,
     /// How long a request frame may take from its first byte to its last; a connection that
     /// sends part of a frame and stalls is closed.
     pub frame_timeout: Duration,
@@ -78,6 +82,8 @@ impl From<&ServerConfig> for ServerOptions {
             max_frame_len: config.max_frame_bytes,
             max_concurrent_calls: config.max_concurrent_calls,
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+            deregister_grace: Duration::from_millis(config.deregister_grace_ms),
+            deregister_quiet: Duration::from_millis(config.deregister_quiet_ms),
             frame_timeout: Duration::from_millis(config.frame_timeout_ms),
             metadata_limits: MetadataLimits {
                 max_entries: config.max_metadata_entries,
@@ -150,6 +156,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets how long shutdown keeps serving after deregistering: at most `grace`, and no
+    /// longer than until no call has arrived for `quiet`.
+    pub fn deregister_wait(mut self, grace: Duration, quiet: Duration) -> Self {
+        self.options.deregister_grace = grace;
+        self.options.deregister_quiet = quiet;
+        self
+    }
+
     /// Sets how long a started request frame has to complete.
     pub fn frame_timeout(mut self, timeout: Duration) -> Self {
         self.options.frame_timeout = timeout;
@@ -181,6 +195,7 @@ impl ServerBuilder {
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
             calls: TaskTracker::new(),
+            activity: Activity::default(),
         });
         let stop_accepting = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -195,6 +210,8 @@ impl ServerBuilder {
             connections,
             accept: Some(accept),
             drain_timeout: self.options.drain_timeout,
+            deregister_grace: self.options.deregister_grace,
+            deregister_quiet: self.options.deregister_quiet,
             registrations: Vec::new(),
         }
     }
@@ -214,6 +231,52 @@ pub(crate) struct Shared {
     pub(crate) abort: CancellationToken,
     /// Every call task, so shutdown can wait for them.
     pub(crate) calls: TaskTracker,
+    /// When the last call arrived, recorded only while shutdown waits for quiet.
+    pub(crate) activity: Activity,
+}
+
+/// When calls arrive, recorded only while someone watches (a read of one flag otherwise).
+#[derive(Default)]
+pub(crate) struct Activity {
+    watching: std::sync::atomic::AtomicBool,
+    last_ms: std::sync::atomic::AtomicU64,
+    epoch: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        let epoch = *self.epoch.get_or_init(tokio::time::Instant::now);
+        epoch.elapsed().as_millis() as u64
+    }
+
+    /// A call arrived.
+    pub(crate) fn call_arrived(&self) {
+        use std::sync::atomic::Ordering;
+        if self.watching.load(Ordering::Relaxed) {
+            self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until no call has arrived for `quiet`, at most `grace`.
+    async fn wait_quiet(&self, quiet: Duration, grace: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.watching.store(true, Ordering::Relaxed);
+        let give_up = tokio::time::Instant::now() + grace;
+        let quiet_ms = quiet.as_millis() as u64;
+        loop {
+            let idle = self.now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed));
+            if idle >= quiet_ms {
+                return true;
+            }
+            let next = tokio::time::Instant::now() + Duration::from_millis(quiet_ms - idle);
+            if next >= give_up {
+                tokio::time::sleep_until(give_up).await;
+                return false;
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken, connections: TaskTracker) {
@@ -258,6 +321,8 @@ pub struct RunningServer {
     connections: TaskTracker,
     accept: Option<tokio::task::JoinHandle<()>>,
     drain_timeout: Duration,
+    deregister_grace: Duration,
+    deregister_quiet: Duration,
     registrations: Vec<(Arc<dyn Registry>, ServiceInstance)>,
 }
 
@@ -323,13 +388,33 @@ impl RunningServer {
         self.connections.len()
     }
 
-    /// Deregisters, stops accepting, tells every connection to go away (GoAway), lets calls in
-    /// flight finish up to the drain timeout, then closes every connection.
+    /// Shuts down without losing a call:
+    ///
+    /// 1. deregisters every service;
+    /// 2. keeps serving normally while consumers learn of it: until no new call has arrived
+    ///    for the quiet period, at most the deregister grace (skipped when nothing was
+    ///    registered);
+    /// 3. stops accepting and tells every connection to go away (GoAway): clients send new
+    ///    calls to other instances, and a call that still arrives is answered `ShuttingDown`
+    ///    without running, which clients re-send elsewhere;
+    /// 4. lets calls in flight finish, and clients close their connections, up to the drain
+    ///    timeout; then cancels what is left and closes every connection.
     pub async fn shutdown(mut self) -> ShutdownReport {
-        for (registry, instance) in std::mem::take(&mut self.registrations) {
+        let registrations = std::mem::take(&mut self.registrations);
+        let registered = !registrations.is_empty();
+        for (registry, instance) in registrations {
             if let Err(e) = registry.deregister(&instance).await {
                 warn!(service = %instance.service_key(), error = %e, "deregistration failed");
             }
+        }
+        if registered {
+            let started = tokio::time::Instant::now();
+            let quiet = self
+                .shared
+                .activity
+                .wait_quiet(self.deregister_quiet, self.deregister_grace)
+                .await;
+            info!(waited = ?started.elapsed(), quiet, "deregistered; consumers had time to notice");
         }
         self.stop_accepting.cancel();
         self.shared.draining.cancel();
@@ -337,19 +422,27 @@ impl RunningServer {
             let _ = accept.await;
         }
         self.shared.calls.close();
-        let drained = tokio::time::timeout(self.drain_timeout, self.shared.calls.wait())
-            .await
-            .is_ok();
+        self.connections.close();
+        // Calls in flight finish; then clients close their connections (a client closes a
+        // connection told to go away once its calls have ended), so a request already on its
+        // way is answered "shutting down" (and re-sent elsewhere) rather than lost with a
+        // connection closed under it.
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            self.shared.calls.wait().await;
+            self.connections.wait().await;
+        })
+        .await
+        .is_ok();
         if !drained {
             warn!(
-                left = self.shared.calls.len(),
+                calls_left = self.shared.calls.len(),
+                connections_left = self.connections.len(),
                 timeout = ?self.drain_timeout,
-                "drain timeout: cancelling calls still in flight"
+                "drain timeout: cancelling calls still in flight and closing connections"
             );
         }
         self.shared.abort.cancel();
         self.shared.calls.wait().await;
-        self.connections.close();
         self.connections.wait().await;
         info!(drained, "server stopped");
         ShutdownReport { drained }

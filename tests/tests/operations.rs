@@ -1,0 +1,213 @@
+//! Operations without errors: a rolling restart that loses no call under the default policy,
+//! the retry budget under a failing provider, and a long-lived consumer that keeps nothing for
+//! the providers that came and went.
+
+use std::time::Duration;
+
+use rpc_core::config::RpcConfig;
+use rpc_core::protocol::Status;
+use rpc_core::server::ServerBuilder;
+use rpc_tests::faulty::{Fault, FaultyService};
+use rpc_tests::load::{ms, report, resident_bytes, Load};
+use rpc_tests::process::ProviderProcess;
+use rpc_tests::servers::{shared_etcd, unique_root};
+use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
+use tokio::time::Instant;
+
+fn etcd_yaml(endpoints: &[String], root: &str, extra_server: &str, consumer: &str) -> String {
+    let endpoints = endpoints
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "rpc:\n  server:\n    host: 127.0.0.1\n    port: 0\n{extra_server}  registry:\n    type: etcd\n    endpoints: [{endpoints}]\n    root: \"{root}\"\n    ttl_secs: 10\n    timeout_ms: 3000\n  consumer:\n    timeout_ms: 2000\n{consumer}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_loses_no_call_under_the_default_policy() {
+    let Some(endpoints) = shared_etcd() else { return };
+    let root = unique_root("rollout");
+    let provider_yaml = etcd_yaml(
+        &endpoints,
+        &root,
+        "    deregister_grace_ms: 3000\n    deregister_quiet_ms: 200\n    drain_timeout_ms: 5000\n",
+        "",
+    );
+    // The consumer keeps every default: fail_fast, no retries.
+    let consumer_config = RpcConfig::from_yaml(&etcd_yaml(&endpoints, &root, "", "")).unwrap();
+    assert_eq!(consumer_config.consumer.tolerant, rpc_core::TolerantKind::FailFast);
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_test-provider"));
+    let mut providers = Vec::new();
+    for _ in 0..3 {
+        providers.push(ProviderProcess::start(binary, &provider_yaml).await);
+    }
+    let consumer = rpc_registry::consumer(&consumer_config).await.unwrap();
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
+    wait_until(Duration::from_secs(10), "the consumer sees the three providers", || {
+        let client = client.clone();
+        async move { client.owner(0).await.is_ok() }
+    })
+    .await;
+    let load = Load::start(&client, 8, Duration::from_millis(1));
+    let started = Instant::now();
+    let restarts = 20;
+    let mut shutdown_times = Vec::new();
+    for _ in 0..restarts {
+        // Replace the oldest provider: start its successor, then stop it (SIGTERM).
+        providers.push(ProviderProcess::start(binary, &provider_yaml).await);
+        let mut old = providers.remove(0);
+        let stopping = Instant::now();
+        let status = old.terminate().await.unwrap();
+        assert!(status.success(), "a provider exits 0 on SIGTERM: {status}");
+        shutdown_times.push(stopping.elapsed());
+    }
+    // Calls keep flowing to the last generation.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = load.stop().await;
+    let elapsed = started.elapsed();
+    assert!(stats.calls() > 1000, "{} calls", stats.calls());
+    assert_eq!(
+        stats.failed(),
+        0,
+        "failures: {:?}",
+        &stats.failures[..stats.failures.len().min(5)]
+    );
+    shutdown_times.sort_unstable();
+    report(
+        "rolling restart",
+        serde_json::json!({
+            "providers": 3, "restarts": restarts, "consumer_policy": "default (fail_fast, no retry)",
+            "load": "8 workers, 1 ms pause", "calls": stats.calls(), "failed": stats.failed(),
+            "duration_ms": ms(elapsed),
+            "provider_shutdown_p50_ms": ms(shutdown_times[restarts / 2]),
+            "provider_shutdown_max_ms": ms(shutdown_times[restarts - 1]),
+        }),
+    );
+    for mut p in providers {
+        p.terminate().await.unwrap();
+    }
+    consumer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_fail_overs_stay_within_the_retry_budget() {
+    let (service, fault) = FaultyService::new(TestServiceServer::new(TestServiceImpl::default()));
+    fault.set(Fault::FailAlways(Status::Overloaded));
+    let root = unique_root("budget");
+    let config = RpcConfig::from_yaml(&format!(
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry: {{ type: memory, root: \"{root}\" }}\n  consumer:\n    retry: {{ strategy: fixed_interval, max_attempts: 5, base_delay_ms: 0, budget_percent: 20, min_retries_per_sec: 10 }}\n    outlier: {{ consecutive_failures: 1000000 }}\n"
+    ))
+    .unwrap();
+    let provider = rpc_registry::serve(&config, ServerBuilder::from_config(&config.server).add_service(service))
+        .await
+        .unwrap();
+    let consumer = rpc_registry::consumer(&config).await.unwrap();
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
+    let started = Instant::now();
+    let calls = 5000u64;
+    let workers = 8;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..calls / workers {
+                assert!(client.echo(w * 10_000 + i).await.is_err(), "every call fails");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let attempts = fault.calls() as u64;
+    let extra = attempts - calls;
+    let budget = consumer.retry_budget("TestService:1.0").unwrap();
+    // The bucket starts full (10 s of floor plus 1,000 calls' deposits), then earns 20% of
+    // the calls and 10 a second.
+    let allowed = (calls as f64 * 0.20 + 10.0 * secs + 100.0 + 200.0).ceil() as u64;
+    assert!(
+        extra <= allowed,
+        "{extra} extra attempts for {calls} calls; the budget allows {allowed}"
+    );
+    assert!(budget.exhausted() > 0, "the budget ran out and said so");
+    report(
+        "retry budget",
+        serde_json::json!({
+            "calls": calls, "attempts": attempts, "extra_attempts": extra,
+            "extra_percent": (extra as f64 * 1000.0 / calls as f64).round() / 10.0,
+            "without_budget_would_be": calls * 4, "budget_allowed_at_most": allowed,
+            "refused_by_budget": budget.exhausted(), "seconds": (secs * 10.0).round() / 10.0,
+        }),
+    );
+    provider.shutdown().await;
+    consumer.close().await;
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_keeps_nothing_for_providers_that_left() {
+    let root = unique_root("churn");
+    let config = RpcConfig::from_yaml(&format!(
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_grace_ms: 100, deregister_quiet_ms: 5 }}\n  registry: {{ type: memory, root: \"{root}\" }}\n  consumer: {{ departed_grace_ms: 50 }}\n"
+    ))
+    .unwrap();
+    let start_provider = || async {
+        let builder =
+            ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
+        rpc_registry::serve(&config, builder).await.unwrap()
+    };
+    let mut live = vec![start_provider().await, start_provider().await];
+    let consumer = rpc_registry::consumer(&config).await.unwrap();
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
+    for i in 0..10 {
+        client.echo(i).await.unwrap();
+    }
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let (fds_before, tasks_before, rss_before) = (open_fds(), metrics.num_alive_tasks(), resident_bytes());
+    let rounds = 1000;
+    let mut failed = 0;
+    for i in 0..rounds {
+        live.push(start_provider().await);
+        // Calls spread over the providers alive now, the newest included once the cache has it.
+        for k in 0..4 {
+            if client.echo(i * 10 + k).await.is_err() {
+                failed += 1;
+            }
+        }
+        live.remove(0).shutdown().await;
+    }
+    let expected = live.len();
+    wait_until(
+        Duration::from_secs(5),
+        "the pool and health hold only live instances",
+        || {
+            let (pool, health) = (consumer.pool().len(), consumer.health().len());
+            async move { pool <= expected && health <= expected }
+        },
+    )
+    .await;
+    let (fds_after, tasks_after, rss_after) = (open_fds(), metrics.num_alive_tasks(), resident_bytes());
+    assert_eq!(failed, 0);
+    assert!(fds_after <= fds_before + 2, "fds {fds_before} -> {fds_after}");
+    assert!(tasks_after <= tasks_before + 4, "tasks {tasks_before} -> {tasks_after}");
+    report(
+        "churn: 1,000 provider arrivals and departures",
+        serde_json::json!({
+            "arrivals_and_departures": rounds, "calls": rounds * 4, "failed": failed,
+            "pool_entries_after": consumer.pool().len(), "health_entries_after": consumer.health().len(),
+            "live_providers": expected,
+            "fds_before": fds_before, "fds_after": fds_after,
+            "tasks_before": tasks_before, "tasks_after": tasks_after,
+            "rss_growth_kib": (rss_after.saturating_sub(rss_before)) >> 10,
+        }),
+    );
+    for p in live {
+        p.shutdown().await;
+    }
+    consumer.close().await;
+}
