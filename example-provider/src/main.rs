@@ -1,7 +1,10 @@
 //! Serves the example `UserService` and registers it in the configured registry.
 //!
 //! `example-provider --config FILE [--port N]`: on Ctrl-C or SIGTERM it deregisters, drains
-//! the calls in flight and exits 0. Any start-up failure prints one line and exits 1.
+//! the calls in flight and exits 0. On SIGHUP it reloads FILE: a changed weight or metadata is
+//! registered again at once; other changes are named as needing a restart; an invalid file is
+//! reported and the running configuration kept. Any start-up failure prints one line and
+//! exits 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +13,7 @@ use clap::Parser;
 use example_api::{InMemoryUsers, UserServiceServer};
 use rpc_core::server::ServerBuilder;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 
 /// Serve UserService and register it.
 #[derive(Parser)]
@@ -58,17 +62,63 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             config.registry.endpoints.join(",")
         );
     }
-    shutdown_signal().await?;
+    let mut provider = provider;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r?; break; }
+            _ = term.recv() => break,
+            _ = hangup.recv() => reload(&args, &mut config, &mut provider).await,
+        }
+    }
     println!("shutting down: deregistering, draining");
     let report = provider.shutdown().await;
     println!("stopped (drained: {})", report.drained);
     Ok(())
 }
 
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
+/// SIGHUP: re-reads the configuration and applies what can change while serving.
+async fn reload(args: &Args, config: &mut rpc_core::config::RpcConfig, provider: &mut rpc_registry::Provider) {
+    let mut next = match rpc_registry::load_config(&args.config) {
+        Ok(next) => next,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the configuration did not load; keeping the running one");
+            return;
+        }
+    };
+    if let Some(port) = args.port {
+        next.server.port = port;
     }
+    let (old, new) = (&config.server, &next.server);
+    if old.weight != new.weight || old.metadata != new.metadata {
+        match provider.update_registration(&next).await {
+            Ok(instances) => {
+                for i in instances {
+                    println!(
+                        "reloaded: {} at {} registered with weight {}",
+                        i.service_key(),
+                        i.address(),
+                        i.weight
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: registering the new weight and metadata failed");
+                return;
+            }
+        }
+    }
+    let restart_only = [
+        ("rpc.server.host", old.host != new.host),
+        ("rpc.server.port", old.port != new.port),
+        ("rpc.registry", config.registry != next.registry),
+    ];
+    for (field, changed) in restart_only {
+        if changed {
+            tracing::warn!(field, "SIGHUP: this change takes effect at the next restart");
+        }
+    }
+    tracing::info!("SIGHUP: configuration reloaded");
+    *config = next;
 }

@@ -102,7 +102,7 @@ pub struct ConfigFile {
 }
 
 /// `rpc:` — the whole configuration of one process.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RpcConfig {
     /// The application's name, for logs.
@@ -130,7 +130,7 @@ impl Default for RpcConfig {
 }
 
 /// `rpc.server:` — the provider's listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to bind.
@@ -198,7 +198,7 @@ impl ServerConfig {
 }
 
 /// `rpc.registry:` — which registry and how to reach it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
     /// The backend.
@@ -226,6 +226,9 @@ pub struct RegistryConfig {
     /// How long a consumer keeps its last-known instances when the registry suddenly lists
     /// none (as after losing its data, before providers register again).
     pub empty_list_grace_ms: u64,
+    /// Consumer: a file that holds its last-known instances, to start from while the registry
+    /// is unreachable.
+    pub cache_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RegistryConfig {
@@ -242,6 +245,7 @@ impl Default for RegistryConfig {
             reconcile_secs: 5,
             resync_secs: 30,
             empty_list_grace_ms: 10_000,
+            cache_file: None,
         }
     }
 }
@@ -260,7 +264,7 @@ impl RegistryConfig {
 
 /// `rpc.consumer:` — how calls are made. `services` overrides any of it per service (and
 /// per method).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsumerConfig {
     /// Per-call timeout.
@@ -317,7 +321,7 @@ impl Default for ConsumerConfig {
 }
 
 /// `rpc.consumer.outlier:` — ejection of failing instances.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutlierConfig {
     /// Failed calls in a row that eject an instance (a failed connect ejects at once).
@@ -339,7 +343,7 @@ impl Default for OutlierConfig {
 }
 
 /// `rpc.consumer.services.<key>:` — what one service does differently.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServiceOverride {
     /// Per-call timeout.
@@ -357,7 +361,7 @@ pub struct ServiceOverride {
 }
 
 /// `rpc.consumer.services.<key>.methods.<name>:` — what one method does differently.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MethodOverride {
     /// Per-call timeout.
@@ -371,7 +375,7 @@ pub struct MethodOverride {
 }
 
 /// Retry fields to change; the others are inherited.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryOverride {
     /// The policy.
@@ -394,7 +398,7 @@ impl ConsumerConfig {
 }
 
 /// `rpc.consumer.retry:`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// The policy.

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use rpc_core::client::{Consumer, ConsumerError};
 use rpc_core::config::RpcConfig;
-use rpc_core::registry::{Registry, RegistryError, ServiceInstance};
+use rpc_core::registry::{now_ms, CacheFile, Registry, RegistryError, ServiceInstance};
 use rpc_core::server::{Registration, RunningServer, ServerBuilder, ShutdownReport};
 use tokio::net::TcpListener;
 use tracing::warn;
+
+use crate::reconnecting::ReconnectingRegistry;
 
 /// Starting a provider or a consumer failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,16 @@ impl Provider {
         &self.registry
     }
 
+    /// Re-registers every instance with the weight and metadata of `config`'s `rpc.server`
+    /// section (after a configuration reload); returns the instances as registered now.
+    pub async fn update_registration(&mut self, config: &RpcConfig) -> Result<&[ServiceInstance], RegistryError> {
+        self.instances = self
+            .server
+            .update_registration(&Registration::from_config(&config.server))
+            .await?;
+        Ok(&self.instances)
+    }
+
     /// Deregisters, drains and stops the server, then closes the registry (revoking an etcd
     /// lease, closing a ZooKeeper session).
     pub async fn shutdown(self) -> ShutdownReport {
@@ -109,7 +121,43 @@ pub async fn serve_listener(
 }
 
 /// Connects the configured registry and builds a [`Consumer`] over it.
+///
+/// With `rpc.registry.cache_file` set, a consumer also starts while the registry is
+/// unreachable: from the instances in the file (with a warning), on a registry that keeps
+/// trying to connect and replaces them with live data as soon as it does. A file that cannot
+/// be used is ignored with a warning naming it, and the registry's error is returned.
 pub async fn consumer(config: &RpcConfig) -> Result<Consumer, BootError> {
-    let registry = crate::connect(&config.registry).await?;
-    Ok(Consumer::new(registry, config).await?)
+    let unreachable = match crate::connect(&config.registry).await {
+        Ok(registry) => return Ok(Consumer::new(registry, config).await?),
+        Err(e @ (RegistryError::Unavailable { .. } | RegistryError::Timeout { .. })) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(path) = &config.registry.cache_file else {
+        return Err(unreachable.into());
+    };
+    let file = CacheFile::new(path, &config.registry.root);
+    let load = file.clone();
+    let cached = match tokio::task::spawn_blocking(move || load.load()).await {
+        Ok(Ok(cached)) => cached,
+        Ok(Err(e)) => {
+            warn!(file = %path.display(), error = %e, "ignoring the cache file");
+            return Err(unreachable.into());
+        }
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "reading the cache file failed");
+            return Err(unreachable.into());
+        }
+    };
+    warn!(
+        error = %unreachable,
+        file = %path.display(),
+        services = cached.services.len(),
+        instances = cached.instance_count(),
+        age_secs = now_ms().saturating_sub(cached.written_at_ms) / 1000,
+        "the registry is unreachable: starting from the cache file; live data replaces it when the registry answers"
+    );
+    let registry = Arc::new(ReconnectingRegistry::new(config.registry.clone()));
+    let consumer = Consumer::new(registry, config).await?;
+    consumer.cache().seed(&cached);
+    Ok(consumer)
 }

@@ -32,6 +32,7 @@ pub mod etcd;
 #[cfg(any(feature = "etcd", feature = "zookeeper"))]
 mod local;
 pub mod memory;
+pub mod reconnecting;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 

@@ -2,6 +2,7 @@
 //! the retry budget under a failing provider, and a long-lived consumer that keeps nothing for
 //! the providers that came and went.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpc_core::config::RpcConfig;
@@ -210,4 +211,133 @@ async fn a_consumer_keeps_nothing_for_providers_that_left() {
         p.shutdown().await;
     }
     consumer.close().await;
+}
+
+fn cache_file_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rpc-{name}-{}-{}.json", std::process::id(), fastrand::u32(..)))
+}
+
+fn with_cache_file(endpoint: &str, root: &str, file: &std::path::Path) -> RpcConfig {
+    RpcConfig::from_yaml(&format!(
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_quiet_ms: 10 }}\n  registry:\n    type: etcd\n    endpoints: [\"{endpoint}\"]\n    root: \"{root}\"\n    timeout_ms: 1000\n    cache_file: \"{}\"\n",
+        file.display()
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_with_a_cache_file_starts_and_calls_while_etcd_is_down() {
+    use rpc_core::registry::CacheFile;
+    use rpc_tests::servers::EtcdServer;
+
+    let Some(mut etcd) = EtcdServer::start().await else {
+        return;
+    };
+    let root = unique_root("outage-start");
+    let file = cache_file_path("cache");
+    let config = with_cache_file(&etcd.endpoint(), &root, &file);
+    let serve = || async {
+        let builder =
+            ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
+        rpc_registry::serve(&config, builder).await.unwrap()
+    };
+    let providers = vec![serve().await, serve().await];
+
+    // A consumer that ran while etcd was up left its last-known instances in the file.
+    let first = rpc_registry::consumer(&config).await.unwrap();
+    let client = TestServiceClient::new(first.channel()).unwrap();
+    client.echo(1).await.unwrap();
+    let cache = CacheFile::new(&file, &root);
+    wait_until(Duration::from_secs(5), "the cache file lists both providers", || {
+        let n = cache.load().map(|c| c.instance_count()).unwrap_or(0);
+        async move { n == 2 }
+    })
+    .await;
+    first.close().await;
+
+    etcd.stop().await;
+    let started = Instant::now();
+    let consumer = rpc_registry::consumer(&config)
+        .await
+        .expect("starts from the cache file");
+    let client = TestServiceClient::new(consumer.channel()).unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            client.echo(i).await.unwrap(),
+            i,
+            "calls reach the providers that are up"
+        );
+    }
+    let first_calls_after = started.elapsed();
+    assert_eq!(consumer.pool().live_connections(), 2, "both cached providers answered");
+
+    // The registry comes back: live data replaces the cached list (a new provider shows up).
+    etcd.restart().await;
+    let third = serve().await;
+    wait_until(Duration::from_secs(15), "the consumer sees live data again", || {
+        let n = consumer.cache().cached("TestService:1.0").map_or(0, |l| l.len());
+        async move { n == 3 }
+    })
+    .await;
+    let live_again = started.elapsed();
+    for i in 0..10 {
+        assert_eq!(client.echo(i).await.unwrap(), i);
+    }
+    report(
+        "consumer start during a registry outage",
+        serde_json::json!({
+            "registry": "etcd, stopped", "cache_file_instances": 2,
+            "calls_after_start": 20, "failed": 0,
+            "start_and_20_calls_ms": ms(first_calls_after),
+            "live_data_again_after_restart_ms": ms(live_again),
+        }),
+    );
+    for p in providers.into_iter().chain([third]) {
+        p.shutdown().await;
+    }
+    consumer.close().await;
+    let _ = std::fs::remove_file(&file);
+}
+
+#[tokio::test]
+async fn a_corrupt_cache_file_is_ignored_naming_it_and_the_registry_error_stands() {
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = logs.clone();
+    let _guard = tracing_subscriber::fmt()
+        .with_writer(move || LogWriter(writer.clone()))
+        .with_ansi(false)
+        .finish()
+        .set_default();
+    let file = cache_file_path("corrupt");
+    std::fs::write(&file, b"{ this is not json").unwrap();
+    let dead = format!("127.0.0.1:{}", rpc_tests::servers::free_port());
+    let config = with_cache_file(&dead, &unique_root("corrupt"), &file);
+    let error = match rpc_registry::consumer(&config).await {
+        Ok(_) => panic!("a consumer started without a registry and without a usable cache file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("etcd registry unavailable"), "{error}");
+    assert!(error.contains(&dead), "the error names the registry endpoint: {error}");
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains("ignoring the cache file") && logged.contains(&file.display().to_string()),
+        "{logged}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+/// Collects log output in memory.
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

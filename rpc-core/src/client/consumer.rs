@@ -12,7 +12,7 @@ use crate::balance::LoadBalancer;
 use crate::config::RpcConfig;
 use crate::fault::{BudgetOptions, InstanceHealth, OutlierOptions, PolicySet, RetryBudget};
 use crate::layer::{Layer, Layers};
-use crate::registry::{DiscoveryCache, DiscoveryOptions, Registry};
+use crate::registry::{CacheFile, DiscoveryCache, DiscoveryOptions, Registry};
 use crate::schedule::ScheduleError;
 
 /// A consumer could not be built.
@@ -101,6 +101,11 @@ impl ConsumerBuilder {
             load_timeout: config.registry.timeout(),
             resync_interval: Duration::from_secs(config.registry.resync_secs),
             empty_list_grace: Duration::from_millis(config.registry.empty_list_grace_ms),
+            cache_file: config
+                .registry
+                .cache_file
+                .as_ref()
+                .map(|path| CacheFile::new(path, &config.registry.root)),
             ..DiscoveryOptions::default()
         };
         let cache = Arc::new(DiscoveryCache::new(registry.clone(), options).await?);

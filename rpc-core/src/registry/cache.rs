@@ -24,10 +24,14 @@
 //! * A periodic resync job (tokio-cron-scheduler) re-lists every key as a safety net against
 //!   missed events. A resync result is applied only if no watch event arrived while it was in
 //!   flight, so it can never roll back a newer change.
-//! * Watcher tasks are owned by the cache and aborted when it is closed or dropped.
+//! * With a cache file (see [`super::cache_file`]), a writer task rewrites the file after lists
+//!   change, at most once a second; a consumer that starts while the registry is unreachable
+//!   [seeds](DiscoveryCache::seed) its entries from the file and watches as usual, so live data
+//!   replaces the cached instances as soon as the registry answers.
+//! * Watcher and writer tasks are owned by the cache and aborted when it is closed or dropped.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -35,7 +39,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{Registry, RegistryError, ServiceInstance, WatchEvent};
+use super::{CacheFile, CachedInstances, Registry, RegistryError, ServiceInstance, WatchEvent};
 use crate::backoff::Backoff;
 use crate::schedule::{PeriodicJob, ScheduleError};
 use tokio_util::task::AbortOnDropHandle;
@@ -53,6 +57,8 @@ pub struct DiscoveryOptions {
     pub retry_cap: Duration,
     /// How long an empty listing may leave the last-known instances in place.
     pub empty_list_grace: Duration,
+    /// Where the last-known instances are written (see [`super::cache_file`]), if anywhere.
+    pub cache_file: Option<CacheFile>,
 }
 
 impl Default for DiscoveryOptions {
@@ -63,6 +69,7 @@ impl Default for DiscoveryOptions {
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(5),
             empty_list_grace: Duration::from_secs(10),
+            cache_file: None,
         }
     }
 }
@@ -78,10 +85,14 @@ struct Inner {
     entries: DashMap<String, Arc<Entry>>,
     watchers: Mutex<Vec<AbortOnDropHandle<()>>>,
     options: DiscoveryOptions,
+    /// Signalled whenever an entry publishes a new list.
+    changed: Arc<Notify>,
 }
 
 struct Entry {
     key: String,
+    /// The cache's change signal.
+    changed: Arc<Notify>,
     empty_list_grace: Duration,
     /// Woken when empty-list protection starts, so its expiry gets scheduled.
     protection_started: Notify,
@@ -207,6 +218,17 @@ impl Entry {
         let list: Arc<[ServiceInstance]> = state.by_address.values().cloned().collect();
         debug!(service = %self.key, instances = list.len(), "instances updated");
         self.published.send_replace(Some(list));
+        self.changed.notify_one();
+    }
+
+    /// Starts the entry from instances read from the cache file, unless it has a list already.
+    fn seed(&self, instances: &[ServiceInstance]) {
+        let mut state = self.state();
+        if self.published.borrow().is_some() {
+            return;
+        }
+        state.by_address = instances.iter().map(|i| (i.address(), i.clone())).collect();
+        self.publish(&state);
     }
 
     fn record_error(&self, error: RegistryError) {
@@ -222,7 +244,12 @@ impl DiscoveryCache {
             entries: DashMap::new(),
             watchers: Mutex::new(Vec::new()),
             options,
+            changed: Arc::new(Notify::new()),
         });
+        if let Some(file) = inner.options.cache_file.clone() {
+            let writer = tokio::spawn(write_cache_file(Arc::downgrade(&inner), file));
+            inner.watchers().push(AbortOnDropHandle::new(writer));
+        }
         let weak = Arc::downgrade(&inner);
         let resync = PeriodicJob::start("discovery resync", inner.options.resync_interval, move || {
             let weak = weak.clone();
@@ -289,6 +316,15 @@ impl DiscoveryCache {
         }
     }
 
+    /// Starts every service of `cached` (read from the cache file while the registry is
+    /// unreachable) from its cached instances, and watches it; live data replaces them as soon
+    /// as the registry answers.
+    pub fn seed(&self, cached: &CachedInstances) {
+        for (key, instances) in &cached.services {
+            self.entry(key).seed(instances);
+        }
+    }
+
     /// The service keys being watched.
     pub fn keys(&self) -> Vec<String> {
         self.inner.entries.iter().map(|e| e.key().clone()).collect()
@@ -300,11 +336,7 @@ impl DiscoveryCache {
         if let Some(job) = job {
             job.stop().await;
         }
-        self.inner
-            .watchers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.inner.watchers().clear();
     }
 
     /// The entry for `key`, created with its watcher if it does not exist yet.
@@ -315,6 +347,7 @@ impl DiscoveryCache {
             .or_insert_with(|| {
                 let entry = Arc::new(Entry {
                     key: key.to_owned(),
+                    changed: self.inner.changed.clone(),
                     empty_list_grace: self.inner.options.empty_list_grace,
                     protection_started: Notify::new(),
                     published: watch::channel(None).0,
@@ -324,11 +357,7 @@ impl DiscoveryCache {
                     watch_key(self.inner.registry.clone(), entry.clone(), self.inner.options.clone())
                         .instrument(tracing::info_span!("discovery_watch", service = key)),
                 );
-                self.inner
-                    .watchers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(AbortOnDropHandle::new(task));
+                self.inner.watchers().push(AbortOnDropHandle::new(task));
                 entry
             })
             .clone()
@@ -366,6 +395,56 @@ async fn watch_forever(registry: Arc<dyn Registry>, entry: &Entry, options: Disc
         tokio::time::sleep(backoff.next_delay()).await;
     }
 }
+
+impl Inner {
+    fn watchers(&self) -> std::sync::MutexGuard<'_, Vec<AbortOnDropHandle<()>>> {
+        self.watchers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every entry's current list.
+    fn snapshot(&self) -> BTreeMap<String, Vec<ServiceInstance>> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.current().map(|list| (e.key().clone(), list.to_vec())))
+            .collect()
+    }
+}
+
+/// Keeps the cache file current: rewrites it after changes, at most once a second.
+async fn write_cache_file(inner: Weak<Inner>, file: CacheFile) {
+    let Some(changed) = inner.upgrade().map(|i| i.changed.clone()) else {
+        return;
+    };
+    let mut last_write: Option<Instant> = None;
+    let mut failing = false;
+    loop {
+        changed.notified().await;
+        if let Some(at) = last_write {
+            // Changes in the meantime coalesce into this write.
+            tokio::time::sleep_until(at + CACHE_FILE_MIN_INTERVAL).await;
+        }
+        let Some(services) = inner.upgrade().map(|i| i.snapshot()) else {
+            return;
+        };
+        last_write = Some(Instant::now());
+        match file.write(&services).await {
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    info!(file = %file.path().display(), "cache file written again");
+                }
+                debug!(file = %file.path().display(), services = services.len(), "cache file written");
+            }
+            Err(e) if !failing => {
+                failing = true;
+                warn!(file = %file.path().display(), error = %e, "cannot write the cache file; will keep trying");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Shortest time between two writes of the cache file.
+const CACHE_FILE_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 async fn resync_all(inner: Arc<Inner>) {
     let entries: Vec<Arc<Entry>> = inner.entries.iter().map(|e| e.value().clone()).collect();

@@ -72,20 +72,60 @@ impl ServiceInstance {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Parses a node's value, checking that it belongs under `service_key` at `address`.
+    /// Parses a node's value, checking that it belongs under `service_key` at `address` and
+    /// can be dialed (see [`ServiceInstance::validate`]). Registry values are untrusted input:
+    /// one over [`MAX_INSTANCE_JSON`] bytes is refused before it is parsed.
     pub fn from_json(bytes: &[u8], service_key: &str, address: &str) -> Result<Self, String> {
-        let instance: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if instance.service_key() != service_key {
+        if bytes.len() > MAX_INSTANCE_JSON {
             return Err(format!(
-                "instance of {} stored under {service_key}",
-                instance.service_key()
+                "{} bytes of JSON exceed the limit of {MAX_INSTANCE_JSON}",
+                bytes.len()
             ));
         }
+        let instance: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        instance.validate(service_key)?;
         if instance.address() != address {
             return Err(format!("instance at {} stored as {address}", instance.address()));
         }
         Ok(instance)
     }
+
+    /// Checks that the instance belongs to `service_key` and can be dialed: its host is an IP
+    /// address or a hostname, and its port is above 0.
+    pub fn validate(&self, service_key: &str) -> Result<(), String> {
+        if self.service_key() != service_key {
+            return Err(format!("instance of {} stored under {service_key}", self.service_key()));
+        }
+        if !is_valid_host(&self.host) {
+            return Err(format!("host {:?} is neither an IP address nor a hostname", self.host));
+        }
+        if self.port == 0 {
+            return Err("port 0 cannot be dialed".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Largest instance JSON accepted from a registry.
+pub const MAX_INSTANCE_JSON: usize = 64 * 1024;
+
+/// Whether `host` is an IP address (IPv6 with or without brackets) or a hostname: dot-separated
+/// labels of letters, digits and `-`, each 1 to 63 long and not starting or ending with `-`,
+/// 253 characters at most.
+pub fn is_valid_host(host: &str) -> bool {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// The path of a service's directory: `{root}/{name}:{version}`.
@@ -127,5 +167,31 @@ mod tests {
         assert!(ServiceInstance::from_json(json, "S:3", "h:1").is_err());
         assert!(ServiceInstance::from_json(json, "S:2", "h:2").is_err());
         assert!(ServiceInstance::from_json(b"garbage", "S:2", "h:1").is_err());
+    }
+
+    #[test]
+    fn untrusted_values_that_cannot_be_dialed_are_refused() {
+        let value = |host: &str, port: u16| {
+            format!(r#"{{"name":"S","version":"2","host":"{host}","port":{port}}}"#).into_bytes()
+        };
+        for (host, port, why) in [
+            ("", 1, "neither"),
+            ("bad host!", 1, "neither"),
+            ("-x.example", 1, "neither"),
+            ("a..b", 1, "neither"),
+            ("h", 0, "port 0"),
+        ] {
+            let e = ServiceInstance::from_json(&value(host, port), "S:2", &format!("{host}:{port}")).unwrap_err();
+            assert!(e.contains(why), "{host}:{port}: {e}");
+        }
+        for host in ["10.0.0.1", "::1", "[::1]", "svc-1.ns.svc.cluster.local", "localhost"] {
+            assert!(is_valid_host(host), "{host}");
+        }
+        let huge = format!(
+            r#"{{"name":"S","version":"2","host":"h","port":1,"metadata":{{"x":"{}"}}}}"#,
+            "y".repeat(70_000)
+        );
+        let e = ServiceInstance::from_json(huge.as_bytes(), "S:2", "h:1").unwrap_err();
+        assert!(e.contains("exceed the limit"), "{e}");
     }
 }

@@ -17,10 +17,12 @@
 //! discovery cache then keeps serving what it knew and watches again with backoff.
 
 mod cache;
+pub mod cache_file;
 mod instance;
 
 pub use cache::{DiscoveryCache, DiscoveryOptions};
-pub use instance::{now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT};
+pub use cache_file::{CacheFile, CacheFileError, CachedInstances};
+pub use instance::{is_valid_host, now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON};
 
 use std::fmt;
 use std::sync::Arc;

@@ -378,6 +378,27 @@ impl RunningServer {
         Ok(registered)
     }
 
+    /// Registers every instance again with `registration`'s weight and metadata (the address
+    /// stays): how a reloaded configuration reaches consumers without a restart. Returns the
+    /// instances as registered now.
+    pub async fn update_registration(
+        &mut self,
+        registration: &Registration,
+    ) -> Result<Vec<ServiceInstance>, RegistryError> {
+        let mut updated = Vec::with_capacity(self.registrations.len());
+        for (registry, instance) in &mut self.registrations {
+            let mut next = instance.clone();
+            next.weight = registration.weight;
+            next.metadata = registration.metadata.clone();
+            if next != *instance {
+                registry.register(&next).await?;
+                *instance = next;
+            }
+            updated.push(instance.clone());
+        }
+        Ok(updated)
+    }
+
     /// Number of calls running right now.
     pub fn calls_in_flight(&self) -> usize {
         self.shared.calls.len()
