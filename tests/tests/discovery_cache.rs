@@ -125,6 +125,7 @@ fn options() -> DiscoveryOptions {
         retry_base: Duration::from_millis(20),
         retry_cap: Duration::from_millis(200),
         empty_list_grace: Duration::from_millis(600),
+        ..DiscoveryOptions::default()
     }
 }
 
