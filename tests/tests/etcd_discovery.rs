@@ -42,6 +42,7 @@ async fn cache(registry: Arc<dyn Registry>) -> DiscoveryCache {
             retry_base: Duration::from_millis(50),
             retry_cap: Duration::from_millis(500),
             empty_list_grace: Duration::from_secs(10),
+            ..DiscoveryOptions::default()
         },
     )
     .await
