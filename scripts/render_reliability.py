@@ -15,6 +15,10 @@ SCENARIOS = [
     ("hostile bytes", "7. Hostile bytes on the RPC port", "tests/tests/hostile_bytes.rs"),
     ("bad configuration", "9. Bad configuration and registry data", "example-provider/tests/cli.rs, example-consumer/tests/cli.rs (cases in example-provider/tests/support/cli_cases.rs)"),
     ("cancellation", "10. Callers that leave: cancellation", "tests/tests/call_context.rs: a_dropped_call_is_cancelled_on_the_server_and_frees_its_permit (1,000 calls held by the handler, each dropped by its caller once the handler started; the server runs with 4 permits, so a leaked permit would stall the run)"),
+    ("rolling restart", "11. Rolling restart under the default policy", "tests/tests/operations.rs: a_rolling_restart_loses_no_call_under_the_default_policy (three provider processes replaced one at a time with SIGTERM, 20 times, under 8 callers; the consumer keeps every default: fail_fast, no retry)"),
+    ("consumer start during a registry outage", "12. Consumer start during a registry outage", "tests/tests/operations.rs: a_consumer_with_a_cache_file_starts_and_calls_while_etcd_is_down, a_corrupt_cache_file_is_ignored_naming_it_and_the_registry_error_stands"),
+    ("retry budget", "13. Retry budget under a failing provider", "tests/tests/operations.rs: retries_and_fail_overs_stay_within_the_retry_budget (every call fails with Overloaded; retry: fixed_interval, 5 attempts; budget 20% plus 10 a second)"),
+    ("churn", "14. Provider churn: nothing kept for departed instances", "tests/tests/operations.rs: a_consumer_keeps_nothing_for_providers_that_left (1,000 in-process providers arrive and leave while a consumer calls)"),
 ]
 
 def main(path, fuzz_results, cores):

@@ -10,8 +10,9 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
 
-use super::route::{BalancerChoice, Candidates, Route, Target};
+use super::route::{BalancerChoice, BalancerId, Candidates, Route, Target};
 use super::{failover, retry, CallRequest, ClientBuildError, ConnectionPool, Invoker};
+use crate::balance::LoadBalancer;
 use crate::error::RpcError;
 use crate::fault::{BudgetOptions, InstanceHealth, RetryBudget};
 use crate::future::BoxFuture;
@@ -154,35 +155,49 @@ impl ClusterInvoker {
 }
 
 impl Inner {
-    /// The service's route for this instance list under its balancer.
+    /// The service's route for this instance list under its balancer. A route is built (or
+    /// rebuilt) under its map entry's lock, so concurrent first calls share one route, one
+    /// balancer and one retry budget.
     fn route(&self, call: &CallRequest<'_>, instances: &Arc<[ServiceInstance]>) -> Arc<Route> {
         let (id, factory) = self.options.balancers.resolve(call.service, call.policy.load_balancer);
-        let previous = self.routes.get(call.service).map(|r| r.clone());
-        if let Some(route) = &previous {
+        if let Some(route) = self.routes.get(call.service) {
             if route.is_for(id, instances) {
                 return route.clone();
             }
         }
-        // Keep the balancer's state (counter, ring) when only the instances changed, and the
-        // retry budget always.
-        let balancer = match &previous {
-            Some(route) if route.balancer_id == id => route.balancer.clone(),
-            _ => Route::make_balancer(id, factory),
-        };
-        let budget = match &previous {
-            Some(route) => route.budget.clone(),
-            None => Arc::new(RetryBudget::new(self.options.budget)),
-        };
-        let route = Arc::new(Route::new(id, balancer, budget, instances.clone(), |instance| {
+        let mut slot = self.routes.entry(call.service.to_owned()).or_insert_with(|| {
+            let budget = Arc::new(RetryBudget::new(self.options.budget));
+            self.build_route(id, Route::make_balancer(id, factory), budget, instances)
+        });
+        if !slot.is_for(id, instances) {
+            // Keep the balancer's state (counter, ring) when only the instances changed, and
+            // the retry budget always.
+            let balancer = if slot.balancer_id == id {
+                slot.balancer.clone()
+            } else {
+                Route::make_balancer(id, factory)
+            };
+            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), instances);
+            *slot = rebuilt;
+        }
+        slot.clone()
+    }
+
+    fn build_route(
+        &self,
+        id: BalancerId,
+        balancer: Arc<dyn LoadBalancer>,
+        budget: Arc<RetryBudget>,
+        instances: &Arc<[ServiceInstance]>,
+    ) -> Arc<Route> {
+        Arc::new(Route::new(id, balancer, budget, instances.clone(), |instance| {
             let addr = instance.address();
             Target {
                 health: self.health.stat(&addr),
                 endpoint: self.pool.endpoint(&addr),
                 addr,
             }
-        }));
-        self.routes.insert(call.service.to_owned(), route.clone());
-        route
+        }))
     }
 
     /// One sweep: forgets instances gone from discovery for longer than the grace. `departed`
