@@ -221,6 +221,10 @@ pub struct RegistryConfig {
     pub session_timeout_ms: Option<u64>,
     /// How often a provider checks that its registrations still exist.
     pub reconcile_secs: u64,
+    /// etcd: how often an idle connection is pinged (HTTP/2 keep-alive) to find a dead one.
+    /// etcd closes connections that ping more often than its `--grpc-keepalive-min-time`
+    /// (5 s by default), so this is at least 5000.
+    pub keepalive_interval_ms: u64,
     /// How often a consumer re-lists every watched service.
     pub resync_secs: u64,
     /// How long a consumer keeps its last-known instances when the registry suddenly lists
@@ -243,6 +247,7 @@ impl Default for RegistryConfig {
             password: None,
             session_timeout_ms: None,
             reconcile_secs: 5,
+            keepalive_interval_ms: 30_000,
             resync_secs: 30,
             empty_list_grace_ms: 10_000,
             cache_file: None,
@@ -553,6 +558,15 @@ impl RpcConfig {
         }
         if r.reconcile_secs < 1 {
             return invalid("rpc.registry.reconcile_secs", "must be at least 1".to_owned());
+        }
+        if r.keepalive_interval_ms < 5000 {
+            return invalid(
+                "rpc.registry.keepalive_interval_ms",
+                format!(
+                    "{} is below 5000: etcd closes connections that ping more often than its --grpc-keepalive-min-time (5 s by default)",
+                    r.keepalive_interval_ms
+                ),
+            );
         }
         if r.resync_secs < 1 {
             return invalid("rpc.registry.resync_secs", "must be at least 1".to_owned());

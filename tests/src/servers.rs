@@ -76,13 +76,59 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     data_dir: PathBuf,
+    /// Flags beyond the ones every test etcd gets.
+    extra_args: Vec<String>,
 }
+
+/// The user and password of an etcd started with authentication.
+pub const ETCD_ROOT: (&str, &str) = ("root", "rpc-test-password");
 
 impl EtcdServer {
     /// Starts a fresh etcd and waits until it is healthy.
     ///
     /// Under `CI=true` a missing `etcd` binary fails the test; elsewhere it returns `None`.
     pub async fn start() -> Option<Self> {
+        Self::start_with(Vec::new(), scratch_dir("etcd")).await
+    }
+
+    /// Starts an etcd with authentication enabled, whose JWT tokens expire after `token_ttl`
+    /// (signed with an RSA key made by `openssl` for this server); the user is [`ETCD_ROOT`].
+    pub async fn start_with_jwt_auth(token_ttl: Duration) -> Option<Self> {
+        let dir = scratch_dir("etcd-jwt");
+        let (private, public) = (dir.join("jwt.key"), dir.join("jwt.pub"));
+        run_tool("openssl", &["genrsa", "-out", &path_str(&private), "2048"]).await;
+        run_tool(
+            "openssl",
+            &["rsa", "-in", &path_str(&private), "-pubout", "-out", &path_str(&public)],
+        )
+        .await;
+        let auth = format!(
+            "jwt,pub-key={},priv-key={},sign-method=RS256,ttl={}s",
+            public.display(),
+            private.display(),
+            token_ttl.as_secs()
+        );
+        let server = Self::start_with(vec!["--auth-token".to_owned(), auth], dir).await?;
+        let endpoint = server.endpoint();
+        let (user, password) = ETCD_ROOT;
+        run_tool(
+            "etcdctl",
+            &[
+                "--endpoints",
+                &endpoint,
+                "user",
+                "add",
+                user,
+                "--new-user-password",
+                password,
+            ],
+        )
+        .await;
+        run_tool("etcdctl", &["--endpoints", &endpoint, "auth", "enable"]).await;
+        Some(server)
+    }
+
+    async fn start_with(extra_args: Vec<String>, data_dir: PathBuf) -> Option<Self> {
         if which("etcd").is_none() {
             assert!(!is_ci(), "the etcd binary is not installed; run scripts/test");
             eprintln!("SKIPPED: the etcd binary is not installed; run scripts/test");
@@ -92,7 +138,8 @@ impl EtcdServer {
             child: None,
             client_port: free_port(),
             peer_port: free_port(),
-            data_dir: scratch_dir("etcd"),
+            data_dir,
+            extra_args,
         };
         // A port freed by `free_port` can be taken again before etcd binds it: retry afresh.
         for _ in 0..3 {
@@ -141,6 +188,7 @@ impl EtcdServer {
             self.client_port,
             self.peer_port,
             &format!("t={peer}"),
+            &self.extra_args,
         );
         let endpoint = self.endpoint();
         let child = self.child.insert(child);
@@ -149,7 +197,14 @@ impl EtcdServer {
 }
 
 /// Spawns one etcd member with its data under `dir` and its log in `dir/etcd.log`.
-fn spawn_etcd(name: &str, dir: &std::path::Path, client_port: u16, peer_port: u16, initial_cluster: &str) -> Child {
+fn spawn_etcd(
+    name: &str,
+    dir: &std::path::Path,
+    client_port: u16,
+    peer_port: u16,
+    initial_cluster: &str,
+    extra_args: &[String],
+) -> Child {
     let client = format!("http://127.0.0.1:{client_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     let log = std::fs::OpenOptions::new()
@@ -165,6 +220,7 @@ fn spawn_etcd(name: &str, dir: &std::path::Path, client_port: u16, peer_port: u1
         .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", "new"])
         .args(["--initial-cluster-token", &format!("rpc-test-{}", std::process::id())])
         .args(["--log-level", "warn"])
+        .args(extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -229,7 +285,7 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize) {
         let m = &self.members[i];
-        let child = spawn_etcd(&m.name, &m.dir, m.client_port, m.peer_port, &self.initial_cluster);
+        let child = spawn_etcd(&m.name, &m.dir, m.client_port, m.peer_port, &self.initial_cluster, &[]);
         self.members[i].child = Some(child);
     }
 
@@ -308,6 +364,26 @@ impl Drop for EtcdServer {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+fn path_str(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+/// Runs a command-line tool the tests need, failing the test with its output if it fails.
+async fn run_tool(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{program} (scripts/setup installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Whether etcd at `endpoint` answers its health check.

@@ -22,6 +22,7 @@ fn options(endpoints: Vec<String>, root: &str, ttl_secs: u64) -> EtcdOptions {
         timeout: Duration::from_secs(2),
         credentials: None,
         reconcile_interval: Duration::from_secs(1),
+        keepalive_interval: Duration::from_secs(30),
     }
 }
 

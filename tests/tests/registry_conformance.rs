@@ -93,6 +93,7 @@ impl Harness {
                     timeout: Duration::from_secs(3),
                     credentials: None,
                     reconcile_interval: Duration::from_secs(1),
+                    keepalive_interval: Duration::from_secs(30),
                 })
                 .await
                 .expect("connect etcd");

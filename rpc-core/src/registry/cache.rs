@@ -31,6 +31,7 @@
 //! * Watcher and writer tasks are owned by the cache and aborted when it is closed or dropped.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -87,6 +88,8 @@ struct Inner {
     options: DiscoveryOptions,
     /// Signalled whenever an entry publishes a new list.
     changed: Arc<Notify>,
+    /// Watches that ended or failed and were started again.
+    rewatches: Arc<AtomicU64>,
 }
 
 struct Entry {
@@ -245,6 +248,7 @@ impl DiscoveryCache {
             watchers: Mutex::new(Vec::new()),
             options,
             changed: Arc::new(Notify::new()),
+            rewatches: Arc::new(AtomicU64::new(0)),
         });
         if let Some(file) = inner.options.cache_file.clone() {
             let writer = tokio::spawn(write_cache_file(Arc::downgrade(&inner), file));
@@ -325,6 +329,12 @@ impl DiscoveryCache {
         }
     }
 
+    /// How many times a watch ended or failed and had to be started again, over every key:
+    /// zero on a healthy registry connection.
+    pub fn rewatches(&self) -> u64 {
+        self.inner.rewatches.load(Ordering::Relaxed)
+    }
+
     /// The service keys being watched.
     pub fn keys(&self) -> Vec<String> {
         self.inner.entries.iter().map(|e| e.key().clone()).collect()
@@ -354,8 +364,13 @@ impl DiscoveryCache {
                     state: Mutex::new(EntryState::default()),
                 });
                 let task = tokio::spawn(
-                    watch_key(self.inner.registry.clone(), entry.clone(), self.inner.options.clone())
-                        .instrument(tracing::info_span!("discovery_watch", service = key)),
+                    watch_key(
+                        self.inner.registry.clone(),
+                        entry.clone(),
+                        self.inner.options.clone(),
+                        self.inner.rewatches.clone(),
+                    )
+                    .instrument(tracing::info_span!("discovery_watch", service = key)),
                 );
                 self.inner.watchers().push(AbortOnDropHandle::new(task));
                 entry
@@ -365,16 +380,25 @@ impl DiscoveryCache {
 }
 
 /// Keeps one key's entry exact for as long as the cache lives.
-async fn watch_key(registry: Arc<dyn Registry>, entry: Arc<Entry>, options: DiscoveryOptions) {
+async fn watch_key(
+    registry: Arc<dyn Registry>,
+    entry: Arc<Entry>,
+    options: DiscoveryOptions,
+    rewatches: Arc<AtomicU64>,
+) {
     tokio::select! {
         _ = entry.expire_protections() => {}
-        _ = watch_forever(registry, &entry, options) => {}
+        _ = watch_forever(registry, &entry, options, &rewatches) => {}
     }
 }
 
-async fn watch_forever(registry: Arc<dyn Registry>, entry: &Entry, options: DiscoveryOptions) {
+async fn watch_forever(registry: Arc<dyn Registry>, entry: &Entry, options: DiscoveryOptions, rewatches: &AtomicU64) {
     let mut backoff = Backoff::new(options.retry_base, options.retry_cap);
+    let mut started = false;
     loop {
+        if std::mem::replace(&mut started, true) {
+            rewatches.fetch_add(1, Ordering::Relaxed);
+        }
         match registry.watch(&entry.key).await {
             Ok(mut stream) => {
                 let mut first = true;

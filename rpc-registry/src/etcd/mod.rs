@@ -50,6 +50,8 @@ pub struct EtcdOptions {
     pub credentials: Option<(String, String)>,
     /// How often the reconciler checks the local registrations.
     pub reconcile_interval: Duration,
+    /// How often an idle connection is pinged.
+    pub keepalive_interval: Duration,
 }
 
 impl EtcdOptions {
@@ -62,6 +64,7 @@ impl EtcdOptions {
             timeout: config.timeout(),
             credentials: config.username.clone().zip(config.password.clone()),
             reconcile_interval: Duration::from_secs(config.reconcile_secs),
+            keepalive_interval: Duration::from_millis(config.keepalive_interval_ms),
         }
     }
 }
@@ -156,10 +159,15 @@ impl EtcdRegistry {
             .collect();
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.timeout)
-            .with_keep_alive(Duration::from_secs(2), options.timeout)
+            .with_keep_alive(options.keepalive_interval, options.timeout)
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &options.credentials {
-            connect = connect.with_user(user.clone(), password.clone());
+            // Tokens expire (etcd's JWT tokens after 5 minutes by default; simple tokens when
+            // idle): a request refused for an invalid token logs in again and is retried,
+            // watches and lease keep-alives included.
+            connect = connect
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
         let client = match tokio::time::timeout(options.timeout, Client::connect(&endpoints, Some(connect))).await {
             Ok(Ok(client)) => client,
