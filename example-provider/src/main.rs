@@ -12,7 +12,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use example_api::{InMemoryUsers, UserServiceServer};
 use rpc_core::server::ServerBuilder;
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Serve UserService and register it.
@@ -45,7 +44,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         config.server.port = port;
     }
     let bind = format!("{}:{}", config.server.host, config.server.port);
-    let listener = TcpListener::bind(&bind)
+    let listener = rpc_core::server::listen(&bind)
         .await
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
     let port = listener.local_addr()?.port();

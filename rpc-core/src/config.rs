@@ -142,6 +142,12 @@ pub struct ServerConfig {
     pub advertise_host: Option<String>,
     /// Calls in flight before new ones are answered "overloaded".
     pub max_concurrent_calls: usize,
+    /// Client connections served at once; beyond it, new connections wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// A connection on which no request arrived for this long is told to go away (GoAway) and
+    /// closed; the client reconnects when it calls again.
+    pub idle_timeout_ms: u64,
     /// How long shutdown waits for calls in flight (after GoAway).
     pub drain_timeout_ms: u64,
     /// After deregistering, how long at most shutdown keeps serving normally while consumers
@@ -151,6 +157,10 @@ pub struct ServerConfig {
     pub deregister_quiet_ms: u64,
     /// Largest accepted frame body in bytes.
     pub max_frame_bytes: usize,
+    /// Bytes of large request bodies (64 KiB and more) the server holds at once, being read
+    /// or in calls still running, over every connection; a large request that would exceed it
+    /// waits (within `frame_timeout_ms`) for room. At least `max_frame_bytes`.
+    pub max_buffered_request_bytes: usize,
     /// How long a started request frame has to complete before the connection is closed.
     pub frame_timeout_ms: u64,
     /// Weight registered for weighted balancers.
@@ -165,6 +175,9 @@ pub struct ServerConfig {
 
 /// Largest frame body accepted by default: 16 MiB.
 const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// The smallest frame limit allowed: room for a request's prefix, metadata and small
+/// arguments.
+const MIN_FRAME_BYTES: usize = 1024;
 /// Metadata entries a request may carry by default.
 const DEFAULT_MAX_METADATA_ENTRIES: usize = 64;
 /// Bytes of encoded metadata a request may carry by default.
@@ -177,10 +190,13 @@ impl Default for ServerConfig {
             port: 9001,
             advertise_host: None,
             max_concurrent_calls: 10_000,
+            max_connections: 10_000,
+            idle_timeout_ms: 300_000,
             drain_timeout_ms: 10_000,
             deregister_grace_ms: 5_000,
             deregister_quiet_ms: 500,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_buffered_request_bytes: 256 * 1024 * 1024,
             frame_timeout_ms: 10_000,
             weight: 1,
             metadata: BTreeMap::new(),
@@ -584,6 +600,7 @@ impl RpcConfig {
         }
         let at_least_one = [
             ("rpc.server.max_concurrent_calls", s.max_concurrent_calls as u64),
+            ("rpc.server.max_connections", s.max_connections as u64),
             ("rpc.server.max_metadata_entries", s.max_metadata_entries as u64),
             ("rpc.consumer.timeout_ms", self.consumer.timeout_ms),
             ("rpc.consumer.connect_timeout_ms", self.consumer.connect_timeout_ms),
@@ -600,6 +617,26 @@ impl RpcConfig {
         for (field, value) in at_least_one {
             if value < 1 {
                 return invalid(field, "must be at least 1".to_owned());
+            }
+        }
+        if s.max_buffered_request_bytes < s.max_frame_bytes {
+            return invalid(
+                "rpc.server.max_buffered_request_bytes",
+                format!(
+                    "{} is below rpc.server.max_frame_bytes ({}): a request of the largest size could never be read",
+                    s.max_buffered_request_bytes, s.max_frame_bytes
+                ),
+            );
+        }
+        for (field, bytes) in [
+            ("rpc.server.max_frame_bytes", s.max_frame_bytes),
+            ("rpc.consumer.max_frame_bytes", self.consumer.max_frame_bytes),
+        ] {
+            if bytes < MIN_FRAME_BYTES {
+                return invalid(
+                    field,
+                    format!("{bytes} is below {MIN_FRAME_BYTES}: every call would close its connection"),
+                );
             }
         }
         let c = &self.consumer;

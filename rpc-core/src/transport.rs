@@ -2,10 +2,11 @@
 //! writer task.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use std::time::Duration;
 
@@ -20,6 +21,46 @@ pub(crate) const WRITE_QUEUE: usize = 1024;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Free space the reader keeps in its buffer before each read.
 const READ_RESERVE: usize = 16 * 1024;
+/// A read buffer that grew beyond this for a large frame is replaced by a small one once the
+/// frame has been taken, so a connection does not keep a large frame's memory for its life.
+const MAX_KEPT_BUFFER: usize = 256 * 1024;
+/// Bodies from this size on are read straight from the socket into an anonymous memory map of
+/// their own, which goes back to the system as soon as the last `Bytes` of it is dropped.
+/// (Through the allocator, a freed 16 MiB buffer raises glibc's mmap threshold and later ones
+/// stay in its heap: a process that once read 60 of them kept 240 MiB after they were gone.)
+const MAPPED_BODY: usize = 1024 * 1024;
+
+/// A budget of request bytes shared by a server's connections: a frame whose body is at least
+/// `threshold` bytes takes its size from it before its body is buffered, and gives it back
+/// when the call is done. Smaller frames are bounded by the read buffers already.
+#[derive(Clone)]
+pub(crate) struct ByteBudget {
+    /// One permit per KiB.
+    permits: Arc<Semaphore>,
+    threshold: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `bytes` for bodies of at least `threshold` bytes.
+    pub(crate) fn new(bytes: usize, threshold: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(
+                Self::kib(bytes).min(Semaphore::MAX_PERMITS as u64) as usize
+            )),
+            threshold,
+        }
+    }
+
+    fn kib(bytes: usize) -> u64 {
+        (bytes as u64).div_ceil(1024)
+    }
+
+    /// Waits until `bytes` fit in the budget.
+    async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(Self::kib(bytes)).unwrap_or(u32::MAX);
+        self.permits.clone().acquire_many_owned(kib).await.ok()
+    }
+}
 
 /// Bytes waiting to be written.
 #[derive(Debug)]
@@ -57,6 +98,10 @@ pub(crate) struct FrameReader<R> {
     frame_timeout: Option<Duration>,
     /// When the frame being read started to arrive.
     frame_started: Option<Instant>,
+    /// The budget large bodies are read under, if any.
+    budget: Option<ByteBudget>,
+    /// The budget taken for the frame being read, then for the last frame returned.
+    held: Option<OwnedSemaphorePermit>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -69,6 +114,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             decoder: FrameDecoder::new(max_frame_len),
             frame_timeout,
             frame_started: None,
+            budget: None,
+            held: None,
+        }
+    }
+
+    /// Reads large bodies under `budget`.
+    pub(crate) fn with_budget(mut self, budget: ByteBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The budget taken by the frame just returned (the caller keeps it until the call is
+    /// done); `None` for a small frame.
+    pub(crate) fn take_budget(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.held.take()
+    }
+
+    /// A frame was taken out of the buffer: a buffer that grew for a large frame goes.
+    fn frame_taken(&mut self) {
+        self.frame_started = None;
+        if self.buf.is_empty() && self.buf.capacity() > MAX_KEPT_BUFFER {
+            self.buf = BytesMut::with_capacity(READ_RESERVE);
         }
     }
 
@@ -86,7 +153,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) fn try_next(&mut self) -> Result<Option<Frame>, ReadError> {
         let frame = self.decoder.decode(&mut self.buf)?;
         if frame.is_some() {
-            self.frame_started = None;
+            self.frame_taken();
         }
         Ok(frame)
     }
@@ -95,7 +162,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
-                self.frame_started = None;
+                self.frame_taken();
                 return Ok(Some(frame));
             }
             if !self.is_mid_frame() {
@@ -103,16 +170,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             } else if self.frame_started.is_none() {
                 self.frame_started = Some(Instant::now());
             }
+            if let Some(body_len) = self.decoder.pending_body_len() {
+                self.take_budget_for(body_len).await?;
+                if body_len >= MAPPED_BODY {
+                    return self.read_mapped_body(body_len).await.map(Some);
+                }
+                if self.buf.len() < body_len {
+                    self.buf.reserve(body_len - self.buf.len());
+                }
+            }
             if self.buf.capacity() - self.buf.len() < READ_RESERVE / 4 {
                 self.buf.reserve(READ_RESERVE);
             }
-            let read = self.reader.read_buf(&mut self.buf);
-            let n = match (self.frame_timeout, self.frame_started) {
-                (Some(limit), Some(started)) => tokio::time::timeout_at(started + limit, read)
-                    .await
-                    .map_err(|_| ProtocolError::FrameTimeout(limit))??,
-                _ => read.await?,
-            };
+            let n = within(self.frame_deadline(), self.reader.read_buf(&mut self.buf)).await??;
             if n == 0 {
                 return if !self.is_mid_frame() {
                     Ok(None)
@@ -124,6 +194,70 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 };
             }
         }
+    }
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// When the frame being read must be complete, and its timeout.
+    fn frame_deadline(&self) -> Option<(Instant, Duration)> {
+        match (self.frame_timeout, self.frame_started) {
+            (Some(limit), Some(started)) => Some((started + limit, limit)),
+            _ => None,
+        }
+    }
+
+    /// A large body first waits for its share of the budget (within the frame timeout, whose
+    /// expiry closes the connection).
+    async fn take_budget_for(&mut self, body_len: usize) -> Result<(), ReadError> {
+        if let Some(budget) = self.budget.clone() {
+            if body_len >= budget.threshold && self.held.is_none() {
+                self.held = within(self.frame_deadline(), budget.take(body_len)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the rest of the pending body of `len` bytes into a memory map of its own (see
+    /// [`MAPPED_BODY`]) and makes the frame.
+    async fn read_mapped_body(&mut self, len: usize) -> Result<Frame, ReadError> {
+        let mut map = memmap2::MmapMut::map_anon(len)?;
+        // What already arrived is the body's start: a whole body would have made a frame.
+        let have = self.buf.len().min(len);
+        map[..have].copy_from_slice(&self.buf[..have]);
+        let _ = self.buf.split_to(have);
+        let mut filled = have;
+        while filled < len {
+            let n = within(self.frame_deadline(), self.reader.read(&mut map[filled..])).await??;
+            if n == 0 {
+                return Err(ReadError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "stream ended inside a frame",
+                )));
+            }
+            filled += n;
+        }
+        let header = self
+            .decoder
+            .take_pending()
+            .ok_or(ProtocolError::Malformed("a large body without its header"))?;
+        self.frame_taken();
+        Ok(Frame {
+            header,
+            body: Bytes::from_owner(map),
+        })
+    }
+}
+
+/// Runs `io` until `deadline` (a frame's), failing with the frame timeout after it.
+async fn within<T>(
+    deadline: Option<(Instant, Duration)>,
+    io: impl std::future::Future<Output = T>,
+) -> Result<T, ReadError> {
+    match deadline {
+        Some((at, limit)) => tokio::time::timeout_at(at, io)
+            .await
+            .map_err(|_| ReadError::Protocol(ProtocolError::FrameTimeout(limit))),
+        None => Ok(io.await),
     }
 }
 

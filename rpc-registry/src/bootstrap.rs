@@ -88,7 +88,7 @@ impl Provider {
 /// and registers them.
 pub async fn serve(config: &RpcConfig, builder: ServerBuilder) -> Result<Provider, BootError> {
     let addr = format!("{}:{}", config.server.host, config.server.port);
-    let listener = TcpListener::bind(&addr)
+    let listener = rpc_core::server::listen(&addr)
         .await
         .map_err(|source| BootError::Bind { addr, source })?;
     serve_listener(config, builder, listener).await

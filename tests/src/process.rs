@@ -13,25 +13,53 @@ pub struct ProviderProcess {
     /// The port it serves on.
     pub port: u16,
     config: PathBuf,
+    log: Option<PathBuf>,
+}
+
+/// How a provider process is started.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessOptions {
+    /// A limit on its open files (`prlimit --nofile`).
+    pub max_open_files: Option<u64>,
+    /// Write its stderr to a file ([`ProviderProcess::log`]) instead of the test's output.
+    pub capture_log: bool,
 }
 
 impl ProviderProcess {
     /// Starts `binary` (pass `env!("CARGO_BIN_EXE_test-provider")`) with `yaml` as its
     /// configuration and waits until it has registered.
     pub async fn start(binary: &Path, yaml: &str) -> Self {
+        Self::start_with(binary, yaml, ProcessOptions::default()).await
+    }
+
+    /// Like [`ProviderProcess::start`], with `options`.
+    pub async fn start_with(binary: &Path, yaml: &str, options: ProcessOptions) -> Self {
         let config = std::env::temp_dir().join(format!(
             "rpc-test-provider-{}-{}.yaml",
             std::process::id(),
             fastrand::u64(..)
         ));
         std::fs::write(&config, yaml).expect("write the provider config");
-        let mut child = Command::new(binary)
+        let mut command = match options.max_open_files {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let log = options.capture_log.then(|| config.with_extension("log"));
+        let stderr = match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the provider log")),
+            None => Stdio::inherit(),
+        };
+        let mut child = command
             .arg(&config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn test-provider");
+            .expect("spawn test-provider (prlimit comes with util-linux)");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
@@ -43,7 +71,39 @@ impl ProviderProcess {
             .strip_prefix("READY ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected test-provider output: {ready}"));
-        Self { child, port, config }
+        Self {
+            child,
+            port,
+            config,
+            log,
+        }
+    }
+
+    /// What the process wrote to stderr, when started with `capture_log`.
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Resident memory now and at its peak, in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// SIGKILL: the process dies without deregistering.
@@ -64,5 +124,8 @@ impl Drop for ProviderProcess {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
         let _ = std::fs::remove_file(&self.config);
+        if let Some(log) = &self.log {
+            let _ = std::fs::remove_file(log);
+        }
     }
 }

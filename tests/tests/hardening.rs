@@ -159,3 +159,229 @@ async fn default_etcd_keeps_the_connections_of_a_watching_and_an_idle_consumer()
     watching.close().await;
     idle.close().await;
 }
+
+fn local_provider_yaml(extra_server: &str) -> String {
+    format!(
+        "rpc:\n  server:\n    host: 127.0.0.1\n    port: 0\n{extra_server}  registry: {{ type: memory, root: \"{}\" }}\n",
+        unique_root("hardening")
+    )
+}
+
+fn test_provider() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_test-provider"))
+}
+
+async fn connect_many(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => sockets.push(s),
+            _ => break,
+        }
+    }
+    sockets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_told_to_go_away_and_closed() {
+    use tokio::io::AsyncReadExt;
+
+    let server = ServerBuilder::new()
+        .add_service(TestServiceServer::new(TestServiceImpl::default()))
+        .idle_timeout(Duration::from_millis(300))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let mut closers = Vec::new();
+    for mut socket in connect_many(&addr, 20).await {
+        closers.push(tokio::spawn(async move {
+            let mut sink = Vec::new();
+            // GoAway arrives, then the close: EOF.
+            let _ = socket.read_to_end(&mut sink).await;
+            (Instant::now(), sink.len())
+        }));
+    }
+    assert_eq!(closers.len(), 20);
+    for c in closers {
+        let (closed_at, got) = tokio::time::timeout(Duration::from_secs(10), c)
+            .await
+            .expect("closed")
+            .unwrap();
+        let after = closed_at - started;
+        assert!(
+            after >= Duration::from_millis(300),
+            "closed after {after:?}, before the idle timeout"
+        );
+        assert!(after < Duration::from_secs(4), "closed after {after:?}");
+        assert!(got > 0, "a GoAway came before the close");
+    }
+    // A real client that went idle is told to go away, lets go, and its next call reconnects.
+    let client = TestServiceClient::new(rpc_core::Channel::direct(&addr).unwrap()).unwrap();
+    assert_eq!(client.echo(1).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_until(Duration::from_secs(5), "no connection is left open", || {
+        let n = server.open_connections();
+        async move { n == 0 }
+    })
+    .await;
+    assert_eq!(client.echo(2).await.unwrap(), 2, "the next call reconnects");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_connections_leave_a_consumer_served_and_memory_bounded() {
+    let provider = rpc_tests::process::ProviderProcess::start(test_provider(), &local_provider_yaml("")).await;
+    let addr = format!("127.0.0.1:{}", provider.port);
+    let client = TestServiceClient::new(rpc_core::Channel::direct(&addr).unwrap()).unwrap();
+    client.echo(0).await.unwrap();
+    let (rss_before, _) = provider.memory_kib();
+    let idle = connect_many(&addr, 2000).await;
+    assert_eq!(idle.len(), 2000);
+    let started = Instant::now();
+    for i in 0..200 {
+        assert_eq!(client.echo(i).await.unwrap(), i, "the consumer is served");
+    }
+    let calls_ms = ms(started.elapsed());
+    let (rss_with, _) = provider.memory_kib();
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_after, peak) = provider.memory_kib();
+    assert!(
+        rss_with - rss_before < 64 * 1024,
+        "2,000 idle connections cost {} KiB",
+        rss_with - rss_before
+    );
+    report(
+        "connection limits: 2,000 idle connections",
+        serde_json::json!({
+            "idle_connections": 2000, "consumer_calls": 200, "consumer_failed": 0, "consumer_calls_ms": calls_ms,
+            "provider_rss_kib_before": rss_before, "provider_rss_kib_with": rss_with,
+            "provider_rss_kib_after_close": rss_after, "provider_rss_kib_peak": peak,
+        }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_provider_backs_off_logs_rarely_and_recovers() {
+    let provider = rpc_tests::process::ProviderProcess::start_with(
+        test_provider(),
+        &local_provider_yaml(""),
+        rpc_tests::process::ProcessOptions {
+            max_open_files: Some(64),
+            capture_log: true,
+        },
+    )
+    .await;
+    let addr = format!("127.0.0.1:{}", provider.port);
+    // More connections than the provider has descriptors: accept fails with EMFILE.
+    let hogs = connect_many(&addr, 120).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let failures_logged = provider.log().matches("accept failed").count();
+    assert!(
+        (1..=2).contains(&failures_logged),
+        "{failures_logged} lines about failed accepts in 3 s:\n{}",
+        provider.log()
+    );
+    drop(hogs);
+    let client = TestServiceClient::new(rpc_core::Channel::direct(&addr).unwrap()).unwrap();
+    let started = Instant::now();
+    wait_until(Duration::from_secs(10), "the provider serves again", || {
+        let client = client.clone();
+        async move { client.echo(7).await.is_ok() }
+    })
+    .await;
+    report(
+        "connection limits: out of file descriptors",
+        serde_json::json!({
+            "provider_open_files_limit": 64, "connections_opened": 120,
+            "accept_failure_lines_in_3_s": failures_logged,
+            "served_again_after_ms": ms(started.elapsed()),
+        }),
+    );
+}
+
+/// A request for TestService `echo` whose body is `size` bytes (its arguments do not decode:
+/// the server reads it whole, then answers with a decode error).
+fn large_request(size: usize) -> Vec<u8> {
+    use rpc_core::context::Metadata;
+    use rpc_core::protocol::{encode_frame, encode_request_body, Header, MessageType};
+
+    let mut body = encode_request_body(
+        "TestService:1.0",
+        "echo",
+        &Metadata::new(),
+        rpc_core::SerializerKind::Bincode,
+        &(),
+    )
+    .unwrap()
+    .to_vec();
+    body.resize(size, 0xab);
+    let mut header = Header::new(MessageType::Request, 1);
+    header.serializer = rpc_core::SerializerKind::Bincode.id();
+    header.timeout_ms = 60_000;
+    let mut frame = bytes::BytesMut::new();
+    encode_frame(header, &body, &mut frame);
+    frame.to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_are_read_within_a_memory_budget_and_memory_comes_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let provider = rpc_tests::process::ProviderProcess::start(
+        test_provider(),
+        &local_provider_yaml("    max_buffered_request_bytes: 268435456\n    frame_timeout_ms: 60000\n"),
+    )
+    .await;
+    let addr = format!("127.0.0.1:{}", provider.port);
+    let client = TestServiceClient::new(rpc_core::Channel::direct(&addr).unwrap()).unwrap();
+    client.echo(0).await.unwrap();
+    let (rss_before, _) = provider.memory_kib();
+    let frame = Arc::new(large_request(16 * 1024 * 1024 - 64));
+    let load = Load::start(&client, 2, Duration::from_millis(10));
+    let senders: Vec<_> = (0..60)
+        .map(|_| {
+            let (addr, frame) = (addr.clone(), frame.clone());
+            tokio::spawn(async move {
+                let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                socket.write_all(&frame).await.unwrap();
+                let mut answer = [0u8; 64];
+                socket.read(&mut answer).await.unwrap()
+            })
+        })
+        .collect();
+    for s in senders {
+        let answered = tokio::time::timeout(Duration::from_secs(60), s)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert!(answered > 0, "each large request is answered");
+    }
+    let stats = load.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_after, peak) = provider.memory_kib();
+    assert_eq!(
+        stats.failed(),
+        0,
+        "{:?}",
+        &stats.failures[..stats.failures.len().min(3)]
+    );
+    let mib = |kib: u64| kib / 1024;
+    assert!(mib(peak) < 256 + 200, "peak {} MiB for a 256 MiB budget", mib(peak));
+    assert!(
+        mib(rss_after.saturating_sub(rss_before)) < 64,
+        "{} MiB kept after the connections closed",
+        mib(rss_after.saturating_sub(rss_before))
+    );
+    report(
+        "memory: 60 connections sending 16 MiB requests",
+        serde_json::json!({
+            "connections": 60, "request_mib": 16, "budget_mib": 256,
+            "consumer_calls": stats.calls(), "consumer_failed": stats.failed(),
+            "provider_rss_mib_before": mib(rss_before), "provider_rss_mib_peak": mib(peak),
+            "provider_rss_mib_after_close": mib(rss_after),
+        }),
+    );
+}

@@ -57,6 +57,19 @@ impl FrameDecoder {
         self.pending.is_some()
     }
 
+    /// Takes the header of the frame whose body is still arriving, for a reader that reads
+    /// that body itself (into memory of its own) and makes the frame.
+    pub fn take_pending(&mut self) -> Option<Header> {
+        self.pending.take()
+    }
+
+    /// The body length of the frame whose header has been taken and whose body is still
+    /// arriving: what the reader should make room for (the length was checked against the
+    /// maximum, so the room is bounded).
+    pub fn pending_body_len(&self) -> Option<usize> {
+        self.pending.map(|h| h.body_len as usize)
+    }
+
     /// Takes the next complete frame out of `src`, if one is there.
     ///
     /// Returns `Ok(None)` when more bytes are needed; the bytes already read stay in `src`.
@@ -81,8 +94,7 @@ impl FrameDecoder {
         };
         let body_len = header.body_len as usize;
         if src.len() < body_len {
-            // The length was validated against the maximum, so reserving is bounded.
-            src.reserve(body_len - src.len());
+            // The caller reserves room for the rest (see `pending_body_len`), once it may.
             return Ok(None);
         }
         self.pending = None;

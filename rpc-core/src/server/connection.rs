@@ -17,13 +17,15 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, warn, Instrument};
@@ -38,8 +40,13 @@ use crate::reply::Reply;
 use crate::serializer::SerializerKind;
 use crate::transport::{write_loop, FrameReader, OutFrame, ReadError, WRITE_QUEUE};
 
-/// Serves one connection until the peer leaves, breaks the protocol, or the server aborts.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// After GoAway, how long a connection without calls in flight waits for its client to close
+/// it before the server does.
+const GO_AWAY_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves one connection until the peer leaves, breaks the protocol, goes idle, or the server
+/// aborts. `_slot` is the connection's share of the server's connection limit.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, _slot: OwnedSemaphorePermit) {
     let (read_half, write_half) = stream.into_split();
     let (tx, rx) = mpsc::channel::<OutFrame>(WRITE_QUEUE);
     let tracker = shared.calls.clone();
@@ -54,11 +61,18 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         shared,
         tx,
         running: Arc::new(RunningCalls::default()),
+        opened: Instant::now(),
+        last_request_ms: AtomicU64::new(0),
     };
-    let mut reader = FrameReader::new(read_half, conn.shared.max_frame_len, Some(conn.shared.frame_timeout));
+    let mut reader = FrameReader::new(read_half, conn.shared.max_frame_len, Some(conn.shared.frame_timeout))
+        .with_budget(conn.shared.request_bytes.clone());
     // Replies that were ready at once, written together before the next socket read.
     let mut batch = BytesMut::new();
-    let mut sent_go_away = false;
+    // When GoAway went out (the server is draining, or the connection was idle).
+    let mut went_away: Option<Instant> = None;
+    // One timer for idleness and for closing after GoAway, reset only when it fires.
+    let timer = tokio::time::sleep(conn.shared.idle_timeout);
+    tokio::pin!(timer);
     loop {
         let next = match reader.try_next() {
             Ok(Some(frame)) => Ok(Some(frame)),
@@ -69,9 +83,32 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 tokio::select! {
                     biased;
                     _ = conn.shared.abort.cancelled() => return,
-                    _ = conn.shared.draining.cancelled(), if !sent_go_away => {
-                        sent_go_away = true;
+                    _ = conn.shared.draining.cancelled(), if went_away.is_none() => {
                         encode_frame(Header::new(MessageType::GoAway, 0), b"server shutting down", &mut batch);
+                        went_away = Some(Instant::now());
+                        timer.as_mut().reset(Instant::now() + GO_AWAY_CLOSE_GRACE);
+                        continue;
+                    }
+                    _ = &mut timer => {
+                        let now = Instant::now();
+                        let busy = conn.running.len() > 0;
+                        match went_away {
+                            // Told to go away, and did not: close once nothing runs here.
+                            Some(_) if !busy => break,
+                            Some(_) => timer.as_mut().reset(now + GO_AWAY_CLOSE_GRACE),
+                            None => {
+                                let idle = conn.idle_for(now);
+                                if idle >= conn.shared.idle_timeout && !busy {
+                                    debug!(%peer, ?idle, "idle connection: telling the client to go away");
+                                    encode_frame(Header::new(MessageType::GoAway, 0), b"idle connection", &mut batch);
+                                    went_away = Some(now);
+                                    timer.as_mut().reset(now + GO_AWAY_CLOSE_GRACE);
+                                } else {
+                                    let left = conn.shared.idle_timeout.saturating_sub(idle);
+                                    timer.as_mut().reset(now + left.max(Duration::from_millis(10)));
+                                }
+                            }
+                        }
                         continue;
                     }
                     next = reader.next() => next,
@@ -81,7 +118,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         };
         match next {
             Ok(Some(frame)) => {
-                if let Err(e) = conn.handle_frame(frame, &mut batch).await {
+                let held = reader.take_budget();
+                if let Err(e) = conn.handle_frame(frame, held, &mut batch).await {
                     warn!(%peer, error = %e, "protocol error, closing connection");
                     break;
                 }
@@ -133,15 +171,36 @@ struct Conn {
     shared: Arc<Shared>,
     tx: mpsc::Sender<OutFrame>,
     running: Arc<RunningCalls>,
+    opened: Instant,
+    /// Milliseconds after `opened` when the last request arrived.
+    last_request_ms: AtomicU64,
 }
 
 impl Conn {
-    /// Handles one frame; an error means the connection must close.
-    async fn handle_frame(&self, frame: Frame, batch: &mut BytesMut) -> Result<(), ProtocolError> {
+    /// A request arrived at `now`.
+    fn request_arrived(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
+        self.last_request_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long no request has arrived.
+    fn idle_for(&self, now: Instant) -> Duration {
+        let last = self.opened + Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(last)
+    }
+
+    /// Handles one frame (`held`: the byte budget its body took, kept until the call is done);
+    /// an error means the connection must close.
+    async fn handle_frame(
+        &self,
+        frame: Frame,
+        held: Option<OwnedSemaphorePermit>,
+        batch: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
         let header = frame.header;
         match header.message_type {
             MessageType::Request => {
-                if let Some(reply) = self.start_call(header, frame.body).await {
+                if let Some(reply) = self.start_call(header, frame.body, held).await {
                     encode_frame(
                         reply_header(header.request_id, header.serializer, &reply),
                         &reply.body,
@@ -172,8 +231,10 @@ impl Conn {
 
     /// Runs the call as far as it goes without waiting. Returns its reply (or the reply
     /// refusing it) when there is one now; `None` when it continues in a task of its own.
-    async fn start_call(&self, header: Header, body: Bytes) -> Option<Reply> {
+    async fn start_call(&self, header: Header, body: Bytes, held: Option<OwnedSemaphorePermit>) -> Option<Reply> {
         let shared = &self.shared;
+        let now = Instant::now();
+        self.request_arrived(now);
         shared.activity.call_arrived();
         if shared.draining.is_cancelled() {
             return Some(Reply::failure(Status::ShuttingDown, "server is shutting down"));
@@ -210,8 +271,7 @@ impl Conn {
             metadata,
             args,
         } = request;
-        let deadline = (header.timeout_ms > 0)
-            .then(|| Instant::now() + std::time::Duration::from_millis(u64::from(header.timeout_ms)));
+        let deadline = (header.timeout_ms > 0).then(|| now + Duration::from_millis(u64::from(header.timeout_ms)));
         let mut ctx = CallContext::server(
             service_key,
             method,
@@ -251,6 +311,7 @@ impl Conn {
                     deadline,
                     header,
                     permit,
+                    held,
                     ended: EndGuard {
                         shared: shared.clone(),
                         ctx: ended,
@@ -280,7 +341,9 @@ struct CallTask<F> {
     call: F,
     deadline: Option<Instant>,
     header: Header,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+    /// The byte budget of a large request body, given back when the call ends.
+    held: Option<OwnedSemaphorePermit>,
     ended: EndGuard,
     tx: mpsc::Sender<OutFrame>,
 }
@@ -294,11 +357,12 @@ impl<F: Future<Output = Reply> + Send> CallTask<F> {
             deadline,
             header,
             permit,
+            held,
             mut ended,
             tx,
         } = self;
         let _registered = registered;
-        let _permit = permit;
+        let _permits = (permit, held);
         let run = AssertUnwindSafe(call).catch_unwind();
         let outcome = tokio::select! {
             biased;

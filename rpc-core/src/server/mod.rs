@@ -11,7 +11,13 @@
 //!   continues in a task of its own, so the calls of one connection run concurrently and each
 //!   reply goes back as soon as it is ready, in any order (see the connection module).
 //! * A request frame that starts but does not complete within the frame timeout closes its
-//!   connection.
+//!   connection; a connection without a request for the idle timeout is told to go away and
+//!   closed; at most `max_connections` are served at once (more wait in a listen backlog of
+//!   4096), and accept errors (out of file descriptors) back off with a throttled log.
+//! * Large request bodies (64 KiB and more) are read under a server-wide byte budget: a body
+//!   that does not fit waits (TCP pushes back on its sender) until calls holding others finish,
+//!   and a read buffer that grew for one is given back once the frame is taken, so memory is
+//!   bounded by the budget, not by connections times the largest frame.
 //! * A server-wide semaphore bounds the calls in flight; a request that finds no permit is
 //!   answered [`Status::Overloaded`](crate::protocol::Status::Overloaded) at once instead of
 //!   queueing without bound.
@@ -55,6 +61,10 @@ use crate::config::ServerConfig;
 use crate::context::MetadataLimits;
 use crate::layer::{Layer, Layers};
 use crate::registry::{Registry, RegistryError, ServiceInstance};
+use crate::transport::ByteBudget;
+
+/// Request bodies from this size on are read under the server's byte budget.
+const LARGE_REQUEST_BYTES: usize = 64 * 1024;
 
 /// Tunables of a server.
 #[derive(Debug, Clone)]
@@ -63,6 +73,10 @@ pub struct ServerOptions {
     pub max_frame_len: usize,
     /// Calls in flight across all connections before new ones are answered "overloaded".
     pub max_concurrent_calls: usize,
+    /// Connections served at once; beyond it, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection without a request for this long is told to go away and closed.
+    pub idle_timeout: Duration,
     /// How long shutdown waits for calls in flight (after GoAway).
     pub drain_timeout: Duration,
     /// After deregistering, how long at most shutdown keeps serving normally.
@@ -72,6 +86,8 @@ pub struct ServerOptions {
     /// How long a request frame may take from its first byte to its last; a connection that
     /// sends part of a frame and stalls is closed.
     pub frame_timeout: Duration,
+    /// Bytes of large request bodies held at once over every connection.
+    pub max_buffered_request_bytes: usize,
     /// Bounds on each request's metadata; a request over them is refused.
     pub metadata_limits: MetadataLimits,
 }
@@ -81,10 +97,13 @@ impl From<&ServerConfig> for ServerOptions {
         Self {
             max_frame_len: config.max_frame_bytes,
             max_concurrent_calls: config.max_concurrent_calls,
+            max_connections: config.max_connections,
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
             deregister_grace: Duration::from_millis(config.deregister_grace_ms),
             deregister_quiet: Duration::from_millis(config.deregister_quiet_ms),
             frame_timeout: Duration::from_millis(config.frame_timeout_ms),
+            max_buffered_request_bytes: config.max_buffered_request_bytes,
             metadata_limits: MetadataLimits {
                 max_entries: config.max_metadata_entries,
                 max_bytes: config.max_metadata_bytes,
@@ -150,6 +169,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets the bound on connections served at once.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.options.max_connections = connections;
+        self
+    }
+
+    /// Sets how long a connection may go without a request before it is closed.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.options.idle_timeout = timeout;
+        self
+    }
+
     /// Sets how long shutdown waits for calls in flight.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.options.drain_timeout = timeout;
@@ -170,15 +201,21 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets how many bytes of large request bodies the server holds at once.
+    pub fn max_buffered_request_bytes(mut self, bytes: usize) -> Self {
+        self.options.max_buffered_request_bytes = bytes;
+        self
+    }
+
     /// Sets the bounds on each request's metadata.
     pub fn metadata_limits(mut self, limits: MetadataLimits) -> Self {
         self.options.metadata_limits = limits;
         self
     }
 
-    /// Binds `addr` and starts serving in background tasks.
+    /// Binds `addr` (see [`listen`]) and starts serving in background tasks.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<RunningServer> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr).await?;
         Ok(self.serve_listener(listener))
     }
 
@@ -189,7 +226,14 @@ impl ServerBuilder {
             services: self.services,
             layers: Layers::new(self.layers),
             limit: Arc::new(Semaphore::new(self.options.max_concurrent_calls)),
+            connection_slots: Arc::new(Semaphore::new(self.options.max_connections)),
+            max_connections: self.options.max_connections,
+            idle_timeout: self.options.idle_timeout,
             max_frame_len: self.options.max_frame_len,
+            request_bytes: ByteBudget::new(
+                self.options.max_buffered_request_bytes.max(self.options.max_frame_len),
+                LARGE_REQUEST_BYTES,
+            ),
             frame_timeout: self.options.frame_timeout,
             metadata_limits: self.options.metadata_limits,
             draining: CancellationToken::new(),
@@ -222,7 +266,13 @@ pub(crate) struct Shared {
     pub(crate) services: HashMap<String, Arc<dyn Service>>,
     pub(crate) layers: Layers,
     pub(crate) limit: Arc<Semaphore>,
+    /// One permit per connection served.
+    pub(crate) connection_slots: Arc<Semaphore>,
+    pub(crate) max_connections: usize,
+    pub(crate) idle_timeout: Duration,
     pub(crate) max_frame_len: usize,
+    /// The budget of large request bodies.
+    pub(crate) request_bytes: ByteBudget,
     pub(crate) frame_timeout: Duration,
     pub(crate) metadata_limits: MetadataLimits,
     /// Cancelled when shutdown begins: connections send GoAway, new requests are refused.
@@ -279,31 +329,124 @@ impl Activity {
     }
 }
 
+/// Backlog of the listen queue: connections that wait while the server is at its connection
+/// limit or busy accepting (the kernel caps it at `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener on `addr` with a listen backlog of [`LISTEN_BACKLOG`] (the default
+/// of 128 makes a connect storm wait for SYN retries) and `SO_REUSEADDR`.
+pub async fn listen(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")))
+}
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken, connections: TaskTracker) {
     info!(services = ?shared.services.keys().collect::<Vec<_>>(), "serving");
+    let mut errors = AcceptErrors::default();
+    let mut at_limit = Throttle::default();
     loop {
+        // A connection slot first: at the limit, new connections wait in the backlog.
+        let slot = match shared.connection_slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if let Some(times) = at_limit.tick() {
+                    warn!(
+                        limit = shared.max_connections,
+                        times, "connection limit reached; new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    slot = shared.connection_slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
+                errors.succeeded();
                 debug!(%peer, "connection accepted");
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(%peer, error = %e, "set_nodelay failed");
                 }
                 connections.spawn(
-                    connection::serve(stream, peer, shared.clone()).instrument(tracing::debug_span!("rpc_conn", %peer)),
+                    connection::serve(stream, peer, shared.clone(), slot)
+                        .instrument(tracing::debug_span!("rpc_conn", %peer)),
                 );
             }
             Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // EMFILE and friends: back off instead of spinning, and say so once in a while.
+                let pause = errors.failed(&e);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
             }
         }
     }
     debug!("stopped accepting");
+}
+
+/// Lets an event through to the log at most every five seconds, counting the ones between.
+#[derive(Default)]
+struct Throttle {
+    since_logged: u64,
+    logged_at: Option<tokio::time::Instant>,
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    /// Counts an event; `Some(count)` (the events since the last log line) when it is time to
+    /// log one.
+    fn tick(&mut self) -> Option<u64> {
+        self.since_logged += 1;
+        let now = tokio::time::Instant::now();
+        if self.logged_at.is_some_and(|at| now.duration_since(at) < Self::EVERY) {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.since_logged))
+    }
+}
+
+/// Accept failures in a row: a growing pause, and a throttled log line.
+#[derive(Default)]
+struct AcceptErrors {
+    in_a_row: u32,
+    log: Throttle,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, error: &io::Error) -> Duration {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        if let Some(failures) = self.log.tick() {
+            warn!(error = %error, failures, "accept failed; backing off");
+        }
+        crate::backoff::exponential(Duration::from_millis(10), Duration::from_secs(1), self.in_a_row)
+    }
+
+    fn succeeded(&mut self) {
+        self.in_a_row = 0;
+    }
 }
 
 /// Outcome of a graceful shutdown.

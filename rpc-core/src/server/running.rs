@@ -58,7 +58,6 @@ impl RunningCalls {
     }
 
     /// Number of running calls.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }

@@ -1,6 +1,7 @@
 //! A provider process for tests that need a real process to crash: serves `TestService` with
 //! the configuration in the file named by its first argument, prints `READY <port>` once
-//! registered, and runs until it is killed (SIGTERM shuts it down gracefully).
+//! registered, and runs until it is killed (SIGTERM shuts it down gracefully). Logs go to
+//! stderr (`RUST_LOG`, `warn` by default).
 
 use std::process::ExitCode;
 
@@ -10,6 +11,14 @@ use rpc_tests::{TestServiceImpl, TestServiceServer};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,tokio_cron_scheduler=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let Some(path) = std::env::args().nth(1) else {
         eprintln!("usage: test-provider CONFIG.yaml");
         return ExitCode::from(2);
@@ -22,7 +31,7 @@ async fn main() -> ExitCode {
         }
     };
     let bind = format!("{}:{}", config.server.host, config.server.port);
-    let listener = match tokio::net::TcpListener::bind(&bind).await {
+    let listener = match rpc_core::server::listen(&bind).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("test-provider: cannot listen on {bind}: {e}");
