@@ -41,6 +41,7 @@ use serde_json::Value;
 pub use crate::balance::LoadBalancerKind;
 use crate::choice::choice;
 pub use crate::fault::{RetryStrategy, TolerantKind};
+use crate::host::is_valid_host;
 use crate::serializer::SerializerKind;
 
 /// Prefix of the environment variables that override configuration values.
@@ -472,22 +473,44 @@ impl RetryConfig {
     }
 }
 
+/// A list of strings, written as a list or as one comma-separated string (as environment
+/// variables write it); nothing at all is an empty list.
 fn list_or_comma_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        List(Vec<String>),
-        One(String),
+    struct ListVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for ListVisitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of strings, or one comma-separated string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<String>, E> {
+            Ok(s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect())
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Vec<String>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Vec<String>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
     }
-    Ok(match Either::deserialize(d)? {
-        Either::List(list) => list,
-        Either::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
+
+    d.deserialize_any(ListVisitor)
 }
 
 impl RpcConfig {
@@ -525,10 +548,23 @@ impl RpcConfig {
         if tree.is_null() {
             tree = Value::Object(Default::default());
         }
-        for (name, value) in vars {
-            apply_override(&mut tree, &name, &value)?;
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        let file = tree.clone();
+        for (name, value) in &vars {
+            apply_override(&mut tree, name, value)?;
         }
-        let file: ConfigFile = serde_path_to_error::deserialize(&tree).map_err(|e| {
+        match Self::from_tree(&tree, origin) {
+            Err(e) if !vars.is_empty() => Err(Self::blame(file, &vars, origin, e)),
+            other => other,
+        }
+    }
+
+    /// Deserializes and validates a YAML tree; `origin` names it in errors.
+    fn from_tree(tree: &Value, origin: &str) -> Result<Self, ConfigError> {
+        let file: ConfigFile = serde_path_to_error::deserialize(tree).map_err(|e| {
             let field = e.path().to_string();
             ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -538,6 +574,25 @@ impl RpcConfig {
         })?;
         file.rpc.validate(origin)?;
         Ok(file.rpc)
+    }
+
+    /// Finds whether `error` (of the file with `vars` applied) comes from the file or from a
+    /// variable, and names that one as its origin: the file alone is checked, then the
+    /// variables are applied one at a time until the error appears.
+    fn blame(file: Value, vars: &[(String, String)], origin: &str, error: ConfigError) -> ConfigError {
+        if Self::from_tree(&file, origin).is_err() {
+            return error;
+        }
+        let mut tree = file;
+        for (name, value) in vars {
+            if apply_override(&mut tree, name, value).is_err() {
+                break;
+            }
+            if let Err(e) = Self::from_tree(&tree, &format!("environment variable {name}")) {
+                return e;
+            }
+        }
+        error
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
@@ -597,6 +652,14 @@ impl RpcConfig {
                 "rpc.server.advertise_host",
                 format!("required when rpc.server.host is the wildcard \"{}\"", s.host),
             );
+        }
+        for (field, host) in [
+            ("rpc.server.host", Some(&s.host)),
+            ("rpc.server.advertise_host", s.advertise_host.as_ref()),
+        ] {
+            if let Some(host) = host.filter(|h| !is_valid_host(h)) {
+                return invalid(field, format!("\"{host}\" is neither an IP address nor a hostname"));
+            }
         }
         let at_least_one = [
             ("rpc.server.max_concurrent_calls", s.max_concurrent_calls as u64),
@@ -899,7 +962,79 @@ rpc:
             .to_string();
         assert_eq!(
             e,
-            "f.yaml: rpc.registry.type: \"consul\" is not one of etcd, zookeeper, memory"
+            "environment variable RPC__REGISTRY__TYPE: rpc.registry.type: \"consul\" is not one of etcd, zookeeper, memory"
         );
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_refused_naming_the_field() {
+        let cases = [
+            (
+                "rpc:\n  server:\n    max_frame_bytes: 10\n",
+                "rpc.server.max_frame_bytes",
+            ),
+            (
+                "rpc:\n  consumer:\n    max_frame_bytes: 0\n",
+                "rpc.consumer.max_frame_bytes",
+            ),
+            (
+                "rpc:\n  server:\n    advertise_host: \"bad host!\"\n",
+                "rpc.server.advertise_host",
+            ),
+            ("rpc:\n  server:\n    host: \"no such thing\"\n", "rpc.server.host"),
+            (
+                "rpc:\n  consumer:\n    retry: { base_delay_ms: 500, max_delay_ms: 100 }\n",
+                "rpc.consumer.retry.max_delay_ms",
+            ),
+            (
+                "rpc:\n  registry:\n    keepalive_interval_ms: 2000\n",
+                "rpc.registry.keepalive_interval_ms",
+            ),
+            (
+                "rpc:\n  server:\n    max_buffered_request_bytes: 1024\n",
+                "rpc.server.max_buffered_request_bytes",
+            ),
+            (
+                "rpc:\n  server:\n    max_connections: 0\n",
+                "rpc.server.max_connections",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = err(text);
+            assert!(e.starts_with(&format!("<string>: {field}: ")), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_error_in_an_environment_variable_names_the_variable() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let e = RpcConfig::from_yaml_with_env("rpc: {}\n", "ok.yaml", env(&[("RPC__REGISTRY__TTL_SEC", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("environment variable RPC__REGISTRY__TTL_SEC: rpc.registry.ttl_sec: unknown field `ttl_sec`"),
+            "{e}"
+        );
+        let e = RpcConfig::from_yaml_with_env(
+            "rpc: {}\n",
+            "ok.yaml",
+            env(&[("RPC__NAME", "x"), ("RPC__REGISTRY__ENDPOINTS", "")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "environment variable RPC__REGISTRY__ENDPOINTS: rpc.registry.endpoints: etcd needs at least one endpoint"
+        );
+        // An error in the file stays the file's, whatever the variables.
+        let e = RpcConfig::from_yaml_with_env("rpc:\n  nmae: x\n", "bad.yaml", env(&[("RPC__NAME", "y")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("bad.yaml: "), "{e}");
     }
 }

@@ -49,10 +49,14 @@
 
 #![deny(missing_docs)]
 
-// Module order follows the dependency order: each module imports only from modules above it,
-// with one refinement: `config` reads the strategy enums that live with their strategies
-// (`balance::LoadBalancerKind`, `fault::{RetryStrategy, TolerantKind}`, leaf items), and the
-// policy resolution in `fault::policy` reads `config`.
+// Layers, lowest first; a module imports only from lower layers (and leaves of its own):
+//   1. leaves: choice, future, backoff, host, error, schedule, context
+//   2. wire: serializer, protocol, reply, layer, transport
+//   3. discovery: registry, balance, fault (strategies, health, budget)
+//   4. configuration: config (plain data; it reads the strategy enums that live with their
+//      strategies, `balance::LoadBalancerKind` and `fault::{RetryStrategy, TolerantKind}`,
+//      and `fault::policy` resolves it)
+//   5. ends: server, client
 mod choice;
 pub mod future;
 
@@ -63,6 +67,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod fault;
+pub mod host;
 pub mod layer;
 pub mod protocol;
 pub mod registry;

@@ -55,6 +55,10 @@ impl Registry for ReconnectingRegistry {
         self.config.kind.name()
     }
 
+    fn endpoints(&self) -> String {
+        self.config.endpoints.join(",")
+    }
+
     fn register<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move { self.backend().await?.register(instance).await })
     }

@@ -52,6 +52,7 @@ impl Flaky {
         if self.down.load(Ordering::SeqCst) {
             Err(RegistryError::Unavailable {
                 backend: "flaky",
+                endpoints: "nowhere".to_owned(),
                 operation: "any",
                 source: BackendError::message("down"),
             })

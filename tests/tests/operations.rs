@@ -252,7 +252,10 @@ async fn a_corrupt_cache_file_is_ignored_naming_it_and_the_registry_error_stands
         Ok(_) => panic!("a consumer started without a registry and without a usable cache file"),
         Err(e) => e.to_string(),
     };
-    assert!(error.contains("etcd registry unavailable"), "{error}");
+    assert!(
+        error.contains("etcd registry at") && error.contains("unavailable"),
+        "{error}"
+    );
     assert!(error.contains(&dead), "the error names the registry endpoint: {error}");
     let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     assert!(

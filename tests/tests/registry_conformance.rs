@@ -411,6 +411,28 @@ mod cases {
             r#"{"name":"Wrong","version":"1.0","host":"127.0.0.1","port":7003}"#,
         )
         .await;
+        // Valid JSON of instances that cannot be dialed, and one too large to trust.
+        let oversized = format!(
+            r#"{{"name":"Svc","version":"1.0","host":"127.0.0.1","port":7007,"metadata":{{"pad":"{}"}}}}"#,
+            "x".repeat(70_000)
+        );
+        for (name, value) in [
+            (
+                "127.0.0.1:0",
+                r#"{"name":"Svc","version":"1.0","host":"127.0.0.1","port":0}"#.to_owned(),
+            ),
+            (
+                "bad host!:7006",
+                r#"{"name":"Svc","version":"1.0","host":"bad host!","port":7006}"#.to_owned(),
+            ),
+            (
+                ":7008",
+                r#"{"name":"Svc","version":"1.0","host":"","port":7008}"#.to_owned(),
+            ),
+            ("127.0.0.1:7007", oversized),
+        ] {
+            h.put_garbage("Svc:1.0", name, &value).await;
+        }
         let ports = |l: Vec<ServiceInstance>| l.iter().map(|i| i.port).collect::<Vec<_>>();
         assert_eq!(ports(discover_sorted(&handle.registry, "Svc:1.0").await), vec![7001]);
         let mut watch = Watched::open(&handle.registry, "Svc:1.0").await;

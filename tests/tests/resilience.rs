@@ -394,3 +394,23 @@ async fn per_service_and_per_method_overrides_from_yaml_apply() {
     );
     drop(p.server);
 }
+
+#[test]
+fn a_method_override_for_a_method_the_service_lacks_is_an_error() {
+    let yaml = "    services:\n      TestService:\n        methods:\n          ecoh: { timeout_ms: 100 }\n";
+    match TestServiceClient::new(channel(&["127.0.0.1:9"], yaml)) {
+        Err(e @ ClientBuildError::UnknownMethod { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("TestService:1.0 has no method ecoh") && text.contains("echo"),
+                "{text}"
+            );
+        }
+        other => panic!("expected an unknown-method error, got {:?}", other.map(|_| ())),
+    }
+    let yaml = "    services:\n      TestService:\n        methods:\n          ECHO: { timeout_ms: 100 }\n";
+    assert!(
+        TestServiceClient::new(channel(&["127.0.0.1:9"], yaml)).is_ok(),
+        "names compare case-insensitively"
+    );
+}

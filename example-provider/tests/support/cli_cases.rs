@@ -98,12 +98,13 @@ macro_rules! cli_cases {
         #[test]
         fn unreachable_registries_fail_at_start_up_within_the_timeout() {
             for kind in ["etcd", "zookeeper"] {
+                let endpoint = format!("127.0.0.1:{}", free_port());
                 let yaml = format!(
-                    "rpc:\n  server: {{ port: 0 }}\n  registry:\n    type: {kind}\n    endpoints: [\"127.0.0.1:{}\"]\n    timeout_ms: 1000\n",
-                    free_port()
+                    "rpc:\n  server: {{ port: 0 }}\n  registry:\n    type: {kind}\n    endpoints: [\"{endpoint}\"]\n    timeout_ms: 1000\n"
                 );
                 let path = config_file(&yaml);
-                let took = assert_fails_with(&["--config", path.to_str().unwrap()], &[kind]);
+                // The one-line error names the registry and the endpoint it could not reach.
+                let took = assert_fails_with(&["--config", path.to_str().unwrap()], &[kind, &endpoint]);
                 assert!(took < Duration::from_secs(10), "{kind}: took {took:?}");
                 eprintln!(
                     "RELIABILITY {{\"scenario\":\"bad configuration and registry data\",\"figures\":{{\"unreachable_{kind}_exit_after_ms\":{}}}}}",

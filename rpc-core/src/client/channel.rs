@@ -149,6 +149,20 @@ impl Channel {
         &self.metadata
     }
 
+    /// Checks that the configuration's method overrides for `service` name methods among
+    /// `methods`; generated client builders call it.
+    pub fn check_method_overrides(&self, service: &str, methods: &[MethodDescriptor]) -> Result<(), ClientBuildError> {
+        let names: Vec<&str> = methods.iter().map(|m| m.name).collect();
+        match self.policies.unknown_methods(service, &names).into_iter().next() {
+            Some(method) => Err(ClientBuildError::UnknownMethod {
+                service: service.to_owned(),
+                method,
+                known: names.join(", "),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The policy of one method under this channel's configuration.
     pub fn policy(&self, service: &str, method: &str, idempotent: bool) -> MethodPolicy {
         self.policies.resolve(service, method, idempotent)
@@ -257,6 +271,17 @@ pub enum ClientBuildError {
     /// A direct channel's address is not `host:port`.
     #[error("invalid address: {0}")]
     InvalidAddress(String),
+    /// The configuration overrides a method the service does not have (a typo that would
+    /// otherwise do nothing).
+    #[error("rpc.consumer.services: {service} has no method {method} (it has {known})")]
+    UnknownMethod {
+        /// Service key.
+        service: String,
+        /// The method named in the configuration.
+        method: String,
+        /// The service's methods, comma-separated.
+        known: String,
+    },
 }
 
 /// Checks a resolved method policy against what the client can do; generated builders call it.

@@ -124,6 +124,20 @@ impl PolicySet {
         }
     }
 
+    /// The method overrides configured for `service_key` that name none of `methods`
+    /// (compared case-insensitively): each is a typo that would silently do nothing.
+    pub fn unknown_methods(&self, service_key: &str, methods: &[&str]) -> Vec<String> {
+        self.service_override(service_key)
+            .map(|s| {
+                s.methods
+                    .keys()
+                    .filter(|name| !methods.iter().any(|m| m.eq_ignore_ascii_case(name)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn service_override(&self, service_key: &str) -> Option<&ServiceOverride> {
         let name = service_key.split_once(':').map_or(service_key, |(n, _)| n);
         let services = &self.config.services;

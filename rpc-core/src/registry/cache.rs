@@ -300,6 +300,7 @@ impl DiscoveryCache {
                 Some(error) => error,
                 None => RegistryError::Timeout {
                     backend: self.inner.registry.backend(),
+                    endpoints: self.inner.registry.endpoints(),
                     operation: "first discovery",
                     timeout_ms: timeout.as_millis() as u64,
                 },

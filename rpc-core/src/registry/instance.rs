@@ -5,6 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::is_valid_host;
+
 /// Default weight of an instance.
 pub const DEFAULT_WEIGHT: u32 = 1;
 
@@ -109,25 +111,6 @@ impl ServiceInstance {
 /// Largest instance JSON accepted from a registry.
 pub const MAX_INSTANCE_JSON: usize = 64 * 1024;
 
-/// Whether `host` is an IP address (IPv6 with or without brackets) or a hostname: dot-separated
-/// labels of letters, digits and `-`, each 1 to 63 long and not starting or ending with `-`,
-/// 253 characters at most.
-pub fn is_valid_host(host: &str) -> bool {
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    if bare.parse::<std::net::IpAddr>().is_ok() {
-        return true;
-    }
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// The path of a service's directory: `{root}/{name}:{version}`.
 pub fn service_path(root: &str, service_key: &str) -> String {
     format!("{}/{service_key}", root.trim_end_matches('/'))
@@ -185,7 +168,7 @@ mod tests {
             assert!(e.contains(why), "{host}:{port}: {e}");
         }
         for host in ["10.0.0.1", "::1", "[::1]", "svc-1.ns.svc.cluster.local", "localhost"] {
-            assert!(is_valid_host(host), "{host}");
+            assert!(crate::host::is_valid_host(host), "{host}");
         }
         let huge = format!(
             r#"{{"name":"S","version":"2","host":"h","port":1,"metadata":{{"x":"{}"}}}}"#,

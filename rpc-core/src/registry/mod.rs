@@ -20,12 +20,14 @@ mod cache;
 pub mod cache_file;
 mod instance;
 
+pub use crate::host::is_valid_host;
 pub use cache::{DiscoveryCache, DiscoveryOptions};
 pub use cache_file::{CacheFile, CacheFileError, CachedInstances};
-pub use instance::{is_valid_host, now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON};
+pub use instance::{now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON};
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -90,10 +92,12 @@ impl std::error::Error for MessageError {}
 #[non_exhaustive]
 pub enum RegistryError {
     /// The registry could not be reached or answered with an error.
-    #[error("{backend} registry unavailable: {operation}: {source}")]
+    #[error("{backend} registry at {endpoints} unavailable: {operation}: {source}")]
     Unavailable {
         /// Which backend.
         backend: &'static str,
+        /// The servers it was asked (comma-separated).
+        endpoints: String,
         /// The operation.
         operation: &'static str,
         /// The backend's error.
@@ -101,10 +105,12 @@ pub enum RegistryError {
         source: BackendError,
     },
     /// The registry refused this process's credentials (or has none for it).
-    #[error("{backend} registry refused the credentials: {operation}: {source}")]
+    #[error("{backend} registry at {endpoints} refused the credentials: {operation}: {source}")]
     Unauthenticated {
         /// Which backend.
         backend: &'static str,
+        /// The servers it was asked (comma-separated).
+        endpoints: String,
         /// The operation.
         operation: &'static str,
         /// The backend's error.
@@ -112,10 +118,12 @@ pub enum RegistryError {
         source: BackendError,
     },
     /// The operation did not finish in time.
-    #[error("{backend} registry: {operation} timed out after {timeout_ms} ms")]
+    #[error("{backend} registry at {endpoints}: {operation} timed out after {timeout_ms} ms")]
     Timeout {
         /// Which backend.
         backend: &'static str,
+        /// The servers it was asked (comma-separated).
+        endpoints: String,
         /// The operation.
         operation: &'static str,
         /// The limit.
@@ -156,23 +164,36 @@ impl RegistryError {
     /// code), [`Self::Unavailable`] otherwise.
     pub fn from_backend(
         backend: &'static str,
+        endpoints: &[String],
         operation: &'static str,
         error: impl std::error::Error + Send + Sync + 'static,
         refused_credentials: bool,
     ) -> Self {
-        let source = BackendError::new(error);
+        let (endpoints, source) = (endpoints.join(","), BackendError::new(error));
         if refused_credentials {
             Self::Unauthenticated {
                 backend,
+                endpoints,
                 operation,
                 source,
             }
         } else {
             Self::Unavailable {
                 backend,
+                endpoints,
                 operation,
                 source,
             }
+        }
+    }
+
+    /// The error for a backend `operation` that did not finish within `limit`.
+    pub fn timed_out(backend: &'static str, endpoints: &[String], operation: &'static str, limit: Duration) -> Self {
+        Self::Timeout {
+            backend,
+            endpoints: endpoints.join(","),
+            operation,
+            timeout_ms: limit.as_millis() as u64,
         }
     }
 
@@ -252,6 +273,11 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Watches a service key; see the module docs for the event contract.
     fn watch<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>>;
+
+    /// The servers this registry talks to, comma-separated, for messages.
+    fn endpoints(&self) -> String {
+        String::new()
+    }
 
     /// Deregisters everything this process registered and releases the backend's resources
     /// (lease, session, background tasks).

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
 use rpc_core::config::RegistryConfig;
-use rpc_core::registry::{service_path, BackendError, Registry, RegistryError, ServiceInstance, WatchStream};
+use rpc_core::registry::{service_path, Registry, RegistryError, ServiceInstance, WatchStream};
 use rpc_core::schedule::PeriodicJob;
 use rpc_core::BoxFuture;
 use tracing::{info, warn};
@@ -171,13 +171,14 @@ impl EtcdRegistry {
         }
         let client = match tokio::time::timeout(options.timeout, Client::connect(&endpoints, Some(connect))).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(unavailable("connect", e)),
+            Ok(Err(e)) => return Err(unavailable(&options.endpoints, "connect", e)),
             Err(_) => {
-                return Err(RegistryError::Timeout {
-                    backend: BACKEND,
-                    operation: "connect",
-                    timeout_ms: options.timeout.as_millis() as u64,
-                })
+                return Err(RegistryError::timed_out(
+                    BACKEND,
+                    &options.endpoints,
+                    "connect",
+                    options.timeout,
+                ))
             }
         };
         let shared = Arc::new(Shared {
@@ -206,10 +207,8 @@ impl EtcdRegistry {
             }
         })
         .await
-        .map_err(|e| RegistryError::Unavailable {
-            backend: BACKEND,
-            operation: "start the reconciler",
-            source: BackendError::new(e),
+        .map_err(|e| {
+            RegistryError::from_backend(BACKEND, &shared.options.endpoints, "start the reconciler", e, false)
         })?;
         Ok(Self {
             shared,
@@ -230,6 +229,10 @@ impl EtcdRegistry {
 impl Registry for EtcdRegistry {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    fn endpoints(&self) -> String {
+        self.shared.options.endpoints.join(",")
     }
 
     fn register<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
@@ -324,14 +327,14 @@ pub(crate) fn grpc_code(e: &etcd_client::Error) -> Option<i32> {
 
 /// The registry error for a failed etcd `operation`: an authentication failure (a token etcd
 /// no longer accepts, missing permission, or wrong credentials at connect) gets its own kind.
-pub(crate) fn unavailable(operation: &'static str, e: etcd_client::Error) -> RegistryError {
+pub(crate) fn unavailable(endpoints: &[String], operation: &'static str, e: etcd_client::Error) -> RegistryError {
     let auth = match grpc_code(&e) {
         Some(code::UNAUTHENTICATED | code::PERMISSION_DENIED) => true,
         // etcd answers wrong credentials with InvalidArgument ("authentication failed").
         Some(code::INVALID_ARGUMENT) => operation == "connect",
         _ => false,
     };
-    RegistryError::from_backend(BACKEND, operation, e, auth)
+    RegistryError::from_backend(BACKEND, endpoints, operation, e, auth)
 }
 
 /// Whether etcd refused a request because its lease no longer exists (NotFound: the only

@@ -40,17 +40,18 @@ impl Shared {
                 Ok(Err(e)) => {
                     let delay = backoff.next_delay();
                     if !is_transient(&e) || Instant::now() + delay >= deadline {
-                        return Err(unavailable(operation, e));
+                        return Err(unavailable(&self.options.endpoints, operation, e));
                     }
                     debug!(operation, error = %e, "transient etcd error; retrying");
                     tokio::time::sleep(delay).await;
                 }
                 Err(_) => {
-                    return Err(RegistryError::Timeout {
-                        backend: BACKEND,
+                    return Err(RegistryError::timed_out(
+                        BACKEND,
+                        &self.options.endpoints,
                         operation,
-                        timeout_ms: self.options.timeout.as_millis() as u64,
-                    })
+                        self.options.timeout,
+                    ))
                 }
             }
         }

@@ -134,17 +134,18 @@ impl Shared {
     async fn delete_node(&self, client: &zk::Client, path: &str) -> Result<(), RegistryError> {
         match tokio::time::timeout(self.options.timeout, client.delete(path, None)).await {
             Ok(Ok(())) | Ok(Err(zk::Error::NoNode)) => Ok(()),
-            Ok(Err(e)) => Err(unavailable("delete", e)),
+            Ok(Err(e)) => Err(self.unavailable("delete", e)),
             Err(_) => Err(self.timeout_error("delete")),
         }
     }
 
     fn timeout_error(&self, operation: &'static str) -> RegistryError {
-        RegistryError::Timeout {
-            backend: BACKEND,
-            operation,
-            timeout_ms: self.options.timeout.as_millis() as u64,
-        }
+        RegistryError::timed_out(BACKEND, &self.options.servers, operation, self.options.timeout)
+    }
+
+    /// The error for a failed `operation`.
+    pub(crate) fn unavailable(&self, operation: &'static str, e: zk::Error) -> RegistryError {
+        unavailable(&self.options.servers, operation, e)
     }
 
     /// Runs one request under the configured timeout.
@@ -155,7 +156,7 @@ impl Shared {
     ) -> Result<T, RegistryError> {
         match tokio::time::timeout(self.options.timeout, request).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(unavailable(operation, e)),
+            Ok(Err(e)) => Err(self.unavailable(operation, e)),
             Err(_) => Err(self.timeout_error(operation)),
         }
     }
@@ -183,7 +184,7 @@ impl Shared {
                     .await
                     .map(drop)
             }
-            Ok(Err(e)) => Err(unavailable("create", e)),
+            Ok(Err(e)) => Err(self.unavailable("create", e)),
             Err(_) => Err(self.timeout_error("create")),
         }
     }
@@ -224,6 +225,10 @@ impl Registry for ZookeeperRegistry {
         BACKEND
     }
 
+    fn endpoints(&self) -> String {
+        self.shared.options.servers.join(",")
+    }
+
     fn register<'a>(&'a self, instance: &'a ServiceInstance) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let path = instance.path(&self.shared.options.root);
@@ -251,7 +256,7 @@ impl Registry for ZookeeperRegistry {
             {
                 Ok(Ok(children)) => children,
                 Ok(Err(zk::Error::NoNode)) => return Ok(Vec::new()),
-                Ok(Err(e)) => return Err(unavailable("list", e)),
+                Ok(Err(e)) => return Err(self.shared.unavailable("list", e)),
                 Err(_) => return Err(self.shared.timeout_error("list")),
             };
             let mut found = Vec::with_capacity(children.len());
@@ -265,7 +270,7 @@ impl Registry for ZookeeperRegistry {
                     }
                     // Removed between the listing and the read.
                     Ok(Err(zk::Error::NoNode)) => {}
-                    Ok(Err(e)) => return Err(unavailable("get", e)),
+                    Ok(Err(e)) => return Err(self.shared.unavailable("get", e)),
                     Err(_) => return Err(self.shared.timeout_error("get")),
                 }
             }
@@ -311,7 +316,7 @@ pub(crate) fn parse_instance(service_key: &str, path: &str, name: &str, data: &[
 
 /// The registry error for a failed ZooKeeper `operation`: refused credentials (authentication
 /// failed, or no permission for the node) get their own kind.
-pub(crate) fn unavailable(operation: &'static str, e: zk::Error) -> RegistryError {
+pub(crate) fn unavailable(servers: &[String], operation: &'static str, e: zk::Error) -> RegistryError {
     let auth = matches!(e, zk::Error::AuthFailed | zk::Error::NoAuth);
-    RegistryError::from_backend(BACKEND, operation, e, auth)
+    RegistryError::from_backend(BACKEND, servers, operation, e, auth)
 }

@@ -21,12 +21,13 @@ pub(super) async fn open(options: &ZookeeperOptions) -> Result<zk::Client, Regis
         .connect(&servers);
     match tokio::time::timeout(options.timeout, connect).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(unavailable("connect", e)),
-        Err(_) => Err(RegistryError::Timeout {
-            backend: BACKEND,
-            operation: "connect",
-            timeout_ms: options.timeout.as_millis() as u64,
-        }),
+        Ok(Err(e)) => Err(unavailable(&options.servers, "connect", e)),
+        Err(_) => Err(RegistryError::timed_out(
+            BACKEND,
+            &options.servers,
+            "connect",
+            options.timeout,
+        )),
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, Instrument};
 use zookeeper_client as zk;
 
-use super::{parse_instance, unavailable, Shared};
+use super::{parse_instance, Shared};
 
 type Fired = Pin<Box<dyn Future<Output = zk::WatchedEvent> + Send>>;
 
@@ -94,7 +94,7 @@ async fn arm_and_read(
             }
             // Deleted since the listing: the child watch has fired already.
             Ok(Err(zk::Error::NoNode)) => {}
-            Ok(Err(e)) => return Err(unavailable("get", e)),
+            Ok(Err(e)) => return Err(shared.unavailable("get", e)),
             Err(_) => return Err(shared.timeout_error("get")),
         }
     }
