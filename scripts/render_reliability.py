@@ -19,6 +19,10 @@ SCENARIOS = [
     ("consumer start during a registry outage", "12. Consumer start during a registry outage", "tests/tests/operations.rs: a_consumer_with_a_cache_file_starts_and_calls_while_etcd_is_down, a_corrupt_cache_file_is_ignored_naming_it_and_the_registry_error_stands"),
     ("retry budget", "13. Retry budget under a failing provider", "tests/tests/operations.rs: retries_and_fail_overs_stay_within_the_retry_budget (every call fails with Overloaded; retry: fixed_interval, 5 attempts; budget 20% plus 10 a second)"),
     ("churn", "14. Provider churn: nothing kept for departed instances", "tests/tests/operations.rs: a_consumer_keeps_nothing_for_providers_that_left (1,000 in-process providers arrive and leave while a consumer calls)"),
+    ("etcd auth token expiry", "15. etcd authentication tokens that expire", "tests/tests/hardening.rs: expiring_etcd_auth_tokens_are_renewed_by_consumers_and_providers (etcd with JWT tokens of 10 s; a consumer under load for 60 s, a provider started at 30 s, the first one stopped at 40 s)"),
+    ("etcd keep-alive", "16. etcd keep-alive against a default etcd", "tests/tests/hardening.rs: default_etcd_keeps_the_connections_of_a_watching_and_an_idle_consumer"),
+    ("connection limits", "17. Connection limits", "tests/tests/hardening.rs: idle_connections_are_told_to_go_away_and_closed, two_thousand_idle_connections_leave_a_consumer_served_and_memory_bounded, out_of_file_descriptors_the_provider_backs_off_logs_rarely_and_recovers"),
+    ("memory", "18. Memory under large requests", "tests/tests/hardening.rs: large_requests_are_read_within_a_memory_budget_and_memory_comes_back (a provider process; 60 connections each send a 16 MiB request at once while a consumer calls)"),
 ]
 
 def main(path, fuzz_results, cores):
