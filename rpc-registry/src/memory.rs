@@ -4,6 +4,8 @@
 //! consumer configured with `type: memory` in one process see each other. Each handle remembers
 //! what it registered and removes it on [`Registry::close`] (as a lease expiry would).
 //!
+//! Rules live in the same namespace and are watched the same way.
+//!
 //! Watches follow the [`Registry`] contract: a snapshot, then one event per change. A watcher
 //! that falls more than its queue behind is dropped, which ends its stream; the discovery cache
 //! then watches again and gets a fresh snapshot, so lagging never loses a change.
@@ -11,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
-use rpc_core::registry::{Registry, RegistryError, ServiceInstance, WatchEvent, WatchStream};
+use rpc_core::registry::{Registry, RegistryError, RulesStream, ServiceInstance, WatchEvent, WatchStream};
 use rpc_core::BoxFuture;
 use tokio::sync::mpsc;
 
@@ -27,12 +29,25 @@ struct Namespace {
 struct State {
     services: HashMap<String, BTreeMap<String, ServiceInstance>>,
     watchers: HashMap<String, Vec<mpsc::Sender<WatchEvent>>>,
+    /// Rules text by service key.
+    rules: HashMap<String, String>,
+    rule_watchers: HashMap<String, Vec<mpsc::Sender<Option<String>>>>,
 }
 
 impl State {
     fn notify(&mut self, key: &str, event: WatchEvent) {
         if let Some(list) = self.watchers.get_mut(key) {
             list.retain(|tx| tx.try_send(event.clone()).is_ok());
+        }
+    }
+
+    fn set_rules(&mut self, key: &str, rules: Option<String>) {
+        match &rules {
+            Some(text) => self.rules.insert(key.to_owned(), text.clone()),
+            None => self.rules.remove(key),
+        };
+        if let Some(list) = self.rule_watchers.get_mut(key) {
+            list.retain(|tx| tx.try_send(rules.clone()).is_ok());
         }
     }
 }
@@ -158,6 +173,35 @@ impl Registry for MemoryRegistry {
             let _ = tx.try_send(WatchEvent::Snapshot(snapshot));
             state.watchers.entry(service_key.to_owned()).or_default().push(tx);
             Ok(WatchStream::new(rx, None))
+        })
+    }
+
+    fn get_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        Box::pin(async move { Ok(self.state().rules.get(service_key).cloned()) })
+    }
+
+    fn put_rules<'a>(&'a self, service_key: &'a str, rules: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            self.state().set_rules(service_key, Some(rules.to_owned()));
+            Ok(())
+        })
+    }
+
+    fn delete_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            self.state().set_rules(service_key, None);
+            Ok(())
+        })
+    }
+
+    fn watch_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<RulesStream, RegistryError>> {
+        Box::pin(async move {
+            let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+            let mut state = self.state();
+            // The queue is empty, so the current value always fits.
+            let _ = tx.try_send(state.rules.get(service_key).cloned());
+            state.rule_watchers.entry(service_key.to_owned()).or_default().push(tx);
+            Ok(RulesStream::new(rx, None))
         })
     }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use rpc_core::config::RegistryConfig;
-use rpc_core::registry::{Registry, RegistryError, ServiceInstance, WatchStream};
+use rpc_core::registry::{Registry, RegistryError, RulesStream, ServiceInstance, WatchStream};
 use rpc_core::BoxFuture;
 use tokio::sync::OnceCell;
 use tracing::info;
@@ -73,6 +73,22 @@ impl Registry for ReconnectingRegistry {
 
     fn watch<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>> {
         Box::pin(async move { self.backend().await?.watch(service_key).await })
+    }
+
+    fn get_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        Box::pin(async move { self.backend().await?.get_rules(service_key).await })
+    }
+
+    fn put_rules<'a>(&'a self, service_key: &'a str, rules: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move { self.backend().await?.put_rules(service_key, rules).await })
+    }
+
+    fn delete_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move { self.backend().await?.delete_rules(service_key).await })
+    }
+
+    fn watch_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<RulesStream, RegistryError>> {
+        Box::pin(async move { self.backend().await?.watch_rules(service_key).await })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>> {

@@ -483,6 +483,42 @@ mod cases {
         }
         consumer.registry.close().await.unwrap();
     }
+
+    pub async fn rules_are_stored_watched_and_deleted(h: &Harness) {
+        let writer = h.handle().await;
+        let reader = h.handle().await;
+        let key = "Svc:1.0";
+        assert_eq!(reader.registry.get_rules(key).await.unwrap(), None);
+        let mut watch = reader.registry.watch_rules(key).await.unwrap();
+        async fn next(watch: &mut rpc_core::registry::RulesStream) -> Option<String> {
+            tokio::time::timeout(Duration::from_secs(3), watch.next())
+                .await
+                .expect("a rules event within 3 s")
+                .expect("the rules watch is open")
+        }
+        assert_eq!(next(&mut watch).await, None, "no rules at first");
+        let first = r#"{"disabled":["127.0.0.1:7001"]}"#;
+        writer.registry.put_rules(key, first).await.unwrap();
+        assert_eq!(next(&mut watch).await.as_deref(), Some(first));
+        let second = r#"{"weights":{"127.0.0.1:7001":5}}"#;
+        writer.registry.put_rules(key, second).await.unwrap();
+        assert_eq!(next(&mut watch).await.as_deref(), Some(second));
+        assert_eq!(reader.registry.get_rules(key).await.unwrap().as_deref(), Some(second));
+        assert_eq!(
+            reader.registry.get_rules("Other:1.0").await.unwrap(),
+            None,
+            "rules are per service"
+        );
+        writer.registry.delete_rules(key).await.unwrap();
+        assert_eq!(next(&mut watch).await, None, "deleted");
+        assert_eq!(reader.registry.get_rules(key).await.unwrap(), None);
+        writer.registry.delete_rules(key).await.unwrap();
+        // Rules do not end with the process that set them (no lease, no ephemeral node).
+        writer.registry.put_rules(key, first).await.unwrap();
+        writer.registry.close().await.unwrap();
+        assert_eq!(reader.registry.get_rules(key).await.unwrap().as_deref(), Some(first));
+        reader.registry.close().await.unwrap();
+    }
 }
 
 /// Generates one test per case for a backend.
@@ -497,6 +533,7 @@ macro_rules! cases_for {
             an_instance_that_dies_disappears_within_its_ttl,
             garbage_values_are_skipped,
             a_hundred_concurrent_registrations_are_all_visible,
+            rules_are_stored_watched_and_deleted,
         );
     };
     (@ $backend:expr; $($case:ident),* $(,)?) => {

@@ -5,7 +5,9 @@
 //! * [`ServiceInstance`] is what a provider registers, stored as JSON at
 //!   `{root}/{name}:{version}/{host}:{port}`.
 //! * [`DiscoveryCache`] sits in front of any registry on the consumer side and keeps one exact,
-//!   watch-driven instance list per service key.
+//!   watch-driven instance list per service key, and the text of its rules.
+//! * A service's rules (routing: disabled instances, weights, timeout, balancer, tags) live at
+//!   [`rules_path`] as JSON; backends store and watch the text, consumers validate it.
 //!
 //! # Watch contract
 //!
@@ -24,6 +26,9 @@ pub use crate::host::is_valid_host;
 pub use cache::{DiscoveryCache, DiscoveryOptions};
 pub use cache_file::{CacheFile, CacheFileError, CachedInstances};
 pub use instance::{now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON};
+
+/// Largest rules text accepted from a registry.
+pub const MAX_RULES_TEXT: usize = 64 * 1024;
 
 use std::fmt;
 use std::sync::Arc;
@@ -255,6 +260,46 @@ impl WatchStream {
     }
 }
 
+/// The changes of one service's rules key: its current text first (`None`: no rules), then
+/// every change. Dropping it stops the watch; it ends when the backend cannot keep it exact.
+#[derive(Debug)]
+pub struct RulesStream {
+    rx: mpsc::Receiver<Option<String>>,
+    _task: Option<AbortOnDropHandle<()>>,
+}
+
+impl RulesStream {
+    /// A stream fed by `rx`; `task`, the backend's watcher, is aborted when the stream drops.
+    pub fn new(rx: mpsc::Receiver<Option<String>>, task: Option<JoinHandle<()>>) -> Self {
+        Self {
+            rx,
+            _task: task.map(AbortOnDropHandle::new),
+        }
+    }
+
+    /// A stream that says "no rules" once and stays open (a registry that stores none).
+    pub fn none() -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        let _ = tx.try_send(None);
+        // The sender lives in a task that never ends, so the stream stays open.
+        let task = tokio::spawn(async move {
+            tx.closed().await;
+        });
+        Self::new(rx, Some(task))
+    }
+
+    /// The next value; `None` once the watch has ended and must be re-established.
+    pub async fn next(&mut self) -> Option<Option<String>> {
+        self.rx.recv().await
+    }
+}
+
+/// The path of a service's rules: `{root}/config/{name}:{version}`. A service directory always
+/// contains `:`, so `config` never collides with a service.
+pub fn rules_path(root: &str, service_key: &str) -> String {
+    format!("{}/config/{service_key}", root.trim_end_matches('/'))
+}
+
 /// A service registry backend.
 pub trait Registry: Send + Sync + 'static {
     /// The backend's name, for logs and errors (`etcd`, `zookeeper`, `memory`).
@@ -273,6 +318,35 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Watches a service key; see the module docs for the event contract.
     fn watch<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>>;
+
+    /// The text of `service_key`'s rules (see the client's routing rules), if any.
+    fn get_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        let _ = service_key;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Stores `service_key`'s rules (the text is stored as given; consumers validate it).
+    fn put_rules<'a>(&'a self, service_key: &'a str, rules: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        let _ = (service_key, rules);
+        Box::pin(async {
+            Err(RegistryError::InvalidConfig(format!(
+                "the {} registry stores no rules",
+                self.backend()
+            )))
+        })
+    }
+
+    /// Deletes `service_key`'s rules; deleting none is fine.
+    fn delete_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        let _ = service_key;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Watches `service_key`'s rules: the current text first, then every change.
+    fn watch_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<RulesStream, RegistryError>> {
+        let _ = service_key;
+        Box::pin(async { Ok(RulesStream::none()) })
+    }
 
     /// The servers this registry talks to, comma-separated, for messages.
     fn endpoints(&self) -> String {

@@ -10,6 +10,10 @@
 //! also checks every `reconcile_secs` that each local key still exists with this process's
 //! value and lease, and re-puts the ones that do not.
 //!
+//! # Rules
+//!
+//! A service's rules are one key without a lease (see [`rules`]).
+//!
 //! # Discovery
 //!
 //! Discovery is one prefix get of `{root}/{name}:{version}/`. A watch lists the prefix, then
@@ -18,6 +22,7 @@
 
 mod lease;
 mod requests;
+mod rules;
 mod watch;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +30,9 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
 use rpc_core::config::RegistryConfig;
-use rpc_core::registry::{service_path, Registry, RegistryError, ServiceInstance, WatchStream};
+use rpc_core::registry::{
+    rules_path, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
+};
 use rpc_core::schedule::PeriodicJob;
 use rpc_core::BoxFuture;
 use tracing::{info, warn};
@@ -221,6 +228,10 @@ impl EtcdRegistry {
         self.shared.lease.current()
     }
 
+    fn rules_key(&self, service_key: &str) -> String {
+        rules_path(&self.shared.options.root, service_key)
+    }
+
     fn prefix(&self, service_key: &str) -> String {
         format!("{}/", service_path(&self.shared.options.root, service_key))
     }
@@ -267,6 +278,22 @@ impl Registry for EtcdRegistry {
             service_key.to_owned(),
             self.prefix(service_key),
         ))
+    }
+
+    fn get_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        Box::pin(async move { rules::get(&self.shared, &self.rules_key(service_key)).await })
+    }
+
+    fn put_rules<'a>(&'a self, service_key: &'a str, rules: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move { self.shared.put_plain(&self.rules_key(service_key), rules).await })
+    }
+
+    fn delete_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move { self.shared.delete(&self.rules_key(service_key)).await })
+    }
+
+    fn watch_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<RulesStream, RegistryError>> {
+        Box::pin(rules::watch(self.shared.clone(), self.rules_key(service_key)))
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>> {

@@ -75,6 +75,16 @@ impl Shared {
         .map(drop)
     }
 
+    /// Puts a key without a lease.
+    pub(crate) async fn put_plain(&self, key: &str, value: &str) -> Result<(), RegistryError> {
+        self.retrying("put", || {
+            let mut kv = self.client.kv_client();
+            async move { kv.put(key, value, None).await }
+        })
+        .await
+        .map(drop)
+    }
+
     pub(crate) async fn delete(&self, key: &str) -> Result<(), RegistryError> {
         self.retrying("delete", || {
             let mut kv = self.client.kv_client();

@@ -22,6 +22,7 @@
 //! any of those watches fires it arms them again *before* reading again, so no change between
 //! two arms is lost.
 
+mod rules;
 mod session;
 mod watch;
 
@@ -30,7 +31,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rpc_core::config::RegistryConfig;
-use rpc_core::registry::{service_path, Registry, RegistryError, ServiceInstance, WatchStream};
+use rpc_core::registry::{
+    rules_path, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
+};
 use rpc_core::BoxFuture;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -131,7 +134,7 @@ impl Shared {
     }
 
     /// Deletes a node; a node that is already gone is fine.
-    async fn delete_node(&self, client: &zk::Client, path: &str) -> Result<(), RegistryError> {
+    pub(crate) async fn delete_node(&self, client: &zk::Client, path: &str) -> Result<(), RegistryError> {
         match tokio::time::timeout(self.options.timeout, client.delete(path, None)).await {
             Ok(Ok(())) | Ok(Err(zk::Error::NoNode)) => Ok(()),
             Ok(Err(e)) => Err(self.unavailable("delete", e)),
@@ -139,7 +142,7 @@ impl Shared {
         }
     }
 
-    fn timeout_error(&self, operation: &'static str) -> RegistryError {
+    pub(crate) fn timeout_error(&self, operation: &'static str) -> RegistryError {
         RegistryError::timed_out(BACKEND, &self.options.servers, operation, self.options.timeout)
     }
 
@@ -214,6 +217,10 @@ impl ZookeeperRegistry {
         })
     }
 
+    fn rules_path(&self, service_key: &str) -> String {
+        rules_path(&self.shared.options.root, service_key)
+    }
+
     /// The current session (its id and password), e.g. to expire it from another client.
     pub fn session(&self) -> Result<zk::SessionInfo, RegistryError> {
         Ok(self.shared.client()?.session().clone())
@@ -280,6 +287,22 @@ impl Registry for ZookeeperRegistry {
 
     fn watch<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>> {
         Box::pin(watch::start(self.shared.clone(), service_key.to_owned()))
+    }
+
+    fn get_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        Box::pin(async move { rules::get(&self.shared, &self.rules_path(service_key)).await })
+    }
+
+    fn put_rules<'a>(&'a self, service_key: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move { rules::put(&self.shared, &self.rules_path(service_key), text).await })
+    }
+
+    fn delete_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move { rules::delete(&self.shared, &self.rules_path(service_key)).await })
+    }
+
+    fn watch_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<RulesStream, RegistryError>> {
+        Box::pin(rules::watch(self.shared.clone(), self.rules_path(service_key)))
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
