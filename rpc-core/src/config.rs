@@ -168,6 +168,12 @@ pub struct ServerConfig {
     pub weight: u32,
     /// Labels registered with every service.
     pub metadata: BTreeMap<String, String>,
+    /// The zone registered with every service (metadata `zone`); consumers in the same zone
+    /// prefer it. Empty: none.
+    pub zone: String,
+    /// Consumers ramp a new instance's share of calls up linearly over this many seconds
+    /// after it registered (metadata `warmup_secs`). 0: none.
+    pub warmup_secs: u64,
     /// Most metadata entries a request may carry.
     pub max_metadata_entries: usize,
     /// Most bytes of encoded metadata a request may carry.
@@ -201,6 +207,8 @@ impl Default for ServerConfig {
             frame_timeout_ms: 10_000,
             weight: 1,
             metadata: BTreeMap::new(),
+            zone: String::new(),
+            warmup_secs: 0,
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
         }
@@ -291,6 +299,9 @@ impl RegistryConfig {
 pub struct ConsumerConfig {
     /// Per-call timeout.
     pub timeout_ms: u64,
+    /// The consumer's zone: calls go to instances registered in it while at least one of
+    /// them is usable, else to all. Empty: none.
+    pub zone: String,
     /// How an instance is picked.
     pub load_balancer: LoadBalancerKind,
     /// When a failed call is retried.
@@ -325,6 +336,7 @@ impl Default for ConsumerConfig {
     fn default() -> Self {
         Self {
             timeout_ms: 3000,
+            zone: String::new(),
             load_balancer: LoadBalancerKind::RoundRobin,
             retry: RetryConfig::default(),
             tolerant: TolerantKind::FailFast,

@@ -176,6 +176,10 @@ impl Registry for MemoryRegistry {
         })
     }
 
+    fn rules_location(&self, service_key: &str) -> String {
+        format!("memory registry, config/{service_key}")
+    }
+
     fn get_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
         Box::pin(async move { Ok(self.state().rules.get(service_key).cloned()) })
     }

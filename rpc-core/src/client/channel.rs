@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::rules::{Overrides, ROUTE_TAG};
 use super::{fallback, CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker};
 use crate::balance::{hash_serialized, LoadBalancerKind};
 use crate::context::{self, CallContext, Metadata, MetadataLimits, TRACEPARENT};
@@ -185,6 +186,21 @@ impl Channel {
         A: Serialize + ?Sized,
         K: Serialize + ?Sized,
     {
+        // The service's routing rules may replace the configured timeout and balancer (an
+        // explicit timeout in code still wins).
+        let rules = self.invoker.rules(method.service);
+        let overridden;
+        let policy = match rules.as_deref().map(Overrides::from) {
+            Some(o) if o.timeout.is_some() || o.load_balancer.is_some() => {
+                overridden = MethodPolicy {
+                    timeout: o.timeout.unwrap_or(policy.timeout),
+                    load_balancer: o.load_balancer.unwrap_or(policy.load_balancer),
+                    ..policy.clone()
+                };
+                &overridden
+            }
+            _ => policy,
+        };
         let deadline = Instant::now() + self.timeout.unwrap_or(policy.timeout);
         let mut ctx = CallContext::client(
             Bytes::from_static(method.service.as_bytes()),
@@ -220,6 +236,8 @@ impl Channel {
                 deadline: ctx.deadline(),
                 policy,
                 hash_key,
+                route_tag: ctx.metadata().get(ROUTE_TAG),
+                rules,
             };
             let span = tracing::debug_span!("rpc_client_call", service = method.service, method = method.name);
             fallback::run(&call, method, local, || self.invoker.invoke(&call))

@@ -8,9 +8,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::route::{BalancerChoice, BalancerId, Candidates, Route, Target};
+use super::rules::ServiceRules;
 use super::{failover, retry, CallRequest, ClientBuildError, ConnectionPool, Invoker};
 use crate::balance::LoadBalancer;
 use crate::error::RpcError;
@@ -44,6 +45,14 @@ impl InstanceSource {
         Ok(Self::Fixed(Arc::from(vec![ServiceInstance::new("", "", host, port)])))
     }
 
+    /// The text of `service`'s rules, when the source has rules (the discovery cache does).
+    fn rules_text(&self, service: &str) -> Option<Arc<str>> {
+        match self {
+            Self::Fixed(_) => None,
+            Self::Discovery(cache) => cache.rules(service),
+        }
+    }
+
     async fn instances(&self, service: &str, deadline: Instant) -> Result<Arc<[ServiceInstance]>, RpcError> {
         match self {
             Self::Fixed(list) => Ok(list.clone()),
@@ -70,6 +79,8 @@ pub struct ClusterOptions {
     pub budget: BudgetOptions,
     /// How long an instance that left discovery keeps its connection and health record.
     pub departed_grace: Duration,
+    /// The consumer's zone: calls prefer instances registered in it while any is usable.
+    pub zone: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -78,6 +89,7 @@ impl Default for ClusterOptions {
             balancers: BalancerChoice::default(),
             budget: BudgetOptions::default(),
             departed_grace: Duration::from_secs(30),
+            zone: None,
         }
     }
 }
@@ -100,6 +112,8 @@ struct Inner {
     health: Arc<InstanceHealth>,
     options: ClusterOptions,
     routes: DashMap<String, Arc<Route>>,
+    /// Per service: the rules text last seen, and the last valid rules.
+    rules: DashMap<String, (Option<Arc<str>>, Option<Arc<ServiceRules>>)>,
 }
 
 impl ClusterInvoker {
@@ -130,6 +144,7 @@ impl ClusterInvoker {
             health,
             options,
             routes: DashMap::new(),
+            rules: DashMap::new(),
         });
         let sweeper = match tokio::runtime::Handle::try_current() {
             Ok(runtime) if discovers => Some(AbortOnDropHandle::new(
@@ -155,29 +170,65 @@ impl ClusterInvoker {
 }
 
 impl Inner {
-    /// The service's route for this instance list under its balancer. A route is built (or
-    /// rebuilt) under its map entry's lock, so concurrent first calls share one route, one
-    /// balancer and one retry budget.
+    /// The rules in force for `service`: the current text's, or, when it is invalid, the last
+    /// valid ones (the invalid text is reported once, naming its key and the problem).
+    fn rules(&self, service: &str) -> Option<Arc<ServiceRules>> {
+        let text = self.source.rules_text(service);
+        let same = |seen: &Option<Arc<str>>| match (seen, &text) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if let Some(state) = self.rules.get(service) {
+            if same(&state.0) {
+                return state.1.clone();
+            }
+        }
+        let mut state = self.rules.entry(service.to_owned()).or_insert((None, None));
+        if !same(&state.0) {
+            let parsed = match text.as_deref().map(ServiceRules::parse) {
+                None => None,
+                Some(Ok(rules)) => {
+                    info!(service, rules = ?rules, "routing rules in force");
+                    Some(Arc::new(rules))
+                }
+                Some(Err(problem)) => {
+                    let key = match &self.source {
+                        InstanceSource::Discovery(cache) => cache.rules_location(service),
+                        InstanceSource::Fixed(_) => service.to_owned(),
+                    };
+                    warn!(%key, %problem, "ignoring invalid routing rules; the last valid ones stay in force");
+                    state.1.clone()
+                }
+            };
+            *state = (text, parsed);
+        }
+        state.1.clone()
+    }
+
+    /// The service's route for this instance list under its balancer and rules. A route is
+    /// built (or rebuilt) under its map entry's lock, so concurrent first calls share one
+    /// route, one balancer and one retry budget.
     fn route(&self, call: &CallRequest<'_>, instances: &Arc<[ServiceInstance]>) -> Arc<Route> {
         let (id, factory) = self.options.balancers.resolve(call.service, call.policy.load_balancer);
         if let Some(route) = self.routes.get(call.service) {
-            if route.is_for(id, instances) {
+            if route.is_for(id, instances, &call.rules) {
                 return route.clone();
             }
         }
         let mut slot = self.routes.entry(call.service.to_owned()).or_insert_with(|| {
             let budget = Arc::new(RetryBudget::new(self.options.budget));
-            self.build_route(id, Route::make_balancer(id, factory), budget, instances)
+            self.build_route(id, Route::make_balancer(id, factory), budget, instances, &call.rules)
         });
-        if !slot.is_for(id, instances) {
-            // Keep the balancer's state (counter, ring) when only the instances changed, and
-            // the retry budget always.
+        if !slot.is_for(id, instances, &call.rules) {
+            // Keep the balancer's state (counter, ring) when only the instances or rules
+            // changed, and the retry budget always.
             let balancer = if slot.balancer_id == id {
                 slot.balancer.clone()
             } else {
                 Route::make_balancer(id, factory)
             };
-            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), instances);
+            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), instances, &call.rules);
             *slot = rebuilt;
         }
         slot.clone()
@@ -189,15 +240,24 @@ impl Inner {
         balancer: Arc<dyn LoadBalancer>,
         budget: Arc<RetryBudget>,
         instances: &Arc<[ServiceInstance]>,
+        rules: &Option<Arc<ServiceRules>>,
     ) -> Arc<Route> {
-        Arc::new(Route::new(id, balancer, budget, instances.clone(), |instance| {
-            let addr = instance.address();
-            Target {
-                health: self.health.stat(&addr),
-                endpoint: self.pool.endpoint(&addr),
-                addr,
-            }
-        }))
+        Arc::new(Route::new(
+            id,
+            balancer,
+            budget,
+            instances.clone(),
+            rules.clone(),
+            self.options.zone.as_deref(),
+            |instance: &ServiceInstance| {
+                let addr = instance.address();
+                Target {
+                    health: self.health.stat(&addr),
+                    endpoint: self.pool.endpoint(&addr),
+                    addr,
+                }
+            },
+        ))
     }
 
     /// One sweep: forgets instances gone from discovery for longer than the grace. `departed`
@@ -208,7 +268,7 @@ impl Inner {
             Some(current) => {
                 live.extend(current.iter().map(ServiceInstance::address));
                 // A route built from an older list would keep departed instances' slots alive.
-                Arc::ptr_eq(&route.instances, &current)
+                Arc::ptr_eq(&route.source, &current)
             }
             None => false,
         });
@@ -291,14 +351,27 @@ impl Invoker for ClusterInvoker {
                 return Err(RpcError::NoInstances(call.service.to_owned()));
             }
             let route = inner.route(call, &instances);
+            if route.len() > 0 && Candidates::new(&route, None, None).exhausted() {
+                return Err(RpcError::NoInstances(format!(
+                    "{} (every instance is disabled by its rules)",
+                    call.service
+                )));
+            }
             route.budget.deposit();
             retry::run(call, &route.budget, |_round| {
-                failover::run(Candidates::new(&route, call.hash_key), call, &route.budget, |target| {
-                    attempt(target, call)
-                })
+                failover::run(
+                    Candidates::new(&route, call.hash_key, call.route_tag),
+                    call,
+                    &route.budget,
+                    |target| attempt(target, call),
+                )
             })
             .await
         })
+    }
+
+    fn rules(&self, service: &str) -> Option<Arc<ServiceRules>> {
+        self.inner.rules(service)
     }
 }
 

@@ -119,6 +119,7 @@ impl ConsumerBuilder {
                 min_per_sec: config.consumer.retry.min_retries_per_sec,
             },
             departed_grace: Duration::from_millis(config.consumer.departed_grace_ms),
+            zone: Some(config.consumer.zone.clone()).filter(|z| !z.is_empty()),
         };
         let invoker = Arc::new(ClusterInvoker::with_options(
             InstanceSource::Discovery(cache.clone()),

@@ -44,6 +44,7 @@ pub mod fallback;
 mod pool;
 pub mod retry;
 pub mod route;
+pub mod rules;
 
 #[doc(hidden)] // for generated code; reach it as rpc_core::__private::validate_policy
 pub use channel::validate_policy;
@@ -54,6 +55,7 @@ pub use consumer::{Consumer, ConsumerBuilder, ConsumerError};
 pub use pool::{ConnectionPool, Endpoint};
 pub use route::{BalancerChoice, BalancerFactory};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,6 +68,7 @@ use crate::fault::MethodPolicy;
 use crate::future::BoxFuture;
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
+use rules::ServiceRules;
 
 /// Tunables of client connections.
 #[derive(Debug, Clone)]
@@ -120,6 +123,10 @@ pub struct CallRequest<'a> {
     pub policy: &'a MethodPolicy,
     /// The call's affinity key for `consistent_hash`.
     pub hash_key: Option<u64>,
+    /// The tag group the call asks for (its `route-tag` metadata).
+    pub route_tag: Option<&'a str>,
+    /// The service's routing rules in force, as the channel resolved them.
+    pub rules: Option<Arc<ServiceRules>>,
 }
 
 /// Delivers encoded calls: the extension point below the channel (the [`ClusterInvoker`] is
@@ -127,4 +134,11 @@ pub struct CallRequest<'a> {
 pub trait Invoker: Send + Sync + 'static {
     /// Sends the call and returns its reply, or the error that prevented one.
     fn invoke<'a>(&'a self, call: &'a CallRequest<'a>) -> BoxFuture<'a, Result<Reply, RpcError>>;
+
+    /// The routing rules in force for `service`, if the invoker follows any (the channel
+    /// applies their timeout and balancer, and hands them to `invoke`).
+    fn rules(&self, service: &str) -> Option<Arc<ServiceRules>> {
+        let _ = service;
+        None
+    }
 }

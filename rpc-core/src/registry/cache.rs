@@ -101,6 +101,9 @@ struct Entry {
     protection_started: Notify,
     /// `None` until the first snapshot; then the current list, sorted by address.
     published: watch::Sender<Option<Arc<[ServiceInstance]>>>,
+    /// The text of the service's rules: `None` until the rules watch said something, then
+    /// `Some(None)` for no rules or `Some(Some(text))`. Kept while the registry is unreachable.
+    rules: watch::Sender<Option<Option<Arc<str>>>>,
     state: Mutex<EntryState>,
 }
 
@@ -121,6 +124,23 @@ impl Entry {
 
     fn current(&self) -> Option<Arc<[ServiceInstance]>> {
         self.published.borrow().clone()
+    }
+
+    fn current_rules(&self) -> Option<Arc<str>> {
+        self.rules.borrow().clone().flatten()
+    }
+
+    /// The rules watch said the rules are now `text` (`None`: none).
+    fn set_rules(&self, text: Option<String>) {
+        let text: Option<Arc<str>> = text.map(Arc::from);
+        self.rules.send_if_modified(|current| {
+            let changed = current.as_ref().map(|c| c.as_deref()) != Some(text.as_deref());
+            if changed {
+                debug!(service = %self.key, rules = ?text.as_deref(), "rules updated");
+                *current = Some(text.clone());
+            }
+            changed
+        });
     }
 
     /// Applies one watch event. `fresh` marks the opening snapshot of a new watch, a listing
@@ -293,6 +313,10 @@ impl DiscoveryCache {
             rx.wait_for(Option::is_some).await.map(|list| list.clone())
         })
         .await;
+        // The first call should already follow the service's rules, which arrive on their own
+        // watch; a rules watch that fails does not hold the call up for long.
+        let mut rules = entry.rules.subscribe();
+        let _ = tokio::time::timeout(FIRST_RULES_WAIT, rules.wait_for(Option::is_some)).await;
         match loaded {
             Ok(Ok(Some(list))) => Ok(list),
             Ok(Ok(None) | Err(_)) => Err(RegistryError::Closed),
@@ -311,6 +335,17 @@ impl DiscoveryCache {
     /// The cached instances of `service_key`, if it has been loaded; never waits.
     pub fn cached(&self, service_key: &str) -> Option<Arc<[ServiceInstance]>> {
         self.inner.entries.get(service_key).and_then(|e| e.current())
+    }
+
+    /// The text of `service_key`'s rules as last seen (none, or not loaded yet: `None`); never
+    /// waits. Consumers validate it: an invalid text is for them to ignore.
+    pub fn rules(&self, service_key: &str) -> Option<Arc<str>> {
+        self.inner.entries.get(service_key).and_then(|e| e.current_rules())
+    }
+
+    /// Where `service_key`'s rules live in the registry, for messages.
+    pub fn rules_location(&self, service_key: &str) -> String {
+        self.inner.registry.rules_location(service_key)
     }
 
     /// A receiver that sees every new list of `service_key` (starting its watch if needed).
@@ -362,6 +397,7 @@ impl DiscoveryCache {
                     empty_list_grace: self.inner.options.empty_list_grace,
                     protection_started: Notify::new(),
                     published: watch::channel(None).0,
+                    rules: watch::channel(None).0,
                     state: Mutex::new(EntryState::default()),
                 });
                 let task = tokio::spawn(
@@ -389,7 +425,30 @@ async fn watch_key(
 ) {
     tokio::select! {
         _ = entry.expire_protections() => {}
+        _ = watch_rules_forever(registry.clone(), &entry, options.clone()) => {}
         _ = watch_forever(registry, &entry, options, &rewatches) => {}
+    }
+}
+
+/// Keeps the entry's rules text current, with the same backoff as the instance watch; while
+/// the registry is unreachable the last-known text stays.
+async fn watch_rules_forever(registry: Arc<dyn Registry>, entry: &Entry, options: DiscoveryOptions) {
+    let mut backoff = Backoff::new(options.retry_base, options.retry_cap);
+    loop {
+        match registry.watch_rules(&entry.key).await {
+            Ok(mut stream) => {
+                let mut first = true;
+                while let Some(text) = stream.next().await {
+                    if std::mem::take(&mut first) {
+                        backoff.reset();
+                    }
+                    entry.set_rules(text);
+                }
+                debug!("rules watch ended; keeping the last-known rules and watching again");
+            }
+            Err(e) => debug!(error = %e, "rules watch failed; keeping the last-known rules"),
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -467,6 +526,9 @@ async fn write_cache_file(inner: Weak<Inner>, file: CacheFile) {
         }
     }
 }
+
+/// How long a first lookup waits for the service's rules once its instances are there.
+const FIRST_RULES_WAIT: Duration = Duration::from_millis(500);
 
 /// Shortest time between two writes of the cache file.
 const CACHE_FILE_MIN_INTERVAL: Duration = Duration::from_secs(1);

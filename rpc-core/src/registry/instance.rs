@@ -9,6 +9,10 @@ use crate::host::is_valid_host;
 
 /// Default weight of an instance.
 pub const DEFAULT_WEIGHT: u32 = 1;
+/// The metadata key an instance registers its zone under.
+pub const ZONE: &str = "zone";
+/// The metadata key an instance registers its warm-up (in seconds) under.
+pub const WARMUP_SECS: &str = "warmup_secs";
 
 /// One provider of one service, as stored in the registry.
 ///

@@ -25,7 +25,7 @@ mod instance;
 pub use crate::host::is_valid_host;
 pub use cache::{DiscoveryCache, DiscoveryOptions};
 pub use cache_file::{CacheFile, CacheFileError, CachedInstances};
-pub use instance::{now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON};
+pub use instance::{now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON, WARMUP_SECS, ZONE};
 
 /// Largest rules text accepted from a registry.
 pub const MAX_RULES_TEXT: usize = 64 * 1024;
@@ -346,6 +346,11 @@ pub trait Registry: Send + Sync + 'static {
     fn watch_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<RulesStream, RegistryError>> {
         let _ = service_key;
         Box::pin(async { Ok(RulesStream::none()) })
+    }
+
+    /// Where `service_key`'s rules live (the key or node path), for messages.
+    fn rules_location(&self, service_key: &str) -> String {
+        format!("config/{service_key}")
     }
 
     /// The servers this registry talks to, comma-separated, for messages.

@@ -481,12 +481,20 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// The registration the `rpc.server` section describes.
+    /// The registration the `rpc.server` section describes: its zone and warm-up travel as
+    /// metadata (`zone`, `warmup_secs`), which consumers read.
     pub fn from_config(config: &ServerConfig) -> Self {
+        let mut metadata = config.metadata.clone();
+        if !config.zone.is_empty() {
+            metadata.insert(crate::registry::ZONE.to_owned(), config.zone.clone());
+        }
+        if config.warmup_secs > 0 {
+            metadata.insert(crate::registry::WARMUP_SECS.to_owned(), config.warmup_secs.to_string());
+        }
         Self {
             host: config.registered_host().to_owned(),
             weight: config.weight,
-            metadata: config.metadata.clone(),
+            metadata,
         }
     }
 }

@@ -280,6 +280,10 @@ impl Registry for EtcdRegistry {
         ))
     }
 
+    fn rules_location(&self, service_key: &str) -> String {
+        self.rules_key(service_key)
+    }
+
     fn get_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
         Box::pin(async move { rules::get(&self.shared, &self.rules_key(service_key)).await })
     }

@@ -289,6 +289,10 @@ impl Registry for ZookeeperRegistry {
         Box::pin(watch::start(self.shared.clone(), service_key.to_owned()))
     }
 
+    fn rules_location(&self, service_key: &str) -> String {
+        self.rules_path(service_key)
+    }
+
     fn get_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
         Box::pin(async move { rules::get(&self.shared, &self.rules_path(service_key)).await })
     }
