@@ -113,8 +113,12 @@ struct Inner {
     options: ClusterOptions,
     routes: DashMap<String, Arc<Route>>,
     /// Per service: the rules text last seen, and the last valid rules.
-    rules: DashMap<String, (Option<Arc<str>>, Option<Arc<ServiceRules>>)>,
+    rules: DashMap<String, RulesSeen>,
 }
+
+/// A service's rules text as last seen, and the last valid rules (which stay in force while
+/// the text is invalid).
+type RulesSeen = (Option<Arc<str>>, Option<Arc<ServiceRules>>);
 
 impl ClusterInvoker {
     /// Calls instances from `source`, connected through `pool`, tracked in `health`, with
@@ -351,7 +355,7 @@ impl Invoker for ClusterInvoker {
                 return Err(RpcError::NoInstances(call.service.to_owned()));
             }
             let route = inner.route(call, &instances);
-            if route.len() > 0 && Candidates::new(&route, None, None).exhausted() {
+            if !route.is_empty() && Candidates::new(&route, None, None).exhausted() {
                 return Err(RpcError::NoInstances(format!(
                     "{} (every instance is disabled by its rules)",
                     call.service
