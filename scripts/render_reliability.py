@@ -23,6 +23,7 @@ SCENARIOS = [
     ("etcd keep-alive", "16. etcd keep-alive against a default etcd", "tests/tests/hardening.rs: default_etcd_keeps_the_connections_of_a_watching_and_an_idle_consumer"),
     ("connection limits", "17. Connection limits", "tests/tests/hardening.rs: idle_connections_are_told_to_go_away_and_closed, two_thousand_idle_connections_leave_a_consumer_served_and_memory_bounded, out_of_file_descriptors_the_provider_backs_off_logs_rarely_and_recovers"),
     ("memory", "18. Memory under large requests", "tests/tests/hardening.rs: large_requests_are_read_within_a_memory_budget_and_memory_comes_back (a provider process; 60 connections each send a 16 MiB request at once while a consumer calls)"),
+    ("traffic", "19. Traffic control through the registry", "tests/tests/traffic.rs (real etcd and ZooKeeper: rules that disable and weight instances, zones, warm-up)"),
 ]
 
 def main(path, fuzz_results, cores):

@@ -237,7 +237,6 @@ impl Channel {
                 policy,
                 hash_key,
                 route_tag: ctx.metadata().get(ROUTE_TAG),
-                rules,
             };
             let span = tracing::debug_span!("rpc_client_call", service = method.service, method = method.name);
             fallback::run(&call, method, local, || self.invoker.invoke(&call))

@@ -214,17 +214,18 @@ impl Inner {
     /// built (or rebuilt) under its map entry's lock, so concurrent first calls share one
     /// route, one balancer and one retry budget.
     fn route(&self, call: &CallRequest<'_>, instances: &Arc<[ServiceInstance]>) -> Arc<Route> {
+        let rules = self.rules(call.service);
         let (id, factory) = self.options.balancers.resolve(call.service, call.policy.load_balancer);
         if let Some(route) = self.routes.get(call.service) {
-            if route.is_for(id, instances, &call.rules) {
+            if route.is_for(id, instances, &rules) {
                 return route.clone();
             }
         }
         let mut slot = self.routes.entry(call.service.to_owned()).or_insert_with(|| {
             let budget = Arc::new(RetryBudget::new(self.options.budget));
-            self.build_route(id, Route::make_balancer(id, factory), budget, instances, &call.rules)
+            self.build_route(id, Route::make_balancer(id, factory), budget, instances, &rules)
         });
-        if !slot.is_for(id, instances, &call.rules) {
+        if !slot.is_for(id, instances, &rules) {
             // Keep the balancer's state (counter, ring) when only the instances or rules
             // changed, and the retry budget always.
             let balancer = if slot.balancer_id == id {
@@ -232,7 +233,7 @@ impl Inner {
             } else {
                 Route::make_balancer(id, factory)
             };
-            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), instances, &call.rules);
+            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), instances, &rules);
             *slot = rebuilt;
         }
         slot.clone()

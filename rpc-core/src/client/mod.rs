@@ -125,8 +125,6 @@ pub struct CallRequest<'a> {
     pub hash_key: Option<u64>,
     /// The tag group the call asks for (its `route-tag` metadata).
     pub route_tag: Option<&'a str>,
-    /// The service's routing rules in force, as the channel resolved them.
-    pub rules: Option<Arc<ServiceRules>>,
 }
 
 /// Delivers encoded calls: the extension point below the channel (the [`ClusterInvoker`] is
@@ -135,8 +133,8 @@ pub trait Invoker: Send + Sync + 'static {
     /// Sends the call and returns its reply, or the error that prevented one.
     fn invoke<'a>(&'a self, call: &'a CallRequest<'a>) -> BoxFuture<'a, Result<Reply, RpcError>>;
 
-    /// The routing rules in force for `service`, if the invoker follows any (the channel
-    /// applies their timeout and balancer, and hands them to `invoke`).
+    /// The routing rules in force for `service`, if the invoker follows any: the channel
+    /// applies their timeout and balancer (the invoker applies the rest itself).
     fn rules(&self, service: &str) -> Option<Arc<ServiceRules>> {
         let _ = service;
         None
