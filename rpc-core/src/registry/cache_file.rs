@@ -218,9 +218,10 @@ mod tests {
     #[tokio::test]
     async fn round_trips_atomically() {
         let f = file("round-trip");
-        f.write(&services()).await.unwrap();
+        let written = services();
+        f.write(&written).await.unwrap();
         let back = f.load().unwrap();
-        assert_eq!(back.services, services());
+        assert_eq!(back.services, written);
         assert_eq!(back.instance_count(), 2);
         assert!(back.written_at_ms > 0);
         std::fs::remove_file(f.path()).unwrap();
