@@ -36,9 +36,22 @@ impl EchoBytes for EchoBytesImpl {
 struct Noop;
 impl Layer for Noop {}
 
+/// With `RPC_BENCH_LOG` set (an `EnvFilter`, e.g. `info`), installs a log subscriber that
+/// formats every enabled event and span into a sink: what logging costs an application that
+/// logs at that level.
+pub fn install_logging() {
+    if let Ok(filter) = std::env::var("RPC_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::sink)
+            .init();
+    }
+}
+
 /// Serves EchoBytes on 127.0.0.1 (one worker thread) with `layers` no-op layers; prints
 /// `listening HOST:PORT` and serves until stdin closes.
 pub fn serve(layers: usize) -> Result<(), BoxError> {
+    install_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

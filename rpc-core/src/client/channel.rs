@@ -11,7 +11,7 @@ use tracing::Instrument;
 use super::rules::{Overrides, ROUTE_TAG};
 use super::{fallback, CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker};
 use crate::balance::{hash_serialized, LoadBalancerKind};
-use crate::context::{self, CallContext, Metadata, MetadataLimits, TRACEPARENT};
+use crate::context::{self, CallContext, Metadata, MetadataLimits, TraceContext, TRACEPARENT};
 use crate::error::RpcError;
 use crate::fault::{Fallback, MethodPolicy, PolicySet};
 use crate::layer::{Layer, Layers, Outcome};
@@ -209,14 +209,20 @@ impl Channel {
             Some(deadline),
         );
         // A call from inside a handler: never outlive the call being served; continue its trace.
+        // Any other call starts a trace of its own.
         context::with_current(|served| served.inherit_into(&mut ctx));
+        if ctx.trace().is_none() {
+            ctx.set_trace(Some(TraceContext::new_root()));
+        }
         self.layers
             .on_request(&mut ctx)
             .map_err(|refusal| refusal.into_error())?;
         let result = async {
-            if let Some(trace) = ctx.trace() {
-                let traceparent = trace.to_traceparent();
-                ctx.metadata_mut().insert(TRACEPARENT, traceparent);
+            if let Some(trace) = ctx.trace().copied() {
+                ctx.metadata_mut().insert_bytes(
+                    Bytes::from_static(TRACEPARENT.as_bytes()),
+                    Bytes::copy_from_slice(&trace.traceparent_bytes()),
+                );
             }
             if !ctx.metadata().is_empty() {
                 ctx.metadata()
@@ -238,7 +244,17 @@ impl Channel {
                 hash_key,
                 route_tag: ctx.metadata().get(ROUTE_TAG),
             };
-            let span = tracing::debug_span!("rpc_client_call", service = method.service, method = method.name);
+            let span = tracing::info_span!(
+                "rpc_client_call",
+                service = method.service,
+                method = method.name,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+                parent_span_id = tracing::field::Empty,
+            );
+            if let Some(trace) = ctx.trace() {
+                trace.record_on(&span);
+            }
             fallback::run(&call, method, local, || self.invoker.invoke(&call))
                 .instrument(span)
                 .await

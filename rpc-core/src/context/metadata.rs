@@ -64,8 +64,12 @@ impl Metadata {
     /// Sets `key` to `value`, replacing an earlier value. Keys and values are checked when the
     /// call is sent ([`Metadata::check`]): a bad one fails that call with a clear error.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        let key = Bytes::from(key.into());
-        let value = Bytes::from(value.into());
+        self.insert_bytes(Bytes::from(key.into()), Bytes::from(value.into()));
+    }
+
+    /// [`Metadata::insert`] of bytes already held (a static key costs no allocation); both
+    /// must be UTF-8.
+    pub(crate) fn insert_bytes(&mut self, key: Bytes, value: Bytes) {
         match self.entries.iter_mut().find(|(k, _)| *k == key) {
             Some(entry) => entry.1 = value,
             None => self.entries.push((key, value)),

@@ -13,6 +13,9 @@ use std::fmt;
 /// The metadata key of the W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// Length of a version-00 `traceparent` value.
+const TRACEPARENT_LEN: usize = 55;
+
 /// Flag bit: the caller records this trace.
 pub const SAMPLED: u8 = 0x01;
 
@@ -38,24 +41,19 @@ impl TraceContext {
 
     /// Parses a `traceparent` value; `None` when it is not a valid version-00 header.
     pub fn parse_traceparent(value: &str) -> Option<Self> {
-        let mut parts = value.trim().split('-');
-        let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || version != "00" || trace.len() != 32 || parent.len() != 16 || flags.len() != 2 {
+        let b = value.trim().as_bytes();
+        if b.len() != TRACEPARENT_LEN || &b[..3] != b"00-" || b[35] != b'-' || b[52] != b'-' {
             return None;
         }
-        let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ![trace, parent, flags].iter().all(|s| lower_hex(s)) {
-            return None;
-        }
-        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
-        let parent = u64::from_str_radix(parent, 16).ok().filter(|&p| p != 0)?;
-        let flags = u8::from_str_radix(flags, 16).ok()?;
-        // The parsed span is the caller's; `continued` makes the callee's own.
+        let trace_id = parse_hex(&b[3..35]).filter(|&t| t != 0)?;
+        let parent = parse_hex(&b[36..52]).filter(|&p| p != 0)?;
+        let flags = parse_hex(&b[53..55])?;
+        // The parsed span is the caller's; `child` makes the callee's own.
         Some(Self {
             trace_id,
-            span_id: parent,
+            span_id: parent as u64,
             parent_span_id: None,
-            flags,
+            flags: flags as u8,
         })
     }
 
@@ -71,7 +69,17 @@ impl TraceContext {
 
     /// The `traceparent` value that names this span as the parent of the call it goes on.
     pub fn to_traceparent(&self) -> String {
-        format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        self.traceparent_bytes().iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// [`TraceContext::to_traceparent`] as bytes on the stack (every call sends one).
+    pub(crate) fn traceparent_bytes(&self) -> [u8; TRACEPARENT_LEN] {
+        let mut out = [b'-'; TRACEPARENT_LEN];
+        out[..2].copy_from_slice(b"00");
+        write_hex(&mut out[3..35], self.trace_id);
+        write_hex(&mut out[36..52], u128::from(self.span_id));
+        write_hex(&mut out[53..55], u128::from(self.flags));
+        out
     }
 
     /// The trace id as 32 lowercase hex digits (what log lines carry).
@@ -89,6 +97,20 @@ impl TraceContext {
         self.parent_span_id.map(SpanId)
     }
 
+    /// Records this position on `span`'s `trace_id`, `span_id` and `parent_span_id` fields (those
+    /// it declares): the call spans of client and server, so every log line inside them names
+    /// the trace, and the server's span names the caller's as its parent.
+    pub(crate) fn record_on(&self, span: &tracing::Span) {
+        if span.is_disabled() {
+            return;
+        }
+        span.record("trace_id", tracing::field::display(self.trace_id()));
+        span.record("span_id", tracing::field::display(self.span_id()));
+        if let Some(parent) = self.parent_span_id() {
+            span.record("parent_span_id", tracing::field::display(parent));
+        }
+    }
+
     /// Whether the caller records this trace.
     pub fn is_sampled(&self) -> bool {
         self.flags & SAMPLED != 0
@@ -101,7 +123,9 @@ pub struct TraceId(pub u128);
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let mut digits = [0u8; 32];
+        write_hex(&mut digits, self.0);
+        f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -111,9 +135,53 @@ pub struct SpanId(pub u64);
 
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        let mut digits = [0u8; 16];
+        write_hex(&mut digits, u128::from(self.0));
+        f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
     }
 }
+
+/// Writes the low `out.len()` hex digits of `value`, lowercase, most significant first.
+fn write_hex(out: &mut [u8], mut value: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
+/// Reads lowercase hex digits (at most 32); `None` on any other byte. Table-driven and
+/// branch-free per digit: ids are random, so a digit-or-letter branch would mispredict half
+/// the time (this runs for every request a server receives).
+fn parse_hex(digits: &[u8]) -> Option<u128> {
+    let mut value = 0u128;
+    let mut invalid = 0u8;
+    for &d in digits {
+        let nibble = HEX_VALUE[usize::from(d)];
+        invalid |= nibble;
+        value = (value << 4) | u128::from(nibble & 0x0f);
+    }
+    (invalid & INVALID_HEX == 0).then_some(value)
+}
+
+/// Marks a byte that is not a lowercase hex digit in [`HEX_VALUE`].
+const INVALID_HEX: u8 = 0x80;
+
+/// The value of each byte as a lowercase hex digit, or [`INVALID_HEX`].
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [INVALID_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 fn nonzero_u64() -> u64 {
     fastrand::u64(1..)

@@ -288,24 +288,26 @@ impl Conn {
         // to keep.
         let ended = (!shared.layers.is_empty()).then(|| ctx.clone());
         let request_id = header.request_id;
-        let call = match std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx.method(), serializer, args))) {
+        // The call's span: the handler's log lines carry its service, method and trace id,
+        // the trace continuing the caller's (see `context`).
+        let span = call_span(&ctx);
+        let call = match span
+            .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx.method(), serializer, args))))
+        {
             Ok(call) => call,
             Err(panic) => return Some(self.finish(&ended, panicked(service.key(), request_id, panic.as_ref()))),
         };
-        let trace_id = ctx.trace().map(|t| t.trace_id());
         let mut call = Box::pin(context::scope(ctx, call));
         // The first poll, in this task: most handlers finish here.
-        let first =
-            poll_fn(|cx| Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))))).await;
+        let first = poll_fn(|cx| {
+            let _in_span = span.enter();
+            Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))))
+        })
+        .await;
         match first {
             Ok(Poll::Ready(reply)) => Some(self.finish(&ended, reply)),
             Err(panic) => Some(self.finish(&ended, panicked(service.key(), request_id, panic.as_ref()))),
             Ok(Poll::Pending) => {
-                let service = service.key();
-                let span = match trace_id {
-                    Some(trace_id) => tracing::debug_span!("rpc_call", service, request_id, %trace_id),
-                    None => tracing::debug_span!("rpc_call", service, request_id),
-                };
                 let task = CallTask {
                     call,
                     deadline,
@@ -334,6 +336,23 @@ impl Conn {
         }
         reply
     }
+}
+
+/// The span of one call on the server.
+fn call_span(ctx: &CallContext) -> tracing::Span {
+    let span = tracing::info_span!(
+        "rpc_call",
+        service = ctx.service(),
+        method = ctx.method(),
+        request_id = ctx.request_id(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(trace) = ctx.trace() {
+        trace.record_on(&span);
+    }
+    span
 }
 
 /// A call that had to wait, in its own task.
