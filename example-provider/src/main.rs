@@ -1,7 +1,8 @@
 //! Serves the example `UserService` and registers it in the configured registry.
 //!
 //! `example-provider --config FILE [--port N]`: on Ctrl-C or SIGTERM it deregisters, drains
-//! the calls in flight and exits 0. On SIGHUP it reloads FILE: a changed weight or metadata is
+//! the calls in flight and exits 0. With `rpc.metrics.listen` set it serves Prometheus metrics
+//! at `/metrics` there. On SIGHUP it reloads FILE: a changed weight or metadata is
 //! registered again at once; other changes are named as needing a restart; an invalid file is
 //! reported and the running configuration kept. Any start-up failure prints one line and
 //! exits 1.
@@ -60,6 +61,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             config.registry.kind,
             config.registry.endpoints.join(",")
         );
+    }
+    if let Some(addr) = provider.metrics_addr() {
+        println!("metrics at http://{addr}/metrics");
     }
     let mut provider = provider;
     let mut term = signal(SignalKind::terminate())?;

@@ -8,20 +8,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn etcd() -> Option<String> {
-    match std::env::var("RPC_TEST_ETCD_ENDPOINTS") {
-        Ok(v) if !v.is_empty() => Some(v.split(',').next().unwrap_or_default().to_owned()),
-        _ => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(
-                !ci,
-                "RPC_TEST_ETCD_ENDPOINTS is not set: run the tests with scripts/test"
-            );
-            eprintln!("SKIPPED: RPC_TEST_ETCD_ENDPOINTS is not set");
-            None
-        }
-    }
-}
+#[path = "support/etcd.rs"]
+mod etcd;
+use etcd::etcd;
 
 fn write_config(path: &PathBuf, endpoint: &str, root: &str, weight: u32) {
     std::fs::write(

@@ -116,6 +116,8 @@ pub struct RpcConfig {
     pub registry: RegistryConfig,
     /// How a consumer calls.
     pub consumer: ConsumerConfig,
+    /// The metrics endpoint.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for RpcConfig {
@@ -126,6 +128,7 @@ impl Default for RpcConfig {
             serializer: SerializerKind::Bincode,
             registry: RegistryConfig::default(),
             consumer: ConsumerConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -290,6 +293,15 @@ impl RegistryConfig {
     pub fn session_timeout(&self) -> Duration {
         Duration::from_millis(self.session_timeout_ms.unwrap_or(self.ttl_secs * 1000))
     }
+}
+
+/// `rpc.metrics:` — where the process shows its metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the HTTP endpoint serving Prometheus text at `/metrics`; none when
+    /// absent. A provider and a consumer of one process share the endpoint.
+    pub listen: Option<String>,
 }
 
 /// `rpc.consumer:` — how calls are made. `services` overrides any of it per service (and
@@ -656,6 +668,9 @@ impl RpcConfig {
         }
         if r.username.is_some() != r.password.is_some() {
             return invalid("rpc.registry.username", "username and password go together".to_owned());
+        }
+        if let Some(listen) = self.metrics.listen.as_deref().filter(|l| !is_host_port(l)) {
+            return invalid("rpc.metrics.listen", format!("\"{listen}\" is not host:port"));
         }
         let s = &self.server;
         let wildcard = matches!(s.host.as_str(), "0.0.0.0" | "::" | "[::]");

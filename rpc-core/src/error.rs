@@ -276,6 +276,33 @@ pub enum ErrorKind {
     Application,
 }
 
+impl ErrorKind {
+    /// The kind in snake case (`service_not_found`): metric labels and machine-readable output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::ServiceNotFound => "service_not_found",
+            Self::MethodNotFound => "method_not_found",
+            Self::Encode => "encode",
+            Self::Decode => "decode",
+            Self::Protocol => "protocol",
+            Self::ConnectionClosed => "connection_closed",
+            Self::Overloaded => "overloaded",
+            Self::ShuttingDown => "shutting_down",
+            Self::NoInstances => "no_instances",
+            Self::Registry => "registry",
+            Self::Remote => "remote",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission_denied",
+            Self::InvalidMetadata => "invalid_metadata",
+            Self::Refused => "refused",
+            Self::Unsupported => "unsupported",
+            Self::Application => "application",
+        }
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)

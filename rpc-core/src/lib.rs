@@ -51,7 +51,7 @@
 
 // Layers, lowest first; a module imports only from lower layers (and leaves of its own):
 //   1. leaves: choice, future, backoff, host, error, schedule, context
-//   2. wire: serializer, protocol, reply, layer, transport
+//   2. wire: serializer, protocol, reply, health, layer, metrics (a layer and event counters), transport
 //   3. discovery: registry, balance, fault (strategies, health, budget)
 //   4. configuration: config (plain data; it reads the strategy enums that live with their
 //      strategies, `balance::LoadBalancerKind` and `fault::{RetryStrategy, TolerantKind}`,
@@ -67,8 +67,10 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod fault;
+pub mod health;
 pub mod host;
 pub mod layer;
+pub mod metrics;
 pub mod protocol;
 pub mod registry;
 mod reply;

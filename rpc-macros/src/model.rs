@@ -118,6 +118,12 @@ fn parse_method(f: &syn::TraitItemFn) -> Result<MethodDef> {
     if let Some(body) = &f.default {
         return Err(Error::new(body.span(), "#[service] methods cannot have a default body"));
     }
+    if sig.ident.to_string().starts_with("__") {
+        return Err(Error::new(
+            sig.ident.span(),
+            "method names starting with `__` are reserved for the framework's built-in methods (`__health`)",
+        ));
+    }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         return Err(Error::new(
             sig.generics.span(),

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use rpc_core::client::{Consumer, ConsumerError};
 use rpc_core::config::RpcConfig;
+use rpc_core::metrics::MetricsLayer;
 use rpc_core::registry::{now_ms, CacheFile, Registry, RegistryError, ServiceInstance};
 use rpc_core::server::{Registration, RunningServer, ServerBuilder, ShutdownReport};
 use tokio::net::TcpListener;
 use tracing::warn;
 
+use crate::metrics_endpoint::{MetricsEndpoint, MetricsError};
 use crate::reconnecting::ReconnectingRegistry;
 
 /// Starting a provider or a consumer failed.
@@ -33,6 +35,9 @@ pub enum BootError {
     /// The consumer could not be built.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// A serving, registered server and the registry it is registered in.
@@ -40,6 +45,7 @@ pub struct Provider {
     server: RunningServer,
     registry: Arc<dyn Registry>,
     instances: Vec<ServiceInstance>,
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl Provider {
@@ -61,6 +67,11 @@ impl Provider {
     /// The registry.
     pub fn registry(&self) -> &Arc<dyn Registry> {
         &self.registry
+    }
+
+    /// Where `/metrics` is served, when `rpc.metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::local_addr)
     }
 
     /// Re-registers every instance with the weight and metadata of `config`'s `rpc.server`
@@ -85,7 +96,8 @@ impl Provider {
 }
 
 /// Connects the configured registry, binds `rpc.server.host:port`, serves `builder`'s services
-/// and registers them.
+/// and registers them. With `rpc.metrics.listen` set, also serves `/metrics` and records every
+/// call with a [`MetricsLayer`] outside the builder's layers.
 pub async fn serve(config: &RpcConfig, builder: ServerBuilder) -> Result<Provider, BootError> {
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let listener = rpc_core::server::listen(&addr)
@@ -101,6 +113,11 @@ pub async fn serve_listener(
     builder: ServerBuilder,
     listener: TcpListener,
 ) -> Result<Provider, BootError> {
+    let metrics = start_metrics(config).await?;
+    let builder = match metrics {
+        Some(_) => builder.outer_layer(MetricsLayer::new()),
+        None => builder,
+    };
     let registry = crate::connect(&config.registry).await?;
     let mut server = builder.serve_listener(listener);
     match server
@@ -111,6 +128,7 @@ pub async fn serve_listener(
             server,
             registry,
             instances,
+            metrics,
         }),
         Err(e) => {
             server.shutdown().await;
@@ -126,9 +144,21 @@ pub async fn serve_listener(
 /// unreachable: from the instances in the file (with a warning), on a registry that keeps
 /// trying to connect and replaces them with live data as soon as it does. A file that cannot
 /// be used is ignored with a warning naming it, and the registry's error is returned.
+///
+/// With `rpc.metrics.listen` set, the consumer serves `/metrics` (sharing the endpoint of a
+/// provider of the same process) and records every call with a [`MetricsLayer`].
 pub async fn consumer(config: &RpcConfig) -> Result<Consumer, BootError> {
+    let metrics = start_metrics(config).await?;
+    let build = |registry: Arc<dyn Registry>| {
+        let builder = Consumer::builder(config);
+        let builder = match metrics.clone() {
+            Some(endpoint) => builder.layer(MetricsLayer::new()).attach(endpoint),
+            None => builder,
+        };
+        builder.build(registry)
+    };
     let unreachable = match crate::connect(&config.registry).await {
-        Ok(registry) => return Ok(Consumer::new(registry, config).await?),
+        Ok(registry) => return Ok(build(registry).await?),
         Err(e @ (RegistryError::Unavailable { .. } | RegistryError::Timeout { .. })) => e,
         Err(e) => return Err(e.into()),
     };
@@ -157,7 +187,15 @@ pub async fn consumer(config: &RpcConfig) -> Result<Consumer, BootError> {
         "the registry is unreachable: starting from the cache file; live data replaces it when the registry answers"
     );
     let registry = Arc::new(ReconnectingRegistry::new(config.registry.clone()));
-    let consumer = Consumer::new(registry, config).await?;
+    let consumer = build(registry).await?;
     consumer.cache().seed(&cached);
     Ok(consumer)
+}
+
+/// Starts (or joins) the endpoint `rpc.metrics.listen` asks for; `None` when it is unset.
+async fn start_metrics(config: &RpcConfig) -> Result<Option<MetricsEndpoint>, MetricsError> {
+    match &config.metrics.listen {
+        Some(listen) => Ok(Some(MetricsEndpoint::start(listen).await?)),
+        None => Ok(None),
+    }
 }

@@ -22,6 +22,9 @@
 //!   needs `protoc` and the well-known `.proto` files (Debian: `protobuf-compiler` and
 //!   `libprotobuf-dev`).
 //! * `zookeeper`: the ZooKeeper backend (pure Rust, nothing to install).
+//! * `prometheus`: the `/metrics` endpoint that `rpc.metrics.listen` starts
+//!   ([`metrics_endpoint`]); without it a configuration that sets `rpc.metrics.listen` is
+//!   refused.
 //!
 //! The memory backend is always there. A configuration naming a backend that was not compiled
 //! in is refused by [`load_config`] (and by [`connect`]) with an error that names the feature.
@@ -32,6 +35,7 @@ pub mod etcd;
 #[cfg(any(feature = "etcd", feature = "zookeeper"))]
 mod local;
 pub mod memory;
+pub mod metrics_endpoint;
 pub mod reconnecting;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
@@ -67,25 +71,33 @@ fn missing_backend(kind: RegistryKind) -> Option<String> {
 }
 
 /// Loads a configuration file like [`RpcConfig::load`] (environment overrides included) and
-/// checks that the registry it names is compiled into this build.
+/// checks that what it asks for is compiled into this build ([`check_features`]).
 pub fn load_config(path: impl AsRef<Path>) -> Result<RpcConfig, ConfigError> {
     let path = path.as_ref();
     let config = RpcConfig::load(path)?;
-    check_backend(&config, &path.display().to_string())?;
+    check_features(&config, &path.display().to_string())?;
     Ok(config)
 }
 
-/// Checks that the registry `config` names is compiled into this build; `origin` names the
+/// Checks that what `config` asks for is compiled into this build: the registry backend it
+/// names, and the Prometheus endpoint when `rpc.metrics.listen` is set. `origin` names the
 /// configuration's source in the error.
-pub fn check_backend(config: &RpcConfig, origin: &str) -> Result<(), ConfigError> {
-    match missing_backend(config.registry.kind) {
-        None => Ok(()),
-        Some(message) => Err(ConfigError::Invalid {
-            origin: origin.to_owned(),
-            field: "rpc.registry.type".to_owned(),
-            message,
-        }),
+pub fn check_features(config: &RpcConfig, origin: &str) -> Result<(), ConfigError> {
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        field: field.to_owned(),
+        message,
+    };
+    if let Some(message) = missing_backend(config.registry.kind) {
+        return Err(invalid("rpc.registry.type", message));
     }
+    if config.metrics.listen.is_some() && !cfg!(feature = "prometheus") {
+        return Err(invalid(
+            "rpc.metrics.listen",
+            "the Prometheus endpoint is not compiled in; enable the `prometheus` feature of rpc-registry".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Builds and connects the backend `config` names.
@@ -118,7 +130,7 @@ mod tests {
     fn the_memory_backend_is_always_compiled_in() {
         assert!(compiled_backends().contains(&RegistryKind::Memory));
         let config = RpcConfig::from_yaml("rpc:\n  registry:\n    type: memory\n").unwrap();
-        check_backend(&config, "f.yaml").unwrap();
+        check_features(&config, "f.yaml").unwrap();
     }
 
     #[cfg(not(all(feature = "etcd", feature = "zookeeper")))]
@@ -126,7 +138,7 @@ mod tests {
     fn a_missing_backend_is_a_config_error_naming_the_feature() {
         let missing = if cfg!(feature = "etcd") { "zookeeper" } else { "etcd" };
         let config = RpcConfig::from_yaml(&format!("rpc:\n  registry:\n    type: {missing}\n")).unwrap();
-        let e = check_backend(&config, "f.yaml").unwrap_err().to_string();
+        let e = check_features(&config, "f.yaml").unwrap_err().to_string();
         assert_eq!(
             e,
             format!("f.yaml: rpc.registry.type: {missing} is not compiled in; enable the `{missing}` feature of rpc-registry")

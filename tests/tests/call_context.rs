@@ -174,10 +174,12 @@ async fn metadata_deadline_and_trace_follow_a_call_across_two_hops() {
         .bind("127.0.0.1:0")
         .await
         .unwrap();
+    let first_call = OutgoingTraces::default();
     let client = FrontClient::new(
         Channel::direct(front.local_addr().unwrap().to_string())
             .unwrap()
-            .with_timeout(Duration::from_millis(800)),
+            .with_timeout(Duration::from_millis(800))
+            .with_layer(first_call.clone()),
     )
     .unwrap()
     .with_metadata("tenant", "acme")
@@ -204,7 +206,14 @@ async fn metadata_deadline_and_trace_follow_a_call_across_two_hops() {
         "the back call's deadline ({back_left} ms left) is no later than the front call's ({front_left} ms left)"
     );
     assert_eq!(front_seen.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-    assert_eq!(front_seen.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
+    // caller's span (from the metadata) -> the client's span of the call -> front server span
+    let (first_span, first_parent) = first_call.0.lock().unwrap()[0].clone();
+    assert_eq!(
+        first_parent.as_deref(),
+        Some("00f067aa0ba902b7"),
+        "the call continues the given trace"
+    );
+    assert_eq!(front_seen.parent_span_id, Some(first_span));
     assert_eq!(back_seen.trace_id, front_seen.trace_id, "one trace across both hops");
     // front server span -> the front's client span for the back call -> back server span
     let (client_span, client_parent) = outgoing.0.lock().unwrap()[0].clone();
@@ -338,7 +347,10 @@ async fn metadata_over_the_limits_is_refused_with_a_clear_error() {
     let client = BackClient::new(Channel::direct(&fx.back_addr).unwrap()).unwrap();
     match client.with_metadata_map(many.clone()).inspect().await {
         Err(RpcError::InvalidMetadata(message)) => {
-            assert_eq!(message, "65 entries exceed the limit of 64")
+            assert_eq!(
+                message,
+                "66 entries exceed the limit of 64 (counting the traceparent every call carries)"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -358,7 +370,8 @@ async fn metadata_over_the_limits_is_refused_with_a_clear_error() {
     let client = BackClient::new(Channel::direct_with(&fx.back_addr, loose).unwrap()).unwrap();
     match client.with_metadata_map(many).inspect().await {
         Err(RpcError::InvalidMetadata(message)) => {
-            assert_eq!(message, "server: metadata entries of 65 exceeds the limit of 64")
+            // 65 entries and the traceparent.
+            assert_eq!(message, "server: metadata entries of 66 exceeds the limit of 64")
         }
         other => panic!("{other:?}"),
     }

@@ -1,6 +1,7 @@
 //! [`Channel`]: what a generated client calls through.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use crate::balance::{hash_serialized, LoadBalancerKind};
 use crate::context::{self, CallContext, Metadata, MetadataLimits, TraceContext, TRACEPARENT};
 use crate::error::RpcError;
 use crate::fault::{Fallback, MethodPolicy, PolicySet};
+use crate::health::{Health, HEALTH_METHOD};
 use crate::layer::{Layer, Layers, Outcome};
 use crate::protocol::{encode_request_body, Status};
 use crate::reply::Reply;
@@ -36,6 +38,31 @@ pub struct MethodDescriptor {
     /// The reply a provider would send with the method's default value (for `fail_safe`);
     /// `None` when the result type has no `Default`.
     pub default_reply: fn(SerializerKind) -> Option<Reply>,
+}
+
+impl MethodDescriptor {
+    /// The descriptor of `service`'s `method` for a caller without a generated client (an
+    /// operator tool, a health probe): not idempotent, no default reply. Interned: each
+    /// distinct pair costs one small allocation for the life of the process, so use it for a
+    /// bounded set of methods.
+    pub fn dynamic(service: &str, method: &str) -> &'static MethodDescriptor {
+        type Interned = HashMap<(String, String), &'static MethodDescriptor>;
+        static INTERNED: OnceLock<Mutex<Interned>> = OnceLock::new();
+        let mut interned = INTERNED
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        interned
+            .entry((service.to_owned(), method.to_owned()))
+            .or_insert_with(|| {
+                Box::leak(Box::new(MethodDescriptor {
+                    service: Box::leak(service.into()),
+                    name: Box::leak(method.into()),
+                    idempotent: false,
+                    default_reply: |_| None,
+                }))
+            })
+    }
 }
 
 /// What a generated client calls through: an [`Invoker`], a serializer, the consumer's
@@ -169,6 +196,15 @@ impl Channel {
         self.policies.resolve(service, method, idempotent)
     }
 
+    /// Asks a provider of `service` (the one the balancer picks; use a direct channel to
+    /// ask a given instance) how it is: the built-in [health method](crate::health).
+    pub async fn health(&self, service: &str) -> Result<Health, RpcError> {
+        let method = MethodDescriptor::dynamic(service, HEALTH_METHOD);
+        let policy = self.policy(service, HEALTH_METHOD, true);
+        let reply = self.call(method, &(), None::<&()>, &policy, None).await?;
+        reply.into_value(self.serializer)
+    }
+
     /// Performs a call of `method` with `args` (the tuple of its arguments) under `policy`.
     ///
     /// `first_arg` is hashed for `consistent_hash` when no explicit hash key is set; `local`
@@ -209,10 +245,15 @@ impl Channel {
             Some(deadline),
         );
         // A call from inside a handler: never outlive the call being served; continue its trace.
-        // Any other call starts a trace of its own.
+        // Otherwise continue the trace the caller put in the metadata (a gateway forwarding
+        // its request's `traceparent`), or start one.
         context::with_current(|served| served.inherit_into(&mut ctx));
         if ctx.trace().is_none() {
-            ctx.set_trace(Some(TraceContext::new_root()));
+            let given = ctx
+                .metadata()
+                .get(TRACEPARENT)
+                .and_then(TraceContext::parse_traceparent);
+            ctx.set_trace(Some(given.map_or_else(TraceContext::new_root, |caller| caller.child())));
         }
         self.layers
             .on_request(&mut ctx)
@@ -224,10 +265,11 @@ impl Channel {
                     Bytes::copy_from_slice(&trace.traceparent_bytes()),
                 );
             }
-            if !ctx.metadata().is_empty() {
-                ctx.metadata()
-                    .check(&self.metadata_limits)
-                    .map_err(RpcError::InvalidMetadata)?;
+            if let Err(problem) = ctx.metadata().check(&self.metadata_limits) {
+                return Err(RpcError::InvalidMetadata(match ctx.trace() {
+                    Some(_) => format!("{problem} (counting the traceparent every call carries)"),
+                    None => problem,
+                }));
             }
             let body = encode_request_body(method.service, method.name, ctx.metadata(), self.serializer, args)?;
             let hash_key = match policy.load_balancer {

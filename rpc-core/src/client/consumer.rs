@@ -33,7 +33,11 @@ pub struct Consumer {
     health: Arc<InstanceHealth>,
     invoker: Arc<ClusterInvoker>,
     channel: Channel,
+    _attached: Vec<Attachment>,
 }
+
+/// A resource a consumer keeps alive (see [`ConsumerBuilder::attach`]).
+type Attachment = Box<dyn std::any::Any + Send + Sync>;
 
 /// Builds a [`Consumer`]: the configuration, plus layers, balancers and connection options.
 ///
@@ -56,6 +60,7 @@ pub struct ConsumerBuilder {
     layers: Vec<Arc<dyn Layer>>,
     balancers: BalancerChoice,
     options: ClientOptions,
+    attached: Vec<Attachment>,
 }
 
 impl ConsumerBuilder {
@@ -63,6 +68,13 @@ impl ConsumerBuilder {
     /// outermost.
     pub fn layer<L: Layer>(mut self, layer: L) -> Self {
         self.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// Keeps `resource` alive as long as the consumer: something started for it that must
+    /// run while it does (the metrics endpoint a bootstrap started).
+    pub fn attach<T: Send + Sync + 'static>(mut self, resource: T) -> Self {
+        self.attached.push(Box::new(resource));
         self
     }
 
@@ -139,6 +151,7 @@ impl ConsumerBuilder {
             health,
             invoker,
             channel,
+            _attached: self.attached,
         })
     }
 }
@@ -155,6 +168,7 @@ impl Consumer {
                 by_service: HashMap::new(),
             },
             options: ClientOptions::from(&config.consumer),
+            attached: Vec::new(),
         }
     }
 

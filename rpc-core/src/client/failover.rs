@@ -17,6 +17,7 @@ use super::route::{Candidates, Target};
 use super::CallRequest;
 use crate::error::RpcError;
 use crate::fault::{is_retryable, RetryBudget};
+use crate::metrics;
 use crate::reply::Reply;
 
 /// Runs one round: `attempt` on candidates until one succeeds, or the round must end.
@@ -44,5 +45,6 @@ where
             return Err(error);
         }
         debug!(instance = %target.addr, tried = candidates.tried(), error = %error.kind(), "attempt failed; trying another instance");
+        metrics::client_failover(call.service);
     }
 }

@@ -15,6 +15,7 @@ use tracing::debug;
 use super::CallRequest;
 use crate::error::RpcError;
 use crate::fault::{is_retryable, RetryBudget};
+use crate::metrics;
 use crate::reply::Reply;
 
 /// Runs `round` (given the 1-based round number) under the call's policy until the call ends.
@@ -45,6 +46,7 @@ where
             };
         }
         debug!(round = n, error = %error.kind(), ?delay, "call failed; retrying");
+        metrics::client_retry(call.service);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

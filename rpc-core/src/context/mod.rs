@@ -133,6 +133,12 @@ impl CallContext {
         std::str::from_utf8(&self.method).unwrap_or_default()
     }
 
+    /// The service key and method name as the bytes they were built from (static on a
+    /// client, slices of the request on a server).
+    pub(crate) fn target_bytes(&self) -> (&Bytes, &Bytes) {
+        (&self.service, &self.method)
+    }
+
     /// The call's metadata.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::metrics;
+
 /// Tokens are kept in thousandths.
 const MILLI: i64 = 1000;
 /// Calls whose deposits the bucket may bank at most.
@@ -116,6 +118,7 @@ impl RetryBudget {
         loop {
             if tokens < MILLI {
                 self.exhausted.fetch_add(1, Ordering::Relaxed);
+                metrics::client_budget_exhausted(service);
                 let now = self.now_ms();
                 let warned = self.warned_at_ms.load(Ordering::Relaxed);
                 if (warned == 0 || now.saturating_sub(warned) >= 1000)

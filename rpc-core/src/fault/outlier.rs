@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::backoff;
 use crate::config::OutlierConfig;
 use crate::error::RpcError;
+use crate::metrics;
 
 /// Ejection settings.
 #[derive(Debug, Clone)]
@@ -182,6 +183,7 @@ impl InstanceStat {
         outlier.ejected_until = Some(now + period);
         outlier.ejected_at = Some(now);
         warn!(instance = %self.addr, ?period, ejections = outlier.ejections, "instance ejected");
+        metrics::client_ejection(&self.addr);
     }
 }
 

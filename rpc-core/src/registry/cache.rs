@@ -42,6 +42,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::{CacheFile, CachedInstances, Registry, RegistryError, ServiceInstance, WatchEvent};
 use crate::backoff::Backoff;
+use crate::metrics;
 use crate::schedule::{PeriodicJob, ScheduleError};
 use tokio_util::task::AbortOnDropHandle;
 
@@ -147,6 +148,7 @@ impl Entry {
     /// that may come from a registry that just lost its data; later snapshots of a live watch
     /// are changes and apply as they are.
     fn apply(&self, event: WatchEvent, fresh: bool) {
+        metrics::discovery_watch_event(&self.key);
         let mut state = self.state();
         match event {
             WatchEvent::Snapshot(list) => {
@@ -240,6 +242,7 @@ impl Entry {
     fn publish(&self, state: &EntryState) {
         let list: Arc<[ServiceInstance]> = state.by_address.values().cloned().collect();
         debug!(service = %self.key, instances = list.len(), "instances updated");
+        metrics::discovery_instances(&self.key, list.len());
         self.published.send_replace(Some(list));
         self.changed.notify_one();
     }
@@ -458,6 +461,7 @@ async fn watch_forever(registry: Arc<dyn Registry>, entry: &Entry, options: Disc
     loop {
         if std::mem::replace(&mut started, true) {
             rewatches.fetch_add(1, Ordering::Relaxed);
+            metrics::discovery_rewatch(&entry.key);
         }
         match registry.watch(&entry.key).await {
             Ok(mut stream) => {

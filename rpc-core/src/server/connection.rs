@@ -31,10 +31,13 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, warn, Instrument};
 
 use super::running::{Registered, RunningCalls};
+use super::service::Service;
 use super::Shared;
 use crate::context::{self, CallContext};
 use crate::error::ProtocolError;
+use crate::health::HEALTH_METHOD;
 use crate::layer::Outcome;
+use crate::metrics;
 use crate::protocol::{encode_frame, flags, version_rejection, Frame, Header, MessageType, RequestBody, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
@@ -45,8 +48,9 @@ use crate::transport::{write_loop, FrameReader, OutFrame, ReadError, WRITE_QUEUE
 const GO_AWAY_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one connection until the peer leaves, breaks the protocol, goes idle, or the server
-/// aborts. `_slot` is the connection's share of the server's connection limit.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, _slot: OwnedSemaphorePermit) {
+/// aborts. `slot` is the connection's share of the server's connection limit.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, slot: OwnedSemaphorePermit) {
+    let _slot = Slot::new(slot);
     let (read_half, write_half) = stream.into_split();
     let (tx, rx) = mpsc::channel::<OutFrame>(WRITE_QUEUE);
     let tracker = shared.calls.clone();
@@ -157,6 +161,25 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     }
 }
 
+/// A connection's share of the server's connection limit, counted in
+/// `rpc_server_connections` while it is held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        metrics::server_connections(1.0);
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        metrics::server_connections(-1.0);
+    }
+}
+
 /// Hands the batch of ready replies to the writer; `false` once the writer is gone.
 async fn flush(batch: &mut BytesMut, tx: &mpsc::Sender<OutFrame>) -> bool {
     if batch.is_empty() {
@@ -232,39 +255,76 @@ impl Conn {
     /// Runs the call as far as it goes without waiting. Returns its reply (or the reply
     /// refusing it) when there is one now; `None` when it continues in a task of its own.
     async fn start_call(&self, header: Header, body: Bytes, held: Option<OwnedSemaphorePermit>) -> Option<Reply> {
-        let shared = &self.shared;
         let now = Instant::now();
         self.request_arrived(now);
-        shared.activity.call_arrived();
-        if shared.draining.is_cancelled() {
-            return Some(Reply::failure(Status::ShuttingDown, "server is shutting down"));
+        self.shared.activity.call_arrived();
+        match self.admit(&header, body) {
+            Admission::Run(admitted) => self.run_call(header, now, admitted, held).await,
+            Admission::Answered(reply) => Some(reply),
+            Admission::Rejected(reply) => {
+                metrics::server_rejected(reply.status);
+                Some(reply)
+            }
         }
-        if header.flags & flags::STREAM != 0 {
-            return Some(Reply::failure(
-                Status::Unsupported,
-                "streaming calls are not supported by this server",
-            ));
-        }
+    }
+
+    /// Decides, before any layer sees the request, whether it runs: the request must parse,
+    /// name a served service and one of its methods, and find the server serving and under
+    /// its concurrency limit. The health method is answered here.
+    fn admit(&self, header: &Header, body: Bytes) -> Admission {
+        let shared = &self.shared;
         let serializer = match SerializerKind::from_id(header.serializer) {
             Ok(s) => s,
-            Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
+            Err(e) => return Admission::reject(Status::ProtocolError, e.to_string()),
         };
         let request = match RequestBody::parse(body, &shared.metadata_limits) {
             Ok(r) => r,
             Err(e @ (ProtocolError::MetadataOverLimit { .. } | ProtocolError::InvalidMetadata(_))) => {
-                return Some(Reply::failure(Status::InvalidMetadata, e.to_string()))
+                return Admission::reject(Status::InvalidMetadata, e.to_string())
             }
-            Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
+            Err(e) => return Admission::reject(Status::ProtocolError, e.to_string()),
         };
         let Some(service) = shared.services.get(request.service_str()) else {
-            return Some(Reply::failure(
-                Status::ServiceNotFound,
-                request.service_str().to_owned(),
-            ));
+            return Admission::reject(Status::ServiceNotFound, request.service_str().to_owned());
         };
+        if request.method_str() == HEALTH_METHOD {
+            return Admission::Answered(Reply::ok(serializer, &shared.health()));
+        }
+        if shared.draining.is_cancelled() {
+            return Admission::reject(Status::ShuttingDown, "server is shutting down");
+        }
+        if header.flags & flags::STREAM != 0 {
+            return Admission::reject(Status::Unsupported, "streaming calls are not supported by this server");
+        }
+        if !service.methods().contains(&request.method_str()) {
+            return Admission::Rejected(Reply::method_not_found(service.key(), request.method_str()));
+        }
         let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
-            return Some(Reply::failure(Status::Overloaded, "server concurrency limit reached"));
+            return Admission::reject(Status::Overloaded, "server concurrency limit reached");
         };
+        Admission::Run(Admitted {
+            service: service.clone(),
+            serializer,
+            request,
+            permit,
+        })
+    }
+
+    /// Runs an admitted call: the layers, then the handler (see [`Conn::start_call`]).
+    async fn run_call(
+        &self,
+        header: Header,
+        now: Instant,
+        admitted: Admitted,
+        held: Option<OwnedSemaphorePermit>,
+    ) -> Option<Reply> {
+        let shared = &self.shared;
+        let Admitted {
+            service,
+            serializer,
+            request,
+            permit,
+        } = admitted;
         let RequestBody {
             service: service_key,
             method,
@@ -336,6 +396,31 @@ impl Conn {
         }
         reply
     }
+}
+
+/// What [`Conn::admit`] decided.
+enum Admission {
+    /// The call runs.
+    Run(Admitted),
+    /// Answered by the server itself (the health method).
+    Answered(Reply),
+    /// Refused without running (counted in `rpc_server_rejected_total`).
+    Rejected(Reply),
+}
+
+impl Admission {
+    fn reject(status: Status, message: impl Into<String>) -> Self {
+        Self::Rejected(Reply::failure(status, message))
+    }
+}
+
+/// A request that may run.
+struct Admitted {
+    service: Arc<dyn Service>,
+    serializer: SerializerKind,
+    request: RequestBody,
+    /// Its share of the server's concurrency limit.
+    permit: OwnedSemaphorePermit,
 }
 
 /// The span of one call on the server.

@@ -38,6 +38,11 @@
 //!   calls in flight up to the drain timeout, then cancels what is left and closes every
 //!   connection. Dropping a
 //!   [`RunningServer`] without shutting down cancels everything at once.
+//! * Every served service answers the built-in [health method](crate::health): `serving`,
+//!   or `draining` from the moment shutdown begins.
+//! * Requests answered without running (unknown service or method, overloaded, shutting
+//!   down, malformed) are counted by reason; connections open are a gauge
+//!   ([metrics](crate::metrics)).
 
 mod connection;
 mod running;
@@ -48,6 +53,7 @@ pub use service::{BoxFuture, Service};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,7 +65,9 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::ServerConfig;
 use crate::context::MetadataLimits;
+use crate::health::Health;
 use crate::layer::{Layer, Layers};
+use crate::metrics;
 use crate::registry::{Registry, RegistryError, ServiceInstance};
 use crate::transport::ByteBudget;
 
@@ -143,6 +151,13 @@ impl ServerBuilder {
     /// outermost.
     pub fn layer<L: Layer>(mut self, layer: L) -> Self {
         self.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// Adds a layer outside every layer added so far, so it sees every call they see,
+    /// refusals included (a bootstrap adding metrics to a builder it was handed).
+    pub fn outer_layer<L: Layer>(mut self, layer: L) -> Self {
+        self.layers.insert(0, Arc::new(layer));
         self
     }
 
@@ -236,6 +251,7 @@ impl ServerBuilder {
             ),
             frame_timeout: self.options.frame_timeout,
             metadata_limits: self.options.metadata_limits,
+            leaving: AtomicBool::new(false),
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
             calls: TaskTracker::new(),
@@ -275,7 +291,10 @@ pub(crate) struct Shared {
     pub(crate) request_bytes: ByteBudget,
     pub(crate) frame_timeout: Duration,
     pub(crate) metadata_limits: MetadataLimits,
-    /// Cancelled when shutdown begins: connections send GoAway, new requests are refused.
+    /// Set when shutdown begins, before deregistering: the health method answers `Draining`.
+    pub(crate) leaving: AtomicBool,
+    /// Cancelled when the server stops taking calls: connections send GoAway, new requests
+    /// are refused.
     pub(crate) draining: CancellationToken,
     /// Cancelled when the drain ends: calls still running are dropped, connections close.
     pub(crate) abort: CancellationToken,
@@ -283,6 +302,17 @@ pub(crate) struct Shared {
     pub(crate) calls: TaskTracker,
     /// When the last call arrived, recorded only while shutdown waits for quiet.
     pub(crate) activity: Activity,
+}
+
+impl Shared {
+    /// What the health method answers.
+    pub(crate) fn health(&self) -> Health {
+        if self.leaving.load(Ordering::Relaxed) || self.draining.is_cancelled() {
+            Health::Draining
+        } else {
+            Health::Serving
+        }
+    }
 }
 
 /// When calls arrive, recorded only while someone watches (a read of one flag otherwise).
@@ -361,6 +391,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
         let slot = match shared.connection_slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
+                metrics::server_connection_limit_reached();
                 if let Some(times) = at_limit.tick() {
                     warn!(
                         limit = shared.max_connections,
@@ -572,6 +603,7 @@ impl RunningServer {
     /// 4. lets calls in flight finish, and clients close their connections, up to the drain
     ///    timeout; then cancels what is left and closes every connection.
     pub async fn shutdown(mut self) -> ShutdownReport {
+        self.shared.leaving.store(true, Ordering::Relaxed);
         let registrations = std::mem::take(&mut self.registrations);
         let registered = !registrations.is_empty();
         for (registry, instance) in registrations {

@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use rpc_core::backoff::Backoff;
+use rpc_core::metrics;
 use rpc_core::registry::RegistryError;
 use rpc_core::BoxFuture;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn, Instrument};
 
-use super::Shared;
+use super::{Shared, BACKEND};
 
 #[derive(Default)]
 pub(crate) struct LeaseManager {
@@ -93,6 +94,7 @@ impl LeaseManager {
         let Some(id) = self.slot().take() else { return Ok(()) };
         shared.revoke(id).await?;
         info!(lease = id, "lease revoked");
+        metrics::registry_session_up(BACKEND, false);
         Ok(())
     }
 }
@@ -118,6 +120,7 @@ async fn keep_alive(weak: Weak<Shared>, lease: i64) {
                 }
                 match tokio::time::timeout(timeout, stream.message()).await {
                     Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+                        metrics::registry_session_up(BACKEND, true);
                         last_ok = Instant::now();
                         backoff.reset();
                     }
@@ -146,6 +149,7 @@ async fn keep_alive(weak: Weak<Shared>, lease: i64) {
         tokio::time::sleep(backoff.next_delay()).await;
     };
     warn!(reason, "lease lost; granting a new one and registering again");
+    metrics::registry_session_up(BACKEND, false);
     recover(weak, lease, ttl).await;
 }
 
@@ -166,6 +170,7 @@ async fn recover(weak: Weak<Shared>, lost: i64, ttl: Duration) {
                     lease = shared.lease.current(),
                     "registered again on a new lease"
                 );
+                metrics::registry_reregistered(BACKEND, n);
                 return;
             }
             Err(e) => warn!(error = %e, "cannot register again yet; retrying"),

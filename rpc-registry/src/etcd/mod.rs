@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
 use rpc_core::config::RegistryConfig;
+use rpc_core::metrics;
 use rpc_core::registry::{
     rules_path, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
 };
@@ -144,6 +145,7 @@ impl Shared {
             }
             warn!(%key, "registration missing or stale, putting it again");
             self.put_instance(&key, &instance).await?;
+            metrics::registry_reregistered(BACKEND, 1);
             repaired += 1;
         }
         Ok(repaired)

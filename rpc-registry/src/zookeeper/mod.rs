@@ -325,6 +325,7 @@ impl Registry for ZookeeperRegistry {
             // Dropping the last handle closes the session.
             drop(client);
             info!("session closed");
+            rpc_core::metrics::registry_session_up(BACKEND, false);
             result
         })
     }

@@ -5,6 +5,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use rpc_core::backoff::Backoff;
+use rpc_core::metrics;
 use rpc_core::registry::RegistryError;
 use tracing::{info, warn};
 use zookeeper_client as zk;
@@ -50,8 +51,10 @@ pub(super) async fn supervise(weak: Weak<Shared>) {
                 zk::SessionState::SyncConnected => info!("connected to ZooKeeper"),
                 _ => {}
             }
+            metrics::registry_session_up(BACKEND, state == zk::SessionState::SyncConnected);
             state = states.changed().await;
         }
+        metrics::registry_session_up(BACKEND, false);
         drop(states);
         let Some(shared) = weak.upgrade() else { return };
         if shared.client().is_err() {
@@ -91,6 +94,7 @@ async fn reopen(weak: &Weak<Shared>) -> bool {
                     match shared.put_all().await {
                         Ok(n) => {
                             info!(%session, instances = n, "new session holds every local instance again");
+                            metrics::registry_reregistered(BACKEND, n);
                             return true;
                         }
                         Err(e) => warn!(error = %e, "could not create every node in the new session; retrying"),

@@ -1,0 +1,160 @@
+//! [`MetricsLayer`]: calls, durations and calls in flight, on either side of a call.
+//!
+//! The handles of each (service, method) are registered with the recorder once, at the
+//! method's first call, and kept in a map: recording a call is a map lookup, a counter
+//! increment and a histogram sample, with no allocation. Handles are looked up lazily so that
+//! a recorder installed after the layer was built still receives everything.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use ::metrics::{Counter, Gauge, Histogram, SharedString};
+use bytes::Bytes;
+use dashmap::DashMap;
+
+use super::{
+    outcome_label, CLIENT_CALLS, CLIENT_CALL_DURATION, CLIENT_IN_FLIGHT, SERVER_CALLS, SERVER_CALL_DURATION,
+    SERVER_IN_FLIGHT,
+};
+use crate::context::{CallContext, Side};
+use crate::layer::{Layer, Outcome, Refusal};
+
+/// Records every call it wraps: `rpc_{server,client}_calls_total` by service, method and
+/// outcome, `rpc_{server,client}_call_duration_seconds` by service and method, and
+/// `rpc_{server,client}_calls_in_flight` (see [the module docs](super)). One layer may serve
+/// both sides of a process.
+#[derive(Debug, Default)]
+pub struct MetricsLayer {
+    server: Table,
+    client: Table,
+}
+
+impl MetricsLayer {
+    /// A layer recording into the process's `metrics` recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn table(&self, side: Side) -> Option<(&Table, &'static Names)> {
+        match side {
+            Side::Server => Some((&self.server, &SERVER)),
+            Side::Client => Some((&self.client, &CLIENT)),
+            _ => None,
+        }
+    }
+}
+
+impl Layer for MetricsLayer {
+    fn on_request(&self, ctx: &mut CallContext) -> Result<(), Refusal> {
+        if let Some((table, names)) = self.table(ctx.side()) {
+            table.in_flight(names).increment(1.0);
+        }
+        Ok(())
+    }
+
+    fn on_response(&self, ctx: &CallContext, outcome: Outcome) {
+        let Some((table, names)) = self.table(ctx.side()) else {
+            return;
+        };
+        table.in_flight(names).decrement(1.0);
+        let method = table.method(names, ctx);
+        method.duration.record(ctx.started().elapsed().as_secs_f64());
+        method.count(names, outcome);
+    }
+}
+
+/// The metric names of one side.
+#[derive(Debug)]
+struct Names {
+    calls: &'static str,
+    duration: &'static str,
+    in_flight: &'static str,
+}
+
+static SERVER: Names = Names {
+    calls: SERVER_CALLS,
+    duration: SERVER_CALL_DURATION,
+    in_flight: SERVER_IN_FLIGHT,
+};
+
+static CLIENT: Names = Names {
+    calls: CLIENT_CALLS,
+    duration: CLIENT_CALL_DURATION,
+    in_flight: CLIENT_IN_FLIGHT,
+};
+
+/// The handles of one side.
+#[derive(Debug, Default)]
+struct Table {
+    in_flight: OnceLock<Gauge>,
+    /// By (service key, method name).
+    methods: DashMap<(Bytes, Bytes), Arc<MethodMetrics>>,
+}
+
+impl Table {
+    fn in_flight(&self, names: &Names) -> &Gauge {
+        self.in_flight.get_or_init(|| ::metrics::gauge!(names.in_flight))
+    }
+
+    fn method(&self, names: &Names, ctx: &CallContext) -> Arc<MethodMetrics> {
+        let (service, method) = ctx.target_bytes();
+        let key = (service.clone(), method.clone());
+        if let Some(found) = self.methods.get(&key) {
+            return found.clone();
+        }
+        // A server's names are slices of a request: copy them rather than keep it alive.
+        let key = (
+            Bytes::copy_from_slice(service.as_ref()),
+            Bytes::copy_from_slice(method.as_ref()),
+        );
+        self.methods
+            .entry(key)
+            .or_insert_with(|| Arc::new(MethodMetrics::new(names, ctx.service(), ctx.method())))
+            .clone()
+    }
+}
+
+/// The handles of one method.
+#[derive(Debug)]
+struct MethodMetrics {
+    service: SharedString,
+    method: SharedString,
+    duration: Histogram,
+    ok: Counter,
+    /// Counters of the other outcomes, made at their first use.
+    others: Mutex<Vec<(&'static str, Counter)>>,
+}
+
+impl MethodMetrics {
+    fn new(names: &Names, service: &str, method: &str) -> Self {
+        let service = SharedString::from(service.to_owned());
+        let method = SharedString::from(method.to_owned());
+        Self {
+            duration: ::metrics::histogram!(names.duration, "service" => service.clone(), "method" => method.clone()),
+            ok: ::metrics::counter!(names.calls, "service" => service.clone(), "method" => method.clone(), "outcome" => "ok"),
+            service,
+            method,
+            others: Mutex::default(),
+        }
+    }
+
+    fn count(&self, names: &Names, outcome: Outcome) {
+        if outcome == Outcome::Ok {
+            self.ok.increment(1);
+            return;
+        }
+        let label = outcome_label(outcome);
+        let mut others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = others.iter().find(|(l, _)| *l == label) {
+            counter.increment(1);
+            return;
+        }
+        let counter = ::metrics::counter!(
+            names.calls,
+            "service" => self.service.clone(),
+            "method" => self.method.clone(),
+            "outcome" => label
+        );
+        counter.increment(1);
+        others.push((label, counter));
+    }
+}

@@ -1,0 +1,5 @@
+#[rpc_core::service]
+trait Svc {
+    async fn __health(&self) -> u32;
+}
+fn main() {}
