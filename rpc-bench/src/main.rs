@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 use rpc_core::SerializerKind;
 
 use echo::{Framework, Measurement, Runtimes, Timing};
+use xproc::Setup;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of the RPC framework")]
@@ -65,12 +66,63 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The cost of metrics: echo between two processes without and with the metrics layer
+    /// and a Prometheus recorder on both sides, alternating.
+    MetricsCost {
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Calls outstanding.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Alternating rounds (each: one run without, one with).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of each measured window.
+        #[arg(long, default_value_t = 3)]
+        window_secs: u64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The client process of the cross-process runs (started by them): prints its
+    /// measurement as JSON.
+    #[command(hide = true)]
+    EchoClient {
+        /// Server address.
+        #[arg(long)]
+        addr: String,
+        /// Server process id (its CPU time is read from /proc).
+        #[arg(long)]
+        server_pid: u32,
+        /// No-op layers around every call.
+        #[arg(long, default_value_t = 0)]
+        layers: usize,
+        /// The metrics layer and a Prometheus recorder.
+        #[arg(long)]
+        metrics: bool,
+        /// Payload bytes.
+        #[arg(long)]
+        payload: usize,
+        /// Calls outstanding.
+        #[arg(long)]
+        concurrency: usize,
+        /// Warm-up, milliseconds.
+        #[arg(long)]
+        warmup_ms: u64,
+        /// Measured window, milliseconds.
+        #[arg(long)]
+        window_ms: u64,
+    },
     /// The server process of the cross-process runs (started by them).
     #[command(hide = true)]
     EchoServer {
         /// No-op layers around every call.
         #[arg(long, default_value_t = 0)]
         layers: usize,
+        /// The metrics layer and a Prometheus recorder.
+        #[arg(long)]
+        metrics: bool,
     },
     /// Watch propagation delay through a real registry.
     Watch {
@@ -119,9 +171,47 @@ fn main() -> ExitCode {
                 warmup: Duration::from_millis(500),
                 window: Duration::from_secs(window_secs),
             };
-            xproc::layer_cost(layers, payload, concurrency, rounds, timing, json)
+            let with = Setup { layers, metrics: false };
+            xproc::cost("layer_cost", with, payload, concurrency, rounds, timing, json)
         }
-        Command::EchoServer { layers } => xproc::serve(layers),
+        Command::MetricsCost {
+            payload,
+            concurrency,
+            rounds,
+            window_secs,
+            json,
+        } => {
+            let timing = Timing {
+                warmup: Duration::from_millis(500),
+                window: Duration::from_secs(window_secs),
+            };
+            let with = Setup {
+                layers: 0,
+                metrics: true,
+            };
+            xproc::cost("metrics_cost", with, payload, concurrency, rounds, timing, json)
+        }
+        Command::EchoServer { layers, metrics } => xproc::serve(Setup { layers, metrics }),
+        Command::EchoClient {
+            addr,
+            server_pid,
+            layers,
+            metrics,
+            payload,
+            concurrency,
+            warmup_ms,
+            window_ms,
+        } => {
+            let timing = Timing {
+                warmup: Duration::from_millis(warmup_ms),
+                window: Duration::from_millis(window_ms),
+            };
+            let setup = Setup { layers, metrics };
+            xproc::drive(setup, &addr, server_pid, payload, concurrency, timing).and_then(|m| {
+                println!("{}", serde_json::to_string(&m)?);
+                Ok(())
+            })
+        }
         Command::Watch {
             etcd,
             zookeeper,

@@ -3,16 +3,20 @@
 //! `rpc-bench xecho` starts the server as a child process (`rpc-bench echo-server`, one tokio
 //! worker) and drives it from its own process (one tokio worker), with a plain `Vec<u8>`
 //! payload. CPU time of both processes is read from `/proc/<pid>/stat` at the start and the end
-//! of the measured window, so CPU per call counts only calls in the window. With `--layers N`
-//! both sides run N no-op layers around every call (the cost of the middleware seam).
+//! of the measured window, so CPU per call counts only calls in the window. A [`Setup`] adds to
+//! both sides N no-op layers around every call (the cost of the middleware seam) or the
+//! metrics layer recording into a Prometheus recorder (the cost of metrics).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::layer::Layer;
+use rpc_core::layer::{Layer, Layers};
+use rpc_core::metrics::MetricsLayer;
 use rpc_core::server::ServerBuilder;
 use rpc_core::Channel;
+use rpc_registry::metrics_endpoint::MetricsEndpoint;
 
 use crate::echo::{payload, Measurement, Phase, Timing};
 use crate::BoxError;
@@ -36,6 +40,57 @@ impl EchoBytes for EchoBytesImpl {
 struct Noop;
 impl Layer for Noop {}
 
+/// What both sides of a case run around every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    /// No-op layers.
+    pub layers: usize,
+    /// The metrics layer, recording into a Prometheus recorder with its `/metrics` endpoint.
+    pub metrics: bool,
+}
+
+impl Setup {
+    /// Nothing around the calls.
+    pub const PLAIN: Setup = Setup {
+        layers: 0,
+        metrics: false,
+    };
+
+    fn name(self) -> String {
+        let mut name = "rpc-core/bincode".to_owned();
+        if self.layers > 0 {
+            name += &format!("+{} no-op layers", self.layers);
+        }
+        if self.metrics {
+            name += "+metrics";
+        }
+        name
+    }
+
+    /// The layers of one side, outermost first; starts the metrics endpoint (installing the
+    /// recorder) when metrics are on.
+    async fn layers(self) -> Result<(Vec<Arc<dyn Layer>>, Option<MetricsEndpoint>), BoxError> {
+        let mut layers: Vec<Arc<dyn Layer>> = Vec::new();
+        let endpoint = match self.metrics {
+            true => {
+                layers.push(Arc::new(MetricsLayer::new()));
+                Some(MetricsEndpoint::start("127.0.0.1:0").await?)
+            }
+            false => None,
+        };
+        layers.extend((0..self.layers).map(|_| Arc::new(Noop) as Arc<dyn Layer>));
+        Ok((layers, endpoint))
+    }
+
+    fn args(self) -> Vec<String> {
+        let mut args = vec!["--layers".to_owned(), self.layers.to_string()];
+        if self.metrics {
+            args.push("--metrics".to_owned());
+        }
+        args
+    }
+}
+
 /// With `RPC_BENCH_LOG` set (an `EnvFilter`, e.g. `info`), installs a log subscriber that
 /// formats every enabled event and span into a sink: what logging costs an application that
 /// logs at that level.
@@ -48,18 +103,19 @@ pub fn install_logging() {
     }
 }
 
-/// Serves EchoBytes on 127.0.0.1 (one worker thread) with `layers` no-op layers; prints
+/// Serves EchoBytes on 127.0.0.1 (one worker thread) with `setup` around every call; prints
 /// `listening HOST:PORT` and serves until stdin closes.
-pub fn serve(layers: usize) -> Result<(), BoxError> {
+pub fn serve(setup: Setup) -> Result<(), BoxError> {
     install_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let (layers, _endpoint) = setup.layers().await?;
         let mut builder = ServerBuilder::new().add_service(EchoBytesServer::new(EchoBytesImpl));
-        for _ in 0..layers {
-            builder = builder.layer(Noop);
+        for layer in layers {
+            builder = builder.layer(layer);
         }
         let server = builder.bind("127.0.0.1:0").await?;
         println!("listening {}", server.local_addr()?);
@@ -81,9 +137,10 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(layers: usize) -> Result<Self, BoxError> {
+    fn start(setup: Setup) -> Result<Self, BoxError> {
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["echo-server", "--layers", &layers.to_string()])
+            .arg("echo-server")
+            .args(setup.args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -146,19 +203,52 @@ pub fn process_cpu(pid: &str) -> Duration {
     Duration::from_secs_f64(ticks as f64 / 100.0) // USER_HZ
 }
 
-/// Runs one case: a fresh server process with `layers` layers, and the load from here.
-pub fn run_case(layers: usize, size: usize, concurrency: usize, timing: Timing) -> Result<Measurement, BoxError> {
-    let server = ServerProcess::start(layers)?;
+/// Runs one case: a fresh server process and a fresh client process (`rpc-bench echo-client`),
+/// both with `setup`, so no case inherits another's heap or threads.
+pub fn run_case(setup: Setup, size: usize, concurrency: usize, timing: Timing) -> Result<Measurement, BoxError> {
+    let server = ServerProcess::start(setup)?;
+    let output = Command::new(std::env::current_exe()?)
+        .arg("echo-client")
+        .args(setup.args())
+        .args(["--addr", &server.addr, "--server-pid", &server.pid().to_string()])
+        .args([
+            "--payload",
+            &size.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .args(["--warmup-ms", &timing.warmup.as_millis().to_string()])
+        .args(["--window-ms", &timing.window.as_millis().to_string()])
+        .stderr(Stdio::inherit())
+        .output()?;
+    drop(server);
+    if !output.status.success() {
+        return Err(format!("the client process failed: {}", output.status).into());
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// The client process of a case: loads the server at `addr` (process `server_pid`) with
+/// `concurrency` callers for the warm-up and the window, from one tokio worker; returns what
+/// it measured.
+pub fn drive(
+    setup: Setup,
+    addr: &str,
+    server_pid: u32,
+    size: usize,
+    concurrency: usize,
+    timing: Timing,
+) -> Result<Measurement, BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let server_pid = server.pid().to_string();
+    let server_pid = server_pid.to_string();
     let result = runtime.block_on(async {
-        let mut channel = Channel::direct(server.addr.clone())?.with_timeout(Duration::from_secs(30));
-        for _ in 0..layers {
-            channel = channel.with_layer(Noop);
-        }
+        let (layers, _endpoint) = setup.layers().await?;
+        let channel = Channel::direct(addr)?
+            .with_timeout(Duration::from_secs(30))
+            .with_layers(Layers::new(layers));
         let client = EchoBytesClient::new(channel)?;
         let body = payload(size);
         let phase = Phase::default();
@@ -194,7 +284,6 @@ pub fn run_case(layers: usize, size: usize, concurrency: usize, timing: Timing) 
         }
         Ok::<_, BoxError>((all, elapsed, cpu_start, cpu_end))
     });
-    drop(server);
     let (mut latencies, elapsed, cpu_start, cpu_end) = result?;
     latencies.sort_unstable();
     let calls = latencies.len() as u64;
@@ -205,12 +294,8 @@ pub fn run_case(layers: usize, size: usize, concurrency: usize, timing: Timing) 
             .map_or(0, u64::from)
     };
     let per_call = |d: Duration| d.as_secs_f64() * 1e6 / (calls.max(1) as f64);
-    let name = match layers {
-        0 => "rpc-core/bincode".to_owned(),
-        n => format!("rpc-core/bincode+{n} no-op layers"),
-    };
     Ok(Measurement {
-        framework: name,
+        framework: setup.name(),
         payload: size,
         concurrency,
         qps: calls as f64 / elapsed.as_secs_f64(),
@@ -222,10 +307,12 @@ pub fn run_case(layers: usize, size: usize, concurrency: usize, timing: Timing) 
     })
 }
 
-/// The layer-cost comparison: `rounds` alternating runs without and with `layers` layers, so
-/// drift on a shared machine hits both alike; prints every run and the medians.
-pub fn layer_cost(
-    layers: usize,
+/// A cost comparison: `rounds` alternating runs of the plain setup and of `with`, so drift on
+/// a shared machine hits both alike; prints every run and the medians as a JSON line tagged
+/// `bench`.
+pub fn cost(
+    bench: &str,
+    with: Setup,
     size: usize,
     concurrency: usize,
     rounds: usize,
@@ -234,13 +321,13 @@ pub fn layer_cost(
 ) -> Result<(), BoxError> {
     let mut runs: [Vec<Measurement>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
-        for (slot, n) in [(0, 0), (1, layers)] {
-            let m = run_case(n, size, concurrency, timing)?;
+        for (slot, setup) in [(0, Setup::PLAIN), (1, with)] {
+            let m = run_case(setup, size, concurrency, timing)?;
             if json {
                 println!("{}", serde_json::to_string(&m)?);
             } else {
                 println!(
-                    "{:<34} {:>6} B c={:<4} {:>10.0} calls/s  p50 {:>6} us  p99 {:>6} us  server {:>5.2} us/call  client {:>5.2} us/call",
+                    "{:<42} {:>6} B c={:<4} {:>10.0} calls/s  p50 {:>6} us  p99 {:>6} us  server {:>5.2} us/call  client {:>5.2} us/call",
                     m.framework,
                     m.payload,
                     m.concurrency,
@@ -264,9 +351,9 @@ pub fn layer_cost(
         let mut client: Vec<f64> = runs.iter().filter_map(|m| m.client_cpu_us_per_call).collect();
         (median(&mut qps), median(&mut server), median(&mut client))
     };
-    let (base, with) = (summary(&runs[0]), summary(&runs[1]));
+    let (setup, base, with) = (with, summary(&runs[0]), summary(&runs[1]));
     let report = serde_json::json!({
-        "bench": "layer_cost", "layers": layers, "payload": size, "concurrency": concurrency, "rounds": rounds,
+        "bench": bench, "layers": setup.layers, "metrics": setup.metrics, "payload": size, "concurrency": concurrency, "rounds": rounds,
         "qps_without": base.0.round(), "qps_with": with.0.round(),
         "qps_change_percent": ((with.0 / base.0 - 1.0) * 100.0 * 10.0).round() / 10.0,
         "server_cpu_us_without": (base.1 * 100.0).round() / 100.0, "server_cpu_us_with": (with.1 * 100.0).round() / 100.0,

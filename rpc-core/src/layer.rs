@@ -187,6 +187,18 @@ pub trait Layer: Send + Sync + 'static {
     }
 }
 
+/// A shared layer is a layer: one instance may wrap the calls of several servers and clients
+/// (one [`MetricsLayer`](crate::metrics::MetricsLayer) for both sides of a process, say).
+impl<L: Layer + ?Sized> Layer for Arc<L> {
+    fn on_request(&self, ctx: &mut CallContext) -> Result<(), Refusal> {
+        (**self).on_request(ctx)
+    }
+
+    fn on_response(&self, ctx: &CallContext, outcome: Outcome) {
+        (**self).on_response(ctx, outcome)
+    }
+}
+
 /// An ordered stack of layers; empty costs nothing.
 #[derive(Clone, Default)]
 pub struct Layers {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Warm-up and measured window of one case.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +29,7 @@ pub struct Timing {
 }
 
 /// One measured case.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
     /// Framework and serializer, e.g. `rpc-core/bincode`.
     pub framework: String,
@@ -47,7 +47,7 @@ pub struct Measurement {
     pub server_cpu_us_per_call: f64,
     /// Client CPU time per call, microseconds (measured when the client has a process of its
     /// own).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_cpu_us_per_call: Option<f64>,
     /// Calls measured.
     pub calls: u64,

@@ -1,11 +1,11 @@
 //! [`MetricsLayer`]: calls, durations and calls in flight, on either side of a call.
 //!
 //! The handles of each (service, method) are registered with the recorder once, at the
-//! method's first call, and kept in a map: recording a call is a map lookup, a counter
-//! increment and a histogram sample, with no allocation. Handles are looked up lazily so that
+//! method's first call, and kept in maps looked up by the context's own bytes: recording a
+//! call is two map lookups, a counter increment and a histogram sample, with no allocation. Handles are looked up lazily so that
 //! a recorder installed after the layer was built still receives everything.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use ::metrics::{Counter, Gauge, Histogram, SharedString};
 use bytes::Bytes;
@@ -56,9 +56,7 @@ impl Layer for MetricsLayer {
             return;
         };
         table.in_flight(names).decrement(1.0);
-        let method = table.method(names, ctx);
-        method.duration.record(ctx.started().elapsed().as_secs_f64());
-        method.count(names, outcome);
+        table.record(names, ctx, outcome);
     }
 }
 
@@ -86,8 +84,8 @@ static CLIENT: Names = Names {
 #[derive(Debug, Default)]
 struct Table {
     in_flight: OnceLock<Gauge>,
-    /// By (service key, method name).
-    methods: DashMap<(Bytes, Bytes), Arc<MethodMetrics>>,
+    /// By service key, then method name: looked up with the context's bytes as they are.
+    services: DashMap<Bytes, DashMap<Bytes, MethodMetrics>>,
 }
 
 impl Table {
@@ -95,21 +93,22 @@ impl Table {
         self.in_flight.get_or_init(|| ::metrics::gauge!(names.in_flight))
     }
 
-    fn method(&self, names: &Names, ctx: &CallContext) -> Arc<MethodMetrics> {
+    /// Records the end of the call `ctx` with `outcome`.
+    fn record(&self, names: &Names, ctx: &CallContext, outcome: Outcome) {
         let (service, method) = ctx.target_bytes();
-        let key = (service.clone(), method.clone());
-        if let Some(found) = self.methods.get(&key) {
-            return found.clone();
+        let seconds = ctx.started().elapsed().as_secs_f64();
+        if let Some(methods) = self.services.get(service.as_ref()) {
+            if let Some(metrics) = methods.get(method.as_ref()) {
+                return metrics.record(names, seconds, outcome);
+            }
         }
         // A server's names are slices of a request: copy them rather than keep it alive.
-        let key = (
-            Bytes::copy_from_slice(service.as_ref()),
-            Bytes::copy_from_slice(method.as_ref()),
-        );
-        self.methods
-            .entry(key)
-            .or_insert_with(|| Arc::new(MethodMetrics::new(names, ctx.service(), ctx.method())))
-            .clone()
+        self.services
+            .entry(Bytes::copy_from_slice(service))
+            .or_default()
+            .entry(Bytes::copy_from_slice(method))
+            .or_insert_with(|| MethodMetrics::new(names, ctx.service(), ctx.method()))
+            .record(names, seconds, outcome);
     }
 }
 
@@ -137,7 +136,8 @@ impl MethodMetrics {
         }
     }
 
-    fn count(&self, names: &Names, outcome: Outcome) {
+    fn record(&self, names: &Names, seconds: f64, outcome: Outcome) {
+        self.duration.record(seconds);
         if outcome == Outcome::Ok {
             self.ok.increment(1);
             return;

@@ -16,16 +16,16 @@ use std::any::Any;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, warn, Instrument};
@@ -344,9 +344,7 @@ impl Conn {
             debug!(service = ctx.service(), method = ctx.method(), %refusal, "a layer refused the call");
             return Some(Reply::failure(refusal.status(), refusal.message()));
         }
-        // The layers see the call's end through this copy; without layers there is nothing
-        // to keep.
-        let ended = (!shared.layers.is_empty()).then(|| ctx.clone());
+        let layered = !shared.layers.is_empty();
         let request_id = header.request_id;
         // The call's span: the handler's log lines carry its service, method and trace id,
         // the trace continuing the caller's (see `context`).
@@ -355,8 +353,13 @@ impl Conn {
             .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx.method(), serializer, args))))
         {
             Ok(call) => call,
-            Err(panic) => return Some(self.finish(&ended, panicked(service.key(), request_id, panic.as_ref()))),
+            Err(panic) => {
+                let reply = panicked(service.key(), request_id, panic.as_ref());
+                return Some(self.finish(layered.then_some(&ctx), reply));
+            }
         };
+        // The context moves into the handler's scope; the layers get it back from there when
+        // the call ends (no copy per call).
         let mut call = Box::pin(context::scope(ctx, call));
         // The first poll, in this task: most handlers finish here.
         let first = poll_fn(|cx| {
@@ -364,19 +367,19 @@ impl Conn {
             Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))))
         })
         .await;
-        match first {
-            Ok(Poll::Ready(reply)) => Some(self.finish(&ended, reply)),
-            Err(panic) => Some(self.finish(&ended, panicked(service.key(), request_id, panic.as_ref()))),
+        let reply = match first {
+            Ok(Poll::Ready(reply)) => reply,
+            Err(panic) => panicked(service.key(), request_id, panic.as_ref()),
             Ok(Poll::Pending) => {
                 let task = CallTask {
-                    call,
                     deadline,
                     header,
                     permit,
                     held,
-                    ended: EndGuard {
+                    call: EndGuard {
                         shared: shared.clone(),
-                        ctx: ended,
+                        call,
+                        layered,
                         outcome: Outcome::Cancelled,
                     },
                     tx: self.tx.clone(),
@@ -384,14 +387,17 @@ impl Conn {
                 self.running.spawn(request_id, |registered| {
                     shared.calls.spawn(task.run(registered).instrument(span))
                 });
-                None
+                return None;
             }
-        }
+        };
+        let ctx = layered.then(|| call.as_mut().take_value()).flatten();
+        Some(self.finish(ctx.as_ref(), reply))
     }
 
-    /// Tells the layers how a call that ended at once ended; returns its reply.
-    fn finish(&self, ended: &Option<CallContext>, reply: Reply) -> Reply {
-        if let Some(ctx) = ended {
+    /// Tells the layers (given `ctx` when there are any) how a call that ended at once ended;
+    /// returns its reply.
+    fn finish(&self, ctx: Option<&CallContext>, reply: Reply) -> Reply {
+        if let Some(ctx) = ctx {
             self.shared.layers.on_response(ctx, Outcome::from_status(reply.status));
         }
         reply
@@ -441,14 +447,13 @@ fn call_span(ctx: &CallContext) -> tracing::Span {
 }
 
 /// A call that had to wait, in its own task.
-struct CallTask<F> {
-    call: F,
+struct CallTask<F: Future> {
+    call: EndGuard<F>,
     deadline: Option<Instant>,
     header: Header,
     permit: OwnedSemaphorePermit,
     /// The byte budget of a large request body, given back when the call ends.
     held: Option<OwnedSemaphorePermit>,
-    ended: EndGuard,
     tx: mpsc::Sender<OutFrame>,
 }
 
@@ -457,20 +462,26 @@ impl<F: Future<Output = Reply> + Send> CallTask<F> {
     /// caller leaves: the handler's future, the permit and the registration go with it.
     async fn run(self, registered: Registered) {
         let CallTask {
-            call,
+            mut call,
             deadline,
             header,
             permit,
             held,
-            mut ended,
             tx,
         } = self;
         let _registered = registered;
         let _permits = (permit, held);
-        let run = AssertUnwindSafe(call).catch_unwind();
+        let abort = call.shared.abort.clone();
+        let run = poll_fn(
+            |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| call.call.as_mut().poll(cx))) {
+                Ok(Poll::Pending) => Poll::Pending,
+                Ok(Poll::Ready(reply)) => Poll::Ready(Ok(reply)),
+                Err(panic) => Poll::Ready(Err(panic)),
+            },
+        );
         let outcome = tokio::select! {
             biased;
-            _ = ended.shared.abort.cancelled() => return,
+            _ = abort.cancelled() => return,
             outcome = with_deadline(run, deadline) => outcome,
         };
         let reply = match outcome {
@@ -481,8 +492,8 @@ impl<F: Future<Output = Reply> + Send> CallTask<F> {
                 Reply::failure(Status::DeadlineExceeded, "deadline exceeded on the server")
             }
         };
-        ended.outcome = Outcome::from_status(reply.status);
-        drop(ended);
+        call.outcome = Outcome::from_status(reply.status);
+        drop(call);
         // The connection may be gone; the caller then no longer waits for this reply.
         let _ = tx
             .send(OutFrame::Frame {
@@ -493,23 +504,28 @@ impl<F: Future<Output = Reply> + Send> CallTask<F> {
     }
 }
 
-/// Tells the layers how a call that ran in its own task ended; a task dropped before the end
-/// (its caller left, or the server aborted) ends as cancelled.
-struct EndGuard {
+/// The handler's future of a call that runs in its own task, in the call's context. When it
+/// goes (the call ended, its caller left, or the server aborted) it tells the layers how the
+/// call ended, with the context taken back from the handler's scope: cancelled unless an
+/// outcome was set.
+struct EndGuard<F: Future> {
     shared: Arc<Shared>,
-    ctx: Option<CallContext>,
+    call: Pin<Box<TaskLocalFuture<CallContext, F>>>,
+    layered: bool,
     outcome: Outcome,
 }
 
-impl Drop for EndGuard {
+impl<F: Future> Drop for EndGuard<F> {
     fn drop(&mut self) {
-        if let Some(ctx) = self.ctx.take() {
+        if !self.layered {
+            return;
+        }
+        if let Some(ctx) = self.call.as_mut().take_value() {
             self.shared.layers.on_response(&ctx, self.outcome);
         }
     }
 }
 
-/// Runs `fut`, giving up (with `None`) once the deadline passes.
 async fn with_deadline<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F::Output> {
     let fut = pin!(fut);
     match deadline {

@@ -19,8 +19,9 @@ use super::MetricsError;
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often histogram samples are folded into their buckets between scrapes.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often histogram samples are folded into their buckets between scrapes. The recorder
+/// buffers every sample (16 bytes) until then: at 100,000 calls a second, 1.6 MB.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A running `/metrics` endpoint, shared by every holder configured with its address.
 #[derive(Clone)]
