@@ -160,6 +160,20 @@ impl Registry for MemoryRegistry {
         })
     }
 
+    fn services(&self) -> BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+        Box::pin(async move {
+            let state = self.state();
+            let mut keys: Vec<String> = state
+                .services
+                .iter()
+                .filter(|(_, instances)| !instances.is_empty())
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.sort();
+            Ok(keys)
+        })
+    }
+
     fn watch<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>> {
         Box::pin(async move {
             let (tx, rx) = mpsc::channel(WATCH_QUEUE);

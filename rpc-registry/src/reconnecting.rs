@@ -71,6 +71,10 @@ impl Registry for ReconnectingRegistry {
         Box::pin(async move { self.backend().await?.discover(service_key).await })
     }
 
+    fn services(&self) -> BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+        Box::pin(async move { self.backend().await?.services().await })
+    }
+
     fn watch<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>> {
         Box::pin(async move { self.backend().await?.watch(service_key).await })
     }

@@ -79,6 +79,9 @@ impl Registry for Flaky {
             self.inner.discover(key).await
         })
     }
+    fn services(&self) -> BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+        self.inner.services()
+    }
     fn watch<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>> {
         Box::pin(async move {
             self.watches.fetch_add(1, Ordering::SeqCst);

@@ -484,6 +484,20 @@ mod cases {
         consumer.registry.close().await.unwrap();
     }
 
+    pub async fn services_are_listed_without_rules(h: &Harness) {
+        let handle = h.handle().await;
+        assert_eq!(handle.registry.services().await.unwrap(), Vec::<String>::new());
+        handle.registry.register(&instance("Svc:1.0", 7001)).await.unwrap();
+        handle.registry.register(&instance("Svc:1.0", 7002)).await.unwrap();
+        handle.registry.register(&instance("Other:2.0", 7003)).await.unwrap();
+        handle.registry.put_rules("Svc:1.0", "{}").await.unwrap();
+        let other = h.handle().await;
+        assert_eq!(other.registry.services().await.unwrap(), vec!["Other:2.0", "Svc:1.0"]);
+        handle.registry.delete_rules("Svc:1.0").await.unwrap();
+        handle.registry.close().await.unwrap();
+        other.registry.close().await.unwrap();
+    }
+
     pub async fn rules_are_stored_watched_and_deleted(h: &Harness) {
         let writer = h.handle().await;
         let reader = h.handle().await;
@@ -534,6 +548,7 @@ macro_rules! cases_for {
             garbage_values_are_skipped,
             a_hundred_concurrent_registrations_are_all_visible,
             rules_are_stored_watched_and_deleted,
+            services_are_listed_without_rules,
         );
     };
     (@ $backend:expr; $($case:ident),* $(,)?) => {

@@ -300,6 +300,19 @@ pub fn rules_path(root: &str, service_key: &str) -> String {
     format!("{}/config/{service_key}", root.trim_end_matches('/'))
 }
 
+/// Whether a node directly under the root names a service: a service key, `name:version`,
+/// always has a `:`, which the rules directory (`config`) has not.
+pub fn is_service_key(segment: &str) -> bool {
+    segment.contains(':')
+}
+
+/// The service key a registry path names: its first segment under `root`, when that is a
+/// service key.
+pub fn service_key_in<'p>(root: &str, path: &'p str) -> Option<&'p str> {
+    let below = path.strip_prefix(root.trim_end_matches('/'))?.strip_prefix('/')?;
+    below.split('/').next().filter(|segment| is_service_key(segment))
+}
+
 /// A service registry backend.
 pub trait Registry: Send + Sync + 'static {
     /// The backend's name, for logs and errors (`etcd`, `zookeeper`, `memory`).
@@ -315,6 +328,11 @@ pub trait Registry: Send + Sync + 'static {
     /// The current instances of a service key (`name:version`). Values that are not valid
     /// instances are skipped with a warning.
     fn discover<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<Vec<ServiceInstance>, RegistryError>>;
+
+    /// The keys (`name:version`) of the services under the root, sorted: those with
+    /// instances, and possibly some whose instances all left (ZooKeeper keeps a service's
+    /// node). Rules are not services.
+    fn services(&self) -> BoxFuture<'_, Result<Vec<String>, RegistryError>>;
 
     /// Watches a service key; see the module docs for the event contract.
     fn watch<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<WatchStream, RegistryError>>;

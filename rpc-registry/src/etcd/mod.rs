@@ -25,6 +25,7 @@ mod requests;
 mod rules;
 mod watch;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
 use rpc_core::config::RegistryConfig;
 use rpc_core::metrics;
 use rpc_core::registry::{
-    rules_path, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
+    rules_path, service_key_in, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
 };
 use rpc_core::schedule::PeriodicJob;
 use rpc_core::BoxFuture;
@@ -271,6 +272,25 @@ impl Registry for EtcdRegistry {
             let prefix = self.prefix(service_key);
             let resp = self.shared.get(&prefix, Some(GetOptions::new().with_prefix())).await?;
             Ok(parse_instances(service_key, &prefix, resp.kvs()))
+        })
+    }
+
+    fn services(&self) -> BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+        Box::pin(async move {
+            let root = &self.shared.options.root;
+            let prefix = format!("{}/", root.trim_end_matches('/'));
+            let resp = self
+                .shared
+                .get(&prefix, Some(GetOptions::new().with_prefix().with_keys_only()))
+                .await?;
+            let keys: BTreeSet<String> = resp
+                .kvs()
+                .iter()
+                .filter_map(|kv| kv.key_str().ok())
+                .filter_map(|key| service_key_in(root, key))
+                .map(str::to_owned)
+                .collect();
+            Ok(keys.into_iter().collect())
         })
     }
 

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use rpc_core::config::RegistryConfig;
 use rpc_core::registry::{
-    rules_path, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
+    is_service_key, rules_path, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
 };
 use rpc_core::BoxFuture;
 use tokio_util::task::AbortOnDropHandle;
@@ -252,6 +252,23 @@ impl Registry for ZookeeperRegistry {
             self.shared.delete_node(&client, &path).await?;
             info!(%path, "deregistered");
             Ok(())
+        })
+    }
+
+    fn services(&self) -> BoxFuture<'_, Result<Vec<String>, RegistryError>> {
+        Box::pin(async move {
+            let root = &self.shared.options.root;
+            let client = self.shared.client()?;
+            let mut children = match tokio::time::timeout(self.shared.options.timeout, client.list_children(root)).await
+            {
+                Ok(Ok(children)) => children,
+                Ok(Err(zk::Error::NoNode)) => return Ok(Vec::new()),
+                Ok(Err(e)) => return Err(self.shared.unavailable("list", e)),
+                Err(_) => return Err(self.shared.timeout_error("list")),
+            };
+            children.retain(|child| is_service_key(child));
+            children.sort();
+            Ok(children)
         })
     }
 
