@@ -1,0 +1,85 @@
+//! `call`: one call of any method, arguments and result in JSON.
+//!
+//! Every provider accepts the json serializer, so no generated client is needed: the
+//! arguments go as the JSON array a generated client would send (a method without
+//! parameters takes `[]`), through a consumer built from the configuration (its balancer,
+//! timeout and retry policy), and the reply body is printed as it came.
+
+use std::sync::Arc;
+
+use rpc_core::client::{Consumer, MethodDescriptor};
+use rpc_core::config::RpcConfig;
+use rpc_core::protocol::Status;
+use rpc_core::registry::Registry;
+use rpc_core::SerializerKind;
+use serde_json::Value;
+
+use crate::error::CtlError;
+use crate::listing;
+
+/// Calls `key`'s `method` with `args` (a JSON array) and prints the result.
+pub async fn run(
+    registry: Arc<dyn Registry>,
+    config: &RpcConfig,
+    key: &str,
+    method: &str,
+    args: &str,
+    json: bool,
+) -> Result<(), CtlError> {
+    let args = parse_args(args)?;
+    listing::registered(&registry, key).await?;
+    let mut config = config.clone();
+    config.serializer = SerializerKind::Json;
+    let consumer = Consumer::builder(&config).build(registry).await?;
+    let channel = consumer.channel();
+    let descriptor = MethodDescriptor::dynamic(key, method);
+    let policy = channel.policy(key, method, false);
+    let result = match args {
+        // The generated code sends `()` for a method without parameters.
+        None => channel.call(descriptor, &(), None::<&()>, &policy, None).await,
+        Some(args) => channel.call(descriptor, &args, None::<&()>, &policy, None).await,
+    };
+    consumer.close().await;
+    let reply = result.map_err(|e| CtlError::from_call(key, method, e))?;
+    let value: Value = serde_json::from_slice(&reply.body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply.body).into_owned()));
+    if reply.status == Status::ApplicationError {
+        return Err(CtlError::Application {
+            method: method.to_owned(),
+            error: value.to_string(),
+        });
+    }
+    let text = if json {
+        value.to_string()
+    } else {
+        serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
+    };
+    println!("{text}");
+    Ok(())
+}
+
+/// The arguments to send: `None` for `[]`, the array otherwise.
+fn parse_args(text: &str) -> Result<Option<Value>, CtlError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| CtlError::Arguments(format!("{text:?} is not JSON: {e}")))?;
+    match value {
+        Value::Array(items) if items.is_empty() => Ok(None),
+        Value::Array(items) => Ok(Some(Value::Array(items))),
+        _ => Err(CtlError::Arguments(format!(
+            "{text:?} is not a JSON array; pass one element per argument, e.g. '[1]' or '[]'"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_a_json_array() {
+        assert_eq!(parse_args("[]").unwrap(), None);
+        assert_eq!(parse_args("[1, \"a\"]").unwrap(), Some(serde_json::json!([1, "a"])));
+        assert!(matches!(parse_args("1"), Err(CtlError::Arguments(_))));
+        assert!(matches!(parse_args("[1"), Err(CtlError::Arguments(_))));
+    }
+}

@@ -1,0 +1,107 @@
+//! What can go wrong, each said in one line.
+
+use rpc_core::config::ConfigError;
+use rpc_core::registry::RegistryError;
+use rpc_core::{ClientBuildError, RpcError};
+
+/// An rpc-ctl failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// The configuration file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The registry did not answer or refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// No instance of the service is registered.
+    #[error("unknown service {key}: no instance is registered (services: {known})")]
+    UnknownService {
+        /// The key asked for.
+        key: String,
+        /// The keys the registry has.
+        known: String,
+    },
+    /// The providers do not have the method.
+    #[error("unknown method: {key} has no method {method}")]
+    UnknownMethod {
+        /// The service key.
+        key: String,
+        /// The method asked for.
+        method: String,
+    },
+    /// The arguments on the command line are not a JSON array.
+    #[error("arguments: {0}")]
+    Arguments(String),
+    /// The provider could not decode the arguments into the method's parameters.
+    #[error("the provider could not decode the arguments: {0}")]
+    RemoteDecode(#[source] RpcError),
+    /// The method returned its own error.
+    #[error("{method} returned an error: {error}")]
+    Application {
+        /// The method.
+        method: String,
+        /// The error value, as JSON.
+        error: String,
+    },
+    /// The call failed otherwise.
+    #[error("the call failed ({kind}): {source}")]
+    Call {
+        /// The error's kind.
+        kind: &'static str,
+        /// The error.
+        #[source]
+        source: RpcError,
+    },
+    /// A client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+    /// The consumer could not be built.
+    #[error(transparent)]
+    Consumer(#[from] rpc_core::client::ConsumerError),
+    /// Rules that do not validate.
+    #[error("{path}: invalid rules: {message}")]
+    InvalidRules {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Output or runtime failure.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Some instances did not answer `serving`.
+    #[error("{failing} of {total} instances are not serving")]
+    Unhealthy {
+        /// Instances that did not answer `serving`.
+        failing: usize,
+        /// Instances asked.
+        total: usize,
+    },
+}
+
+impl CtlError {
+    /// The error of a failed call of `key`'s `method`.
+    pub fn from_call(key: &str, method: &str, error: RpcError) -> Self {
+        match error.kind() {
+            rpc_core::ErrorKind::MethodNotFound => Self::UnknownMethod {
+                key: key.to_owned(),
+                method: method.to_owned(),
+            },
+            // The reply is read as raw JSON here: a decode error is the provider's.
+            rpc_core::ErrorKind::Decode => Self::RemoteDecode(error),
+            kind => Self::Call {
+                kind: kind.as_str(),
+                source: error,
+            },
+        }
+    }
+}
