@@ -3,7 +3,7 @@
 //! `example-consumer --config FILE [--calls N]` makes N calls, prints each result, then one
 //! JSON summary line: `{"calls":N,"ok":K,"failed":F,"by_instance":{"host:port":k,...}}`, where
 //! `by_instance` counts successful calls by the instance that answered. Exits 1 when any call
-//! failed.
+//! failed. With `rpc.metrics.listen` set it serves Prometheus metrics there while it runs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

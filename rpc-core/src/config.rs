@@ -869,6 +869,20 @@ rpc:
     }
 
     #[test]
+    fn the_metrics_endpoint_is_off_unless_an_address_is_given() {
+        assert_eq!(RpcConfig::from_yaml("").unwrap().metrics.listen, None);
+        let on = RpcConfig::from_yaml("rpc:\n  metrics:\n    listen: 127.0.0.1:9464\n").unwrap();
+        assert_eq!(on.metrics.listen.as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(
+            err("rpc:\n  metrics:\n    listen: localhost\n"),
+            "<string>: rpc.metrics.listen: \"localhost\" is not host:port"
+        );
+        let vars = [("RPC__METRICS__LISTEN".to_owned(), "0.0.0.0:9464".to_owned())];
+        let from_env = RpcConfig::from_yaml_with_env("", "f.yaml", vars).unwrap();
+        assert_eq!(from_env.metrics.listen.as_deref(), Some("0.0.0.0:9464"));
+    }
+
+    #[test]
     fn every_field_has_a_default() {
         for text in ["", "rpc: {}", "rpc:\n  registry: {}\n"] {
             let c = RpcConfig::from_yaml(text).unwrap();
