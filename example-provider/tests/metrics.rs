@@ -3,18 +3,16 @@
 //! counters and latency histogram add up to the calls it answered.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use example_api::UserServiceClient;
 
-#[path = "support/etcd.rs"]
-mod etcd;
-use etcd::etcd;
+use rpc_tests::process::lines;
+use rpc_tests::servers::shared_etcd;
 
 /// A provider process, killed when dropped.
 struct Provider {
@@ -51,13 +49,7 @@ fn start_provider(yaml: &str, n: usize) -> Provider {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, lines) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = lines(child.stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut addr = None;
     let metrics = loop {
@@ -144,9 +136,10 @@ fn sum(samples: &[Sample], name: &str, having: &[(&str, &str)]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_provider_counts_the_calls_it_served_with_a_latency_histogram() {
-    let Some(endpoint) = etcd() else { return };
+    let Some(endpoints) = shared_etcd() else { return };
+    let endpoint = &endpoints[0];
     let root = format!("/metrics-{}-{}", std::process::id(), fastrand_suffix());
-    let yaml = yaml(&endpoint, &root);
+    let yaml = yaml(endpoint, &root);
     let providers = [start_provider(&yaml, 1), start_provider(&yaml, 2)];
 
     let config = rpc_core::config::RpcConfig::from_yaml(&yaml).unwrap();

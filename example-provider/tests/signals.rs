@@ -2,15 +2,13 @@
 //! configuration (a new weight is registered again; an invalid file changes nothing), SIGTERM
 //! deregisters and exits 0.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-#[path = "support/etcd.rs"]
-mod etcd;
-use etcd::etcd;
+use rpc_tests::process::forward_lines;
+use rpc_tests::servers::shared_etcd;
 
 fn write_config(path: &PathBuf, endpoint: &str, root: &str, weight: u32) {
     std::fs::write(
@@ -55,7 +53,8 @@ fn signal(pid: u32, name: &str) {
 
 #[test]
 fn sighup_reloads_and_sigterm_deregisters() {
-    let Some(endpoint) = etcd() else { return };
+    let Some(endpoints) = shared_etcd() else { return };
+    let endpoint = endpoints[0].clone();
     let root = format!(
         "/signals-{}-{}",
         std::process::id(),
@@ -70,18 +69,9 @@ fn sighup_reloads_and_sigterm_deregisters() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let tx = lines_tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
+    let (tx, lines) = mpsc::channel::<String>();
+    forward_lines(child.stdout.take().unwrap(), tx.clone());
+    forward_lines(child.stderr.take().unwrap(), tx);
     let expect_line = |needle: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -50,40 +50,14 @@ enum Command {
         /// Layers on each side.
         #[arg(long, default_value_t = 3)]
         layers: usize,
-        /// Payload bytes.
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-        /// Calls outstanding.
-        #[arg(long, default_value_t = 256)]
-        concurrency: usize,
-        /// Alternating rounds (each: one run without, one with).
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// Seconds of each measured window.
-        #[arg(long, default_value_t = 3)]
-        window_secs: u64,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        cost: CostArgs,
     },
     /// The cost of metrics: echo between two processes without and with the metrics layer
     /// and a Prometheus recorder on both sides, alternating.
     MetricsCost {
-        /// Payload bytes.
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-        /// Calls outstanding.
-        #[arg(long, default_value_t = 256)]
-        concurrency: usize,
-        /// Alternating rounds (each: one run without, one with).
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// Seconds of each measured window.
-        #[arg(long, default_value_t = 3)]
-        window_secs: u64,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        cost: CostArgs,
     },
     /// The client process of the cross-process runs (started by them): prints its
     /// measurement as JSON.
@@ -159,38 +133,14 @@ enum Command {
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Echo { quick, json, only } => run_echo(quick, json, only.as_deref()),
-        Command::LayerCost {
-            layers,
-            payload,
-            concurrency,
-            rounds,
-            window_secs,
-            json,
-        } => {
-            let timing = Timing {
-                warmup: Duration::from_millis(500),
-                window: Duration::from_secs(window_secs),
-            };
-            let with = Setup { layers, metrics: false };
-            xproc::cost("layer_cost", with, payload, concurrency, rounds, timing, json)
-        }
-        Command::MetricsCost {
-            payload,
-            concurrency,
-            rounds,
-            window_secs,
-            json,
-        } => {
-            let timing = Timing {
-                warmup: Duration::from_millis(500),
-                window: Duration::from_secs(window_secs),
-            };
-            let with = Setup {
+        Command::LayerCost { layers, cost } => cost.run("layer_cost", Setup { layers, metrics: false }),
+        Command::MetricsCost { cost } => cost.run(
+            "metrics_cost",
+            Setup {
                 layers: 0,
                 metrics: true,
-            };
-            xproc::cost("metrics_cost", with, payload, concurrency, rounds, timing, json)
-        }
+            },
+        ),
         Command::EchoServer { layers, metrics } => xproc::serve(Setup { layers, metrics }),
         Command::EchoClient {
             addr,
@@ -231,6 +181,45 @@ fn main() -> ExitCode {
             eprintln!("rpc-bench: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The options of a cost comparison (`layer-cost`, `metrics-cost`).
+#[derive(clap::Args)]
+struct CostArgs {
+    /// Payload bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Calls outstanding.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Alternating rounds (each: one run without, one with).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds of each measured window.
+    #[arg(long, default_value_t = 3)]
+    window_secs: u64,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+impl CostArgs {
+    /// Compares the plain setup with `with` under these options.
+    fn run(self, bench: &str, with: Setup) -> Result<(), BoxError> {
+        let timing = Timing {
+            warmup: Duration::from_millis(500),
+            window: Duration::from_secs(self.window_secs),
+        };
+        xproc::cost(
+            bench,
+            with,
+            self.payload,
+            self.concurrency,
+            self.rounds,
+            timing,
+            self.json,
+        )
     }
 }
 

@@ -1,31 +1,16 @@
 //! rpc-ctl against the shared etcd (scripts/test) and two UserService providers of this
 //! process: listings, calls, watch, rules, health, and every error as one line with exit 1.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use example_api::{InMemoryUsers, UserServiceServer};
 use rpc_core::config::RpcConfig;
 use rpc_core::server::ServerBuilder;
+use rpc_tests::process::lines;
+use rpc_tests::servers::shared_etcd;
 use serde_json::Value;
-
-fn etcd() -> Option<String> {
-    match std::env::var("RPC_TEST_ETCD_ENDPOINTS") {
-        Ok(v) if !v.is_empty() => Some(v.split(',').next().unwrap_or_default().to_owned()),
-        _ => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(
-                !ci,
-                "RPC_TEST_ETCD_ENDPOINTS is not set: run the tests with scripts/test"
-            );
-            eprintln!("SKIPPED: RPC_TEST_ETCD_ENDPOINTS is not set");
-            None
-        }
-    }
-}
 
 /// A configuration file for a fresh registry root.
 struct Setup {
@@ -107,8 +92,9 @@ async fn provider(setup: &Setup) -> rpc_registry::Provider {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_calls_and_checks_health() {
-    let Some(endpoint) = etcd() else { return };
-    let setup = Setup::new(&endpoint, "list");
+    let Some(endpoints) = shared_etcd() else { return };
+    let endpoint = &endpoints[0];
+    let setup = Setup::new(endpoint, "list");
     let providers = [provider(&setup).await, provider(&setup).await];
     let addresses: Vec<String> = providers.iter().map(|p| p.instances()[0].address()).collect();
 
@@ -215,8 +201,9 @@ async fn an_unreachable_registry_or_a_bad_file_is_one_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_arrivals_and_departures_within_a_second() {
-    let Some(endpoint) = etcd() else { return };
-    let setup = Setup::new(&endpoint, "watch");
+    let Some(endpoints) = shared_etcd() else { return };
+    let endpoint = &endpoints[0];
+    let setup = Setup::new(endpoint, "watch");
     let first = provider(&setup).await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-ctl"))
         .arg("--config")
@@ -225,13 +212,7 @@ async fn watch_prints_arrivals_and_departures_within_a_second() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, lines) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = lines(child.stdout.take().unwrap());
     let next_line = |within: Duration| lines.recv_timeout(within).expect("a line from rpc-ctl watch");
     assert_eq!(
         next_line(Duration::from_secs(10)),
@@ -267,8 +248,9 @@ async fn watch_prints_arrivals_and_departures_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_are_validated_set_shown_and_cleared() {
-    let Some(endpoint) = etcd() else { return };
-    let setup = Setup::new(&endpoint, "rules");
+    let Some(endpoints) = shared_etcd() else { return };
+    let endpoint = &endpoints[0];
+    let setup = Setup::new(endpoint, "rules");
     let (code, stdout, _) = setup.run(&["rules", "UserService:1.0"]).await;
     assert_eq!(code, 0);
     assert!(stdout.starts_with("UserService:1.0 has no rules"), "{stdout}");

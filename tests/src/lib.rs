@@ -5,6 +5,7 @@
 
 pub mod faulty;
 pub mod load;
+pub mod logs;
 pub mod process;
 pub mod proxy;
 pub mod servers;

@@ -7,6 +7,27 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The lines of a child's output (`stream`), read on a thread of their own: receive them with
+/// a deadline (`recv_timeout`). The channel closes when the stream ends.
+pub fn lines(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    forward_lines(stream, tx);
+    rx
+}
+
+/// Sends each line of `stream` to `tx` from a thread of its own (several streams may share
+/// one channel: a child's stdout and stderr).
+pub fn forward_lines(stream: impl std::io::Read + Send + 'static, tx: std::sync::mpsc::Sender<String>) {
+    use std::io::BufRead;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// A running `test-provider` process; killed when dropped.
 pub struct ProviderProcess {
     child: Child,

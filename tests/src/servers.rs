@@ -36,6 +36,15 @@ fn shared_server(var: &str, what: &str) -> Option<Vec<String>> {
     }
 }
 
+/// `endpoints` as the items of a YAML flow list: `"a:1", "b:2"`.
+pub fn yaml_list(endpoints: &[String]) -> String {
+    endpoints
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether the tests run in CI, where a missing server is a failure, never a skip.
 pub fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -3,7 +3,6 @@
 //! is down. (Provider churn has its own test binary, `churn.rs`, so that the process's file
 //! descriptors are its own.)
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpc_core::config::RpcConfig;
@@ -17,11 +16,7 @@ use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServe
 use tokio::time::Instant;
 
 fn etcd_yaml(endpoints: &[String], root: &str, extra_server: &str, consumer: &str) -> String {
-    let endpoints = endpoints
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let endpoints = rpc_tests::servers::yaml_list(endpoints);
     format!(
         "rpc:\n  server:\n    host: 127.0.0.1\n    port: 0\n{extra_server}  registry:\n    type: etcd\n    endpoints: [{endpoints}]\n    root: \"{root}\"\n    ttl_secs: 10\n    timeout_ms: 3000\n  consumer:\n    timeout_ms: 2000\n{consumer}"
     )
@@ -235,15 +230,7 @@ async fn a_consumer_with_a_cache_file_starts_and_calls_while_etcd_is_down() {
 
 #[tokio::test]
 async fn a_corrupt_cache_file_is_ignored_naming_it_and_the_registry_error_stands() {
-    use tracing_subscriber::util::SubscriberInitExt;
-
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = logs.clone();
-    let _guard = tracing_subscriber::fmt()
-        .with_writer(move || LogWriter(writer.clone()))
-        .with_ansi(false)
-        .finish()
-        .set_default();
+    let logs = rpc_tests::logs::CapturedLogs::start();
     let file = cache_file_path("corrupt");
     std::fs::write(&file, b"{ this is not json").unwrap();
     let dead = format!("127.0.0.1:{}", rpc_tests::servers::free_port());
@@ -257,24 +244,10 @@ async fn a_corrupt_cache_file_is_ignored_naming_it_and_the_registry_error_stands
         "{error}"
     );
     assert!(error.contains(&dead), "the error names the registry endpoint: {error}");
-    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let logged = logs.since(0);
     assert!(
         logged.contains("ignoring the cache file") && logged.contains(&file.display().to_string()),
         "{logged}"
     );
     let _ = std::fs::remove_file(&file);
-}
-
-/// Collects log output in memory.
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -126,7 +126,7 @@ impl Harness {
         };
         Some(format!(
             "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: {kind}\n    endpoints: [{}]\n    root: \"{}\"\n    ttl_secs: {}\n",
-            self.endpoints.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", "),
+            rpc_tests::servers::yaml_list(&self.endpoints),
             self.root,
             TTL.as_secs()
         ))

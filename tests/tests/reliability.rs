@@ -23,11 +23,7 @@ use tokio::time::Instant;
 
 /// Configuration for `kind` at `endpoints` under `root`, with `consumer` YAML appended.
 fn config(kind: &str, endpoints: &[String], root: &str, ttl_secs: u64, consumer: &str) -> RpcConfig {
-    let endpoints = endpoints
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let endpoints = rpc_tests::servers::yaml_list(endpoints);
     RpcConfig::from_yaml(&format!(
         "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: {kind}\n    endpoints: [{endpoints}]\n    root: \"{root}\"\n    ttl_secs: {ttl_secs}\n    timeout_ms: 2000\n    reconcile_secs: 1\n    resync_secs: 5\n  consumer:\n    timeout_ms: 2000\n{consumer}"
     ))

@@ -16,11 +16,7 @@ use tokio::time::Instant;
 const KEY: &str = "TestService:1.0";
 
 fn config(kind: &str, endpoints: &[String], root: &str, server: &str, consumer: &str) -> RpcConfig {
-    let endpoints = endpoints
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let endpoints = rpc_tests::servers::yaml_list(endpoints);
     RpcConfig::from_yaml(&format!(
         "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_quiet_ms: 10{server} }}\n  registry:\n    type: {kind}\n    endpoints: [{endpoints}]\n    root: \"{root}\"\n    ttl_secs: 5\n  consumer:\n    timeout_ms: 2000\n{consumer}"
     ))
@@ -209,15 +205,7 @@ async fn weights_from_a_rule_split_calls_five_to_one() {
 
 #[tokio::test]
 async fn an_invalid_rule_is_ignored_with_one_warning_and_the_last_valid_one_stays() {
-    use tracing_subscriber::util::SubscriberInitExt;
-
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = logs.clone();
-    let _guard = tracing_subscriber::fmt()
-        .with_writer(move || LogWriter(writer.clone()))
-        .with_ansi(false)
-        .finish()
-        .set_default();
+    let logs = rpc_tests::logs::CapturedLogs::start();
     for (kind, endpoints) in backends() {
         let config = config(kind, &endpoints, &unique_root("invalid"), "", "");
         let (a, b) = (provider(&config, "a").await, provider(&config, "b").await);
@@ -232,7 +220,7 @@ async fn an_invalid_rule_is_ignored_with_one_warning_and_the_last_valid_one_stay
         for i in 0..20 {
             assert_eq!(client.owner(i).await.unwrap(), "b");
         }
-        let before = logs.lock().unwrap().len();
+        let before = logs.len();
         operator.put_rules(KEY, r#"{"disabled": "not a list"}"#).await.unwrap();
         // The consumer sees the new text within a watch round trip; its calls keep avoiding a.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -247,7 +235,7 @@ async fn an_invalid_rule_is_ignored_with_one_warning_and_the_last_valid_one_stay
                 "{kind}: the last valid rule stays in force"
             );
         }
-        let logged = String::from_utf8_lossy(&logs.lock().unwrap()[before..]).into_owned();
+        let logged = logs.since(before);
         let warnings = logged.matches("ignoring invalid routing rules").count();
         assert_eq!(warnings, 1, "{kind}: {logged}");
         assert!(
@@ -259,20 +247,6 @@ async fn an_invalid_rule_is_ignored_with_one_warning_and_the_last_valid_one_stay
         consumer.close().await;
         operator.delete_rules(KEY).await.unwrap();
         operator.close().await.unwrap();
-    }
-}
-
-/// Collects log output in memory.
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
