@@ -260,3 +260,57 @@ fn split_result(ty: &Type) -> Option<Output> {
     }
     Some(Output::Result { ok, err })
 }
+
+/// Whether `ty` is spelled `Vec<u8>` (bare, or as `std::vec::Vec<u8>` / `alloc::vec::Vec<u8>`):
+/// the generated code moves such arguments and results as one byte string (see
+/// `rpc_core::byte_string`). An alias of `Vec<u8>` is not recognized; it still works, per byte.
+pub fn is_byte_vec(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    if path.qself.is_some() {
+        return false;
+    }
+    let names: Vec<String> = path.path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let prefix_ok = matches!(
+        names.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+        ["Vec"] | ["std", "vec", "Vec"] | ["alloc", "vec", "Vec"]
+    );
+    let Some(last) = path.path.segments.last() else {
+        return false;
+    };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    prefix_ok
+        && args.args.len() == 1
+        && matches!(args.args.first(), Some(syn::GenericArgument::Type(Type::Path(inner)))
+            if inner.qself.is_none() && inner.path.is_ident("u8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_vectors_are_recognized_by_their_spelling() {
+        for yes in [
+            "Vec<u8>",
+            "std::vec::Vec<u8>",
+            "::std::vec::Vec<u8>",
+            "alloc::vec::Vec<u8>",
+        ] {
+            assert!(is_byte_vec(&syn::parse_str(yes).unwrap()), "{yes}");
+        }
+        for no in [
+            "Vec<i8>",
+            "Vec<u16>",
+            "Vec<Vec<u8>>",
+            "Bytes",
+            "my::Vec<u8>",
+            "Box<[u8]>",
+            "Vec<u8, A>",
+            "&[u8]",
+        ] {
+            assert!(!is_byte_vec(&syn::parse_str(no).unwrap()), "{no}");
+        }
+    }
+}

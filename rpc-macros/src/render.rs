@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::model::{MethodDef, Output, ServiceDef};
+use crate::model::{is_byte_vec, MethodDef, Output, ServiceDef};
 
 pub fn render(def: &ServiceDef) -> TokenStream {
     let trait_tokens = render_trait(def);
@@ -216,9 +216,20 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
     let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
     let name = &m.ident;
     let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
-    let refs = m.args.iter().map(|(n, _)| quote!(&#n));
+    // A `Vec<u8>` goes as one byte string (same wire bytes, no call per byte).
+    let wire = |n: &syn::Ident, t: &syn::Type| match is_byte_vec(t) {
+        true => quote!(::rpc_core::__private::AsBytes(&#n)),
+        false => quote!(#n),
+    };
+    let refs = m.args.iter().map(|(n, t)| {
+        let value = wire(n, t);
+        quote!(&#value)
+    });
     let first = match m.args.first() {
-        Some((n, _)) => quote!(::core::option::Option::Some(&#n)),
+        Some((n, t)) => {
+            let value = wire(n, t);
+            quote!(::core::option::Option::Some(&#value))
+        }
         None => quote!(::core::option::Option::None::<&()>),
     };
     // What differs between `-> T` and `-> Result<T, E>`: the return type, how a framework error
@@ -227,12 +238,22 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
         Output::Value(ty) => (
             quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
             quote!(error),
-            quote!(reply.into_value::<#ty>(self.channel.serializer())),
+            match is_byte_vec(ty) {
+                true => quote!(reply
+                    .into_value::<::rpc_core::__private::ByteVec>(self.channel.serializer())
+                    .map(|bytes| bytes.0)),
+                false => quote!(reply.into_value::<#ty>(self.channel.serializer())),
+            },
         ),
         Output::Result { ok, err } => (
             quote!(::core::result::Result<#ok, ::rpc_core::RpcError<#err>>),
             quote!(error.into_typed()),
-            quote!(reply.into_result::<#ok, #err>(self.channel.serializer())),
+            match is_byte_vec(ok) {
+                true => quote!(reply
+                    .into_result::<::rpc_core::__private::ByteVec, #err>(self.channel.serializer())
+                    .map(|bytes| bytes.0)),
+                false => quote!(reply.into_result::<#ok, #err>(self.channel.serializer())),
+            },
         ),
     };
     quote! {
@@ -321,14 +342,25 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
     let name = &m.ident;
     let method = name.to_string();
     let arg_names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
-    // Span the argument tuple by its types so a missing serde impl points at the argument.
-    let arg_types = m.args.iter().map(|(_, t)| quote_spanned!(t.span()=> #t));
+    // Span the argument tuple by its types so a missing serde impl points at the argument. A
+    // `Vec<u8>` is decoded as one byte string, then unwrapped.
+    let arg_types = m.args.iter().map(|(_, t)| match is_byte_vec(t) {
+        true => quote!(::rpc_core::__private::ByteVec),
+        false => quote_spanned!(t.span()=> #t),
+    });
+    let unwrap_bytes = m
+        .args
+        .iter()
+        .filter(|(_, t)| is_byte_vec(t))
+        .map(|(n, _)| quote!(let #n = #n.0;));
+    let reply_ok = |ty: &syn::Type, value: TokenStream| match is_byte_vec(ty) {
+        true => quote!(::rpc_core::Reply::ok(serializer, &::rpc_core::__private::AsBytes(&#value))),
+        false => quote_spanned!(ty.span()=> ::rpc_core::Reply::ok(serializer, &#value)),
+    };
     let encode = match &m.output {
-        Output::Value(ty) => quote_spanned! {ty.span()=>
-            ::rpc_core::Reply::ok(serializer, &out)
-        },
+        Output::Value(ty) => reply_ok(ty, quote!(out)),
         Output::Result { ok, err } => {
-            let ok_reply = quote_spanned!(ok.span()=> ::rpc_core::Reply::ok(serializer, &value));
+            let ok_reply = reply_ok(ok, quote!(value));
             let err_reply = quote_spanned!(err.span()=> ::rpc_core::Reply::application_error(serializer, &error));
             quote! {
                 match out {
@@ -346,6 +378,7 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
                     ::core::result::Result::Ok(decoded) => decoded,
                     ::core::result::Result::Err(e) => return ::rpc_core::Reply::decode_failed(e),
                 };
+                #(#unwrap_bytes)*
                 let out = <T as #trait_ident>::#name(&inner, #(#arg_names),*).await;
                 #encode
             })
