@@ -50,13 +50,14 @@
 #![deny(missing_docs)]
 
 // Layers, lowest first; a module imports only from lower layers (and leaves of its own):
-//   1. leaves: choice, future, backoff, byte_string, host, error, schedule, context
+//   1. leaves: arena, choice, future, backoff, byte_string, host, error, schedule, context
 //   2. wire: serializer, protocol, reply, health, layer, metrics (a layer and event counters), transport
 //   3. discovery: registry, balance, fault (strategies, health, budget)
 //   4. configuration: config (plain data; it reads the strategy enums that live with their
 //      strategies, `balance::LoadBalancerKind` and `fault::{RetryStrategy, TolerantKind}`,
 //      and `fault::policy` resolves it)
 //   5. ends: server, client
+mod arena;
 mod choice;
 pub mod future;
 

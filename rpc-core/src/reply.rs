@@ -1,6 +1,6 @@
 //! [`Reply`]: the outcome of one call as it travels back to the caller.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -53,12 +53,8 @@ impl Reply {
     }
 
     fn encode<T: Serialize + ?Sized>(serializer: SerializerKind, status: Status, value: &T) -> Self {
-        let mut buf = BytesMut::with_capacity(64);
-        match serializer.encode_into(value, &mut buf) {
-            Ok(()) => Self {
-                status,
-                body: buf.freeze(),
-            },
+        match serializer.encode_to_bytes(value) {
+            Ok(body) => Self { status, body },
             Err(e) => Self::failure(Status::EncodeError, e.to_string()),
         }
     }

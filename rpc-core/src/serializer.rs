@@ -60,17 +60,39 @@ impl SerializerKind {
     /// Appends the encoding of `value` to `dst`.
     pub fn encode_into<T: Serialize + ?Sized>(self, value: &T, dst: &mut BytesMut) -> Result<(), RpcError> {
         let result = match self {
-            Self::Bincode => {
-                bincode::serde::encode_into_std_write(value, &mut dst.writer(), bincode::config::standard())
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }
+            Self::Bincode => bincode::serde::encode_into_writer(value, BincodeSink(dst), bincode::config::standard())
+                .map_err(|e| e.to_string()),
             Self::Postcard => postcard::to_io(value, dst.writer())
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Self::Json => serde_json::to_writer(dst.writer(), value).map_err(|e| e.to_string()),
         };
         result.map_err(|e| RpcError::Encode(format!("{}: {e}", self.name())))
+    }
+
+    /// The encoding of `value` as `Bytes` of exactly its size where the format can tell it up
+    /// front (bincode, postcard), carved from this thread's encode buffer (see `arena`).
+    pub fn encode_to_bytes<T: Serialize + ?Sized>(self, value: &T) -> Result<bytes::Bytes, RpcError> {
+        let size = self.encoded_size(value)?.unwrap_or(SIZE_GUESS);
+        crate::arena::encode_with(size, |buf| self.encode_into(value, buf))
+    }
+
+    /// The size of `value`'s encoding, when the format can tell without writing it (bincode
+    /// and postcard count it; JSON cannot cheaply). Byte strings count in O(1).
+    pub fn encoded_size<T: Serialize + ?Sized>(self, value: &T) -> Result<Option<usize>, RpcError> {
+        let size = match self {
+            Self::Bincode => {
+                let mut counter = bincode::enc::write::SizeWriter::default();
+                bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard())
+                    .map(|()| Some(counter.bytes_written))
+                    .map_err(|e| e.to_string())
+            }
+            Self::Postcard => postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            Self::Json => Ok(None),
+        };
+        size.map_err(|e| RpcError::Encode(format!("{}: {e}", self.name())))
     }
 
     /// Decodes a whole value from `src`; trailing bytes are an error where the format can tell.
@@ -89,6 +111,20 @@ impl SerializerKind {
             Self::Json => serde_json::from_slice(src).map_err(|e| e.to_string()),
         };
         result.map_err(|e| RpcError::Decode(format!("{}: {e}", self.name())))
+    }
+}
+
+/// The room reserved for a JSON body before it is written (it grows as needed).
+const SIZE_GUESS: usize = 256;
+
+/// bincode's writer into a `BytesMut`: one `extend_from_slice` per write.
+struct BincodeSink<'a>(&'a mut BytesMut);
+
+impl bincode::enc::write::Writer for BincodeSink<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
     }
 }
 

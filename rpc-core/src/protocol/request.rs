@@ -129,20 +129,23 @@ pub fn encode_request_body<A: Serialize + ?Sized>(
     serializer: SerializerKind,
     args: &A,
 ) -> Result<Bytes, RpcError> {
-    let mut buf = BytesMut::with_capacity(8 + service.len() + method.len() + metadata.encoded_len() + 32);
-    put_field(&mut buf, service.as_bytes(), "service key")?;
-    put_field(&mut buf, method.as_bytes(), "method name")?;
-    let block_len =
-        u32::try_from(metadata.encoded_len()).map_err(|_| RpcError::InvalidMetadata("block too long".to_owned()))?;
-    buf.put_u32(block_len);
-    let count = u16::try_from(metadata.len()).map_err(|_| RpcError::InvalidMetadata("too many entries".to_owned()))?;
-    buf.put_u16(count);
-    for (key, value) in metadata.raw() {
-        put_field(&mut buf, key, "metadata key")?;
-        put_field(&mut buf, value, "metadata value")?;
-    }
-    serializer.encode_into(args, &mut buf)?;
-    Ok(buf.freeze())
+    let prefix = 8 + service.len() + method.len() + metadata.encoded_len();
+    let args_size = serializer.encoded_size(args)?.unwrap_or(64);
+    crate::arena::encode_with(prefix + args_size, |buf| {
+        put_field(buf, service.as_bytes(), "service key")?;
+        put_field(buf, method.as_bytes(), "method name")?;
+        let block_len = u32::try_from(metadata.encoded_len())
+            .map_err(|_| RpcError::InvalidMetadata("block too long".to_owned()))?;
+        buf.put_u32(block_len);
+        let count =
+            u16::try_from(metadata.len()).map_err(|_| RpcError::InvalidMetadata("too many entries".to_owned()))?;
+        buf.put_u16(count);
+        for (key, value) in metadata.raw() {
+            put_field(buf, key, "metadata key")?;
+            put_field(buf, value, "metadata value")?;
+        }
+        serializer.encode_into(args, buf)
+    })
 }
 
 fn put_field(buf: &mut BytesMut, field: &[u8], what: &str) -> Result<(), RpcError> {

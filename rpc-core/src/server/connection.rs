@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::futures::TaskLocalFuture;
@@ -38,10 +38,10 @@ use crate::error::ProtocolError;
 use crate::health::HEALTH_METHOD;
 use crate::layer::Outcome;
 use crate::metrics;
-use crate::protocol::{encode_frame, flags, version_rejection, Frame, Header, MessageType, RequestBody, Status};
+use crate::protocol::{flags, version_rejection, Frame, Header, MessageType, RequestBody, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
-use crate::transport::{write_loop, FrameReader, OutFrame, ReadError, WRITE_QUEUE};
+use crate::transport::{write_loop, FrameReader, OutFrame, Outgoing, ReadError, WRITE_QUEUE};
 
 /// After GoAway, how long a connection without calls in flight waits for its client to close
 /// it before the server does.
@@ -71,7 +71,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let mut reader = FrameReader::new(read_half, conn.shared.max_frame_len, Some(conn.shared.frame_timeout))
         .with_budget(conn.shared.request_bytes.clone());
     // Replies that were ready at once, written together before the next socket read.
-    let mut batch = BytesMut::new();
+    let mut batch = Outgoing::default();
     // When GoAway went out (the server is draining, or the connection was idle).
     let mut went_away: Option<Instant> = None;
     // One timer for idleness and for closing after GoAway, reset only when it fires.
@@ -88,7 +88,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                     biased;
                     _ = conn.shared.abort.cancelled() => return,
                     _ = conn.shared.draining.cancelled(), if went_away.is_none() => {
-                        encode_frame(Header::new(MessageType::GoAway, 0), b"server shutting down", &mut batch);
+                        batch.push_frame(Header::new(MessageType::GoAway, 0), Bytes::from_static(b"server shutting down"));
                         went_away = Some(Instant::now());
                         timer.as_mut().reset(Instant::now() + GO_AWAY_CLOSE_GRACE);
                         continue;
@@ -104,7 +104,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                                 let idle = conn.idle_for(now);
                                 if idle >= conn.shared.idle_timeout && !busy {
                                     debug!(%peer, ?idle, "idle connection: telling the client to go away");
-                                    encode_frame(Header::new(MessageType::GoAway, 0), b"idle connection", &mut batch);
+                                    batch.push_frame(Header::new(MessageType::GoAway, 0), Bytes::from_static(b"idle connection"));
                                     went_away = Some(now);
                                     timer.as_mut().reset(now + GO_AWAY_CLOSE_GRACE);
                                 } else {
@@ -132,7 +132,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             Err(ReadError::Protocol(e @ ProtocolError::UnsupportedVersion(_))) => {
                 warn!(%peer, error = %e, "peer speaks another protocol version; answering once and closing");
                 if let Some(rejection) = version_rejection(reader.buffered()) {
-                    batch.extend_from_slice(&rejection);
+                    batch.push_encoded(&rejection);
                 }
                 break;
             }
@@ -181,11 +181,11 @@ impl Drop for Slot {
 }
 
 /// Hands the batch of ready replies to the writer; `false` once the writer is gone.
-async fn flush(batch: &mut BytesMut, tx: &mpsc::Sender<OutFrame>) -> bool {
+async fn flush(batch: &mut Outgoing, tx: &mpsc::Sender<OutFrame>) -> bool {
     if batch.is_empty() {
         return true;
     }
-    tx.send(OutFrame::Encoded(batch.split().freeze())).await.is_ok()
+    tx.send(OutFrame::Encoded(batch.take())).await.is_ok()
 }
 
 /// What the calls of one connection share.
@@ -218,17 +218,13 @@ impl Conn {
         &self,
         frame: Frame,
         held: Option<OwnedSemaphorePermit>,
-        batch: &mut BytesMut,
+        batch: &mut Outgoing,
     ) -> Result<(), ProtocolError> {
         let header = frame.header;
         match header.message_type {
             MessageType::Request => {
                 if let Some(reply) = self.start_call(header, frame.body, held).await {
-                    encode_frame(
-                        reply_header(header.request_id, header.serializer, &reply),
-                        &reply.body,
-                        batch,
-                    );
+                    batch.push_frame(reply_header(header.request_id, header.serializer, &reply), reply.body);
                 }
                 Ok(())
             }
@@ -239,7 +235,7 @@ impl Conn {
                 Ok(())
             }
             MessageType::Ping => {
-                encode_frame(Header::new(MessageType::Pong, header.request_id), &[], batch);
+                batch.push_frame(Header::new(MessageType::Pong, header.request_id), Bytes::new());
                 Ok(())
             }
             MessageType::Pong => Ok(()),

@@ -1,0 +1,79 @@
+//! The per-thread buffer that request and reply bodies are encoded into.
+//!
+//! Every call encodes a body. Allocating a fresh buffer for each (and growing it by doubling
+//! while the serializer writes) costs an allocation per call for small bodies, and for large
+//! ones several reallocations, the copies between them and the page faults of touching fresh
+//! memory. Instead each thread encodes into one buffer and hands out the encoded part as
+//! `Bytes` (`split().freeze()`): small bodies are carved from a 64 KiB chunk, and the chunk is
+//! reused as soon as every body carved from it is gone (written to the socket and dropped).
+//! The caller reserves the body's exact size when the format can say it up front
+//! ([`SerializerKind::encoded_size`](crate::serializer::SerializerKind::encoded_size)), so a
+//! large body is written once into an allocation of its own size.
+//!
+//! The thread never keeps more than its current chunk: a large body takes its allocation
+//! with it.
+
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
+
+/// The size of a fresh chunk.
+const CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(CHUNK));
+}
+
+/// Runs `fill` on this thread's buffer with at least `reserve` bytes free and returns what it
+/// wrote. On error nothing is kept.
+pub(crate) fn encode_with<E>(reserve: usize, fill: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<Bytes, E> {
+    ARENA.with(|arena| match arena.try_borrow_mut() {
+        Ok(mut arena) => {
+            arena.reserve(reserve.max(1));
+            match fill(&mut arena) {
+                Ok(()) => Ok(arena.split().freeze()),
+                Err(e) => {
+                    arena.clear();
+                    Err(e)
+                }
+            }
+        }
+        // Re-entered (a `Serialize` impl that encodes a body itself): a buffer of its own.
+        Err(_) => {
+            let mut own = BytesMut::with_capacity(reserve);
+            fill(&mut own)?;
+            Ok(own.freeze())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_carved_in_order_and_errors_leave_nothing() {
+        let a = encode_with::<()>(3, |b| {
+            b.extend_from_slice(b"abc");
+            Ok(())
+        })
+        .unwrap();
+        let failed = encode_with(5, |b| {
+            b.extend_from_slice(b"junk");
+            Err("no")
+        });
+        assert_eq!(failed, Err("no"));
+        let big = encode_with::<()>(200_000, |b| {
+            b.extend_from_slice(&vec![7; 200_000]);
+            Ok(())
+        })
+        .unwrap();
+        let c = encode_with::<()>(2, |b| {
+            b.extend_from_slice(b"de");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((&a[..], big.len(), &c[..]), (&b"abc"[..], 200_000, &b"de"[..]));
+        assert!(big.iter().all(|&x| x == 7));
+    }
+}
