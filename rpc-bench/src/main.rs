@@ -1,7 +1,9 @@
 //! `rpc-bench`: reproducible figures for BENCHMARKS.md.
 //!
-//! * `rpc-bench echo [--quick] [--json]`: calls per second, p50/p99 latency and server CPU per
-//!   call for this framework (each serializer), tarpc, tonic and a raw TCP floor.
+//! * `rpc-bench echo [--quick] [--json] [--only NAME]`: calls per second, p50/p99 latency and
+//!   server and client CPU per call for this framework, tarpc, tonic, volo-thrift (feature
+//!   `volo`) and a raw TCP floor, server and client in separate processes.
+//! * `rpc-bench layer-cost` / `metrics-cost`: what no-op layers / metrics add to a call.
 //! * `rpc-bench watch --etcd HOST:PORT [--zookeeper HOST:PORT]`: how long a registration or a
 //!   deregistration takes to reach a consumer's discovery cache.
 //! * `rpc-bench scale --etcd HOST:PORT`: 10,000 instances of 1,000 services; one consumer
@@ -18,10 +20,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use rpc_core::SerializerKind;
 
-use echo::{Framework, Measurement, Runtimes, Timing};
-use xproc::Setup;
+use echo::{Payload, PayloadKind, Shape, Timing};
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of the RPC framework")]
@@ -32,9 +32,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Echo calls against every framework.
+    /// The echo matrix: every framework, server and client in separate processes.
     Echo {
-        /// Short warm-up and window: every case within 90 seconds.
+        /// Short warm-up and window (0.3 s + 1 s a case instead of 1 s + 3 s).
         #[arg(long)]
         quick: bool,
         /// One JSON object per line instead of a table.
@@ -44,8 +44,8 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
-    /// The cost of the middleware seam: echo between two processes without and with N no-op
-    /// layers on both sides, alternating.
+    /// The cost of the middleware seam: echo without and with N no-op layers on both sides,
+    /// alternating.
     LayerCost {
         /// Layers on each side.
         #[arg(long, default_value_t = 3)]
@@ -53,32 +53,47 @@ enum Command {
         #[command(flatten)]
         cost: CostArgs,
     },
-    /// The cost of metrics: echo between two processes without and with the metrics layer
-    /// and a Prometheus recorder on both sides, alternating.
+    /// The cost of metrics: echo without and with the metrics layer and a Prometheus recorder
+    /// on both sides, alternating.
     MetricsCost {
         #[command(flatten)]
         cost: CostArgs,
     },
-    /// The client process of the cross-process runs (started by them): prints its
-    /// measurement as JSON.
+    /// The server process of a case (started by the others).
+    #[command(hide = true)]
+    EchoServer {
+        /// Framework name.
+        #[arg(long)]
+        framework: String,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// The client process of a case (started by the others): prints its measurement as JSON.
     #[command(hide = true)]
     EchoClient {
+        /// Framework name.
+        #[arg(long)]
+        framework: String,
         /// Server address.
         #[arg(long)]
         addr: String,
         /// Server process id (its CPU time is read from /proc).
         #[arg(long)]
         server_pid: u32,
-        /// No-op layers around every call.
-        #[arg(long, default_value_t = 0)]
-        layers: usize,
-        /// The metrics layer and a Prometheus recorder.
-        #[arg(long)]
-        metrics: bool,
+        /// The server's worker threads (reported).
+        #[arg(long, default_value_t = 1)]
+        server_workers: usize,
+        /// What is echoed.
+        #[arg(long, value_enum)]
+        kind: PayloadKind,
         /// Payload bytes.
         #[arg(long)]
-        payload: usize,
-        /// Calls outstanding.
+        size: usize,
+        /// Connections.
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// Calls outstanding per connection.
         #[arg(long)]
         concurrency: usize,
         /// Warm-up, milliseconds.
@@ -87,16 +102,6 @@ enum Command {
         /// Measured window, milliseconds.
         #[arg(long)]
         window_ms: u64,
-    },
-    /// The server process of the cross-process runs (started by them).
-    #[command(hide = true)]
-    EchoServer {
-        /// No-op layers around every call.
-        #[arg(long, default_value_t = 0)]
-        layers: usize,
-        /// The metrics layer and a Prometheus recorder.
-        #[arg(long)]
-        metrics: bool,
     },
     /// Watch propagation delay through a real registry.
     Watch {
@@ -132,35 +137,45 @@ enum Command {
 
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
-        Command::Echo { quick, json, only } => run_echo(quick, json, only.as_deref()),
-        Command::LayerCost { layers, cost } => cost.run("layer_cost", Setup { layers, metrics: false }),
-        Command::MetricsCost { cost } => cost.run(
-            "metrics_cost",
-            Setup {
-                layers: 0,
-                metrics: true,
-            },
-        ),
-        Command::EchoServer { layers, metrics } => xproc::serve(Setup { layers, metrics }),
+        Command::Echo { quick, json, only } => {
+            let (warmup, window) = match quick {
+                true => (Duration::from_millis(300), Duration::from_secs(1)),
+                false => (Duration::from_secs(1), Duration::from_secs(3)),
+            };
+            xproc::echo(only.as_deref(), timing(warmup, window), json)
+        }
+        Command::LayerCost { layers, cost } => {
+            let with = format!("rpc-core/bincode+{layers} no-op layers");
+            cost.run("layer_cost", &with)
+        }
+        Command::MetricsCost { cost } => cost.run("metrics_cost", "rpc-core/bincode+metrics"),
+        Command::EchoServer { framework, workers } => xproc::serve(&framework, workers),
         Command::EchoClient {
+            framework,
             addr,
             server_pid,
-            layers,
-            metrics,
-            payload,
+            server_workers,
+            kind,
+            size,
+            connections,
             concurrency,
             warmup_ms,
             window_ms,
         } => {
-            let timing = Timing {
-                warmup: Duration::from_millis(warmup_ms),
-                window: Duration::from_millis(window_ms),
+            let case = xproc::Case {
+                framework,
+                payload: Payload { kind, size },
+                shape: Shape {
+                    connections,
+                    concurrency,
+                },
+                server_workers,
             };
-            let setup = Setup { layers, metrics };
-            xproc::drive(setup, &addr, server_pid, payload, concurrency, timing).and_then(|m| {
-                println!("{}", serde_json::to_string(&m)?);
-                Ok(())
-            })
+            let timing = Timing {
+                server_pid: Some(server_pid),
+                ..timing(Duration::from_millis(warmup_ms), Duration::from_millis(window_ms))
+            };
+            xproc::drive(&case, &addr, timing).and_then(|m| xproc::report(&m, true))
         }
         Command::Watch {
             etcd,
@@ -181,6 +196,14 @@ fn main() -> ExitCode {
             eprintln!("rpc-bench: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn timing(warmup: Duration, window: Duration) -> Timing {
+    Timing {
+        warmup,
+        window,
+        server_pid: None,
     }
 }
 
@@ -205,21 +228,18 @@ struct CostArgs {
 }
 
 impl CostArgs {
-    /// Compares the plain setup with `with` under these options.
-    fn run(self, bench: &str, with: Setup) -> Result<(), BoxError> {
-        let timing = Timing {
-            warmup: Duration::from_millis(500),
-            window: Duration::from_secs(self.window_secs),
+    /// Compares plain rpc-core/bincode with the framework `with` under these options.
+    fn run(self, bench: &str, with: &str) -> Result<(), BoxError> {
+        let options = xproc::CostOptions {
+            payload: Payload {
+                kind: PayloadKind::Bytes,
+                size: self.payload,
+            },
+            concurrency: self.concurrency,
+            rounds: self.rounds,
         };
-        xproc::cost(
-            bench,
-            with,
-            self.payload,
-            self.concurrency,
-            self.rounds,
-            timing,
-            self.json,
-        )
+        let timing = timing(Duration::from_millis(500), Duration::from_secs(self.window_secs));
+        xproc::cost(bench, "rpc-core/bincode", with, options, timing, self.json)
     }
 }
 
@@ -230,64 +250,6 @@ fn tokio_main(fut: impl std::future::Future<Output = Result<(), BoxError>>) -> R
         .enable_all()
         .build()?
         .block_on(fut)
-}
-
-fn run_echo(quick: bool, json: bool, only: Option<&str>) -> Result<(), BoxError> {
-    let timing = if quick {
-        Timing {
-            warmup: Duration::from_millis(200),
-            window: Duration::from_millis(800),
-        }
-    } else {
-        Timing {
-            warmup: Duration::from_secs(1),
-            window: Duration::from_secs(5),
-        }
-    };
-    let frameworks: Vec<Box<dyn Framework>> = vec![
-        Box::new(echo::raw::RawTcp),
-        Box::new(echo::rpc::RpcCore(SerializerKind::Bincode)),
-        Box::new(echo::rpc::RpcCore(SerializerKind::Postcard)),
-        Box::new(echo::rpc::RpcCore(SerializerKind::Json)),
-        Box::new(echo::tarpc_peer::Tarpc),
-        Box::new(echo::tonic_peer::Tonic),
-    ];
-    let runtimes = Runtimes::new()?;
-    let mut results: Vec<Measurement> = Vec::new();
-    for payload in [64usize, 4096] {
-        for concurrency in [1usize, 32, 256] {
-            for framework in &frameworks {
-                if only.is_some_and(|o| !framework.name().contains(o)) {
-                    continue;
-                }
-                let m = runtimes.run(framework.as_ref(), payload, concurrency, timing)?;
-                if json {
-                    println!("{}", serde_json::to_string(&m)?);
-                } else {
-                    eprintln!(
-                        "{:<18} {:>5} B  c={:<3}  {:>9.0} calls/s  p50 {:>6} us  p99 {:>6} us  server {:>5.1} us/call",
-                        m.framework, m.payload, m.concurrency, m.qps, m.p50_us, m.p99_us, m.server_cpu_us_per_call
-                    );
-                }
-                results.push(m);
-            }
-        }
-    }
-    if !json {
-        print_table(&results);
-    }
-    Ok(())
-}
-
-fn print_table(results: &[Measurement]) {
-    println!("| framework | payload | concurrency | calls/s | p50 µs | p99 µs | server CPU µs/call |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for m in results {
-        println!(
-            "| {} | {} | {} | {:.0} | {} | {} | {:.1} |",
-            m.framework, m.payload, m.concurrency, m.qps, m.p50_us, m.p99_us, m.server_cpu_us_per_call
-        );
-    }
 }
 
 /// Percentiles (p50, p99) of durations.

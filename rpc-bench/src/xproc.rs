@@ -1,146 +1,91 @@
-//! Echo with server and client in separate processes, as they run in production.
+//! Server and client in separate processes, as they run in production.
 //!
-//! `rpc-bench xecho` starts the server as a child process (`rpc-bench echo-server`, one tokio
-//! worker) and drives it from its own process (one tokio worker), with a plain `Vec<u8>`
-//! payload. CPU time of both processes is read from `/proc/<pid>/stat` at the start and the end
-//! of the measured window, so CPU per call counts only calls in the window. A [`Setup`] adds to
-//! both sides N no-op layers around every call (the cost of the middleware seam) or the
-//! metrics layer recording into a Prometheus recorder (the cost of metrics).
+//! Every case starts a fresh server process (`rpc-bench echo-server`, N tokio workers) and a
+//! fresh client process (`rpc-bench echo-client`, one worker), so no case inherits another's
+//! heap, threads or recorder. The client loads the server, reads both processes' CPU time from
+//! `/proc/<pid>/stat` when the measured window opens and closes, and prints its
+//! [`Measurement`] as one JSON line.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::layer::{Layer, Layers};
-use rpc_core::metrics::MetricsLayer;
-use rpc_core::server::ServerBuilder;
-use rpc_core::Channel;
-use rpc_registry::metrics_endpoint::MetricsEndpoint;
-
-use crate::echo::{payload, Measurement, Phase, Timing};
+use crate::echo::{self, Measurement, Payload, PayloadKind, Shape, Timing};
 use crate::BoxError;
 
-/// The echo service of the cross-process runs: plain bytes, as users write them.
-#[rpc_core::service(name = "EchoBytes")]
-pub trait EchoBytes {
-    /// Returns its argument.
-    async fn echo(&self, payload: Vec<u8>) -> Vec<u8>;
+/// One case of the matrix.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Framework name (see [`echo::framework`]).
+    pub framework: String,
+    /// What is echoed.
+    pub payload: Payload,
+    /// How the load is spread.
+    pub shape: Shape,
+    /// Worker threads of the server's runtime.
+    pub server_workers: usize,
 }
 
-struct EchoBytesImpl;
-
-impl EchoBytes for EchoBytesImpl {
-    async fn echo(&self, payload: Vec<u8>) -> Vec<u8> {
-        payload
-    }
-}
-
-/// A layer that does nothing: what the seam itself costs.
-struct Noop;
-impl Layer for Noop {}
-
-/// What both sides of a case run around every call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Setup {
-    /// No-op layers.
-    pub layers: usize,
-    /// The metrics layer, recording into a Prometheus recorder with its `/metrics` endpoint.
-    pub metrics: bool,
-}
-
-impl Setup {
-    /// Nothing around the calls.
-    pub const PLAIN: Setup = Setup {
-        layers: 0,
-        metrics: false,
-    };
-
-    fn name(self) -> String {
-        let mut name = "rpc-core/bincode".to_owned();
-        if self.layers > 0 {
-            name += &format!("+{} no-op layers", self.layers);
-        }
-        if self.metrics {
-            name += "+metrics";
-        }
-        name
-    }
-
-    /// The layers of one side, outermost first; starts the metrics endpoint (installing the
-    /// recorder) when metrics are on.
-    async fn layers(self) -> Result<(Vec<Arc<dyn Layer>>, Option<MetricsEndpoint>), BoxError> {
-        let mut layers: Vec<Arc<dyn Layer>> = Vec::new();
-        let endpoint = match self.metrics {
-            true => {
-                layers.push(Arc::new(MetricsLayer::new()));
-                Some(MetricsEndpoint::start("127.0.0.1:0").await?)
-            }
-            false => None,
-        };
-        layers.extend((0..self.layers).map(|_| Arc::new(Noop) as Arc<dyn Layer>));
-        Ok((layers, endpoint))
-    }
-
-    fn args(self) -> Vec<String> {
-        let mut args = vec!["--layers".to_owned(), self.layers.to_string()];
-        if self.metrics {
-            args.push("--metrics".to_owned());
-        }
-        args
-    }
-}
-
-/// With `RPC_BENCH_LOG` set (an `EnvFilter`, e.g. `info`), installs a log subscriber that
-/// formats every enabled event and span into a sink: what logging costs an application that
-/// logs at that level.
-pub fn install_logging() {
-    if let Ok(filter) = std::env::var("RPC_BENCH_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::sink)
-            .init();
-    }
-}
-
-/// Serves EchoBytes on 127.0.0.1 (one worker thread) with `setup` around every call; prints
-/// `listening HOST:PORT` and serves until stdin closes.
-pub fn serve(setup: Setup) -> Result<(), BoxError> {
-    install_logging();
+/// The server process of a case: serves `framework` on 127.0.0.1 with `workers` tokio
+/// workers, prints `listening HOST:PORT`, and serves until its stdin closes.
+pub fn serve(framework: &str, workers: usize) -> Result<(), BoxError> {
+    let framework = echo::framework(framework).ok_or_else(|| format!("unknown framework {framework:?}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(workers.max(1))
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (layers, _endpoint) = setup.layers().await?;
-        let mut builder = ServerBuilder::new().add_service(EchoBytesServer::new(EchoBytesImpl));
-        for layer in layers {
-            builder = builder.layer(layer);
-        }
-        let server = builder.bind("127.0.0.1:0").await?;
-        println!("listening {}", server.local_addr()?);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let _guard = framework.serve(listener).await;
+        println!("listening {addr}");
         // The parent closes our stdin to stop us.
         tokio::task::spawn_blocking(|| {
             let mut sink = String::new();
             while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
         })
         .await?;
-        server.shutdown().await;
         Ok(())
     })
 }
 
-/// The server child process; killed when dropped.
+/// The client process of a case: loads the server at `addr` from one tokio worker and returns
+/// what it measured.
+pub fn drive(case: &Case, addr: &str, timing: Timing) -> Result<Measurement, BoxError> {
+    let framework =
+        echo::framework(&case.framework).ok_or_else(|| format!("unknown framework {:?}", case.framework))?;
+    let addr = addr.parse()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let sample = runtime.block_on(framework.load(addr, case.payload, case.shape, timing));
+    Ok(Measurement::of(
+        framework.name(),
+        &case.payload,
+        case.shape,
+        case.server_workers,
+        sample,
+    ))
+}
+
+/// The server child process; stopped when dropped.
 struct ServerProcess {
     child: Child,
     addr: String,
 }
 
 impl ServerProcess {
-    fn start(setup: Setup) -> Result<Self, BoxError> {
+    fn start(framework: &str, workers: usize) -> Result<Self, BoxError> {
         let mut child = Command::new(std::env::current_exe()?)
-            .arg("echo-server")
-            .args(setup.args())
+            .args([
+                "echo-server",
+                "--framework",
+                framework,
+                "--workers",
+                &workers.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -153,191 +98,184 @@ impl ServerProcess {
             .ok_or_else(|| format!("the server process said {line:?}"))?;
         Ok(Self { child, addr })
     }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         drop(self.child.stdin.take());
-        if !matches!(self.child.wait_timeout(Duration::from_secs(5)), Ok(true)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-trait WaitTimeout {
-    fn wait_timeout(&mut self, limit: Duration) -> std::io::Result<bool>;
-}
-
-impl WaitTimeout for Child {
-    fn wait_timeout(&mut self, limit: Duration) -> std::io::Result<bool> {
-        let deadline = Instant::now() + limit;
+        let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if self.try_wait()?.is_some() {
-                return Ok(true);
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(false)
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// CPU time (user + system) of process `pid` ("self" for this one).
-pub fn process_cpu(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // After the name: state is field 3; utime 14 and stime 15 are at 11 and 12 here.
-            [11, 12]
-                .iter()
-                .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / 100.0) // USER_HZ
-}
-
-/// Runs one case: a fresh server process and a fresh client process (`rpc-bench echo-client`),
-/// both with `setup`, so no case inherits another's heap or threads.
-pub fn run_case(setup: Setup, size: usize, concurrency: usize, timing: Timing) -> Result<Measurement, BoxError> {
-    let server = ServerProcess::start(setup)?;
+/// Runs one case: a fresh server process and a fresh client process.
+pub fn run_case(case: &Case, timing: Timing) -> Result<Measurement, BoxError> {
+    let server = ServerProcess::start(&case.framework, case.server_workers)?;
     let output = Command::new(std::env::current_exe()?)
         .arg("echo-client")
-        .args(setup.args())
-        .args(["--addr", &server.addr, "--server-pid", &server.pid().to_string()])
+        .args(["--framework", &case.framework, "--addr", &server.addr])
+        .args(["--server-pid", &server.child.id().to_string()])
+        .args(["--server-workers", &case.server_workers.to_string()])
         .args([
-            "--payload",
-            &size.to_string(),
-            "--concurrency",
-            &concurrency.to_string(),
+            "--kind",
+            case.payload.kind.as_str(),
+            "--size",
+            &case.payload.size.to_string(),
         ])
+        .args(["--connections", &case.shape.connections.to_string()])
+        .args(["--concurrency", &case.shape.concurrency.to_string()])
         .args(["--warmup-ms", &timing.warmup.as_millis().to_string()])
         .args(["--window-ms", &timing.window.as_millis().to_string()])
         .stderr(Stdio::inherit())
         .output()?;
     drop(server);
     if !output.status.success() {
-        return Err(format!("the client process failed: {}", output.status).into());
+        return Err(format!("the client process of {case:?} failed: {}", output.status).into());
     }
     Ok(serde_json::from_slice(&output.stdout)?)
 }
 
-/// The client process of a case: loads the server at `addr` (process `server_pid`) with
-/// `concurrency` callers for the warm-up and the window, from one tokio worker; returns what
-/// it measured.
-pub fn drive(
-    setup: Setup,
-    addr: &str,
-    server_pid: u32,
-    size: usize,
-    concurrency: usize,
-    timing: Timing,
-) -> Result<Measurement, BoxError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let server_pid = server_pid.to_string();
-    let result = runtime.block_on(async {
-        let (layers, _endpoint) = setup.layers().await?;
-        let channel = Channel::direct(addr)?
-            .with_timeout(Duration::from_secs(30))
-            .with_layers(Layers::new(layers));
-        let client = EchoBytesClient::new(channel)?;
-        let body = payload(size);
-        let phase = Phase::default();
-        let callers: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let (client, body, phase) = (client.clone(), body.clone(), phase.clone());
-                tokio::spawn(async move {
-                    let mut latencies: Vec<u32> = Vec::with_capacity(1 << 14);
-                    while !phase.stopped() {
-                        let started = Instant::now();
-                        if client.echo(body.clone()).await.is_err() {
-                            return Err("a call failed");
-                        }
-                        if phase.measuring() {
-                            latencies.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                        }
-                    }
-                    Ok(latencies)
-                })
-            })
-            .collect();
-        tokio::time::sleep(timing.warmup).await;
-        let cpu_start = (process_cpu(&server_pid), process_cpu("self"));
-        phase.set(1);
-        let started = Instant::now();
-        tokio::time::sleep(timing.window).await;
-        phase.set(2);
-        let elapsed = started.elapsed();
-        let cpu_end = (process_cpu(&server_pid), process_cpu("self"));
-        let mut all = Vec::new();
-        for caller in callers {
-            all.extend(caller.await??);
-        }
-        Ok::<_, BoxError>((all, elapsed, cpu_start, cpu_end))
-    });
-    let (mut latencies, elapsed, cpu_start, cpu_end) = result?;
-    latencies.sort_unstable();
-    let calls = latencies.len() as u64;
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .map_or(0, u64::from)
-    };
-    let per_call = |d: Duration| d.as_secs_f64() * 1e6 / (calls.max(1) as f64);
-    Ok(Measurement {
-        framework: setup.name(),
-        payload: size,
-        concurrency,
-        qps: calls as f64 / elapsed.as_secs_f64(),
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        server_cpu_us_per_call: per_call(cpu_end.0.saturating_sub(cpu_start.0)),
-        client_cpu_us_per_call: Some(per_call(cpu_end.1.saturating_sub(cpu_start.1))),
-        calls,
-    })
+/// Prints a measurement as a JSON line or a table row.
+pub fn report(m: &Measurement, json: bool) -> Result<(), BoxError> {
+    if json {
+        println!("{}", serde_json::to_string(m)?);
+    } else {
+        println!(
+            "{:<36} {:<6} {:>8} B {:>2}x{:<4} w{} {:>9.0} calls/s  p50 {:>7} us  p99 {:>7} us  server {:>7.2} us/call  client {:>7.2} us/call",
+            m.framework,
+            m.kind.map_or("bytes", PayloadKind::as_str),
+            m.payload,
+            m.connections,
+            m.concurrency,
+            m.server_workers,
+            m.qps,
+            m.p50_us,
+            m.p99_us,
+            m.server_cpu_us_per_call,
+            m.client_cpu_us_per_call.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
-/// A cost comparison: `rounds` alternating runs of the plain setup and of `with`, so drift on
-/// a shared machine hits both alike; prints every run and the medians as a JSON line tagged
-/// `bench`.
+/// The echo matrix of BENCHMARKS.md: every framework on plain `Vec<u8>` payloads from 64 B to
+/// 1 MiB at 1, 32 and 256 calls outstanding, and 4 connections x 256 at 64 B and 4 KiB;
+/// `String` and record payloads at 256 outstanding; the other serializers; and rpc-core's server
+/// on 1, 2 and 4 workers. `only` keeps the frameworks whose name contains it.
+pub fn matrix(only: Option<&str>) -> Vec<Case> {
+    let mut frameworks = vec!["rpc-core/bincode".to_owned()];
+    frameworks.extend(echo::peers().into_iter().map(str::to_owned));
+    let case = |framework: &str, kind, size, connections, concurrency| Case {
+        framework: framework.to_owned(),
+        payload: Payload { kind, size },
+        shape: Shape {
+            connections,
+            concurrency,
+        },
+        server_workers: 1,
+    };
+    let mut cases = Vec::new();
+    for size in [64, 512, 4096, 65_536, 1_048_576] {
+        for concurrency in [1, 32, 256] {
+            for f in &frameworks {
+                cases.push(case(f, PayloadKind::Bytes, size, 1, concurrency));
+            }
+        }
+    }
+    for size in [64, 4096] {
+        for f in &frameworks {
+            cases.push(case(f, PayloadKind::Bytes, size, 4, 256));
+        }
+    }
+    for (kind, size) in [
+        (PayloadKind::Text, 64),
+        (PayloadKind::Text, 4096),
+        (PayloadKind::Text, 65_536),
+        (PayloadKind::Record, 1024),
+    ] {
+        let serves = |f: &&String| echo::framework(f).is_some_and(|f| f.supports(kind));
+        for f in frameworks.iter().filter(serves) {
+            cases.push(case(f, kind, size, 1, 256));
+        }
+    }
+    for serializer in ["rpc-core/postcard", "rpc-core/json"] {
+        for size in [64, 4096] {
+            cases.push(case(serializer, PayloadKind::Bytes, size, 1, 256));
+        }
+    }
+    for workers in [2, 4] {
+        for size in [64, 4096] {
+            cases.push(case("rpc-core/bincode", PayloadKind::Bytes, size, 4, 256).with_workers(workers));
+        }
+    }
+    cases.retain(|c| only.is_none_or(|o| c.framework.contains(o)));
+    cases
+}
+
+impl Case {
+    fn with_workers(mut self, workers: usize) -> Self {
+        self.server_workers = workers;
+        self
+    }
+}
+
+/// Runs the matrix, printing each case as it ends.
+pub fn echo(only: Option<&str>, timing: Timing, json: bool) -> Result<(), BoxError> {
+    for case in matrix(only) {
+        let m = run_case(&case, timing)?;
+        report(&m, json)?;
+    }
+    Ok(())
+}
+
+/// The load of a cost comparison.
+#[derive(Debug, Clone, Copy)]
+pub struct CostOptions {
+    /// What is echoed.
+    pub payload: Payload,
+    /// Calls outstanding (one connection).
+    pub concurrency: usize,
+    /// Alternating rounds.
+    pub rounds: usize,
+}
+
+/// A cost comparison: `rounds` alternating runs of `base` and `with` (rpc-core framework
+/// names), so drift on a shared machine hits both alike; prints every run and the medians as
+/// a JSON line tagged `bench`.
 pub fn cost(
     bench: &str,
-    with: Setup,
-    size: usize,
-    concurrency: usize,
-    rounds: usize,
+    base: &str,
+    with: &str,
+    options: CostOptions,
     timing: Timing,
     json: bool,
 ) -> Result<(), BoxError> {
+    let CostOptions {
+        payload,
+        concurrency,
+        rounds,
+    } = options;
     let mut runs: [Vec<Measurement>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
-        for (slot, setup) in [(0, Setup::PLAIN), (1, with)] {
-            let m = run_case(setup, size, concurrency, timing)?;
-            if json {
-                println!("{}", serde_json::to_string(&m)?);
-            } else {
-                println!(
-                    "{:<42} {:>6} B c={:<4} {:>10.0} calls/s  p50 {:>6} us  p99 {:>6} us  server {:>5.2} us/call  client {:>5.2} us/call",
-                    m.framework,
-                    m.payload,
-                    m.concurrency,
-                    m.qps,
-                    m.p50_us,
-                    m.p99_us,
-                    m.server_cpu_us_per_call,
-                    m.client_cpu_us_per_call.unwrap_or_default()
-                );
-            }
+        for (slot, framework) in [(0, base), (1, with)] {
+            let case = Case {
+                framework: framework.to_owned(),
+                payload,
+                shape: Shape {
+                    connections: 1,
+                    concurrency,
+                },
+                server_workers: 1,
+            };
+            let m = run_case(&case, timing)?;
+            report(&m, json)?;
             runs[slot].push(m);
         }
     }
@@ -351,13 +289,14 @@ pub fn cost(
         let mut client: Vec<f64> = runs.iter().filter_map(|m| m.client_cpu_us_per_call).collect();
         (median(&mut qps), median(&mut server), median(&mut client))
     };
-    let (setup, base, with) = (with, summary(&runs[0]), summary(&runs[1]));
+    let (without, with_it) = (summary(&runs[0]), summary(&runs[1]));
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
     let report = serde_json::json!({
-        "bench": bench, "layers": setup.layers, "metrics": setup.metrics, "payload": size, "concurrency": concurrency, "rounds": rounds,
-        "qps_without": base.0.round(), "qps_with": with.0.round(),
-        "qps_change_percent": ((with.0 / base.0 - 1.0) * 100.0 * 10.0).round() / 10.0,
-        "server_cpu_us_without": (base.1 * 100.0).round() / 100.0, "server_cpu_us_with": (with.1 * 100.0).round() / 100.0,
-        "client_cpu_us_without": (base.2 * 100.0).round() / 100.0, "client_cpu_us_with": (with.2 * 100.0).round() / 100.0,
+        "bench": bench, "base": base, "with": with, "payload": payload.size, "concurrency": concurrency, "rounds": rounds,
+        "qps_without": without.0.round(), "qps_with": with_it.0.round(),
+        "qps_change_percent": ((with_it.0 / without.0 - 1.0) * 1000.0).round() / 10.0,
+        "server_cpu_us_without": round2(without.1), "server_cpu_us_with": round2(with_it.1),
+        "client_cpu_us_without": round2(without.2), "client_cpu_us_with": round2(with_it.2),
     });
     println!("{report}");
     Ok(())

@@ -1,31 +1,62 @@
-//! The echo scenario: the same load against every framework, on the same runtimes.
+//! The echo scenario: the same load against every framework, server and client in separate
+//! processes (see `xproc`).
 //!
-//! Server and client each get a tokio runtime of one worker thread (named `bench-server` and
-//! `bench-client`), so every framework runs on the same configuration and the server's CPU time
-//! can be read per thread from `/proc`. A closed-loop load of `concurrency` callers runs for a
-//! warm-up, then for the measured window; each caller records the latency of every call that
-//! completes inside the window.
+//! A [`Framework`] knows how to serve the three echo methods (a `Vec<u8>`, a `String`, a
+//! [`Record`](payload::Record)) on a listener, and how to load a server with `connections`
+//! connections of `concurrency` callers each, in a closed loop. Each caller records the latency
+//! of every call that completes inside the measured window; the CPU time of both processes is
+//! read from `/proc` when the window opens and closes, so CPU per call counts only calls in
+//! the window.
 
+pub mod payload;
 pub mod raw;
 pub mod rpc;
 pub mod tarpc_peer;
 pub mod tonic_peer;
+#[cfg(feature = "volo")]
+pub mod volo_peer;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-/// Warm-up and measured window of one case.
+pub use payload::{Payload, PayloadKind};
+
+/// Warm-up and measured window of one case, and whose CPU to read.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     /// Load before measuring.
     pub warmup: Duration,
     /// Measured window.
     pub window: Duration,
+    /// The server process, whose CPU time is read with this one's.
+    pub server_pid: Option<u32>,
+}
+
+/// How the load is spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    /// Connections (each its own client).
+    pub connections: usize,
+    /// Callers per connection.
+    pub concurrency: usize,
+}
+
+/// What one case measured, in the client process.
+pub struct Sample {
+    /// Per-call latencies in microseconds.
+    pub latencies_us: Vec<u32>,
+    /// How long the window really was.
+    pub elapsed: Duration,
+    /// CPU time of the server process over the window.
+    pub server_cpu: Duration,
+    /// CPU time of the client process over the window.
+    pub client_cpu: Duration,
 }
 
 /// One measured case.
@@ -33,10 +64,19 @@ pub struct Timing {
 pub struct Measurement {
     /// Framework and serializer, e.g. `rpc-core/bincode`.
     pub framework: String,
-    /// Payload bytes per call (each way).
+    /// What was echoed.
+    #[serde(default)]
+    pub kind: Option<PayloadKind>,
+    /// Payload bytes per call (each way; for a record, its nominal size).
     pub payload: usize,
-    /// Calls outstanding at any time.
+    /// Connections.
+    #[serde(default = "one")]
+    pub connections: usize,
+    /// Calls outstanding per connection.
     pub concurrency: usize,
+    /// Worker threads of the server's runtime.
+    #[serde(default = "one")]
+    pub server_workers: usize,
     /// Completed calls per second in the window.
     pub qps: f64,
     /// Median latency, microseconds.
@@ -45,20 +85,45 @@ pub struct Measurement {
     pub p99_us: u64,
     /// Server CPU time per call, microseconds.
     pub server_cpu_us_per_call: f64,
-    /// Client CPU time per call, microseconds (measured when the client has a process of its
-    /// own).
+    /// Client CPU time per call, microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_cpu_us_per_call: Option<f64>,
     /// Calls measured.
     pub calls: u64,
 }
 
-/// Latencies of the calls completed in the measured window, and the window's length.
-pub struct Sample {
-    /// Per-call latencies in microseconds.
-    pub latencies_us: Vec<u32>,
-    /// How long the window really was.
-    pub elapsed: Duration,
+fn one() -> usize {
+    1
+}
+
+impl Measurement {
+    /// The measurement of `sample`.
+    pub fn of(framework: String, payload: &Payload, shape: Shape, server_workers: usize, sample: Sample) -> Self {
+        let mut latencies = sample.latencies_us;
+        latencies.sort_unstable();
+        let calls = latencies.len() as u64;
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .map_or(0, u64::from)
+        };
+        let per_call = |d: Duration| d.as_secs_f64() * 1e6 / (calls.max(1) as f64);
+        Self {
+            framework,
+            kind: Some(payload.kind),
+            payload: payload.size,
+            connections: shape.connections,
+            concurrency: shape.concurrency,
+            server_workers,
+            qps: calls as f64 / sample.elapsed.as_secs_f64(),
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            server_cpu_us_per_call: per_call(sample.server_cpu),
+            client_cpu_us_per_call: Some(per_call(sample.client_cpu)),
+            calls,
+        }
+    }
 }
 
 /// Phase shared by the load's callers: 0 warm-up, 1 measuring, 2 stop.
@@ -76,28 +141,51 @@ impl Phase {
         self.0.load(Ordering::Relaxed) == 2
     }
 
-    /// Moves to phase `v` (0 warm-up, 1 measuring, 2 stop).
-    pub(crate) fn set(&self, v: u8) {
+    fn set(&self, v: u8) {
         self.0.store(v, Ordering::Relaxed);
     }
 }
 
-/// Runs `concurrency` callers of `call` through warm-up and window; returns the sample.
-pub async fn closed_loop<F, Fut>(concurrency: usize, timing: Timing, call: F) -> Sample
+/// A future the load runs on the client's runtime.
+pub type LoadFuture = Pin<Box<dyn Future<Output = Sample> + Send>>;
+
+/// A future that starts a server (on the server's runtime) and yields the guard that stops it.
+pub type ServeFuture = Pin<Box<dyn Future<Output = Box<dyn std::any::Any + Send>> + Send>>;
+
+/// A framework under test: how to serve, and how to load a server.
+pub trait Framework: Send + Sync {
+    /// Name in reports.
+    fn name(&self) -> String;
+    /// Whether it echoes this kind of payload.
+    fn supports(&self, kind: PayloadKind) -> bool {
+        let _ = kind;
+        true
+    }
+    /// Starts the server on `listener` (on the server's runtime); the guard it yields stops it.
+    fn serve(&self, listener: std::net::TcpListener) -> ServeFuture;
+    /// Loads the server at `addr` (called on the client's runtime).
+    fn load(&self, addr: SocketAddr, payload: Payload, shape: Shape, timing: Timing) -> LoadFuture;
+}
+
+/// Runs `shape.concurrency` callers on each of `clients` (one per connection) through
+/// warm-up and window; each caller calls `call` with its client in a closed loop.
+pub async fn closed_loop<C, F, Fut>(clients: Vec<C>, shape: Shape, timing: Timing, call: F) -> Sample
 where
-    F: Fn() -> Fut + Clone + Send + 'static,
+    C: Clone + Send + 'static,
+    F: Fn(C) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = bool> + Send,
 {
     let phase = Phase::default();
     let failed = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (call, phase, failed) = (call.clone(), phase.clone(), failed.clone());
-            tokio::spawn(async move {
+    let mut callers = Vec::new();
+    for client in clients {
+        for _ in 0..shape.concurrency {
+            let (client, call, phase, failed) = (client.clone(), call.clone(), phase.clone(), failed.clone());
+            callers.push(tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(4096);
                 while !phase.stopped() {
                     let started = Instant::now();
-                    if !call().await {
+                    if !call(client.clone()).await {
                         failed.store(true, Ordering::Relaxed);
                         break;
                     }
@@ -106,10 +194,10 @@ where
                     }
                 }
                 latencies
-            })
-        })
-        .collect();
-    let (latencies_us, elapsed) = measure_window(&phase, timing, async move {
+            }));
+        }
+    }
+    let sample = measure_window(&phase, timing, async move {
         let mut all = Vec::new();
         for c in callers {
             all.extend(c.await.unwrap_or_default());
@@ -118,142 +206,83 @@ where
     })
     .await;
     assert!(!failed.load(Ordering::Relaxed), "a benchmark call failed");
-    Sample { latencies_us, elapsed }
+    sample
 }
 
-/// Drives `phase` through warm-up and window, then awaits `finish` for the results.
-pub async fn measure_window<T>(phase: &Phase, timing: Timing, finish: impl Future<Output = T>) -> (T, Duration) {
+/// Drives `phase` through warm-up and window, reading both processes' CPU time when the window
+/// opens and closes, then awaits `finish` for the latencies.
+pub async fn measure_window(phase: &Phase, timing: Timing, finish: impl Future<Output = Vec<u32>>) -> Sample {
+    let server = timing.server_pid.map(|pid| pid.to_string());
+    let server_cpu = || server.as_deref().map(process_cpu).unwrap_or_default();
     tokio::time::sleep(timing.warmup).await;
+    let cpu_start = (server_cpu(), process_cpu("self"));
     phase.set(1);
     let started = Instant::now();
     tokio::time::sleep(timing.window).await;
     phase.set(2);
     let elapsed = started.elapsed();
-    (finish.await, elapsed)
+    let cpu_end = (server_cpu(), process_cpu("self"));
+    Sample {
+        latencies_us: finish.await,
+        elapsed,
+        server_cpu: cpu_end.0.saturating_sub(cpu_start.0),
+        client_cpu: cpu_end.1.saturating_sub(cpu_start.1),
+    }
 }
 
-/// A framework under test: how to serve, and how to run the load.
-pub trait Framework: Send + Sync {
-    /// Name in reports.
-    fn name(&self) -> String;
-    /// Starts the server on `listener` (on the server runtime); the returned guard stops it.
-    fn serve(&self, listener: std::net::TcpListener) -> Box<dyn std::any::Any + Send>;
-    /// Runs the load against `addr` (on the client runtime).
-    fn load(
-        &self,
-        addr: SocketAddr,
-        payload: usize,
-        concurrency: usize,
-        timing: Timing,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Sample> + Send>>;
-}
-
-/// The two runtimes every case runs on.
-pub struct Runtimes {
-    server: tokio::runtime::Runtime,
-    client: tokio::runtime::Runtime,
-}
-
-impl Runtimes {
-    /// One worker thread each.
-    pub fn new() -> std::io::Result<Self> {
-        let build = |name: &str| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name(name)
-                .enable_all()
-                .build()
-        };
-        Ok(Self {
-            server: build("bench-server")?,
-            client: build("bench-client")?,
+/// CPU time (user + system) of process `pid` ("self" for this one).
+pub fn process_cpu(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // After the name: state is field 3; utime 14 and stime 15 are at 11 and 12 here.
+            [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+                .sum()
         })
-    }
-
-    /// Measures one case.
-    pub fn run(
-        &self,
-        framework: &dyn Framework,
-        payload: usize,
-        concurrency: usize,
-        timing: Timing,
-    ) -> std::io::Result<Measurement> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let guard = {
-            let _enter = self.server.enter();
-            framework.serve(listener)
-        };
-        // Server CPU is read around the whole run; warm-up calls are counted by rate.
-        let cpu_before = thread_cpu("bench-server");
-        let run_started = Instant::now();
-        let sample = self.client.block_on(framework.load(addr, payload, concurrency, timing));
-        let run_elapsed = run_started.elapsed();
-        let cpu = thread_cpu("bench-server").saturating_sub(cpu_before);
-        drop(guard);
-        let calls = sample.latencies_us.len() as u64;
-        let qps = calls as f64 / sample.elapsed.as_secs_f64();
-        // Calls over the whole run, estimated from the measured rate.
-        let run_calls = (qps * run_elapsed.as_secs_f64()).max(1.0);
-        let mut sorted = sample.latencies_us;
-        sorted.sort_unstable();
-        let pct = |p: f64| {
-            sorted
-                .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0)
-        };
-        Ok(Measurement {
-            framework: framework.name(),
-            payload,
-            concurrency,
-            qps,
-            p50_us: u64::from(pct(0.50)),
-            p99_us: u64::from(pct(0.99)),
-            server_cpu_us_per_call: cpu.as_secs_f64() * 1e6 / run_calls,
-            client_cpu_us_per_call: None,
-            calls,
-        })
-    }
-}
-
-/// CPU time (user + system) of this process's threads whose name starts with `prefix`.
-pub fn thread_cpu(prefix: &str) -> Duration {
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let mut ticks = 0u64;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            let path = task.path();
-            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-            if !name.trim_end().starts_with(prefix) {
-                continue;
-            }
-            let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-            // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
-                let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-                ticks += utime + stime;
-            }
-        }
-    }
-    Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
+        .unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / 100.0) // USER_HZ
 }
 
 /// Runs `serve` on `listener` (made a tokio listener) in a task that is aborted when the
-/// returned guard drops, at the end of the case.
-pub fn spawn_server<F, Fut>(listener: std::net::TcpListener, serve: F) -> Box<dyn std::any::Any + Send>
+/// guard drops.
+pub fn spawn_server<F, Fut>(listener: std::net::TcpListener, serve: F) -> ServeFuture
 where
-    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-    Box::new(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(serve(listener))))
+    Box::pin(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        Box::new(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(serve(listener))))
+            as Box<dyn std::any::Any + Send>
+    })
 }
 
-/// A payload of `len` bytes.
-pub fn payload(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
+/// Every framework, by the name reports use; rpc-core names may add `+N no-op layers` or
+/// `+metrics`.
+pub fn framework(name: &str) -> Option<Box<dyn Framework>> {
+    if let Some(rest) = name.strip_prefix("rpc-core/") {
+        return rpc::RpcCore::parse(rest).map(|f| Box::new(f) as Box<dyn Framework>);
+    }
+    Some(match name {
+        "raw-tcp-floor" => Box::new(raw::RawTcp),
+        "tarpc/bincode" => Box::new(tarpc_peer::Tarpc),
+        "tonic/protobuf" => Box::new(tonic_peer::Tonic),
+        #[cfg(feature = "volo")]
+        "volo-thrift" => Box::new(volo_peer::Volo),
+        _ => return None,
+    })
+}
+
+/// The peers measured against this framework, in report order.
+pub fn peers() -> Vec<&'static str> {
+    let mut peers = vec!["tarpc/bincode", "tonic/protobuf"];
+    if cfg!(feature = "volo") {
+        peers.push("volo-thrift");
+    }
+    peers.push("raw-tcp-floor");
+    peers
 }

@@ -1,68 +1,164 @@
-//! This framework, once per serializer.
+//! This framework: one serializer, optionally with no-op layers or metrics on both sides.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::layer::{Layer, Layers};
+use rpc_core::metrics::MetricsLayer;
 use rpc_core::server::ServerBuilder;
 use rpc_core::{Channel, SerializerKind};
-use serde_bytes::ByteBuf;
+use rpc_registry::metrics_endpoint::MetricsEndpoint;
 
-use super::{closed_loop, payload, Framework, Sample, Timing};
+use super::payload::Record;
+use super::{closed_loop, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
 
-/// The echo service.
+/// The echo service, with plain user types.
 #[rpc_core::service(name = "Echo")]
 pub trait Echo {
-    /// Returns its argument.
-    async fn echo(&self, payload: ByteBuf) -> ByteBuf;
+    /// Returns its bytes.
+    async fn echo_bytes(&self, payload: Vec<u8>) -> Vec<u8>;
+    /// Returns its text.
+    async fn echo_text(&self, payload: String) -> String;
+    /// Returns its record.
+    async fn echo_record(&self, payload: Record) -> Record;
 }
 
 struct EchoImpl;
 
 impl Echo for EchoImpl {
-    async fn echo(&self, payload: ByteBuf) -> ByteBuf {
+    async fn echo_bytes(&self, payload: Vec<u8>) -> Vec<u8> {
+        payload
+    }
+
+    async fn echo_text(&self, payload: String) -> String {
+        payload
+    }
+
+    async fn echo_record(&self, payload: Record) -> Record {
         payload
     }
 }
 
-/// rpc-core with one serializer.
-pub struct RpcCore(pub SerializerKind);
+/// A layer that does nothing: what the seam itself costs.
+struct Noop;
+impl Layer for Noop {}
+
+/// rpc-core with one serializer and what both sides add around every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcCore {
+    /// The serializer.
+    pub serializer: SerializerKind,
+    /// No-op layers on each side.
+    pub layers: usize,
+    /// The metrics layer on each side, recording into a Prometheus recorder.
+    pub metrics: bool,
+}
+
+impl RpcCore {
+    /// Plain, with `serializer`.
+    pub fn plain(serializer: SerializerKind) -> Self {
+        Self {
+            serializer,
+            layers: 0,
+            metrics: false,
+        }
+    }
+
+    /// Reads what follows `rpc-core/` in a name: `bincode`, `bincode+3 no-op layers`,
+    /// `bincode+metrics`.
+    pub fn parse(name: &str) -> Option<Self> {
+        let (serializer, extra) = name.split_once('+').map_or((name, None), |(s, e)| (s, Some(e)));
+        let mut me = Self::plain(serializer.parse().ok()?);
+        match extra {
+            None => {}
+            Some("metrics") => me.metrics = true,
+            Some(layers) => me.layers = layers.strip_suffix(" no-op layers")?.parse().ok()?,
+        }
+        Some(me)
+    }
+
+    /// The layers of one side, outermost first, and the metrics endpoint (installing the
+    /// recorder) when metrics are on.
+    async fn layers(self) -> (Vec<Arc<dyn Layer>>, Option<MetricsEndpoint>) {
+        let mut layers: Vec<Arc<dyn Layer>> = Vec::new();
+        let mut endpoint = None;
+        if self.metrics {
+            layers.push(Arc::new(MetricsLayer::new()));
+            endpoint = Some(MetricsEndpoint::start("127.0.0.1:0").await.expect("metrics endpoint"));
+        }
+        layers.extend((0..self.layers).map(|_| Arc::new(Noop) as Arc<dyn Layer>));
+        (layers, endpoint)
+    }
+}
 
 impl Framework for RpcCore {
     fn name(&self) -> String {
-        format!("rpc-core/{}", self.0)
+        let mut name = format!("rpc-core/{}", self.serializer);
+        if self.layers > 0 {
+            name += &format!("+{} no-op layers", self.layers);
+        }
+        if self.metrics {
+            name += "+metrics";
+        }
+        name
     }
 
-    fn serve(&self, listener: std::net::TcpListener) -> Box<dyn std::any::Any + Send> {
-        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-        Box::new(
-            ServerBuilder::new()
-                .add_service(EchoServer::new(EchoImpl))
-                .serve_listener(listener),
-        )
-    }
-
-    fn load(
-        &self,
-        addr: SocketAddr,
-        size: usize,
-        concurrency: usize,
-        timing: Timing,
-    ) -> Pin<Box<dyn Future<Output = Sample> + Send>> {
-        let serializer = self.0;
+    fn serve(&self, listener: std::net::TcpListener) -> ServeFuture {
+        let me = *self;
         Box::pin(async move {
-            let channel = Channel::direct(addr.to_string())
-                .expect("a host:port address")
-                .with_serializer(serializer)
-                .with_timeout(Duration::from_secs(30));
-            let client = EchoClient::new(channel).expect("client");
-            let body = ByteBuf::from(payload(size));
-            closed_loop(concurrency, timing, move || {
-                let (client, body) = (client.clone(), body.clone());
-                async move { client.echo(body).await.is_ok() }
-            })
-            .await
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            let (layers, endpoint) = me.layers().await;
+            let mut builder = ServerBuilder::new().add_service(EchoServer::new(EchoImpl));
+            for layer in layers {
+                builder = builder.layer(layer);
+            }
+            Box::new((builder.serve_listener(listener), endpoint)) as Box<dyn std::any::Any + Send>
+        })
+    }
+
+    fn load(&self, addr: SocketAddr, payload: Payload, shape: Shape, timing: Timing) -> LoadFuture {
+        let me = *self;
+        Box::pin(async move {
+            let (layers, _endpoint) = me.layers().await;
+            let layers = Layers::new(layers);
+            // One channel (one connection pool) per connection.
+            let clients: Vec<EchoClient> = (0..shape.connections)
+                .map(|_| {
+                    let channel = Channel::direct(addr.to_string())
+                        .expect("a host:port address")
+                        .with_serializer(me.serializer)
+                        .with_timeout(Duration::from_secs(60))
+                        .with_layers(layers.clone());
+                    EchoClient::new(channel).expect("client")
+                })
+                .collect();
+            match payload.kind {
+                PayloadKind::Bytes => {
+                    let body = payload.bytes();
+                    closed_loop(clients, shape, timing, move |c: EchoClient| {
+                        let body = body.clone();
+                        async move { c.echo_bytes(body).await.is_ok() }
+                    })
+                    .await
+                }
+                PayloadKind::Text => {
+                    let body = payload.text();
+                    closed_loop(clients, shape, timing, move |c: EchoClient| {
+                        let body = body.clone();
+                        async move { c.echo_text(body).await.is_ok() }
+                    })
+                    .await
+                }
+                PayloadKind::Record => {
+                    let body = payload.record();
+                    closed_loop(clients, shape, timing, move |c: EchoClient| {
+                        let body = body.clone();
+                        async move { c.echo_record(body).await.is_ok() }
+                    })
+                    .await
+                }
+            }
         })
     }
 }

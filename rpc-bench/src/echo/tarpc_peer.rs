@@ -1,28 +1,36 @@
-//! tarpc over its TCP transport with bincode.
+//! tarpc over its TCP transport with bincode: its idiomatic configuration, plain user types.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_bytes::ByteBuf;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::{client, context};
 
-use super::{closed_loop, payload, spawn_server, Framework, Sample, Timing};
+use super::payload::Record;
+use super::{closed_loop, spawn_server, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
 
 #[tarpc::service]
 trait Echo {
-    async fn echo(payload: ByteBuf) -> ByteBuf;
+    async fn bytes(payload: Vec<u8>) -> Vec<u8>;
+    async fn text(payload: String) -> String;
+    async fn record(payload: Record) -> Record;
 }
 
 #[derive(Clone)]
 struct EchoImpl;
 
 impl Echo for EchoImpl {
-    async fn echo(self, _: context::Context, payload: ByteBuf) -> ByteBuf {
+    async fn bytes(self, _: context::Context, payload: Vec<u8>) -> Vec<u8> {
+        payload
+    }
+
+    async fn text(self, _: context::Context, payload: String) -> String {
+        payload
+    }
+
+    async fn record(self, _: context::Context, payload: Record) -> Record {
         payload
     }
 }
@@ -30,16 +38,23 @@ impl Echo for EchoImpl {
 /// tarpc 0.38.
 pub struct Tarpc;
 
+fn ctx() -> context::Context {
+    let mut ctx = context::current();
+    ctx.deadline = Instant::now() + Duration::from_secs(60);
+    ctx
+}
+
 impl Framework for Tarpc {
     fn name(&self) -> String {
         "tarpc/bincode".to_owned()
     }
 
-    fn serve(&self, listener: std::net::TcpListener) -> Box<dyn std::any::Any + Send> {
+    fn serve(&self, listener: std::net::TcpListener) -> ServeFuture {
         spawn_server(listener, |listener| async move {
             let mut incoming = tarpc::serde_transport::tcp::listen_on(listener, Bincode::default)
                 .await
                 .expect("tarpc listener");
+            incoming.config_mut().max_frame_length(usize::MAX);
             while let Some(Ok(transport)) = incoming.next().await {
                 tokio::spawn(
                     BaseChannel::with_defaults(transport)
@@ -52,31 +67,44 @@ impl Framework for Tarpc {
         })
     }
 
-    fn load(
-        &self,
-        addr: SocketAddr,
-        size: usize,
-        concurrency: usize,
-        timing: Timing,
-    ) -> Pin<Box<dyn Future<Output = Sample> + Send>> {
+    fn load(&self, addr: SocketAddr, payload: Payload, shape: Shape, timing: Timing) -> LoadFuture {
         Box::pin(async move {
-            let transport = tarpc::serde_transport::tcp::connect(addr, Bincode::default)
-                .await
-                .expect("tarpc connect");
-            let mut config = client::Config::default();
-            config.max_in_flight_requests = 4096;
-            config.pending_request_buffer = 4096;
-            let client = EchoClient::new(config, transport).spawn();
-            let body = ByteBuf::from(payload(size));
-            closed_loop(concurrency, timing, move || {
-                let (client, body) = (client.clone(), body.clone());
-                async move {
-                    let mut ctx = context::current();
-                    ctx.deadline = Instant::now() + Duration::from_secs(30);
-                    client.echo(ctx, body).await.is_ok()
+            let mut clients = Vec::new();
+            for _ in 0..shape.connections {
+                let mut connect = tarpc::serde_transport::tcp::connect(addr, Bincode::default);
+                connect.config_mut().max_frame_length(usize::MAX);
+                let transport = connect.await.expect("tarpc connect");
+                let mut config = client::Config::default();
+                config.max_in_flight_requests = 4096;
+                config.pending_request_buffer = 4096;
+                clients.push(EchoClient::new(config, transport).spawn());
+            }
+            match payload.kind {
+                PayloadKind::Bytes => {
+                    let body = payload.bytes();
+                    closed_loop(clients, shape, timing, move |c: EchoClient| {
+                        let body = body.clone();
+                        async move { c.bytes(ctx(), body).await.is_ok() }
+                    })
+                    .await
                 }
-            })
-            .await
+                PayloadKind::Text => {
+                    let body = payload.text();
+                    closed_loop(clients, shape, timing, move |c: EchoClient| {
+                        let body = body.clone();
+                        async move { c.text(ctx(), body).await.is_ok() }
+                    })
+                    .await
+                }
+                PayloadKind::Record => {
+                    let body = payload.record();
+                    closed_loop(clients, shape, timing, move |c: EchoClient| {
+                        let body = body.clone();
+                        async move { c.record(ctx(), body).await.is_ok() }
+                    })
+                    .await
+                }
+            }
         })
     }
 }
