@@ -342,6 +342,9 @@ pub struct ConsumerConfig {
     /// in case it comes back (a flapping instance keeps its connection); then they are closed
     /// and forgotten.
     pub departed_grace_ms: u64,
+    /// Connections to one provider at most; past the first, they open only while large
+    /// payloads are in flight.
+    pub max_connections_per_provider: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -362,6 +365,7 @@ impl Default for ConsumerConfig {
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             departed_grace_ms: 30_000,
+            max_connections_per_provider: 8,
         }
     }
 }
@@ -699,6 +703,10 @@ impl RpcConfig {
                 self.consumer.keepalive_interval_ms,
             ),
             ("rpc.consumer.keepalive_timeout_ms", self.consumer.keepalive_timeout_ms),
+            (
+                "rpc.consumer.max_connections_per_provider",
+                self.consumer.max_connections_per_provider as u64,
+            ),
             (
                 "rpc.consumer.max_metadata_entries",
                 self.consumer.max_metadata_entries as u64,

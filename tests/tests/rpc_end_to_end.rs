@@ -450,6 +450,42 @@ mod byte_vectors {
         }
     }
 
+    /// Connections the pool opened to `addr` for `calls` concurrent echoes of `size` bytes.
+    async fn connections_for(addr: &str, max: usize, calls: usize, size: usize) -> usize {
+        let options = ClientOptions {
+            max_connections_per_endpoint: max,
+            ..ClientOptions::default()
+        };
+        let pool = Arc::new(ConnectionPool::new(options));
+        let channel = Channel::new(Arc::new(ClusterInvoker::direct(addr, pool.clone()).unwrap()));
+        let client = FastClient::new(channel).unwrap();
+        let payload = vec![7u8; size];
+        let calls: Vec<_> = (0..calls)
+            .map(|_| {
+                let (client, payload) = (client.clone(), payload.clone());
+                tokio::spawn(async move { client.echo(payload, String::new()).await.unwrap().len() })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), size);
+        }
+        pool.endpoint(addr).connection_count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_payloads_spread_over_more_connections_small_ones_share_one() {
+        let (server, addr) = start(ServerBuilder::new().add_service(FastServer::new(FastImpl))).await;
+        assert_eq!(
+            connections_for(&addr, 4, 64, 512).await,
+            1,
+            "32 KiB in flight fit one connection"
+        );
+        let spread = connections_for(&addr, 4, 64, 256 * 1024).await;
+        assert!((2..=4).contains(&spread), "16 MiB in flight: {spread} connections");
+        assert_eq!(connections_for(&addr, 1, 64, 256 * 1024).await, 1, "the limit holds");
+        server.shutdown().await;
+    }
+
     #[tokio::test]
     async fn byte_vectors_round_trip_and_interoperate_with_per_element_peers() {
         let (fast, fast_addr) = start(ServerBuilder::new().add_service(FastServer::new(FastImpl))).await;

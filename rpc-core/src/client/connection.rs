@@ -57,6 +57,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Calls between sending and their end (answered, failed or given up).
     in_flight: AtomicUsize,
+    /// Request bytes of those calls (the pool spreads load by it).
+    in_flight_bytes: AtomicUsize,
     /// Cancelled once the connection is closed for good.
     closed: CancellationToken,
     started: Instant,
@@ -151,11 +153,14 @@ struct PendingGuard<'a> {
     armed: bool,
     /// The request was handed to the writer.
     sent: bool,
+    /// The request's body length, counted in flight.
+    bytes: usize,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.shared.in_flight_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
         if !self.armed {
             return;
         }
@@ -218,6 +223,7 @@ impl Connection {
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
+            in_flight_bytes: AtomicUsize::new(0),
             closed: CancellationToken::new(),
             started: Instant::now(),
             last_read_ms: AtomicU64::new(0),
@@ -289,6 +295,11 @@ impl Connection {
         !self.is_closed() && !self.is_going_away()
     }
 
+    /// Request bytes of the calls in flight.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.shared.in_flight_bytes.load(Ordering::Relaxed)
+    }
+
     /// Number of calls waiting for their reply.
     pub fn pending_calls(&self) -> usize {
         self.shared.pending().calls.len()
@@ -328,8 +339,10 @@ impl Connection {
             id,
             armed: true,
             sent: false,
+            bytes: body.len(),
         };
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        shared.in_flight_bytes.fetch_add(body.len(), Ordering::Relaxed);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut header = Header::new(MessageType::Request, id);
         header.serializer = serializer.id();

@@ -83,6 +83,9 @@ pub struct ClientOptions {
     pub keepalive_timeout: Duration,
     /// Bounds on each call's metadata; a call over them fails without being sent.
     pub metadata_limits: MetadataLimits,
+    /// Connections to one provider at most (more open only while the bytes in flight call
+    /// for them; see the pool).
+    pub max_connections_per_endpoint: usize,
 }
 
 impl From<&ConsumerConfig> for ClientOptions {
@@ -96,6 +99,7 @@ impl From<&ConsumerConfig> for ClientOptions {
                 max_entries: c.max_metadata_entries,
                 max_bytes: c.max_metadata_bytes,
             },
+            max_connections_per_endpoint: c.max_connections_per_provider,
         }
     }
 }

@@ -1,4 +1,12 @@
-//! One shared connection per endpoint, reconnected on demand.
+//! Connections per endpoint: one shared by every call, more when the bytes in flight call
+//! for them; reconnected on demand.
+//!
+//! Calls go to the endpoint's first connection while it has less than [`SPREAD_BYTES`] of
+//! requests in flight, so light traffic shares one connection and its writes batch. Beyond
+//! that a call takes the least loaded connection, and opens another (up to
+//! `ClientOptions::max_connections_per_endpoint`) when all are that busy: on one TCP
+//! connection, large payloads queue behind each other in one socket buffer, while several
+//! connections move them side by side (on loopback, 64 KiB echoes gain 2x from 8 connections).
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -9,9 +17,12 @@ use super::connection::Connection;
 use super::ClientOptions;
 use crate::error::RpcError;
 
-/// Hands out the live connection to each endpoint, connecting on first use and replacing a
-/// connection on the next call after it closed or its server sent GoAway (the old one still
-/// finishes the calls it carries).
+/// Request bytes in flight on a connection beyond which calls spread to other connections.
+pub const SPREAD_BYTES: usize = 64 * 1024;
+
+/// Hands out a live connection to each endpoint, connecting on first use, adding connections
+/// under load, and replacing a connection on the next call after it closed or its server sent
+/// GoAway (the old one still finishes the calls it carries).
 ///
 /// Concurrent first calls to one endpoint share a single connect attempt.
 pub struct ConnectionPool {
@@ -19,12 +30,23 @@ pub struct ConnectionPool {
     options: Arc<ClientOptions>,
 }
 
-/// One endpoint's connection slot; hold on to it to skip the pool's lookup on every call.
+/// One endpoint's connections; hold on to it to skip the pool's lookup on every call.
 pub struct Endpoint {
     addr: String,
     options: Arc<ClientOptions>,
-    current: RwLock<Option<Arc<Connection>>>,
+    /// Open connections, the first preferred; closed ones are dropped when the next is added.
+    connections: RwLock<Vec<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
+}
+
+/// What a call found among an endpoint's connections.
+enum Pick {
+    /// Use this one.
+    Use(Arc<Connection>),
+    /// All live ones are busy and there is room for another; use this one meanwhile.
+    Busy(Arc<Connection>),
+    /// None takes calls.
+    None,
 }
 
 impl Endpoint {
@@ -33,39 +55,83 @@ impl Endpoint {
         &self.addr
     }
 
-    /// The current connection, if it takes new calls (open, and no GoAway received).
+    fn pick(&self) -> Pick {
+        let connections = self.connections.read().unwrap_or_else(PoisonError::into_inner);
+        let mut least: Option<&Arc<Connection>> = None;
+        let mut live = 0;
+        for conn in connections.iter().filter(|c| c.accepts_calls()) {
+            let load = conn.in_flight_bytes();
+            if load < SPREAD_BYTES {
+                return Pick::Use(conn.clone());
+            }
+            live += 1;
+            if least.is_none_or(|l| load < l.in_flight_bytes()) {
+                least = Some(conn);
+            }
+        }
+        match least {
+            Some(conn) if live < self.options.max_connections_per_endpoint => Pick::Busy(conn.clone()),
+            Some(conn) => Pick::Use(conn.clone()),
+            None => Pick::None,
+        }
+    }
+
+    /// A live connection, if any takes calls.
     fn live(&self) -> Option<Arc<Connection>> {
-        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        current.as_ref().filter(|c| c.accepts_calls()).cloned()
+        match self.pick() {
+            Pick::Use(conn) | Pick::Busy(conn) => Some(conn),
+            Pick::None => None,
+        }
     }
 
-    /// Whether the endpoint's server said it is going away (GoAway) on the current
-    /// connection: new calls should go to other instances while that connection drains.
+    /// Whether the endpoint's server said it is going away (GoAway) on a connection still
+    /// open: new calls should go to other instances while the connections drain.
     pub fn is_leaving(&self) -> bool {
-        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        current.as_ref().is_some_and(|c| c.is_going_away() && !c.is_closed())
+        let connections = self.connections.read().unwrap_or_else(PoisonError::into_inner);
+        connections.iter().any(|c| c.is_going_away() && !c.is_closed())
     }
 
-    /// Closes the current connection, failing its pending calls.
+    /// Closes every connection, failing their pending calls.
     pub fn close(&self) {
-        let current = self.current.write().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(conn) = current {
+        let connections = std::mem::take(&mut *self.connections.write().unwrap_or_else(PoisonError::into_inner));
+        for conn in connections {
             conn.close();
         }
     }
 
-    /// The live connection, connecting if there is none; connecting gives up at `deadline`.
+    /// A live connection (see the module docs), connecting if there is none or all are busy;
+    /// connecting gives up at `deadline`.
     pub async fn connection(&self, deadline: Option<Instant>) -> Result<Arc<Connection>, RpcError> {
-        if let Some(conn) = self.live() {
-            return Ok(conn);
+        match self.pick() {
+            Pick::Use(conn) => Ok(conn),
+            // Another connection for the load, unless someone is opening one already.
+            Pick::Busy(conn) => match self.connecting.try_lock() {
+                Ok(_connecting) => Ok(self.add(deadline).await.unwrap_or(conn)),
+                Err(_) => Ok(conn),
+            },
+            Pick::None => {
+                let _connecting = self.connecting.lock().await;
+                if let Some(conn) = self.live() {
+                    return Ok(conn);
+                }
+                self.add(deadline).await
+            }
         }
-        let _connecting = self.connecting.lock().await;
-        if let Some(conn) = self.live() {
-            return Ok(conn);
-        }
+    }
+
+    /// Opens one more connection (the caller holds `connecting`).
+    async fn add(&self, deadline: Option<Instant>) -> Result<Arc<Connection>, RpcError> {
         let conn = Arc::new(Connection::connect(&self.addr, &self.options, deadline).await?);
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        let mut connections = self.connections.write().unwrap_or_else(PoisonError::into_inner);
+        connections.retain(|c| !c.is_closed());
+        connections.push(conn.clone());
         Ok(conn)
+    }
+
+    /// Open connections (live or draining).
+    pub fn connection_count(&self) -> usize {
+        let connections = self.connections.read().unwrap_or_else(PoisonError::into_inner);
+        connections.iter().filter(|c| !c.is_closed()).count()
     }
 }
 
@@ -94,7 +160,7 @@ impl ConnectionPool {
                 Arc::new(Endpoint {
                     addr: addr.to_owned(),
                     options: self.options.clone(),
-                    current: RwLock::new(None),
+                    connections: RwLock::new(Vec::new()),
                     connecting: tokio::sync::Mutex::new(()),
                 })
             })
