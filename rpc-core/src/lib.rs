@@ -51,7 +51,7 @@
 
 // Layers, lowest first; a module imports only from lower layers (and leaves of its own):
 //   1. leaves: arena, choice, future, backoff, byte_string, host, error, schedule, context
-//   2. wire: serializer, protocol, reply, health, layer, metrics (a layer and event counters), transport
+//   2. wire: serializer, protocol, reply, health, layer, auth, metrics, tls (a layer and event counters), transport
 //   3. discovery: registry, balance, fault (strategies, health, budget)
 //   4. configuration: config (plain data; it reads the strategy enums that live with their
 //      strategies, `balance::LoadBalancerKind` and `fault::{RetryStrategy, TolerantKind}`,
@@ -61,6 +61,7 @@ mod arena;
 mod choice;
 pub mod future;
 
+pub mod auth;
 pub mod backoff;
 pub mod balance;
 pub mod byte_string;
@@ -79,6 +80,8 @@ mod reply;
 pub mod schedule;
 pub mod serializer;
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 
 pub use client::{Channel, ClientBuildError};

@@ -5,11 +5,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use rpc_core::auth::{AllowList, BearerToken, BearerTokens};
 use rpc_core::client::{Consumer, ConsumerError};
 use rpc_core::config::RpcConfig;
 use rpc_core::metrics::MetricsLayer;
 use rpc_core::registry::{now_ms, CacheFile, Registry, RegistryError, ServiceInstance};
 use rpc_core::server::{Registration, RunningServer, ServerBuilder, ShutdownReport};
+use rpc_core::tls::{ClientTls, ServerTls, TlsError};
 use tokio::net::TcpListener;
 use tracing::warn;
 
@@ -38,6 +40,9 @@ pub enum BootError {
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// A TLS file of the configuration cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A serving, registered server and the registry it is registered in.
@@ -46,6 +51,7 @@ pub struct Provider {
     registry: Arc<dyn Registry>,
     instances: Vec<ServiceInstance>,
     metrics: Option<MetricsEndpoint>,
+    tls: Option<ServerTls>,
 }
 
 impl Provider {
@@ -67,6 +73,16 @@ impl Provider {
     /// The registry.
     pub fn registry(&self) -> &Arc<dyn Registry> {
         &self.registry
+    }
+
+    /// Reads the TLS files of `rpc.server.tls` again (certificates renewed on disk): new
+    /// connections use them, open ones keep theirs. Nothing happens without TLS; files that do
+    /// not load leave the running certificates in place.
+    pub async fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload().await,
+            None => Ok(()),
+        }
     }
 
     /// Where `/metrics` is served, when `rpc.metrics.listen` is set.
@@ -114,6 +130,7 @@ pub async fn serve_listener(
     listener: TcpListener,
 ) -> Result<Provider, BootError> {
     let metrics = start_metrics(config).await?;
+    let (builder, tls) = secure_server(config, builder).await?;
     let builder = match metrics {
         Some(_) => builder.outer_layer(MetricsLayer::new()),
         None => builder,
@@ -129,6 +146,7 @@ pub async fn serve_listener(
             registry,
             instances,
             metrics,
+            tls,
         }),
         Err(e) => {
             server.shutdown().await;
@@ -149,16 +167,18 @@ pub async fn serve_listener(
 /// provider of the same process) and records every call with a [`MetricsLayer`].
 pub async fn consumer(config: &RpcConfig) -> Result<Consumer, BootError> {
     let metrics = start_metrics(config).await?;
-    let build = |registry: Arc<dyn Registry>| {
-        let builder = Consumer::builder(config);
-        let builder = match metrics.clone() {
-            Some(endpoint) => builder.layer(MetricsLayer::new()).attach(endpoint),
-            None => builder,
-        };
-        builder.build(registry)
-    };
+    let mut builder = Consumer::builder(config);
+    if let Some(endpoint) = metrics {
+        builder = builder.layer(MetricsLayer::new()).attach(endpoint);
+    }
+    if let Some(tls) = &config.consumer.tls {
+        builder = builder.tls(ClientTls::load(tls).await?);
+    }
+    if let Some(token) = config.consumer.auth.as_ref().and_then(|a| a.token.as_ref()) {
+        builder = builder.layer(BearerToken::new(token.expose()));
+    }
     let unreachable = match crate::connect(&config.registry).await {
-        Ok(registry) => return Ok(build(registry).await?),
+        Ok(registry) => return Ok(builder.build(registry).await?),
         Err(e @ (RegistryError::Unavailable { .. } | RegistryError::Timeout { .. })) => e,
         Err(e) => return Err(e.into()),
     };
@@ -187,7 +207,7 @@ pub async fn consumer(config: &RpcConfig) -> Result<Consumer, BootError> {
         "the registry is unreachable: starting from the cache file; live data replaces it when the registry answers"
     );
     let registry = Arc::new(ReconnectingRegistry::new(config.registry.clone()));
-    let consumer = build(registry).await?;
+    let consumer = builder.build(registry).await?;
     consumer.cache().seed(&cached);
     Ok(consumer)
 }
@@ -198,4 +218,28 @@ async fn start_metrics(config: &RpcConfig) -> Result<Option<MetricsEndpoint>, Me
         Some(listen) => Ok(Some(MetricsEndpoint::start(listen).await?)),
         None => Ok(None),
     }
+}
+
+/// The server's TLS (`rpc.server.tls`) and caller checks (`rpc.server.auth`: bearer tokens,
+/// the mTLS allow-list), outside the builder's own layers.
+async fn secure_server(
+    config: &RpcConfig,
+    mut builder: ServerBuilder,
+) -> Result<(ServerBuilder, Option<ServerTls>), BootError> {
+    let tls = match &config.server.tls {
+        Some(tls) => Some(ServerTls::load(tls).await?),
+        None => None,
+    };
+    if let Some(tls) = &tls {
+        builder = builder.tls(tls.clone());
+    }
+    if let Some(auth) = &config.server.auth {
+        if !auth.allow.is_empty() {
+            builder = builder.outer_layer(AllowList::new(auth.allow.clone()));
+        }
+        if !auth.tokens.is_empty() {
+            builder = builder.outer_layer(BearerTokens::new(auth.tokens.iter().map(|t| t.expose())));
+        }
+    }
+    Ok((builder, tls))
 }

@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod certs;
 pub mod faulty;
 pub mod load;
 pub mod logs;

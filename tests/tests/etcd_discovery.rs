@@ -21,6 +21,7 @@ fn options(endpoints: Vec<String>, root: &str, ttl_secs: u64) -> EtcdOptions {
         ttl: Duration::from_secs(ttl_secs),
         timeout: Duration::from_secs(2),
         credentials: None,
+        tls: None,
         reconcile_interval: Duration::from_secs(1),
         keepalive_interval: Duration::from_secs(30),
     }

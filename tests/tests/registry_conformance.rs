@@ -92,6 +92,7 @@ impl Harness {
                     ttl: TTL,
                     timeout: Duration::from_secs(3),
                     credentials: None,
+                    tls: None,
                     reconcile_interval: Duration::from_secs(1),
                     keepalive_interval: Duration::from_secs(30),
                 })
@@ -107,6 +108,7 @@ impl Harness {
                     root: root.to_owned(),
                     session_timeout: TTL,
                     timeout: Duration::from_secs(3),
+                    credentials: None,
                 })
                 .await
                 .expect("connect ZooKeeper");

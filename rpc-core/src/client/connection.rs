@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -172,6 +173,31 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// The TLS handshake with the provider at `addr`, by `limit`. Its failure is a connect error
+/// that says why (the certificate, the name, or a server that does not speak TLS).
+#[cfg(feature = "tls")]
+async fn handshake(
+    stream: TcpStream,
+    addr: &str,
+    tls: &crate::tls::ClientTls,
+    limit: Instant,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, RpcError> {
+    let failed = |message: String| RpcError::Connect {
+        addr: addr.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+    };
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let name = tls.server_name(host).map_err(|e| failed(format!("TLS: {e}")))?;
+    match tokio::time::timeout_at(limit, tls.connector().connect(name, stream)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(failed(
+            "TLS handshake failed: the server closed the connection (does it serve TLS?)".to_owned(),
+        )),
+        Ok(Err(e)) => Err(failed(format!("TLS handshake failed: {e}"))),
+        Err(_) => Err(failed("TLS handshake timed out".to_owned())),
+    }
+}
+
 /// Queues a Cancel for request `id`. From a destructor, so it cannot wait: when the queue is
 /// full the frame goes from a task of its own.
 fn send_cancel(tx: &mpsc::Sender<OutFrame>, id: u64) {
@@ -212,11 +238,21 @@ impl Connection {
             }
         };
         let _ = stream.set_nodelay(true);
-        Ok(Self::from_stream(stream, addr.to_owned(), options))
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &options.tls {
+            let stream = handshake(stream, addr, tls, limit).await?;
+            let (read_half, write_half) = tokio::io::split(stream);
+            return Ok(Self::from_halves(read_half, write_half, addr.to_owned(), options));
+        }
+        let (read_half, write_half) = stream.into_split();
+        Ok(Self::from_halves(read_half, write_half, addr.to_owned(), options))
     }
 
-    fn from_stream(stream: TcpStream, addr: String, options: &ClientOptions) -> Self {
-        let (read_half, write_half) = stream.into_split();
+    fn from_halves<R, W>(read_half: R, write_half: W, addr: String, options: &ClientOptions) -> Self
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let shared = Arc::new(Shared {
             addr: addr.clone(),
@@ -383,11 +419,7 @@ impl Drop for Connection {
     }
 }
 
-async fn read_loop(
-    shared: Arc<Shared>,
-    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
-    tx: mpsc::Sender<OutFrame>,
-) {
+async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameReader<R>, tx: mpsc::Sender<OutFrame>) {
     let reason = loop {
         let frame = tokio::select! {
             biased;

@@ -78,6 +78,13 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Calls providers over TLS with `tls` (whatever the connection options say).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.options.tls = Some(tls);
+        self
+    }
+
     /// Picks instances of every service with balancers made by `factory` (one per service),
     /// instead of the configured `load_balancer`.
     pub fn load_balancer<F>(mut self, factory: F) -> Self

@@ -86,6 +86,9 @@ pub struct ClientOptions {
     /// Connections to one provider at most (more open only while the bytes in flight call
     /// for them; see the pool).
     pub max_connections_per_endpoint: usize,
+    /// TLS to providers (loaded from `rpc.consumer.tls` by the bootstraps); none: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl From<&ConsumerConfig> for ClientOptions {
@@ -100,6 +103,8 @@ impl From<&ConsumerConfig> for ClientOptions {
                 max_bytes: c.max_metadata_bytes,
             },
             max_connections_per_endpoint: c.max_connections_per_provider,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -29,14 +29,17 @@
 //! The context lives in a tokio task-local of the handler's task. A handler that spawns a task
 //! and calls out from it wraps the task's future in [`scope`] with the context to keep it.
 
+mod identity;
 mod metadata;
 mod trace;
 
+pub use identity::PeerIdentity;
 pub use metadata::{check_key, Metadata, MetadataLimits, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use trace::{SpanId, TraceContext, TraceId, SAMPLED, TRACEPARENT};
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,6 +69,8 @@ pub struct CallContext {
     metadata: Metadata,
     deadline: Option<Instant>,
     peer: Option<SocketAddr>,
+    /// The caller's verified certificate identity (server side, under mTLS).
+    identity: Option<Arc<PeerIdentity>>,
     request_id: u64,
     trace: Option<TraceContext>,
     started: Instant,
@@ -80,6 +85,7 @@ impl CallContext {
             metadata,
             deadline,
             peer: None,
+            identity: None,
             request_id: 0,
             trace: None,
             started: Instant::now(),
@@ -173,6 +179,18 @@ impl CallContext {
     /// The address of the other end: on the server, the caller's address.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// The caller's identity, when its connection showed a client certificate the server
+    /// verified (mTLS); `None` otherwise and on the client.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.identity.as_deref()
+    }
+
+    /// Sets the caller's verified identity (the server does, for calls of an mTLS
+    /// connection).
+    pub(crate) fn set_peer_identity(&mut self, identity: Option<Arc<PeerIdentity>>) {
+        self.identity = identity;
     }
 
     /// The request id on its connection (server side; 0 on the client).

@@ -18,6 +18,7 @@
 //! | `rpc_server_rejected_total` | counter | reason (an error kind: `overloaded`, `shutting_down`, `service_not_found`, `method_not_found`, `invalid_metadata`, `protocol`, `unsupported`) |
 //! | `rpc_server_connections` | gauge | |
 //! | `rpc_server_connection_limit_reached_total` | counter | |
+//! | `rpc_server_tls_handshake_failures_total` | counter | |
 //! | `rpc_client_calls_total` | counter | service, method, outcome |
 //! | `rpc_client_call_duration_seconds` | histogram | service, method |
 //! | `rpc_client_calls_in_flight` | gauge | |
@@ -57,6 +58,8 @@ pub const SERVER_REJECTED: &str = "rpc_server_rejected_total";
 pub const SERVER_CONNECTIONS: &str = "rpc_server_connections";
 /// Times a server found `max_connections` open (new connections wait in the listen backlog).
 pub const SERVER_CONNECTION_LIMIT_REACHED: &str = "rpc_server_connection_limit_reached_total";
+/// TLS handshakes a server failed (or refused: a plain-text client on a TLS port).
+pub const SERVER_TLS_HANDSHAKE_FAILURES: &str = "rpc_server_tls_handshake_failures_total";
 /// Calls a client ended, by service, method and outcome.
 pub const CLIENT_CALLS: &str = "rpc_client_calls_total";
 /// How long a client's calls took, retries included, by service and method.
@@ -97,6 +100,10 @@ pub fn describe() {
     describe_counter!(
         SERVER_CONNECTION_LIMIT_REACHED,
         "Times a server had max_connections open"
+    );
+    describe_counter!(
+        SERVER_TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes a server failed or refused"
     );
     describe_counter!(CLIENT_CALLS, "Calls a client ended, by service, method and outcome");
     describe_histogram!(
@@ -151,6 +158,12 @@ pub(crate) fn server_connections(delta: f64) {
 /// A server found its connection limit reached.
 pub(crate) fn server_connection_limit_reached() {
     ::metrics::counter!(SERVER_CONNECTION_LIMIT_REACHED).increment(1);
+}
+
+/// A server's TLS handshake failed.
+#[cfg(feature = "tls")]
+pub(crate) fn tls_handshake_failed() {
+    ::metrics::counter!(SERVER_TLS_HANDSHAKE_FAILURES).increment(1);
 }
 
 /// A client retries a round of a call to `service`.

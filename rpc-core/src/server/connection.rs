@@ -23,6 +23,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::futures::TaskLocalFuture;
@@ -31,9 +32,11 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, warn, Instrument};
 
 use super::running::{Registered, RunningCalls};
+#[cfg(feature = "tls")]
+use super::secure;
 use super::service::Service;
 use super::Shared;
-use crate::context::{self, CallContext};
+use crate::context::{self, CallContext, PeerIdentity};
 use crate::error::ProtocolError;
 use crate::health::HEALTH_METHOD;
 use crate::layer::Outcome;
@@ -48,10 +51,34 @@ use crate::transport::{write_loop, FrameReader, OutFrame, Outgoing, ReadError, W
 const GO_AWAY_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one connection until the peer leaves, breaks the protocol, goes idle, or the server
-/// aborts. `slot` is the connection's share of the server's connection limit.
+/// aborts. `slot` is the connection's share of the server's connection limit. With TLS the
+/// handshake happens here, in the connection's own task, under the handshake timeout.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, slot: OwnedSemaphorePermit) {
-    let _slot = Slot::new(slot);
+    let slot = Slot::new(slot);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = shared.tls.clone() {
+        let Some((stream, identity)) = secure::accept(stream, peer, &tls).await else {
+            return;
+        };
+        let (read_half, write_half) = tokio::io::split(stream);
+        return serve_halves(read_half, write_half, peer, identity, shared, slot).await;
+    }
     let (read_half, write_half) = stream.into_split();
+    serve_halves(read_half, write_half, peer, None, shared, slot).await
+}
+
+/// Serves the protocol over a connection's two halves (plain TCP or TLS).
+async fn serve_halves<R, W>(
+    read_half: R,
+    write_half: W,
+    peer: SocketAddr,
+    identity: Option<Arc<PeerIdentity>>,
+    shared: Arc<Shared>,
+    _slot: Slot,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::channel::<OutFrame>(WRITE_QUEUE);
     let tracker = shared.calls.clone();
     let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
@@ -62,6 +89,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     }));
     let conn = Conn {
         peer,
+        identity,
         shared,
         tx,
         running: Arc::new(RunningCalls::default()),
@@ -191,6 +219,8 @@ async fn flush(batch: &mut Outgoing, tx: &mpsc::Sender<OutFrame>) -> bool {
 /// What the calls of one connection share.
 struct Conn {
     peer: SocketAddr,
+    /// The client's verified certificate identity (mTLS).
+    identity: Option<Arc<PeerIdentity>>,
     shared: Arc<Shared>,
     tx: mpsc::Sender<OutFrame>,
     running: Arc<RunningCalls>,
@@ -336,6 +366,7 @@ impl Conn {
             Some(self.peer),
             header.request_id,
         );
+        ctx.set_peer_identity(self.identity.clone());
         if let Err(refusal) = shared.layers.on_request(&mut ctx) {
             debug!(service = ctx.service(), method = ctx.method(), %refusal, "a layer refused the call");
             return Some(Reply::failure(refusal.status(), refusal.message()));

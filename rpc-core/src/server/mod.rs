@@ -46,6 +46,8 @@
 
 mod connection;
 mod running;
+#[cfg(feature = "tls")]
+mod secure;
 mod service;
 
 pub use service::{BoxFuture, Service};
@@ -69,6 +71,8 @@ use crate::health::Health;
 use crate::layer::{Layer, Layers};
 use crate::metrics;
 use crate::registry::{Registry, RegistryError, ServiceInstance};
+#[cfg(feature = "tls")]
+use crate::tls::ServerTls;
 use crate::transport::ByteBudget;
 
 /// Request bodies from this size on are read under the server's byte budget.
@@ -132,6 +136,8 @@ pub struct ServerBuilder {
     services: HashMap<String, Arc<dyn Service>>,
     options: ServerOptions,
     layers: Vec<Arc<dyn Layer>>,
+    #[cfg(feature = "tls")]
+    tls: Option<ServerTls>,
 }
 
 impl ServerBuilder {
@@ -158,6 +164,14 @@ impl ServerBuilder {
     /// refusals included (a bootstrap adding metrics to a builder it was handed).
     pub fn outer_layer<L: Layer>(mut self, layer: L) -> Self {
         self.layers.insert(0, Arc::new(layer));
+        self
+    }
+
+    /// Serves TLS (with client certificates when `tls` has a client CA) instead of plain
+    /// TCP. Keep a clone of `tls` to reload its files later.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -251,6 +265,8 @@ impl ServerBuilder {
             ),
             frame_timeout: self.options.frame_timeout,
             metadata_limits: self.options.metadata_limits,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
             leaving: AtomicBool::new(false),
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -291,6 +307,9 @@ pub(crate) struct Shared {
     pub(crate) request_bytes: ByteBudget,
     pub(crate) frame_timeout: Duration,
     pub(crate) metadata_limits: MetadataLimits,
+    /// TLS on every connection, when configured.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<ServerTls>,
     /// Set when shutdown begins, before deregistering: the health method answers `Draining`.
     pub(crate) leaving: AtomicBool,
     /// Cancelled when the server stops taking calls: connections send GoAway, new requests

@@ -23,6 +23,7 @@
 mod lease;
 mod requests;
 mod rules;
+mod tls;
 mod watch;
 
 use std::collections::BTreeSet;
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
-use rpc_core::config::RegistryConfig;
+use rpc_core::config::{RegistryConfig, RegistryTlsConfig, Secret};
 use rpc_core::metrics;
 use rpc_core::registry::{
     rules_path, service_key_in, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
@@ -56,7 +57,9 @@ pub struct EtcdOptions {
     /// Limit of connecting and of each request.
     pub timeout: Duration,
     /// Optional user and password.
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, Secret)>,
+    /// TLS files (`https` endpoints); none: plain.
+    pub tls: Option<RegistryTlsConfig>,
     /// How often the reconciler checks the local registrations.
     pub reconcile_interval: Duration,
     /// How often an idle connection is pinged.
@@ -72,6 +75,7 @@ impl EtcdOptions {
             ttl: Duration::from_secs(config.ttl_secs),
             timeout: config.timeout(),
             credentials: config.username.clone().zip(config.password.clone()),
+            tls: config.tls.clone(),
             reconcile_interval: Duration::from_secs(config.reconcile_secs),
             keepalive_interval: Duration::from_millis(config.keepalive_interval_ms),
         }
@@ -162,6 +166,8 @@ impl EtcdRegistry {
             .map(|e| {
                 if e.contains("://") {
                     e.clone()
+                } else if options.tls.is_some() {
+                    format!("https://{e}")
                 } else {
                     format!("http://{e}")
                 }
@@ -176,8 +182,11 @@ impl EtcdRegistry {
             // idle): a request refused for an invalid token logs in again and is retried,
             // watches and lease keep-alives included.
             connect = connect
-                .with_user(user.clone(), password.clone())
+                .with_user(user.clone(), password.expose().to_owned())
                 .with_auto_token_refresh(true);
+        }
+        if let Some(tls) = &options.tls {
+            connect = connect.with_tls(tls::options(tls).await?);
         }
         let client = match tokio::time::timeout(options.timeout, Client::connect(&endpoints, Some(connect))).await {
             Ok(Ok(client)) => client,

@@ -30,7 +30,7 @@ use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use rpc_core::config::RegistryConfig;
+use rpc_core::config::{RegistryConfig, Secret};
 use rpc_core::registry::{
     is_service_key, rules_path, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
 };
@@ -54,9 +54,27 @@ pub struct ZookeeperOptions {
     pub session_timeout: Duration,
     /// Limit of connecting and of each request.
     pub timeout: Duration,
+    /// Digest authentication (user, password): the nodes this process creates are then
+    /// writable by that identity only, readable by everyone.
+    pub credentials: Option<(String, Secret)>,
 }
 
+/// With digest credentials: full rights for the identity that created a node, read for
+/// everyone else.
+static OWNER_WRITES_ANYONE_READS: [zk::Acl; 2] = [
+    zk::Acl::new_const(zk::Permission::ALL, "auth", ""),
+    zk::Acl::new_const(zk::Permission::READ, "world", "anyone"),
+];
+
 impl ZookeeperOptions {
+    /// The ACLs of the nodes this process creates.
+    pub(crate) fn acls(&self) -> zk::Acls<'static> {
+        match self.credentials {
+            Some(_) => zk::Acls::new(&OWNER_WRITES_ANYONE_READS),
+            None => zk::Acls::anyone_all(),
+        }
+    }
+
     /// Options from the `rpc.registry` section; the session timeout is
     /// `session_timeout_ms`, or `ttl_secs` when that is not set.
     pub fn from_config(config: &RegistryConfig) -> Self {
@@ -65,6 +83,7 @@ impl ZookeeperOptions {
             root: config.root.clone(),
             session_timeout: config.session_timeout(),
             timeout: config.timeout(),
+            credentials: config.username.clone().zip(config.password.clone()),
         }
     }
 }
@@ -168,9 +187,9 @@ impl Shared {
     pub(crate) async fn put_instance(&self, path: &str, instance: &ServiceInstance) -> Result<(), RegistryError> {
         let client = self.live_client().await?;
         let parent = service_path(&self.options.root, &instance.service_key());
-        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let persistent = zk::CreateMode::Persistent.with_acls(self.options.acls());
         self.timed("mkdir", client.mkdir(&parent, &persistent)).await?;
-        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(self.options.acls());
         let data = instance.to_json();
         match tokio::time::timeout(self.options.timeout, client.create(path, data.as_bytes(), &ephemeral)).await {
             Ok(Ok(_)) => Ok(()),

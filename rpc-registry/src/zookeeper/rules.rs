@@ -28,7 +28,7 @@ pub(crate) async fn get(shared: &Shared, path: &str) -> Result<Option<String>, R
 
 pub(crate) async fn put(shared: &Shared, path: &str, rules: &str) -> Result<(), RegistryError> {
     let client = shared.live_client().await?;
-    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let persistent = zk::CreateMode::Persistent.with_acls(shared.options.acls());
     if let Some((parent, _)) = path.rsplit_once('/') {
         shared.timed("mkdir", client.mkdir(parent, &persistent)).await?;
     }

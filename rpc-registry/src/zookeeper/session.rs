@@ -15,11 +15,14 @@ use super::{unavailable, Shared, ZookeeperOptions, BACKEND};
 /// Opens a session with the ensemble, failing when no server answers within the timeout.
 pub(super) async fn open(options: &ZookeeperOptions) -> Result<zk::Client, RegistryError> {
     let servers = options.servers.join(",");
-    let connect = zk::Client::connector()
+    let mut connector = zk::Client::connector()
         .with_session_timeout(options.session_timeout)
         .with_connection_timeout(options.timeout)
-        .with_fail_eagerly()
-        .connect(&servers);
+        .with_fail_eagerly();
+    if let Some((user, password)) = &options.credentials {
+        connector = connector.with_auth("digest", format!("{user}:{}", password.expose()).as_bytes());
+    }
+    let connect = connector.connect(&servers);
     match tokio::time::timeout(options.timeout, connect).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(unavailable(&options.servers, "connect", e)),

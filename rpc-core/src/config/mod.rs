@@ -31,6 +31,10 @@
 //! scalar or flow collection, so numbers, booleans and `[a, b]` lists work; list fields also
 //! accept a comma-separated string.
 
+mod security;
+
+pub use security::{ClientAuthConfig, ClientTlsConfig, RegistryTlsConfig, Secret, ServerAuthConfig, ServerTlsConfig};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -181,6 +185,10 @@ pub struct ServerConfig {
     pub max_metadata_entries: usize,
     /// Most bytes of encoded metadata a request may carry.
     pub max_metadata_bytes: usize,
+    /// TLS on the listener; absent: plain TCP.
+    pub tls: Option<ServerTlsConfig>,
+    /// Caller authentication; absent: every caller is served.
+    pub auth: Option<ServerAuthConfig>,
 }
 
 /// Largest frame body accepted by default: 16 MiB.
@@ -214,6 +222,8 @@ impl Default for ServerConfig {
             warmup_secs: 0,
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -241,10 +251,13 @@ pub struct RegistryConfig {
     pub ttl_secs: u64,
     /// Limit of each registry operation and of connecting.
     pub timeout_ms: u64,
-    /// etcd user.
+    /// The registry user: etcd authentication, or ZooKeeper digest authentication (the
+    /// service nodes this process creates are then writable by that identity only).
     pub username: Option<String>,
-    /// etcd password.
-    pub password: Option<String>,
+    /// The user's password.
+    pub password: Option<Secret>,
+    /// TLS to etcd (its endpoints are then reached over https).
+    pub tls: Option<RegistryTlsConfig>,
     /// ZooKeeper session timeout; defaults to `ttl_secs`.
     pub session_timeout_ms: Option<u64>,
     /// How often a provider checks that its registrations still exist.
@@ -273,6 +286,7 @@ impl Default for RegistryConfig {
             timeout_ms: 3000,
             username: None,
             password: None,
+            tls: None,
             session_timeout_ms: None,
             reconcile_secs: 5,
             keepalive_interval_ms: 30_000,
@@ -345,6 +359,10 @@ pub struct ConsumerConfig {
     /// Connections to one provider at most; past the first, they open only while large
     /// payloads are in flight.
     pub max_connections_per_provider: usize,
+    /// TLS to providers; absent: plain TCP.
+    pub tls: Option<ClientTlsConfig>,
+    /// The credentials sent with every call.
+    pub auth: Option<ClientAuthConfig>,
 }
 
 impl Default for ConsumerConfig {
@@ -366,6 +384,8 @@ impl Default for ConsumerConfig {
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             departed_grace_ms: 30_000,
             max_connections_per_provider: 8,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -623,6 +643,57 @@ impl RpcConfig {
         error
     }
 
+    /// The security sections hold together: pairs come in pairs, an allow-list has client
+    /// certificates to check, tokens are not empty, and TLS to the registry is etcd's.
+    fn check_security(&self) -> Result<(), (&'static str, String)> {
+        let pair = |field: &'static str, cert: &Option<std::path::PathBuf>, key: &Option<std::path::PathBuf>| match cert
+            .is_some()
+            == key.is_some()
+        {
+            true => Ok(()),
+            false => Err((field, "cert and key go together".to_owned())),
+        };
+        if let Some(auth) = &self.server.auth {
+            if auth.tokens.is_empty() && auth.allow.is_empty() {
+                return Err(("rpc.server.auth", "needs tokens, an allow list, or both".to_owned()));
+            }
+            if auth.tokens.iter().any(|t| t.expose().trim().is_empty()) {
+                return Err(("rpc.server.auth.tokens", "a token is empty".to_owned()));
+            }
+            let mtls = self.server.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            if !auth.allow.is_empty() && !mtls {
+                return Err((
+                    "rpc.server.auth.allow",
+                    "needs rpc.server.tls.client_ca: identities come from client certificates".to_owned(),
+                ));
+            }
+        }
+        if let Some(tls) = &self.consumer.tls {
+            pair("rpc.consumer.tls", &tls.cert, &tls.key)?;
+            if tls.ca.is_none() {
+                return Err((
+                    "rpc.consumer.tls.ca",
+                    "required: the CA that signs the providers' certificates".to_owned(),
+                ));
+            }
+        }
+        if let Some(token) = self.consumer.auth.as_ref().and_then(|a| a.token.as_ref()) {
+            if token.expose().trim().is_empty() {
+                return Err(("rpc.consumer.auth.token", "is empty".to_owned()));
+            }
+        }
+        if let Some(tls) = &self.registry.tls {
+            pair("rpc.registry.tls", &tls.cert, &tls.key)?;
+            if self.registry.kind != RegistryKind::Etcd {
+                return Err((
+                    "rpc.registry.tls",
+                    format!("only the etcd registry is reached over TLS, not {}", self.registry.kind),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |field: &str, message: String| {
             Err(ConfigError::Invalid {
@@ -672,6 +743,9 @@ impl RpcConfig {
         }
         if r.username.is_some() != r.password.is_some() {
             return invalid("rpc.registry.username", "username and password go together".to_owned());
+        }
+        if let Err((field, message)) = self.check_security() {
+            return invalid(field, message);
         }
         if let Some(listen) = self.metrics.listen.as_deref().filter(|l| !is_host_port(l)) {
             return invalid("rpc.metrics.listen", format!("\"{listen}\" is not host:port"));
