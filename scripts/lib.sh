@@ -121,6 +121,45 @@ start_etcd_once() {
     fi
 }
 
+# start_etcd_tls DIR CERTS: like start_etcd, serving clients over TLS only with the
+# certificates in CERTS (ca.pem, server.pem/.key, client.pem/.key, as bin make-certs writes
+# them), requiring client certificates signed by that CA, and with authentication enabled for
+# user root (password $ETCD_ROOT_PASSWORD). Sets ETCD_PID, ETCD_ENDPOINT (https://host:port)
+# and ETCDCTL (an etcdctl command line with the certificates and the user).
+start_etcd_tls() {
+    ETCD_TLS_CERTS=$2
+    start_with_retries ETCD_PID start_etcd_tls_once "$1"
+}
+ETCD_ROOT_PASSWORD=${ETCD_ROOT_PASSWORD:-demo-root-password}
+
+start_etcd_tls_once() {
+    local dir=$1 certs=$ETCD_TLS_CERTS
+    mkdir -p "$dir"
+    local client_port peer_port
+    client_port=$(free_port)
+    peer_port=$(free_port)
+    ETCD_ENDPOINT="https://127.0.0.1:$client_port"
+    etcd --name "rpc-test" --data-dir "$dir/data" \
+        --listen-client-urls "$ETCD_ENDPOINT" --advertise-client-urls "$ETCD_ENDPOINT" \
+        --cert-file "$certs/server.pem" --key-file "$certs/server.key" \
+        --trusted-ca-file "$certs/ca.pem" --client-cert-auth \
+        --listen-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-cluster "rpc-test=http://127.0.0.1:$peer_port" \
+        --log-level warn >"$dir/etcd.log" 2>&1 &
+    ETCD_PID=$!
+    ETCDCTL=(etcdctl --endpoints "$ETCD_ENDPOINT" --cacert "$certs/ca.pem"
+        --cert "$certs/client.pem" --key "$certs/client.key")
+    if ! wait_ready "$ETCD_PID" 30 "${ETCDCTL[@]}" endpoint health; then
+        echo "error: etcd (TLS) did not become healthy; log:" >&2
+        tail -20 "$dir/etcd.log" >&2
+        return 1
+    fi
+    "${ETCDCTL[@]}" user add root --new-user-password "$ETCD_ROOT_PASSWORD" >/dev/null &&
+        "${ETCDCTL[@]}" auth enable >/dev/null || return 1
+    ETCDCTL+=(--user "root:$ETCD_ROOT_PASSWORD")
+}
+
 # start_zookeeper DIR: starts a standalone ZooKeeper on a free loopback port with its data in
 # DIR, trying fresh ports up to three times. Sets ZK_PID and ZK_ENDPOINT (host:port).
 start_zookeeper() { start_with_retries ZK_PID start_zookeeper_once "$1"; }

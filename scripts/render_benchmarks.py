@@ -148,6 +148,16 @@ def main(work, mode, cores):
             out.append(f"| {size_name(m['payload'])} | {m.get('server_workers', 1)} | {m['qps']:,.0f} | {m['p99_us']:,} | {m['server_cpu_us_per_call']:.2f} |")
         out.append("")
         out.append(SCALING_NOTE)
+    tls_names = ["rpc-core/bincode", "rpc-core/bincode+tls", "tonic/protobuf", "tonic/protobuf+tls"]
+    tls = [m for m in one if m["framework"] in tls_names and m.get("kind", "bytes") == "bytes"
+           and m["concurrency"] == 256 and m.get("connections", 1) == 1 and m["payload"] in (64, 4096)]
+    if any(m["framework"].endswith("+tls") for m in tls):
+        out.append("### Over TLS (`Vec<u8>`, 256 outstanding)\n")
+        out.append("The same echo with TLS between the processes (rustls with ring on both frameworks, TLS 1.3, "
+                   "server certificate only, made for the run), next to plain TCP from the tables above.\n")
+        for size in (64, 4096):
+            out.append(f"**{size_name(size)}**\n")
+            rows(sorted([m for m in tls if m["payload"] == size], key=lambda m: tls_names.index(m["framework"])))
     targets(out, bytes_rows, size_name)
     if costs:
         out.append("## Middleware and metrics cost (server and client in separate processes)\n")

@@ -3,7 +3,8 @@
 //! `example-provider --config FILE [--port N]`: on Ctrl-C or SIGTERM it deregisters, drains
 //! the calls in flight and exits 0. With `rpc.metrics.listen` set it serves Prometheus metrics
 //! at `/metrics` there. On SIGHUP it reloads FILE: a changed weight or metadata is
-//! registered again at once; other changes are named as needing a restart; an invalid file is
+//! registered again at once; the TLS certificate files (`rpc.server.tls`) are read again for
+//! new connections; other changes are named as needing a restart; an invalid file is
 //! reported and the running configuration kept. Any start-up failure prints one line and
 //! exits 1.
 
@@ -112,9 +113,17 @@ async fn reload(args: &Args, config: &mut rpc_core::config::RpcConfig, provider:
             }
         }
     }
+    if let Some(tls) = &old.tls {
+        match provider.reload_tls().await {
+            Ok(()) => println!("reloaded: TLS certificate {}", tls.cert.display()),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the TLS files did not load; keeping the running ones"),
+        }
+    }
     let restart_only = [
         ("rpc.server.host", old.host != new.host),
         ("rpc.server.port", old.port != new.port),
+        ("rpc.server.tls", old.tls != new.tls),
+        ("rpc.server.auth", old.auth != new.auth),
         ("rpc.registry", config.registry != next.registry),
     ];
     for (field, changed) in restart_only {

@@ -51,6 +51,39 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
+/// The lines a child process writes to stdout and stderr.
+struct Output(mpsc::Receiver<String>);
+
+impl Output {
+    /// The next line containing `needle`, waiting at most 10 s for it.
+    fn expect(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line containing {needle:?}"),
+            }
+        }
+    }
+}
+
+/// Starts example-provider with `config`.
+fn start_provider(config: &std::path::Path) -> (std::process::Child, Output) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_example-provider"))
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    forward_lines(child.stdout.take().unwrap(), tx.clone());
+    forward_lines(child.stderr.take().unwrap(), tx);
+    (child, Output(lines))
+}
+
 #[test]
 fn sighup_reloads_and_sigterm_deregisters() {
     let Some(endpoints) = shared_etcd() else { return };
@@ -62,27 +95,8 @@ fn sighup_reloads_and_sigterm_deregisters() {
     );
     let config = std::env::temp_dir().join(format!("example-provider-signals-{}.yaml", std::process::id()));
     write_config(&config, &endpoint, &root, 1);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_example-provider"))
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel::<String>();
-    forward_lines(child.stdout.take().unwrap(), tx.clone());
-    forward_lines(child.stderr.take().unwrap(), tx);
-    let expect_line = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no line containing {needle:?}"),
-            }
-        }
-    };
+    let (mut child, output) = start_provider(&config);
+    let expect_line = |needle: &str| output.expect(needle);
     expect_line("serving UserService:1.0");
     assert!(registered(&endpoint, &root).contains("\"weight\":1"));
 
@@ -104,4 +118,68 @@ fn sighup_reloads_and_sigterm_deregisters() {
     assert!(status.success(), "{status}");
     assert_eq!(registered(&endpoint, &root), "", "nothing left behind");
     let _ = std::fs::remove_file(&config);
+}
+
+/// SIGHUP reads the TLS files again: connections opened afterwards get the renewed
+/// certificate.
+#[tokio::test]
+async fn sighup_reloads_the_tls_certificates() {
+    use rpc_core::config::ClientTlsConfig;
+    use rpc_core::tls::ClientTls;
+    use rpc_tests::certs::TestPki;
+
+    let (old, new) = (TestPki::new(), TestPki::new());
+    let config = old.ca.dir().join("provider.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "rpc:\n  server: {{ host: 127.0.0.1, port: 0, tls: {{ cert: {}, key: {} }} }}\n  registry: {{ type: memory, root: /tls-reload }}\n",
+            old.server.cert.display(),
+            old.server.key.display()
+        ),
+    )
+    .unwrap();
+    let (mut child, output) = start_provider(&config);
+    let expect_line = |needle: &str| output.expect(needle);
+    let serving = expect_line("serving UserService:1.0");
+    let addr = serving
+        .split(" at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the address in the serving line")
+        .to_owned();
+    let health = |pki: &TestPki| {
+        let addr = addr.clone();
+        let ca = pki.ca.ca();
+        async move {
+            let tls = ClientTls::load(&ClientTlsConfig {
+                ca: Some(ca),
+                ..ClientTlsConfig::default()
+            })
+            .await
+            .expect("client TLS");
+            let options = rpc_core::client::ClientOptions {
+                tls: Some(tls),
+                ..Default::default()
+            };
+            rpc_core::Channel::direct_with(addr, options)
+                .expect("channel")
+                .health("UserService:1.0")
+                .await
+        }
+    };
+    health(&old).await.expect("the first certificate");
+
+    std::fs::copy(&new.server.cert, &old.server.cert).unwrap();
+    std::fs::copy(&new.server.key, &old.server.key).unwrap();
+    signal(child.id(), "HUP");
+    expect_line("reloaded: TLS certificate");
+    health(&new).await.expect("the renewed certificate");
+    assert!(
+        health(&old).await.is_err(),
+        "the old CA no longer verifies the provider"
+    );
+
+    signal(child.id(), "TERM");
+    assert!(child.wait().unwrap().success());
 }

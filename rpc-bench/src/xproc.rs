@@ -77,8 +77,8 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(framework: &str, workers: usize) -> Result<Self, BoxError> {
-        let mut child = Command::new(std::env::current_exe()?)
+    fn start(framework: &str, workers: usize, certs: Option<&TlsDir>) -> Result<Self, BoxError> {
+        let mut child = command(certs)?
             .args([
                 "echo-server",
                 "--framework",
@@ -117,8 +117,9 @@ impl Drop for ServerProcess {
 
 /// Runs one case: a fresh server process and a fresh client process.
 pub fn run_case(case: &Case, timing: Timing) -> Result<Measurement, BoxError> {
-    let server = ServerProcess::start(&case.framework, case.server_workers)?;
-    let output = Command::new(std::env::current_exe()?)
+    let certs = case.framework.ends_with("+tls").then(TlsDir::new);
+    let server = ServerProcess::start(&case.framework, case.server_workers, certs.as_ref())?;
+    let output = command(certs.as_ref())?
         .arg("echo-client")
         .args(["--framework", &case.framework, "--addr", &server.addr])
         .args(["--server-pid", &server.child.id().to_string()])
@@ -140,6 +141,37 @@ pub fn run_case(case: &Case, timing: Timing) -> Result<Measurement, BoxError> {
         return Err(format!("the client process of {case:?} failed: {}", output.status).into());
     }
     Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// A command running this program, with the certificates of a TLS case.
+fn command(certs: Option<&TlsDir>) -> Result<Command, BoxError> {
+    let mut command = Command::new(std::env::current_exe()?);
+    if let Some(certs) = certs {
+        command.env(echo::TLS_DIR_VAR, &certs.0);
+    }
+    Ok(command)
+}
+
+/// A throw-away CA and server certificate for `localhost`, for one case; removed after it.
+struct TlsDir(std::path::PathBuf);
+
+impl TlsDir {
+    fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rpc-bench-certs-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        rpc_tests::certs::TestPki::in_dir(&dir);
+        Self(dir)
+    }
+}
+
+impl Drop for TlsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Prints a measurement as a JSON line or a table row.
@@ -167,8 +199,8 @@ pub fn report(m: &Measurement, json: bool) -> Result<(), BoxError> {
 
 /// The echo matrix of BENCHMARKS.md: every framework on plain `Vec<u8>` payloads from 64 B to
 /// 1 MiB at 1, 32 and 256 calls outstanding, and 4 connections x 256 at 64 B and 4 KiB;
-/// `String` and record payloads at 256 outstanding; the other serializers; and rpc-core's server
-/// on 1, 2 and 4 workers. `only` keeps the frameworks whose name contains it.
+/// `String` and record payloads at 256 outstanding; the other serializers; rpc-core's server
+/// on 1, 2 and 4 workers; and rpc-core and tonic over TLS at 64 B and 4 KiB, 256 outstanding. `only` keeps the frameworks whose name contains it.
 pub fn matrix(only: Option<&str>) -> Vec<Case> {
     let mut frameworks = vec!["rpc-core/bincode".to_owned()];
     frameworks.extend(echo::peers().into_iter().map(str::to_owned));
@@ -213,6 +245,11 @@ pub fn matrix(only: Option<&str>) -> Vec<Case> {
     for workers in [2, 4] {
         for size in [64, 4096] {
             cases.push(case("rpc-core/bincode", PayloadKind::Bytes, size, 4, 256).with_workers(workers));
+        }
+    }
+    for framework in ["rpc-core/bincode+tls", "tonic/protobuf+tls"] {
+        for size in [64, 4096] {
+            cases.push(case(framework, PayloadKind::Bytes, size, 1, 256));
         }
     }
     cases.retain(|c| only.is_none_or(|o| c.framework.contains(o)));

@@ -51,12 +51,14 @@
 
 // Layers, lowest first; a module imports only from lower layers (and leaves of its own):
 //   1. leaves: arena, choice, future, backoff, byte_string, host, error, schedule, context
-//   2. wire: serializer, protocol, reply, health, layer, auth, metrics, tls (a layer and event counters), transport
+//   2. wire: serializer, protocol, reply, health, layer, auth (layers), metrics (a layer and
+//      event counters), transport
 //   3. discovery: registry, balance, fault (strategies, health, budget)
 //   4. configuration: config (plain data; it reads the strategy enums that live with their
 //      strategies, `balance::LoadBalancerKind` and `fault::{RetryStrategy, TolerantKind}`,
 //      and `fault::policy` resolves it)
-//   5. ends: server, client
+//   5. security: tls (turns the TLS sections of config into rustls configurations)
+//   6. ends: server, client
 mod arena;
 mod choice;
 pub mod future;

@@ -30,7 +30,8 @@ pub async fn run(
     listing::registered(&registry, key).await?;
     let mut config = config.clone();
     config.serializer = SerializerKind::Json;
-    let consumer = Consumer::builder(&config).build(registry).await?;
+    let builder = rpc_registry::secure_consumer(Consumer::builder(&config), &config).await?;
+    let consumer = builder.build(registry).await?;
     let channel = consumer.channel();
     let descriptor = MethodDescriptor::dynamic(key, method);
     let policy = channel.policy(key, method, false);

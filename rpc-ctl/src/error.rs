@@ -2,6 +2,7 @@
 
 use rpc_core::config::ConfigError;
 use rpc_core::registry::RegistryError;
+use rpc_core::tls::TlsError;
 use rpc_core::{ClientBuildError, RpcError};
 
 /// An rpc-ctl failure.
@@ -10,6 +11,9 @@ pub enum CtlError {
     /// The configuration file.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A TLS file of `rpc.consumer.tls` cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The registry did not answer or refused.
     #[error(transparent)]
     Registry(#[from] RegistryError),

@@ -74,11 +74,12 @@ pub async fn instances(registry: &Arc<dyn Registry>, key: &str, json: bool) -> R
 pub async fn health(registry: &Arc<dyn Registry>, config: &RpcConfig, key: &str, json: bool) -> Result<(), CtlError> {
     let instances = registered(registry, key).await?;
     let timeout = Duration::from_millis(config.consumer.timeout_ms);
+    let options = rpc_registry::client_options(config).await?;
     let mut failing = 0;
     let mut rows = Vec::new();
     for instance in &instances {
         let address = instance.address();
-        let channel = Channel::direct(&address)?.with_timeout(timeout);
+        let channel = Channel::direct_with(&address, options.clone())?.with_timeout(timeout);
         let answer = channel.health(key).await;
         if !matches!(answer, Ok(Health::Serving)) {
             failing += 1;

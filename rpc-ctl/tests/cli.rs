@@ -20,15 +20,22 @@ struct Setup {
 
 impl Setup {
     fn new(endpoint: &str, name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let root = format!("/ctl-{name}-{}-{nanos}", std::process::id());
-        let yaml = format!(
-            "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_quiet_ms: 0 }}\n  registry: {{ type: etcd, endpoints: [\"{endpoint}\"], root: \"{root}\" }}\n"
-        );
-        let file = std::env::temp_dir().join(format!("rpc-ctl-{name}-{}-{nanos}.yaml", std::process::id()));
+        Self::with_sections(endpoint, name, "", "")
+    }
+
+    /// With `server_extra` inside the server section and `more` (whole sections) after it.
+    fn with_sections(endpoint: &str, name: &str, server_extra: &str, more: &str) -> Self {
+        let root = format!("/ctl-{name}-{}-{}", std::process::id(), nanos());
+        Self::from_yaml(
+            name,
+            format!(
+                "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_quiet_ms: 0{server_extra} }}\n  registry: {{ type: etcd, endpoints: [\"{endpoint}\"], root: \"{root}\" }}\n{more}"
+            ),
+        )
+    }
+
+    fn from_yaml(name: &str, yaml: String) -> Self {
+        let file = std::env::temp_dir().join(format!("rpc-ctl-{name}-{}-{}.yaml", std::process::id(), nanos()));
         std::fs::write(&file, &yaml).unwrap();
         Self { yaml, file }
     }
@@ -72,6 +79,13 @@ impl Setup {
             );
         }
     }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 impl Drop for Setup {
@@ -278,4 +292,44 @@ async fn rules_are_validated_set_shown_and_cleared() {
     let (_, stdout, _) = setup.run(&["rules", "UserService:1.0"]).await;
     assert!(stdout.starts_with("UserService:1.0 has no rules"), "{stdout}");
     let _ = std::fs::remove_file(&file);
+}
+
+/// With mTLS and a bearer token on the providers, rpc-ctl calls and probes with the
+/// consumer's TLS files and token; a wrong token is refused in one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_probes_providers_over_mtls_with_a_token() {
+    let Some(endpoints) = shared_etcd() else { return };
+    let pki = rpc_tests::certs::TestPki::new();
+    let server_tls = format!(
+        ", tls: {{ cert: {}, key: {}, client_ca: {} }}, auth: {{ tokens: [ctl-token] }}",
+        pki.server.cert.display(),
+        pki.server.key.display(),
+        pki.ca.ca().display()
+    );
+    let consumer = |token: &str| {
+        format!(
+            "  consumer: {{ tls: {{ ca: {}, cert: {}, key: {} }}, auth: {{ token: {token} }} }}\n",
+            pki.ca.ca().display(),
+            pki.client.cert.display(),
+            pki.client.key.display()
+        )
+    };
+    let setup = Setup::with_sections(&endpoints[0], "tls", &server_tls, &consumer("ctl-token"));
+    let provider = provider(&setup).await;
+
+    let (code, stdout, stderr) = setup.run(&["call", "UserService:1.0", "get_user", "[1]"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"id\": 1"), "{stdout}");
+    let (code, stdout, stderr) = setup.run(&["health", "UserService:1.0"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("serving"), "{stdout}");
+
+    let wrong = Setup::from_yaml("tls-wrong", setup.yaml.replace("token: ctl-token", "token: guessed"));
+    wrong
+        .fails(
+            &["call", "UserService:1.0", "get_user", "[1]"],
+            &["unauthenticated", "not valid"],
+        )
+        .await;
+    provider.shutdown().await;
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rpc_core::auth::{AllowList, BearerToken, BearerTokens};
-use rpc_core::client::{Consumer, ConsumerError};
+use rpc_core::client::{ClientOptions, Consumer, ConsumerBuilder, ConsumerError};
 use rpc_core::config::RpcConfig;
 use rpc_core::metrics::MetricsLayer;
 use rpc_core::registry::{now_ms, CacheFile, Registry, RegistryError, ServiceInstance};
@@ -171,12 +171,7 @@ pub async fn consumer(config: &RpcConfig) -> Result<Consumer, BootError> {
     if let Some(endpoint) = metrics {
         builder = builder.layer(MetricsLayer::new()).attach(endpoint);
     }
-    if let Some(tls) = &config.consumer.tls {
-        builder = builder.tls(ClientTls::load(tls).await?);
-    }
-    if let Some(token) = config.consumer.auth.as_ref().and_then(|a| a.token.as_ref()) {
-        builder = builder.layer(BearerToken::new(token.expose()));
-    }
+    let builder = secure_consumer(builder, config).await?;
     let unreachable = match crate::connect(&config.registry).await {
         Ok(registry) => return Ok(builder.build(registry).await?),
         Err(e @ (RegistryError::Unavailable { .. } | RegistryError::Timeout { .. })) => e,
@@ -218,6 +213,30 @@ async fn start_metrics(config: &RpcConfig) -> Result<Option<MetricsEndpoint>, Me
         Some(listen) => Ok(Some(MetricsEndpoint::start(listen).await?)),
         None => Ok(None),
     }
+}
+
+/// Applies the consumer's security of `config` to `builder`: TLS to providers
+/// (`rpc.consumer.tls`) and the bearer token sent with every call (`rpc.consumer.auth.token`).
+/// [`consumer`] does this; tools that bring their own registry call it themselves.
+pub async fn secure_consumer(mut builder: ConsumerBuilder, config: &RpcConfig) -> Result<ConsumerBuilder, TlsError> {
+    if let Some(tls) = &config.consumer.tls {
+        builder = builder.tls(ClientTls::load(tls).await?);
+    }
+    if let Some(token) = config.consumer.auth.as_ref().and_then(|a| a.token.as_ref()) {
+        builder = builder.layer(BearerToken::new(token.expose()));
+    }
+    Ok(builder)
+}
+
+/// The connection options of `rpc.consumer`, TLS included: for a direct channel to one
+/// provider (a health probe, a benchmark). The bearer token is a layer: add
+/// [`BearerToken`] to the channel when calls need it.
+pub async fn client_options(config: &RpcConfig) -> Result<ClientOptions, TlsError> {
+    let mut options = ClientOptions::from(&config.consumer);
+    if let Some(tls) = &config.consumer.tls {
+        options.tls = Some(ClientTls::load(tls).await?);
+    }
+    Ok(options)
 }
 
 /// The server's TLS (`rpc.server.tls`) and caller checks (`rpc.server.auth`: bearer tokens,

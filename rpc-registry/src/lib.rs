@@ -40,7 +40,7 @@ pub mod reconnecting;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 
-pub use bootstrap::{consumer, serve, serve_listener, BootError, Provider};
+pub use bootstrap::{client_options, consumer, secure_consumer, serve, serve_listener, BootError, Provider};
 
 use std::path::Path;
 use std::sync::Arc;

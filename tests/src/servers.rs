@@ -10,6 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+use crate::certs::{CertFiles, TestPki};
+
 /// The shared etcd `scripts/test` started (`RPC_TEST_ETCD_ENDPOINTS`).
 ///
 /// Without it: under `CI=true` the test fails; elsewhere it is skipped with a message.
@@ -87,6 +89,17 @@ pub struct EtcdServer {
     data_dir: PathBuf,
     /// Flags beyond the ones every test etcd gets.
     extra_args: Vec<String>,
+    /// TLS on the client port, with client certificates required.
+    tls: Option<EtcdTls>,
+}
+
+/// The TLS side of a test etcd: its files and the plain port where it answers `/health`.
+struct EtcdTls {
+    ca: PathBuf,
+    server: CertFiles,
+    /// A client certificate for `etcdctl`.
+    client: CertFiles,
+    health_port: u16,
 }
 
 /// The user and password of an etcd started with authentication.
@@ -137,7 +150,52 @@ impl EtcdServer {
         Some(server)
     }
 
+    /// Starts an etcd that serves clients over TLS with the server certificate of `pki`,
+    /// requires a client certificate signed by its CA (`--client-cert-auth`), and has
+    /// authentication enabled (user [`ETCD_ROOT`]). Its endpoint is `https://...`.
+    pub async fn start_with_tls_and_auth(pki: &TestPki) -> Option<Self> {
+        let tls = EtcdTls {
+            ca: pki.ca.ca(),
+            server: pki.server.clone(),
+            client: pki.client.clone(),
+            health_port: free_port(),
+        };
+        let server = Self::start_tls(Vec::new(), scratch_dir("etcd-tls"), tls).await?;
+        let (user, password) = ETCD_ROOT;
+        server
+            .etcdctl(&["user", "add", user, "--new-user-password", password])
+            .await;
+        server.etcdctl(&["auth", "enable"]).await;
+        Some(server)
+    }
+
+    /// Runs `etcdctl` against this server (with its TLS files, and as root once auth is on).
+    async fn etcdctl(&self, args: &[&str]) {
+        let mut all = vec!["--endpoints".to_owned(), self.endpoint()];
+        if let Some(tls) = &self.tls {
+            all.extend([
+                format!("--cacert={}", tls.ca.display()),
+                format!("--cert={}", tls.client.cert.display()),
+                format!("--key={}", tls.client.key.display()),
+            ]);
+        }
+        if args.first() != Some(&"user") {
+            let (user, password) = ETCD_ROOT;
+            all.push(format!("--user={user}:{password}"));
+        }
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        run_tool("etcdctl", &all.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    }
+
     async fn start_with(extra_args: Vec<String>, data_dir: PathBuf) -> Option<Self> {
+        Self::start_inner(extra_args, data_dir, None).await
+    }
+
+    async fn start_tls(extra_args: Vec<String>, data_dir: PathBuf, tls: EtcdTls) -> Option<Self> {
+        Self::start_inner(extra_args, data_dir, Some(tls)).await
+    }
+
+    async fn start_inner(extra_args: Vec<String>, data_dir: PathBuf, tls: Option<EtcdTls>) -> Option<Self> {
         if which("etcd").is_none() {
             assert!(!is_ci(), "the etcd binary is not installed; run scripts/test");
             eprintln!("SKIPPED: the etcd binary is not installed; run scripts/test");
@@ -149,6 +207,7 @@ impl EtcdServer {
             peer_port: free_port(),
             data_dir,
             extra_args,
+            tls,
         };
         // A port freed by `free_port` can be taken again before etcd binds it: retry afresh.
         for _ in 0..3 {
@@ -158,13 +217,19 @@ impl EtcdServer {
             server.stop().await;
             server.client_port = free_port();
             server.peer_port = free_port();
+            if let Some(tls) = server.tls.as_mut() {
+                tls.health_port = free_port();
+            }
         }
         panic!("etcd did not start; see {}", server.data_dir.join("etcd.log").display());
     }
 
-    /// `127.0.0.1:port` of the client listener.
+    /// `127.0.0.1:port` of the client listener (`https://127.0.0.1:port` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        match self.tls {
+            Some(_) => format!("https://127.0.0.1:{}", self.client_port),
+            None => format!("127.0.0.1:{}", self.client_port),
+        }
     }
 
     /// Kills the server (its data stays).
@@ -191,17 +256,32 @@ impl EtcdServer {
     /// Starts etcd; `false` when it exits or is not healthy within 30 s.
     async fn launch(&mut self) -> bool {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut args = self.extra_args.clone();
+        let mut health = format!("127.0.0.1:{}", self.client_port);
+        if let Some(tls) = &self.tls {
+            // Later flags win: the client URLs become https.
+            let client = format!("https://127.0.0.1:{}", self.client_port);
+            health = format!("127.0.0.1:{}", tls.health_port);
+            args.extend([
+                format!("--listen-client-urls={client}"),
+                format!("--advertise-client-urls={client}"),
+                format!("--cert-file={}", tls.server.cert.display()),
+                format!("--key-file={}", tls.server.key.display()),
+                format!("--trusted-ca-file={}", tls.ca.display()),
+                "--client-cert-auth".to_owned(),
+                format!("--listen-metrics-urls=http://{health}"),
+            ]);
+        }
         let child = spawn_etcd(
             "t",
             &self.data_dir,
             self.client_port,
             self.peer_port,
             &format!("t={peer}"),
-            &self.extra_args,
+            &args,
         );
-        let endpoint = self.endpoint();
         let child = self.child.insert(child);
-        wait_ready(child, Duration::from_secs(30), || etcd_healthy(&endpoint)).await
+        wait_ready(child, Duration::from_secs(30), || etcd_healthy(&health)).await
     }
 }
 

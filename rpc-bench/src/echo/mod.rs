@@ -247,6 +247,17 @@ pub fn process_cpu(pid: &str) -> Duration {
     Duration::from_secs_f64(ticks as f64 / 100.0) // USER_HZ
 }
 
+/// The environment variable naming the directory of the TLS cases' certificates
+/// (`ca.pem`, `server.pem`, `server.key`, as `rpc_tests::certs::TestPki` writes them); the
+/// parent process makes them and passes the variable to the server and client processes.
+pub const TLS_DIR_VAR: &str = "RPC_BENCH_TLS_DIR";
+
+/// The file `name` of the TLS cases' certificate directory.
+pub fn tls_file(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os(TLS_DIR_VAR).expect("RPC_BENCH_TLS_DIR names the certificate directory");
+    std::path::Path::new(&dir).join(name)
+}
+
 /// Runs `serve` on `listener` (made a tokio listener) in a task that is aborted when the
 /// guard drops.
 pub fn spawn_server<F, Fut>(listener: std::net::TcpListener, serve: F) -> ServeFuture
@@ -261,8 +272,8 @@ where
     })
 }
 
-/// Every framework, by the name reports use; rpc-core names may add `+N no-op layers` or
-/// `+metrics`.
+/// Every framework, by the name reports use; rpc-core names may add `+N no-op layers`,
+/// `+metrics` or `+tls`, tonic's `+tls`.
 pub fn framework(name: &str) -> Option<Box<dyn Framework>> {
     if let Some(rest) = name.strip_prefix("rpc-core/") {
         return rpc::RpcCore::parse(rest).map(|f| Box::new(f) as Box<dyn Framework>);
@@ -270,7 +281,8 @@ pub fn framework(name: &str) -> Option<Box<dyn Framework>> {
     Some(match name {
         "raw-tcp-floor" => Box::new(raw::RawTcp),
         "tarpc/bincode" => Box::new(tarpc_peer::Tarpc),
-        "tonic/protobuf" => Box::new(tonic_peer::Tonic),
+        "tonic/protobuf" => Box::new(tonic_peer::Tonic { tls: false }),
+        "tonic/protobuf+tls" => Box::new(tonic_peer::Tonic { tls: true }),
         #[cfg(feature = "volo")]
         "volo-thrift" => Box::new(volo_peer::Volo),
         _ => return None,

@@ -4,14 +4,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::client::ClientOptions;
+use rpc_core::config::{ClientTlsConfig, ServerTlsConfig};
 use rpc_core::layer::{Layer, Layers};
 use rpc_core::metrics::MetricsLayer;
 use rpc_core::server::ServerBuilder;
+use rpc_core::tls::{ClientTls, ServerTls};
 use rpc_core::{Channel, SerializerKind};
 use rpc_registry::metrics_endpoint::MetricsEndpoint;
 
 use super::payload::Record;
-use super::{closed_loop, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
+use super::{closed_loop, tls_file, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
 
 /// The echo service, with plain user types.
 #[rpc_core::service(name = "Echo")]
@@ -53,6 +56,8 @@ pub struct RpcCore {
     pub layers: usize,
     /// The metrics layer on each side, recording into a Prometheus recorder.
     pub metrics: bool,
+    /// TLS (server certificate only) between the two.
+    pub tls: bool,
 }
 
 impl RpcCore {
@@ -62,17 +67,19 @@ impl RpcCore {
             serializer,
             layers: 0,
             metrics: false,
+            tls: false,
         }
     }
 
     /// Reads what follows `rpc-core/` in a name: `bincode`, `bincode+3 no-op layers`,
-    /// `bincode+metrics`.
+    /// `bincode+metrics`, `bincode+tls`.
     pub fn parse(name: &str) -> Option<Self> {
         let (serializer, extra) = name.split_once('+').map_or((name, None), |(s, e)| (s, Some(e)));
         let mut me = Self::plain(serializer.parse().ok()?);
         match extra {
             None => {}
             Some("metrics") => me.metrics = true,
+            Some("tls") => me.tls = true,
             Some(layers) => me.layers = layers.strip_suffix(" no-op layers")?.parse().ok()?,
         }
         Some(me)
@@ -101,6 +108,9 @@ impl Framework for RpcCore {
         if self.metrics {
             name += "+metrics";
         }
+        if self.tls {
+            name += "+tls";
+        }
         name
     }
 
@@ -110,6 +120,15 @@ impl Framework for RpcCore {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             let (layers, endpoint) = me.layers().await;
             let mut builder = ServerBuilder::new().add_service(EchoServer::new(EchoImpl));
+            if me.tls {
+                let config = ServerTlsConfig {
+                    cert: tls_file("server.pem"),
+                    key: tls_file("server.key"),
+                    client_ca: None,
+                    handshake_timeout_ms: 10_000,
+                };
+                builder = builder.tls(ServerTls::load(&config).await.expect("server TLS"));
+            }
             for layer in layers {
                 builder = builder.layer(layer);
             }
@@ -122,10 +141,19 @@ impl Framework for RpcCore {
         Box::pin(async move {
             let (layers, _endpoint) = me.layers().await;
             let layers = Layers::new(layers);
+            let mut options = ClientOptions::default();
+            if me.tls {
+                let config = ClientTlsConfig {
+                    ca: Some(tls_file("ca.pem")),
+                    server_name: Some("localhost".to_owned()),
+                    ..ClientTlsConfig::default()
+                };
+                options.tls = Some(ClientTls::load(&config).await.expect("client TLS"));
+            }
             // One channel (one connection pool) per connection.
             let clients: Vec<EchoClient> = (0..shape.connections)
                 .map(|_| {
-                    let channel = Channel::direct(addr.to_string())
+                    let channel = Channel::direct_with(addr.to_string(), options.clone())
                         .expect("a host:port address")
                         .with_serializer(me.serializer)
                         .with_timeout(Duration::from_secs(60))

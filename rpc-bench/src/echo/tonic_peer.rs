@@ -1,11 +1,13 @@
 //! tonic: protobuf over HTTP/2, its idiomatic configuration (message size limits raised for
-//! the 1 MiB rows).
+//! the 1 MiB rows); optionally over TLS (rustls with ring, server certificate only).
 
 use std::net::SocketAddr;
 
 use tonic::{Request, Response, Status};
 
-use super::{closed_loop, spawn_server, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
+use super::{
+    closed_loop, spawn_server, tls_file, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing,
+};
 
 mod pb {
     tonic::include_proto!("echo");
@@ -53,15 +55,24 @@ fn record(payload: &Payload) -> pb::Record {
 }
 
 /// tonic 0.14.
-pub struct Tonic;
+pub struct Tonic {
+    /// Over TLS.
+    pub tls: bool,
+}
 
 impl Framework for Tonic {
     fn name(&self) -> String {
-        "tonic/protobuf".to_owned()
+        if self.tls {
+            "tonic/protobuf+tls"
+        } else {
+            "tonic/protobuf"
+        }
+        .to_owned()
     }
 
     fn serve(&self, listener: std::net::TcpListener) -> ServeFuture {
-        spawn_server(listener, |listener| async move {
+        let tls = self.tls;
+        spawn_server(listener, move |listener| async move {
             // `Server::tcp_nodelay` only reaches sockets tonic accepts itself: set it here, or
             // small responses wait for delayed ACKs (about 40 ms each).
             let incoming =
@@ -73,23 +84,41 @@ impl Framework for Tonic {
             let service = EchoServer::new(EchoImpl)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await;
+            let mut builder = tonic::transport::Server::builder();
+            if tls {
+                let identity = tonic::transport::Identity::from_pem(
+                    std::fs::read(tls_file("server.pem")).expect("server.pem"),
+                    std::fs::read(tls_file("server.key")).expect("server.key"),
+                );
+                builder = builder
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .expect("tonic TLS");
+            }
+            let _ = builder.add_service(service).serve_with_incoming(incoming).await;
         })
     }
 
     fn load(&self, addr: SocketAddr, payload: Payload, shape: Shape, timing: Timing) -> LoadFuture {
+        let tls = self.tls;
         Box::pin(async move {
             let mut clients = Vec::new();
             for _ in 0..shape.connections {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                let scheme = if tls { "https" } else { "http" };
+                let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
                     .expect("tonic endpoint")
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await
-                    .expect("tonic connect");
+                    .tcp_nodelay(true);
+                if tls {
+                    let ca =
+                        tonic::transport::Certificate::from_pem(std::fs::read(tls_file("ca.pem")).expect("ca.pem"));
+                    endpoint = endpoint
+                        .tls_config(
+                            tonic::transport::ClientTlsConfig::new()
+                                .ca_certificate(ca)
+                                .domain_name("localhost"),
+                        )
+                        .expect("tonic client TLS");
+                }
+                let channel = endpoint.connect().await.expect("tonic connect");
                 clients.push(
                     EchoClient::new(channel)
                         .max_decoding_message_size(MAX_MESSAGE)

@@ -1160,4 +1160,96 @@ rpc:
             .to_string();
         assert!(e.starts_with("bad.yaml: "), "{e}");
     }
+
+    #[test]
+    fn security_sections_parse_take_secrets_from_the_environment_and_never_print_them() {
+        let yaml = r#"
+rpc:
+  server:
+    tls: { cert: s.pem, key: s.key, client_ca: ca.pem }
+    auth:
+      tokens: [t1]
+      allow: { "Users:1.0": [billing, "spiffe://example.org/ops"] }
+  consumer:
+    tls: { ca: ca.pem, cert: c.pem, key: c.key, server_name: users.internal }
+  registry:
+    type: etcd
+    endpoints: ["https://etcd:2379"]
+    username: root
+    tls: { ca: ca.pem }
+"#;
+        let env = [
+            ("RPC__SERVER__AUTH__TOKENS", "new-token, old-token"),
+            ("RPC__CONSUMER__AUTH__TOKEN", "from-env"),
+            ("RPC__REGISTRY__PASSWORD", "etcd-secret"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = RpcConfig::from_yaml_with_env(yaml, "secure.yaml", env).unwrap();
+        let tokens: Vec<&str> = c
+            .server
+            .auth
+            .as_ref()
+            .unwrap()
+            .tokens
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(tokens, ["new-token", "old-token"], "the environment replaces the list");
+        assert_eq!(
+            c.consumer.auth.as_ref().unwrap().token.as_ref().unwrap().expose(),
+            "from-env"
+        );
+        assert_eq!(c.registry.password.as_ref().unwrap().expose(), "etcd-secret");
+        assert_eq!(c.server.tls.as_ref().unwrap().handshake_timeout_ms, 10_000);
+        assert_eq!(c.server.auth.as_ref().unwrap().allow["Users:1.0"].len(), 2);
+        let printed = format!("{c:?}");
+        for secret in ["new-token", "old-token", "from-env", "etcd-secret"] {
+            assert!(!printed.contains(secret), "{secret} in the Debug output");
+        }
+    }
+
+    #[test]
+    fn inconsistent_security_settings_name_the_field() {
+        for (yaml, field, problem) in [
+            ("rpc:\n  server:\n    auth: {}\n", "rpc.server.auth", "needs tokens"),
+            (
+                "rpc:\n  server:\n    auth: { tokens: [\"\"] }\n",
+                "rpc.server.auth.tokens",
+                "empty",
+            ),
+            (
+                "rpc:\n  server:\n    tls: { cert: a, key: b }\n    auth: { allow: { \"S:1\": [x] } }\n",
+                "rpc.server.auth.allow",
+                "client_ca",
+            ),
+            (
+                "rpc:\n  consumer:\n    tls: { cert: c.pem }\n",
+                "rpc.consumer.tls",
+                "go together",
+            ),
+            (
+                "rpc:\n  consumer:\n    tls: { server_name: x }\n",
+                "rpc.consumer.tls.ca",
+                "required",
+            ),
+            (
+                "rpc:\n  consumer:\n    auth: { token: \" \" }\n",
+                "rpc.consumer.auth.token",
+                "empty",
+            ),
+            (
+                "rpc:\n  registry: { type: zookeeper, tls: { ca: ca.pem } }\n",
+                "rpc.registry.tls",
+                "only the etcd registry",
+            ),
+            (
+                "rpc:\n  server:\n    tls: { cert: a }\n",
+                "rpc.server.tls",
+                "missing field `key`",
+            ),
+        ] {
+            let e = err(yaml);
+            assert!(e.contains(field) && e.contains(problem), "{yaml}: {e}");
+        }
+    }
 }

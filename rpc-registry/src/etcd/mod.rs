@@ -190,7 +190,13 @@ impl EtcdRegistry {
         }
         let client = match tokio::time::timeout(options.timeout, Client::connect(&endpoints, Some(connect))).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(unavailable(&options.endpoints, "connect", e)),
+            Ok(Err(e)) => {
+                let operation = match options.tls {
+                    Some(_) => "connect over TLS",
+                    None => "connect in plain text (an etcd serving TLS needs rpc.registry.tls)",
+                };
+                return Err(unavailable(&options.endpoints, operation, e));
+            }
             Err(_) => {
                 return Err(RegistryError::timed_out(
                     BACKEND,
