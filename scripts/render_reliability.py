@@ -24,6 +24,7 @@ SCENARIOS = [
     ("connection limits", "17. Connection limits", "tests/tests/hardening.rs: idle_connections_are_told_to_go_away_and_closed, two_thousand_idle_connections_leave_a_consumer_served_and_memory_bounded, out_of_file_descriptors_the_provider_backs_off_logs_rarely_and_recovers"),
     ("memory", "18. Memory under large requests", "tests/tests/hardening.rs: large_requests_are_read_within_a_memory_budget_and_memory_comes_back (a provider process; 60 connections each send a 16 MiB request at once while a consumer calls)"),
     ("traffic", "19. Traffic control through the registry", "tests/tests/traffic.rs (real etcd and ZooKeeper: rules that disable and weight instances, zones, warm-up)"),
+    ("tls handshake flood", "20. TLS handshakes that never finish", "tests/tests/security.rs: connections_that_never_finish_the_handshake_do_not_stall_others (a provider process with mTLS and a token; 1,000 connections open, half send part of a ClientHello, none finishes; meanwhile 20 new clients connect and call)"),
 ]
 
 def main(path, fuzz_results, cores):
