@@ -133,7 +133,7 @@ async fn sighup_reloads_the_tls_certificates() {
     std::fs::write(
         &config,
         format!(
-            "rpc:\n  server: {{ host: 127.0.0.1, port: 0, tls: {{ cert: {}, key: {} }} }}\n  registry: {{ type: memory, root: /tls-reload }}\n",
+            "rpc:\n  server: {{ host: 127.0.0.1, port: 0, tls: {{ cert: {}, key: {}, reload_check_ms: 0 }} }}\n  registry: {{ type: memory, root: /tls-reload }}\n",
             old.server.cert.display(),
             old.server.key.display()
         ),

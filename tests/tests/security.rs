@@ -76,6 +76,7 @@ fn server_tls_config(server: &CertFiles, client_ca: Option<&std::path::Path>) ->
         key: server.key.clone(),
         client_ca: client_ca.map(ToOwned::to_owned),
         handshake_timeout_ms: 2_000,
+        reload_check_ms: 0,
     }
 }
 
@@ -441,7 +442,7 @@ async fn the_allow_list_admits_listed_client_identities_per_service() {
     server.shutdown().await;
 }
 
-/// Reloading the files: new connections get the new certificate, open ones keep theirs.
+/// Reloading changed files: new connections get the new certificate, open ones keep theirs.
 #[tokio::test]
 async fn reloaded_certificates_serve_new_connections() {
     let old_pki = TestPki::new();
@@ -460,10 +461,15 @@ async fn reloaded_certificates_serve_new_connections() {
     .expect("client");
     old_client.whoami().await.expect("the old certificate");
 
+    assert!(!tls.reload_if_changed().await.expect("check"), "nothing changed yet");
     // Renew on disk: the new CA's certificate and key take the old files' place.
     std::fs::copy(&new_pki.server.cert, &old_pki.server.cert).unwrap();
     std::fs::copy(&new_pki.server.key, &old_pki.server.key).unwrap();
-    tls.reload().await.expect("reload");
+    assert!(
+        tls.reload_if_changed().await.expect("reload"),
+        "the renewed files are seen"
+    );
+    assert!(!tls.reload_if_changed().await.expect("check"), "and loaded once");
 
     let (names, _) = call_whoami(&addr(&server), client_options(tls_client(&new_pki, None)).await).await;
     names.expect("a new connection gets the new certificate");
@@ -555,4 +561,43 @@ async fn connections_that_never_finish_the_handshake_do_not_stall_others() {
         served_in.as_millis(),
         all_closed_after.as_millis()
     );
+}
+
+/// A provider picks up certificate files renewed on disk by itself (cert-manager, a
+/// Kubernetes secret), within its check period, without a signal.
+#[tokio::test]
+async fn a_provider_reloads_certificate_files_that_change_on_disk() {
+    let (old, new) = (TestPki::new(), TestPki::new());
+    let yaml = format!(
+        "rpc:\n  registry: {{ type: memory, root: /tls-files }}\n  server:\n    host: 127.0.0.1\n    port: 0\n    \
+         tls: {{ cert: {}, key: {}, reload_check_ms: 200 }}\n",
+        old.server.cert.display(),
+        old.server.key.display()
+    );
+    let provider = ProviderProcess::start(Path::new(env!("CARGO_BIN_EXE_test-provider")), &yaml).await;
+    let target = format!("127.0.0.1:{}", provider.port);
+    let echo = |pki: &TestPki| {
+        let target = target.clone();
+        let config = tls_client(pki, None);
+        async move {
+            let channel = Channel::direct_with(target, client_options(config).await).expect("channel");
+            TestServiceClient::new(channel).expect("client").echo(7).await
+        }
+    };
+    assert_eq!(echo(&old).await.expect("the first certificate"), 7);
+
+    std::fs::copy(&new.server.cert, &old.server.cert).unwrap();
+    std::fs::copy(&new.server.key, &old.server.key).unwrap();
+    let renewed = Instant::now();
+    rpc_tests::wait_until(
+        Duration::from_secs(10),
+        "the provider serves the renewed certificate",
+        || {
+            let attempt = echo(&new);
+            async move { attempt.await.is_ok() }
+        },
+    )
+    .await;
+    assert!(echo(&old).await.is_err(), "the old CA no longer verifies the provider");
+    eprintln!("renewed certificate served after {:?}", renewed.elapsed());
 }

@@ -126,6 +126,7 @@ impl Framework for RpcCore {
                     key: tls_file("server.key"),
                     client_ca: None,
                     handshake_timeout_ms: 10_000,
+                    reload_check_ms: 0,
                 };
                 builder = builder.tls(ServerTls::load(&config).await.expect("server TLS"));
             }

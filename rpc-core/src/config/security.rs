@@ -49,9 +49,18 @@ pub struct ServerTlsConfig {
     /// A connection whose TLS handshake does not complete within this is closed.
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
+    /// How often the files are checked for changes (a renewed certificate written over the
+    /// old one, a Kubernetes secret updated); a change is loaded for new connections. 0: only
+    /// on request (`ServerTls::reload`, SIGHUP in the example provider).
+    #[serde(default = "default_reload_check_ms")]
+    pub reload_check_ms: u64,
 }
 
 fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_reload_check_ms() -> u64 {
     10_000
 }
 

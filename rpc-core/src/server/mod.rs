@@ -403,6 +403,12 @@ pub async fn listen(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken, connections: TaskTracker) {
     info!(services = ?shared.services.keys().collect::<Vec<_>>(), "serving");
+    // Renewed certificate files are picked up while the server accepts connections.
+    #[cfg(feature = "tls")]
+    let _tls_files = shared
+        .tls
+        .clone()
+        .map(|tls| tokio_util::task::AbortOnDropHandle::new(tokio::spawn(tls.watch_files(stop.clone()))));
     let mut errors = AcceptErrors::default();
     let mut at_limit = Throttle::default();
     loop {

@@ -2,9 +2,11 @@
 //! (mTLS), client configuration, and the identity a client certificate proves.
 //!
 //! * [`ServerTls`] holds the server's certificate, key and optional client CA, read from the
-//!   `rpc.server.tls` files. [`ServerTls::reload`] reads them again (on SIGHUP, say): new
-//!   connections use the new ones, open connections keep theirs, and files that do not load
-//!   leave the running configuration in place. The handshake runs in the connection's own task
+//!   `rpc.server.tls` files. [`ServerTls::reload`] reads them again (on SIGHUP, say), and a
+//!   serving server checks them every `reload_check_ms` and reloads them when their
+//!   modification time or length changed ([`ServerTls::reload_if_changed`]): new connections
+//!   use the new ones, open connections keep theirs, and files that do not load leave the
+//!   running configuration in place. The handshake runs in the connection's own task
 //!   under a timeout, so a slow or hostile client never holds up the accept loop.
 //! * [`ClientTls`] holds the CA providers' certificates must chain to, the optional client
 //!   certificate and the name to check (by default the host each provider registered).

@@ -1,7 +1,8 @@
 //! [`ServerTls`]: the server's certificates, reloadable, and the identity of verified clients.
 
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
@@ -20,17 +21,23 @@ pub struct ServerTls {
 struct Inner {
     source: ServerTlsConfig,
     current: RwLock<Arc<rustls::ServerConfig>>,
+    /// What the files looked like when they were last loaded.
+    loaded: Mutex<Stamps>,
 }
+
+/// Each file's modification time and length (`None`: unreadable).
+type Stamps = Vec<Option<(SystemTime, u64)>>;
 
 impl ServerTls {
     /// Reads the files of `config`.
     pub async fn load(config: &ServerTlsConfig) -> Result<Self, TlsError> {
         let source = config.clone();
-        let built = off_runtime(move || build(&source)).await?;
+        let (built, stamps) = off_runtime(move || Ok((build(&source)?, stamps(&source)))).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 source: config.clone(),
                 current: RwLock::new(Arc::new(built)),
+                loaded: Mutex::new(stamps),
             }),
         })
     }
@@ -39,9 +46,42 @@ impl ServerTls {
     /// configuration stays.
     pub async fn reload(&self) -> Result<(), TlsError> {
         let source = self.inner.source.clone();
-        let built = off_runtime(move || build(&source)).await?;
+        let (built, stamps) = off_runtime(move || Ok((build(&source)?, stamps(&source)))).await?;
         *self.inner.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(built);
+        *self.inner.loaded.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
         Ok(())
+    }
+
+    /// Reloads when a file changed (modification time or length) since the last load:
+    /// `Ok(true)` when it did. Files that changed but do not load leave the running
+    /// configuration, and are tried again at the next check.
+    pub async fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let source = self.inner.source.clone();
+        let now = off_runtime(move || Ok(stamps(&source))).await?;
+        if *self.inner.loaded.lock().unwrap_or_else(PoisonError::into_inner) == now {
+            return Ok(false);
+        }
+        self.reload().await.map(|()| true)
+    }
+
+    /// Checks the files every `reload_check_ms` until `stop` (see
+    /// [`ServerTlsConfig::reload_check_ms`]); nothing when that is 0.
+    pub(crate) async fn watch_files(self, stop: tokio_util::sync::CancellationToken) {
+        let period = Duration::from_millis(self.inner.source.reload_check_ms);
+        if period.is_zero() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+            }
+            match self.reload_if_changed().await {
+                Ok(true) => tracing::info!(cert = %self.inner.source.cert.display(), "TLS files changed: reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "TLS files changed but do not load; keeping the running ones"),
+            }
+        }
     }
 
     /// Whether clients must show a certificate (mTLS).
@@ -96,6 +136,19 @@ fn build(config: &ServerTlsConfig) -> Result<rustls::ServerConfig, TlsError> {
             config.cert.display()
         ),
     })
+}
+
+/// The stamps of the files of `config`, in a fixed order.
+fn stamps(config: &ServerTlsConfig) -> Stamps {
+    let stamp = |path: &Path| {
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    [Some(&config.cert), Some(&config.key), config.client_ca.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| stamp(p))
+        .collect()
 }
 
 fn setting(field: &'static str, e: impl std::fmt::Display) -> TlsError {
