@@ -4,8 +4,9 @@
 //! the output buffer, per byte; decoding visits each element in turn. For a 4 KiB payload that
 //! is thousands of calls where one `memcpy` would do. The code `#[service]` generates wraps
 //! every argument and result declared as `Vec<u8>` in [`AsBytes`] when it encodes and decodes
-//! it as a [`ByteVec`]: `serialize_bytes` and `deserialize_byte_buf`, which the formats handle
-//! in one piece.
+//! it as a [`ByteVec`]: `serialize_bytes` and `deserialize_bytes`, which the formats handle
+//! in one piece (decoding from the frame, a byte string arrives as a slice of it and is copied
+//! once into the vector).
 //!
 //! The bytes on the wire do not change: bincode and postcard write a byte string as its length
 //! and the raw bytes, exactly as they write a sequence of `u8`; serde_json writes both as an
@@ -31,7 +32,7 @@ pub struct ByteVec(pub Vec<u8>);
 
 impl<'de> Deserialize<'de> for ByteVec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_byte_buf(ByteVecVisitor).map(ByteVec)
+        deserializer.deserialize_bytes(ByteVecVisitor).map(ByteVec)
     }
 }
 

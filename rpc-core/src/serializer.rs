@@ -130,6 +130,10 @@ impl bincode::enc::write::Writer for BincodeSink<'_> {
 
 /// Decodes bincode with a byte limit just above the input's length.
 ///
+/// The borrowing decoder, although `T` owns its data: it hands a byte string to the visitor
+/// as a slice of the input, which [`ByteVec`](crate::byte_string::ByteVec) copies once,
+/// where the owning decoder first zero-fills a vector and then copies into it.
+///
 /// bincode trusts a length prefix and allocates before it reads, so without a limit a few
 /// hostile bytes claiming a 2^60-byte string abort the process. An honest value never claims
 /// more bytes than the input holds; the limit (a compile-time constant, hence the tiers) lets
@@ -138,7 +142,7 @@ impl bincode::enc::write::Writer for BincodeSink<'_> {
 fn decode_bincode<T: DeserializeOwned>(src: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
     macro_rules! with_limit {
         ($limit:expr) => {
-            bincode::serde::decode_from_slice(src, bincode::config::standard().with_limit::<{ $limit }>())
+            bincode::serde::borrow_decode_from_slice(src, bincode::config::standard().with_limit::<{ $limit }>())
         };
     }
     match src.len() {

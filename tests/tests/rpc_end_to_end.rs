@@ -450,6 +450,22 @@ mod byte_vectors {
         }
     }
 
+    /// Holds every call long enough for all of a burst to be in flight at once, however
+    /// slowly the machine runs the callers.
+    #[rpc_core::service(name = "Held", version = "1.0")]
+    pub trait Held {
+        async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    }
+
+    struct HeldImpl;
+
+    impl Held for HeldImpl {
+        async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            data
+        }
+    }
+
     /// Connections the pool opened to `addr` for `calls` concurrent echoes of `size` bytes.
     async fn connections_for(addr: &str, max: usize, calls: usize, size: usize) -> usize {
         let options = ClientOptions {
@@ -458,12 +474,12 @@ mod byte_vectors {
         };
         let pool = Arc::new(ConnectionPool::new(options));
         let channel = Channel::new(Arc::new(ClusterInvoker::direct(addr, pool.clone()).unwrap()));
-        let client = FastClient::new(channel).unwrap();
+        let client = HeldClient::new(channel).unwrap();
         let payload = vec![7u8; size];
         let calls: Vec<_> = (0..calls)
             .map(|_| {
                 let (client, payload) = (client.clone(), payload.clone());
-                tokio::spawn(async move { client.echo(payload, String::new()).await.unwrap().len() })
+                tokio::spawn(async move { client.echo(payload).await.unwrap().len() })
             })
             .collect();
         for call in calls {
@@ -474,7 +490,7 @@ mod byte_vectors {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn large_payloads_spread_over_more_connections_small_ones_share_one() {
-        let (server, addr) = start(ServerBuilder::new().add_service(FastServer::new(FastImpl))).await;
+        let (server, addr) = start(ServerBuilder::new().add_service(HeldServer::new(HeldImpl))).await;
         assert_eq!(
             connections_for(&addr, 4, 64, 512).await,
             1,

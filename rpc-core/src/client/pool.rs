@@ -76,14 +76,6 @@ impl Endpoint {
         }
     }
 
-    /// A live connection, if any takes calls.
-    fn live(&self) -> Option<Arc<Connection>> {
-        match self.pick() {
-            Pick::Use(conn) | Pick::Busy(conn) => Some(conn),
-            Pick::None => None,
-        }
-    }
-
     /// Whether the endpoint's server said it is going away (GoAway) on a connection still
     /// open: new calls should go to other instances while the connections drain.
     pub fn is_leaving(&self) -> bool {
@@ -109,12 +101,15 @@ impl Endpoint {
                 Ok(_connecting) => Ok(self.add(deadline).await.unwrap_or(conn)),
                 Err(_) => Ok(conn),
             },
+            // Calls that arrive while the first connection is being opened wait for it, then
+            // choose afresh: a burst of large calls spreads as it would have otherwise.
             Pick::None => {
                 let _connecting = self.connecting.lock().await;
-                if let Some(conn) = self.live() {
-                    return Ok(conn);
+                match self.pick() {
+                    Pick::Use(conn) => Ok(conn),
+                    Pick::Busy(conn) => Ok(self.add(deadline).await.unwrap_or(conn)),
+                    Pick::None => self.add(deadline).await,
                 }
-                self.add(deadline).await
             }
         }
     }
@@ -197,6 +192,9 @@ impl ConnectionPool {
 
     /// Number of endpoints with a live connection.
     pub fn live_connections(&self) -> usize {
-        self.endpoints.iter().filter(|e| e.live().is_some()).count()
+        self.endpoints
+            .iter()
+            .filter(|e| !matches!(e.pick(), Pick::None))
+            .count()
     }
 }
