@@ -85,7 +85,8 @@ wait_ready() {
 }
 
 # start_etcd DIR: starts etcd on free loopback ports with its data in DIR, trying fresh
-# ports up to three times. Sets ETCD_PID and ETCD_ENDPOINT (host:port).
+# ports up to three times. Sets ETCD_PID, ETCD_ENDPOINT (host:port) and ETCDCTL (an etcdctl
+# command line for it).
 start_etcd() { start_with_retries ETCD_PID start_etcd_once "$1"; }
 
 # start_with_retries PID_VAR START_FN DIR: runs START_FN DIR up to three times (each picks
@@ -101,23 +102,39 @@ start_with_retries() {
 }
 
 start_etcd_once() {
-    local dir=$1
+    local dir=$1 certs=${ETCD_TLS_CERTS:-}
     mkdir -p "$dir"
-    local client_port peer_port
+    local client_port peer_port scheme=http tls=()
     client_port=$(free_port)
     peer_port=$(free_port)
     ETCD_ENDPOINT="127.0.0.1:$client_port"
+    ETCDCTL=(etcdctl --endpoints "$ETCD_ENDPOINT")
+    if [ -n "$certs" ]; then
+        scheme=https
+        ETCD_ENDPOINT="https://$ETCD_ENDPOINT"
+        tls=(--cert-file "$certs/server.pem" --key-file "$certs/server.key"
+            --trusted-ca-file "$certs/ca.pem" --client-cert-auth)
+        ETCDCTL=(etcdctl --endpoints "$ETCD_ENDPOINT" --cacert "$certs/ca.pem"
+            --cert "$certs/client.pem" --key "$certs/client.key")
+    fi
+    local client_url="$scheme://127.0.0.1:$client_port"
     etcd --name "rpc-test" --data-dir "$dir/data" \
-        --listen-client-urls "http://$ETCD_ENDPOINT" --advertise-client-urls "http://$ETCD_ENDPOINT" \
+        --listen-client-urls "$client_url" --advertise-client-urls "$client_url" "${tls[@]}" \
         --listen-peer-urls "http://127.0.0.1:$peer_port" \
         --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
         --initial-cluster "rpc-test=http://127.0.0.1:$peer_port" \
         --log-level warn >"$dir/etcd.log" 2>&1 &
     ETCD_PID=$!
-    if ! wait_ready "$ETCD_PID" 30 etcdctl --endpoints "$ETCD_ENDPOINT" endpoint health; then
+    if ! wait_ready "$ETCD_PID" 30 "${ETCDCTL[@]}" endpoint health; then
         echo "error: etcd did not become healthy; log:" >&2
         tail -20 "$dir/etcd.log" >&2
         return 1
+    fi
+    if [ -n "$certs" ]; then
+        "${ETCDCTL[@]}" user add root --new-user-password "$ETCD_ROOT_PASSWORD" >/dev/null &&
+            "${ETCDCTL[@]}" user grant-role root root >/dev/null &&
+            "${ETCDCTL[@]}" auth enable >/dev/null || return 1
+        ETCDCTL+=(--user "root:$ETCD_ROOT_PASSWORD")
     fi
 }
 
@@ -127,38 +144,9 @@ start_etcd_once() {
 # user root (password $ETCD_ROOT_PASSWORD). Sets ETCD_PID, ETCD_ENDPOINT (https://host:port)
 # and ETCDCTL (an etcdctl command line with the certificates and the user).
 start_etcd_tls() {
-    ETCD_TLS_CERTS=$2
-    start_with_retries ETCD_PID start_etcd_tls_once "$1"
+    ETCD_TLS_CERTS=$2 start_with_retries ETCD_PID start_etcd_once "$1"
 }
 ETCD_ROOT_PASSWORD=${ETCD_ROOT_PASSWORD:-demo-root-password}
-
-start_etcd_tls_once() {
-    local dir=$1 certs=$ETCD_TLS_CERTS
-    mkdir -p "$dir"
-    local client_port peer_port
-    client_port=$(free_port)
-    peer_port=$(free_port)
-    ETCD_ENDPOINT="https://127.0.0.1:$client_port"
-    etcd --name "rpc-test" --data-dir "$dir/data" \
-        --listen-client-urls "$ETCD_ENDPOINT" --advertise-client-urls "$ETCD_ENDPOINT" \
-        --cert-file "$certs/server.pem" --key-file "$certs/server.key" \
-        --trusted-ca-file "$certs/ca.pem" --client-cert-auth \
-        --listen-peer-urls "http://127.0.0.1:$peer_port" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-        --initial-cluster "rpc-test=http://127.0.0.1:$peer_port" \
-        --log-level warn >"$dir/etcd.log" 2>&1 &
-    ETCD_PID=$!
-    ETCDCTL=(etcdctl --endpoints "$ETCD_ENDPOINT" --cacert "$certs/ca.pem"
-        --cert "$certs/client.pem" --key "$certs/client.key")
-    if ! wait_ready "$ETCD_PID" 30 "${ETCDCTL[@]}" endpoint health; then
-        echo "error: etcd (TLS) did not become healthy; log:" >&2
-        tail -20 "$dir/etcd.log" >&2
-        return 1
-    fi
-    "${ETCDCTL[@]}" user add root --new-user-password "$ETCD_ROOT_PASSWORD" >/dev/null &&
-        "${ETCDCTL[@]}" auth enable >/dev/null || return 1
-    ETCDCTL+=(--user "root:$ETCD_ROOT_PASSWORD")
-}
 
 # start_zookeeper DIR: starts a standalone ZooKeeper on a free loopback port with its data in
 # DIR, trying fresh ports up to three times. Sets ZK_PID and ZK_ENDPOINT (host:port).

@@ -2,7 +2,6 @@
 //! it signs, written as PEM files into a scratch directory. No key is ever committed.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -65,14 +64,7 @@ pub struct TestCa {
 impl TestCa {
     /// A new CA named `name`, writing into a fresh scratch directory.
     pub fn new(name: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "rpc-certs-{}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            fastrand::u32(..)
-        ));
-        let mut ca = Self::in_dir(&dir, name);
+        let mut ca = Self::in_dir(&crate::servers::scratch_dir("certs"), name);
         ca.scratch = true;
         ca
     }

@@ -69,7 +69,8 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-fn scratch_dir(what: &str) -> PathBuf {
+/// A fresh directory under the system's temporary directory, named after `what`.
+pub(crate) fn scratch_dir(what: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "rpc-test-{what}-{}-{}-{}",
@@ -165,6 +166,7 @@ impl EtcdServer {
         server
             .etcdctl(&["user", "add", user, "--new-user-password", password])
             .await;
+        server.etcdctl(&["user", "grant-role", user, "root"]).await;
         server.etcdctl(&["auth", "enable"]).await;
         Some(server)
     }
