@@ -132,22 +132,7 @@ impl EtcdServer {
             token_ttl.as_secs()
         );
         let server = Self::start_with(vec!["--auth-token".to_owned(), auth], dir).await?;
-        let endpoint = server.endpoint();
-        let (user, password) = ETCD_ROOT;
-        run_tool(
-            "etcdctl",
-            &[
-                "--endpoints",
-                &endpoint,
-                "user",
-                "add",
-                user,
-                "--new-user-password",
-                password,
-            ],
-        )
-        .await;
-        run_tool("etcdctl", &["--endpoints", &endpoint, "auth", "enable"]).await;
+        server.enable_auth().await;
         Some(server)
     }
 
@@ -161,17 +146,21 @@ impl EtcdServer {
             client: pki.client.clone(),
             health_port: free_port(),
         };
-        let server = Self::start_tls(Vec::new(), scratch_dir("etcd-tls"), tls).await?;
-        let (user, password) = ETCD_ROOT;
-        server
-            .etcdctl(&["user", "add", user, "--new-user-password", password])
-            .await;
-        server.etcdctl(&["user", "grant-role", user, "root"]).await;
-        server.etcdctl(&["auth", "enable"]).await;
+        let server = Self::start_inner(Vec::new(), scratch_dir("etcd-tls"), Some(tls)).await?;
+        server.enable_auth().await;
         Some(server)
     }
 
-    /// Runs `etcdctl` against this server (with its TLS files, and as root once auth is on).
+    /// Adds the user [`ETCD_ROOT`] with the root role and turns authentication on.
+    async fn enable_auth(&self) {
+        let (user, password) = ETCD_ROOT;
+        self.etcdctl(&["user", "add", user, "--new-user-password", password])
+            .await;
+        self.etcdctl(&["user", "grant-role", user, "root"]).await;
+        self.etcdctl(&["auth", "enable"]).await;
+    }
+
+    /// Runs `etcdctl` against this server (with its TLS files), before authentication is on.
     async fn etcdctl(&self, args: &[&str]) {
         let mut all = vec!["--endpoints".to_owned(), self.endpoint()];
         if let Some(tls) = &self.tls {
@@ -181,20 +170,12 @@ impl EtcdServer {
                 format!("--key={}", tls.client.key.display()),
             ]);
         }
-        if args.first() != Some(&"user") {
-            let (user, password) = ETCD_ROOT;
-            all.push(format!("--user={user}:{password}"));
-        }
         all.extend(args.iter().map(|a| (*a).to_owned()));
         run_tool("etcdctl", &all.iter().map(String::as_str).collect::<Vec<_>>()).await;
     }
 
     async fn start_with(extra_args: Vec<String>, data_dir: PathBuf) -> Option<Self> {
         Self::start_inner(extra_args, data_dir, None).await
-    }
-
-    async fn start_tls(extra_args: Vec<String>, data_dir: PathBuf, tls: EtcdTls) -> Option<Self> {
-        Self::start_inner(extra_args, data_dir, Some(tls)).await
     }
 
     async fn start_inner(extra_args: Vec<String>, data_dir: PathBuf, tls: Option<EtcdTls>) -> Option<Self> {

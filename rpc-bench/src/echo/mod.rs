@@ -209,6 +209,17 @@ where
     sample
 }
 
+/// [`closed_loop`] where every call sends its own clone of `body`: the echo of one payload.
+pub async fn echo_loop<C, T, F, Fut>(clients: Vec<C>, shape: Shape, timing: Timing, body: T, call: F) -> Sample
+where
+    C: Clone + Send + 'static,
+    T: Clone + Send + 'static,
+    F: Fn(C, T) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    closed_loop(clients, shape, timing, move |client: C| call(client, body.clone())).await
+}
+
 /// Drives `phase` through warm-up and window, reading both processes' CPU time when the window
 /// opens and closes, then awaits `finish` for the latencies.
 pub async fn measure_window(phase: &Phase, timing: Timing, finish: impl Future<Output = Vec<u32>>) -> Sample {

@@ -14,7 +14,7 @@ use rpc_core::{Channel, SerializerKind};
 use rpc_registry::metrics_endpoint::MetricsEndpoint;
 
 use super::payload::Record;
-use super::{closed_loop, tls_file, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
+use super::{echo_loop, tls_file, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
 
 /// The echo service, with plain user types.
 #[rpc_core::service(name = "Echo")]
@@ -164,27 +164,33 @@ impl Framework for RpcCore {
                 .collect();
             match payload.kind {
                 PayloadKind::Bytes => {
-                    let body = payload.bytes();
-                    closed_loop(clients, shape, timing, move |c: EchoClient| {
-                        let body = body.clone();
-                        async move { c.echo_bytes(body).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        payload.bytes(),
+                        |c: EchoClient, body| async move { c.echo_bytes(body).await.is_ok() },
+                    )
                     .await
                 }
                 PayloadKind::Text => {
-                    let body = payload.text();
-                    closed_loop(clients, shape, timing, move |c: EchoClient| {
-                        let body = body.clone();
-                        async move { c.echo_text(body).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        payload.text(),
+                        |c: EchoClient, body| async move { c.echo_text(body).await.is_ok() },
+                    )
                     .await
                 }
                 PayloadKind::Record => {
-                    let body = payload.record();
-                    closed_loop(clients, shape, timing, move |c: EchoClient| {
-                        let body = body.clone();
-                        async move { c.echo_record(body).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        payload.record(),
+                        |c: EchoClient, body| async move { c.echo_record(body).await.is_ok() },
+                    )
                     .await
                 }
             }

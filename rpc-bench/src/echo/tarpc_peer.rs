@@ -9,7 +9,7 @@ use tarpc::tokio_serde::formats::Bincode;
 use tarpc::{client, context};
 
 use super::payload::Record;
-use super::{closed_loop, spawn_server, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
+use super::{echo_loop, spawn_server, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
 
 #[tarpc::service]
 trait Echo {
@@ -81,27 +81,33 @@ impl Framework for Tarpc {
             }
             match payload.kind {
                 PayloadKind::Bytes => {
-                    let body = payload.bytes();
-                    closed_loop(clients, shape, timing, move |c: EchoClient| {
-                        let body = body.clone();
-                        async move { c.bytes(ctx(), body).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        payload.bytes(),
+                        |c: EchoClient, body| async move { c.bytes(ctx(), body).await.is_ok() },
+                    )
                     .await
                 }
                 PayloadKind::Text => {
-                    let body = payload.text();
-                    closed_loop(clients, shape, timing, move |c: EchoClient| {
-                        let body = body.clone();
-                        async move { c.text(ctx(), body).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        payload.text(),
+                        |c: EchoClient, body| async move { c.text(ctx(), body).await.is_ok() },
+                    )
                     .await
                 }
                 PayloadKind::Record => {
-                    let body = payload.record();
-                    closed_loop(clients, shape, timing, move |c: EchoClient| {
-                        let body = body.clone();
-                        async move { c.record(ctx(), body).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        payload.record(),
+                        |c: EchoClient, body| async move { c.record(ctx(), body).await.is_ok() },
+                    )
                     .await
                 }
             }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use tonic::{Request, Response, Status};
 
 use super::{
-    closed_loop, spawn_server, tls_file, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing,
+    echo_loop, spawn_server, tls_file, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing,
 };
 
 mod pb {
@@ -127,27 +127,39 @@ impl Framework for Tonic {
             }
             match payload.kind {
                 PayloadKind::Bytes => {
-                    let body = payload.bytes();
-                    closed_loop(clients, shape, timing, move |mut c: EchoClient<_>| {
-                        let msg = pb::BytesMsg { payload: body.clone() };
-                        async move { c.echo_bytes(msg).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        payload.bytes(),
+                        |mut c: EchoClient<_>, b| async move {
+                            let msg = pb::BytesMsg { payload: b };
+                            c.echo_bytes(msg).await.is_ok()
+                        },
+                    )
                     .await
                 }
                 PayloadKind::Text => {
-                    let body = payload.text();
-                    closed_loop(clients, shape, timing, move |mut c: EchoClient<_>| {
-                        let msg = pb::TextMsg { payload: body.clone() };
-                        async move { c.echo_text(msg).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        payload.text(),
+                        |mut c: EchoClient<_>, b| async move {
+                            let msg = pb::TextMsg { payload: b };
+                            c.echo_text(msg).await.is_ok()
+                        },
+                    )
                     .await
                 }
                 PayloadKind::Record => {
-                    let body = record(&payload);
-                    closed_loop(clients, shape, timing, move |mut c: EchoClient<_>| {
-                        let msg = body.clone();
-                        async move { c.echo_record(msg).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        record(&payload),
+                        |mut c: EchoClient<_>, msg| async move { c.echo_record(msg).await.is_ok() },
+                    )
                     .await
                 }
             }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::{closed_loop, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
+use super::{echo_loop, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
 
 mod generated {
     #![allow(missing_docs, clippy::all, unused)]
@@ -68,27 +68,33 @@ impl Framework for Volo {
                 .collect();
             match payload.kind {
                 PayloadKind::Bytes => {
-                    let body = pilota::Bytes::from(payload.bytes());
-                    closed_loop(clients, shape, timing, move |c: EchoClient| {
-                        let body = body.clone();
-                        async move { c.echo_bytes(body).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        pilota::Bytes::from(payload.bytes()),
+                        |c: EchoClient, body| async move { c.echo_bytes(body).await.is_ok() },
+                    )
                     .await
                 }
                 PayloadKind::Text => {
-                    let body = pilota::FastStr::from(payload.text());
-                    closed_loop(clients, shape, timing, move |c: EchoClient| {
-                        let body = body.clone();
-                        async move { c.echo_text(body).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        pilota::FastStr::from(payload.text()),
+                        |c: EchoClient, body| async move { c.echo_text(body).await.is_ok() },
+                    )
                     .await
                 }
                 PayloadKind::Record => {
-                    let body = record(&payload);
-                    closed_loop(clients, shape, timing, move |c: EchoClient| {
-                        let body = body.clone();
-                        async move { c.echo_record(body).await.is_ok() }
-                    })
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        record(&payload),
+                        |c: EchoClient, body| async move { c.echo_record(body).await.is_ok() },
+                    )
                     .await
                 }
             }

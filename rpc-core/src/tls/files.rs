@@ -55,8 +55,11 @@ pub enum TlsError {
 
 /// The certificates of a PEM file, in order.
 pub(super) fn certificates(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(field, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    parse_certificates(field, path, &read(field, path)?)
+}
+
+fn parse_certificates(field: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(field, path, format!("not a PEM certificate file: {e}")))?;
     if certs.is_empty() {
@@ -75,8 +78,11 @@ pub(super) fn certificates(field: &'static str, path: &Path) -> Result<Vec<Certi
 
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub(super) fn private_key(field: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(field, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+    parse_private_key(field, path, &read(field, path)?)
+}
+
+fn parse_private_key(field: &'static str, path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::Empty {
             field,
             path: path.to_owned(),
@@ -84,6 +90,29 @@ pub(super) fn private_key(field: &'static str, path: &Path) -> Result<PrivateKey
         },
         other => invalid(field, path, format!("not a PEM private key: {other}")),
     })
+}
+
+/// The text of a PEM file of certificates, checked as the server and client configurations
+/// check theirs: for clients that take PEM themselves (etcd's).
+pub async fn certificate_pem(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let path = path.to_owned();
+    off_runtime(move || {
+        let pem = read(field, &path)?;
+        parse_certificates(field, &path, &pem)?;
+        Ok(pem)
+    })
+    .await
+}
+
+/// The text of a PEM private key file, checked like [`certificate_pem`].
+pub async fn private_key_pem(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let path = path.to_owned();
+    off_runtime(move || {
+        let pem = read(field, &path)?;
+        parse_private_key(field, &path, &pem)?;
+        Ok(pem)
+    })
+    .await
 }
 
 /// A root store of the certificates of a PEM file.

@@ -20,7 +20,7 @@ mod files;
 mod server;
 
 pub use client::ClientTls;
-pub use files::TlsError;
+pub use files::{certificate_pem, private_key_pem, TlsError};
 pub(crate) use server::identity_of;
 pub use server::ServerTls;
 
