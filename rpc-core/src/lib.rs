@@ -60,6 +60,7 @@
 //   5. security: tls (turns the TLS sections of config into rustls configurations)
 //   6. ends: server, client
 mod arena;
+mod body_pool;
 mod choice;
 pub mod future;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::body_pool;
 use crate::error::ProtocolError;
 use crate::protocol::{encode_frame, Frame, FrameDecoder, Header};
 
@@ -24,11 +25,12 @@ const READ_RESERVE: usize = 16 * 1024;
 /// A read buffer that grew beyond this for a large frame is replaced by a small one once the
 /// frame has been taken, so a connection does not keep a large frame's memory for its life.
 const MAX_KEPT_BUFFER: usize = 256 * 1024;
-/// Bodies from this size on are read straight from the socket into an anonymous memory map of
+/// Bodies above this size are read straight from the socket into an anonymous memory map of
 /// their own, which goes back to the system as soon as the last `Bytes` of it is dropped.
 /// (Through the allocator, a freed 16 MiB buffer raises glibc's mmap threshold and later ones
 /// stay in its heap: a process that once read 60 of them kept 240 MiB after they were gone.)
-const MAPPED_BODY: usize = 1024 * 1024;
+/// Smaller large bodies are read into recycled buffers ([`body_pool`]).
+const MAPPED_BODY: usize = body_pool::POOLED_MAX;
 
 /// A budget of request bytes shared by a server's connections: a frame whose body is at least
 /// `threshold` bytes takes its size from it before its body is buffered, and gives it back
@@ -285,8 +287,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             if let Some(body_len) = self.decoder.pending_body_len() {
                 self.take_budget_for(body_len).await?;
-                if body_len >= MAPPED_BODY {
-                    return self.read_mapped_body(body_len).await.map(Some);
+                if body_len >= body_pool::POOLED_MIN {
+                    return self.read_own_body(body_len).await.map(Some);
                 }
                 if self.buf.len() < body_len {
                     self.buf.reserve(body_len - self.buf.len());
@@ -330,36 +332,46 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(())
     }
 
-    /// Reads the rest of the pending body of `len` bytes into a memory map of its own (see
-    /// [`MAPPED_BODY`]) and makes the frame.
-    async fn read_mapped_body(&mut self, len: usize) -> Result<Frame, ReadError> {
-        // Populated up front: one system call maps every page instead of one fault per 4 KiB
-        // as the body arrives.
-        let mut map = memmap2::MmapOptions::new().len(len).populate().map_anon()?;
+    /// Reads the rest of the pending body of `len` bytes into memory of its own (a recycled
+    /// buffer, or above [`MAPPED_BODY`] a memory map) and makes the frame. The body is read
+    /// with no copy besides the kernel's, and no frame after it shares its memory.
+    async fn read_own_body(&mut self, len: usize) -> Result<Frame, ReadError> {
         // What already arrived is the body's start: a whole body would have made a frame.
         let have = self.buf.len().min(len);
-        map[..have].copy_from_slice(&self.buf[..have]);
+        let body = if len > MAPPED_BODY {
+            // Populated up front: one system call maps every page instead of one fault per
+            // 4 KiB as the body arrives.
+            let mut map = memmap2::MmapOptions::new().len(len).populate().map_anon()?;
+            map[..have].copy_from_slice(&self.buf[..have]);
+            self.fill(&mut &mut map[have..]).await?;
+            Bytes::from_owner(map)
+        } else {
+            let mut buf = body_pool::take(len);
+            buf.extend_from_slice(&self.buf[..have]);
+            self.fill(&mut bytes::BufMut::limit(&mut buf, len - have)).await?;
+            body_pool::into_bytes(buf)
+        };
         let _ = self.buf.split_to(have);
-        let mut filled = have;
-        while filled < len {
-            let n = within(self.frame_deadline(), self.reader.read(&mut map[filled..])).await??;
+        let header = self
+            .decoder
+            .take_pending()
+            .ok_or(ProtocolError::Malformed("a large body without its header"))?;
+        self.frame_taken();
+        Ok(Frame { header, body })
+    }
+
+    /// Reads from the stream until `dst` is full, within the frame's deadline.
+    async fn fill<B: bytes::BufMut>(&mut self, dst: &mut B) -> Result<(), ReadError> {
+        while dst.has_remaining_mut() {
+            let n = within(self.frame_deadline(), self.reader.read_buf(dst)).await??;
             if n == 0 {
                 return Err(ReadError::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "stream ended inside a frame",
                 )));
             }
-            filled += n;
         }
-        let header = self
-            .decoder
-            .take_pending()
-            .ok_or(ProtocolError::Malformed("a large body without its header"))?;
-        self.frame_taken();
-        Ok(Frame {
-            header,
-            body: Bytes::from_owner(map),
-        })
+        Ok(())
     }
 }
 

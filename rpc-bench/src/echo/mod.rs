@@ -168,12 +168,17 @@ pub trait Framework: Send + Sync {
 }
 
 /// Runs `shape.concurrency` callers on each of `clients` (one per connection) through
-/// warm-up and window; each caller calls `call` with its client in a closed loop.
-pub async fn closed_loop<C, F, Fut>(clients: Vec<C>, shape: Shape, timing: Timing, call: F) -> Sample
+/// warm-up and window, in a closed loop: the echo of one payload.
+///
+/// Each caller starts with its own clone of `body` and sends back what each call returned
+/// (`None`: the call failed), so the payload moves through the calls as a caller's own data
+/// does: the harness copies nothing, and every framework gets an owned value to send.
+pub async fn echo_loop<C, T, F, Fut>(clients: Vec<C>, shape: Shape, timing: Timing, body: T, call: F) -> Sample
 where
     C: Clone + Send + 'static,
-    F: Fn(C) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = bool> + Send,
+    T: Clone + Send + 'static,
+    F: Fn(C, T) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Option<T>> + Send,
 {
     let phase = Phase::default();
     let failed = Arc::new(AtomicBool::new(false));
@@ -181,13 +186,17 @@ where
     for client in clients {
         for _ in 0..shape.concurrency {
             let (client, call, phase, failed) = (client.clone(), call.clone(), phase.clone(), failed.clone());
+            let mut body = body.clone();
             callers.push(tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(4096);
                 while !phase.stopped() {
                     let started = Instant::now();
-                    if !call(client.clone()).await {
-                        failed.store(true, Ordering::Relaxed);
-                        break;
+                    match call(client.clone(), body).await {
+                        Some(echoed) => body = echoed,
+                        None => {
+                            failed.store(true, Ordering::Relaxed);
+                            break;
+                        }
                     }
                     if phase.measuring() {
                         latencies.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
@@ -207,17 +216,6 @@ where
     .await;
     assert!(!failed.load(Ordering::Relaxed), "a benchmark call failed");
     sample
-}
-
-/// [`closed_loop`] where every call sends its own clone of `body`: the echo of one payload.
-pub async fn echo_loop<C, T, F, Fut>(clients: Vec<C>, shape: Shape, timing: Timing, body: T, call: F) -> Sample
-where
-    C: Clone + Send + 'static,
-    T: Clone + Send + 'static,
-    F: Fn(C, T) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = bool> + Send,
-{
-    closed_loop(clients, shape, timing, move |client: C| call(client, body.clone())).await
 }
 
 /// Drives `phase` through warm-up and window, reading both processes' CPU time when the window

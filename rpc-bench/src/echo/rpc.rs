@@ -169,7 +169,7 @@ impl Framework for RpcCore {
                         shape,
                         timing,
                         payload.bytes(),
-                        |c: EchoClient, body| async move { c.echo_bytes(body).await.is_ok() },
+                        |c: EchoClient, body| async move { c.echo_bytes(body).await.ok() },
                     )
                     .await
                 }
@@ -179,7 +179,7 @@ impl Framework for RpcCore {
                         shape,
                         timing,
                         payload.text(),
-                        |c: EchoClient, body| async move { c.echo_text(body).await.is_ok() },
+                        |c: EchoClient, body| async move { c.echo_text(body).await.ok() },
                     )
                     .await
                 }
@@ -189,7 +189,7 @@ impl Framework for RpcCore {
                         shape,
                         timing,
                         payload.record(),
-                        |c: EchoClient, body| async move { c.echo_record(body).await.is_ok() },
+                        |c: EchoClient, body| async move { c.echo_record(body).await.ok() },
                     )
                     .await
                 }

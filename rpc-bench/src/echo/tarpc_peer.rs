@@ -86,7 +86,7 @@ impl Framework for Tarpc {
                         shape,
                         timing,
                         payload.bytes(),
-                        |c: EchoClient, body| async move { c.bytes(ctx(), body).await.is_ok() },
+                        |c: EchoClient, body| async move { c.bytes(ctx(), body).await.ok() },
                     )
                     .await
                 }
@@ -96,7 +96,7 @@ impl Framework for Tarpc {
                         shape,
                         timing,
                         payload.text(),
-                        |c: EchoClient, body| async move { c.text(ctx(), body).await.is_ok() },
+                        |c: EchoClient, body| async move { c.text(ctx(), body).await.ok() },
                     )
                     .await
                 }
@@ -106,7 +106,7 @@ impl Framework for Tarpc {
                         shape,
                         timing,
                         payload.record(),
-                        |c: EchoClient, body| async move { c.record(ctx(), body).await.is_ok() },
+                        |c: EchoClient, body| async move { c.record(ctx(), body).await.ok() },
                     )
                     .await
                 }

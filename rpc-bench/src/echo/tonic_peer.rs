@@ -134,7 +134,7 @@ impl Framework for Tonic {
                         payload.bytes(),
                         |mut c: EchoClient<_>, b| async move {
                             let msg = pb::BytesMsg { payload: b };
-                            c.echo_bytes(msg).await.is_ok()
+                            c.echo_bytes(msg).await.ok().map(|r| r.into_inner().payload)
                         },
                     )
                     .await
@@ -147,21 +147,19 @@ impl Framework for Tonic {
                         payload.text(),
                         |mut c: EchoClient<_>, b| async move {
                             let msg = pb::TextMsg { payload: b };
-                            c.echo_text(msg).await.is_ok()
+                            c.echo_text(msg).await.ok().map(|r| r.into_inner().payload)
                         },
                     )
                     .await
                 }
-                PayloadKind::Record => {
-                    echo_loop(
-                        clients,
-                        shape,
-                        timing,
-                        record(&payload),
-                        |mut c: EchoClient<_>, msg| async move { c.echo_record(msg).await.is_ok() },
-                    )
-                    .await
-                }
+                PayloadKind::Record => echo_loop(
+                    clients,
+                    shape,
+                    timing,
+                    record(&payload),
+                    |mut c: EchoClient<_>, msg| async move { c.echo_record(msg).await.ok().map(|r| r.into_inner()) },
+                )
+                .await,
             }
         })
     }

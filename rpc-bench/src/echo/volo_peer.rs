@@ -73,7 +73,7 @@ impl Framework for Volo {
                         shape,
                         timing,
                         pilota::Bytes::from(payload.bytes()),
-                        |c: EchoClient, body| async move { c.echo_bytes(body).await.is_ok() },
+                        |c: EchoClient, body| async move { c.echo_bytes(body).await.ok() },
                     )
                     .await
                 }
@@ -83,7 +83,7 @@ impl Framework for Volo {
                         shape,
                         timing,
                         pilota::FastStr::from(payload.text()),
-                        |c: EchoClient, body| async move { c.echo_text(body).await.is_ok() },
+                        |c: EchoClient, body| async move { c.echo_text(body).await.ok() },
                     )
                     .await
                 }
@@ -93,7 +93,7 @@ impl Framework for Volo {
                         shape,
                         timing,
                         record(&payload),
-                        |c: EchoClient, body| async move { c.echo_record(body).await.is_ok() },
+                        |c: EchoClient, body| async move { c.echo_record(body).await.ok() },
                     )
                     .await
                 }
