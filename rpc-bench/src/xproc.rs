@@ -200,7 +200,9 @@ pub fn report(m: &Measurement, json: bool) -> Result<(), BoxError> {
 /// The echo matrix of BENCHMARKS.md: every framework on plain `Vec<u8>` payloads from 64 B to
 /// 1 MiB at 1, 32 and 256 calls outstanding, and 4 connections x 256 at 64 B and 4 KiB;
 /// `String` and record payloads at 256 outstanding; the other serializers; rpc-core's server
-/// on 1, 2 and 4 workers; and rpc-core and tonic over TLS at 64 B and 4 KiB, 256 outstanding. `only` keeps the frameworks whose name contains it.
+/// on 1, 2 and 4 workers; rpc-core with `Bytes` payloads from 4 KiB up; and rpc-core and tonic
+/// over TLS at 64 B and 4 KiB, 256 outstanding. `only` keeps the frameworks whose name contains
+/// it.
 pub fn matrix(only: Option<&str>) -> Vec<Case> {
     let mut frameworks = vec!["rpc-core/bincode".to_owned()];
     frameworks.extend(echo::peers().into_iter().map(str::to_owned));
@@ -245,6 +247,13 @@ pub fn matrix(only: Option<&str>) -> Vec<Case> {
     for workers in [2, 4] {
         for size in [64, 4096] {
             cases.push(case("rpc-core/bincode", PayloadKind::Bytes, size, 4, 256).with_workers(workers));
+        }
+    }
+    // The same echo with `Bytes` payloads (volo-thrift's and tonic's type for binary), where the
+    // large ones are shared with the frames instead of copied.
+    for size in [4096, 65_536, 1_048_576] {
+        for concurrency in [32, 256] {
+            cases.push(case("rpc-core/bincode+Bytes", PayloadKind::Bytes, size, 1, concurrency));
         }
     }
     for framework in ["rpc-core/bincode+tls", "tonic/protobuf+tls"] {

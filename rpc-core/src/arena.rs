@@ -17,6 +17,8 @@ use std::cell::RefCell;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::body::Body;
+
 /// The size of a fresh chunk.
 const CHUNK: usize = 64 * 1024;
 
@@ -25,12 +27,17 @@ thread_local! {
 }
 
 /// Runs `fill` on this thread's buffer with at least `reserve` bytes free and returns what it
-/// wrote. On error nothing is kept.
-pub(crate) fn encode_with<E>(reserve: usize, fill: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<Bytes, E> {
-    ARENA.with(|arena| match arena.try_borrow_mut() {
+/// wrote, with the shared byte strings it recorded (each with its offset in what it wrote)
+/// as pieces of their own. On error nothing is kept.
+pub(crate) fn encode_with<E>(
+    reserve: usize,
+    fill: impl FnOnce(&mut BytesMut, &mut Vec<(usize, Bytes)>) -> Result<(), E>,
+) -> Result<Body, E> {
+    let mut shared = Vec::new();
+    let written = ARENA.with(|arena| match arena.try_borrow_mut() {
         Ok(mut arena) => {
             arena.reserve(reserve.max(1));
-            match fill(&mut arena) {
+            match fill(&mut arena, &mut shared) {
                 Ok(()) => Ok(arena.split().freeze()),
                 Err(e) => {
                     arena.clear();
@@ -41,10 +48,22 @@ pub(crate) fn encode_with<E>(reserve: usize, fill: impl FnOnce(&mut BytesMut) ->
         // Re-entered (a `Serialize` impl that encodes a body itself): a buffer of its own.
         Err(_) => {
             let mut own = BytesMut::with_capacity(reserve);
-            fill(&mut own)?;
+            fill(&mut own, &mut shared)?;
             Ok(own.freeze())
         }
-    })
+    })?;
+    if shared.is_empty() {
+        return Ok(Body::from(written));
+    }
+    let mut parts = Vec::with_capacity(2 * shared.len() + 1);
+    let mut start = 0;
+    for (at, piece) in shared {
+        parts.push(written.slice(start..at));
+        parts.push(piece);
+        start = at;
+    }
+    parts.push(written.slice(start..));
+    Ok(Body::from_parts(parts))
 }
 
 #[cfg(test)]
@@ -53,27 +72,30 @@ mod tests {
 
     #[test]
     fn bodies_are_carved_in_order_and_errors_leave_nothing() {
-        let a = encode_with::<()>(3, |b| {
+        let a = encode_with::<()>(3, |b, _| {
             b.extend_from_slice(b"abc");
             Ok(())
         })
         .unwrap();
-        let failed = encode_with(5, |b| {
+        let failed = encode_with(5, |b, _| {
             b.extend_from_slice(b"junk");
             Err("no")
         });
         assert_eq!(failed, Err("no"));
-        let big = encode_with::<()>(200_000, |b| {
+        let big = encode_with::<()>(200_000, |b, _| {
             b.extend_from_slice(&vec![7; 200_000]);
             Ok(())
         })
         .unwrap();
-        let c = encode_with::<()>(2, |b| {
+        let c = encode_with::<()>(2, |b, _| {
             b.extend_from_slice(b"de");
             Ok(())
         })
         .unwrap();
-        assert_eq!((&a[..], big.len(), &c[..]), (&b"abc"[..], 200_000, &b"de"[..]));
-        assert!(big.iter().all(|&x| x == 7));
+        assert_eq!(
+            (&a.as_one()[..], big.len(), &c.as_one()[..]),
+            (&b"abc"[..], 200_000, &b"de"[..])
+        );
+        assert!(big.as_one().iter().all(|&x| x == 7));
     }
 }

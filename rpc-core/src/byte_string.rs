@@ -1,28 +1,61 @@
-//! `Vec<u8>` arguments and results as one byte string instead of a sequence of bytes.
+//! `Vec<u8>` and `Bytes` arguments and results as one byte string instead of a sequence of
+//! bytes, shared with the body instead of copied where they are large.
 //!
 //! serde serializes a `Vec<u8>` element by element: one serializer call, and one write into
 //! the output buffer, per byte; decoding visits each element in turn. For a 4 KiB payload that
-//! is thousands of calls where one `memcpy` would do. The code `#[service]` generates wraps
-//! every argument and result declared as `Vec<u8>` in [`AsBytes`] when it encodes and decodes
-//! it as a [`ByteVec`]: `serialize_bytes` and `deserialize_bytes`, which the formats handle
-//! in one piece (decoding from the frame, a byte string arrives as a slice of it and is copied
-//! once into the vector).
+//! is thousands of calls where one `memcpy` would do. The code `#[service]` generates sends
+//! every argument and result declared as `Vec<u8>` or `Bytes` as a [`WireBytes`]
+//! (`serialize_bytes`, which the formats write in one piece) and decodes it as a [`ByteVec`]
+//! or a [`ByteSlice`] (`deserialize_bytes`: the byte string arrives as a slice of the frame).
+//!
+//! From 16 KiB on, the memory itself travels (see [`shared_bytes`](crate::shared_bytes)): a
+//! sent byte string becomes its own piece of the body, written to the socket from the caller's
+//! memory, and a received `Bytes` is a slice of the frame. A received `Vec<u8>` is copied once
+//! out of the frame: a vector owns its memory from its start.
 //!
 //! The bytes on the wire do not change: bincode and postcard write a byte string as its length
 //! and the raw bytes, exactly as they write a sequence of `u8`; serde_json writes both as an
 //! array of numbers. A peer built without this (or a hand-written client sending a plain
 //! `Vec<u8>`) interoperates; the tests below pin it for every serializer.
 
+use bytes::Bytes;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// Serializes bytes as one byte string.
-#[derive(Debug, Clone, Copy)]
-pub struct AsBytes<'a>(pub &'a [u8]);
+use crate::shared_bytes;
 
-impl Serialize for AsBytes<'_> {
+/// Bytes to send as one byte string: owned, so that large ones can be written from their own
+/// memory instead of being copied into the body.
+#[derive(Debug, Clone)]
+pub enum WireBytes {
+    /// Small: copied into the body.
+    Inline(Vec<u8>),
+    /// Shared with the body when large enough.
+    Shared(Bytes),
+}
+
+impl WireBytes {
+    /// Sends a vector; one of [`SHARED_MIN`](crate::shared_bytes) bytes or more becomes `Bytes`
+    /// without a copy.
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        match bytes.len() >= shared_bytes::SHARED_MIN {
+            true => Self::Shared(Bytes::from(bytes)),
+            false => Self::Inline(bytes),
+        }
+    }
+
+    /// Sends `Bytes`.
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        Self::Shared(bytes)
+    }
+}
+
+impl Serialize for WireBytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.0)
+        match self {
+            Self::Inline(bytes) => serializer.serialize_bytes(bytes),
+            Self::Shared(bytes) => shared_bytes::with_offer(bytes, || serializer.serialize_bytes(bytes)),
+        }
     }
 }
 
@@ -63,6 +96,43 @@ impl<'de> Visitor<'de> for ByteVecVisitor {
     }
 }
 
+/// `Bytes` deserialized from a byte string: a large one decoded from a body held as `Bytes`
+/// shares the body's memory; others are copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ByteSlice(pub Bytes);
+
+impl<'de> Deserialize<'de> for ByteSlice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(ByteSliceVisitor).map(ByteSlice)
+    }
+}
+
+struct ByteSliceVisitor;
+
+impl<'de> Visitor<'de> for ByteSliceVisitor {
+    type Value = Bytes;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a byte string")
+    }
+
+    fn visit_borrowed_bytes<E: serde::de::Error>(self, bytes: &'de [u8]) -> Result<Bytes, E> {
+        Ok(shared_bytes::slice_of_source(bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes)))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Bytes, E> {
+        Ok(Bytes::copy_from_slice(bytes))
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Bytes, E> {
+        Ok(Bytes::from(bytes))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Bytes, A::Error> {
+        ByteVecVisitor.visit_seq(seq).map(Bytes::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,14 +153,62 @@ mod tests {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             for kind in ALL {
                 let plain = encode(kind, &(bytes.clone(), 5u32));
-                let fast = encode(kind, &(AsBytes(&bytes), 5u32));
+                let fast = encode(kind, &(WireBytes::from_vec(bytes.clone()), 5u32));
                 assert_eq!(plain, fast, "{kind:?}, {len} bytes");
                 // Either decodes into the other.
                 let (back, n): (ByteVec, u32) = kind.decode(&plain).unwrap();
                 assert_eq!((back.0, n), (bytes.clone(), 5), "{kind:?}");
                 let (plain_back, _): (Vec<u8>, u32) = kind.decode(&fast).unwrap();
                 assert_eq!(plain_back, bytes, "{kind:?}");
+                let (slice, _): (ByteSlice, u32) = kind.decode(&plain).unwrap();
+                assert_eq!(slice.0, bytes, "{kind:?}");
             }
+        }
+    }
+
+    #[test]
+    fn large_byte_strings_are_sent_and_received_without_a_copy() {
+        let payload: Vec<u8> = (0..100_000).map(|i| (i % 253) as u8).collect();
+        let small = vec![9u8; 100];
+        for kind in ALL {
+            let value = (
+                7u8,
+                WireBytes::from_vec(payload.clone()),
+                WireBytes::from_vec(small.clone()),
+                WireBytes::from_bytes(Bytes::from(payload.clone())),
+                "end",
+            );
+            let shared = match &value.1 {
+                WireBytes::Shared(b) => b.clone(),
+                WireBytes::Inline(_) => panic!("a large vector is shared"),
+            };
+            let body = kind.encode_body(&value).unwrap();
+            // The same bytes as copying, whatever the pieces.
+            assert_eq!(&body.as_one()[..], &encode(kind, &value)[..], "{kind:?}");
+            let one = body.as_one().into_owned();
+            let decoded: (u8, ByteSlice, ByteVec, ByteSlice, String) = kind.decode_shared(&one).unwrap();
+            assert_eq!(
+                (decoded.1 .0.clone(), decoded.2 .0, decoded.3 .0.clone()),
+                (
+                    Bytes::from(payload.clone()),
+                    small.clone(),
+                    Bytes::from(payload.clone())
+                )
+            );
+            if kind == SerializerKind::Json {
+                assert_eq!(body.parts().count(), 1, "JSON writes numbers: nothing to share");
+                continue;
+            }
+            // bincode and postcard: the two large ones are pieces of their own, from the
+            // sender's memory, and arrive as slices of the received body.
+            let parts: Vec<&Bytes> = body.parts().collect();
+            assert_eq!(parts.len(), 5, "{kind:?}");
+            assert_eq!(parts[1].as_ptr(), shared.as_ptr(), "{kind:?}: sent from its own memory");
+            let within = |b: &Bytes| one.as_ptr_range().contains(&b.as_ptr());
+            assert!(
+                within(&decoded.1 .0) && within(&decoded.3 .0),
+                "{kind:?}: received as slices"
+            );
         }
     }
 

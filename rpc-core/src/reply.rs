@@ -1,9 +1,9 @@
 //! [`Reply`]: the outcome of one call as it travels back to the caller.
 
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::body::Body;
 use crate::error::RpcError;
 use crate::protocol::Status;
 use crate::serializer::SerializerKind;
@@ -19,7 +19,7 @@ pub struct Reply {
     /// Outcome of the call.
     pub status: Status,
     /// Encoded value or error, or a UTF-8 message (see the protocol docs).
-    pub body: Bytes,
+    pub body: Body,
 }
 
 impl Reply {
@@ -38,7 +38,7 @@ impl Reply {
     pub fn failure(status: Status, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: Bytes::from(message.into()),
+            body: Body::from(message.into()),
         }
     }
 
@@ -53,7 +53,7 @@ impl Reply {
     }
 
     fn encode<T: Serialize + ?Sized>(serializer: SerializerKind, status: Status, value: &T) -> Self {
-        match serializer.encode_to_bytes(value) {
+        match serializer.encode_body(value) {
             Ok(body) => Self { status, body },
             Err(e) => Self::failure(Status::EncodeError, e.to_string()),
         }
@@ -61,7 +61,7 @@ impl Reply {
 
     /// The human-readable message of a failure reply.
     pub fn message(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+        String::from_utf8_lossy(&self.body.as_one()).into_owned()
     }
 
     /// Decodes the value of a method without an application error type.
@@ -70,7 +70,7 @@ impl Reply {
     /// decode failure.
     pub fn into_value<T: DeserializeOwned>(self, serializer: SerializerKind) -> Result<T, RpcError> {
         match self.status {
-            Status::Ok => serializer.decode(&self.body),
+            Status::Ok => serializer.decode_shared(&self.body.as_one()),
             other => Err(RpcError::Decode(format!(
                 "unexpected {other:?} reply for a method without an error type"
             ))),
@@ -83,8 +83,10 @@ impl Reply {
         serializer: SerializerKind,
     ) -> Result<T, RpcError<E>> {
         match self.status {
-            Status::Ok => serializer.decode(&self.body).map_err(RpcError::into_typed),
-            Status::ApplicationError => match serializer.decode::<E>(&self.body) {
+            Status::Ok => serializer
+                .decode_shared(&self.body.as_one())
+                .map_err(RpcError::into_typed),
+            Status::ApplicationError => match serializer.decode_shared::<E>(&self.body.as_one()) {
                 Ok(e) => Err(RpcError::Application(e)),
                 Err(e) => Err(e.into_typed()),
             },

@@ -9,11 +9,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::body::Body;
 use crate::error::{ProtocolError, RpcError};
+use crate::shared_bytes;
 
 /// One of the built-in serializers. The discriminant is the wire id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -59,40 +61,69 @@ impl SerializerKind {
 
     /// Appends the encoding of `value` to `dst`.
     pub fn encode_into<T: Serialize + ?Sized>(self, value: &T, dst: &mut BytesMut) -> Result<(), RpcError> {
+        self.encode_to(value, Sink { dst, shared: None })
+    }
+
+    /// Appends the encoding of `value` to `dst`, except the byte strings it shares (see
+    /// [`shared_bytes`](crate::shared_bytes)): each goes to `shared` with the offset in `dst`
+    /// where it belongs.
+    pub(crate) fn encode_sharing<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        dst: &mut BytesMut,
+        shared: &mut Vec<(usize, Bytes)>,
+    ) -> Result<(), RpcError> {
+        self.encode_to(
+            value,
+            Sink {
+                dst,
+                shared: Some(shared),
+            },
+        )
+    }
+
+    fn encode_to<T: Serialize + ?Sized>(self, value: &T, sink: Sink<'_>) -> Result<(), RpcError> {
         let result = match self {
-            Self::Bincode => bincode::serde::encode_into_writer(value, BincodeSink(dst), bincode::config::standard())
-                .map_err(|e| e.to_string()),
-            Self::Postcard => postcard::to_io(value, dst.writer())
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Self::Json => serde_json::to_writer(dst.writer(), value).map_err(|e| e.to_string()),
+            Self::Bincode => {
+                bincode::serde::encode_into_writer(value, sink, bincode::config::standard()).map_err(|e| e.to_string())
+            }
+            Self::Postcard => postcard::serialize_with_flavor(value, sink).map_err(|e| e.to_string()),
+            Self::Json => serde_json::to_writer(sink.dst.writer(), value).map_err(|e| e.to_string()),
         };
         result.map_err(|e| RpcError::Encode(format!("{}: {e}", self.name())))
     }
 
-    /// The encoding of `value` as `Bytes` of exactly its size where the format can tell it up
-    /// front (bincode, postcard), carved from this thread's encode buffer (see `arena`).
-    pub fn encode_to_bytes<T: Serialize + ?Sized>(self, value: &T) -> Result<bytes::Bytes, RpcError> {
+    /// The encoding of `value` as a [`Body`]: carved from this thread's encode buffer (see
+    /// `arena`), reserved at its exact size where the format can tell it up front (bincode,
+    /// postcard), with the large byte strings it shares as pieces of their own.
+    pub fn encode_body<T: Serialize + ?Sized>(self, value: &T) -> Result<Body, RpcError> {
         let size = self.encoded_size(value)?.unwrap_or(SIZE_GUESS);
-        crate::arena::encode_with(size, |buf| self.encode_into(value, buf))
+        crate::arena::encode_with(size, |buf, shared| self.encode_sharing(value, buf, shared))
     }
 
-    /// The size of `value`'s encoding, when the format can tell without writing it (bincode
-    /// and postcard count it; JSON cannot cheaply). Byte strings count in O(1).
+    /// The size of `value`'s encoding without the byte strings it shares, when the format can
+    /// tell without writing it (bincode and postcard count it; JSON cannot cheaply). Byte
+    /// strings count in O(1).
     pub fn encoded_size<T: Serialize + ?Sized>(self, value: &T) -> Result<Option<usize>, RpcError> {
         let size = match self {
             Self::Bincode => {
-                let mut counter = bincode::enc::write::SizeWriter::default();
+                let mut counter = Counter(0);
                 bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard())
-                    .map(|()| Some(counter.bytes_written))
+                    .map(|()| Some(counter.0))
                     .map_err(|e| e.to_string())
             }
-            Self::Postcard => postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+            Self::Postcard => postcard::serialize_with_flavor(value, Counter(0))
                 .map(Some)
                 .map_err(|e| e.to_string()),
             Self::Json => Ok(None),
         };
         size.map_err(|e| RpcError::Encode(format!("{}: {e}", self.name())))
+    }
+
+    /// Decodes a whole value from a body held as `Bytes`, where a large
+    /// [`ByteSlice`](crate::byte_string::ByteSlice) shares the body's memory.
+    pub fn decode_shared<T: DeserializeOwned>(self, src: &Bytes) -> Result<T, RpcError> {
+        shared_bytes::with_source(src, || self.decode(src))
     }
 
     /// Decodes a whole value from `src`; trailing bytes are an error where the format can tell.
@@ -117,14 +148,91 @@ impl SerializerKind {
 /// The room reserved for a JSON body before it is written (it grows as needed).
 const SIZE_GUESS: usize = 256;
 
-/// bincode's writer into a `BytesMut`: one `extend_from_slice` per write.
-struct BincodeSink<'a>(&'a mut BytesMut);
+/// The encoders' output: bytes are appended to `dst`, and with `shared`, a write that is a
+/// shared byte string is recorded there (with its offset) instead of copied.
+struct Sink<'a> {
+    dst: &'a mut BytesMut,
+    shared: Option<&'a mut Vec<(usize, Bytes)>>,
+}
 
-impl bincode::enc::write::Writer for BincodeSink<'_> {
+impl Sink<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        if let Some(shared) = self.shared.as_deref_mut() {
+            if let Some(piece) = shared_bytes::claim(bytes) {
+                shared.push((self.dst.len(), piece));
+                return;
+            }
+        }
+        self.dst.extend_from_slice(bytes);
+    }
+}
+
+impl bincode::enc::write::Writer for Sink<'_> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        self.0.extend_from_slice(bytes);
+        self.put(bytes);
         Ok(())
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Sink<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.dst.put_u8(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.put(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts the bytes an encoding writes, leaving out the byte strings it will share.
+struct Counter(usize);
+
+impl Counter {
+    #[inline]
+    fn count(&mut self, bytes: &[u8]) {
+        if !shared_bytes::is_offered(bytes) {
+            self.0 += bytes.len();
+        }
+    }
+}
+
+impl bincode::enc::write::Writer for Counter {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.count(bytes);
+        Ok(())
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Counter {
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, _: u8) -> postcard::Result<()> {
+        self.0 += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.count(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.0)
     }
 }
 

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::body::Body;
 use crate::body_pool;
 use crate::error::ProtocolError;
-use crate::protocol::{encode_frame, Frame, FrameDecoder, Header};
+use crate::protocol::{Frame, FrameDecoder, Header};
 
 /// Frames queued for a writer before senders wait.
 pub(crate) const WRITE_QUEUE: usize = 1024;
@@ -64,8 +65,8 @@ impl ByteBudget {
     }
 }
 
-/// Bodies from this size on are written from their own buffer (vectored write) instead of
-/// being copied next to their header: a copy of a large body costs more than an extra
+/// Body pieces from this size on are written from their own buffer (vectored write) instead
+/// of being copied next to their header: a copy of a large piece costs more than an extra
 /// `iovec`.
 const SEPARATE_BODY: usize = 16 * 1024;
 
@@ -81,18 +82,22 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    /// Appends one frame.
-    pub(crate) fn push_frame(&mut self, header: Header, body: Bytes) {
-        self.len += crate::protocol::HEADER_LEN + body.len();
-        if body.len() < SEPARATE_BODY {
-            encode_frame(header, &body, &mut self.small);
-            return;
-        }
+    /// Appends one frame; its body's large pieces are kept as they are, the rest is copied.
+    pub(crate) fn push_frame(&mut self, header: Header, body: impl Into<Body>) {
+        let body: Body = body.into();
+        let body_len = body.len();
+        self.len += crate::protocol::HEADER_LEN + body_len;
         let mut header = header;
-        header.body_len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        header.body_len = u32::try_from(body_len).unwrap_or(u32::MAX);
         header.write_to(&mut self.small);
-        self.finish_small();
-        self.chunks.push(body);
+        for part in body.into_parts() {
+            if part.len() < SEPARATE_BODY {
+                self.small.extend_from_slice(&part);
+            } else {
+                self.finish_small();
+                self.chunks.push(part);
+            }
+        }
     }
 
     /// Appends bytes already encoded (frames back to back).
@@ -181,7 +186,7 @@ const MAX_IOVECS: usize = 64;
 #[derive(Debug)]
 pub(crate) enum OutFrame {
     /// One frame, encoded by the writer.
-    Frame { header: Header, body: Bytes },
+    Frame { header: Header, body: Body },
     /// Frames already encoded.
     Encoded(Outgoing),
 }
@@ -473,17 +478,26 @@ mod tests {
 
     #[tokio::test]
     async fn small_and_large_frames_go_out_in_order_whatever_each_write_takes() {
-        let bodies: Vec<Bytes> = [10usize, SEPARATE_BODY, 3, 100_000, 0, SEPARATE_BODY - 1]
+        let piece = |len: usize, fill: u8| Bytes::from(vec![fill; len]);
+        let mut bodies: Vec<Body> = [10usize, SEPARATE_BODY, 3, 100_000, 0, SEPARATE_BODY - 1]
             .iter()
             .enumerate()
-            .map(|(i, &len)| Bytes::from(vec![i as u8 + 1; len]))
+            .map(|(i, &len)| piece(len, i as u8 + 1).into())
             .collect();
+        // A body in pieces, as a shared byte string leaves it: small ones are copied next to
+        // the header, large ones go as they are.
+        bodies.push(Body::from_parts([
+            piece(5, 20),
+            piece(SEPARATE_BODY, 21),
+            piece(2, 22),
+            piece(70_000, 23),
+        ]));
         let mut expected = BytesMut::new();
         let mut out = Outgoing::default();
         let mut other = Outgoing::default();
         for (id, body) in bodies.iter().enumerate() {
             let header = Header::new(MessageType::Response, id as u64);
-            encode_frame(header, body, &mut expected);
+            crate::protocol::encode_frame(header, &body.as_one(), &mut expected);
             // Half through a second batch appended afterwards, as the writer gathers them.
             if id < 3 {
                 out.push_frame(header, body.clone());

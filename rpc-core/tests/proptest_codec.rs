@@ -126,7 +126,7 @@ proptest! {
     ) {
         for kind in SerializerKind::ALL {
             let body = encode_request_body(&service, &method, &metadata, kind, &args).unwrap();
-            let request = RequestBody::parse(body, &MetadataLimits::default()).unwrap();
+            let request = RequestBody::parse(body.into_one(), &MetadataLimits::default()).unwrap();
             prop_assert_eq!(request.service_str(), service.as_str());
             prop_assert_eq!(request.method_str(), method.as_str());
             prop_assert_eq!(&request.metadata, &metadata);

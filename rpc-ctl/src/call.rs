@@ -42,8 +42,9 @@ pub async fn run(
     };
     consumer.close().await;
     let reply = result.map_err(|e| CtlError::from_call(key, method, e))?;
-    let value: Value = serde_json::from_slice(&reply.body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply.body).into_owned()));
+    let body = reply.body.as_one();
+    let value: Value =
+        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     if reply.status == Status::ApplicationError {
         return Err(CtlError::Application {
             method: method.to_owned(),

@@ -261,29 +261,40 @@ fn split_result(ty: &Type) -> Option<Output> {
     Some(Output::Result { ok, err })
 }
 
-/// Whether `ty` is spelled `Vec<u8>` (bare, or as `std::vec::Vec<u8>` / `alloc::vec::Vec<u8>`):
-/// the generated code moves such arguments and results as one byte string (see
-/// `rpc_core::byte_string`). An alias of `Vec<u8>` is not recognized; it still works, per byte.
-pub fn is_byte_vec(ty: &Type) -> bool {
-    let Type::Path(path) = ty else { return false };
+/// A type the generated code moves as one byte string (see `rpc_core::byte_string`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteString {
+    /// `Vec<u8>`, spelled bare or as `std::vec::Vec<u8>` / `alloc::vec::Vec<u8>`.
+    Vec,
+    /// `Bytes`, spelled bare or as `bytes::Bytes`: received as a slice of the frame.
+    Bytes,
+}
+
+/// Whether `ty` is spelled as a byte string the generated code knows. An alias is not
+/// recognized; it still works, through its own serde implementation.
+pub fn byte_string(ty: &Type) -> Option<ByteString> {
+    let Type::Path(path) = ty else { return None };
     if path.qself.is_some() {
-        return false;
+        return None;
     }
     let names: Vec<String> = path.path.segments.iter().map(|s| s.ident.to_string()).collect();
-    let prefix_ok = matches!(
-        names.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
-        ["Vec"] | ["std", "vec", "Vec"] | ["alloc", "vec", "Vec"]
-    );
-    let Some(last) = path.path.segments.last() else {
-        return false;
-    };
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return false;
-    };
-    prefix_ok
-        && args.args.len() == 1
-        && matches!(args.args.first(), Some(syn::GenericArgument::Type(Type::Path(inner)))
-            if inner.qself.is_none() && inner.path.is_ident("u8"))
+    let last = path.path.segments.last()?;
+    match names.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["Bytes"] | ["bytes", "Bytes"] => match last.arguments {
+            syn::PathArguments::None => Some(ByteString::Bytes),
+            _ => None,
+        },
+        ["Vec"] | ["std", "vec", "Vec"] | ["alloc", "vec", "Vec"] => {
+            let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+                return None;
+            };
+            let of_u8 = args.args.len() == 1
+                && matches!(args.args.first(), Some(syn::GenericArgument::Type(Type::Path(inner)))
+                    if inner.qself.is_none() && inner.path.is_ident("u8"));
+            of_u8.then_some(ByteString::Vec)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -291,26 +302,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn byte_vectors_are_recognized_by_their_spelling() {
+    fn byte_strings_are_recognized_by_their_spelling() {
+        let kind = |ty: &str| byte_string(&syn::parse_str(ty).unwrap());
         for yes in [
             "Vec<u8>",
             "std::vec::Vec<u8>",
             "::std::vec::Vec<u8>",
             "alloc::vec::Vec<u8>",
         ] {
-            assert!(is_byte_vec(&syn::parse_str(yes).unwrap()), "{yes}");
+            assert_eq!(kind(yes), Some(ByteString::Vec), "{yes}");
+        }
+        for yes in ["Bytes", "bytes::Bytes", "::bytes::Bytes"] {
+            assert_eq!(kind(yes), Some(ByteString::Bytes), "{yes}");
         }
         for no in [
             "Vec<i8>",
             "Vec<u16>",
             "Vec<Vec<u8>>",
-            "Bytes",
             "my::Vec<u8>",
+            "my::Bytes",
+            "Bytes<u8>",
             "Box<[u8]>",
             "Vec<u8, A>",
             "&[u8]",
         ] {
-            assert!(!is_byte_vec(&syn::parse_str(no).unwrap()), "{no}");
+            assert_eq!(kind(no), None, "{no}");
         }
     }
 }

@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::model::{is_byte_vec, MethodDef, Output, ServiceDef};
+use crate::model::{byte_string, ByteString, MethodDef, Output, ServiceDef};
 
 pub fn render(def: &ServiceDef) -> TokenStream {
     let trait_tokens = render_trait(def);
@@ -183,6 +183,7 @@ fn render_descriptor(key: &str, m: &MethodDef) -> TokenStream {
     let name = m.ident.to_string();
     let idempotent = m.idempotent;
     let ty = default_type(&m.output);
+    let wire = wire_value(ty, quote!(value));
     quote! {
         ::rpc_core::client::MethodDescriptor {
             service: #key,
@@ -195,7 +196,7 @@ fn render_descriptor(key: &str, m: &MethodDef) -> TokenStream {
                     // The double borrow selects `ViaDefault` when the type has a `Default`.
                     #[allow(clippy::needless_borrow)]
                     let value = (&&::rpc_core::__private::DefaultProbe::<#ty>::new()).default_value();
-                    value.map(|value| ::rpc_core::Reply::ok(serializer, &value))
+                    value.map(|value| ::rpc_core::Reply::ok(serializer, &#wire))
                 }
                 default_reply
             },
@@ -216,49 +217,43 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
     let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
     let name = &m.ident;
     let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
-    // A `Vec<u8>` goes as one byte string (same wire bytes, no call per byte).
-    let wire = |n: &syn::Ident, t: &syn::Type| match is_byte_vec(t) {
-        true => quote!(::rpc_core::__private::AsBytes(&#n)),
-        false => quote!(#n),
-    };
-    let refs = m.args.iter().map(|(n, t)| {
-        let value = wire(n, t);
-        quote!(&#value)
+    // A byte string is moved into its wire form (one byte string, shared when large); the
+    // other arguments are encoded by reference.
+    let to_wire = m.args.iter().filter(|(_, t)| byte_string(t).is_some()).map(|(n, t)| {
+        let value = wire_value(t, quote!(#n));
+        quote!(let #n = #value;)
     });
+    let refs = m.args.iter().map(|(n, _)| quote!(&#n));
     let first = match m.args.first() {
-        Some((n, t)) => {
-            let value = wire(n, t);
-            quote!(::core::option::Option::Some(&#value))
-        }
+        Some((n, _)) => quote!(::core::option::Option::Some(&#n)),
         None => quote!(::core::option::Option::None::<&()>),
     };
     // What differs between `-> T` and `-> Result<T, E>`: the return type, how a framework error
     // is returned, and how the reply is decoded.
     let (returns, typed_error, decode) = match &m.output {
-        Output::Value(ty) => (
-            quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
-            quote!(error),
-            match is_byte_vec(ty) {
-                true => quote!(reply
-                    .into_value::<::rpc_core::__private::ByteVec>(self.channel.serializer())
-                    .map(|bytes| bytes.0)),
-                false => quote!(reply.into_value::<#ty>(self.channel.serializer())),
-            },
-        ),
-        Output::Result { ok, err } => (
-            quote!(::core::result::Result<#ok, ::rpc_core::RpcError<#err>>),
-            quote!(error.into_typed()),
-            match is_byte_vec(ok) {
-                true => quote!(reply
-                    .into_result::<::rpc_core::__private::ByteVec, #err>(self.channel.serializer())
-                    .map(|bytes| bytes.0)),
-                false => quote!(reply.into_result::<#ok, #err>(self.channel.serializer())),
-            },
-        ),
+        Output::Value(ty) => {
+            let wire = wire_type(ty);
+            let unwrap = unwrap_wire(ty);
+            (
+                quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
+                quote!(error),
+                quote!(reply.into_value::<#wire>(self.channel.serializer())#unwrap),
+            )
+        }
+        Output::Result { ok, err } => {
+            let wire = wire_type(ok);
+            let unwrap = unwrap_wire(ok);
+            (
+                quote!(::core::result::Result<#ok, ::rpc_core::RpcError<#err>>),
+                quote!(error.into_typed()),
+                quote!(reply.into_result::<#wire, #err>(self.channel.serializer())#unwrap),
+            )
+        }
     };
     quote! {
         #(#attrs)*
         pub async fn #name(&self, #(#params),*) -> #returns {
+            #(#to_wire)*
             let outcome = self
                 .channel
                 .call(&Self::METHODS[#index], &(#(#refs,)*), #first, &self.policies[#index], self.local.as_ref())
@@ -343,19 +338,16 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
     let method = name.to_string();
     let arg_names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
     // Span the argument tuple by its types so a missing serde impl points at the argument. A
-    // `Vec<u8>` is decoded as one byte string, then unwrapped.
-    let arg_types = m.args.iter().map(|(_, t)| match is_byte_vec(t) {
-        true => quote!(::rpc_core::__private::ByteVec),
-        false => quote_spanned!(t.span()=> #t),
-    });
+    // byte string is decoded as one (`Bytes` sharing the frame's memory), then unwrapped.
+    let arg_types = m.args.iter().map(|(_, t)| wire_type(t));
     let unwrap_bytes = m
         .args
         .iter()
-        .filter(|(_, t)| is_byte_vec(t))
+        .filter(|(_, t)| byte_string(t).is_some())
         .map(|(n, _)| quote!(let #n = #n.0;));
-    let reply_ok = |ty: &syn::Type, value: TokenStream| match is_byte_vec(ty) {
-        true => quote!(::rpc_core::Reply::ok(serializer, &::rpc_core::__private::AsBytes(&#value))),
-        false => quote_spanned!(ty.span()=> ::rpc_core::Reply::ok(serializer, &#value)),
+    let reply_ok = |ty: &syn::Type, value: TokenStream| {
+        let value = wire_value(ty, value);
+        quote_spanned!(ty.span()=> ::rpc_core::Reply::ok(serializer, &#value))
     };
     let encode = match &m.output {
         Output::Value(ty) => reply_ok(ty, quote!(out)),
@@ -374,7 +366,7 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
         #method => {
             let inner = ::rpc_core::__private::Arc::clone(&self.inner);
             ::std::boxed::Box::pin(async move {
-                let (#(#arg_names,)*): (#(#arg_types,)*) = match serializer.decode(&args) {
+                let (#(#arg_names,)*): (#(#arg_types,)*) = match serializer.decode_shared(&args) {
                     ::core::result::Result::Ok(decoded) => decoded,
                     ::core::result::Result::Err(e) => return ::rpc_core::Reply::decode_failed(e),
                 };
@@ -383,5 +375,33 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
                 #encode
             })
         }
+    }
+}
+
+/// `value` (of type `ty`) as it is encoded: a byte string moved into its wire form, anything
+/// else as it is.
+fn wire_value(ty: &syn::Type, value: TokenStream) -> TokenStream {
+    match byte_string(ty) {
+        Some(ByteString::Vec) => quote!(::rpc_core::__private::WireBytes::from_vec(#value)),
+        Some(ByteString::Bytes) => quote!(::rpc_core::__private::WireBytes::from_bytes(#value)),
+        None => value,
+    }
+}
+
+/// The type a value of type `ty` is decoded as (spanned by `ty`, so that a missing serde
+/// implementation points at it).
+fn wire_type(ty: &syn::Type) -> TokenStream {
+    match byte_string(ty) {
+        Some(ByteString::Vec) => quote!(::rpc_core::__private::ByteVec),
+        Some(ByteString::Bytes) => quote!(::rpc_core::__private::ByteSlice),
+        None => quote_spanned!(ty.span()=> #ty),
+    }
+}
+
+/// What turns a decoded [`wire_type`] (in a `Result`) back into `ty`.
+fn unwrap_wire(ty: &syn::Type) -> TokenStream {
+    match byte_string(ty) {
+        Some(_) => quote!(.map(|bytes| bytes.0)),
+        None => TokenStream::new(),
     }
 }

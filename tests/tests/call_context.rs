@@ -321,7 +321,7 @@ async fn a_closed_connection_drops_its_running_calls() {
     let mut header = Header::new(MessageType::Request, 1);
     header.serializer = SerializerKind::Bincode.id();
     let mut frame = bytes::BytesMut::new();
-    encode_frame(header, &body, &mut frame);
+    encode_frame(header, &body.as_one(), &mut frame);
     let mut sock = TcpStream::connect(&fx.back_addr).await.unwrap();
     sock.write_all(&frame).await.unwrap();
     fx.started.recv().await.unwrap();

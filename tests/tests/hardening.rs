@@ -316,6 +316,7 @@ fn large_request(size: usize) -> Vec<u8> {
         &(),
     )
     .unwrap()
+    .as_one()
     .to_vec();
     body.resize(size, 0xab);
     let mut header = Header::new(MessageType::Request, 1);

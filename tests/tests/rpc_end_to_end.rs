@@ -502,6 +502,75 @@ mod byte_vectors {
         server.shutdown().await;
     }
 
+    /// `Bytes` arguments and results: large ones are shared with the frame, not copied.
+    #[rpc_core::service(name = "Shared", version = "1.0")]
+    pub trait Shared {
+        async fn echo(&self, data: bytes::Bytes) -> bytes::Bytes;
+        async fn concat(&self, a: Vec<u8>, b: Bytes) -> Vec<u8>;
+        /// How many bytes lie between the end of `a` and the start of `b` in the handler's
+        /// memory (`u64::MAX` when `b` is not after `a`).
+        async fn gap(&self, a: Bytes, b: Bytes) -> u64;
+    }
+
+    use bytes::Bytes;
+
+    struct SharedImpl;
+
+    impl Shared for SharedImpl {
+        async fn echo(&self, data: Bytes) -> Bytes {
+            data
+        }
+
+        async fn concat(&self, mut a: Vec<u8>, b: Bytes) -> Vec<u8> {
+            a.extend_from_slice(&b);
+            a
+        }
+
+        async fn gap(&self, a: Bytes, b: Bytes) -> u64 {
+            let end_of_a = a.as_ptr() as usize + a.len();
+            (b.as_ptr() as usize)
+                .checked_sub(end_of_a)
+                .map_or(u64::MAX, |gap| gap as u64)
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_round_trip_at_every_size_and_large_ones_arrive_in_the_frame() {
+        let (server, addr) = start(ServerBuilder::new().add_service(SharedServer::new(SharedImpl))).await;
+        let payload = |len: usize, seed: usize| -> Vec<u8> { (0..len).map(|i| ((i * 7 + seed) % 251) as u8).collect() };
+        // Around the 16 KiB sharing threshold, the pooled bodies and the mapped ones (> 2 MiB).
+        let sizes = [0usize, 1, 16 * 1024 - 1, 16 * 1024, 100_000, 2_100_000];
+        for kind in SerializerKind::ALL {
+            let client = SharedClient::new(Channel::direct(&addr).unwrap().with_serializer(kind)).unwrap();
+            for (i, &len) in sizes.iter().enumerate() {
+                let data = payload(len, i);
+                assert_eq!(
+                    client.echo(Bytes::from(data.clone())).await.unwrap(),
+                    data,
+                    "{kind} {len}"
+                );
+                let other = payload(sizes[sizes.len() - 1 - i] / 2, i + 1);
+                let mut joined = data.clone();
+                joined.extend_from_slice(&other);
+                assert_eq!(
+                    client.concat(data, Bytes::from(other)).await.unwrap(),
+                    joined,
+                    "{kind} {len}"
+                );
+            }
+            let gap = client
+                .gap(Bytes::from(payload(100_000, 1)), Bytes::from(payload(100_000, 2)))
+                .await
+                .unwrap();
+            if kind != SerializerKind::Json {
+                // Only `b`'s length prefix (at most 9 bytes) between them: both are slices of
+                // the one frame that carried them.
+                assert!(gap <= 9, "{kind}: {gap} bytes apart");
+            }
+        }
+        server.shutdown().await;
+    }
+
     #[tokio::test]
     async fn byte_vectors_round_trip_and_interoperate_with_per_element_peers() {
         let (fast, fast_addr) = start(ServerBuilder::new().add_service(FastServer::new(FastImpl))).await;

@@ -21,6 +21,8 @@ use super::{echo_loop, tls_file, Framework, LoadFuture, Payload, PayloadKind, Se
 pub trait Echo {
     /// Returns its bytes.
     async fn echo_bytes(&self, payload: Vec<u8>) -> Vec<u8>;
+    /// Returns its bytes, as `Bytes` (large ones shared with the frames, never copied).
+    async fn echo_shared(&self, payload: bytes::Bytes) -> bytes::Bytes;
     /// Returns its text.
     async fn echo_text(&self, payload: String) -> String;
     /// Returns its record.
@@ -31,6 +33,10 @@ struct EchoImpl;
 
 impl Echo for EchoImpl {
     async fn echo_bytes(&self, payload: Vec<u8>) -> Vec<u8> {
+        payload
+    }
+
+    async fn echo_shared(&self, payload: bytes::Bytes) -> bytes::Bytes {
         payload
     }
 
@@ -58,6 +64,8 @@ pub struct RpcCore {
     pub metrics: bool,
     /// TLS (server certificate only) between the two.
     pub tls: bool,
+    /// Byte payloads as `bytes::Bytes` instead of `Vec<u8>`.
+    pub shared_bytes: bool,
 }
 
 impl RpcCore {
@@ -68,11 +76,12 @@ impl RpcCore {
             layers: 0,
             metrics: false,
             tls: false,
+            shared_bytes: false,
         }
     }
 
     /// Reads what follows `rpc-core/` in a name: `bincode`, `bincode+3 no-op layers`,
-    /// `bincode+metrics`, `bincode+tls`.
+    /// `bincode+metrics`, `bincode+tls`, `bincode+Bytes`.
     pub fn parse(name: &str) -> Option<Self> {
         let (serializer, extra) = name.split_once('+').map_or((name, None), |(s, e)| (s, Some(e)));
         let mut me = Self::plain(serializer.parse().ok()?);
@@ -80,6 +89,7 @@ impl RpcCore {
             None => {}
             Some("metrics") => me.metrics = true,
             Some("tls") => me.tls = true,
+            Some("Bytes") => me.shared_bytes = true,
             Some(layers) => me.layers = layers.strip_suffix(" no-op layers")?.parse().ok()?,
         }
         Some(me)
@@ -110,6 +120,9 @@ impl Framework for RpcCore {
         }
         if self.tls {
             name += "+tls";
+        }
+        if self.shared_bytes {
+            name += "+Bytes";
         }
         name
     }
@@ -163,6 +176,16 @@ impl Framework for RpcCore {
                 })
                 .collect();
             match payload.kind {
+                PayloadKind::Bytes if me.shared_bytes => {
+                    echo_loop(
+                        clients,
+                        shape,
+                        timing,
+                        bytes::Bytes::from(payload.bytes()),
+                        |c: EchoClient, body| async move { c.echo_shared(body).await.ok() },
+                    )
+                    .await
+                }
                 PayloadKind::Bytes => {
                     echo_loop(
                         clients,

@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +38,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, Instrument};
 
 use super::ClientOptions;
+use crate::body::Body;
 use crate::error::{ProtocolError, RpcError};
 use crate::protocol::{Frame, Header, MessageType, Status};
 use crate::reply::Reply;
@@ -203,7 +203,7 @@ async fn handshake(
 fn send_cancel(tx: &mpsc::Sender<OutFrame>, id: u64) {
     let cancel = move || OutFrame::Frame {
         header: Header::new(MessageType::Cancel, id),
-        body: Bytes::new(),
+        body: Body::default(),
     };
     if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(cancel()) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -355,10 +355,11 @@ impl Connection {
         service: &str,
         method: &str,
         serializer: SerializerKind,
-        body: Bytes,
+        body: Body,
         deadline: Instant,
     ) -> Result<Reply, RpcError> {
         let shared = &*self.shared;
+        let body_len = body.len();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         {
@@ -375,10 +376,10 @@ impl Connection {
             id,
             armed: true,
             sent: false,
-            bytes: body.len(),
+            bytes: body_len,
         };
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        shared.in_flight_bytes.fetch_add(body.len(), Ordering::Relaxed);
+        shared.in_flight_bytes.fetch_add(body_len, Ordering::Relaxed);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut header = Header::new(MessageType::Request, id);
         header.serializer = serializer.id();
@@ -402,7 +403,7 @@ impl Connection {
         };
         let reply = Reply {
             status: frame.header.status,
-            body: frame.body,
+            body: frame.body.into(),
         };
         match reply.status {
             Status::Ok | Status::ApplicationError => Ok(reply),
@@ -453,7 +454,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
                     MessageType::Ping => {
                         let pong = OutFrame::Frame {
                             header: Header::new(MessageType::Pong, frame.header.request_id),
-                            body: Bytes::new(),
+                            body: Body::default(),
                         };
                         if tx.send(pong).await.is_err() {
                             break "writer stopped".to_owned();
@@ -517,7 +518,7 @@ async fn keepalive(shared: Arc<Shared>, tx: mpsc::Sender<OutFrame>, interval: Du
             ping_id = ping_id.wrapping_add(1);
             let ping = OutFrame::Frame {
                 header: Header::new(MessageType::Ping, ping_id),
-                body: Bytes::new(),
+                body: Body::default(),
             };
             if tx.send(ping).await.is_err() {
                 return;

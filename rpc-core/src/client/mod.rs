@@ -58,9 +58,9 @@ pub use route::{BalancerChoice, BalancerFactory};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::body::Body;
 use crate::config::ConsumerConfig;
 use crate::context::MetadataLimits;
 use crate::error::RpcError;
@@ -125,7 +125,7 @@ pub struct CallRequest<'a> {
     /// Serializer the body was encoded with; the reply comes back in it too.
     pub serializer: SerializerKind,
     /// The encoded request body (prefix, metadata and arguments).
-    pub body: Bytes,
+    pub body: Body,
     /// When the caller stops waiting.
     pub deadline: Instant,
     /// The policy the call runs under.

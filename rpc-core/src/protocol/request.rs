@@ -3,6 +3,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
+use crate::body::Body;
 use crate::context::{check_key, Metadata, MetadataLimits};
 use crate::error::{ProtocolError, RpcError};
 use crate::serializer::SerializerKind;
@@ -128,10 +129,10 @@ pub fn encode_request_body<A: Serialize + ?Sized>(
     metadata: &Metadata,
     serializer: SerializerKind,
     args: &A,
-) -> Result<Bytes, RpcError> {
+) -> Result<Body, RpcError> {
     let prefix = 8 + service.len() + method.len() + metadata.encoded_len();
     let args_size = serializer.encoded_size(args)?.unwrap_or(64);
-    crate::arena::encode_with(prefix + args_size, |buf| {
+    crate::arena::encode_with(prefix + args_size, |buf, shared| {
         put_field(buf, service.as_bytes(), "service key")?;
         put_field(buf, method.as_bytes(), "method name")?;
         let block_len = u32::try_from(metadata.encoded_len())
@@ -144,7 +145,7 @@ pub fn encode_request_body<A: Serialize + ?Sized>(
             put_field(buf, key, "metadata key")?;
             put_field(buf, value, "metadata value")?;
         }
-        serializer.encode_into(args, buf)
+        serializer.encode_sharing(args, buf, shared)
     })
 }
 
@@ -174,7 +175,7 @@ mod tests {
             &(7u64,),
         )
         .unwrap();
-        let parsed = RequestBody::parse(body, &limits()).unwrap();
+        let parsed = RequestBody::parse(body.into_one(), &limits()).unwrap();
         assert_eq!(parsed.service_str(), "UserService:1.0");
         assert_eq!(parsed.method_str(), "get_user");
         assert_eq!(parsed.metadata, metadata);
@@ -186,7 +187,10 @@ mod tests {
     fn empty_metadata_costs_six_bytes() {
         let body = encode_request_body("S", "m", &Metadata::new(), SerializerKind::Bincode, &()).unwrap();
         assert_eq!(body.len(), 3 + 3 + 4 + 2);
-        assert!(RequestBody::parse(body, &limits()).unwrap().metadata.is_empty());
+        assert!(RequestBody::parse(body.into_one(), &limits())
+            .unwrap()
+            .metadata
+            .is_empty());
     }
 
     #[test]
@@ -231,7 +235,7 @@ mod tests {
             max_bytes: 1000,
         };
         assert!(matches!(
-            RequestBody::parse(body, &tight),
+            RequestBody::parse(body.into_one(), &tight),
             Err(ProtocolError::MetadataOverLimit {
                 what: "entries",
                 len: 5,

@@ -1,0 +1,143 @@
+//! [`Body`]: the encoded bytes of a request or a reply, in one piece or several.
+//!
+//! A body is usually one `Bytes`. When a large byte string was encoded (a `Vec<u8>` or `Bytes`
+//! argument or result of 16 KiB or more, see [`WireBytes`](crate::byte_string::WireBytes)),
+//! its memory is not copied next to the rest: the body is the bytes before it, the byte
+//! string's own memory, and the bytes after it, and the transport writes the pieces with one
+//! vectored write. The bytes on the wire are the same either way; a body that arrives from
+//! the network is always one piece.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+
+/// The encoded bytes of a request or a reply.
+#[derive(Clone, Default)]
+pub struct Body {
+    /// The first piece (the whole body when there is one).
+    first: Bytes,
+    /// The pieces after the first, in order (no allocation when there are none).
+    rest: Vec<Bytes>,
+}
+
+impl Body {
+    /// A body of the given pieces, in order.
+    pub fn from_parts(parts: impl IntoIterator<Item = Bytes>) -> Self {
+        let mut parts = parts.into_iter().filter(|p| !p.is_empty());
+        let first = parts.next().unwrap_or_default();
+        Self {
+            first,
+            rest: parts.collect(),
+        }
+    }
+
+    /// Bytes in the body.
+    pub fn len(&self) -> usize {
+        self.first.len() + self.rest.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Whether the body has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_empty() && self.rest.is_empty()
+    }
+
+    /// The pieces, in order.
+    pub fn parts(&self) -> impl Iterator<Item = &Bytes> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+
+    /// The body as one `Bytes`: itself when it is one piece, else the pieces copied together.
+    pub fn as_one(&self) -> Cow<'_, Bytes> {
+        if self.rest.is_empty() {
+            return Cow::Borrowed(&self.first);
+        }
+        let mut all = BytesMut::with_capacity(self.len());
+        for part in self.parts() {
+            all.extend_from_slice(part);
+        }
+        Cow::Owned(all.freeze())
+    }
+
+    /// The body as one `Bytes`, copying only when it is in several pieces.
+    pub fn into_one(self) -> Bytes {
+        match self.rest.is_empty() {
+            true => self.first,
+            false => self.as_one().into_owned(),
+        }
+    }
+
+    /// Splits the body into its pieces.
+    pub(crate) fn into_parts(self) -> impl Iterator<Item = Bytes> {
+        std::iter::once(self.first).chain(self.rest).filter(|p| !p.is_empty())
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Self {
+            first: bytes,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(bytes: Vec<u8>) -> Self {
+        Bytes::from(bytes).into()
+    }
+}
+
+impl From<String> for Body {
+    fn from(text: String) -> Self {
+        Bytes::from(text).into()
+    }
+}
+
+impl From<&'static [u8]> for Body {
+    fn from(bytes: &'static [u8]) -> Self {
+        Bytes::from_static(bytes).into()
+    }
+}
+
+/// Equal when the bytes are, however they are split.
+impl PartialEq for Body {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.as_one() == other.as_one()
+    }
+}
+
+impl Eq for Body {}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rest.is_empty() {
+            true => fmt::Debug::fmt(&self.first, f),
+            false => write!(f, "Body({} bytes in {} pieces)", self.len(), 1 + self.rest.len()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_read_as_one_and_compare_by_content() {
+        let one = Body::from(Bytes::from_static(b"hello world"));
+        let parts = Body::from_parts([
+            Bytes::from_static(b"hel"),
+            Bytes::new(),
+            Bytes::from_static(b"lo wor"),
+            Bytes::from_static(b"ld"),
+        ]);
+        assert_eq!(parts.len(), 11);
+        assert_eq!(parts.parts().count(), 3, "empty pieces are dropped");
+        assert_eq!(&parts.as_one()[..], b"hello world");
+        assert_eq!(one, parts);
+        assert!(matches!(one.as_one(), Cow::Borrowed(_)), "one piece is not copied");
+        assert_eq!(parts.clone().into_one(), one.clone().into_one());
+        assert!(Body::from_parts([]).is_empty());
+        assert_eq!(format!("{parts:?}"), "Body(11 bytes in 3 pieces)");
+    }
+}
