@@ -169,6 +169,7 @@ mod tests {
             None,
             None,
             1,
+            tokio::time::Instant::now(),
         );
         ctx.set_peer_identity(identity.map(Arc::new));
         ctx

@@ -158,10 +158,12 @@ struct Sink<'a> {
 impl Sink<'_> {
     #[inline]
     fn put(&mut self, bytes: &[u8]) {
-        if let Some(shared) = self.shared.as_deref_mut() {
-            if let Some(piece) = shared_bytes::claim(bytes) {
-                shared.push((self.dst.len(), piece));
-                return;
+        if bytes.len() >= shared_bytes::SHARED_MIN {
+            if let Some(shared) = self.shared.as_deref_mut() {
+                if let Some(piece) = shared_bytes::claim(bytes) {
+                    shared.push((self.dst.len(), piece));
+                    return;
+                }
             }
         }
         self.dst.extend_from_slice(bytes);

@@ -356,7 +356,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.fill(&mut bytes::BufMut::limit(&mut buf, len - have)).await?;
             body_pool::into_bytes(buf)
         };
-        let _ = self.buf.split_to(have);
+        bytes::Buf::advance(&mut self.buf, have);
         let header = self
             .decoder
             .take_pending()

@@ -77,7 +77,14 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    fn new(side: Side, service: Bytes, method: Bytes, metadata: Metadata, deadline: Option<Instant>) -> Self {
+    fn new(
+        side: Side,
+        service: Bytes,
+        method: Bytes,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+        started: Instant,
+    ) -> Self {
         Self {
             side,
             service,
@@ -88,17 +95,17 @@ impl CallContext {
             identity: None,
             request_id: 0,
             trace: None,
-            started: Instant::now(),
+            started,
         }
     }
 
     /// The context of a call about to be made to `service` (`name:version`) and `method`.
     pub fn client(service: Bytes, method: Bytes, metadata: Metadata, deadline: Option<Instant>) -> Self {
-        Self::new(Side::Client, service, method, metadata, deadline)
+        Self::new(Side::Client, service, method, metadata, deadline, Instant::now())
     }
 
-    /// The context a server builds for a request. `service` and `method` must be UTF-8 (the
-    /// request decoder checked them).
+    /// The context a server builds for a request that arrived at `started`. `service` and
+    /// `method` must be UTF-8 (the request decoder checked them).
     pub(crate) fn server(
         service: Bytes,
         method: Bytes,
@@ -106,6 +113,7 @@ impl CallContext {
         deadline: Option<Instant>,
         peer: Option<SocketAddr>,
         request_id: u64,
+        started: Instant,
     ) -> Self {
         let trace = metadata
             .get(TRACEPARENT)
@@ -115,13 +123,20 @@ impl CallContext {
             peer,
             request_id,
             trace,
-            ..Self::new(Side::Server, service, method, metadata, deadline)
+            ..Self::new(Side::Server, service, method, metadata, deadline, started)
         }
     }
 
     /// The context of code running outside any call.
     pub fn detached() -> Self {
-        Self::new(Side::Detached, Bytes::new(), Bytes::new(), Metadata::new(), None)
+        Self::new(
+            Side::Detached,
+            Bytes::new(),
+            Bytes::new(),
+            Metadata::new(),
+            None,
+            Instant::now(),
+        )
     }
 
     /// Which end of the call this is.
@@ -263,6 +278,7 @@ mod tests {
             deadline,
             None,
             7,
+            Instant::now(),
         )
     }
 

@@ -87,7 +87,7 @@ impl FrameDecoder {
                     return Ok(None);
                 }
                 let header = Header::parse(&src[..HEADER_LEN], self.max_body_len)?;
-                let _ = src.split_to(HEADER_LEN);
+                bytes::Buf::advance(src, HEADER_LEN);
                 self.pending = Some(header);
                 header
             }

@@ -313,7 +313,8 @@ impl Conn {
         let Some(service) = shared.services.get(request.service_str()) else {
             return Admission::reject(Status::ServiceNotFound, request.service_str().to_owned());
         };
-        if request.method_str() == HEALTH_METHOD {
+        let method = request.method_str();
+        if method == HEALTH_METHOD {
             return Admission::Answered(Reply::ok(serializer, &shared.health()));
         }
         if shared.draining.is_cancelled() {
@@ -322,8 +323,8 @@ impl Conn {
         if header.flags & flags::STREAM != 0 {
             return Admission::reject(Status::Unsupported, "streaming calls are not supported by this server");
         }
-        if !service.methods().contains(&request.method_str()) {
-            return Admission::Rejected(Reply::method_not_found(service.key(), request.method_str()));
+        if !service.methods().contains(&method) {
+            return Admission::Rejected(Reply::method_not_found(service.key(), method));
         }
         let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
             return Admission::reject(Status::Overloaded, "server concurrency limit reached");
@@ -365,6 +366,7 @@ impl Conn {
             deadline,
             Some(self.peer),
             header.request_id,
+            now,
         );
         ctx.set_peer_identity(self.identity.clone());
         if let Err(refusal) = shared.layers.on_request(&mut ctx) {
