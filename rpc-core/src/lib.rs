@@ -50,8 +50,8 @@
 #![deny(missing_docs)]
 
 // Layers, lowest first; a module imports only from lower layers (and leaves of its own):
-//   1. leaves: body, shared_bytes, arena, body_pool, choice, future, backoff, byte_string,
-//      host, error, schedule, context
+//   1. leaves: body, shared_bytes, arena, body_pool, large_body, choice, future, backoff,
+//      byte_string, host, error, schedule, context
 //   2. wire: serializer, protocol, reply, health, layer, auth (layers), metrics (a layer and
 //      event counters), transport
 //   3. discovery: registry, balance, fault (strategies, health, budget)
@@ -65,6 +65,7 @@ pub mod body;
 mod body_pool;
 mod choice;
 pub mod future;
+mod large_body;
 mod shared_bytes;
 
 pub mod auth;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::body::Body;
 use crate::body_pool;
 use crate::error::ProtocolError;
+use crate::large_body::LargeBody;
 use crate::protocol::{Frame, FrameDecoder, Header};
 
 /// Frames queued for a writer before senders wait.
@@ -26,13 +27,6 @@ const READ_RESERVE: usize = 16 * 1024;
 /// A read buffer that grew beyond this for a large frame is replaced by a small one once the
 /// frame has been taken, so a connection does not keep a large frame's memory for its life.
 const MAX_KEPT_BUFFER: usize = 256 * 1024;
-/// Bodies above this size are read straight from the socket into an anonymous memory map of
-/// their own, which goes back to the system as soon as the last `Bytes` of it is dropped.
-/// (Through the allocator, a freed 16 MiB buffer raises glibc's mmap threshold and later ones
-/// stay in its heap: a process that once read 60 of them kept 240 MiB after they were gone.)
-/// Smaller large bodies are read into recycled buffers ([`body_pool`]).
-const MAPPED_BODY: usize = body_pool::POOLED_MAX;
-
 /// A budget of request bytes shared by a server's connections: a frame whose body is at least
 /// `threshold` bytes takes its size from it before its body is buffered, and gives it back
 /// when the call is done. Smaller frames are bounded by the read buffers already.
@@ -222,6 +216,8 @@ pub(crate) struct FrameReader<R> {
     budget: Option<ByteBudget>,
     /// The budget taken for the frame being read, then for the last frame returned.
     held: Option<OwnedSemaphorePermit>,
+    /// The large body being read, kept across cancelled reads.
+    large: Option<LargeBody>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -236,6 +232,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             frame_started: None,
             budget: None,
             held: None,
+            large: None,
         }
     }
 
@@ -337,38 +334,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(())
     }
 
-    /// Reads the rest of the pending body of `len` bytes into memory of its own (a recycled
-    /// buffer, or above [`MAPPED_BODY`] a memory map) and makes the frame. The body is read
-    /// with no copy besides the kernel's, and no frame after it shares its memory.
+    /// Reads the rest of the pending body of `len` bytes into memory of its own (see
+    /// [`LargeBody`]) and makes the frame. Cancel-safe: a body begun stays with the reader.
     async fn read_own_body(&mut self, len: usize) -> Result<Frame, ReadError> {
-        // What already arrived is the body's start: a whole body would have made a frame.
-        let have = self.buf.len().min(len);
-        let body = if len > MAPPED_BODY {
-            // Populated up front: one system call maps every page instead of one fault per
-            // 4 KiB as the body arrives.
-            let mut map = memmap2::MmapOptions::new().len(len).populate().map_anon()?;
-            map[..have].copy_from_slice(&self.buf[..have]);
-            self.fill(&mut &mut map[have..]).await?;
-            Bytes::from_owner(map)
-        } else {
-            let mut buf = body_pool::take(len);
-            buf.extend_from_slice(&self.buf[..have]);
-            self.fill(&mut bytes::BufMut::limit(&mut buf, len - have)).await?;
-            body_pool::into_bytes(buf)
-        };
-        bytes::Buf::advance(&mut self.buf, have);
-        let header = self
-            .decoder
-            .take_pending()
-            .ok_or(ProtocolError::Malformed("a large body without its header"))?;
-        self.frame_taken();
-        Ok(Frame { header, body })
-    }
-
-    /// Reads from the stream until `dst` is full, within the frame's deadline.
-    async fn fill<B: bytes::BufMut>(&mut self, dst: &mut B) -> Result<(), ReadError> {
-        while dst.has_remaining_mut() {
-            let n = within(self.frame_deadline(), self.reader.read_buf(dst)).await??;
+        if self.large.is_none() {
+            // What already arrived is the body's start: a whole body would have made a frame.
+            let have = self.buf.len().min(len);
+            self.large = Some(LargeBody::start(len, &self.buf[..have])?);
+            bytes::Buf::advance(&mut self.buf, have);
+        }
+        let deadline = self.frame_deadline();
+        while let Some(large) = self.large.as_mut().filter(|b| b.missing() > 0) {
+            let n = within(deadline, large.read_from(&mut self.reader)).await??;
             if n == 0 {
                 return Err(ReadError::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -376,7 +353,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 )));
             }
         }
-        Ok(())
+        let body = self.large.take().map(LargeBody::into_bytes).unwrap_or_default();
+        let header = self
+            .decoder
+            .take_pending()
+            .ok_or(ProtocolError::Malformed("a large body without its header"))?;
+        self.frame_taken();
+        Ok(Frame { header, body })
     }
 }
 
@@ -522,6 +505,41 @@ mod tests {
             copy.write_to(&mut sink).await.unwrap();
             assert!(sink.written == expected[..], "per_call {per_call}");
             assert!(copy.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_body_read_that_is_cancelled_loses_nothing() {
+        // Pooled (40 KB) and mapped (3 MB) bodies, each followed by a small frame.
+        for len in [40_000usize, 3_000_000] {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut wire = BytesMut::new();
+            crate::protocol::encode_frame(Header::new(MessageType::Request, 1), &body, &mut wire);
+            crate::protocol::encode_frame(Header::new(MessageType::Request, 2), b"after", &mut wire);
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let mut reader = FrameReader::new(server, 16 << 20, None);
+            // The header and a third of the body arrive; the read is given up halfway, as the
+            // connection's select does when a timer fires; then the rest arrives.
+            let split = crate::protocol::HEADER_LEN + len / 3;
+            let (first, rest) = (wire[..split].to_vec(), wire[split..].to_vec());
+            let (go_on, resume) = tokio::sync::oneshot::channel::<()>();
+            let writer = tokio::spawn(async move {
+                client.write_all(&first).await.unwrap();
+                resume.await.unwrap();
+                client.write_all(&rest).await.unwrap();
+            });
+            let gave_up = tokio::time::timeout(Duration::from_millis(100), reader.next()).await;
+            assert!(gave_up.is_err(), "{len}: the frame cannot be complete yet");
+            go_on.send(()).unwrap();
+            let frame = reader.next().await.unwrap().unwrap();
+            assert_eq!((frame.header.request_id, frame.body.len()), (1, len));
+            assert!(
+                frame.body[..] == body[..],
+                "{len}: the body arrives whole after the cancelled read"
+            );
+            let next = reader.next().await.unwrap().unwrap();
+            assert_eq!((next.header.request_id, &next.body[..]), (2, &b"after"[..]));
+            writer.await.unwrap();
         }
     }
 }

@@ -1,0 +1,83 @@
+//! A large frame body being read from the socket into memory of its own.
+//!
+//! A body from [`POOLED_MIN`](crate::body_pool::POOLED_MIN) bytes on is not read through the
+//! connection's read buffer: the kernel copies it straight into a buffer that becomes the
+//! body's `Bytes`, with no copy after that one, and no later frame shares (and pins) its
+//! memory. Up to [`MAPPED_BODY`] the buffer is a recycled one ([`body_pool`]); above, an
+//! anonymous memory map of its own, which goes back to the system as soon as the last `Bytes`
+//! of it is dropped. (Through the allocator, a freed 16 MiB buffer raises glibc's mmap
+//! threshold and later ones stay in its heap: a process that once read 60 of them kept
+//! 240 MiB after they were gone.)
+//!
+//! The reader keeps the body between reads, so a read that is cancelled (the connection's
+//! task waits on its reader together with timers and shutdown) and started again continues
+//! where it stopped: the bytes already taken from the socket are never lost.
+
+use std::io;
+
+use bytes::{BufMut, Bytes};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::body_pool;
+
+/// Bodies above this size get a memory map of their own instead of a recycled buffer.
+pub(crate) const MAPPED_BODY: usize = body_pool::POOLED_MAX;
+
+/// A body of a known length, partly read.
+pub(crate) enum LargeBody {
+    /// In a recycled buffer: its length is what has been read.
+    Pooled { buf: Vec<u8>, len: usize },
+    /// In a memory map of the body's length, `filled` bytes of it read.
+    Mapped { map: memmap2::MmapMut, filled: usize },
+}
+
+impl LargeBody {
+    /// A body of `len` bytes whose first bytes, `start`, have arrived already.
+    pub(crate) fn start(len: usize, start: &[u8]) -> io::Result<Self> {
+        if len > MAPPED_BODY {
+            // Populated up front: one system call maps every page instead of one fault per
+            // 4 KiB as the body arrives.
+            let mut map = memmap2::MmapOptions::new().len(len).populate().map_anon()?;
+            map[..start.len()].copy_from_slice(start);
+            return Ok(Self::Mapped {
+                map,
+                filled: start.len(),
+            });
+        }
+        let mut buf = body_pool::take(len);
+        buf.extend_from_slice(start);
+        Ok(Self::Pooled { buf, len })
+    }
+
+    /// Bytes still to read.
+    pub(crate) fn missing(&self) -> usize {
+        match self {
+            Self::Pooled { buf, len } => len - buf.len(),
+            Self::Mapped { map, filled } => map.len() - filled,
+        }
+    }
+
+    /// Reads what `reader` has of the rest (at most the rest); `Ok(0)` at the end of the
+    /// stream. Cancel-safe: bytes read are kept here before the future completes.
+    pub(crate) async fn read_from<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> io::Result<usize> {
+        match self {
+            Self::Pooled { buf, len } => {
+                let missing = *len - buf.len();
+                reader.read_buf(&mut buf.limit(missing)).await
+            }
+            Self::Mapped { map, filled } => {
+                let n = reader.read(&mut map[*filled..]).await?;
+                *filled += n;
+                Ok(n)
+            }
+        }
+    }
+
+    /// The whole body (once nothing is missing).
+    pub(crate) fn into_bytes(self) -> Bytes {
+        match self {
+            Self::Pooled { buf, .. } => body_pool::into_bytes(buf),
+            Self::Mapped { map, .. } => Bytes::from_owner(map),
+        }
+    }
+}
