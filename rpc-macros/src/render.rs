@@ -59,18 +59,18 @@ fn render_client(def: &ServiceDef) -> TokenStream {
     let methods = def.methods.iter().enumerate().map(|(i, m)| render_client_method(i, m));
     quote! {
         #[doc = #doc]
+        ///
+        /// Cloning it is one reference count: clone it into every task that calls.
         #[derive(Clone)]
         #vis struct #client {
-            channel: ::rpc_core::client::Channel,
-            policies: ::rpc_core::__private::Arc<[::rpc_core::fault::MethodPolicy]>,
-            local: ::core::option::Option<::rpc_core::client::LocalService>,
+            inner: ::rpc_core::__private::Arc<::rpc_core::client::ClientParts>,
         }
 
         impl ::core::fmt::Debug for #client {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.debug_struct(::core::stringify!(#client))
                     .field("service", &Self::SERVICE_KEY)
-                    .field("channel", &self.channel)
+                    .field("channel", &self.inner.channel)
                     .finish_non_exhaustive()
             }
         }
@@ -99,17 +99,17 @@ fn render_client(def: &ServiceDef) -> TokenStream {
 
             /// The same client with one timeout for every call, overriding the configured ones.
             pub fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
-                Self { channel: self.channel.clone().with_timeout(timeout), ..self.clone() }
+                self.with_channel(self.inner.channel.clone().with_timeout(timeout))
             }
 
             /// The same client routing every call by `key` under `consistent_hash`.
             pub fn with_hash_key(&self, key: impl ::core::convert::AsRef<[u8]>) -> Self {
-                Self { channel: self.channel.clone().with_hash_key(key), ..self.clone() }
+                self.with_channel(self.inner.channel.clone().with_hash_key(key))
             }
 
             /// The same client encoding calls with another serializer.
             pub fn with_serializer(&self, serializer: ::rpc_core::SerializerKind) -> Self {
-                Self { channel: self.channel.clone().with_serializer(serializer), ..self.clone() }
+                self.with_channel(self.inner.channel.clone().with_serializer(serializer))
             }
 
             /// The same client sending `key: value` in the metadata of every call (the handler
@@ -119,7 +119,7 @@ fn render_client(def: &ServiceDef) -> TokenStream {
                 key: impl ::core::convert::Into<::std::string::String>,
                 value: impl ::core::convert::Into<::std::string::String>,
             ) -> Self {
-                Self { channel: self.channel.clone().with_metadata(key, value), ..self.clone() }
+                self.with_channel(self.inner.channel.clone().with_metadata(key, value))
             }
 
             /// The same client sending every entry of `entries` in the metadata of every call.
@@ -128,17 +128,27 @@ fn render_client(def: &ServiceDef) -> TokenStream {
                 K: ::core::convert::Into<::std::string::String>,
                 V: ::core::convert::Into<::std::string::String>,
             {
-                Self { channel: self.channel.clone().with_metadata_map(entries), ..self.clone() }
+                self.with_channel(self.inner.channel.clone().with_metadata_map(entries))
             }
 
             /// The channel calls go through.
             pub fn channel(&self) -> &::rpc_core::client::Channel {
-                &self.channel
+                &self.inner.channel
             }
 
             /// The policy each method's calls run under, resolved from the channel's configuration.
             pub fn policy(&self, method: &str) -> ::core::option::Option<&::rpc_core::fault::MethodPolicy> {
-                Self::METHODS.iter().position(|m| m.name == method).map(|i| &self.policies[i])
+                Self::METHODS.iter().position(|m| m.name == method).map(|i| &self.inner.policies[i])
+            }
+
+            fn with_channel(&self, channel: ::rpc_core::client::Channel) -> Self {
+                Self {
+                    inner: ::rpc_core::__private::Arc::new(::rpc_core::client::ClientParts {
+                        channel,
+                        policies: self.inner.policies.clone(),
+                        local: self.inner.local.clone(),
+                    }),
+                }
             }
 
             #(#methods)*
@@ -168,9 +178,11 @@ fn render_client(def: &ServiceDef) -> TokenStream {
                     policies.push(policy);
                 }
                 ::core::result::Result::Ok(#client {
-                    channel: self.channel,
-                    policies: policies.into(),
-                    local: self.local,
+                    inner: ::rpc_core::__private::Arc::new(::rpc_core::client::ClientParts {
+                        channel: self.channel,
+                        policies: policies.into(),
+                        local: self.local,
+                    }),
                 })
             }
         }
@@ -237,7 +249,7 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
             (
                 quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
                 quote!(error),
-                quote!(reply.into_value::<#wire>(self.channel.serializer())#unwrap),
+                quote!(reply.into_value::<#wire>(self.inner.channel.serializer())#unwrap),
             )
         }
         Output::Result { ok, err } => {
@@ -246,7 +258,7 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
             (
                 quote!(::core::result::Result<#ok, ::rpc_core::RpcError<#err>>),
                 quote!(error.into_typed()),
-                quote!(reply.into_result::<#wire, #err>(self.channel.serializer())#unwrap),
+                quote!(reply.into_result::<#wire, #err>(self.inner.channel.serializer())#unwrap),
             )
         }
     };
@@ -255,8 +267,9 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
         pub async fn #name(&self, #(#params),*) -> #returns {
             #(#to_wire)*
             let outcome = self
+                .inner
                 .channel
-                .call(&Self::METHODS[#index], &(#(#refs,)*), #first, &self.policies[#index], self.local.as_ref())
+                .call(&Self::METHODS[#index], &(#(#refs,)*), #first, &self.inner.policies[#index], self.inner.local.as_ref())
                 .await;
             match outcome {
                 ::core::result::Result::Ok(reply) => #decode,

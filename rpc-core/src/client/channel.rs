@@ -26,6 +26,27 @@ use crate::server::Service;
 /// implementation wrapped in its generated server adapter.
 pub type LocalService = Arc<dyn Service>;
 
+/// What a generated client holds, behind one `Arc` so that cloning the client is one
+/// reference count: its channel, each method's resolved policy, and the local implementation.
+pub struct ClientParts {
+    /// The channel calls go through.
+    pub channel: Channel,
+    /// Each method's policy, in declaration order.
+    pub policies: Arc<[MethodPolicy]>,
+    /// The local implementation for `fail_back` and `mock`.
+    pub local: Option<LocalService>,
+}
+
+impl std::fmt::Debug for ClientParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientParts")
+            .field("channel", &self.channel)
+            .field("policies", &self.policies)
+            .field("local", &self.local.is_some())
+            .finish()
+    }
+}
+
 /// What the call path needs to know of a method; generated clients hold one per method.
 #[derive(Debug, Clone, Copy)]
 pub struct MethodDescriptor {

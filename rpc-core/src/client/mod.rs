@@ -48,7 +48,7 @@ pub mod rules;
 
 #[doc(hidden)] // for generated code; reach it as rpc_core::__private::validate_policy
 pub use channel::validate_policy;
-pub use channel::{Channel, ClientBuildError, LocalService, MethodDescriptor};
+pub use channel::{Channel, ClientBuildError, ClientParts, LocalService, MethodDescriptor};
 pub use cluster::{ClusterInvoker, ClusterOptions, InstanceSource};
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerError};
