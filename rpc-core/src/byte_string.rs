@@ -8,7 +8,7 @@
 //! (`serialize_bytes`, which the formats write in one piece) and decodes it as a [`ByteVec`]
 //! or a [`ByteSlice`] (`deserialize_bytes`: the byte string arrives as a slice of the frame).
 //!
-//! From 16 KiB on, the memory itself travels (see [`shared_bytes`](crate::shared_bytes)): a
+//! From 16 KiB on, the memory itself travels (see the crate's `shared_bytes` module): a
 //! sent byte string becomes its own piece of the body, written to the socket from the caller's
 //! memory, and a received `Bytes` is a slice of the frame. A received `Vec<u8>` is copied once
 //! out of the frame: a vector owns its memory from its start.
@@ -35,8 +35,7 @@ pub enum WireBytes {
 }
 
 impl WireBytes {
-    /// Sends a vector; one of [`SHARED_MIN`](crate::shared_bytes) bytes or more becomes `Bytes`
-    /// without a copy.
+    /// Sends a vector; one of 16 KiB or more becomes `Bytes` without a copy.
     pub fn from_vec(bytes: Vec<u8>) -> Self {
         match bytes.len() >= shared_bytes::SHARED_MIN {
             true => Self::Shared(Bytes::from(bytes)),

@@ -13,7 +13,7 @@
 //!    network; `fail_back` and `fail_safe` answer from the local implementation or the
 //!    method's default value when the network failed.
 //! 3. [`Invoker`]: the [`ClusterInvoker`] finds the instances (a fixed address or the
-//!    discovery cache) and the service's [route](route) (balancer, per-instance health and
+//!    discovery cache) and the service's [route] (balancer, per-instance health and
 //!    connection slot), then:
 //! 4. retry step ([`retry`]): runs rounds of the fail-over step until one succeeds, the error
 //!    is not retryable for the method, the attempts are spent, or the next pause would end

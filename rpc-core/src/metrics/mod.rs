@@ -1,4 +1,4 @@
-//! Metrics: what the framework counts, through the [`metrics`](::metrics) facade.
+//! Metrics: what the framework counts, through the `metrics` facade.
 //!
 //! Every figure goes to the process's `metrics` recorder; with none installed recording is a
 //! no-op. `rpc.metrics.listen` makes rpc-registry install a Prometheus recorder and serve it at
@@ -33,7 +33,7 @@
 //! | `rpc_registry_reregistrations_total` | counter | backend |
 //!
 //! `outcome` is `ok`, `application_error`, `cancelled` (server: the caller left) or the
-//! [`ErrorKind`] of a failure in snake case (`timeout`, `overloaded`, ...).
+//! [`ErrorKind`](crate::ErrorKind) of a failure in snake case (`timeout`, `overloaded`, ...).
 //!
 //! Label values are bounded: services and methods a server serves (requests for others are
 //! counted by `rpc_server_rejected_total` without their names) or a client was generated for,

@@ -42,7 +42,7 @@
 //!   or `draining` from the moment shutdown begins.
 //! * Requests answered without running (unknown service or method, overloaded, shutting
 //!   down, malformed) are counted by reason; connections open are a gauge
-//!   ([metrics](crate::metrics)).
+//!   (the [`crate::metrics`] module).
 
 mod connection;
 mod running;
