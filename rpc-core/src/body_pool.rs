@@ -11,9 +11,9 @@
 //! Buffers come in power-of-two size classes from 16 KiB to 2 MiB. Each class keeps at most
 //! [`KEPT_PER_CLASS`] buffers and at most [`KEPT_BYTES_PER_CLASS`] bytes (whichever allows
 //! more), so the process never holds more than about 24 MiB here however many frames it once
-//! read; a buffer returned to a full class is freed. Bodies above 2 MiB are not pooled (see
-//! the transport's memory maps). The pool is shared by every connection of the process: one
-//! uncontended lock per large frame, against copying tens of kilobytes.
+//! read; a buffer returned to a full class is freed. Bodies above 2 MiB are not pooled: they
+//! get a memory map of their own (see `large_body`). The pool is shared by every connection
+//! of the process: one uncontended lock per large frame, against copying tens of kilobytes.
 
 use std::sync::Mutex;
 
