@@ -82,21 +82,9 @@ impl From<Bytes> for Body {
     }
 }
 
-impl From<Vec<u8>> for Body {
-    fn from(bytes: Vec<u8>) -> Self {
-        Bytes::from(bytes).into()
-    }
-}
-
 impl From<String> for Body {
     fn from(text: String) -> Self {
         Bytes::from(text).into()
-    }
-}
-
-impl From<&'static [u8]> for Body {
-    fn from(bytes: &'static [u8]) -> Self {
-        Bytes::from_static(bytes).into()
     }
 }
 

@@ -95,21 +95,24 @@ fn parse_private_key(field: &'static str, path: &Path, pem: &[u8]) -> Result<Pri
 /// The text of a PEM file of certificates, checked as the server and client configurations
 /// check theirs: for clients that take PEM themselves (etcd's).
 pub async fn certificate_pem(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    let path = path.to_owned();
-    off_runtime(move || {
-        let pem = read(field, &path)?;
-        parse_certificates(field, &path, &pem)?;
-        Ok(pem)
-    })
-    .await
+    checked_pem(field, path, parse_certificates).await
 }
 
 /// The text of a PEM private key file, checked like [`certificate_pem`].
 pub async fn private_key_pem(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    checked_pem(field, path, parse_private_key).await
+}
+
+/// The text of the PEM file at `path`, once `parse` accepts it (off the runtime: file I/O).
+async fn checked_pem<T: 'static>(
+    field: &'static str,
+    path: &Path,
+    parse: fn(&'static str, &Path, &[u8]) -> Result<T, TlsError>,
+) -> Result<Vec<u8>, TlsError> {
     let path = path.to_owned();
     off_runtime(move || {
         let pem = read(field, &path)?;
-        parse_private_key(field, &path, &pem)?;
+        parse(field, &path, &pem)?;
         Ok(pem)
     })
     .await
