@@ -55,6 +55,8 @@ pub(crate) fn encode_with<E>(
     if shared.is_empty() {
         return Ok(Body::from(written));
     }
+    // Nothing written after the last shared byte string: it is the body's tail.
+    let ends_in_shared = shared.last().is_some_and(|(at, _)| *at == written.len());
     let mut parts = Vec::with_capacity(2 * shared.len() + 1);
     let mut start = 0;
     for (at, piece) in shared {
@@ -63,7 +65,10 @@ pub(crate) fn encode_with<E>(
         start = at;
     }
     parts.push(written.slice(start..));
-    Ok(Body::from_parts(parts))
+    Ok(match ends_in_shared {
+        true => Body::with_tail(parts),
+        false => Body::from_parts(parts),
+    })
 }
 
 #[cfg(test)]

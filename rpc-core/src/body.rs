@@ -4,8 +4,14 @@
 //! argument or result of 16 KiB or more, see [`WireBytes`](crate::byte_string::WireBytes)),
 //! its memory is not copied next to the rest: the body is the bytes before it, the byte
 //! string's own memory, and the bytes after it, and the transport writes the pieces with one
-//! vectored write. The bytes on the wire are the same either way; a body that arrives from
-//! the network is always one piece.
+//! vectored write. The bytes on the wire are the same either way.
+//!
+//! A body whose last piece is such a byte string, with nothing after it, knows it ([`Body`]'s
+//! *tail*): the transport flags the frame so that the receiver reads the byte string into
+//! memory of its own, and the received body is then two pieces, the bytes before the byte
+//! string and the byte string, which a `Vec<u8>` takes over without a copy (see
+//! [`SerializerKind::decode_body`](crate::SerializerKind::decode_body)). Any other body
+//! arrives in one piece.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -19,6 +25,8 @@ pub struct Body {
     first: Bytes,
     /// The pieces after the first, in order (no allocation when there are none).
     rest: Vec<Bytes>,
+    /// The last piece is one whole byte string, whose length prefix ends the piece before.
+    tail: bool,
 }
 
 impl Body {
@@ -29,7 +37,36 @@ impl Body {
         Self {
             first,
             rest: parts.collect(),
+            tail: false,
         }
+    }
+
+    /// A body of the given pieces whose last piece is one whole byte string (of at least
+    /// `SHARED_MIN` bytes; a shorter one, or a single piece, makes a plain body).
+    pub(crate) fn with_tail(parts: impl IntoIterator<Item = Bytes>) -> Self {
+        let mut body = Self::from_parts(parts);
+        body.tail = body
+            .rest
+            .last()
+            .is_some_and(|last| last.len() >= crate::shared_bytes::SHARED_MIN);
+        body
+    }
+
+    /// With a tail: the number of bytes before it.
+    pub(crate) fn head_len(&self) -> Option<usize> {
+        let tail = self.rest.last().filter(|_| self.tail)?;
+        Some(self.len() - tail.len())
+    }
+
+    /// With a tail: the bytes before it (joined, when in several pieces) and the tail;
+    /// otherwise the body itself back.
+    pub(crate) fn into_head_and_tail(mut self) -> Result<(Bytes, Bytes), Self> {
+        if !self.tail {
+            return Err(self);
+        }
+        let tail = self.rest.pop().unwrap_or_default();
+        self.tail = false;
+        Ok((self.into_one(), tail))
     }
 
     /// Bytes in the body.
@@ -78,6 +115,7 @@ impl From<Bytes> for Body {
         Self {
             first: bytes,
             rest: Vec::new(),
+            tail: false,
         }
     }
 }

@@ -10,8 +10,10 @@
 //!
 //! From 16 KiB on, the memory itself travels (see the crate's `shared_bytes` module): a
 //! sent byte string becomes its own piece of the body, written to the socket from the caller's
-//! memory, and a received `Bytes` is a slice of the frame. A received `Vec<u8>` is copied once
-//! out of the frame: a vector owns its memory from its start.
+//! memory, and a received `Bytes` is a slice of the frame. A received `Vec<u8>` is the vector
+//! the socket was read into when the byte string ends the body (the transport reads such a
+//! body in two pieces); elsewhere in a body it is copied once out of the frame, since a vector
+//! owns its memory from its start.
 //!
 //! The bytes on the wire do not change: bincode and postcard write a byte string as its length
 //! and the raw bytes, exactly as they write a sequence of `u8`; serde_json writes both as an
@@ -78,7 +80,10 @@ impl<'de> Visitor<'de> for ByteVecVisitor {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
-        Ok(bytes.to_vec())
+        Ok(match shared_bytes::take_tail(bytes) {
+            Some(tail) => Vec::from(tail),
+            None => bytes.to_vec(),
+        })
     }
 
     fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
@@ -116,11 +121,13 @@ impl<'de> Visitor<'de> for ByteSliceVisitor {
     }
 
     fn visit_borrowed_bytes<E: serde::de::Error>(self, bytes: &'de [u8]) -> Result<Bytes, E> {
-        Ok(shared_bytes::slice_of_source(bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes)))
+        Ok(shared_bytes::slice_of_source(bytes)
+            .or_else(|| shared_bytes::take_tail(bytes))
+            .unwrap_or_else(|| Bytes::copy_from_slice(bytes)))
     }
 
     fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Bytes, E> {
-        Ok(Bytes::copy_from_slice(bytes))
+        Ok(shared_bytes::take_tail(bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes)))
     }
 
     fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Bytes, E> {
@@ -135,6 +142,7 @@ impl<'de> Visitor<'de> for ByteSliceVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::Body;
     use crate::serializer::SerializerKind;
     use bytes::BytesMut;
 
@@ -221,5 +229,27 @@ mod tests {
             .decode::<ByteVec>(&[0xff, 0xff, 0xff, 0xff, 0x0f])
             .is_err());
         assert!(SerializerKind::Json.decode::<ByteVec>(b"[1, 2, 300]").is_err());
+    }
+
+    #[test]
+    fn a_flagged_body_that_does_not_end_as_flagged_decodes_joined() {
+        let payload: Vec<u8> = (0..50_000).map(|i| (i % 249) as u8).collect();
+        for kind in [SerializerKind::Bincode, SerializerKind::Postcard] {
+            let body = kind.encode_body(&(3u8, WireBytes::from_vec(payload.clone()))).unwrap();
+            let head_len = body.head_len().unwrap();
+            let one = body.into_one();
+            let split_at = |at: usize| Body::with_tail([one.slice(..at), Bytes::copy_from_slice(&one[at..])]);
+            // As sent: the vector takes the byte string.
+            let (n, taken): (u8, ByteVec) = kind.decode_body(split_at(head_len)).unwrap();
+            assert!(n == 3 && taken.0 == payload, "{kind:?}");
+            // The split one byte early: the head does not end in the byte string's length.
+            let (n, joined): (u8, ByteVec) = kind.decode_body(split_at(head_len - 1)).unwrap();
+            assert!(n == 3 && joined.0 == payload, "{kind:?}");
+            // A type that reads the byte string as a sequence never takes it.
+            let (n, seq): (u8, Vec<u8>) = kind.decode_body(split_at(head_len)).unwrap();
+            assert!(n == 3 && seq == payload, "{kind:?}");
+            // A value that is not a byte string there at all fails as the joined body does.
+            assert!(kind.decode_body::<(u8, u32)>(split_at(head_len)).is_err(), "{kind:?}");
+        }
     }
 }

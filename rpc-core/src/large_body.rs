@@ -9,6 +9,10 @@
 //! threshold and later ones stay in its heap: a process that once read 60 of them kept
 //! 240 MiB after they were gone.)
 //!
+//! A body flagged [`TAIL`](crate::protocol::flags::TAIL) (it ends in a large byte string) is
+//! read into two vectors of exact size instead, the bytes before the byte string and the byte
+//! string, so that a `Vec<u8>` argument or result takes over the second one as it is.
+//!
 //! The reader keeps the body between reads, so a read that is cancelled (the connection's
 //! task waits on its reader together with timers and shutdown) and started again continues
 //! where it stopped: the bytes already taken from the socket are never lost.
@@ -16,6 +20,8 @@
 use std::io;
 
 use bytes::{BufMut, Bytes};
+
+use crate::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::body_pool;
@@ -29,6 +35,13 @@ pub(crate) enum LargeBody {
     Pooled { buf: Vec<u8>, len: usize },
     /// In a memory map of the body's length, `filled` bytes of it read.
     Mapped { map: memmap2::MmapMut, filled: usize },
+    /// A body ending in a byte string: `head_len` bytes before it, then `tail_len` bytes of it.
+    Split {
+        head: Vec<u8>,
+        head_len: usize,
+        tail: Vec<u8>,
+        tail_len: usize,
+    },
 }
 
 impl LargeBody {
@@ -49,11 +62,34 @@ impl LargeBody {
         Ok(Self::Pooled { buf, len })
     }
 
+    /// A body of `len` bytes ending in a byte string after its first `head_len` bytes, whose
+    /// first bytes, `start`, have arrived already.
+    pub(crate) fn start_split(len: usize, head_len: usize, start: &[u8]) -> Self {
+        let tail_len = len - head_len;
+        let (in_head, in_tail) = start.split_at(start.len().min(head_len));
+        let mut head = Vec::with_capacity(head_len);
+        head.extend_from_slice(in_head);
+        let mut tail = Vec::with_capacity(tail_len);
+        tail.extend_from_slice(in_tail);
+        Self::Split {
+            head,
+            head_len,
+            tail,
+            tail_len,
+        }
+    }
+
     /// Bytes still to read.
     pub(crate) fn missing(&self) -> usize {
         match self {
             Self::Pooled { buf, len } => len - buf.len(),
             Self::Mapped { map, filled } => map.len() - filled,
+            Self::Split {
+                head,
+                head_len,
+                tail,
+                tail_len,
+            } => (head_len - head.len()) + (tail_len - tail.len()),
         }
     }
 
@@ -70,14 +106,28 @@ impl LargeBody {
                 *filled += n;
                 Ok(n)
             }
+            Self::Split {
+                head,
+                head_len,
+                tail,
+                tail_len,
+            } => {
+                let (buf, len) = match head.len() < *head_len {
+                    true => (head, *head_len),
+                    false => (tail, *tail_len),
+                };
+                let missing = len - buf.len();
+                reader.read_buf(&mut buf.limit(missing)).await
+            }
         }
     }
 
     /// The whole body (once nothing is missing).
-    pub(crate) fn into_bytes(self) -> Bytes {
+    pub(crate) fn into_body(self) -> Body {
         match self {
-            Self::Pooled { buf, .. } => body_pool::into_bytes(buf),
-            Self::Mapped { map, .. } => Bytes::from_owner(map),
+            Self::Pooled { buf, .. } => body_pool::into_bytes(buf).into(),
+            Self::Mapped { map, .. } => Bytes::from_owner(map).into(),
+            Self::Split { head, tail, .. } => Body::with_tail([Bytes::from(head), Bytes::from(tail)]),
         }
     }
 }

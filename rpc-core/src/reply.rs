@@ -70,7 +70,7 @@ impl Reply {
     /// decode failure.
     pub fn into_value<T: DeserializeOwned>(self, serializer: SerializerKind) -> Result<T, RpcError> {
         match self.status {
-            Status::Ok => serializer.decode_shared(&self.body.as_one()),
+            Status::Ok => serializer.decode_body(self.body),
             other => Err(RpcError::Decode(format!(
                 "unexpected {other:?} reply for a method without an error type"
             ))),
@@ -83,10 +83,8 @@ impl Reply {
         serializer: SerializerKind,
     ) -> Result<T, RpcError<E>> {
         match self.status {
-            Status::Ok => serializer
-                .decode_shared(&self.body.as_one())
-                .map_err(RpcError::into_typed),
-            Status::ApplicationError => match serializer.decode_shared::<E>(&self.body.as_one()) {
+            Status::Ok => serializer.decode_body(self.body).map_err(RpcError::into_typed),
+            Status::ApplicationError => match serializer.decode_body::<E>(self.body) {
                 Ok(e) => Err(RpcError::Application(e)),
                 Err(e) => Err(e.into_typed()),
             },

@@ -120,6 +120,72 @@ impl SerializerKind {
         size.map_err(|e| RpcError::Encode(format!("{}: {e}", self.name())))
     }
 
+    /// Decodes a whole value from a received body.
+    ///
+    /// A body read in two pieces (it ends in a byte string, see
+    /// [`flags::TAIL`](crate::protocol::flags::TAIL)) is decoded from its first piece with the
+    /// byte string's length prefix made an empty one, and the `Vec<u8>` (or `Bytes`) that
+    /// decodes that empty byte string takes the second piece as it is: no copy. Should nothing
+    /// take it (the sender flagged a body whose value does not end in a byte string), or the
+    /// prefix not be the byte string's length, the pieces are joined and decoded as one.
+    /// Anything else decodes as [`SerializerKind::decode_shared`] does.
+    pub fn decode_body<T: DeserializeOwned>(self, body: Body) -> Result<T, RpcError> {
+        let (head, tail) = match body.into_head_and_tail() {
+            Ok(split) => split,
+            Err(body) => return self.decode_shared(&body.into_one()),
+        };
+        let tail = match self.without_length_of(&head, tail.len()) {
+            Some(rewritten) => {
+                let end = rewritten.as_ptr_range().end;
+                match shared_bytes::with_tail(end, tail, || self.decode_shared(&rewritten)) {
+                    (result, None) => return result,
+                    (_, Some(untaken)) => untaken,
+                }
+            }
+            None => tail,
+        };
+        self.decode_shared(&Body::from_parts([head, tail]).into_one())
+    }
+
+    /// `head` with the length prefix it ends in, if that is the encoding of `len` in this
+    /// format, replaced by the encoding of an empty byte string.
+    fn without_length_of(self, head: &[u8], len: usize) -> Option<Bytes> {
+        let mut prefix = [0u8; 10];
+        let prefix_len = match self {
+            Self::Bincode => {
+                // bincode's standard varint: a marker byte, then the value little-endian.
+                let (marker, width) = match len {
+                    0..=250 => return None,
+                    251..=0xffff => (251, 2),
+                    0x1_0000..=0xffff_ffff => (252, 4),
+                    _ => (253, 8),
+                };
+                prefix[0] = marker;
+                prefix[1..=width].copy_from_slice(&(len as u64).to_le_bytes()[..width]);
+                1 + width
+            }
+            Self::Postcard => {
+                // LEB128: seven bits per byte, low first.
+                let (mut rest, mut n) = (len as u64, 0);
+                loop {
+                    prefix[n] = (rest & 0x7f) as u8 | if rest > 0x7f { 0x80 } else { 0 };
+                    n += 1;
+                    rest >>= 7;
+                    if rest == 0 {
+                        break n;
+                    }
+                }
+            }
+            Self::Json => return None,
+        };
+        let kept = head.strip_suffix(&prefix[..prefix_len])?;
+        let mut rewritten = BytesMut::with_capacity(kept.len() + 1);
+        rewritten.extend_from_slice(kept);
+        // An empty byte string is a single zero byte in both formats.
+        rewritten.put_u8(0);
+        Some(rewritten.freeze())
+    }
+
     /// Decodes a whole value from a body held as `Bytes`, where a large
     /// [`ByteSlice`](crate::byte_string::ByteSlice) shares the body's memory.
     pub fn decode_shared<T: DeserializeOwned>(self, src: &Bytes) -> Result<T, RpcError> {

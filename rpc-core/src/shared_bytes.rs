@@ -16,6 +16,13 @@
 //!   [`ByteSlice`](crate::byte_string::ByteSlice) that the format hands a slice of its input
 //!   ([`slice_of_source`]) becomes a `Bytes` sharing the body's memory: a `Bytes` argument
 //!   reaches the handler, and a `Bytes` result the caller, with no copy after the socket's.
+//! * **Receiving into a vector.** A `Vec<u8>` owns its memory from its first byte, so it cannot
+//!   be a slice of a body. A body that ends in a byte string is flagged on the wire and read as
+//!   two pieces, the byte string in a vector of its own (see the crate's `large_body`). While
+//!   the bytes before it are decoded ([`with_tail`]), with the byte string's length prefix
+//!   rewritten to an empty one, the [`ByteVec`](crate::byte_string::ByteVec) or `ByteSlice`
+//!   that meets that empty byte string at their very end takes the byte string
+//!   ([`take_tail`]): the vector read from the socket becomes the argument or result.
 //!
 //! Only byte strings of [`SHARED_MIN`] bytes or more are shared: below that a copy costs less
 //! than the extra piece in the vectored write, and nothing is allocated for them.
@@ -33,6 +40,9 @@ thread_local! {
     static OFFER: RefCell<Option<Bytes>> = const { RefCell::new(None) };
     /// The body being decoded, while it is.
     static SOURCE: Cell<Option<NonNull<Bytes>>> = const { Cell::new(None) };
+    /// A body's final byte string, while the bytes before it are decoded: the address where
+    /// they end, and the byte string.
+    static TAIL: RefCell<Option<(usize, Bytes)>> = const { RefCell::new(None) };
 }
 
 /// Runs `serialize` (which writes `bytes` as a byte string) with `bytes` offered to the
@@ -95,6 +105,41 @@ pub(crate) fn slice_of_source(slice: &[u8]) -> Option<Bytes> {
     let range = source.as_ptr_range();
     let within = range.start <= slice.as_ptr() && slice.as_ptr_range().end <= range.end;
     within.then(|| source.slice_ref(slice))
+}
+
+/// Runs `decode` (which reads a body's bytes before its final byte string, ending at `end`)
+/// with `tail` available to [`take_tail`]. Returns `decode`'s result and the tail when nothing
+/// took it.
+pub(crate) fn with_tail<R>(end: *const u8, tail: Bytes, decode: impl FnOnce() -> R) -> (R, Option<Bytes>) {
+    /// Puts the previous tail back if `decode` panics (else that is done below).
+    struct Restore(Option<Option<(usize, Bytes)>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(previous) = self.0.take() {
+                TAIL.with(|t| t.replace(previous));
+            }
+        }
+    }
+    let mut restore = Restore(Some(TAIL.with(|t| t.replace(Some((end as usize, tail))))));
+    let result = decode();
+    let previous = restore.0.take().flatten();
+    let left = TAIL.with(|t| t.replace(previous));
+    (result, left.map(|(_, tail)| tail))
+}
+
+/// The body's final byte string, when `slice` is the empty byte string that stands for it (see
+/// [`with_tail`]); once.
+pub(crate) fn take_tail(slice: &[u8]) -> Option<Bytes> {
+    if !slice.is_empty() {
+        return None;
+    }
+    TAIL.with(|t| {
+        let mut t = t.borrow_mut();
+        match &*t {
+            Some((end, _)) if *end == slice.as_ptr() as usize => t.take().map(|(_, tail)| tail),
+            _ => None,
+        }
+    })
 }
 
 #[cfg(test)]

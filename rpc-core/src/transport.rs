@@ -16,7 +16,7 @@ use crate::body::Body;
 use crate::body_pool;
 use crate::error::ProtocolError;
 use crate::large_body::LargeBody;
-use crate::protocol::{Frame, FrameDecoder, Header};
+use crate::protocol::{flags, Frame, FrameDecoder, Header};
 
 /// Frames queued for a writer before senders wait.
 pub(crate) const WRITE_QUEUE: usize = 1024;
@@ -83,6 +83,13 @@ impl Outgoing {
         self.len += crate::protocol::HEADER_LEN + body_len;
         let mut header = header;
         header.body_len = u32::try_from(body_len).unwrap_or(u32::MAX);
+        // A body ending in a byte string lets the receiver read it into memory of its own.
+        let head_len = body.head_len().and_then(|n| u8::try_from(n).ok());
+        header.flags &= !flags::TAIL;
+        if head_len.is_some() {
+            header.flags |= flags::TAIL;
+        }
+        header.head_len = head_len.unwrap_or(0);
         header.write_to(&mut self.small);
         for part in body.into_parts() {
             if part.len() < SEPARATE_BODY {
@@ -340,7 +347,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if self.large.is_none() {
             // What already arrived is the body's start: a whole body would have made a frame.
             let have = self.buf.len().min(len);
-            self.large = Some(LargeBody::start(len, &self.buf[..have])?);
+            let start = &self.buf[..have];
+            self.large = Some(match self.decoder.pending_header().and_then(tail_split) {
+                Some(head_len) => LargeBody::start_split(len, head_len, start),
+                None => LargeBody::start(len, start)?,
+            });
             bytes::Buf::advance(&mut self.buf, have);
         }
         let deadline = self.frame_deadline();
@@ -353,7 +364,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 )));
             }
         }
-        let body = self.large.take().map(LargeBody::into_bytes).unwrap_or_default();
+        let body = self.large.take().map(LargeBody::into_body).unwrap_or_default();
         let header = self
             .decoder
             .take_pending()
@@ -361,6 +372,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.frame_taken();
         Ok(Frame { header, body })
     }
+}
+
+/// Where a flagged body's final byte string starts (see [`flags::TAIL`]), when it is a large
+/// one: the bytes before it are read apart from it.
+fn tail_split(header: &Header) -> Option<usize> {
+    let head_len = usize::from(header.head_len);
+    let body_len = header.body_len as usize;
+    let flagged = header.flags & flags::TAIL != 0;
+    (flagged && body_len.saturating_sub(head_len) >= crate::shared_bytes::SHARED_MIN).then_some(head_len)
 }
 
 /// Runs `io` until `deadline` (a frame's), failing with the frame timeout after it.
@@ -534,12 +554,70 @@ mod tests {
             let frame = reader.next().await.unwrap().unwrap();
             assert_eq!((frame.header.request_id, frame.body.len()), (1, len));
             assert!(
-                frame.body[..] == body[..],
+                frame.body.as_one()[..] == body[..],
                 "{len}: the body arrives whole after the cancelled read"
             );
             let next = reader.next().await.unwrap().unwrap();
-            assert_eq!((next.header.request_id, &next.body[..]), (2, &b"after"[..]));
+            assert_eq!((next.header.request_id, &next.body.as_one()[..]), (2, &b"after"[..]));
             writer.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_ending_in_a_byte_string_arrives_as_a_vector_of_its_own() {
+        use crate::byte_string::{ByteVec, WireBytes};
+        use crate::serializer::SerializerKind;
+        use crate::shared_bytes::SHARED_MIN;
+        let payload: Vec<u8> = (0..100_000).map(|i| (i % 251) as u8).collect();
+        for kind in [SerializerKind::Bincode, SerializerKind::Postcard] {
+            let body = kind.encode_body(&(7u32, WireBytes::from_vec(payload.clone()))).unwrap();
+            let head_len = body.len() - payload.len();
+            let mut out = Outgoing::default();
+            out.push_frame(Header::new(MessageType::Request, 1), body);
+            out.push_frame(Header::new(MessageType::Request, 2), Bytes::from_static(b"after"));
+            // A large body that does not end in a byte string is not flagged.
+            out.push_frame(
+                Header::new(MessageType::Request, 3),
+                Bytes::from(vec![1u8; SHARED_MIN + 10]),
+            );
+            let mut sink = Trickle {
+                written: Vec::new(),
+                per_call: usize::MAX,
+            };
+            out.write_to(&mut sink).await.unwrap();
+            let wire = sink.written;
+            assert_eq!((wire[6], usize::from(wire[7])), (flags::TAIL, head_len), "{kind:?}");
+            // Cut inside the head and inside the byte string, with the read given up there.
+            for cut in [2, head_len + 1000].map(|at| crate::protocol::HEADER_LEN + at) {
+                let (mut client, server) = tokio::io::duplex(64 * 1024);
+                let mut reader = FrameReader::new(server, 16 << 20, None);
+                let (first, rest) = (wire[..cut].to_vec(), wire[cut..].to_vec());
+                let (go_on, resume) = tokio::sync::oneshot::channel::<()>();
+                let writer = tokio::spawn(async move {
+                    client.write_all(&first).await.unwrap();
+                    resume.await.unwrap();
+                    client.write_all(&rest).await.unwrap();
+                });
+                let gave_up = tokio::time::timeout(Duration::from_millis(50), reader.next()).await;
+                assert!(gave_up.is_err(), "{kind:?}, cut at {cut}");
+                go_on.send(()).unwrap();
+                let frame = reader.next().await.unwrap().unwrap();
+                let parts: Vec<usize> = frame.body.parts().map(Bytes::len).collect();
+                assert_eq!(parts, [head_len, payload.len()], "{kind:?}: head and byte string apart");
+                let read_into = frame.body.parts().last().map(|p| p.as_ptr());
+                let (n, bytes): (u32, ByteVec) = kind.decode_body(frame.body).unwrap();
+                assert!(n == 7 && bytes.0 == payload, "{kind:?}");
+                assert_eq!(
+                    Some(bytes.0.as_ptr()),
+                    read_into,
+                    "{kind:?}: the vector the socket filled"
+                );
+                let next = reader.next().await.unwrap().unwrap();
+                assert_eq!((next.header.request_id, &next.body.as_one()[..]), (2, &b"after"[..]));
+                let plain = reader.next().await.unwrap().unwrap();
+                assert_eq!((plain.header.flags, plain.body.parts().count()), (0, 1));
+                writer.await.unwrap();
+            }
         }
     }
 }

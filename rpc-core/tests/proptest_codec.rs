@@ -3,7 +3,7 @@
 //! prefix with its metadata block, and the serializers. The same properties run longer under
 //! cargo-fuzz (see `fuzz/`).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use rpc_core::context::{Metadata, MetadataLimits};
 use rpc_core::protocol::{
@@ -98,7 +98,7 @@ proptest! {
             let mut expected = *h;
             expected.body_len = body.len() as u32;
             prop_assert_eq!(frame.header, expected);
-            prop_assert_eq!(&frame.body[..], &body[..]);
+            prop_assert_eq!(&frame.body.as_one()[..], &body[..]);
         }
     }
 
@@ -106,7 +106,7 @@ proptest! {
     #[test]
     fn request_bodies_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let limits = MetadataLimits { max_entries: 4, max_bytes: 128 };
-        if let Ok(request) = RequestBody::parse(bytes.into(), &limits) {
+        if let Ok(request) = RequestBody::parse(Bytes::from(bytes), &limits) {
             let _ = request.service_str();
             let _ = request.method_str();
             prop_assert!(request.metadata.len() <= 4);
@@ -130,7 +130,7 @@ proptest! {
             prop_assert_eq!(request.service_str(), service.as_str());
             prop_assert_eq!(request.method_str(), method.as_str());
             prop_assert_eq!(&request.metadata, &metadata);
-            let back: (u64, String, Vec<i16>) = kind.decode(&request.args).unwrap();
+            let back: (u64, String, Vec<i16>) = kind.decode_body(request.args).unwrap();
             prop_assert_eq!(&back, &args);
         }
     }

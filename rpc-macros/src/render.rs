@@ -332,7 +332,7 @@ fn render_server(def: &ServiceDef) -> TokenStream {
                 &self,
                 method: &str,
                 serializer: ::rpc_core::SerializerKind,
-                args: ::rpc_core::__private::Bytes,
+                args: ::rpc_core::Body,
             ) -> ::rpc_core::BoxFuture<'static, ::rpc_core::Reply> {
                 match method {
                     #(#arms)*
@@ -379,7 +379,7 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
         #method => {
             let inner = ::rpc_core::__private::Arc::clone(&self.inner);
             ::std::boxed::Box::pin(async move {
-                let (#(#arg_names,)*): (#(#arg_types,)*) = match serializer.decode_shared(&args) {
+                let (#(#arg_names,)*): (#(#arg_types,)*) = match serializer.decode_body(args) {
                     ::core::result::Result::Ok(decoded) => decoded,
                     ::core::result::Result::Err(e) => return ::rpc_core::Reply::decode_failed(e),
                 };

@@ -4,10 +4,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rpc_core::protocol::Status;
 use rpc_core::server::{BoxFuture, Service};
-use rpc_core::{Reply, SerializerKind};
+use rpc_core::{Body, Reply, SerializerKind};
 use tokio::time::Instant;
 
 /// How the wrapped service misbehaves.
@@ -92,7 +91,7 @@ impl Service for FaultyService {
         self.inner.methods()
     }
 
-    fn call(&self, method: &str, serializer: SerializerKind, args: Bytes) -> BoxFuture<'static, Reply> {
+    fn call(&self, method: &str, serializer: SerializerKind, args: Body) -> BoxFuture<'static, Reply> {
         self.handle
             .arrivals
             .lock()

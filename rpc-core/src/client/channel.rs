@@ -258,12 +258,14 @@ impl Channel {
             }
             _ => policy,
         };
-        let deadline = Instant::now() + self.timeout.unwrap_or(policy.timeout);
-        let mut ctx = CallContext::client(
+        let started = Instant::now();
+        let deadline = started + self.timeout.unwrap_or(policy.timeout);
+        let mut ctx = CallContext::client_started(
             Bytes::from_static(method.service.as_bytes()),
             Bytes::from_static(method.name.as_bytes()),
             self.metadata.clone(),
             Some(deadline),
+            started,
         );
         // A call from inside a handler: never outlive the call being served; continue its trace.
         // Otherwise continue the trace the caller put in the metadata (a gateway forwarding

@@ -62,11 +62,9 @@ struct Shared {
     in_flight_bytes: AtomicUsize,
     /// Cancelled once the connection is closed for good.
     closed: CancellationToken,
-    started: Instant,
-    /// Milliseconds since `started` at which the last frame was read.
-    last_read_ms: AtomicU64,
-    /// Whether any frame at all has been read.
-    heard_from_server: AtomicBool,
+    /// Frames read so far. The keep-alive task notices reads by its change, so the reader
+    /// does not read the clock for every frame.
+    frames_read: AtomicU64,
     /// The server sent GoAway: no new calls.
     going_away: AtomicBool,
 }
@@ -93,8 +91,9 @@ impl Shared {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    /// Whether any frame at all has been read.
+    fn heard_from_server(&self) -> bool {
+        self.frames_read.load(Ordering::Relaxed) > 0
     }
 
     /// Marks the connection closed and fails every pending call.
@@ -261,9 +260,7 @@ impl Connection {
             in_flight: AtomicUsize::new(0),
             in_flight_bytes: AtomicUsize::new(0),
             closed: CancellationToken::new(),
-            started: Instant::now(),
-            last_read_ms: AtomicU64::new(0),
-            heard_from_server: AtomicBool::new(false),
+            frames_read: AtomicU64::new(0),
             going_away: AtomicBool::new(false),
         });
         let span = tracing::debug_span!("rpc_client_conn", %addr);
@@ -403,7 +400,7 @@ impl Connection {
         };
         let reply = Reply {
             status: frame.header.status,
-            body: frame.body.into(),
+            body: frame.body,
         };
         match reply.status {
             Status::Ok | Status::ApplicationError => Ok(reply),
@@ -429,11 +426,10 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
         };
         match frame {
             Ok(Some(frame)) => {
-                shared.last_read_ms.store(shared.now_ms(), Ordering::Relaxed);
-                shared.heard_from_server.store(true, Ordering::Relaxed);
+                shared.frames_read.fetch_add(1, Ordering::Relaxed);
                 match frame.header.message_type {
                     MessageType::Response if frame.header.status == Status::UnsupportedVersion => {
-                        let message = String::from_utf8_lossy(&frame.body).into_owned();
+                        let message = String::from_utf8_lossy(&frame.body.as_one()).into_owned();
                         debug!(addr = %shared.addr, %message, "the server refused our protocol version");
                         shared.close_for(CloseReason::VersionRejected(message));
                         return;
@@ -466,15 +462,13 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
                     }
                 }
             }
-            Ok(None) if !shared.heard_from_server.load(Ordering::Relaxed) => break closed_unanswered("closed"),
+            Ok(None) if !shared.heard_from_server() => break closed_unanswered("closed"),
             Ok(None) => break "closed by the server".to_owned(),
             Err(ReadError::Protocol(e @ ProtocolError::UnsupportedVersion(_))) => {
                 shared.close_for(CloseReason::VersionRejected(e.to_string()));
                 return;
             }
-            Err(ReadError::Io(e)) if !shared.heard_from_server.load(Ordering::Relaxed) => {
-                break closed_unanswered(&format!("dropped ({e})"))
-            }
+            Err(ReadError::Io(e)) if !shared.heard_from_server() => break closed_unanswered(&format!("dropped ({e})")),
             Err(e) => break format!("read failed: {e}"),
         }
     };
@@ -491,30 +485,36 @@ fn closed_unanswered(how: &str) -> String {
     )
 }
 
+/// Pings when nothing has been read for `interval`; closes the connection when a ping gets
+/// no frame at all back within `timeout`. Reads are noticed at the ticks (every half of the
+/// shorter of the two), by the change of the frame counter.
 async fn keepalive(shared: Arc<Shared>, tx: mpsc::Sender<OutFrame>, interval: Duration, timeout: Duration) {
     let period = (interval.min(timeout) / 2).max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let interval_ms = interval.as_millis() as u64;
-    let timeout_ms = timeout.as_millis() as u64;
-    let mut ping_sent_at: Option<u64> = None;
+    let mut frames_seen = shared.frames_read.load(Ordering::Relaxed);
+    let mut last_read = Instant::now();
+    let mut ping_sent_at: Option<Instant> = None;
     let mut ping_id = 0u64;
     loop {
         tokio::select! {
             _ = shared.closed.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let now = shared.now_ms();
-        let last_read = shared.last_read_ms.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let frames = shared.frames_read.load(Ordering::Relaxed);
+        if frames != frames_seen {
+            (frames_seen, last_read) = (frames, now);
+        }
         if let Some(sent) = ping_sent_at {
-            if last_read >= sent {
+            if last_read > sent {
                 ping_sent_at = None;
-            } else if now.saturating_sub(sent) >= timeout_ms {
+            } else if now.duration_since(sent) >= timeout {
                 shared.close(&format!("no answer to ping within {timeout:?}"));
                 return;
             }
         }
-        if ping_sent_at.is_none() && now.saturating_sub(last_read) >= interval_ms {
+        if ping_sent_at.is_none() && now.duration_since(last_read) >= interval {
             ping_id = ping_id.wrapping_add(1);
             let ping = OutFrame::Frame {
                 header: Header::new(MessageType::Ping, ping_id),

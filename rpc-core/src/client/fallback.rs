@@ -80,7 +80,7 @@ pub(crate) async fn call_local(service: &dyn Service, call: &CallRequest<'_>) ->
         max_entries: usize::MAX,
         max_bytes: usize::MAX,
     };
-    let request = RequestBody::parse(call.body.clone().into_one(), &limits)?;
+    let request = RequestBody::parse(call.body.clone(), &limits)?;
     let run = AssertUnwindSafe(service.call(call.method, call.serializer, request.args)).catch_unwind();
     let started = tokio::time::Instant::now();
     let reply = match tokio::time::timeout_at(call.deadline, run).await {

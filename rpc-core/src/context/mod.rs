@@ -101,7 +101,19 @@ impl CallContext {
 
     /// The context of a call about to be made to `service` (`name:version`) and `method`.
     pub fn client(service: Bytes, method: Bytes, metadata: Metadata, deadline: Option<Instant>) -> Self {
-        Self::new(Side::Client, service, method, metadata, deadline, Instant::now())
+        Self::client_started(service, method, metadata, deadline, Instant::now())
+    }
+
+    /// Like [`CallContext::client`], for a call that started at `started` (the channel read
+    /// the clock for the deadline already).
+    pub(crate) fn client_started(
+        service: Bytes,
+        method: Bytes,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+        started: Instant,
+    ) -> Self {
+        Self::new(Side::Client, service, method, metadata, deadline, started)
     }
 
     /// The context a server builds for a request that arrived at `started`. `service` and

@@ -1,8 +1,9 @@
 //! Incremental frame decoding and frame encoding.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 use super::header::{Header, HEADER_LEN};
+use crate::body::Body;
 use crate::error::ProtocolError;
 
 /// Largest body accepted unless configured otherwise: 16 MiB.
@@ -13,8 +14,9 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
 pub struct Frame {
     /// The fixed header.
     pub header: Header,
-    /// The body, `header.body_len` bytes.
-    pub body: Bytes,
+    /// The body, `header.body_len` bytes: one piece, or two when the frame was flagged
+    /// [`flags::TAIL`](super::flags::TAIL) and read as its head and its byte string.
+    pub body: Body,
 }
 
 /// Appends one frame (header and body) to `dst`, setting the header's body length from `body`.
@@ -70,6 +72,11 @@ impl FrameDecoder {
         self.pending.map(|h| h.body_len as usize)
     }
 
+    /// The header of the frame whose body is still arriving.
+    pub fn pending_header(&self) -> Option<&Header> {
+        self.pending.as_ref()
+    }
+
     /// Takes the next complete frame out of `src`, if one is there.
     ///
     /// Returns `Ok(None)` when more bytes are needed; the bytes already read stay in `src`.
@@ -98,7 +105,7 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.pending = None;
-        let body = src.split_to(body_len).freeze();
+        let body = src.split_to(body_len).freeze().into();
         Ok(Some(Frame { header, body }))
     }
 }
@@ -134,7 +141,7 @@ mod tests {
         assert_eq!(got.header.message_type, MessageType::Request);
         assert_eq!(got.header.flags, 0);
         assert_eq!(got.header.status, Status::Ok);
-        assert_eq!(&got.body[..], b"hello");
+        assert_eq!(&got.body.as_one()[..], b"hello");
         assert!(buf.is_empty());
         assert!(dec.decode(&mut buf).unwrap().is_none());
     }
@@ -198,7 +205,7 @@ mod tests {
         assert!(dec.decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(&sixth[10..]);
         let f = dec.decode(&mut buf).unwrap().unwrap();
-        assert_eq!(&f.body[..], b"tail-of-stream");
+        assert_eq!(&f.body.as_one()[..], b"tail-of-stream");
     }
 
     #[test]

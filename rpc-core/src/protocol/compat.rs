@@ -98,7 +98,7 @@ mod tests {
         let frame = FrameDecoder::default().decode(&mut answer).unwrap().unwrap();
         assert_eq!(frame.header.status, Status::UnsupportedVersion);
         assert_eq!(frame.header.message_type, MessageType::Response);
-        assert!(std::str::from_utf8(&frame.body).unwrap().contains("version 3"));
+        assert!(std::str::from_utf8(&frame.body.as_one()).unwrap().contains("version 3"));
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub mod flags {
     pub const STREAM: u8 = 0x01;
     /// The frame ends the stream of its request id.
     pub const END_OF_STREAM: u8 = 0x02;
+    /// The body ends in one byte string (a large `Vec<u8>` or `Bytes` argument or result), and
+    /// the header's `head_len` byte says how many body bytes come before it (the byte string's
+    /// length prefix is the last of them). A receiver may read the byte string straight into
+    /// memory of its own; one that ignores the flag reads the same body.
+    pub const TAIL: u8 = 0x04;
 }
 
 /// What a frame carries.
@@ -158,6 +163,8 @@ pub struct Header {
     pub status: Status,
     /// See [`flags`].
     pub flags: u8,
+    /// With [`flags::TAIL`]: the body bytes before its final byte string; else `0`.
+    pub head_len: u8,
     /// Matches a response (or a cancel) to its request.
     pub request_id: u64,
     /// For requests: how long the caller still waits, in milliseconds; `0` means no limit.
@@ -174,6 +181,7 @@ impl Header {
             serializer: 0,
             status: Status::Ok,
             flags: 0,
+            head_len: 0,
             request_id,
             timeout_ms: 0,
             body_len: 0,
@@ -188,7 +196,7 @@ impl Header {
         dst.put_u8(self.serializer);
         dst.put_u8(self.status.to_u8());
         dst.put_u8(self.flags);
-        dst.put_u8(0); // reserved
+        dst.put_u8(self.head_len);
         dst.put_u64(self.request_id);
         dst.put_u32(self.timeout_ms);
         dst.put_u32(self.body_len);
@@ -213,7 +221,7 @@ impl Header {
     /// Parses and validates a header from at least [`HEADER_LEN`] bytes.
     ///
     /// Checks the magic, the version, the message type and that the body is not longer than
-    /// `max_body_len`. Unknown flag bits and the reserved byte are ignored (room to grow).
+    /// `max_body_len`. Unknown flag bits are ignored (room to grow).
     pub fn parse(mut src: &[u8], max_body_len: usize) -> Result<Self, ProtocolError> {
         if src.len() < HEADER_LEN {
             return Err(ProtocolError::Truncated("header"));
@@ -224,7 +232,7 @@ impl Header {
         let serializer = src.get_u8();
         let status = Status::from_u8(src.get_u8());
         let flags = src.get_u8();
-        let _reserved = src.get_u8();
+        let head_len = src.get_u8();
         let request_id = src.get_u64();
         let timeout_ms = src.get_u32();
         let body_len = src.get_u32();
@@ -239,6 +247,7 @@ impl Header {
             serializer,
             status,
             flags,
+            head_len,
             request_id,
             timeout_ms,
             body_len,

@@ -13,7 +13,7 @@
 //! | 4      | 1    | serializer id  | see [`SerializerKind`](crate::SerializerKind) (0 where none) |
 //! | 5      | 1    | status         | see [`Status`]; `0` except on responses                      |
 //! | 6      | 1    | flags          | see [`flags`]; unknown bits are ignored                      |
-//! | 7      | 1    | reserved       | sent as `0`, ignored                                         |
+//! | 7      | 1    | head length    | with [`flags::TAIL`]: body bytes before its final byte string; else `0` |
 //! | 8      | 8    | request id     | chosen by the caller, echoed by the answer and by a cancel  |
 //! | 16     | 4    | timeout ms     | requests: the caller's remaining budget, `0` = none         |
 //! | 20     | 4    | body length    | bytes of body that follow, at most the configured maximum   |
@@ -61,6 +61,12 @@
 //! * Streaming calls are reserved: a request or response frame with the [`flags::STREAM`] bit
 //!   is one item of the stream on its request id, [`flags::END_OF_STREAM`] ends it. A server
 //!   without streaming answers such a request [`Status::Unsupported`].
+//! * A body that ends in a large byte string (16 KiB or more, a `Vec<u8>` or `Bytes` argument
+//!   or result) is flagged [`flags::TAIL`], with the number of body bytes before the byte
+//!   string in the head-length byte (when they are at most 255). The receiver reads those
+//!   bytes and the byte string into separate buffers, so the byte string reaches the handler
+//!   (or the caller) as a `Vec<u8>` without a copy. Receivers that ignore the flag (every
+//!   earlier build of version 2 did) read the same body.
 //! * A peer of another version gets one answer it can read (see [`version_rejection`]) and
 //!   the connection closes: version-1 peers a version-1 response, newer peers a version-2
 //!   [`Status::UnsupportedVersion`] response. Nothing is ever parsed with the wrong layout:

@@ -17,8 +17,9 @@ pub struct RequestBody {
     pub method: Bytes,
     /// The call's metadata.
     pub metadata: Metadata,
-    /// The arguments, encoded with the frame's serializer.
-    pub args: Bytes,
+    /// The arguments, encoded with the frame's serializer (decode them with
+    /// [`SerializerKind::decode_body`]).
+    pub args: Body,
 }
 
 impl RequestBody {
@@ -26,8 +27,24 @@ impl RequestBody {
     ///
     /// The metadata block is checked against `limits` from its length and count fields,
     /// before anything is allocated for it ([`ProtocolError::MetadataOverLimit`]); keys must
-    /// be valid keys and values UTF-8 ([`ProtocolError::InvalidMetadata`]).
-    pub fn parse(mut body: Bytes, limits: &MetadataLimits) -> Result<Self, ProtocolError> {
+    /// be valid keys and values UTF-8 ([`ProtocolError::InvalidMetadata`]). A body that
+    /// arrived as its head and its final byte string keeps the byte string as the arguments'
+    /// own last piece.
+    pub fn parse(body: impl Into<Body>, limits: &MetadataLimits) -> Result<Self, ProtocolError> {
+        match body.into().into_head_and_tail() {
+            Ok((head, tail)) => match Self::parse_one(head.clone(), limits) {
+                Ok(mut request) => {
+                    request.args = Body::with_tail([request.args.into_one(), tail]);
+                    Ok(request)
+                }
+                // A head too short for the prefix: the body is still whole when joined.
+                Err(_) => Self::parse_one(Body::from_parts([head, tail]).into_one(), limits),
+            },
+            Err(body) => Self::parse_one(body.into_one(), limits),
+        }
+    }
+
+    fn parse_one(mut body: Bytes, limits: &MetadataLimits) -> Result<Self, ProtocolError> {
         let service = take_utf8(&mut body, "service key")?;
         let method = take_utf8(&mut body, "method name")?;
         if body.len() < 4 {
@@ -49,7 +66,7 @@ impl RequestBody {
             service,
             method,
             metadata,
-            args: body,
+            args: body.into(),
         })
     }
 
@@ -179,7 +196,7 @@ mod tests {
         assert_eq!(parsed.service_str(), "UserService:1.0");
         assert_eq!(parsed.method_str(), "get_user");
         assert_eq!(parsed.metadata, metadata);
-        let (id,): (u64,) = SerializerKind::Bincode.decode(&parsed.args).unwrap();
+        let (id,): (u64,) = SerializerKind::Bincode.decode_body(parsed.args).unwrap();
         assert_eq!(id, 7);
     }
 

@@ -36,6 +36,7 @@ use super::running::{Registered, RunningCalls};
 use super::secure;
 use super::service::Service;
 use super::Shared;
+use crate::body::Body;
 use crate::context::{self, CallContext, PeerIdentity};
 use crate::error::ProtocolError;
 use crate::health::HEALTH_METHOD;
@@ -280,7 +281,7 @@ impl Conn {
 
     /// Runs the call as far as it goes without waiting. Returns its reply (or the reply
     /// refusing it) when there is one now; `None` when it continues in a task of its own.
-    async fn start_call(&self, header: Header, body: Bytes, held: Option<OwnedSemaphorePermit>) -> Option<Reply> {
+    async fn start_call(&self, header: Header, body: Body, held: Option<OwnedSemaphorePermit>) -> Option<Reply> {
         let now = Instant::now();
         self.request_arrived(now);
         self.shared.activity.call_arrived();
@@ -297,7 +298,7 @@ impl Conn {
     /// Decides, before any layer sees the request, whether it runs: the request must parse,
     /// name a served service and one of its methods, and find the server serving and under
     /// its concurrency limit. The health method is answered here.
-    fn admit(&self, header: &Header, body: Bytes) -> Admission {
+    fn admit(&self, header: &Header, body: Body) -> Admission {
         let shared = &self.shared;
         let serializer = match SerializerKind::from_id(header.serializer) {
             Ok(s) => s,

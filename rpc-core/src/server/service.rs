@@ -1,6 +1,6 @@
 //! The [`Service`] trait that the `#[service]` macro implements for its server adapter.
 
-use bytes::Bytes;
+use crate::body::Body;
 
 pub use crate::future::BoxFuture;
 use crate::reply::Reply;
@@ -25,7 +25,8 @@ pub trait Service: Send + Sync + 'static {
     /// The names of the service's methods.
     fn methods(&self) -> &[&'static str];
 
-    /// Runs `method` on `args`. An unknown method yields a
+    /// Runs `method` on `args` (decode them with
+    /// [`SerializerKind::decode_body`]). An unknown method yields a
     /// [`Status::MethodNotFound`](crate::protocol::Status::MethodNotFound) reply.
-    fn call(&self, method: &str, serializer: SerializerKind, args: Bytes) -> BoxFuture<'static, Reply>;
+    fn call(&self, method: &str, serializer: SerializerKind, args: Body) -> BoxFuture<'static, Reply>;
 }
