@@ -15,9 +15,10 @@
 
 use std::cell::RefCell;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::body::Body;
+use crate::shared_bytes::Claimed;
 
 /// The size of a fresh chunk.
 const CHUNK: usize = 64 * 1024;
@@ -31,7 +32,7 @@ thread_local! {
 /// as pieces of their own. On error nothing is kept.
 pub(crate) fn encode_with<E>(
     reserve: usize,
-    fill: impl FnOnce(&mut BytesMut, &mut Vec<(usize, Bytes)>) -> Result<(), E>,
+    fill: impl FnOnce(&mut BytesMut, &mut Vec<(usize, Claimed)>) -> Result<(), E>,
 ) -> Result<Body, E> {
     let mut shared = Vec::new();
     let written = ARENA.with(|arena| match arena.try_borrow_mut() {
@@ -55,17 +56,19 @@ pub(crate) fn encode_with<E>(
     if shared.is_empty() {
         return Ok(Body::from(written));
     }
-    // Nothing written after the last shared byte string: it is the body's tail.
-    let ends_in_shared = shared.last().is_some_and(|(at, _)| *at == written.len());
+    // A vector with nothing written after it is the body's tail.
+    let ends_in_vector = shared
+        .last()
+        .is_some_and(|(at, piece)| *at == written.len() && piece.vector);
     let mut parts = Vec::with_capacity(2 * shared.len() + 1);
     let mut start = 0;
     for (at, piece) in shared {
         parts.push(written.slice(start..at));
-        parts.push(piece);
+        parts.push(piece.bytes);
         start = at;
     }
     parts.push(written.slice(start..));
-    Ok(match ends_in_shared {
+    Ok(match ends_in_vector {
         true => Body::with_tail(parts),
         false => Body::from_parts(parts),
     })

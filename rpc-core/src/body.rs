@@ -6,8 +6,8 @@
 //! string's own memory, and the bytes after it, and the transport writes the pieces with one
 //! vectored write. The bytes on the wire are the same either way.
 //!
-//! A body whose last piece is such a byte string, with nothing after it, knows it ([`Body`]'s
-//! *tail*): the transport flags the frame so that the receiver reads the byte string into
+//! A body whose last piece is such a byte string from a `Vec<u8>`, with nothing after it, knows
+//! it ([`Body`]'s *tail*): the transport flags the frame so that the receiver reads the byte string into
 //! memory of its own, and the received body is then two pieces, the bytes before the byte
 //! string and the byte string, which a `Vec<u8>` takes over without a copy (see
 //! [`SerializerKind::decode_body`](crate::SerializerKind::decode_body)). Any other body

@@ -8,6 +8,12 @@
 //! client's CPU went to faults. So a dropped body's buffer goes back to this pool and the next
 //! frame of its size class reads into memory that is already mapped.
 //!
+//! A body that ends in a `Vec<u8>` (see `large_body`) reads that vector into a buffer from
+//! here too, and the vector goes to its receiver as it is. Vectors of 16 KiB or more that are
+//! *sent* come back here once written (`WireBytes::from_vec`), so memory cycles between
+//! sending and receiving instead of through the allocator, which otherwise trims and re-faults
+//! it: a server that answers with the vector it received allocates nothing per call.
+//!
 //! Buffers come in power-of-two size classes from 16 KiB to 2 MiB. Each class keeps at most
 //! [`KEPT_PER_CLASS`] buffers and at most [`KEPT_BYTES_PER_CLASS`] bytes (whichever allows
 //! more), so the process never holds more than about 24 MiB here however many frames it once

@@ -32,15 +32,21 @@ use crate::shared_bytes;
 pub enum WireBytes {
     /// Small: copied into the body.
     Inline(Vec<u8>),
-    /// Shared with the body when large enough.
+    /// A large vector, shared with the body; when it ends the body, the receiver reads it into
+    /// a vector of its own.
+    Vector(Bytes),
+    /// `Bytes`, shared with the body when large enough.
     Shared(Bytes),
 }
 
 impl WireBytes {
-    /// Sends a vector; one of 16 KiB or more becomes `Bytes` without a copy.
+    /// Sends a vector; one of 16 KiB or more becomes `Bytes` without a copy, whose memory
+    /// goes to the pool of receive buffers once written (when its capacity fits a class of
+    /// it): a server that answers with the vector it received, or a client that sends on the
+    /// one it got, reads the next one into the same memory.
     pub fn from_vec(bytes: Vec<u8>) -> Self {
         match bytes.len() >= shared_bytes::SHARED_MIN {
-            true => Self::Shared(Bytes::from(bytes)),
+            true => Self::Vector(crate::body_pool::into_bytes(bytes)),
             false => Self::Inline(bytes),
         }
     }
@@ -55,7 +61,8 @@ impl Serialize for WireBytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Inline(bytes) => serializer.serialize_bytes(bytes),
-            Self::Shared(bytes) => shared_bytes::with_offer(bytes, || serializer.serialize_bytes(bytes)),
+            Self::Vector(bytes) => shared_bytes::with_offer(bytes, true, || serializer.serialize_bytes(bytes)),
+            Self::Shared(bytes) => shared_bytes::with_offer(bytes, false, || serializer.serialize_bytes(bytes)),
         }
     }
 }
@@ -186,8 +193,8 @@ mod tests {
                 "end",
             );
             let shared = match &value.1 {
-                WireBytes::Shared(b) => b.clone(),
-                WireBytes::Inline(_) => panic!("a large vector is shared"),
+                WireBytes::Vector(b) => b.clone(),
+                _ => panic!("a large vector is shared"),
             };
             let body = kind.encode_body(&value).unwrap();
             // The same bytes as copying, whatever the pieces.

@@ -20,10 +20,9 @@
 use std::io;
 
 use bytes::{BufMut, Bytes};
-
-use crate::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::body::Body;
 use crate::body_pool;
 
 /// Bodies above this size get a memory map of their own instead of a recycled buffer.
@@ -69,7 +68,12 @@ impl LargeBody {
         let (in_head, in_tail) = start.split_at(start.len().min(head_len));
         let mut head = Vec::with_capacity(head_len);
         head.extend_from_slice(in_head);
-        let mut tail = Vec::with_capacity(tail_len);
+        // A recycled buffer, as for any body; the vector it becomes may come back to the pool
+        // when it is sent (see `WireBytes::from_vec`).
+        let mut tail = match tail_len <= MAPPED_BODY {
+            true => body_pool::take(tail_len),
+            false => Vec::with_capacity(tail_len),
+        };
         tail.extend_from_slice(in_tail);
         Self::Split {
             head,

@@ -71,7 +71,7 @@ impl SerializerKind {
         self,
         value: &T,
         dst: &mut BytesMut,
-        shared: &mut Vec<(usize, Bytes)>,
+        shared: &mut Vec<(usize, shared_bytes::Claimed)>,
     ) -> Result<(), RpcError> {
         self.encode_to(
             value,
@@ -218,7 +218,7 @@ const SIZE_GUESS: usize = 256;
 /// shared byte string is recorded there (with its offset) instead of copied.
 struct Sink<'a> {
     dst: &'a mut BytesMut,
-    shared: Option<&'a mut Vec<(usize, Bytes)>>,
+    shared: Option<&'a mut Vec<(usize, shared_bytes::Claimed)>>,
 }
 
 impl Sink<'_> {

@@ -35,9 +35,18 @@ use bytes::Bytes;
 /// The smallest byte string that is shared instead of copied.
 pub(crate) const SHARED_MIN: usize = 16 * 1024;
 
+/// A byte string the encoder's sink took as a piece of the body.
+pub(crate) struct Claimed {
+    /// Its memory.
+    pub(crate) bytes: Bytes,
+    /// It was a `Vec<u8>`: when it ends the body, the receiver reads it into a vector of its
+    /// own (a `Bytes` is better off as a slice of a recycled buffer).
+    pub(crate) vector: bool,
+}
+
 thread_local! {
     /// The byte string being serialized, while it is.
-    static OFFER: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    static OFFER: RefCell<Option<Claimed>> = const { RefCell::new(None) };
     /// The body being decoded, while it is.
     static SOURCE: Cell<Option<NonNull<Bytes>>> = const { Cell::new(None) };
     /// A body's final byte string, while the bytes before it are decoded: the address where
@@ -46,24 +55,28 @@ thread_local! {
 }
 
 /// Runs `serialize` (which writes `bytes` as a byte string) with `bytes` offered to the
-/// encoder's sink.
-pub(crate) fn with_offer<R>(bytes: &Bytes, serialize: impl FnOnce() -> R) -> R {
+/// encoder's sink; `vector`: they were a `Vec<u8>`.
+pub(crate) fn with_offer<R>(bytes: &Bytes, vector: bool, serialize: impl FnOnce() -> R) -> R {
     if bytes.len() < SHARED_MIN {
         return serialize();
     }
-    let previous = OFFER.with(|offer| offer.replace(Some(bytes.clone())));
+    let offer = Claimed {
+        bytes: bytes.clone(),
+        vector,
+    };
+    let previous = OFFER.with(|cell| cell.replace(Some(offer)));
     let result = serialize();
     OFFER.with(|offer| offer.replace(previous));
     result
 }
 
-fn is_offer(offer: &Option<Bytes>, written: &[u8]) -> bool {
-    matches!(offer, Some(b) if b.as_ptr() == written.as_ptr() && b.len() == written.len())
+fn is_offer(offer: &Option<Claimed>, written: &[u8]) -> bool {
+    matches!(offer, Some(o) if o.bytes.as_ptr() == written.as_ptr() && o.bytes.len() == written.len())
 }
 
 /// The offered byte string, if `written` is exactly its memory (it is then the sink's to keep
 /// as a piece of the body).
-pub(crate) fn claim(written: &[u8]) -> Option<Bytes> {
+pub(crate) fn claim(written: &[u8]) -> Option<Claimed> {
     if written.len() < SHARED_MIN {
         return None;
     }
@@ -150,16 +163,19 @@ mod tests {
     fn only_the_offered_memory_is_claimed_and_only_while_offered() {
         let big = Bytes::from(vec![1u8; SHARED_MIN]);
         let copy = big.to_vec();
-        with_offer(&big, || {
+        with_offer(&big, true, || {
             assert!(is_offered(&big));
             assert!(!is_offered(&copy), "same bytes elsewhere are not the offer");
             assert!(claim(&big[1..]).is_none(), "a part is not the offer");
-            assert_eq!(claim(&big).map(|b| b.as_ptr()), Some(big.as_ptr()));
+            let claimed = claim(&big).unwrap();
+            assert_eq!((claimed.bytes.as_ptr(), claimed.vector), (big.as_ptr(), true));
             assert!(claim(&big).is_none(), "claimed once");
         });
         let small = Bytes::from(vec![1u8; SHARED_MIN - 1]);
-        with_offer(&small, || assert!(claim(&small).is_none(), "small ones are copied"));
-        with_offer(&big, || {});
+        with_offer(&small, false, || {
+            assert!(claim(&small).is_none(), "small ones are copied")
+        });
+        with_offer(&big, false, || {});
         assert!(claim(&big).is_none(), "withdrawn after serializing");
     }
 

@@ -201,6 +201,25 @@ mod tests {
     }
 
     #[test]
+    fn arguments_ending_in_a_vector_keep_it_as_their_own_piece() {
+        let payload = vec![5u8; 40_000];
+        let args = (1u8, crate::byte_string::WireBytes::from_vec(payload.clone()));
+        let body = encode_request_body("S:1", "m", &Metadata::new(), SerializerKind::Postcard, &args).unwrap();
+        let head_len = body.head_len().unwrap();
+        let one = body.into_one();
+        let arrived = |at: usize| Body::with_tail([one.slice(..at), Bytes::copy_from_slice(&one[at..])]);
+        for at in [head_len, 4] {
+            // As sent, and with a head too short for the prefix (then parsed joined).
+            let parsed = RequestBody::parse(arrived(at), &limits()).unwrap();
+            assert_eq!((parsed.service_str(), parsed.method_str()), ("S:1", "m"));
+            assert_eq!(parsed.args.parts().count(), if at == head_len { 2 } else { 1 });
+            let (n, back): (u8, crate::byte_string::ByteVec) =
+                SerializerKind::Postcard.decode_body(parsed.args).unwrap();
+            assert!(n == 1 && back.0 == payload, "split at {at}");
+        }
+    }
+
+    #[test]
     fn empty_metadata_costs_six_bytes() {
         let body = encode_request_body("S", "m", &Metadata::new(), SerializerKind::Bincode, &()).unwrap();
         assert_eq!(body.len(), 3 + 3 + 4 + 2);
