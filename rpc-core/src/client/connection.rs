@@ -441,6 +441,11 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
                             let _ = waiter.send(frame);
                         }
                         shared.close_if_drained();
+                        if reader.at_early_flush() {
+                            // The callers answered so far run and queue their next requests,
+                            // which the writer sends before this reads on.
+                            tokio::task::yield_now().await;
+                        }
                     }
                     MessageType::GoAway => {
                         debug!(addr = %shared.addr, "the server sent GoAway; no new calls on this connection");

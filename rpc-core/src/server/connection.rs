@@ -99,7 +99,8 @@ async fn serve_halves<R, W>(
     };
     let mut reader = FrameReader::new(read_half, conn.shared.max_frame_len, Some(conn.shared.frame_timeout))
         .with_budget(conn.shared.request_bytes.clone());
-    // Replies that were ready at once, written together before the next socket read.
+    // Replies that were ready at once, written together before the next socket read (and
+    // early in a long read, see `FrameReader::at_early_flush`).
     let mut batch = Outgoing::default();
     // When GoAway went out (the server is draining, or the connection was idle).
     let mut went_away: Option<Instant> = None;
@@ -155,6 +156,13 @@ async fn serve_halves<R, W>(
                 if let Err(e) = conn.handle_frame(frame, held, &mut batch).await {
                     warn!(%peer, error = %e, "protocol error, closing connection");
                     break;
+                }
+                if reader.at_early_flush() {
+                    if !flush(&mut batch, &conn.tx).await {
+                        break;
+                    }
+                    // The writer (on this thread, with one worker) sends them now.
+                    tokio::task::yield_now().await;
                 }
             }
             Ok(None) => break,
