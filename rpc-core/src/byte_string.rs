@@ -15,6 +15,11 @@
 //! body in two pieces); elsewhere in a body it is copied once out of the frame, since a vector
 //! owns its memory from its start.
 //!
+//! A `String` argument or result goes the same way ([`WireText`], [`TextString`]): bincode and
+//! postcard write a string exactly as a byte string, its length and its bytes, so it is sent
+//! as one (shared from 16 KiB on) and received as one, checked to be UTF-8 once, in place;
+//! JSON, which writes the two differently, gets a string as before.
+//!
 //! The bytes on the wire do not change: bincode and postcard write a byte string as its length
 //! and the raw bytes, exactly as they write a sequence of `u8`; serde_json writes both as an
 //! array of numbers. A peer built without this (or a hand-written client sending a plain
@@ -64,6 +69,85 @@ impl Serialize for WireBytes {
             Self::Vector(bytes) => shared_bytes::with_offer(bytes, true, || serializer.serialize_bytes(bytes)),
             Self::Shared(bytes) => shared_bytes::with_offer(bytes, false, || serializer.serialize_bytes(bytes)),
         }
+    }
+}
+
+/// A `String` to send: as its bytes (see [`WireBytes`]) to formats that write strings and
+/// byte strings alike (bincode, postcard: not human-readable), as a string to the others.
+#[derive(Debug, Clone)]
+pub struct WireText(WireBytes);
+
+impl WireText {
+    /// Sends a string; one of 16 KiB or more is shared, not copied, like a vector.
+    pub fn from_string(text: String) -> Self {
+        Self(WireBytes::from_vec(text.into_bytes()))
+    }
+}
+
+impl Serialize for WireText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            return self.0.serialize(serializer);
+        }
+        let bytes = match &self.0 {
+            WireBytes::Inline(bytes) => &bytes[..],
+            WireBytes::Vector(bytes) | WireBytes::Shared(bytes) => &bytes[..],
+        };
+        // Made from a `String`: always UTF-8 (checked, not assumed, on this slow path only).
+        let text = std::str::from_utf8(bytes).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(text)
+    }
+}
+
+/// A `String` deserialized from a string, read as a byte string where the format writes the
+/// two alike (so that a large one can be the vector the socket filled), then checked to be
+/// UTF-8 in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextString(pub String);
+
+impl<'de> Deserialize<'de> for TextString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match deserializer.is_human_readable() {
+            true => deserializer.deserialize_string(TextVisitor).map(TextString),
+            false => deserializer.deserialize_bytes(TextVisitor).map(TextString),
+        }
+    }
+}
+
+struct TextVisitor;
+
+impl TextVisitor {
+    fn checked<E: serde::de::Error>(bytes: Vec<u8>) -> Result<String, E> {
+        String::from_utf8(bytes).map_err(|e| E::invalid_value(serde::de::Unexpected::Bytes(e.as_bytes()), &TextVisitor))
+    }
+}
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a UTF-8 string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<String, E> {
+        Ok(text.to_owned())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<String, E> {
+        Ok(text)
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<String, E> {
+        match shared_bytes::take_tail(bytes) {
+            Some(tail) => Self::checked(Vec::from(tail)),
+            None => std::str::from_utf8(bytes)
+                .map(str::to_owned)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(bytes), &self)),
+        }
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<String, E> {
+        Self::checked(bytes)
     }
 }
 
@@ -257,6 +341,51 @@ mod tests {
             assert!(n == 3 && seq == payload, "{kind:?}");
             // A value that is not a byte string there at all fails as the joined body does.
             assert!(kind.decode_body::<(u8, u32)>(split_at(head_len)).is_err(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn strings_keep_their_wire_bytes_and_large_ones_travel_as_vectors() {
+        for len in [0usize, 5, 300, 70_000] {
+            let text: String = "héllo wörld ".chars().cycle().take(len).collect();
+            for kind in ALL {
+                let plain = encode(kind, &(text.clone(), 5u32));
+                let fast = encode(kind, &(WireText::from_string(text.clone()), 5u32));
+                assert_eq!(plain, fast, "{kind:?}, {len} chars");
+                let (back, n): (TextString, u32) = kind.decode(&plain).unwrap();
+                assert_eq!((back.0, n), (text.clone(), 5), "{kind:?}");
+                let (plain_back, _): (String, u32) = kind.decode(&fast).unwrap();
+                assert_eq!(plain_back, text, "{kind:?}");
+            }
+        }
+        let text: String = "ünïcode ".repeat(5_000);
+        for kind in [SerializerKind::Bincode, SerializerKind::Postcard] {
+            let body = kind.encode_body(&(1u8, WireText::from_string(text.clone()))).unwrap();
+            let head_len = body.head_len().expect("a large string ends the body as a vector");
+            let one = body.into_one();
+            let tail = Bytes::copy_from_slice(&one[head_len..]);
+            let read_into = tail.as_ptr();
+            let (n, back): (u8, TextString) = kind
+                .decode_body(Body::with_tail([one.slice(..head_len), tail]))
+                .unwrap();
+            assert!(n == 1 && back.0 == text, "{kind:?}");
+            assert_eq!(back.0.as_ptr(), read_into, "{kind:?}: the vector the socket filled");
+        }
+    }
+
+    #[test]
+    fn a_string_that_is_not_utf8_is_an_error() {
+        for bad in [vec![0xff, 0xfe], vec![b'a'; 20_000].into_iter().chain([0xc3]).collect()] {
+            for kind in [SerializerKind::Bincode, SerializerKind::Postcard] {
+                let body = kind.encode_body(&(WireBytes::from_vec(bad.clone()),)).unwrap();
+                let decoded = kind.decode_body::<(TextString,)>(body.clone());
+                assert!(decoded.is_err(), "{kind:?}, {} bytes", bad.len());
+                if let Some(head_len) = body.head_len() {
+                    let one = body.into_one();
+                    let split = Body::with_tail([one.slice(..head_len), one.slice(head_len..)]);
+                    assert!(kind.decode_body::<(TextString,)>(split).is_err(), "{kind:?}: as a tail");
+                }
+            }
         }
     }
 }

@@ -9,9 +9,10 @@
 //! threshold and later ones stay in its heap: a process that once read 60 of them kept
 //! 240 MiB after they were gone.)
 //!
-//! A body flagged [`TAIL`](crate::protocol::flags::TAIL) (it ends in a large byte string) is
-//! read into two vectors of exact size instead, the bytes before the byte string and the byte
-//! string, so that a `Vec<u8>` argument or result takes over the second one as it is.
+//! A body flagged [`TAIL`](crate::protocol::flags::TAIL) (it ends in a large `Vec<u8>`) is
+//! read into two vectors instead, the bytes before the byte string and the byte string (in a
+//! recycled buffer up to 2 MiB), so that the `Vec<u8>` argument or result takes over the second
+//! one as it is.
 //!
 //! The reader keeps the body between reads, so a read that is cancelled (the connection's
 //! task waits on its reader together with timers and shutdown) and started again continues

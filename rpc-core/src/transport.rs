@@ -284,9 +284,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Whether the frame just taken is the [`EARLY_FLUSH_FRAMES`]th of a socket read that had
-    /// to wait for its bytes and brought more. Both ends then let the work of the frames so far go out before they handle
-    /// the rest: the server writes the replies ready so far, the client lets the callers it
-    /// answered run and queue their next requests. The peer works on those while this end
+    /// to wait for its bytes and brought more. Both ends then let the work of the frames so far
+    /// go out before they handle the rest: the server writes the replies ready so far, the
+    /// client lets the callers it answered run and queue their next requests. The peer works on those while this end
     /// handles the rest of the read, so under load two processes overlap instead of taking
     /// turns (at 32 calls outstanding of 64-512 bytes, 1.5x the calls per second for less CPU
     /// per call). Only after a read that waited: an end that is busy (its reads find bytes
@@ -336,21 +336,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     self.buf.reserve(body_len - self.buf.len());
                 }
             }
-            if self.buf.capacity() - self.buf.len() < self.read_reserve / 4 {
-                self.buf.reserve(self.read_reserve);
-            }
-            let room = self.buf.capacity() - self.buf.len();
-            self.since_read = 0;
-            let deadline = self.frame_deadline();
-            let mut waited = false;
-            let read = std::future::poll_fn(|cx| {
-                let poll = tokio_util::io::poll_read_buf(Pin::new(&mut self.reader), cx, &mut self.buf);
-                waited |= poll.is_pending();
-                poll
-            });
-            let n = within(deadline, read).await??;
-            self.read_waited = waited;
-            self.adapt_read_reserve(n, room);
+            let n = self.read_socket().await?;
             if n == 0 {
                 return if !self.is_mid_frame() {
                     Ok(None)
@@ -366,6 +352,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// One socket read into the buffer, within the frame's deadline: notes whether it had to
+    /// wait for bytes (see [`FrameReader::at_early_flush`]) and adapts the read reserve to
+    /// what it got.
+    async fn read_socket(&mut self) -> Result<usize, ReadError> {
+        if self.buf.capacity() - self.buf.len() < self.read_reserve / 4 {
+            self.buf.reserve(self.read_reserve);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        self.since_read = 0;
+        let deadline = self.frame_deadline();
+        let mut waited = false;
+        let read = std::future::poll_fn(|cx| {
+            let poll = tokio_util::io::poll_read_buf(Pin::new(&mut self.reader), cx, &mut self.buf);
+            waited |= poll.is_pending();
+            poll
+        });
+        let n = within(deadline, read).await??;
+        self.read_waited = waited;
+        self.adapt_read_reserve(n, room);
+        Ok(n)
+    }
+
     /// After a read of `n` bytes into `room` free bytes: a read that filled the room doubles
     /// the reserve (more was probably waiting), one that took under a quarter of the reserve
     /// halves it, within [`READ_RESERVE`]..=[`MAX_READ_RESERVE`].

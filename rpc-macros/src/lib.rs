@@ -9,9 +9,10 @@
 //!   `Result<T, RpcError<E>>` for a method returning `Result<T, E>`, else `Result<R, RpcError>`;
 //! * `{Trait}Server<T>`, the adapter that serves any `T: Trait` through `rpc_core::server`.
 //!
-//! Arguments and results declared as `Vec<u8>` or `Bytes` (spelled so, or with their paths
-//! `std::vec::Vec<u8>`, `bytes::Bytes`) are encoded as one byte string, and large ones are
-//! shared with the frame instead of copied (see `rpc_core::byte_string`).
+//! Arguments and results declared as `Vec<u8>`, `Bytes` or `String` (spelled so, or with their
+//! paths `std::vec::Vec<u8>`, `bytes::Bytes`, `std::string::String`) are encoded as one byte
+//! string (a string as one where the format writes both alike), and large ones are shared
+//! with the frame instead of copied (see `rpc_core::byte_string`).
 //!
 //! Methods may carry `#[idempotent]` to mark them safe to run twice (retry policies use it).
 

@@ -268,6 +268,9 @@ pub enum ByteString {
     Vec,
     /// `Bytes`, spelled bare or as `bytes::Bytes`: received as a slice of the frame.
     Bytes,
+    /// `String`, spelled bare or as `std::string::String` / `alloc::string::String`: sent as
+    /// its bytes where the format writes strings and byte strings alike.
+    Text,
 }
 
 /// Whether `ty` is spelled as a byte string the generated code knows. An alias is not
@@ -282,6 +285,10 @@ pub fn byte_string(ty: &Type) -> Option<ByteString> {
     match names.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["Bytes"] | ["bytes", "Bytes"] => match last.arguments {
             syn::PathArguments::None => Some(ByteString::Bytes),
+            _ => None,
+        },
+        ["String"] | ["std", "string", "String"] | ["alloc", "string", "String"] => match last.arguments {
+            syn::PathArguments::None => Some(ByteString::Text),
             _ => None,
         },
         ["Vec"] | ["std", "vec", "Vec"] | ["alloc", "vec", "Vec"] => {
@@ -315,6 +322,9 @@ mod tests {
         for yes in ["Bytes", "bytes::Bytes", "::bytes::Bytes"] {
             assert_eq!(kind(yes), Some(ByteString::Bytes), "{yes}");
         }
+        for yes in ["String", "std::string::String", "alloc::string::String"] {
+            assert_eq!(kind(yes), Some(ByteString::Text), "{yes}");
+        }
         for no in [
             "Vec<i8>",
             "Vec<u16>",
@@ -325,6 +335,8 @@ mod tests {
             "Box<[u8]>",
             "Vec<u8, A>",
             "&[u8]",
+            "my::String",
+            "&str",
         ] {
             assert_eq!(kind(no), None, "{no}");
         }

@@ -397,6 +397,7 @@ fn wire_value(ty: &syn::Type, value: TokenStream) -> TokenStream {
     match byte_string(ty) {
         Some(ByteString::Vec) => quote!(::rpc_core::__private::WireBytes::from_vec(#value)),
         Some(ByteString::Bytes) => quote!(::rpc_core::__private::WireBytes::from_bytes(#value)),
+        Some(ByteString::Text) => quote!(::rpc_core::__private::WireText::from_string(#value)),
         None => value,
     }
 }
@@ -407,6 +408,7 @@ fn wire_type(ty: &syn::Type) -> TokenStream {
     match byte_string(ty) {
         Some(ByteString::Vec) => quote!(::rpc_core::__private::ByteVec),
         Some(ByteString::Bytes) => quote!(::rpc_core::__private::ByteSlice),
+        Some(ByteString::Text) => quote!(::rpc_core::__private::TextString),
         None => quote_spanned!(ty.span()=> #ty),
     }
 }

@@ -21,7 +21,7 @@ pub mod flags {
     pub const STREAM: u8 = 0x01;
     /// The frame ends the stream of its request id.
     pub const END_OF_STREAM: u8 = 0x02;
-    /// The body ends in one byte string (a large `Vec<u8>` argument or result), and
+    /// The body ends in one byte string (a large `Vec<u8>` or `String` argument or result), and
     /// the header's `head_len` byte says how many body bytes come before it (the byte string's
     /// length prefix is the last of them). A receiver may read the byte string straight into
     /// memory of its own; one that ignores the flag reads the same body.

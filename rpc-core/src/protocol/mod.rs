@@ -61,8 +61,8 @@
 //! * Streaming calls are reserved: a request or response frame with the [`flags::STREAM`] bit
 //!   is one item of the stream on its request id, [`flags::END_OF_STREAM`] ends it. A server
 //!   without streaming answers such a request [`Status::Unsupported`].
-//! * A body that ends in a large byte string (a `Vec<u8>` argument or result of 16 KiB or
-//!   more) is flagged [`flags::TAIL`], with the number of body bytes before the byte
+//! * A body that ends in a large byte string (a `Vec<u8>` or `String` argument or result of
+//!   16 KiB or more) is flagged [`flags::TAIL`], with the number of body bytes before the byte
 //!   string in the head-length byte (when they are at most 255). The receiver reads those
 //!   bytes and the byte string into separate buffers, so the byte string reaches the handler
 //!   (or the caller) as a `Vec<u8>` without a copy. Receivers that ignore the flag (every
