@@ -109,7 +109,9 @@ def main(work, mode, cores):
                "TCP floor pipelines length-prefixed frames with no serialization at all. The extra rows "
                "`rpc-core/bincode+Bytes` echo `bytes::Bytes` instead of `Vec<u8>` (the type volo-thrift hands out "
                "for `binary`): from 16 KiB on, such a payload is written from the caller's memory and "
-               "received as a slice of the frame, never copied in user space. Each caller sends what its last "
+               "received as a slice of the frame, never copied in user space; a `Vec<u8>` or `String` of that "
+               "size that ends the body is read straight into the vector the receiver gets, so the plain "
+               "rows avoid user-space copies too. Each caller sends what its last "
                "call returned, so no framework pays for a clone in the harness.\n")
     def size_name(n):
         return f"{n // 1048576} MiB" if n >= 1048576 else (f"{n // 1024} KiB" if n >= 1024 else f"{n} B")
