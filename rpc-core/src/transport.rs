@@ -407,6 +407,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads the rest of the pending body of `len` bytes into memory of its own (see
     /// [`LargeBody`]) and makes the frame. Cancel-safe: a body begun stays with the reader.
     async fn read_own_body(&mut self, len: usize) -> Result<Frame, ReadError> {
+        // Large frames read best with small reads in between: what a read takes of a large
+        // body is copied out of the buffer, the rest goes straight where it belongs.
+        self.read_reserve = READ_RESERVE;
         if self.large.is_none() {
             // What already arrived is the body's start: a whole body would have made a frame.
             let have = self.buf.len().min(len);
