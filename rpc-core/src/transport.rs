@@ -286,7 +286,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Whether the frame just taken is the [`EARLY_FLUSH_FRAMES`]th of a socket read that had
     /// to wait for its bytes and brought more. Both ends then let the work of the frames so far
     /// go out before they handle the rest: the server writes the replies ready so far, the
-    /// client lets the callers it answered run and queue their next requests. The peer works on those while this end
+    /// client (with few calls in flight) lets the callers it answered run and queue their
+    /// next requests. The peer works on those while this end
     /// handles the rest of the read, so under load two processes overlap instead of taking
     /// turns (at 32 calls outstanding of 64-512 bytes, 1.5x the calls per second for less CPU
     /// per call). Only after a read that waited: an end that is busy (its reads find bytes
