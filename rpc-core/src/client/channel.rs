@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::rules::{Overrides, ROUTE_TAG};
 use super::{fallback, CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker};
 use crate::balance::{hash_serialized, LoadBalancerKind};
-use crate::context::{self, CallContext, Metadata, MetadataLimits, TraceContext, TRACEPARENT};
+use crate::context::{self, CallContext, Metadata, MetadataLimits, Side, TraceContext, TRACEPARENT};
 use crate::error::RpcError;
 use crate::fault::{Fallback, MethodPolicy, PolicySet};
 use crate::health::{Health, HEALTH_METHOD};
@@ -260,7 +260,9 @@ impl Channel {
         };
         let started = Instant::now();
         let deadline = started + self.timeout.unwrap_or(policy.timeout);
-        let mut ctx = CallContext::client_started(
+        // The context's start is the deadline's: one clock read.
+        let mut ctx = CallContext::new(
+            Side::Client,
             Bytes::from_static(method.service.as_bytes()),
             Bytes::from_static(method.name.as_bytes()),
             self.metadata.clone(),

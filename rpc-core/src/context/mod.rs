@@ -77,7 +77,8 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    fn new(
+    /// A context of `side` for a call that started at `started`.
+    pub(crate) fn new(
         side: Side,
         service: Bytes,
         method: Bytes,
@@ -101,19 +102,7 @@ impl CallContext {
 
     /// The context of a call about to be made to `service` (`name:version`) and `method`.
     pub fn client(service: Bytes, method: Bytes, metadata: Metadata, deadline: Option<Instant>) -> Self {
-        Self::client_started(service, method, metadata, deadline, Instant::now())
-    }
-
-    /// Like [`CallContext::client`], for a call that started at `started` (the channel read
-    /// the clock for the deadline already).
-    pub(crate) fn client_started(
-        service: Bytes,
-        method: Bytes,
-        metadata: Metadata,
-        deadline: Option<Instant>,
-        started: Instant,
-    ) -> Self {
-        Self::new(Side::Client, service, method, metadata, deadline, started)
+        Self::new(Side::Client, service, method, metadata, deadline, Instant::now())
     }
 
     /// The context a server builds for a request that arrived at `started`. `service` and
