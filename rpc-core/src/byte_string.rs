@@ -60,6 +60,13 @@ impl WireBytes {
     pub fn from_bytes(bytes: Bytes) -> Self {
         Self::Shared(bytes)
     }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline(bytes) => bytes,
+            Self::Vector(bytes) | Self::Shared(bytes) => bytes,
+        }
+    }
 }
 
 impl Serialize for WireBytes {
@@ -89,12 +96,8 @@ impl Serialize for WireText {
         if !serializer.is_human_readable() {
             return self.0.serialize(serializer);
         }
-        let bytes = match &self.0 {
-            WireBytes::Inline(bytes) => &bytes[..],
-            WireBytes::Vector(bytes) | WireBytes::Shared(bytes) => &bytes[..],
-        };
         // Made from a `String`: always UTF-8 (checked, not assumed, on this slow path only).
-        let text = std::str::from_utf8(bytes).map_err(serde::ser::Error::custom)?;
+        let text = std::str::from_utf8(self.0.as_slice()).map_err(serde::ser::Error::custom)?;
         serializer.serialize_str(text)
     }
 }
@@ -112,6 +115,12 @@ impl<'de> Deserialize<'de> for TextString {
             false => deserializer.deserialize_bytes(TextVisitor).map(TextString),
         }
     }
+}
+
+/// A received byte string as a vector: the body's tail when `bytes` stands for it (no copy),
+/// else a copy.
+fn owned(bytes: &[u8]) -> Vec<u8> {
+    shared_bytes::take_tail(bytes).map_or_else(|| bytes.to_vec(), Vec::from)
 }
 
 struct TextVisitor;
@@ -138,12 +147,7 @@ impl<'de> Visitor<'de> for TextVisitor {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<String, E> {
-        match shared_bytes::take_tail(bytes) {
-            Some(tail) => Self::checked(Vec::from(tail)),
-            None => std::str::from_utf8(bytes)
-                .map(str::to_owned)
-                .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(bytes), &self)),
-        }
+        Self::checked(owned(bytes))
     }
 
     fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<String, E> {
@@ -171,10 +175,7 @@ impl<'de> Visitor<'de> for ByteVecVisitor {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
-        Ok(match shared_bytes::take_tail(bytes) {
-            Some(tail) => Vec::from(tail),
-            None => bytes.to_vec(),
-        })
+        Ok(owned(bytes))
     }
 
     fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
