@@ -3,7 +3,7 @@
 //! * `rpc-bench echo [--quick] [--json] [--only NAME]`: calls per second, p50/p99 latency and
 //!   server and client CPU per call for this framework, tarpc, tonic, volo-thrift (feature
 //!   `volo`) and a raw TCP floor, server and client in separate processes.
-//! * `rpc-bench layer-cost` / `metrics-cost`: what no-op layers / metrics add to a call.
+//! * `rpc-bench layer-cost` / `metrics-cost`: what tower layers / metrics add to a call.
 //! * `rpc-bench watch --etcd HOST:PORT [--zookeeper HOST:PORT]`: how long a registration or a
 //!   deregistration takes to reach a consumer's discovery cache.
 //! * `rpc-bench scale --etcd HOST:PORT`: 10,000 instances of 1,000 services; one consumer
@@ -44,12 +44,9 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
-    /// The cost of the middleware seam: echo without and with N no-op layers on both sides,
-    /// alternating.
+    /// The cost of the middleware seam: echo without and with three tower layers (timeout,
+    /// concurrency limit, pass-through) on both sides, alternating.
     LayerCost {
-        /// Layers on each side.
-        #[arg(long, default_value_t = 3)]
-        layers: usize,
         #[command(flatten)]
         cost: CostArgs,
     },
@@ -144,10 +141,7 @@ fn main() -> ExitCode {
             };
             xproc::echo(only.as_deref(), timing(warmup, window), json)
         }
-        Command::LayerCost { layers, cost } => {
-            let with = format!("rpc-core/bincode+{layers} no-op layers");
-            cost.run("layer_cost", &with)
-        }
+        Command::LayerCost { cost } => cost.run("layer_cost", "rpc-core/bincode+tower layers"),
         Command::MetricsCost { cost } => cost.run("metrics_cost", "rpc-core/bincode+metrics"),
         Command::EchoServer { framework, workers } => xproc::serve(&framework, workers),
         Command::EchoClient {

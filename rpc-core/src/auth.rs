@@ -1,4 +1,5 @@
-//! Caller authentication and authorization, as layers on the call context.
+//! Caller authentication and authorization, as [interceptors](crate::interceptor) on the
+//! call context.
 //!
 //! * [`BearerTokens`] (server): a call must carry `authorization: Bearer <token>` metadata
 //!   with one of the configured tokens, or it is refused as `Unauthenticated`.
@@ -14,7 +15,8 @@
 use std::collections::HashMap;
 
 use crate::context::{CallContext, Side};
-use crate::layer::{Layer, Refusal};
+use crate::error::RpcError;
+use crate::interceptor::Interceptor;
 
 /// The metadata key of credentials.
 pub const AUTHORIZATION: &str = "authorization";
@@ -22,13 +24,13 @@ pub const AUTHORIZATION: &str = "authorization";
 /// The scheme prefix of a bearer token in [`AUTHORIZATION`].
 const BEARER: &str = "Bearer ";
 
-/// Server layer: refuses calls without one of these bearer tokens.
+/// Server interceptor: refuses calls without one of these bearer tokens.
 pub struct BearerTokens {
     tokens: Vec<Vec<u8>>,
 }
 
 impl BearerTokens {
-    /// A layer accepting any of `tokens`.
+    /// An interceptor accepting any of `tokens`.
     pub fn new<T: AsRef<str>>(tokens: impl IntoIterator<Item = T>) -> Self {
         Self {
             tokens: tokens.into_iter().map(|t| t.as_ref().as_bytes().to_vec()).collect(),
@@ -36,19 +38,19 @@ impl BearerTokens {
     }
 }
 
-impl Layer for BearerTokens {
-    fn on_request(&self, ctx: &mut CallContext) -> Result<(), Refusal> {
+impl Interceptor for BearerTokens {
+    fn on_request(&self, ctx: &mut CallContext) -> Result<(), RpcError> {
         if ctx.side() != Side::Server {
             return Ok(());
         }
         let Some(value) = ctx.metadata().get(AUTHORIZATION) else {
-            return Err(Refusal::unauthenticated(
-                "a bearer token is required (metadata \"authorization: Bearer <token>\")",
+            return Err(RpcError::Unauthenticated(
+                "a bearer token is required (metadata \"authorization: Bearer <token>\")".into(),
             ));
         };
         let Some(token) = value.strip_prefix(BEARER) else {
-            return Err(Refusal::unauthenticated(
-                "the authorization metadata is not a bearer token",
+            return Err(RpcError::Unauthenticated(
+                "the authorization metadata is not a bearer token".into(),
             ));
         };
         // Every token is compared, whichever matches, so timing tells nothing.
@@ -59,7 +61,7 @@ impl Layer for BearerTokens {
         if matched {
             Ok(())
         } else {
-            Err(Refusal::unauthenticated("the bearer token is not valid"))
+            Err(RpcError::Unauthenticated("the bearer token is not valid".into()))
         }
     }
 }
@@ -70,13 +72,13 @@ impl std::fmt::Debug for BearerTokens {
     }
 }
 
-/// Client layer: sends `token` as a bearer token with every call.
+/// Client interceptor: sends `token` as a bearer token with every call.
 pub struct BearerToken {
     value: String,
 }
 
 impl BearerToken {
-    /// A layer sending `token`.
+    /// An interceptor sending `token`.
     pub fn new(token: impl AsRef<str>) -> Self {
         Self {
             value: format!("{BEARER}{}", token.as_ref()),
@@ -84,8 +86,8 @@ impl BearerToken {
     }
 }
 
-impl Layer for BearerToken {
-    fn on_request(&self, ctx: &mut CallContext) -> Result<(), Refusal> {
+impl Interceptor for BearerToken {
+    fn on_request(&self, ctx: &mut CallContext) -> Result<(), RpcError> {
         if ctx.side() == Side::Client {
             ctx.metadata_mut().insert(AUTHORIZATION, self.value.clone());
         }
@@ -99,14 +101,14 @@ impl std::fmt::Debug for BearerToken {
     }
 }
 
-/// Server layer: per service, the client identities that may call it (see the module docs).
+/// Server interceptor: per service, the client identities that may call it (see the module docs).
 #[derive(Debug, Default)]
 pub struct AllowList {
     by_service: HashMap<String, Vec<String>>,
 }
 
 impl AllowList {
-    /// A layer allowing, for each service key, the identities listed.
+    /// An interceptor allowing, for each service key, the identities listed.
     pub fn new<K: Into<String>, N: Into<String>>(allow: impl IntoIterator<Item = (K, Vec<N>)>) -> Self {
         Self {
             by_service: allow
@@ -117,8 +119,8 @@ impl AllowList {
     }
 }
 
-impl Layer for AllowList {
-    fn on_request(&self, ctx: &mut CallContext) -> Result<(), Refusal> {
+impl Interceptor for AllowList {
+    fn on_request(&self, ctx: &mut CallContext) -> Result<(), RpcError> {
         if ctx.side() != Side::Server {
             return Ok(());
         }
@@ -127,11 +129,11 @@ impl Layer for AllowList {
         };
         match ctx.peer_identity() {
             Some(identity) if allowed.iter().any(|name| identity.is(name)) => Ok(()),
-            Some(identity) => Err(Refusal::permission_denied(format!(
+            Some(identity) => Err(RpcError::PermissionDenied(format!(
                 "{identity} may not call {}",
                 ctx.service()
             ))),
-            None => Err(Refusal::unauthenticated(format!(
+            None => Err(RpcError::Unauthenticated(format!(
                 "{} requires a verified client certificate",
                 ctx.service()
             ))),
@@ -155,7 +157,7 @@ mod tests {
 
     use super::*;
     use crate::context::{Metadata, PeerIdentity};
-    use crate::layer::RefusalKind;
+    use crate::error::ErrorKind;
 
     fn server_call(service: &'static str, authorization: Option<&str>, identity: Option<PeerIdentity>) -> CallContext {
         let mut metadata = Metadata::new();
@@ -175,11 +177,11 @@ mod tests {
         ctx
     }
 
-    fn refusal(layer: &dyn Layer, mut ctx: CallContext) -> Option<(RefusalKind, String)> {
-        layer
+    fn refusal(interceptor: &dyn Interceptor, mut ctx: CallContext) -> Option<(ErrorKind, String)> {
+        interceptor
             .on_request(&mut ctx)
             .err()
-            .map(|r| (r.kind(), r.message().to_owned()))
+            .map(|r| (r.kind(), r.wire_message()))
     }
 
     #[test]
@@ -187,7 +189,7 @@ mod tests {
         let layer = BearerTokens::new(["alpha", "beta"]);
         assert_eq!(refusal(&layer, server_call("S:1", Some("Bearer beta"), None)), None);
         let (kind, message) = refusal(&layer, server_call("S:1", None, None)).unwrap();
-        assert_eq!(kind, RefusalKind::Unauthenticated);
+        assert_eq!(kind, ErrorKind::Unauthenticated);
         assert!(message.contains("required"), "{message}");
         let (_, message) = refusal(&layer, server_call("S:1", Some("Bearer gamma"), None)).unwrap();
         assert_eq!(message, "the bearer token is not valid");
@@ -196,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn the_client_layer_sends_the_token() {
+    fn the_client_interceptor_sends_the_token() {
         let mut ctx = CallContext::client(
             Bytes::from_static(b"S:1"),
             Bytes::from_static(b"m"),
@@ -219,10 +221,10 @@ mod tests {
         let (kind, message) = refusal(&layer, server_call("S:1", None, Some(c.clone()))).unwrap();
         assert_eq!(
             (kind, message.as_str()),
-            (RefusalKind::PermissionDenied, "client-c may not call S:1")
+            (ErrorKind::PermissionDenied, "client-c may not call S:1")
         );
         let (kind, _) = refusal(&layer, server_call("S:1", None, None)).unwrap();
-        assert_eq!(kind, RefusalKind::Unauthenticated);
+        assert_eq!(kind, ErrorKind::Unauthenticated);
         assert_eq!(
             refusal(&layer, server_call("Other:1", None, Some(c))),
             None,

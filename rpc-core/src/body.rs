@@ -52,6 +52,24 @@ impl Body {
         body
     }
 
+    /// The same body with `head` before its first piece (a tail stays the tail).
+    pub fn prepend(self, head: Bytes) -> Self {
+        if head.is_empty() {
+            return self;
+        }
+        if self.first.is_empty() {
+            return Self { first: head, ..self };
+        }
+        let mut rest = Vec::with_capacity(self.rest.len() + 1);
+        rest.push(self.first);
+        rest.extend(self.rest);
+        Self {
+            first: head,
+            rest,
+            tail: self.tail,
+        }
+    }
+
     /// With a tail: the number of bytes before it.
     pub(crate) fn head_len(&self) -> Option<usize> {
         let tail = self.rest.last().filter(|_| self.tail)?;

@@ -52,8 +52,8 @@
 // Layers, lowest first; a module imports only from lower layers (and leaves of its own):
 //   1. leaves: body, shared_bytes, arena, body_pool, large_body, choice, future, backoff,
 //      byte_string, host, error, schedule, context
-//   2. wire: serializer, protocol, reply, health, layer, auth (layers), metrics (a layer and
-//      event counters), transport
+//   2. wire: serializer, protocol, reply, health, interceptor, auth (interceptors), metrics
+//      (an interceptor and event counters), transport
 //   3. discovery: registry, balance, fault (strategies, health, budget)
 //   4. configuration: config (plain data; it reads the strategy enums that live with their
 //      strategies, `balance::LoadBalancerKind` and `fault::{RetryStrategy, TolerantKind}`,
@@ -79,7 +79,7 @@ pub mod error;
 pub mod fault;
 pub mod health;
 pub mod host;
-pub mod layer;
+pub mod interceptor;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;
@@ -93,10 +93,10 @@ mod transport;
 
 pub use body::Body;
 pub use client::{Channel, ClientBuildError};
-pub use error::{ErrorKind, ProtocolError, RpcError};
+pub use error::{BoxError, ErrorKind, ProtocolError, RpcError};
 pub use fault::TolerantKind;
 pub use future::BoxFuture;
-pub use layer::{Layer, Outcome, Refusal};
+pub use interceptor::{Interceptor, Outcome};
 pub use reply::Reply;
 pub use rpc_macros::service;
 pub use serializer::SerializerKind;

@@ -92,34 +92,16 @@ impl Reply {
         }
     }
 
-    /// Maps a failure status (anything but `Ok` and `ApplicationError`) to the caller's error.
+    /// The failure reply a server answers `error` with: its status and message from the error
+    /// table (see [`crate::error`]), so the caller gets the same kind.
+    pub fn from_error(error: &RpcError) -> Self {
+        Self::failure(error.status(), error.wire_message())
+    }
+
+    /// Maps a failure status (anything but `Ok` and `ApplicationError`) to the caller's error,
+    /// through the error table.
     pub fn into_error(self, service: &str, method: &str) -> RpcError {
         let message = self.message();
-        match self.status {
-            Status::Ok | Status::ApplicationError => {
-                RpcError::Decode(format!("{:?} reply is not a failure", self.status))
-            }
-            Status::ServiceNotFound => RpcError::ServiceNotFound(service.to_owned()),
-            Status::MethodNotFound => RpcError::MethodNotFound {
-                service: service.to_owned(),
-                method: method.to_owned(),
-            },
-            Status::DecodeError => RpcError::Decode(format!("server: {message}")),
-            Status::EncodeError => RpcError::Encode(format!("server: {message}")),
-            Status::Overloaded => RpcError::Overloaded,
-            Status::ShuttingDown => RpcError::ShuttingDown,
-            Status::InternalError => RpcError::Remote(message),
-            Status::DeadlineExceeded => RpcError::Remote(format!("deadline passed on the server: {message}")),
-            Status::ProtocolError => RpcError::Remote(format!("server rejected the request: {message}")),
-            Status::Unauthenticated => RpcError::Unauthenticated(message),
-            Status::PermissionDenied => RpcError::PermissionDenied(message),
-            Status::InvalidMetadata => RpcError::InvalidMetadata(format!("server: {message}")),
-            Status::UnsupportedVersion => RpcError::Protocol(crate::error::ProtocolError::VersionRejected(message)),
-            Status::Unsupported => RpcError::Unsupported(message),
-            Status::Refused => RpcError::Refused(message),
-            Status::Unknown(code) => RpcError::Remote(format!(
-                "the server answered with status {code}, unknown to this version: {message}"
-            )),
-        }
+        RpcError::from_status(self.status, message, service, method)
     }
 }

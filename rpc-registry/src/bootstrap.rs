@@ -10,7 +10,7 @@ use rpc_core::client::{ClientOptions, Consumer, ConsumerBuilder, ConsumerError};
 use rpc_core::config::RpcConfig;
 use rpc_core::metrics::MetricsLayer;
 use rpc_core::registry::{now_ms, CacheFile, Registry, RegistryError, ServiceInstance};
-use rpc_core::server::{Registration, RunningServer, ServerBuilder, ShutdownReport};
+use rpc_core::server::{Registration, RunningServer, ServerBuilder, ServerLayers, ShutdownReport};
 use rpc_core::tls::{ClientTls, ServerTls, TlsError};
 use tokio::net::TcpListener;
 use tracing::warn;
@@ -113,8 +113,8 @@ impl Provider {
 
 /// Connects the configured registry, binds `rpc.server.host:port`, serves `builder`'s services
 /// and registers them. With `rpc.metrics.listen` set, also serves `/metrics` and records every
-/// call with a [`MetricsLayer`] outside the builder's layers.
-pub async fn serve(config: &RpcConfig, builder: ServerBuilder) -> Result<Provider, BootError> {
+/// call with a [`MetricsLayer`] outside the builder's interceptors and layers.
+pub async fn serve<L: ServerLayers>(config: &RpcConfig, builder: ServerBuilder<L>) -> Result<Provider, BootError> {
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let listener = rpc_core::server::listen(&addr)
         .await
@@ -124,15 +124,15 @@ pub async fn serve(config: &RpcConfig, builder: ServerBuilder) -> Result<Provide
 
 /// Like [`serve`] on a listener bound by the caller (who may need the port before building
 /// the services).
-pub async fn serve_listener(
+pub async fn serve_listener<L: ServerLayers>(
     config: &RpcConfig,
-    builder: ServerBuilder,
+    builder: ServerBuilder<L>,
     listener: TcpListener,
 ) -> Result<Provider, BootError> {
     let metrics = start_metrics(config).await?;
     let (builder, tls) = secure_server(config, builder).await?;
     let builder = match metrics {
-        Some(_) => builder.outer_layer(MetricsLayer::new()),
+        Some(_) => builder.outer_interceptor(MetricsLayer::new()),
         None => builder,
     };
     let registry = crate::connect(&config.registry).await?;
@@ -169,7 +169,7 @@ pub async fn consumer(config: &RpcConfig) -> Result<Consumer, BootError> {
     let metrics = start_metrics(config).await?;
     let mut builder = Consumer::builder(config);
     if let Some(endpoint) = metrics {
-        builder = builder.layer(MetricsLayer::new()).attach(endpoint);
+        builder = builder.interceptor(MetricsLayer::new()).attach(endpoint);
     }
     let builder = secure_consumer(builder, config).await?;
     let unreachable = match crate::connect(&config.registry).await {
@@ -223,13 +223,13 @@ pub async fn secure_consumer(mut builder: ConsumerBuilder, config: &RpcConfig) -
         builder = builder.tls(ClientTls::load(tls).await?);
     }
     if let Some(token) = config.consumer.auth.as_ref().and_then(|a| a.token.as_ref()) {
-        builder = builder.layer(BearerToken::new(token.expose()));
+        builder = builder.interceptor(BearerToken::new(token.expose()));
     }
     Ok(builder)
 }
 
 /// The connection options of `rpc.consumer`, TLS included: for a direct channel to one
-/// provider (a health probe, a benchmark). The bearer token is a layer: add
+/// provider (a health probe, a benchmark). The bearer token is an interceptor: add
 /// [`BearerToken`] to the channel when calls need it.
 pub async fn client_options(config: &RpcConfig) -> Result<ClientOptions, TlsError> {
     let mut options = ClientOptions::from(&config.consumer);
@@ -240,11 +240,11 @@ pub async fn client_options(config: &RpcConfig) -> Result<ClientOptions, TlsErro
 }
 
 /// The server's TLS (`rpc.server.tls`) and caller checks (`rpc.server.auth`: bearer tokens,
-/// the mTLS allow-list), outside the builder's own layers.
-async fn secure_server(
+/// the mTLS allow-list), outside the builder's own interceptors and layers.
+async fn secure_server<L>(
     config: &RpcConfig,
-    mut builder: ServerBuilder,
-) -> Result<(ServerBuilder, Option<ServerTls>), BootError> {
+    mut builder: ServerBuilder<L>,
+) -> Result<(ServerBuilder<L>, Option<ServerTls>), BootError> {
     let tls = match &config.server.tls {
         Some(tls) => Some(ServerTls::load(tls).await?),
         None => None,
@@ -254,10 +254,10 @@ async fn secure_server(
     }
     if let Some(auth) = &config.server.auth {
         if !auth.allow.is_empty() {
-            builder = builder.outer_layer(AllowList::new(auth.allow.clone()));
+            builder = builder.outer_interceptor(AllowList::new(auth.allow.clone()));
         }
         if !auth.tokens.is_empty() {
-            builder = builder.outer_layer(BearerTokens::new(auth.tokens.iter().map(|t| t.expose())));
+            builder = builder.outer_interceptor(BearerTokens::new(auth.tokens.iter().map(|t| t.expose())));
         }
     }
     Ok((builder, tls))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool};
 use rpc_core::context::{self, MetadataLimits, Side};
-use rpc_core::layer::{Layer, Outcome, Refusal};
+use rpc_core::interceptor::{Interceptor, Outcome};
 use rpc_core::server::{RunningServer, ServerBuilder};
 use rpc_core::{Channel, ErrorKind, ProtocolError, RpcError};
 use rpc_tests::load::{ms, report};
@@ -166,7 +166,7 @@ async fn metadata_deadline_and_trace_follow_a_call_across_two_hops() {
         Channel::direct(&fx.back_addr)
             .unwrap()
             .with_timeout(Duration::from_secs(30))
-            .with_layer(outgoing.clone()),
+            .with_interceptor(outgoing.clone()),
     )
     .unwrap();
     let front = ServerBuilder::new()
@@ -179,7 +179,7 @@ async fn metadata_deadline_and_trace_follow_a_call_across_two_hops() {
         Channel::direct(front.local_addr().unwrap().to_string())
             .unwrap()
             .with_timeout(Duration::from_millis(800))
-            .with_layer(first_call.clone()),
+            .with_interceptor(first_call.clone()),
     )
     .unwrap()
     .with_metadata("tenant", "acme")
@@ -402,8 +402,8 @@ struct Recorder {
     records: Records,
 }
 
-impl Layer for Recorder {
-    fn on_request(&self, ctx: &mut context::CallContext) -> Result<(), Refusal> {
+impl Interceptor for Recorder {
+    fn on_request(&self, ctx: &mut context::CallContext) -> Result<(), RpcError> {
         self.records.lock().unwrap().push((
             ctx.side(),
             ctx.service().to_owned(),
@@ -413,7 +413,9 @@ impl Layer for Recorder {
         ));
         match ctx.side() {
             Side::Client => ctx.metadata_mut().insert("x-client-layer", "seen"),
-            _ if ctx.metadata().get("deny").is_some() => return Err(Refusal::permission_denied("tenant may not call")),
+            _ if ctx.metadata().get("deny").is_some() => {
+                return Err(RpcError::PermissionDenied("tenant may not call".into()))
+            }
             _ => {}
         }
         Ok(())
@@ -437,8 +439,8 @@ type SpanLink = (String, Option<String>);
 #[derive(Clone, Default)]
 struct OutgoingTraces(Arc<Mutex<Vec<SpanLink>>>);
 
-impl Layer for OutgoingTraces {
-    fn on_request(&self, ctx: &mut context::CallContext) -> Result<(), Refusal> {
+impl Interceptor for OutgoingTraces {
+    fn on_request(&self, ctx: &mut context::CallContext) -> Result<(), RpcError> {
         let trace = ctx.trace().expect("an outgoing call from a traced handler is traced");
         self.0.lock().unwrap().push((
             trace.span_id().to_string(),
@@ -450,13 +452,13 @@ impl Layer for OutgoingTraces {
 
 /// A layer that does nothing, stacked to check nesting.
 struct Nothing;
-impl Layer for Nothing {}
+impl Interceptor for Nothing {}
 
 #[tokio::test]
 async fn user_layers_see_every_call_and_its_outcome_on_both_sides() {
     let server_records = Records::default();
     let client_records = Records::default();
-    let mut fx = back_server(ServerBuilder::new().layer(Nothing).layer(Recorder {
+    let mut fx = back_server(ServerBuilder::new().interceptor(Nothing).interceptor(Recorder {
         records: server_records.clone(),
     }))
     .await;
@@ -467,7 +469,7 @@ async fn user_layers_see_every_call_and_its_outcome_on_both_sides() {
     let channel = Channel::direct(&fx.back_addr)
         .unwrap()
         .with_policies(Arc::new(rpc_core::fault::PolicySet::new(policies.consumer)))
-        .with_layer(Recorder {
+        .with_interceptor(Recorder {
             records: client_records.clone(),
         })
         .with_timeout(Duration::from_millis(300));

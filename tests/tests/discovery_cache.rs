@@ -376,8 +376,8 @@ struct Tagging {
     calls: Arc<AtomicUsize>,
 }
 
-impl rpc_core::Layer for Tagging {
-    fn on_request(&self, ctx: &mut rpc_core::context::CallContext) -> Result<(), rpc_core::Refusal> {
+impl rpc_core::Interceptor for Tagging {
+    fn on_request(&self, ctx: &mut rpc_core::context::CallContext) -> Result<(), rpc_core::RpcError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         ctx.metadata_mut().insert("tagged", "yes");
         Ok(())
@@ -408,7 +408,7 @@ async fn the_consumer_builder_takes_a_users_balancer_layer_and_connection_option
             let picks = picks.clone();
             move || Arc::new(HighestPort { picks: picks.clone() }) as Arc<dyn rpc_core::balance::LoadBalancer>
         })
-        .layer(Tagging { calls: calls.clone() })
+        .interceptor(Tagging { calls: calls.clone() })
         .build(registry)
         .await
         .unwrap();

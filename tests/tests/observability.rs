@@ -55,7 +55,7 @@ async fn calls_are_counted_on_both_sides_and_health_follows_shutdown() {
     let registry = Arc::new(rpc_registry::memory::MemoryRegistry::shared("/observability-health"));
     let mut server = ServerBuilder::new()
         .add_service(MeteredServer::new(MeteredImpl))
-        .layer(MetricsLayer::new())
+        .interceptor(MetricsLayer::new())
         .deregister_wait(std::time::Duration::from_secs(3), std::time::Duration::from_secs(2))
         .bind("127.0.0.1:0")
         .await
@@ -69,7 +69,7 @@ async fn calls_are_counted_on_both_sides_and_health_follows_shutdown() {
         .unwrap();
     let channel = Channel::direct(server.local_addr().unwrap().to_string())
         .unwrap()
-        .with_layer(MetricsLayer::new());
+        .with_interceptor(MetricsLayer::new());
     let client = MeteredClient::new(channel.clone()).unwrap();
     for _ in 0..3 {
         assert_eq!(client.fine().await.unwrap(), 1);

@@ -115,7 +115,7 @@ async fn a_panicking_handler_fails_only_its_own_call() {
     }
     let err = client.explode("boom".into()).await.unwrap_err();
     match &err {
-        RpcError::Remote(msg) => assert!(msg.contains("boom"), "{msg}"),
+        RpcError::Internal { message, .. } => assert!(message.contains("boom"), "{message}"),
         other => panic!("expected a remote failure, got {other:?}"),
     }
     for (i, c) in calls.into_iter().enumerate() {

@@ -12,10 +12,11 @@ use rpc_core::client::ClientOptions;
 use rpc_core::config::{ClientTlsConfig, ServerTlsConfig};
 use rpc_core::context::CallContext;
 use rpc_core::error::ErrorKind;
-use rpc_core::layer::{Layer, Refusal};
+use rpc_core::interceptor::Interceptor;
 use rpc_core::server::{RunningServer, ServerBuilder};
 use rpc_core::tls::{ClientTls, ServerTls};
 use rpc_core::Channel;
+use rpc_core::RpcError;
 use rpc_tests::certs::{CertFiles, Leaf, TestCa, TestPki, CLIENT_NAME};
 use rpc_tests::process::ProviderProcess;
 use rpc_tests::TestServiceClient;
@@ -60,8 +61,8 @@ impl Vault for VaultImpl {
 #[derive(Clone, Default)]
 struct Arrivals(Arc<AtomicUsize>);
 
-impl Layer for Arrivals {
-    fn on_request(&self, _ctx: &mut CallContext) -> Result<(), Refusal> {
+impl Interceptor for Arrivals {
+    fn on_request(&self, _ctx: &mut CallContext) -> Result<(), RpcError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -356,8 +357,8 @@ async fn bearer_tokens_refuse_unknown_callers_before_the_handler() {
     let server = tls_server(
         ServerBuilder::new()
             .add_service(VaultServer::new(vault.clone()))
-            .outer_layer(BearerTokens::new(["old-token", "new-token"]))
-            .outer_layer(arrivals.clone()),
+            .outer_interceptor(BearerTokens::new(["old-token", "new-token"]))
+            .outer_interceptor(arrivals.clone()),
         &server_tls_config(&pki.server, None),
     )
     .await;
@@ -365,7 +366,7 @@ async fn bearer_tokens_refuse_unknown_callers_before_the_handler() {
     let client = |token: Option<&str>| {
         let channel = Channel::direct_with(addr(&server), options.clone()).expect("channel");
         let channel = match token {
-            Some(token) => channel.with_layer(BearerToken::new(token)),
+            Some(token) => channel.with_interceptor(BearerToken::new(token)),
             None => channel,
         };
         VaultClient::new(channel).expect("client")
@@ -407,7 +408,7 @@ async fn the_allow_list_admits_listed_client_identities_per_service() {
         ServerBuilder::new()
             .add_service(VaultServer::new(vault.clone()))
             .add_service(WhoamiServer::new(WhoamiImpl))
-            .outer_layer(AllowList::new([("Vault:1.0", vec![CLIENT_NAME])])),
+            .outer_interceptor(AllowList::new([("Vault:1.0", vec![CLIENT_NAME])])),
         &server_tls_config(&pki.server, Some(&pki.ca.ca())),
     )
     .await;
@@ -508,7 +509,7 @@ async fn connections_that_never_finish_the_handshake_do_not_stall_others() {
     let client = TestServiceClient::new(
         Channel::direct_with(&target, client_options(tls_client(&pki, Some(&pki.client))).await)
             .expect("channel")
-            .with_layer(BearerToken::new("flood-token")),
+            .with_interceptor(BearerToken::new("flood-token")),
     )
     .expect("client");
     assert_eq!(client.echo(1).await.expect("a call before the flood"), 1);
@@ -531,7 +532,7 @@ async fn connections_that_never_finish_the_handshake_do_not_stall_others() {
         let fresh = TestServiceClient::new(
             Channel::direct_with(&target, client_options(tls_client(&pki, Some(&pki.client))).await)
                 .expect("channel")
-                .with_layer(BearerToken::new("flood-token")),
+                .with_interceptor(BearerToken::new("flood-token")),
         )
         .expect("client");
         assert_eq!(fresh.echo(i).await.expect("a real client among the stalled ones"), i);

@@ -281,7 +281,7 @@ where
     })
 }
 
-/// Every framework, by the name reports use; rpc-core names may add `+N no-op layers`,
+/// Every framework, by the name reports use; rpc-core names may add `+tower layers`,
 /// `+metrics` or `+tls`, tonic's `+tls`.
 pub fn framework(name: &str) -> Option<Box<dyn Framework>> {
     if let Some(rest) = name.strip_prefix("rpc-core/") {

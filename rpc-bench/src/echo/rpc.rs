@@ -1,17 +1,20 @@
 //! This framework: one serializer, optionally with no-op layers or metrics on both sides.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rpc_core::client::ClientOptions;
 use rpc_core::config::{ClientTlsConfig, ServerTlsConfig};
-use rpc_core::layer::{Layer, Layers};
 use rpc_core::metrics::MetricsLayer;
 use rpc_core::server::ServerBuilder;
 use rpc_core::tls::{ClientTls, ServerTls};
 use rpc_core::{Channel, SerializerKind};
 use rpc_registry::metrics_endpoint::MetricsEndpoint;
+use tower::layer::util::{Identity, Stack};
+use tower::limit::ConcurrencyLimitLayer;
+use tower::timeout::TimeoutLayer;
+use tower::util::MapRequestLayer;
+use tower::ServiceBuilder;
 
 use super::payload::Record;
 use super::{echo_loop, tls_file, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing};
@@ -49,18 +52,26 @@ impl Echo for EchoImpl {
     }
 }
 
-/// A layer that does nothing: what the seam itself costs.
-struct Noop;
-impl Layer for Noop {}
+/// A timeout, a concurrency limit and a pass-through of `R`, innermost first.
+type ThreeLayers<R> = Stack<MapRequestLayer<fn(R) -> R>, Stack<ConcurrencyLimitLayer, Stack<TimeoutLayer, Identity>>>;
+
+/// The tower layers of the `+tower layers` rows, on each side: a timeout, a concurrency
+/// limit and a pass-through layer, what a production stack typically starts from.
+fn tower_layers<R: Send + 'static>() -> ServiceBuilder<ThreeLayers<R>> {
+    ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_secs(60)))
+        .layer(ConcurrencyLimitLayer::new(100_000))
+        .layer(MapRequestLayer::new((|call| call) as fn(R) -> R))
+}
 
 /// rpc-core with one serializer and what both sides add around every call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RpcCore {
     /// The serializer.
     pub serializer: SerializerKind,
-    /// No-op layers on each side.
-    pub layers: usize,
-    /// The metrics layer on each side, recording into a Prometheus recorder.
+    /// The three tower layers of [`tower_layers`] on each side.
+    pub tower: bool,
+    /// The metrics interceptor on each side, recording into a Prometheus recorder.
     pub metrics: bool,
     /// TLS (server certificate only) between the two.
     pub tls: bool,
@@ -73,14 +84,14 @@ impl RpcCore {
     pub fn plain(serializer: SerializerKind) -> Self {
         Self {
             serializer,
-            layers: 0,
+            tower: false,
             metrics: false,
             tls: false,
             shared_bytes: false,
         }
     }
 
-    /// Reads what follows `rpc-core/` in a name: `bincode`, `bincode+3 no-op layers`,
+    /// Reads what follows `rpc-core/` in a name: `bincode`, `bincode+tower layers`,
     /// `bincode+metrics`, `bincode+tls`, `bincode+Bytes`.
     pub fn parse(name: &str) -> Option<Self> {
         let (serializer, extra) = name.split_once('+').map_or((name, None), |(s, e)| (s, Some(e)));
@@ -90,30 +101,26 @@ impl RpcCore {
             Some("metrics") => me.metrics = true,
             Some("tls") => me.tls = true,
             Some("Bytes") => me.shared_bytes = true,
-            Some(layers) => me.layers = layers.strip_suffix(" no-op layers")?.parse().ok()?,
+            Some("tower layers") => me.tower = true,
+            Some(_) => return None,
         }
         Some(me)
     }
 
-    /// The layers of one side, outermost first, and the metrics endpoint (installing the
-    /// recorder) when metrics are on.
-    async fn layers(self) -> (Vec<Arc<dyn Layer>>, Option<MetricsEndpoint>) {
-        let mut layers: Vec<Arc<dyn Layer>> = Vec::new();
-        let mut endpoint = None;
-        if self.metrics {
-            layers.push(Arc::new(MetricsLayer::new()));
-            endpoint = Some(MetricsEndpoint::start("127.0.0.1:0").await.expect("metrics endpoint"));
+    /// The metrics endpoint (installing the recorder) when metrics are on.
+    async fn metrics_endpoint(self) -> Option<MetricsEndpoint> {
+        match self.metrics {
+            true => Some(MetricsEndpoint::start("127.0.0.1:0").await.expect("metrics endpoint")),
+            false => None,
         }
-        layers.extend((0..self.layers).map(|_| Arc::new(Noop) as Arc<dyn Layer>));
-        (layers, endpoint)
     }
 }
 
 impl Framework for RpcCore {
     fn name(&self) -> String {
         let mut name = format!("rpc-core/{}", self.serializer);
-        if self.layers > 0 {
-            name += &format!("+{} no-op layers", self.layers);
+        if self.tower {
+            name += "+tower layers";
         }
         if self.metrics {
             name += "+metrics";
@@ -131,8 +138,11 @@ impl Framework for RpcCore {
         let me = *self;
         Box::pin(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-            let (layers, endpoint) = me.layers().await;
+            let endpoint = me.metrics_endpoint().await;
             let mut builder = ServerBuilder::new().add_service(EchoServer::new(EchoImpl));
+            if me.metrics {
+                builder = builder.interceptor(MetricsLayer::new());
+            }
             if me.tls {
                 let config = ServerTlsConfig {
                     cert: tls_file("server.pem"),
@@ -143,18 +153,18 @@ impl Framework for RpcCore {
                 };
                 builder = builder.tls(ServerTls::load(&config).await.expect("server TLS"));
             }
-            for layer in layers {
-                builder = builder.layer(layer);
-            }
-            Box::new((builder.serve_listener(listener), endpoint)) as Box<dyn std::any::Any + Send>
+            let server = match me.tower {
+                true => builder.layer(tower_layers()).serve_listener(listener),
+                false => builder.serve_listener(listener),
+            };
+            Box::new((server, endpoint)) as Box<dyn std::any::Any + Send>
         })
     }
 
     fn load(&self, addr: SocketAddr, payload: Payload, shape: Shape, timing: Timing) -> LoadFuture {
         let me = *self;
         Box::pin(async move {
-            let (layers, _endpoint) = me.layers().await;
-            let layers = Layers::new(layers);
+            let _endpoint = me.metrics_endpoint().await;
             let mut options = ClientOptions::default();
             if me.tls {
                 let config = ClientTlsConfig {
@@ -167,11 +177,16 @@ impl Framework for RpcCore {
             // One channel (one connection pool) per connection.
             let clients: Vec<EchoClient> = (0..shape.connections)
                 .map(|_| {
-                    let channel = Channel::direct_with(addr.to_string(), options.clone())
+                    let mut channel = Channel::direct_with(addr.to_string(), options.clone())
                         .expect("a host:port address")
                         .with_serializer(me.serializer)
-                        .with_timeout(Duration::from_secs(60))
-                        .with_layers(layers.clone());
+                        .with_timeout(Duration::from_secs(60));
+                    if me.metrics {
+                        channel = channel.with_interceptor(MetricsLayer::new());
+                    }
+                    if me.tower {
+                        channel = channel.layer(tower_layers());
+                    }
                     EchoClient::new(channel).expect("client")
                 })
                 .collect();

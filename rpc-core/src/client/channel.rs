@@ -9,6 +9,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use tower::ServiceExt;
+
+use super::call::{ClientCall, ClientLayer, ClientLayers};
 use super::rules::{Overrides, ROUTE_TAG};
 use super::{fallback, CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker};
 use crate::balance::{hash_serialized, LoadBalancerKind};
@@ -16,7 +19,7 @@ use crate::context::{self, CallContext, Metadata, MetadataLimits, Side, TraceCon
 use crate::error::RpcError;
 use crate::fault::{Fallback, MethodPolicy, PolicySet};
 use crate::health::{Health, HEALTH_METHOD};
-use crate::layer::{Layer, Layers, Outcome};
+use crate::interceptor::{Interceptor, Interceptors, Outcome};
 use crate::protocol::{encode_request_body, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
@@ -87,7 +90,8 @@ impl MethodDescriptor {
 }
 
 /// What a generated client calls through: an [`Invoker`], a serializer, the consumer's
-/// policies and layers, plus per-client overrides (timeout, hash key, metadata).
+/// policies, interceptors and tower layers, plus per-client overrides (timeout, hash key,
+/// metadata).
 ///
 /// Cheap to clone; clones share the invoker and its connections.
 #[derive(Clone)]
@@ -95,7 +99,8 @@ pub struct Channel {
     invoker: Arc<dyn Invoker>,
     serializer: SerializerKind,
     policies: Arc<PolicySet>,
-    layers: Layers,
+    interceptors: Interceptors,
+    layers: ClientLayers,
     metadata: Metadata,
     metadata_limits: MetadataLimits,
     timeout: Option<Duration>,
@@ -110,7 +115,8 @@ impl Channel {
             invoker,
             serializer: SerializerKind::default(),
             policies: Arc::new(PolicySet::default()),
-            layers: Layers::default(),
+            interceptors: Interceptors::default(),
+            layers: ClientLayers::default(),
             metadata: Metadata::new(),
             metadata_limits: MetadataLimits::default(),
             timeout: None,
@@ -170,15 +176,28 @@ impl Channel {
         self
     }
 
-    /// The same channel with `layer` wrapping every call, inside the layers it has.
-    pub fn with_layer<L: Layer>(mut self, layer: L) -> Self {
-        self.layers = self.layers.with(Arc::new(layer));
+    /// The same channel with `interceptor` seeing every call, inside the interceptors it has
+    /// (see [`crate::interceptor`]).
+    pub fn with_interceptor<I: Interceptor>(mut self, interceptor: I) -> Self {
+        self.interceptors = self.interceptors.with(Arc::new(interceptor));
         self
     }
 
-    /// The same channel with these layers (outermost first), replacing the ones it has.
-    pub fn with_layers(mut self, layers: Layers) -> Self {
-        self.layers = layers;
+    /// The same channel with these interceptors (outermost first), replacing the ones it has.
+    pub fn with_interceptors(mut self, interceptors: Interceptors) -> Self {
+        self.interceptors = interceptors;
+        self
+    }
+
+    /// The same channel with a `tower::Layer` wrapping every call, inside the layers it has
+    /// (the first added is the outermost), over `tower::Service<ClientCall, Response = Reply>`:
+    /// tower's own (`TimeoutLayer`, `ConcurrencyLimitLayer`, a `ServiceBuilder` stack) or the
+    /// user's. The layers run inside the interceptors and above fallback, retry, fail-over,
+    /// balancing and the connection; the request is finished below them, so the metadata and
+    /// deadline they set are the ones sent. A layer's error reaches the caller as the error
+    /// table says ([`RpcError::from_layer_error`]).
+    pub fn layer(mut self, layer: impl ClientLayer) -> Self {
+        self.layers = self.layers.with(layer);
         self
     }
 
@@ -280,59 +299,111 @@ impl Channel {
                 .and_then(TraceContext::parse_traceparent);
             ctx.set_trace(Some(given.map_or_else(TraceContext::new_root, |caller| caller.child())));
         }
-        self.layers
-            .on_request(&mut ctx)
-            .map_err(|refusal| refusal.into_error())?;
-        let result = async {
-            if let Some(trace) = ctx.trace().copied() {
-                ctx.metadata_mut().insert_bytes(
-                    Bytes::from_static(TRACEPARENT.as_bytes()),
-                    Bytes::copy_from_slice(&trace.traceparent_bytes()),
-                );
+        self.interceptors.on_request(&mut ctx)?;
+        let hash_key = match policy.load_balancer {
+            LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
+            _ => None,
+        };
+        let (result, ctx) = match self.layers.stack() {
+            None => {
+                let result = self.send(&mut ctx, method, args, hash_key, policy, local).await;
+                (result, Some(ctx))
             }
-            if let Err(problem) = ctx.metadata().check(&self.metadata_limits) {
-                return Err(RpcError::InvalidMetadata(match ctx.trace() {
-                    Some(_) => format!("{problem} (counting the traceparent every call carries)"),
-                    None => problem,
-                }));
+            Some(stack) => {
+                let kept = (!self.interceptors.is_empty()).then(|| ctx.clone());
+                let result = match self.serializer.encode_body(args) {
+                    Ok(args) => {
+                        let call = ClientCall {
+                            ctx,
+                            method: *method,
+                            serializer: self.serializer,
+                            args,
+                            policy: policy.clone(),
+                            hash_key,
+                            local: local.cloned(),
+                            invoker: self.invoker.clone(),
+                            limits: self.metadata_limits,
+                        };
+                        stack.clone().oneshot(call).await.map_err(RpcError::from_layer_error)
+                    }
+                    Err(e) => Err(e),
+                };
+                (result, kept)
             }
-            let body = encode_request_body(method.service, method.name, ctx.metadata(), self.serializer, args)?;
-            let hash_key = match policy.load_balancer {
-                LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
-                _ => None,
-            };
-            let call = CallRequest {
-                service: method.service,
-                method: method.name,
-                serializer: self.serializer,
-                body,
-                deadline: ctx.deadline(),
-                policy,
-                hash_key,
-                route_tag: ctx.metadata().get(ROUTE_TAG),
-            };
-            let span = tracing::info_span!(
-                "rpc_client_call",
-                service = method.service,
-                method = method.name,
-                trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-                parent_span_id = tracing::field::Empty,
-            );
-            if let Some(trace) = ctx.trace() {
-                trace.record_on(&span);
-            }
-            fallback::run(&call, method, local, || self.invoker.invoke(&call))
-                .instrument(span)
-                .await
-        }
-        .await;
-        if !self.layers.is_empty() {
+        };
+        if let Some(ctx) = ctx.filter(|_| !self.interceptors.is_empty()) {
             let outcome = Outcome::from_result(&result, |reply| reply.status == Status::ApplicationError);
-            self.layers.on_response(&ctx, outcome);
+            self.interceptors.on_response(&ctx, outcome);
         }
         result
     }
+
+    /// The call path without tower layers: the whole request encoded in one buffer, then
+    /// delivered.
+    async fn send<A: Serialize + ?Sized>(
+        &self,
+        ctx: &mut CallContext,
+        method: &MethodDescriptor,
+        args: &A,
+        hash_key: Option<u64>,
+        policy: &MethodPolicy,
+        local: Option<&LocalService>,
+    ) -> Result<Reply, RpcError> {
+        seal_metadata(ctx, &self.metadata_limits)?;
+        let body = encode_request_body(method.service, method.name, ctx.metadata(), self.serializer, args)?;
+        let call = CallRequest {
+            service: method.service,
+            method: method.name,
+            serializer: self.serializer,
+            body,
+            deadline: ctx.deadline(),
+            policy,
+            hash_key,
+            route_tag: ctx.metadata().get(ROUTE_TAG),
+        };
+        deliver(self.invoker.as_ref(), &call, method, local, ctx).await
+    }
+}
+
+/// Finishes a call's metadata before it is encoded: adds the `traceparent` of its trace and
+/// checks the limits.
+pub(super) fn seal_metadata(ctx: &mut CallContext, limits: &MetadataLimits) -> Result<(), RpcError> {
+    if let Some(trace) = ctx.trace().copied() {
+        ctx.metadata_mut().insert_bytes(
+            Bytes::from_static(TRACEPARENT.as_bytes()),
+            Bytes::copy_from_slice(&trace.traceparent_bytes()),
+        );
+    }
+    ctx.metadata().check(limits).map_err(|problem| {
+        RpcError::InvalidMetadata(match ctx.trace() {
+            Some(_) => format!("{problem} (counting the traceparent every call carries)"),
+            None => problem,
+        })
+    })
+}
+
+/// Sends an encoded call down the call path (fallback, then the invoker), in the call's span.
+pub(super) async fn deliver(
+    invoker: &dyn Invoker,
+    call: &CallRequest<'_>,
+    method: &MethodDescriptor,
+    local: Option<&LocalService>,
+    ctx: &CallContext,
+) -> Result<Reply, RpcError> {
+    let span = tracing::info_span!(
+        "rpc_client_call",
+        service = method.service,
+        method = method.name,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(trace) = ctx.trace() {
+        trace.record_on(&span);
+    }
+    fallback::run(call, method, local, || invoker.invoke(call))
+        .instrument(span)
+        .await
 }
 
 impl std::fmt::Debug for Channel {
@@ -341,7 +412,8 @@ impl std::fmt::Debug for Channel {
             .field("serializer", &self.serializer)
             .field("timeout", &self.timeout)
             .field("metadata", &self.metadata)
-            .field("layers", &self.layers)
+            .field("interceptors", &self.interceptors)
+            .field("layers", &self.layers.len())
             .finish_non_exhaustive()
     }
 }

@@ -64,7 +64,7 @@ impl InstanceSource {
                 tokio::time::timeout_at(deadline, cache.instances(service))
                     .await
                     .map_err(|_| RpcError::Timeout(started.elapsed()))?
-                    .map_err(|e| RpcError::Registry(e.to_string()))
+                    .map_err(|e| RpcError::Registry(Box::new(e)))
             }
         }
     }

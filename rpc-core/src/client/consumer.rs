@@ -1,17 +1,18 @@
 //! [`Consumer`]: the client side built from configuration, and the [`ConsumerBuilder`] that
-//! adds what configuration cannot express (layers, balancers of the user's own, connection
-//! options).
+//! adds what configuration cannot express (tower layers, interceptors, balancers of the
+//! user's own, connection options).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::route::{BalancerChoice, BalancerFactory};
+use super::ClientLayer;
 use super::{Channel, ClientOptions, ClusterInvoker, ClusterOptions, ConnectionPool, InstanceSource};
 use crate::balance::LoadBalancer;
 use crate::config::RpcConfig;
 use crate::fault::{BudgetOptions, InstanceHealth, OutlierOptions, PolicySet, RetryBudget};
-use crate::layer::{Layer, Layers};
+use crate::interceptor::{Interceptor, Interceptors};
 use crate::registry::{CacheFile, DiscoveryCache, DiscoveryOptions, Registry};
 use crate::schedule::ScheduleError;
 
@@ -39,17 +40,19 @@ pub struct Consumer {
 /// A resource a consumer keeps alive (see [`ConsumerBuilder::attach`]).
 type Attachment = Box<dyn std::any::Any + Send + Sync>;
 
-/// Builds a [`Consumer`]: the configuration, plus layers, balancers and connection options.
+/// Builds a [`Consumer`]: the configuration, plus tower layers, interceptors, balancers and
+/// connection options.
 ///
 /// ```no_run
 /// # use rpc_core::client::Consumer;
 /// # use rpc_core::config::RpcConfig;
 /// # async fn f(registry: std::sync::Arc<dyn rpc_core::registry::Registry>, config: RpcConfig) -> Result<(), Box<dyn std::error::Error>> {
 /// struct Audit;
-/// impl rpc_core::Layer for Audit {}
+/// impl rpc_core::Interceptor for Audit {}
 ///
 /// let consumer = Consumer::builder(&config)
-///     .layer(Audit)
+///     .interceptor(Audit)
+///     .layer(tower::timeout::TimeoutLayer::new(std::time::Duration::from_millis(500)))
 ///     .load_balancer_for("UserService:1.0", || std::sync::Arc::new(rpc_core::balance::Random))
 ///     .build(registry)
 ///     .await?;
@@ -57,17 +60,26 @@ type Attachment = Box<dyn std::any::Any + Send + Sync>;
 /// ```
 pub struct ConsumerBuilder {
     config: RpcConfig,
-    layers: Vec<Arc<dyn Layer>>,
+    interceptors: Vec<Arc<dyn Interceptor>>,
+    /// The tower layers, applied to the channel when it is built.
+    layers: Vec<Box<dyn FnOnce(Channel) -> Channel + Send>>,
     balancers: BalancerChoice,
     options: ClientOptions,
     attached: Vec<Attachment>,
 }
 
 impl ConsumerBuilder {
-    /// Adds a layer that wraps every call of the consumer's clients; the first added is the
-    /// outermost.
-    pub fn layer<L: Layer>(mut self, layer: L) -> Self {
-        self.layers.push(Arc::new(layer));
+    /// Adds an interceptor that sees every call of the consumer's clients; the first added is
+    /// the outermost.
+    pub fn interceptor<I: Interceptor>(mut self, interceptor: I) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Adds a `tower::Layer` that wraps every call of the consumer's clients (see
+    /// [`Channel::layer`]); the first added is the outermost.
+    pub fn layer(mut self, layer: impl ClientLayer) -> Self {
+        self.layers.push(Box::new(move |channel: Channel| channel.layer(layer)));
         self
     }
 
@@ -149,8 +161,9 @@ impl ConsumerBuilder {
         let channel = Channel::new(invoker.clone())
             .with_serializer(config.serializer)
             .with_policies(Arc::new(PolicySet::new(config.consumer.clone())))
-            .with_layers(Layers::new(self.layers))
+            .with_interceptors(Interceptors::new(self.interceptors))
             .with_metadata_limits(limits);
+        let channel = self.layers.into_iter().fold(channel, |channel, layer| layer(channel));
         Ok(Consumer {
             registry,
             cache,
@@ -169,6 +182,7 @@ impl Consumer {
     pub fn builder(config: &RpcConfig) -> ConsumerBuilder {
         ConsumerBuilder {
             config: config.clone(),
+            interceptors: Vec::new(),
             layers: Vec::new(),
             balancers: BalancerChoice {
                 all: None,

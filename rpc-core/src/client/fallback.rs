@@ -66,7 +66,7 @@ fn need_local<'l>(
     mode: &str,
 ) -> Result<&'l LocalService, RpcError> {
     local.ok_or_else(|| {
-        RpcError::Remote(format!(
+        RpcError::internal(format!(
             "{} is configured for {mode} but the client has no local implementation",
             call.service
         ))
@@ -85,7 +85,7 @@ pub(crate) async fn call_local(service: &dyn Service, call: &CallRequest<'_>) ->
     let started = tokio::time::Instant::now();
     let reply = match tokio::time::timeout_at(call.deadline, run).await {
         Ok(Ok(reply)) => reply,
-        Ok(Err(_)) => return Err(RpcError::Remote("local implementation panicked".to_owned())),
+        Ok(Err(_)) => return Err(RpcError::internal("local implementation panicked")),
         Err(_) => return Err(RpcError::Timeout(started.elapsed())),
     };
     match reply.status {

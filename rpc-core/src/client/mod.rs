@@ -8,24 +8,26 @@
 //! 1. [`Channel`]: builds the call's [`CallContext`](crate::context::CallContext) (its
 //!    deadline: the method's timeout, never later than the deadline of the call being served
 //!    when called from a handler; the channel's metadata; the trace), runs the client
-//!    [layers](crate::layer), and encodes the request once.
-//! 2. fallback step ([`fallback`]): `mock` answers from the local implementation without the
+//!    [interceptors](crate::interceptor), and encodes the request once.
+//! 2. the channel's tower layers, when it has any ([`Channel::layer`]): the call as a
+//!    [`ClientCall`]; the request is finished below them (see the `call` module).
+//! 3. fallback step ([`fallback`]): `mock` answers from the local implementation without the
 //!    network; `fail_back` and `fail_safe` answer from the local implementation or the
 //!    method's default value when the network failed.
-//! 3. [`Invoker`]: the [`ClusterInvoker`] finds the instances (a fixed address or the
+//! 4. [`Invoker`]: the [`ClusterInvoker`] finds the instances (a fixed address or the
 //!    discovery cache) and the service's [route] (balancer, per-instance health and
 //!    connection slot), then:
-//! 4. retry step ([`retry`]): runs rounds of the fail-over step until one succeeds, the error
+//! 5. retry step ([`retry`]): runs rounds of the fail-over step until one succeeds, the error
 //!    is not retryable for the method, the attempts are spent, or the next pause would end
 //!    after the deadline;
-//! 5. fail-over step ([`failover`]): takes candidates from the balancer one at a time; with
+//! 6. fail-over step ([`failover`]): takes candidates from the balancer one at a time; with
 //!    fail-over on, a retryable failure moves on to the next candidate at once, each instance
 //!    at most once per round;
-//! 6. one attempt on one instance, bounded by the call's deadline and the attempt timeout,
+//! 7. one attempt on one instance, bounded by the call's deadline and the attempt timeout,
 //!    whose outcome feeds the instance's health (in-flight count, outlier ejection).
 //!
 //! The configuration's enums select these behaviours (see [`crate::fault::policy`]); a user
-//! adds their own [layers](crate::layer::Layer) and [balancers](crate::balance::LoadBalancer)
+//! adds their own tower layers, [interceptors](crate::interceptor::Interceptor) and [balancers](crate::balance::LoadBalancer)
 //! through the [`ConsumerBuilder`].
 //!
 //! # Connections
@@ -35,6 +37,7 @@
 //!   sends GoAway.
 //! * [`Consumer`]: all of the above built from configuration.
 
+mod call;
 mod channel;
 mod cluster;
 mod connection;
@@ -46,6 +49,7 @@ pub mod retry;
 pub mod route;
 pub mod rules;
 
+pub use call::{ClientCall, ClientLayer, ClientStack};
 #[doc(hidden)] // for generated code; reach it as rpc_core::__private::validate_policy
 pub use channel::validate_policy;
 pub use channel::{Channel, ClientBuildError, ClientParts, LocalService, MethodDescriptor};

@@ -1,7 +1,8 @@
 //! The call context: what travels with every call besides its arguments.
 //!
 //! A [`CallContext`] holds the call's service and method, its [`Metadata`], its deadline, the
-//! peer's address and its [`TraceContext`]. The server builds one for each request and runs
+//! peer's address, its [`TraceContext`] and its typed [`Extensions`] (values middleware hands
+//! to the handler). The server builds one for each request and runs
 //! the handler inside it, so any code the handler runs can ask for it:
 //!
 //! ```no_run
@@ -29,10 +30,12 @@
 //! The context lives in a tokio task-local of the handler's task. A handler that spawns a task
 //! and calls out from it wraps the task's future in [`scope`] with the context to keep it.
 
+mod extensions;
 mod identity;
 mod metadata;
 mod trace;
 
+pub use extensions::Extensions;
 pub use identity::PeerIdentity;
 pub use metadata::{check_key, Metadata, MetadataLimits, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use trace::{SpanId, TraceContext, TraceId, SAMPLED, TRACEPARENT};
@@ -74,6 +77,7 @@ pub struct CallContext {
     request_id: u64,
     trace: Option<TraceContext>,
     started: Instant,
+    extensions: Extensions,
 }
 
 impl CallContext {
@@ -97,6 +101,7 @@ impl CallContext {
             request_id: 0,
             trace: None,
             started,
+            extensions: Extensions::new(),
         }
     }
 
@@ -227,6 +232,17 @@ impl CallContext {
     /// When the call started on this side.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// The call's typed extensions: values middleware stored for the handler (or for its
+    /// own response path).
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The call's typed extensions, to change.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
     }
 
     /// The context a call made from inside this one starts from: the deadline and the trace

@@ -92,15 +92,7 @@ impl Drop for InFlight {
 
 /// Whether a failure says something about the instance (rather than about the request).
 pub fn counts_against_instance<E>(error: &RpcError<E>) -> bool {
-    matches!(
-        error,
-        RpcError::Connect { .. }
-            | RpcError::ConnectionClosed { .. }
-            | RpcError::Timeout(_)
-            | RpcError::Overloaded
-            | RpcError::ShuttingDown
-            | RpcError::Remote(_)
-    )
+    error.blames_instance()
 }
 
 impl InstanceStat {

@@ -60,24 +60,10 @@ impl RetryPolicy {
     }
 }
 
-/// Whether a failed attempt may be tried again.
-///
-/// Always: the request certainly did not run (connect failure, overloaded, shutting down,
-/// connection broken before the request was sent). Only for idempotent methods: the request may
-/// have run (timeout, connection broken after sending, a failure on the server). Never: errors
-/// that another attempt cannot fix (unknown service or method, encoding, protocol, no instances).
+/// Whether a failed attempt may be tried again: [`RpcError::is_retryable`], whose answer
+/// comes from the error table ([`crate::error::Retry`]).
 pub fn is_retryable<E>(error: &RpcError<E>, idempotent: bool) -> bool {
-    match error {
-        RpcError::Connect { .. }
-        | RpcError::Overloaded
-        | RpcError::ShuttingDown
-        | RpcError::ConnectionClosed { sent: false, .. } => true,
-        RpcError::Timeout(_) | RpcError::ConnectionClosed { sent: true, .. } | RpcError::Remote(_) => idempotent,
-        RpcError::Application(_) => idempotent,
-        // Errors about the request or the caller, which another attempt cannot fix; and any
-        // kind a newer version adds, until it says otherwise.
-        _ => false,
-    }
+    error.is_retryable(idempotent)
 }
 
 #[cfg(test)]

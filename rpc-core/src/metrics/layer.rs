@@ -16,12 +16,13 @@ use super::{
     SERVER_IN_FLIGHT,
 };
 use crate::context::{CallContext, Side};
-use crate::layer::{Layer, Outcome, Refusal};
+use crate::error::RpcError;
+use crate::interceptor::{Interceptor, Outcome};
 
-/// Records every call it wraps: `rpc_{server,client}_calls_total` by service, method and
+/// An [`Interceptor`] that records every call it sees: `rpc_{server,client}_calls_total` by service, method and
 /// outcome, `rpc_{server,client}_call_duration_seconds` by service and method, and
-/// `rpc_{server,client}_calls_in_flight` (see [the module docs](super)). One layer may serve
-/// both sides of a process.
+/// `rpc_{server,client}_calls_in_flight` (see [the module docs](super)). One instance may
+/// serve both sides of a process.
 #[derive(Debug, Default)]
 pub struct MetricsLayer {
     server: Table,
@@ -29,7 +30,7 @@ pub struct MetricsLayer {
 }
 
 impl MetricsLayer {
-    /// A layer recording into the process's `metrics` recorder.
+    /// An interceptor recording into the process's `metrics` recorder.
     pub fn new() -> Self {
         Self::default()
     }
@@ -43,8 +44,8 @@ impl MetricsLayer {
     }
 }
 
-impl Layer for MetricsLayer {
-    fn on_request(&self, ctx: &mut CallContext) -> Result<(), Refusal> {
+impl Interceptor for MetricsLayer {
+    fn on_request(&self, ctx: &mut CallContext) -> Result<(), RpcError> {
         if let Some((table, names)) = self.table(ctx.side()) {
             table.in_flight(names).increment(1.0);
         }

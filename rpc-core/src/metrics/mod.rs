@@ -5,7 +5,7 @@
 //! `/metrics`; any other `metrics` recorder (statsd, OpenTelemetry, ...) works the same way,
 //! installed by the application before it builds its servers and clients.
 //!
-//! Per-call figures come from [`MetricsLayer`], a [`Layer`](crate::layer::Layer) like any
+//! Per-call figures come from [`MetricsLayer`], an [`Interceptor`](crate::interceptor::Interceptor) like any
 //! other: add it to a server or a client (the bootstraps of rpc-registry add it when metrics
 //! are configured). Events away from the call path (retries, ejections, watch events, lease
 //! state...) are recorded where they happen.
@@ -43,7 +43,7 @@ mod layer;
 
 pub use layer::MetricsLayer;
 
-use crate::layer::Outcome;
+use crate::interceptor::Outcome;
 use crate::protocol::Status;
 
 /// Calls a server ended, by service, method and outcome.

@@ -87,4 +87,4 @@ mod request;
 pub use codec::{encode_frame, Frame, FrameDecoder, DEFAULT_MAX_FRAME_LEN};
 pub use compat::version_rejection;
 pub use header::{flags, Header, MessageType, Status, FIRST_EXTENSION_TYPE, HEADER_LEN, MAGIC, PROTOCOL_VERSION};
-pub use request::{encode_request_body, RequestBody};
+pub use request::{encode_request_body, encode_request_prefix, RequestBody};

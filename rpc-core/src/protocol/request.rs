@@ -147,23 +147,40 @@ pub fn encode_request_body<A: Serialize + ?Sized>(
     serializer: SerializerKind,
     args: &A,
 ) -> Result<Body, RpcError> {
-    let prefix = 8 + service.len() + method.len() + metadata.encoded_len();
     let args_size = serializer.encoded_size(args)?.unwrap_or(64);
-    crate::arena::encode_with(prefix + args_size, |buf, shared| {
-        put_field(buf, service.as_bytes(), "service key")?;
-        put_field(buf, method.as_bytes(), "method name")?;
-        let block_len = u32::try_from(metadata.encoded_len())
-            .map_err(|_| RpcError::InvalidMetadata("block too long".to_owned()))?;
-        buf.put_u32(block_len);
-        let count =
-            u16::try_from(metadata.len()).map_err(|_| RpcError::InvalidMetadata("too many entries".to_owned()))?;
-        buf.put_u16(count);
-        for (key, value) in metadata.raw() {
-            put_field(buf, key, "metadata key")?;
-            put_field(buf, value, "metadata value")?;
-        }
+    crate::arena::encode_with(prefix_len(service, method, metadata) + args_size, |buf, shared| {
+        put_prefix(buf, service, method, metadata)?;
         serializer.encode_sharing(args, buf, shared)
     })
+}
+
+/// Encodes the prefix of a request body (service key, method name, metadata), for arguments
+/// encoded apart (with [`SerializerKind::encode_body`]) and joined after it with
+/// [`Body::prepend`]: what a client does when its layers may still change the metadata after
+/// the arguments were encoded. The metadata must have passed [`Metadata::check`].
+pub fn encode_request_prefix(service: &str, method: &str, metadata: &Metadata) -> Result<Bytes, RpcError> {
+    let mut buf = BytesMut::with_capacity(prefix_len(service, method, metadata));
+    put_prefix(&mut buf, service, method, metadata)?;
+    Ok(buf.freeze())
+}
+
+fn prefix_len(service: &str, method: &str, metadata: &Metadata) -> usize {
+    8 + service.len() + method.len() + metadata.encoded_len()
+}
+
+fn put_prefix(buf: &mut BytesMut, service: &str, method: &str, metadata: &Metadata) -> Result<(), RpcError> {
+    put_field(buf, service.as_bytes(), "service key")?;
+    put_field(buf, method.as_bytes(), "method name")?;
+    let block_len =
+        u32::try_from(metadata.encoded_len()).map_err(|_| RpcError::InvalidMetadata("block too long".to_owned()))?;
+    buf.put_u32(block_len);
+    let count = u16::try_from(metadata.len()).map_err(|_| RpcError::InvalidMetadata("too many entries".to_owned()))?;
+    buf.put_u16(count);
+    for (key, value) in metadata.raw() {
+        put_field(buf, key, "metadata key")?;
+        put_field(buf, value, "metadata value")?;
+    }
+    Ok(())
 }
 
 fn put_field(buf: &mut BytesMut, field: &[u8], what: &str) -> Result<(), RpcError> {

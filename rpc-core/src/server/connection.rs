@@ -26,11 +26,11 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, warn, Instrument};
 
+use super::call::{CallFuture, ServerCall, StackCall};
 use super::running::{Registered, RunningCalls};
 #[cfg(feature = "tls")]
 use super::secure;
@@ -40,7 +40,7 @@ use crate::body::Body;
 use crate::context::{self, CallContext, PeerIdentity};
 use crate::error::ProtocolError;
 use crate::health::HEALTH_METHOD;
-use crate::layer::Outcome;
+use crate::interceptor::Outcome;
 use crate::metrics;
 use crate::protocol::{flags, version_rejection, Frame, Header, MessageType, RequestBody, Status};
 use crate::reply::Reply;
@@ -346,7 +346,8 @@ impl Conn {
         })
     }
 
-    /// Runs an admitted call: the layers, then the handler (see [`Conn::start_call`]).
+    /// Runs an admitted call: the interceptors, then the tower layers (when there are any)
+    /// and the handler (see [`Conn::start_call`]).
     async fn run_call(
         &self,
         header: Header,
@@ -378,28 +379,53 @@ impl Conn {
             now,
         );
         ctx.set_peer_identity(self.identity.clone());
-        if let Err(refusal) = shared.layers.on_request(&mut ctx) {
-            debug!(service = ctx.service(), method = ctx.method(), %refusal, "a layer refused the call");
-            return Some(Reply::failure(refusal.status(), refusal.message()));
+        if let Err(refusal) = shared.interceptors.on_request(&mut ctx) {
+            debug!(service = ctx.service(), method = ctx.method(), %refusal, "an interceptor refused the call");
+            return Some(Reply::from_error(&refusal));
         }
-        let layered = !shared.layers.is_empty();
-        let request_id = header.request_id;
+        let intercepted = !shared.interceptors.is_empty();
         // The call's span: the handler's log lines carry its service, method and trace id,
         // the trace continuing the caller's (see `context`).
         let span = call_span(&ctx);
-        let call = match span
-            .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx.method(), serializer, args))))
-        {
-            Ok(call) => call,
-            Err(panic) => {
-                let reply = panicked(service.key(), request_id, panic.as_ref());
-                return Some(self.finish(layered.then_some(&ctx), reply));
-            }
+        let started = Started {
+            header,
+            deadline,
+            permit,
+            held,
+            intercepted,
         };
-        // The context moves into the handler's scope; the layers get it back from there when
-        // the call ends (no copy per call).
-        let mut call = Box::pin(context::scope(ctx, call));
-        // The first poll, in this task: most handlers finish here.
+        match &shared.stack {
+            Some(stack) => {
+                let call = StackCall::new(stack, ServerCall::new(ctx, serializer, args, service), intercepted);
+                self.drive(started, span, Box::pin(call)).await
+            }
+            None => {
+                let handler = span.in_scope(|| {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx.method(), serializer, args)))
+                });
+                match handler {
+                    // The context moves into the handler's scope; the interceptors get it back
+                    // from there when the call ends (no copy per call).
+                    Ok(handler) => self.drive(started, span, Box::pin(context::scope(ctx, handler))).await,
+                    Err(panic) => {
+                        let reply = panicked(service.key(), header.request_id, panic.as_ref());
+                        Some(self.finish(intercepted.then_some(&ctx), reply))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls a call once in this task: most finish here, and their reply is returned. One
+    /// that has to wait continues in a task of its own, under its deadline, registered for
+    /// cancellation; then `None`.
+    async fn drive<F: CallFuture>(
+        &self,
+        started: Started,
+        span: tracing::Span,
+        mut call: Pin<Box<F>>,
+    ) -> Option<Reply> {
+        let request_id = started.header.request_id;
         let first = poll_fn(|cx| {
             let _in_span = span.enter();
             Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))))
@@ -407,17 +433,18 @@ impl Conn {
         .await;
         let reply = match first {
             Ok(Poll::Ready(reply)) => reply,
-            Err(panic) => panicked(service.key(), request_id, panic.as_ref()),
+            Err(panic) => panicked("", request_id, panic.as_ref()),
             Ok(Poll::Pending) => {
+                let shared = &self.shared;
                 let task = CallTask {
-                    deadline,
-                    header,
-                    permit,
-                    held,
+                    deadline: started.deadline,
+                    header: started.header,
+                    permit: started.permit,
+                    held: started.held,
                     call: EndGuard {
                         shared: shared.clone(),
                         call,
-                        layered,
+                        intercepted: started.intercepted,
                         outcome: Outcome::Cancelled,
                     },
                     tx: self.tx.clone(),
@@ -428,18 +455,32 @@ impl Conn {
                 return None;
             }
         };
-        let ctx = layered.then(|| call.as_mut().take_value()).flatten();
+        let ctx = started.intercepted.then(|| call.as_mut().take_context()).flatten();
         Some(self.finish(ctx.as_ref(), reply))
     }
 
-    /// Tells the layers (given `ctx` when there are any) how a call that ended at once ended;
-    /// returns its reply.
+    /// Tells the interceptors (given `ctx` when there are any) how a call that ended at once
+    /// ended; returns its reply.
     fn finish(&self, ctx: Option<&CallContext>, reply: Reply) -> Reply {
         if let Some(ctx) = ctx {
-            self.shared.layers.on_response(ctx, Outcome::from_status(reply.status));
+            self.shared
+                .interceptors
+                .on_response(ctx, Outcome::from_status(reply.status));
         }
         reply
     }
+}
+
+/// What a call that started running holds until it ends.
+struct Started {
+    header: Header,
+    deadline: Option<Instant>,
+    /// Its share of the server's concurrency limit.
+    permit: OwnedSemaphorePermit,
+    /// The byte budget of a large request body.
+    held: Option<OwnedSemaphorePermit>,
+    /// Whether interceptors wait for its end.
+    intercepted: bool,
 }
 
 /// What [`Conn::admit`] decided.
@@ -485,7 +526,7 @@ fn call_span(ctx: &CallContext) -> tracing::Span {
 }
 
 /// A call that had to wait, in its own task.
-struct CallTask<F: Future> {
+struct CallTask<F: CallFuture> {
     call: EndGuard<F>,
     deadline: Option<Instant>,
     header: Header,
@@ -495,7 +536,7 @@ struct CallTask<F: Future> {
     tx: mpsc::Sender<OutFrame>,
 }
 
-impl<F: Future<Output = Reply> + Send> CallTask<F> {
+impl<F: CallFuture> CallTask<F> {
     /// Drives the call under its deadline and sends its reply. Dropped (cancelled) when the
     /// caller leaves: the handler's future, the permit and the registration go with it.
     async fn run(self, registered: Registered) {
@@ -542,24 +583,23 @@ impl<F: Future<Output = Reply> + Send> CallTask<F> {
     }
 }
 
-/// The handler's future of a call that runs in its own task, in the call's context. When it
-/// goes (the call ended, its caller left, or the server aborted) it tells the layers how the
-/// call ended, with the context taken back from the handler's scope: cancelled unless an
-/// outcome was set.
-struct EndGuard<F: Future> {
+/// The future of a call that runs in its own task. When it goes (the call ended, its caller
+/// left, or the server aborted) it tells the interceptors how the call ended, with the context
+/// the future gives back: cancelled unless an outcome was set.
+struct EndGuard<F: CallFuture> {
     shared: Arc<Shared>,
-    call: Pin<Box<TaskLocalFuture<CallContext, F>>>,
-    layered: bool,
+    call: Pin<Box<F>>,
+    intercepted: bool,
     outcome: Outcome,
 }
 
-impl<F: Future> Drop for EndGuard<F> {
+impl<F: CallFuture> Drop for EndGuard<F> {
     fn drop(&mut self) {
-        if !self.layered {
+        if !self.intercepted {
             return;
         }
-        if let Some(ctx) = self.call.as_mut().take_value() {
-            self.shared.layers.on_response(&ctx, self.outcome);
+        if let Some(ctx) = self.call.as_mut().take_context() {
+            self.shared.interceptors.on_response(&ctx, self.outcome);
         }
     }
 }

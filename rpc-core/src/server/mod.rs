@@ -22,9 +22,12 @@
 //!   answered [`Status::Overloaded`](crate::protocol::Status::Overloaded) at once instead of
 //!   queueing without bound.
 //! * Each call runs inside its [`CallContext`](crate::context::CallContext) (metadata,
-//!   deadline, peer, trace), which the handler reads with
-//!   [`context::current`](crate::context::current). The server's [layers](crate::layer) see
-//!   every call before it runs (and may refuse it) and after it ends.
+//!   deadline, peer, trace, extensions), which the handler reads with
+//!   [`context::current`](crate::context::current).
+//! * Middleware: the server's [interceptors](crate::interceptor) see every call before it
+//!   runs (and may refuse it) and after it ends; inside them, any `tower::Layer` added with
+//!   [`ServerBuilder::layer`] wraps the call as a [`ServerCall`] answered by a
+//!   [`Reply`](crate::Reply) (see the `call` module). With neither, a call costs nothing extra.
 //! * A handler that panics yields an [`InternalError`](crate::protocol::Status::InternalError)
 //!   reply for that call only. A call is dropped when its deadline passes, when its caller
 //!   sends Cancel, or when its caller's connection closes: work for a caller who left stops
@@ -44,12 +47,14 @@
 //!   down, malformed) are counted by reason; connections open are a gauge
 //!   (the [`crate::metrics`] module).
 
+mod call;
 mod connection;
 mod running;
 #[cfg(feature = "tls")]
 mod secure;
 mod service;
 
+pub use call::{Dispatch, DispatchFuture, ServerCall, ServerLayers, ServerStack};
 pub use service::{BoxFuture, Service};
 
 use std::collections::HashMap;
@@ -63,12 +68,13 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_layer::{Identity, Stack};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::ServerConfig;
 use crate::context::MetadataLimits;
 use crate::health::Health;
-use crate::layer::{Layer, Layers};
+use crate::interceptor::{Interceptor, Interceptors};
 use crate::metrics;
 use crate::registry::{Registry, RegistryError, ServiceInstance};
 #[cfg(feature = "tls")]
@@ -130,14 +136,33 @@ impl Default for ServerOptions {
     }
 }
 
-/// Collects services, layers and options, then binds.
-#[derive(Default)]
-pub struct ServerBuilder {
+/// Collects services, middleware and options, then binds.
+///
+/// `L` is the stack of tower layers added with [`ServerBuilder::layer`] (none:
+/// [`Identity`]).
+pub struct ServerBuilder<L = Identity> {
     services: HashMap<String, Arc<dyn Service>>,
     options: ServerOptions,
-    layers: Vec<Arc<dyn Layer>>,
+    interceptors: Vec<Arc<dyn Interceptor>>,
+    layer: L,
+    /// Whether any tower layer was added (with none, calls skip the stack).
+    layered: bool,
     #[cfg(feature = "tls")]
     tls: Option<ServerTls>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            services: HashMap::new(),
+            options: ServerOptions::default(),
+            interceptors: Vec::new(),
+            layer: Identity::new(),
+            layered: false,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
 }
 
 impl ServerBuilder {
@@ -146,6 +171,13 @@ impl ServerBuilder {
         Self::default()
     }
 
+    /// A builder with the options of the `rpc.server` section.
+    pub fn from_config(config: &ServerConfig) -> Self {
+        Self::new().options(ServerOptions::from(config))
+    }
+}
+
+impl<L> ServerBuilder<L> {
     /// Adds a service; a later service with the same key replaces an earlier one.
     pub fn add_service<S: Service>(mut self, service: S) -> Self {
         let service: Arc<dyn Service> = Arc::new(service);
@@ -153,17 +185,35 @@ impl ServerBuilder {
         self
     }
 
-    /// Adds a layer that wraps every call (see [`crate::layer`]); the first added is the
-    /// outermost.
-    pub fn layer<L: Layer>(mut self, layer: L) -> Self {
-        self.layers.push(Arc::new(layer));
+    /// Wraps every call in a `tower::Layer`: tower's own (`TimeoutLayer`,
+    /// `ConcurrencyLimitLayer`, `LoadShedLayer`, a `ServiceBuilder` stack) or one of the
+    /// user's, over `tower::Service<ServerCall, Response = Reply>`. The first added is the
+    /// outermost. A layer's error reaches the caller with the kind the error table gives it:
+    /// an `RpcError` keeps its own, tower's `Elapsed` is a timeout, tower's `Overloaded` is
+    /// overloaded, anything else is internal with its message.
+    pub fn layer<N>(self, layer: N) -> ServerBuilder<Stack<N, L>> {
+        ServerBuilder {
+            services: self.services,
+            options: self.options,
+            interceptors: self.interceptors,
+            layer: Stack::new(layer, self.layer),
+            layered: true,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
+        }
+    }
+
+    /// Adds an interceptor that sees every call (see [`crate::interceptor`]), outside the
+    /// tower layers; the first added is the outermost.
+    pub fn interceptor<I: Interceptor>(mut self, interceptor: I) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
         self
     }
 
-    /// Adds a layer outside every layer added so far, so it sees every call they see,
-    /// refusals included (a bootstrap adding metrics to a builder it was handed).
-    pub fn outer_layer<L: Layer>(mut self, layer: L) -> Self {
-        self.layers.insert(0, Arc::new(layer));
+    /// Adds an interceptor outside every interceptor added so far, so it sees every call they
+    /// see, refusals included (a bootstrap adding metrics to a builder it was handed).
+    pub fn outer_interceptor<I: Interceptor>(mut self, interceptor: I) -> Self {
+        self.interceptors.insert(0, Arc::new(interceptor));
         self
     }
 
@@ -173,11 +223,6 @@ impl ServerBuilder {
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.tls = Some(tls);
         self
-    }
-
-    /// A builder with the options of the `rpc.server` section.
-    pub fn from_config(config: &ServerConfig) -> Self {
-        Self::new().options(ServerOptions::from(config))
     }
 
     /// Replaces all options.
@@ -243,17 +288,25 @@ impl ServerBuilder {
     }
 
     /// Binds `addr` (see [`listen`]) and starts serving in background tasks.
-    pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<RunningServer> {
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<RunningServer>
+    where
+        L: ServerLayers,
+    {
         let listener = listen(addr).await?;
         Ok(self.serve_listener(listener))
     }
 
     /// Serves on an already bound listener.
-    pub fn serve_listener(self, listener: TcpListener) -> RunningServer {
+    pub fn serve_listener(self, listener: TcpListener) -> RunningServer
+    where
+        L: ServerLayers,
+    {
         let local_addr = listener.local_addr().ok();
+        let stack = self.layered.then(|| self.layer.into_stack());
         let shared = Arc::new(Shared {
             services: self.services,
-            layers: Layers::new(self.layers),
+            interceptors: Interceptors::new(self.interceptors),
+            stack,
             limit: Arc::new(Semaphore::new(self.options.max_concurrent_calls)),
             connection_slots: Arc::new(Semaphore::new(self.options.max_connections)),
             max_connections: self.options.max_connections,
@@ -296,7 +349,9 @@ impl ServerBuilder {
 /// State shared by the accept loop, the connections and the calls.
 pub(crate) struct Shared {
     pub(crate) services: HashMap<String, Arc<dyn Service>>,
-    pub(crate) layers: Layers,
+    pub(crate) interceptors: Interceptors,
+    /// The tower layers around dispatch, when there are any.
+    pub(crate) stack: Option<ServerStack>,
     pub(crate) limit: Arc<Semaphore>,
     /// One permit per connection served.
     pub(crate) connection_slots: Arc<Semaphore>,

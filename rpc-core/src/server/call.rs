@@ -1,0 +1,191 @@
+//! The server's tower seam: [`ServerCall`] (what a layer sees of a request), [`Dispatch`]
+//! (the innermost service, which runs the handler) and [`ServerStack`] (the boxed stack the
+//! server calls).
+//!
+//! A server with tower layers builds, once, `layers(Dispatch)` boxed as a [`ServerStack`].
+//! Each admitted call clones the stack (tower's contract: readiness belongs to the clone that
+//! is called) and drives `ready` then `call` as one future, which the connection polls once
+//! in its own task like any handler: a stack whose layers do not wait finishes there and costs
+//! no task. Dispatch puts the context (as the layers left it: metadata, extensions) in scope
+//! for the handler. A layer's error becomes the reply the error table gives it
+//! ([`RpcError::from_layer_error`]).
+//!
+//! A server without tower layers never builds a stack: the connection calls the handler
+//! directly, as Dispatch would.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use tokio::task::futures::TaskLocalFuture;
+use tower::util::{BoxCloneSyncService, Oneshot};
+use tower::ServiceExt;
+
+use super::service::Service;
+use crate::body::Body;
+use crate::context::{self, CallContext};
+use crate::error::{BoxError, RpcError};
+use crate::future::BoxFuture;
+use crate::reply::Reply;
+use crate::serializer::SerializerKind;
+
+/// One call as the server's tower layers see it: its context, its serializer and its encoded
+/// arguments, bound for an admitted service and method.
+pub struct ServerCall {
+    ctx: CallContext,
+    serializer: SerializerKind,
+    args: Body,
+    service: Arc<dyn Service>,
+}
+
+impl ServerCall {
+    pub(crate) fn new(ctx: CallContext, serializer: SerializerKind, args: Body, service: Arc<dyn Service>) -> Self {
+        Self {
+            ctx,
+            serializer,
+            args,
+            service,
+        }
+    }
+
+    /// The call's context: service, method, metadata, deadline, peer, identity, trace and
+    /// extensions. What a layer changes here is what the handler sees.
+    pub fn context(&self) -> &CallContext {
+        &self.ctx
+    }
+
+    /// The call's context, to change (store an extension for the handler, say).
+    pub fn context_mut(&mut self) -> &mut CallContext {
+        &mut self.ctx
+    }
+
+    /// The serializer the arguments are encoded with (the reply uses it too).
+    pub fn serializer(&self) -> SerializerKind {
+        self.serializer
+    }
+
+    /// The encoded arguments.
+    pub fn args(&self) -> &Body {
+        &self.args
+    }
+}
+
+impl std::fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCall")
+            .field("service", &self.ctx.service())
+            .field("method", &self.ctx.method())
+            .field("serializer", &self.serializer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The innermost service of a server's stack: runs the call's handler inside its context.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dispatch;
+
+impl tower_service::Service<ServerCall> for Dispatch {
+    type Response = Reply;
+    type Error = Infallible;
+    type Future = DispatchFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ServerCall) -> Self::Future {
+        let ServerCall {
+            ctx,
+            serializer,
+            args,
+            service,
+        } = call;
+        let handler = service.call(ctx.method(), serializer, args);
+        context::scope(ctx, handler).map(Ok as fn(Reply) -> Result<Reply, Infallible>)
+    }
+}
+
+/// The future of [`Dispatch`]: the handler, in its call's context.
+pub type DispatchFuture = futures_util::future::Map<
+    TaskLocalFuture<CallContext, BoxFuture<'static, Reply>>,
+    fn(Reply) -> Result<Reply, Infallible>,
+>;
+
+/// A server's tower layers around [`Dispatch`], boxed once when the server starts.
+pub type ServerStack = BoxCloneSyncService<ServerCall, Reply, BoxError>;
+
+/// The tower layers a server can be built with: any `tower::Layer` over [`Dispatch`] whose
+/// service answers a [`ServerCall`] with a [`Reply`] (its error: anything that boxes). Implemented
+/// for every such layer; a bound to name in code that takes a `ServerBuilder<L>`.
+pub trait ServerLayers: Send + 'static {
+    /// The layers around [`Dispatch`], boxed.
+    fn into_stack(self) -> ServerStack;
+}
+
+impl<L> ServerLayers for L
+where
+    L: tower_layer::Layer<Dispatch> + Send + 'static,
+    L::Service: tower_service::Service<ServerCall, Response = Reply> + Clone + Send + Sync + 'static,
+    <L::Service as tower_service::Service<ServerCall>>::Error: Into<BoxError>,
+    <L::Service as tower_service::Service<ServerCall>>::Future: Send + 'static,
+{
+    fn into_stack(self) -> ServerStack {
+        BoxCloneSyncService::new(self.layer(Dispatch).map_err(Into::into))
+    }
+}
+
+/// One call through the server's stack: `ready` then `call` on a clone of the stack, the
+/// layer's error turned into the reply the error table gives it. Holds a copy of the context
+/// for the interceptors when there are any.
+pub(crate) struct StackCall {
+    call: Oneshot<ServerStack, ServerCall>,
+    ctx: Option<CallContext>,
+}
+
+impl StackCall {
+    /// `call` through `stack`; `keep_context` keeps a copy of its context for the
+    /// interceptors' `on_response`.
+    pub(crate) fn new(stack: &ServerStack, call: ServerCall, keep_context: bool) -> Self {
+        let ctx = keep_context.then(|| call.ctx.clone());
+        Self {
+            call: stack.clone().oneshot(call),
+            ctx,
+        }
+    }
+}
+
+impl Future for StackCall {
+    type Output = Reply;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        Pin::new(&mut self.call).poll(cx).map(|result| {
+            result.unwrap_or_else(|error| {
+                let error = RpcError::from_layer_error(error);
+                tracing::debug!(%error, "a layer failed the call");
+                Reply::from_error(&error)
+            })
+        })
+    }
+}
+
+/// A call's future as the connection drives it: it answers a [`Reply`], and gives the call's
+/// context back for the interceptors once it has ended.
+pub(crate) trait CallFuture: Future<Output = Reply> + Send + 'static {
+    /// The call's context, when this future kept it (taken once).
+    fn take_context(self: Pin<&mut Self>) -> Option<CallContext>;
+}
+
+impl<F: Future<Output = Reply> + Send + 'static> CallFuture for TaskLocalFuture<CallContext, F> {
+    fn take_context(self: Pin<&mut Self>) -> Option<CallContext> {
+        self.take_value()
+    }
+}
+
+impl CallFuture for StackCall {
+    fn take_context(self: Pin<&mut Self>) -> Option<CallContext> {
+        self.get_mut().ctx.take()
+    }
+}
