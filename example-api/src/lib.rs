@@ -48,7 +48,7 @@ impl std::fmt::Display for UserError {
 impl std::error::Error for UserError {}
 
 /// Looks users up.
-#[rpc_core::service(name = "UserService", version = "1.0")]
+#[rpc::service(name = "UserService", version = "1.0")]
 pub trait UserService {
     /// The user with this id.
     #[idempotent]

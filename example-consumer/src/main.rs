@@ -43,8 +43,8 @@ async fn main() -> ExitCode {
 
 /// Runs the calls; `Ok(false)` when any failed.
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
-    let config = rpc_registry::load_config(&args.config)?;
-    let consumer = rpc_registry::consumer(&config).await?;
+    let config = rpc::load_config(&args.config)?;
+    let consumer = rpc::consumer(&config).await?;
     let client = UserServiceClient::new(consumer.channel())?;
     let mut ok = 0u64;
     let mut by_instance: BTreeMap<String, u64> = BTreeMap::new();

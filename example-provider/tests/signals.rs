@@ -124,8 +124,8 @@ fn sighup_reloads_and_sigterm_deregisters() {
 /// certificate.
 #[tokio::test]
 async fn sighup_reloads_the_tls_certificates() {
-    use rpc_core::config::ClientTlsConfig;
-    use rpc_core::tls::ClientTls;
+    use rpc::config::ClientTlsConfig;
+    use rpc::tls::ClientTls;
     use rpc_tests::certs::TestPki;
 
     let (old, new) = (TestPki::new(), TestPki::new());
@@ -158,11 +158,11 @@ async fn sighup_reloads_the_tls_certificates() {
             })
             .await
             .expect("client TLS");
-            let options = rpc_core::client::ClientOptions {
+            let options = rpc::client::ClientOptions {
                 tls: Some(tls),
                 ..Default::default()
             };
-            rpc_core::Channel::direct_with(addr, options)
+            rpc::Channel::direct_with(addr, options)
                 .expect("channel")
                 .health("UserService:1.0")
                 .await

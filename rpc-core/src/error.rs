@@ -211,6 +211,22 @@ impl RpcError<Infallible> {
         }
     }
 
+    /// The caller did not prove who it is: what an auth layer answers
+    /// (`return Err(RpcError::unauthenticated("a token is required").into())`).
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::Unauthenticated(message.into())
+    }
+
+    /// The caller may not make this call.
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::PermissionDenied(message.into())
+    }
+
+    /// Refused for a reason of the layer's own.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::Refused(message.into())
+    }
+
     /// The error a tower layer's error stands for, decided by its type (see the module docs):
     /// an [`RpcError`] keeps its kind; tower's `Elapsed` is a [`RpcError::Timeout`]; tower's
     /// `Overloaded` is [`RpcError::Overloaded`]; anything else is [`RpcError::Internal`] with

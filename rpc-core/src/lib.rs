@@ -49,15 +49,17 @@
 
 #![deny(missing_docs)]
 
+// The code `#[service]` generates names the runtime `::rpc_core`, here too.
+extern crate self as rpc_core;
+
 // Layers, lowest first; a module imports only from lower layers (and leaves of its own):
 //   1. leaves: body, shared_bytes, arena, body_pool, large_body, choice, future, backoff,
 //      byte_string, host, error, schedule, context
-//   2. wire: serializer, protocol, reply, health, interceptor, auth (interceptors), metrics
-//      (an interceptor and event counters), transport
-//   3. discovery: registry, balance, fault (strategies, health, budget)
-//   4. configuration: config (plain data; it reads the strategy enums that live with their
-//      strategies, `balance::LoadBalancerKind` and `fault::{RetryStrategy, TolerantKind}`,
-//      and `fault::policy` resolves it)
+//   2. wire: serializer, protocol, reply, service (what both ends know of a service), health,
+//      interceptor, auth (interceptors), metrics (an interceptor and event counters), transport
+//   3. configuration: config (plain data, the strategy names included; `fault::policy`
+//      resolves it, `balance` builds the balancer it names)
+//   4. discovery: registry, balance, fault (strategies, health, budget)
 //   5. security: tls (turns the TLS sections of config into rustls configurations)
 //   6. ends: server, client
 mod arena;
@@ -87,6 +89,7 @@ mod reply;
 pub mod schedule;
 pub mod serializer;
 pub mod server;
+pub mod service;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transport;
@@ -105,7 +108,7 @@ pub use serializer::SerializerKind;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::byte_string::{ByteSlice, ByteVec, TextString, WireBytes, WireText};
-    pub use crate::client::validate_policy;
+    pub use crate::client::channel::{validate_policy, ClientParts};
     pub use bytes::Bytes;
     pub use std::future::Future;
     pub use std::sync::Arc;

@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use rpc_core::client::{Consumer, MethodDescriptor};
-use rpc_core::config::RpcConfig;
-use rpc_core::protocol::Status;
-use rpc_core::registry::Registry;
-use rpc_core::SerializerKind;
+use rpc::client::{Consumer, MethodDescriptor};
+use rpc::config::RpcConfig;
+use rpc::protocol::Status;
+use rpc::registry::Registry;
+use rpc::SerializerKind;
 use serde_json::Value;
 
 use crate::error::CtlError;
@@ -30,7 +30,7 @@ pub async fn run(
     listing::registered(&registry, key).await?;
     let mut config = config.clone();
     config.serializer = SerializerKind::Json;
-    let builder = rpc_registry::secure_consumer(Consumer::builder(&config), &config).await?;
+    let builder = rpc::secure_consumer(Consumer::builder(&config), &config).await?;
     let consumer = builder.build(registry).await?;
     let channel = consumer.channel();
     let descriptor = MethodDescriptor::dynamic(key, method);

@@ -1,9 +1,8 @@
 //! What can go wrong, each said in one line.
 
-use rpc_core::config::ConfigError;
-use rpc_core::registry::RegistryError;
-use rpc_core::tls::TlsError;
-use rpc_core::{ClientBuildError, RpcError};
+use rpc::config::ConfigError;
+use rpc::registry::RegistryError;
+use rpc::{ClientBuildError, RpcError};
 
 /// An rpc-ctl failure.
 #[derive(Debug, thiserror::Error)]
@@ -11,9 +10,9 @@ pub enum CtlError {
     /// The configuration file.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A TLS file of `rpc.consumer.tls` cannot be used.
+    /// The consumer's security (`rpc.consumer.tls`, the token) cannot be set up.
     #[error(transparent)]
-    Tls(#[from] TlsError),
+    Boot(#[from] rpc::BootError),
     /// The registry did not answer or refused.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -61,7 +60,7 @@ pub enum CtlError {
     Client(#[from] ClientBuildError),
     /// The consumer could not be built.
     #[error(transparent)]
-    Consumer(#[from] rpc_core::client::ConsumerError),
+    Consumer(#[from] rpc::client::ConsumerError),
     /// Rules that do not validate.
     #[error("{path}: invalid rules: {message}")]
     InvalidRules {
@@ -96,12 +95,12 @@ impl CtlError {
     /// The error of a failed call of `key`'s `method`.
     pub fn from_call(key: &str, method: &str, error: RpcError) -> Self {
         match error.kind() {
-            rpc_core::ErrorKind::MethodNotFound => Self::UnknownMethod {
+            rpc::ErrorKind::MethodNotFound => Self::UnknownMethod {
                 key: key.to_owned(),
                 method: method.to_owned(),
             },
             // The reply is read as raw JSON here: a decode error is the provider's.
-            rpc_core::ErrorKind::Decode => Self::RemoteDecode(error),
+            rpc::ErrorKind::Decode => Self::RemoteDecode(error),
             kind => Self::Call {
                 kind: kind.as_str(),
                 source: error,

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::config::RpcConfig;
-use rpc_core::health::Health;
-use rpc_core::registry::{Registry, ServiceInstance};
-use rpc_core::Channel;
+use rpc::config::RpcConfig;
+use rpc::health::Health;
+use rpc::registry::{Registry, ServiceInstance};
+use rpc::Channel;
 use serde_json::json;
 
 use crate::error::CtlError;
@@ -74,7 +74,7 @@ pub async fn instances(registry: &Arc<dyn Registry>, key: &str, json: bool) -> R
 pub async fn health(registry: &Arc<dyn Registry>, config: &RpcConfig, key: &str, json: bool) -> Result<(), CtlError> {
     let instances = registered(registry, key).await?;
     let timeout = Duration::from_millis(config.consumer.timeout_ms);
-    let options = rpc_registry::client_options(config).await?;
+    let options = rpc::client_options(config).await?;
     let mut failing = 0;
     let mut rows = Vec::new();
     for instance in &instances {

@@ -28,8 +28,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use rpc_core::config::RpcConfig;
-use rpc_core::registry::Registry;
+use rpc::config::RpcConfig;
+use rpc::registry::Registry;
 
 use crate::error::CtlError;
 
@@ -117,8 +117,8 @@ fn fail(error: &CtlError) -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), CtlError> {
-    let config = rpc_registry::load_config(&args.config)?;
-    let registry = rpc_registry::connect(&config.registry).await?;
+    let config = rpc::load_config(&args.config)?;
+    let registry = rpc::connect(&config.registry).await?;
     let outcome = dispatch(&args, &config, &registry).await;
     let _ = registry.close().await;
     outcome

@@ -1,6 +1,6 @@
 //! How instances are shown: one aligned line each, or a JSON object.
 
-use rpc_core::registry::{now_ms, ServiceInstance, ZONE};
+use rpc::registry::{now_ms, ServiceInstance, ZONE};
 use serde_json::{json, Value};
 
 /// An instance's zone, `-` when it has none.

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rpc_core::client::rules::ServiceRules;
-use rpc_core::registry::Registry;
+use rpc::client::rules::ServiceRules;
+use rpc::registry::Registry;
 use serde_json::{json, Value};
 
 use crate::error::CtlError;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::registry::{Registry, ServiceInstance, WatchEvent};
+use rpc::registry::{Registry, ServiceInstance, WatchEvent};
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use example_api::{InMemoryUsers, UserServiceServer};
-use rpc_core::config::RpcConfig;
-use rpc_core::server::ServerBuilder;
+use rpc::config::RpcConfig;
+use rpc::server::ServerBuilder;
 use rpc_tests::process::lines;
 use rpc_tests::servers::shared_etcd;
 use serde_json::Value;
@@ -95,13 +95,13 @@ impl Drop for Setup {
 }
 
 /// A UserService provider registered with `setup`'s configuration.
-async fn provider(setup: &Setup) -> rpc_registry::Provider {
+async fn provider(setup: &Setup) -> rpc::Provider {
     let config = setup.config();
-    let listener = rpc_core::server::listen("127.0.0.1:0").await.unwrap();
+    let listener = rpc::server::listen("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let builder =
         ServerBuilder::from_config(&config.server).add_service(UserServiceServer::new(InMemoryUsers::new(addr)));
-    rpc_registry::serve_listener(&config, builder, listener).await.unwrap()
+    rpc::serve_listener(&config, builder, listener).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
-//! The `#[service]` attribute macro. Use it as `rpc_core::service`; see the rpc-core docs for a
-//! runnable example.
+//! The `#[service]` attribute macro. Use it as `rpc::service` (or `rpc_core::service`); see the
+//! rpc-core docs for a runnable example.
 //!
 //! On a trait of `async fn`s taking `&self` it emits:
 //! * the trait, with each method rewritten to return `impl Future<Output = R> + Send` (so the
@@ -20,6 +20,7 @@
 
 mod model;
 mod render;
+mod root;
 
 use proc_macro::TokenStream;
 

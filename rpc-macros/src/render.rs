@@ -47,6 +47,7 @@ fn client_ident(def: &ServiceDef) -> syn::Ident {
 }
 
 fn render_client(def: &ServiceDef) -> TokenStream {
+    let rpc = crate::root::path();
     let vis = &def.item.vis;
     let trait_ident = &def.item.ident;
     let client = client_ident(def);
@@ -63,7 +64,7 @@ fn render_client(def: &ServiceDef) -> TokenStream {
         /// Cloning it is one reference count: clone it into every task that calls.
         #[derive(Clone)]
         #vis struct #client {
-            inner: ::rpc_core::__private::Arc<::rpc_core::client::ClientParts>,
+            inner: #rpc::__private::Arc<#rpc::__private::ClientParts>,
         }
 
         impl ::core::fmt::Debug for #client {
@@ -83,17 +84,17 @@ fn render_client(def: &ServiceDef) -> TokenStream {
             /// The service key, `name:version`.
             pub const SERVICE_KEY: &'static str = #key;
             /// What the call path knows of each method, in declaration order.
-            pub const METHODS: &'static [::rpc_core::client::MethodDescriptor] = &[#(#descriptors),*];
+            pub const METHODS: &'static [#rpc::client::MethodDescriptor] = &[#(#descriptors),*];
 
             /// A client that calls through `channel`, with no local implementation; fails when
             /// the channel's configuration asks for one (`fail_back`, `mock`) or for `fail_safe`
             /// on a method whose result has no default.
-            pub fn new(channel: ::rpc_core::client::Channel) -> ::core::result::Result<Self, ::rpc_core::ClientBuildError> {
+            pub fn new(channel: #rpc::client::Channel) -> ::core::result::Result<Self, #rpc::ClientBuildError> {
                 Self::builder(channel).build()
             }
 
             /// A builder, to add a local implementation for `fail_back` and `mock`.
-            pub fn builder(channel: ::rpc_core::client::Channel) -> #builder {
+            pub fn builder(channel: #rpc::client::Channel) -> #builder {
                 #builder { channel, local: ::core::option::Option::None }
             }
 
@@ -108,7 +109,7 @@ fn render_client(def: &ServiceDef) -> TokenStream {
             }
 
             /// The same client encoding calls with another serializer.
-            pub fn with_serializer(&self, serializer: ::rpc_core::SerializerKind) -> Self {
+            pub fn with_serializer(&self, serializer: #rpc::SerializerKind) -> Self {
                 self.with_channel(self.inner.channel.clone().with_serializer(serializer))
             }
 
@@ -132,18 +133,18 @@ fn render_client(def: &ServiceDef) -> TokenStream {
             }
 
             /// The channel calls go through.
-            pub fn channel(&self) -> &::rpc_core::client::Channel {
+            pub fn channel(&self) -> &#rpc::client::Channel {
                 &self.inner.channel
             }
 
             /// The policy each method's calls run under, resolved from the channel's configuration.
-            pub fn policy(&self, method: &str) -> ::core::option::Option<&::rpc_core::fault::MethodPolicy> {
+            pub fn policy(&self, method: &str) -> ::core::option::Option<&#rpc::fault::MethodPolicy> {
                 Self::METHODS.iter().position(|m| m.name == method).map(|i| &self.inner.policies[i])
             }
 
-            fn with_channel(&self, channel: ::rpc_core::client::Channel) -> Self {
+            fn with_channel(&self, channel: #rpc::client::Channel) -> Self {
                 Self {
-                    inner: ::rpc_core::__private::Arc::new(::rpc_core::client::ClientParts {
+                    inner: #rpc::__private::Arc::new(#rpc::__private::ClientParts {
                         channel,
                         policies: self.inner.policies.clone(),
                         local: self.inner.local.clone(),
@@ -156,29 +157,29 @@ fn render_client(def: &ServiceDef) -> TokenStream {
 
         #[doc = #builder_doc]
         #vis struct #builder {
-            channel: ::rpc_core::client::Channel,
-            local: ::core::option::Option<::rpc_core::client::LocalService>,
+            channel: #rpc::client::Channel,
+            local: ::core::option::Option<#rpc::client::LocalService>,
         }
 
         impl #builder {
             /// Calls `implementation` in this process when a call fails under `fail_back`, and
             /// instead of the network in `mock` mode.
             pub fn fallback<T: #trait_ident>(mut self, implementation: T) -> Self {
-                self.local = ::core::option::Option::Some(::rpc_core::__private::Arc::new(#server::new(implementation)));
+                self.local = ::core::option::Option::Some(#rpc::__private::Arc::new(#server::new(implementation)));
                 self
             }
 
             /// Resolves each method's policy and checks the client can honour it.
-            pub fn build(self) -> ::core::result::Result<#client, ::rpc_core::ClientBuildError> {
+            pub fn build(self) -> ::core::result::Result<#client, #rpc::ClientBuildError> {
                 self.channel.check_method_overrides(#client::SERVICE_KEY, #client::METHODS)?;
                 let mut policies = ::std::vec::Vec::with_capacity(#client::METHODS.len());
                 for method in #client::METHODS {
                     let policy = self.channel.policy(method.service, method.name, method.idempotent);
-                    ::rpc_core::__private::validate_policy(method, &policy, self.local.is_some())?;
+                    #rpc::__private::validate_policy(method, &policy, self.local.is_some())?;
                     policies.push(policy);
                 }
                 ::core::result::Result::Ok(#client {
-                    inner: ::rpc_core::__private::Arc::new(::rpc_core::client::ClientParts {
+                    inner: #rpc::__private::Arc::new(#rpc::__private::ClientParts {
                         channel: self.channel,
                         policies: policies.into(),
                         local: self.local,
@@ -192,23 +193,24 @@ fn render_client(def: &ServiceDef) -> TokenStream {
 /// A method's descriptor: its names, `#[idempotent]`, and how to encode its default value
 /// (the `fail_safe` answer) when its result type has one.
 fn render_descriptor(key: &str, m: &MethodDef) -> TokenStream {
+    let rpc = crate::root::path();
     let name = m.ident.to_string();
     let idempotent = m.idempotent;
     let ty = default_type(&m.output);
     let wire = wire_value(ty, quote!(value));
     quote! {
-        ::rpc_core::client::MethodDescriptor {
+        #rpc::client::MethodDescriptor {
             service: #key,
             name: #name,
             idempotent: #idempotent,
             default_reply: {
-                fn default_reply(serializer: ::rpc_core::SerializerKind) -> ::core::option::Option<::rpc_core::Reply> {
+                fn default_reply(serializer: #rpc::SerializerKind) -> ::core::option::Option<#rpc::Reply> {
                     #[allow(unused_imports)]
-                    use ::rpc_core::__private::{ViaDefault as _, ViaNone as _};
+                    use #rpc::__private::{ViaDefault as _, ViaNone as _};
                     // The double borrow selects `ViaDefault` when the type has a `Default`.
                     #[allow(clippy::needless_borrow)]
-                    let value = (&&::rpc_core::__private::DefaultProbe::<#ty>::new()).default_value();
-                    value.map(|value| ::rpc_core::Reply::ok(serializer, &#wire))
+                    let value = (&&#rpc::__private::DefaultProbe::<#ty>::new()).default_value();
+                    value.map(|value| #rpc::Reply::ok(serializer, &#wire))
                 }
                 default_reply
             },
@@ -226,6 +228,7 @@ fn default_type(output: &Output) -> &syn::Type {
 }
 
 fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
+    let rpc = crate::root::path();
     let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
     let name = &m.ident;
     let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
@@ -247,7 +250,7 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
             let wire = wire_type(ty);
             let unwrap = unwrap_wire(ty);
             (
-                quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
+                quote!(::core::result::Result<#ty, #rpc::RpcError>),
                 quote!(error),
                 quote!(reply.into_value::<#wire>(self.inner.channel.serializer())#unwrap),
             )
@@ -256,7 +259,7 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
             let wire = wire_type(ok);
             let unwrap = unwrap_wire(ok);
             (
-                quote!(::core::result::Result<#ok, ::rpc_core::RpcError<#err>>),
+                quote!(::core::result::Result<#ok, #rpc::RpcError<#err>>),
                 quote!(error.into_typed()),
                 quote!(reply.into_result::<#wire, #err>(self.inner.channel.serializer())#unwrap),
             )
@@ -280,6 +283,7 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
 }
 
 fn render_server(def: &ServiceDef) -> TokenStream {
+    let rpc = crate::root::path();
     let vis = &def.item.vis;
     let trait_ident = &def.item.ident;
     let client = client_ident(def);
@@ -290,28 +294,28 @@ fn render_server(def: &ServiceDef) -> TokenStream {
     quote! {
         #[doc = #doc]
         #vis struct #server<T> {
-            inner: ::rpc_core::__private::Arc<T>,
+            inner: #rpc::__private::Arc<T>,
         }
 
         impl<T: #trait_ident> #server<T> {
             /// Serves `service`.
             pub fn new(service: T) -> Self {
-                Self { inner: ::rpc_core::__private::Arc::new(service) }
+                Self { inner: #rpc::__private::Arc::new(service) }
             }
 
             /// Serves a shared `service`.
-            pub fn from_arc(service: ::rpc_core::__private::Arc<T>) -> Self {
+            pub fn from_arc(service: #rpc::__private::Arc<T>) -> Self {
                 Self { inner: service }
             }
         }
 
         impl<T> ::core::clone::Clone for #server<T> {
             fn clone(&self) -> Self {
-                Self { inner: ::rpc_core::__private::Arc::clone(&self.inner) }
+                Self { inner: #rpc::__private::Arc::clone(&self.inner) }
             }
         }
 
-        impl<T: #trait_ident> ::rpc_core::server::Service for #server<T> {
+        impl<T: #trait_ident> #rpc::server::Service for #server<T> {
             fn name(&self) -> &str {
                 #client::SERVICE_NAME
             }
@@ -331,13 +335,13 @@ fn render_server(def: &ServiceDef) -> TokenStream {
             fn call(
                 &self,
                 method: &str,
-                serializer: ::rpc_core::SerializerKind,
-                args: ::rpc_core::Body,
-            ) -> ::rpc_core::BoxFuture<'static, ::rpc_core::Reply> {
+                serializer: #rpc::SerializerKind,
+                args: #rpc::Body,
+            ) -> #rpc::BoxFuture<'static, #rpc::Reply> {
                 match method {
                     #(#arms)*
                     other => {
-                        let reply = ::rpc_core::Reply::method_not_found(#client::SERVICE_KEY, other);
+                        let reply = #rpc::Reply::method_not_found(#client::SERVICE_KEY, other);
                         ::std::boxed::Box::pin(::core::future::ready(reply))
                     }
                 }
@@ -347,6 +351,7 @@ fn render_server(def: &ServiceDef) -> TokenStream {
 }
 
 fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
+    let rpc = crate::root::path();
     let name = &m.ident;
     let method = name.to_string();
     let arg_names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
@@ -360,13 +365,13 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
         .map(|(n, _)| quote!(let #n = #n.0;));
     let reply_ok = |ty: &syn::Type, value: TokenStream| {
         let value = wire_value(ty, value);
-        quote_spanned!(ty.span()=> ::rpc_core::Reply::ok(serializer, &#value))
+        quote_spanned!(ty.span()=> #rpc::Reply::ok(serializer, &#value))
     };
     let encode = match &m.output {
         Output::Value(ty) => reply_ok(ty, quote!(out)),
         Output::Result { ok, err } => {
             let ok_reply = reply_ok(ok, quote!(value));
-            let err_reply = quote_spanned!(err.span()=> ::rpc_core::Reply::application_error(serializer, &error));
+            let err_reply = quote_spanned!(err.span()=> #rpc::Reply::application_error(serializer, &error));
             quote! {
                 match out {
                     ::core::result::Result::Ok(value) => #ok_reply,
@@ -377,11 +382,11 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
     };
     quote! {
         #method => {
-            let inner = ::rpc_core::__private::Arc::clone(&self.inner);
+            let inner = #rpc::__private::Arc::clone(&self.inner);
             ::std::boxed::Box::pin(async move {
                 let (#(#arg_names,)*): (#(#arg_types,)*) = match serializer.decode_body(args) {
                     ::core::result::Result::Ok(decoded) => decoded,
-                    ::core::result::Result::Err(e) => return ::rpc_core::Reply::decode_failed(e),
+                    ::core::result::Result::Err(e) => return #rpc::Reply::decode_failed(e),
                 };
                 #(#unwrap_bytes)*
                 let out = <T as #trait_ident>::#name(&inner, #(#arg_names),*).await;
@@ -394,10 +399,11 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
 /// `value` (of type `ty`) as it is encoded: a byte string moved into its wire form, anything
 /// else as it is.
 fn wire_value(ty: &syn::Type, value: TokenStream) -> TokenStream {
+    let rpc = crate::root::path();
     match byte_string(ty) {
-        Some(ByteString::Vec) => quote!(::rpc_core::__private::WireBytes::from_vec(#value)),
-        Some(ByteString::Bytes) => quote!(::rpc_core::__private::WireBytes::from_bytes(#value)),
-        Some(ByteString::Text) => quote!(::rpc_core::__private::WireText::from_string(#value)),
+        Some(ByteString::Vec) => quote!(#rpc::__private::WireBytes::from_vec(#value)),
+        Some(ByteString::Bytes) => quote!(#rpc::__private::WireBytes::from_bytes(#value)),
+        Some(ByteString::Text) => quote!(#rpc::__private::WireText::from_string(#value)),
         None => value,
     }
 }
@@ -405,10 +411,11 @@ fn wire_value(ty: &syn::Type, value: TokenStream) -> TokenStream {
 /// The type a value of type `ty` is decoded as (spanned by `ty`, so that a missing serde
 /// implementation points at it).
 fn wire_type(ty: &syn::Type) -> TokenStream {
+    let rpc = crate::root::path();
     match byte_string(ty) {
-        Some(ByteString::Vec) => quote!(::rpc_core::__private::ByteVec),
-        Some(ByteString::Bytes) => quote!(::rpc_core::__private::ByteSlice),
-        Some(ByteString::Text) => quote!(::rpc_core::__private::TextString),
+        Some(ByteString::Vec) => quote!(#rpc::__private::ByteVec),
+        Some(ByteString::Bytes) => quote!(#rpc::__private::ByteSlice),
+        Some(ByteString::Text) => quote!(#rpc::__private::TextString),
         None => quote_spanned!(ty.span()=> #ty),
     }
 }

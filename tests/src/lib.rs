@@ -3,6 +3,11 @@
 
 #![deny(missing_docs)]
 
+/// The README's compiled blocks (the ones not marked `ignore`) run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod certs;
 pub mod faulty;
 pub mod load;

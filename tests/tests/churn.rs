@@ -24,10 +24,10 @@ async fn a_consumer_keeps_nothing_for_providers_that_left() {
     let start_provider = || async {
         let builder =
             ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
-        rpc_registry::serve(&config, builder).await.unwrap()
+        rpc::serve(&config, builder).await.unwrap()
     };
     let mut live = vec![start_provider().await, start_provider().await];
-    let consumer = rpc_registry::consumer(&config).await.unwrap();
+    let consumer = rpc::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     for i in 0..10 {
         client.echo(i).await.unwrap();

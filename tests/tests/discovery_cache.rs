@@ -320,9 +320,9 @@ async fn config_built_providers_and_consumer_round_robin_and_deregister_on_shutd
     let config = memory_config(&unique_root("mem"));
     let builder =
         || ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
-    let first = rpc_registry::serve(&config, builder()).await.unwrap();
-    let second = rpc_registry::serve(&config, builder()).await.unwrap();
-    let consumer = rpc_registry::consumer(&config).await.unwrap();
+    let first = rpc::serve(&config, builder()).await.unwrap();
+    let second = rpc::serve(&config, builder()).await.unwrap();
+    let consumer = rpc::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     for i in 0..20 {
         assert_eq!(client.echo(i).await.unwrap(), i);
@@ -396,8 +396,8 @@ async fn the_consumer_builder_takes_a_users_balancer_layer_and_connection_option
     assert_eq!(options.keepalive_interval, Duration::from_secs(1));
     let builder =
         || ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
-    let a = rpc_registry::serve(&config, builder()).await.unwrap();
-    let b = rpc_registry::serve(&config, builder()).await.unwrap();
+    let a = rpc::serve(&config, builder()).await.unwrap();
+    let b = rpc::serve(&config, builder()).await.unwrap();
     let highest = a.local_addr().unwrap().port().max(b.local_addr().unwrap().port());
 
     let picks = Arc::new(AtomicUsize::new(0));

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc::Provider;
 use rpc_core::config::RpcConfig;
 use rpc_core::registry::Registry;
 use rpc_core::server::ServerBuilder;
-use rpc_registry::Provider;
 use rpc_tests::load::{ms, report, Load};
 use rpc_tests::servers::{shared_etcd, unique_root, EtcdServer, ETCD_ROOT};
 use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
@@ -29,7 +29,7 @@ fn etcd_config(endpoint: &str, root: &str, auth: bool) -> RpcConfig {
 async fn provider(config: &RpcConfig, label: &str) -> Provider {
     let builder =
         ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::labeled(label)));
-    rpc_registry::serve(config, builder).await.expect("start a provider")
+    rpc::serve(config, builder).await.expect("start a provider")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +39,7 @@ async fn expiring_etcd_auth_tokens_are_renewed_by_consumers_and_providers() {
     };
     let config = etcd_config(&etcd.endpoint(), &unique_root("jwt"), true);
     let first = provider(&config, "first").await;
-    let consumer = rpc_registry::consumer(&config).await.unwrap();
+    let consumer = rpc::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     client.owner(0).await.unwrap();
     let load = Load::start(&client, 4, Duration::from_millis(5));
@@ -126,12 +126,12 @@ async fn default_etcd_keeps_the_connections_of_a_watching_and_an_idle_consumer()
     let Some(endpoints) = shared_etcd() else { return };
     let config = etcd_config(&endpoints[0], &unique_root("keepalive"), false);
     let only = provider(&config, "only").await;
-    let watching = rpc_registry::consumer(&config).await.unwrap();
+    let watching = rpc::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(watching.channel()).unwrap();
     client.owner(0).await.unwrap();
     // A consumer that has not called anything yet: its connection carries no stream, which is
     // when etcd counts a client's pings against its --grpc-keepalive-min-time.
-    let idle = rpc_registry::consumer(&config).await.unwrap();
+    let idle = rpc::consumer(&config).await.unwrap();
     let connections = connections_to(&endpoints[0]);
     assert!(
         connections.len() >= 3,

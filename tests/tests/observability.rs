@@ -49,7 +49,7 @@ async fn calls_are_counted_on_both_sides_and_health_follows_shutdown() {
     use rpc_core::metrics::MetricsLayer;
     use rpc_core::registry::Registry;
 
-    let endpoint = rpc_registry::metrics_endpoint::MetricsEndpoint::start("127.0.0.1:0")
+    let endpoint = rpc::metrics_endpoint::MetricsEndpoint::start("127.0.0.1:0")
         .await
         .unwrap();
     let registry = Arc::new(rpc_registry::memory::MemoryRegistry::shared("/observability-health"));

@@ -40,7 +40,7 @@ async fn a_rolling_restart_loses_no_call_under_the_default_policy() {
     for _ in 0..3 {
         providers.push(ProviderProcess::start(binary, &provider_yaml).await);
     }
-    let consumer = rpc_registry::consumer(&consumer_config).await.unwrap();
+    let consumer = rpc::consumer(&consumer_config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     wait_until(Duration::from_secs(10), "the consumer sees the three providers", || {
         let client = client.clone();
@@ -97,10 +97,10 @@ async fn retries_and_fail_overs_stay_within_the_retry_budget() {
         "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry: {{ type: memory, root: \"{root}\" }}\n  consumer:\n    retry: {{ strategy: fixed_interval, max_attempts: 5, base_delay_ms: 0, budget_percent: 20, min_retries_per_sec: 10 }}\n    outlier: {{ consecutive_failures: 1000000 }}\n"
     ))
     .unwrap();
-    let provider = rpc_registry::serve(&config, ServerBuilder::from_config(&config.server).add_service(service))
+    let provider = rpc::serve(&config, ServerBuilder::from_config(&config.server).add_service(service))
         .await
         .unwrap();
-    let consumer = rpc_registry::consumer(&config).await.unwrap();
+    let consumer = rpc::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     let started = Instant::now();
     let calls = 5000u64;
@@ -168,12 +168,12 @@ async fn a_consumer_with_a_cache_file_starts_and_calls_while_etcd_is_down() {
     let serve = || async {
         let builder =
             ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
-        rpc_registry::serve(&config, builder).await.unwrap()
+        rpc::serve(&config, builder).await.unwrap()
     };
     let providers = vec![serve().await, serve().await];
 
     // A consumer that ran while etcd was up left its last-known instances in the file.
-    let first = rpc_registry::consumer(&config).await.unwrap();
+    let first = rpc::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(first.channel()).unwrap();
     client.echo(1).await.unwrap();
     let cache = CacheFile::new(&file, &root);
@@ -186,9 +186,7 @@ async fn a_consumer_with_a_cache_file_starts_and_calls_while_etcd_is_down() {
 
     etcd.stop().await;
     let started = Instant::now();
-    let consumer = rpc_registry::consumer(&config)
-        .await
-        .expect("starts from the cache file");
+    let consumer = rpc::consumer(&config).await.expect("starts from the cache file");
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     for i in 0..20 {
         assert_eq!(
@@ -235,7 +233,7 @@ async fn a_corrupt_cache_file_is_ignored_naming_it_and_the_registry_error_stands
     std::fs::write(&file, b"{ this is not json").unwrap();
     let dead = format!("127.0.0.1:{}", rpc_tests::servers::free_port());
     let config = with_cache_file(&dead, &unique_root("corrupt"), &file);
-    let error = match rpc_registry::consumer(&config).await {
+    let error = match rpc::consumer(&config).await {
         Ok(_) => panic!("a consumer started without a registry and without a usable cache file"),
         Err(e) => e.to_string(),
     };

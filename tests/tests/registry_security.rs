@@ -68,13 +68,9 @@ async fn etcd_over_tls_with_client_certificates_and_auth_carries_the_whole_flow(
     for label in ["a", "b"] {
         let builder = ServerBuilder::from_config(&config.server)
             .add_service(TestServiceServer::new(TestServiceImpl::labeled(label.to_owned())));
-        providers.push(
-            rpc_registry::serve(&config, builder)
-                .await
-                .expect("a provider over etcd TLS"),
-        );
+        providers.push(rpc::serve(&config, builder).await.expect("a provider over etcd TLS"));
     }
-    let consumer = rpc_registry::consumer(&config).await.expect("a consumer over etcd TLS");
+    let consumer = rpc::consumer(&config).await.expect("a consumer over etcd TLS");
     let client = TestServiceClient::new(consumer.channel()).expect("client");
     wait_until(Duration::from_secs(10), "both providers are discovered", || async {
         consumer

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc::Provider;
 use rpc_core::client::Consumer;
 use rpc_core::config::RpcConfig;
 use rpc_core::registry::{Registry, ServiceInstance};
 use rpc_core::server::ServerBuilder;
-use rpc_registry::Provider;
 use rpc_tests::load::{ms, report, Load};
 use rpc_tests::process::ProviderProcess;
 use rpc_tests::proxy::FaultProxy;
@@ -34,7 +34,7 @@ fn config(kind: &str, endpoints: &[String], root: &str, ttl_secs: u64, consumer:
 async fn provider(config: &RpcConfig, label: &str) -> Provider {
     let builder =
         ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::labeled(label)));
-    rpc_registry::serve(config, builder).await.expect("start a provider")
+    rpc::serve(config, builder).await.expect("start a provider")
 }
 
 /// Waits until a fresh registry handle lists exactly `ports` for TestService.
@@ -64,7 +64,7 @@ async fn await_registered(config: &RpcConfig, ports: &[u16], timeout: Duration, 
 /// A consumer built from `cfg` whose client has made its first call (so the service is loaded
 /// and watched).
 async fn consumer(cfg: &RpcConfig) -> (Consumer, TestServiceClient) {
-    let consumer = rpc_registry::consumer(cfg).await.expect("a consumer");
+    let consumer = rpc::consumer(cfg).await.expect("a consumer");
     let client = TestServiceClient::new(consumer.channel()).expect("a client");
     client.owner(0).await.expect("a first call");
     (consumer, client)

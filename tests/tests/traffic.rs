@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rpc::Provider;
 use rpc_core::config::RpcConfig;
 use rpc_core::registry::Registry;
 use rpc_core::server::ServerBuilder;
-use rpc_registry::Provider;
 use rpc_tests::load::{ms, report};
 use rpc_tests::servers::{shared_etcd, shared_zookeeper, unique_root};
 use rpc_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
@@ -37,7 +37,7 @@ fn backends() -> Vec<(&'static str, Vec<String>)> {
 async fn provider(config: &RpcConfig, label: &str) -> Provider {
     let builder =
         ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::labeled(label)));
-    rpc_registry::serve(config, builder).await.expect("start a provider")
+    rpc::serve(config, builder).await.expect("start a provider")
 }
 
 /// When a call ended, and who answered it (or its error).
@@ -106,7 +106,7 @@ async fn a_disabling_rule_takes_an_instance_out_within_a_second_and_its_deletion
         let config = config(kind, &endpoints, &unique_root("rules"), "", "");
         let (a, b) = (provider(&config, "a").await, provider(&config, "b").await);
         let a_addr = a.instances()[0].address();
-        let consumer = rpc_registry::consumer(&config).await.unwrap();
+        let consumer = rpc::consumer(&config).await.unwrap();
         let client = TestServiceClient::new(consumer.channel()).unwrap();
         let recorder = Recorder::start(&client);
         let operator: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.unwrap();
@@ -178,7 +178,7 @@ async fn weights_from_a_rule_split_calls_five_to_one() {
             b.instances()[0].address()
         );
         operator.put_rules(KEY, &rule).await.unwrap();
-        let consumer = rpc_registry::consumer(&config).await.unwrap();
+        let consumer = rpc::consumer(&config).await.unwrap();
         let client = TestServiceClient::new(consumer.channel()).unwrap();
         // 20,000 draws: the 10% tolerance on the ratio is then about five standard deviations
         // of the weight-1 count (at 6,000 draws it was 2.4: about 1 run in 30 failed by chance).
@@ -218,7 +218,7 @@ async fn an_invalid_rule_is_ignored_with_one_warning_and_the_last_valid_one_stay
             .put_rules(KEY, &format!(r#"{{"disabled": ["{a_addr}"]}}"#))
             .await
             .unwrap();
-        let consumer = rpc_registry::consumer(&config).await.unwrap();
+        let consumer = rpc::consumer(&config).await.unwrap();
         let client = TestServiceClient::new(consumer.channel()).unwrap();
         for i in 0..20 {
             assert_eq!(client.owner(i).await.unwrap(), "b");
@@ -268,7 +268,7 @@ async fn calls_stay_in_the_zone_while_it_has_a_healthy_instance() {
     let mut a2 = rpc_tests::process::ProviderProcess::start(binary, &zone_yaml("a")).await;
     let b = rpc_tests::process::ProviderProcess::start(binary, &zone_yaml("b")).await;
     let consumer_config = config("etcd", &endpoints, &root, "", "    zone: a\n    tolerant: fail_over\n");
-    let consumer = rpc_registry::consumer(&consumer_config).await.unwrap();
+    let consumer = rpc::consumer(&consumer_config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     // `owner` answers the provider's port.
     let b_port = b.port.to_string();
@@ -307,7 +307,7 @@ async fn a_new_instance_warms_up_before_it_takes_its_share() {
     let plain = config("etcd", &endpoints, &root, "", "");
     let warming = config("etcd", &endpoints, &root, ", warmup_secs: 3", "");
     let (old1, old2) = (provider(&plain, "old1").await, provider(&plain, "old2").await);
-    let consumer = rpc_registry::consumer(&plain).await.unwrap();
+    let consumer = rpc::consumer(&plain).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     client.owner(0).await.unwrap();
     let new = provider(&warming, "new").await;
@@ -364,7 +364,7 @@ async fn a_route_tag_sends_calls_to_its_group_and_falls_back_when_the_group_is_g
         )
         .await
         .unwrap();
-    let consumer = rpc_registry::consumer(&config).await.unwrap();
+    let consumer = rpc::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     let tagged = client.with_metadata("route-tag", "canary");
     for i in 0..50 {

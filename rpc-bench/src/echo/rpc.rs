@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rpc::metrics_endpoint::MetricsEndpoint;
 use rpc_core::client::ClientOptions;
 use rpc_core::config::{ClientTlsConfig, ServerTlsConfig};
 use rpc_core::metrics::MetricsLayer;
 use rpc_core::server::ServerBuilder;
 use rpc_core::tls::{ClientTls, ServerTls};
 use rpc_core::{Channel, SerializerKind};
-use rpc_registry::metrics_endpoint::MetricsEndpoint;
 use tower::layer::util::{Identity, Stack};
 use tower::limit::ConcurrencyLimitLayer;
 use tower::timeout::TimeoutLayer;

@@ -30,26 +30,8 @@ pub use weighted_random::WeightedRandom;
 
 use std::sync::Arc;
 
-use crate::choice::choice;
+pub use crate::config::LoadBalancerKind;
 use crate::registry::ServiceInstance;
-
-choice!(
-    /// How a consumer picks an instance (`rpc.consumer.load_balancer`): a shortcut for one of
-    /// the built-in balancers. A consumer builder also takes balancers of the user's own.
-    #[non_exhaustive]
-    LoadBalancerKind {
-        /// Each instance in turn.
-        RoundRobin = "round_robin",
-        /// Uniformly at random.
-        Random = "random",
-        /// At random, in proportion to instance weights.
-        WeightedRandom = "weighted_random",
-        /// By a hash of the call's key, on a ring of virtual nodes.
-        ConsistentHash = "consistent_hash",
-        /// The less busy of two random instances.
-        P2c = "p2c",
-    }
-);
 
 /// What a balancer may look at besides the instance list.
 #[derive(Clone, Copy)]

@@ -17,7 +17,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
 use tower_layer::Layer;
 
-use super::channel::{LocalService, MethodDescriptor};
+use super::deliver::{deliver, seal_metadata};
 use super::{CallRequest, Invoker};
 use crate::body::Body;
 use crate::context::{CallContext, MetadataLimits};
@@ -27,6 +27,7 @@ use crate::future::BoxFuture;
 use crate::protocol::encode_request_prefix;
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
+use crate::service::{LocalService, MethodDescriptor};
 
 /// One call as the client's tower layers see it: its context, its method, its encoded
 /// arguments and the policy it runs under. The request is finished below the layers, so the
@@ -116,7 +117,7 @@ impl tower_service::Service<ClientCall> for Deliver {
                 invoker,
                 limits,
             } = call;
-            super::channel::seal_metadata(&mut ctx, &limits)?;
+            seal_metadata(&mut ctx, &limits)?;
             let prefix = encode_request_prefix(method.service, method.name, ctx.metadata())?;
             let request = CallRequest {
                 service: method.service,
@@ -128,7 +129,7 @@ impl tower_service::Service<ClientCall> for Deliver {
                 hash_key,
                 route_tag: ctx.metadata().get(super::rules::ROUTE_TAG),
             };
-            super::channel::deliver(invoker.as_ref(), &request, &method, local.as_ref(), &ctx).await
+            deliver(invoker.as_ref(), &request, &method, local.as_ref(), &ctx).await
         })
     }
 }

@@ -1,19 +1,17 @@
 //! [`Channel`]: what a generated client calls through.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::time::Instant;
-use tracing::Instrument;
-
 use tower::ServiceExt;
 
 use super::call::{ClientCall, ClientLayer, ClientLayers};
+use super::deliver::{deliver, seal_metadata};
 use super::rules::{Overrides, ROUTE_TAG};
-use super::{fallback, CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker};
+use super::{CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker};
 use crate::balance::{hash_serialized, LoadBalancerKind};
 use crate::context::{self, CallContext, Metadata, MetadataLimits, Side, TraceContext, TRACEPARENT};
 use crate::error::RpcError;
@@ -23,11 +21,7 @@ use crate::interceptor::{Interceptor, Interceptors, Outcome};
 use crate::protocol::{encode_request_body, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
-use crate::server::Service;
-
-/// The local implementation a client calls for `fail_back` and `mock`: the service trait's
-/// implementation wrapped in its generated server adapter.
-pub type LocalService = Arc<dyn Service>;
+use crate::service::{LocalService, MethodDescriptor};
 
 /// What a generated client holds, behind one `Arc` so that cloning the client is one
 /// reference count: its channel, each method's resolved policy, and the local implementation.
@@ -47,45 +41,6 @@ impl std::fmt::Debug for ClientParts {
             .field("policies", &self.policies)
             .field("local", &self.local.is_some())
             .finish()
-    }
-}
-
-/// What the call path needs to know of a method; generated clients hold one per method.
-#[derive(Debug, Clone, Copy)]
-pub struct MethodDescriptor {
-    /// Service key, `name:version`.
-    pub service: &'static str,
-    /// Method name.
-    pub name: &'static str,
-    /// Marked `#[idempotent]`.
-    pub idempotent: bool,
-    /// The reply a provider would send with the method's default value (for `fail_safe`);
-    /// `None` when the result type has no `Default`.
-    pub default_reply: fn(SerializerKind) -> Option<Reply>,
-}
-
-impl MethodDescriptor {
-    /// The descriptor of `service`'s `method` for a caller without a generated client (an
-    /// operator tool, a health probe): not idempotent, no default reply. Interned: each
-    /// distinct pair costs one small allocation for the life of the process, so use it for a
-    /// bounded set of methods.
-    pub fn dynamic(service: &str, method: &str) -> &'static MethodDescriptor {
-        type Interned = HashMap<(String, String), &'static MethodDescriptor>;
-        static INTERNED: OnceLock<Mutex<Interned>> = OnceLock::new();
-        let mut interned = INTERNED
-            .get_or_init(Mutex::default)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        interned
-            .entry((service.to_owned(), method.to_owned()))
-            .or_insert_with(|| {
-                Box::leak(Box::new(MethodDescriptor {
-                    service: Box::leak(service.into()),
-                    name: Box::leak(method.into()),
-                    idempotent: false,
-                    default_reply: |_| None,
-                }))
-            })
     }
 }
 
@@ -363,47 +318,6 @@ impl Channel {
         };
         deliver(self.invoker.as_ref(), &call, method, local, ctx).await
     }
-}
-
-/// Finishes a call's metadata before it is encoded: adds the `traceparent` of its trace and
-/// checks the limits.
-pub(super) fn seal_metadata(ctx: &mut CallContext, limits: &MetadataLimits) -> Result<(), RpcError> {
-    if let Some(trace) = ctx.trace().copied() {
-        ctx.metadata_mut().insert_bytes(
-            Bytes::from_static(TRACEPARENT.as_bytes()),
-            Bytes::copy_from_slice(&trace.traceparent_bytes()),
-        );
-    }
-    ctx.metadata().check(limits).map_err(|problem| {
-        RpcError::InvalidMetadata(match ctx.trace() {
-            Some(_) => format!("{problem} (counting the traceparent every call carries)"),
-            None => problem,
-        })
-    })
-}
-
-/// Sends an encoded call down the call path (fallback, then the invoker), in the call's span.
-pub(super) async fn deliver(
-    invoker: &dyn Invoker,
-    call: &CallRequest<'_>,
-    method: &MethodDescriptor,
-    local: Option<&LocalService>,
-    ctx: &CallContext,
-) -> Result<Reply, RpcError> {
-    let span = tracing::info_span!(
-        "rpc_client_call",
-        service = method.service,
-        method = method.name,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-        parent_span_id = tracing::field::Empty,
-    );
-    if let Some(trace) = ctx.trace() {
-        trace.record_on(&span);
-    }
-    fallback::run(call, method, local, || invoker.invoke(call))
-        .instrument(span)
-        .await
 }
 
 impl std::fmt::Debug for Channel {

@@ -17,14 +17,13 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use tracing::warn;
 
-use super::channel::{LocalService, MethodDescriptor};
 use super::CallRequest;
 use crate::context::MetadataLimits;
 use crate::error::RpcError;
 use crate::fault::Fallback;
 use crate::protocol::{RequestBody, Status};
 use crate::reply::Reply;
-use crate::server::Service;
+use crate::service::{LocalService, MethodDescriptor, Service};
 
 /// Runs the call through `remote`, then the policy's fallback.
 pub async fn run<Fut>(

@@ -38,21 +38,22 @@
 //! * [`Consumer`]: all of the above built from configuration.
 
 mod call;
-mod channel;
+/// Public for the generated code's items re-exported under `__private`.
+pub(crate) mod channel;
 mod cluster;
 mod connection;
 mod consumer;
-pub mod failover;
-pub mod fallback;
+mod deliver;
+mod failover;
+mod fallback;
 mod pool;
-pub mod retry;
-pub mod route;
+mod retry;
+mod route;
 pub mod rules;
 
+pub use crate::service::{LocalService, MethodDescriptor};
 pub use call::{ClientCall, ClientLayer, ClientStack};
-#[doc(hidden)] // for generated code; reach it as rpc_core::__private::validate_policy
-pub use channel::validate_policy;
-pub use channel::{Channel, ClientBuildError, ClientParts, LocalService, MethodDescriptor};
+pub use channel::{Channel, ClientBuildError};
 pub use cluster::{ClusterInvoker, ClusterOptions, InstanceSource};
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerError};

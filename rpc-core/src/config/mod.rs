@@ -32,6 +32,9 @@
 //! accept a comma-separated string.
 
 mod security;
+mod strategy;
+
+pub use strategy::{LoadBalancerKind, RetryStrategy, TolerantKind};
 
 pub use security::{ClientAuthConfig, ClientTlsConfig, RegistryTlsConfig, Secret, ServerAuthConfig, ServerTlsConfig};
 
@@ -42,9 +45,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-pub use crate::balance::LoadBalancerKind;
 use crate::choice::choice;
-pub use crate::fault::{RetryStrategy, TolerantKind};
 use crate::host::is_valid_host;
 use crate::serializer::SerializerKind;
 

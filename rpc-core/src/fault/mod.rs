@@ -18,10 +18,9 @@ mod budget;
 pub mod outlier;
 pub mod policy;
 pub mod retry;
-mod strategy;
 
+pub use crate::config::{RetryStrategy, TolerantKind};
 pub use budget::{BudgetOptions, RetryBudget};
 pub use outlier::{InstanceHealth, InstanceStat, OutlierOptions};
 pub use policy::{Fallback, MethodPolicy, PolicySet};
 pub use retry::{is_retryable, RetryPolicy};
-pub use strategy::{RetryStrategy, TolerantKind};

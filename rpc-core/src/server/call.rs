@@ -24,13 +24,13 @@ use tokio::task::futures::TaskLocalFuture;
 use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::ServiceExt;
 
-use super::service::Service;
 use crate::body::Body;
 use crate::context::{self, CallContext};
 use crate::error::{BoxError, RpcError};
 use crate::future::BoxFuture;
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
+use crate::service::Service;
 
 /// One call as the server's tower layers see it: its context, its serializer and its encoded
 /// arguments, bound for an admitted service and method.

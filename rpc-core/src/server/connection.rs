@@ -34,7 +34,6 @@ use super::call::{CallFuture, ServerCall, StackCall};
 use super::running::{Registered, RunningCalls};
 #[cfg(feature = "tls")]
 use super::secure;
-use super::service::Service;
 use super::Shared;
 use crate::body::Body;
 use crate::context::{self, CallContext, PeerIdentity};
@@ -45,6 +44,7 @@ use crate::metrics;
 use crate::protocol::{flags, version_rejection, Frame, Header, MessageType, RequestBody, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
+use crate::service::Service;
 use crate::transport::{write_loop, FrameReader, OutFrame, Outgoing, ReadError, WRITE_QUEUE};
 
 /// After GoAway, how long a connection without calls in flight waits for its client to close

@@ -52,10 +52,9 @@ mod connection;
 mod running;
 #[cfg(feature = "tls")]
 mod secure;
-mod service;
 
+pub use crate::service::{BoxFuture, Service};
 pub use call::{Dispatch, DispatchFuture, ServerCall, ServerLayers, ServerStack};
-pub use service::{BoxFuture, Service};
 
 use std::collections::HashMap;
 use std::io;

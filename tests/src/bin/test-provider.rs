@@ -42,7 +42,7 @@ async fn main() -> ExitCode {
     let label = listener.local_addr().map(|a| a.port().to_string()).unwrap_or_default();
     let service = TestServiceServer::new(TestServiceImpl::labeled(label));
     let builder = ServerBuilder::from_config(&config.server).add_service(service);
-    let provider = match rpc_registry::serve_listener(&config, builder, listener).await {
+    let provider = match rpc::serve_listener(&config, builder, listener).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("test-provider: {e}");

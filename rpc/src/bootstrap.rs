@@ -11,12 +11,14 @@ use rpc_core::config::RpcConfig;
 use rpc_core::metrics::MetricsLayer;
 use rpc_core::registry::{now_ms, CacheFile, Registry, RegistryError, ServiceInstance};
 use rpc_core::server::{Registration, RunningServer, ServerBuilder, ServerLayers, ShutdownReport};
+#[cfg(feature = "tls")]
 use rpc_core::tls::{ClientTls, ServerTls, TlsError};
 use tokio::net::TcpListener;
 use tracing::warn;
 
+use rpc_registry::reconnecting::ReconnectingRegistry;
+
 use crate::metrics_endpoint::{MetricsEndpoint, MetricsError};
-use crate::reconnecting::ReconnectingRegistry;
 
 /// Starting a provider or a consumer failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +43,13 @@ pub enum BootError {
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     /// A TLS file of the configuration cannot be used.
+    #[cfg(feature = "tls")]
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The configuration asks for something this build leaves out (the message names the
+    /// field and the feature).
+    #[error("{0}")]
+    NotCompiled(String),
 }
 
 /// A serving, registered server and the registry it is registered in.
@@ -51,7 +58,8 @@ pub struct Provider {
     registry: Arc<dyn Registry>,
     instances: Vec<ServiceInstance>,
     metrics: Option<MetricsEndpoint>,
-    tls: Option<ServerTls>,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    tls: Option<ServerTlsHandle>,
 }
 
 impl Provider {
@@ -78,6 +86,7 @@ impl Provider {
     /// Reads the TLS files of `rpc.server.tls` again (certificates renewed on disk): new
     /// connections use them, open ones keep theirs. Nothing happens without TLS; files that do
     /// not load leave the running certificates in place.
+    #[cfg(feature = "tls")]
     pub async fn reload_tls(&self) -> Result<(), TlsError> {
         match &self.tls {
             Some(tls) => tls.reload().await,
@@ -135,7 +144,7 @@ pub async fn serve_listener<L: ServerLayers>(
         Some(_) => builder.outer_interceptor(MetricsLayer::new()),
         None => builder,
     };
-    let registry = crate::connect(&config.registry).await?;
+    let registry = rpc_registry::connect(&config.registry).await?;
     let mut server = builder.serve_listener(listener);
     match server
         .register(registry.clone(), &Registration::from_config(&config.server))
@@ -172,7 +181,7 @@ pub async fn consumer(config: &RpcConfig) -> Result<Consumer, BootError> {
         builder = builder.interceptor(MetricsLayer::new()).attach(endpoint);
     }
     let builder = secure_consumer(builder, config).await?;
-    let unreachable = match crate::connect(&config.registry).await {
+    let unreachable = match rpc_registry::connect(&config.registry).await {
         Ok(registry) => return Ok(builder.build(registry).await?),
         Err(e @ (RegistryError::Unavailable { .. } | RegistryError::Timeout { .. })) => e,
         Err(e) => return Err(e.into()),
@@ -218,9 +227,14 @@ async fn start_metrics(config: &RpcConfig) -> Result<Option<MetricsEndpoint>, Me
 /// Applies the consumer's security of `config` to `builder`: TLS to providers
 /// (`rpc.consumer.tls`) and the bearer token sent with every call (`rpc.consumer.auth.token`).
 /// [`consumer`] does this; tools that bring their own registry call it themselves.
-pub async fn secure_consumer(mut builder: ConsumerBuilder, config: &RpcConfig) -> Result<ConsumerBuilder, TlsError> {
+pub async fn secure_consumer(mut builder: ConsumerBuilder, config: &RpcConfig) -> Result<ConsumerBuilder, BootError> {
     if let Some(tls) = &config.consumer.tls {
-        builder = builder.tls(ClientTls::load(tls).await?);
+        #[cfg(feature = "tls")]
+        {
+            builder = builder.tls(ClientTls::load(tls).await?);
+        }
+        #[cfg(not(feature = "tls"))]
+        return Err(tls_not_compiled("rpc.consumer.tls", tls));
     }
     if let Some(token) = config.consumer.auth.as_ref().and_then(|a| a.token.as_ref()) {
         builder = builder.interceptor(BearerToken::new(token.expose()));
@@ -231,27 +245,38 @@ pub async fn secure_consumer(mut builder: ConsumerBuilder, config: &RpcConfig) -
 /// The connection options of `rpc.consumer`, TLS included: for a direct channel to one
 /// provider (a health probe, a benchmark). The bearer token is an interceptor: add
 /// [`BearerToken`] to the channel when calls need it.
-pub async fn client_options(config: &RpcConfig) -> Result<ClientOptions, TlsError> {
+pub async fn client_options(config: &RpcConfig) -> Result<ClientOptions, BootError> {
+    #[allow(unused_mut)] // set only with TLS
     let mut options = ClientOptions::from(&config.consumer);
     if let Some(tls) = &config.consumer.tls {
-        options.tls = Some(ClientTls::load(tls).await?);
+        #[cfg(feature = "tls")]
+        {
+            options.tls = Some(ClientTls::load(tls).await?);
+        }
+        #[cfg(not(feature = "tls"))]
+        return Err(tls_not_compiled("rpc.consumer.tls", tls));
     }
     Ok(options)
 }
 
-/// The server's TLS (`rpc.server.tls`) and caller checks (`rpc.server.auth`: bearer tokens,
-/// the mTLS allow-list), outside the builder's own interceptors and layers.
+/// The server's TLS (`rpc.server.tls`, kept to reload its files) and caller checks
+/// (`rpc.server.auth`: bearer tokens, the mTLS allow-list), outside the builder's own
+/// interceptors and layers.
 async fn secure_server<L>(
     config: &RpcConfig,
     mut builder: ServerBuilder<L>,
-) -> Result<(ServerBuilder<L>, Option<ServerTls>), BootError> {
+) -> Result<(ServerBuilder<L>, Option<ServerTlsHandle>), BootError> {
     let tls = match &config.server.tls {
-        Some(tls) => Some(ServerTls::load(tls).await?),
+        #[cfg(feature = "tls")]
+        Some(tls) => {
+            let tls = ServerTls::load(tls).await?;
+            builder = builder.tls(tls.clone());
+            Some(tls)
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(tls) => return Err(tls_not_compiled("rpc.server.tls", tls)),
         None => None,
     };
-    if let Some(tls) = &tls {
-        builder = builder.tls(tls.clone());
-    }
     if let Some(auth) = &config.server.auth {
         if !auth.allow.is_empty() {
             builder = builder.outer_interceptor(AllowList::new(auth.allow.clone()));
@@ -261,4 +286,19 @@ async fn secure_server<L>(
         }
     }
     Ok((builder, tls))
+}
+
+/// What a provider keeps of its TLS to reload the files.
+#[cfg(feature = "tls")]
+type ServerTlsHandle = ServerTls;
+/// Nothing: no TLS in this build.
+#[cfg(not(feature = "tls"))]
+type ServerTlsHandle = std::convert::Infallible;
+
+/// The error for a TLS section in a build without TLS.
+#[cfg(not(feature = "tls"))]
+fn tls_not_compiled<T>(field: &str, _section: &T) -> BootError {
+    BootError::NotCompiled(format!(
+        "{field}: TLS is not compiled in; enable the `tls` feature of rpc"
+    ))
 }
