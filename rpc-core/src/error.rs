@@ -90,7 +90,7 @@ pub enum ProtocolError {
     },
     /// A metadata key or value that the protocol does not allow.
     #[error("invalid metadata: {0}")]
-    InvalidMetadata(String),
+    InvalidMetadata(crate::context::MetadataError),
 }
 
 /// Everything that can go wrong with a remote call.

@@ -62,12 +62,13 @@ pub enum CtlError {
     #[error(transparent)]
     Consumer(#[from] rpc::client::ConsumerError),
     /// Rules that do not validate.
-    #[error("{path}: invalid rules: {message}")]
+    #[error("{path}: invalid rules: {source}")]
     InvalidRules {
         /// The file.
         path: String,
         /// What is wrong.
-        message: String,
+        #[source]
+        source: rpc::client::rules::InvalidRules,
     },
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]

@@ -27,9 +27,9 @@ pub async fn run(
             path: path.display().to_string(),
             source,
         })?;
-        ServiceRules::parse(&text).map_err(|message| CtlError::InvalidRules {
+        ServiceRules::parse(&text).map_err(|source| CtlError::InvalidRules {
             path: path.display().to_string(),
-            message,
+            source,
         })?;
         registry.put_rules(key, text.trim()).await?;
         report(json, "set", key, &location);
@@ -45,7 +45,10 @@ pub async fn run(
         let rules = text
             .as_deref()
             .map(|t| serde_json::from_str::<Value>(t).unwrap_or_else(|_| json!(t)));
-        let problem = text.as_deref().and_then(|t| ServiceRules::parse(t).err());
+        let problem = text
+            .as_deref()
+            .and_then(|t| ServiceRules::parse(t).err())
+            .map(|e| e.to_string());
         println!(
             "{}",
             json!({"service": key, "location": location, "rules": rules, "invalid": problem})

@@ -32,15 +32,18 @@ pub enum InstanceSource {
 
 impl InstanceSource {
     /// One fixed endpoint, `host:port` (the port may not be 0).
-    pub fn address(addr: &str) -> Result<Self, String> {
+    pub fn address(addr: &str) -> Result<Self, ClientBuildError> {
+        let invalid = |problem: String| ClientBuildError::InvalidAddress(problem);
         let (host, port) = addr
             .rsplit_once(':')
-            .ok_or_else(|| format!("\"{addr}\" is not host:port"))?;
+            .ok_or_else(|| invalid(format!("\"{addr}\" is not host:port")))?;
         let port: u16 = port
             .parse()
-            .map_err(|_| format!("\"{addr}\": \"{port}\" is not a port number"))?;
+            .map_err(|_| invalid(format!("\"{addr}\": \"{port}\" is not a port number")))?;
         if host.is_empty() || port == 0 {
-            return Err(format!("\"{addr}\" is not host:port with a host and a port above 0"));
+            return Err(invalid(format!(
+                "\"{addr}\" is not host:port with a host and a port above 0"
+            )));
         }
         Ok(Self::Fixed(Arc::from(vec![ServiceInstance::new("", "", host, port)])))
     }
@@ -129,7 +132,7 @@ impl ClusterInvoker {
 
     /// Calls one fixed address (`host:port`) through `pool`.
     pub fn direct(addr: &str, pool: Arc<ConnectionPool>) -> Result<Self, ClientBuildError> {
-        let source = InstanceSource::address(addr).map_err(ClientBuildError::InvalidAddress)?;
+        let source = InstanceSource::address(addr)?;
         Ok(Self::new(source, pool, Arc::new(InstanceHealth::default())))
     }
 

@@ -23,7 +23,7 @@ pub(super) fn seal_metadata(ctx: &mut CallContext, limits: &MetadataLimits) -> R
     ctx.metadata().check(limits).map_err(|problem| {
         RpcError::InvalidMetadata(match ctx.trace() {
             Some(_) => format!("{problem} (counting the traceparent every call carries)"),
-            None => problem,
+            None => problem.to_string(),
         })
     })
 }

@@ -58,22 +58,24 @@ struct Text {
 
 impl ServiceRules {
     /// Parses and validates a rules text; the error names the field and the problem.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, InvalidRules> {
         if text.len() > MAX_RULES_TEXT {
-            return Err(format!("{} bytes exceed the limit of {MAX_RULES_TEXT}", text.len()));
+            return Err(InvalidRules::TooLarge(text.len()));
         }
         let mut de = serde_json::Deserializer::from_str(text);
         let parsed: Text = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            if path == "." {
-                e.into_inner().to_string()
-            } else {
-                format!("{path}: {}", e.into_inner())
+            InvalidRules::Json {
+                field: (path != ".").then_some(path),
+                source: e.into_inner(),
             }
         })?;
         let check = |field: &str, address: &str| match address.rsplit_once(':') {
             Some((host, port)) if is_valid_host(host) && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
-            _ => Err(format!("{field}: {address:?} is not host:port")),
+            _ => Err(InvalidRules::Field {
+                field: field.to_owned(),
+                problem: format!("{address:?} is not host:port"),
+            }),
         };
         for a in &parsed.disabled {
             check("disabled", a)?;
@@ -83,14 +85,20 @@ impl ServiceRules {
         }
         for (tag, members) in &parsed.tags {
             if tag.is_empty() {
-                return Err("tags: a tag needs a name".to_owned());
+                return Err(InvalidRules::Field {
+                    field: "tags".to_owned(),
+                    problem: "a tag needs a name".to_owned(),
+                });
             }
             for a in members {
                 check(&format!("tags.{tag}"), a)?;
             }
         }
         if parsed.timeout_ms == Some(0) {
-            return Err("timeout_ms: must be at least 1".to_owned());
+            return Err(InvalidRules::Field {
+                field: "timeout_ms".to_owned(),
+                problem: "must be at least 1".to_owned(),
+            });
         }
         Ok(Self {
             disabled: parsed.disabled.into_iter().collect(),
@@ -109,6 +117,32 @@ impl ServiceRules {
     pub fn shapes_routing(&self) -> bool {
         !self.disabled.is_empty() || !self.weights.is_empty() || !self.tags.is_empty()
     }
+}
+
+/// A rules text that cannot be used; the message names the field and the problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidRules {
+    /// The text is over the size limit (its length).
+    #[error("{0} bytes exceed the limit of {MAX_RULES_TEXT}")]
+    TooLarge(usize),
+    /// The text is not the rules' JSON; `field` is where it went wrong, when inside one.
+    #[error("{}{source}", field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    Json {
+        /// The path of the field that failed.
+        field: Option<String>,
+        /// What the JSON parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A field whose value is not allowed.
+    #[error("{field}: {problem}")]
+    Field {
+        /// The field.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// What the rules of a service override in a call's policy.
@@ -164,9 +198,9 @@ mod tests {
         ];
         for (text, needle) in cases {
             let e = ServiceRules::parse(text).unwrap_err();
-            assert!(e.contains(needle), "{text}: {e}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
         }
         let huge = format!(r#"{{"disabled": ["{}"]}}"#, "a".repeat(MAX_RULES_TEXT));
-        assert!(ServiceRules::parse(&huge).unwrap_err().contains("exceed"));
+        assert!(ServiceRules::parse(&huge).unwrap_err().to_string().contains("exceed"));
     }
 }

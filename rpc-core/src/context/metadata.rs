@@ -114,33 +114,63 @@ impl Metadata {
     }
 
     /// Checks every key and value, and the limits; the error says what is wrong.
-    pub fn check(&self, limits: &MetadataLimits) -> Result<(), String> {
+    pub fn check(&self, limits: &MetadataLimits) -> Result<(), MetadataError> {
         if self.entries.len() > limits.max_entries {
-            return Err(format!(
-                "{} entries exceed the limit of {}",
-                self.entries.len(),
-                limits.max_entries
-            ));
+            return Err(MetadataError::TooManyEntries {
+                len: self.entries.len(),
+                max: limits.max_entries,
+            });
         }
         let len = self.encoded_len();
         if len > limits.max_bytes {
-            return Err(format!("{len} bytes exceed the limit of {}", limits.max_bytes));
+            return Err(MetadataError::TooManyBytes {
+                len,
+                max: limits.max_bytes,
+            });
         }
         for (k, v) in &self.entries {
             check_key(k)?;
             if v.len() > MAX_VALUE_LEN {
-                return Err(format!(
-                    "the value of {} is longer than {MAX_VALUE_LEN} bytes",
-                    String::from_utf8_lossy(k)
-                ));
+                return Err(MetadataError::ValueTooLong(String::from_utf8_lossy(k).into_owned()));
             }
         }
         Ok(())
     }
 }
 
+/// Metadata that may not be sent or accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// More entries than the limit.
+    #[error("{len} entries exceed the limit of {max}")]
+    TooManyEntries {
+        /// Entries carried.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More encoded bytes than the limit.
+    #[error("{len} bytes exceed the limit of {max}")]
+    TooManyBytes {
+        /// Bytes carried.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A key outside the allowed alphabet or length.
+    #[error("key {0:?} is not 1 to {MAX_KEY_LEN} of a-z, 0-9, '-', '_', '.'")]
+    InvalidKey(String),
+    /// The value of this key is longer than [`MAX_VALUE_LEN`].
+    #[error("the value of {0} is longer than {MAX_VALUE_LEN} bytes")]
+    ValueTooLong(String),
+    /// A key that appears twice in one request.
+    #[error("key {0:?} appears twice")]
+    DuplicateKey(String),
+}
+
 /// Whether `key` is a valid metadata key (see the module docs).
-pub fn check_key(key: &[u8]) -> Result<(), String> {
+pub fn check_key(key: &[u8]) -> Result<(), MetadataError> {
     let valid = !key.is_empty()
         && key.len() <= MAX_KEY_LEN
         && key
@@ -149,10 +179,7 @@ pub fn check_key(key: &[u8]) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "key {:?} is not 1 to {MAX_KEY_LEN} of a-z, 0-9, '-', '_', '.'",
-            String::from_utf8_lossy(key)
-        ))
+        Err(MetadataError::InvalidKey(String::from_utf8_lossy(key).into_owned()))
     }
 }
 
@@ -208,12 +235,21 @@ mod tests {
         let ok: Metadata = [("a", "1"), ("b-c.d_e9", "2")].into_iter().collect();
         ok.check(&limits).unwrap();
         let many: Metadata = [("a", "1"), ("b", "2"), ("c", "3")].into_iter().collect();
-        assert_eq!(many.check(&limits).unwrap_err(), "3 entries exceed the limit of 2");
+        assert_eq!(
+            many.check(&limits).unwrap_err().to_string(),
+            "3 entries exceed the limit of 2"
+        );
         let big: Metadata = [("a", "x".repeat(40))].into_iter().collect();
-        assert_eq!(big.check(&limits).unwrap_err(), "47 bytes exceed the limit of 40");
+        assert_eq!(
+            big.check(&limits).unwrap_err().to_string(),
+            "47 bytes exceed the limit of 40"
+        );
         for bad in ["", "Tenant", "a b", "ключ"] {
             let m: Metadata = [(bad, "v")].into_iter().collect();
-            assert!(m.check(&limits).unwrap_err().starts_with("key"), "{bad:?}");
+            assert!(
+                matches!(m.check(&limits).unwrap_err(), MetadataError::InvalidKey(_)),
+                "{bad:?}"
+            );
         }
         let long_key: Metadata = [("k".repeat(MAX_KEY_LEN + 1), "v".to_owned())].into_iter().collect();
         assert!(long_key

@@ -37,7 +37,7 @@ mod trace;
 
 pub use extensions::Extensions;
 pub use identity::PeerIdentity;
-pub use metadata::{check_key, Metadata, MetadataLimits, MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use metadata::{check_key, Metadata, MetadataError, MetadataLimits, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use trace::{SpanId, TraceContext, TraceId, SAMPLED, TRACEPARENT};
 
 use std::future::Future;

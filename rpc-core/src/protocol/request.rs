@@ -4,7 +4,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
 use crate::body::Body;
-use crate::context::{check_key, Metadata, MetadataLimits};
+use crate::context::{check_key, Metadata, MetadataError, MetadataLimits};
 use crate::error::{ProtocolError, RpcError};
 use crate::serializer::SerializerKind;
 
@@ -106,9 +106,8 @@ fn parse_metadata(mut block: Bytes, limits: &MetadataLimits) -> Result<Metadata,
         check_key(&key).map_err(ProtocolError::InvalidMetadata)?;
         let value = take_utf8(&mut block, "metadata value")?;
         if entries.iter().any(|(k, _)| *k == key) {
-            return Err(ProtocolError::InvalidMetadata(format!(
-                "key {:?} appears twice",
-                String::from_utf8_lossy(&key)
+            return Err(ProtocolError::InvalidMetadata(MetadataError::DuplicateKey(
+                String::from_utf8_lossy(&key).into_owned(),
             )));
         }
         entries.push((key, value));

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{now_ms, ServiceInstance};
+use super::{now_ms, InvalidInstance, ServiceInstance};
 
 /// The `format` field of every cache file.
 pub const FORMAT: &str = "rpc-discovery-cache";
@@ -142,7 +142,7 @@ impl CacheFile {
                 .into_iter()
                 .filter_map(|entry| {
                     let checked = serde_json::from_value::<ServiceInstance>(entry)
-                        .map_err(|e| e.to_string())
+                        .map_err(InvalidInstance::Json)
                         .and_then(|i| i.validate(&key).map(|()| i));
                     checked
                         .map_err(|e| warn!(file = %self.path.display(), service = %key, error = %e, "skipping a cached entry that is not a valid instance"))

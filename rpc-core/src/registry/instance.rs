@@ -81,35 +81,73 @@ impl ServiceInstance {
     /// Parses a node's value, checking that it belongs under `service_key` at `address` and
     /// can be dialed (see [`ServiceInstance::validate`]). Registry values are untrusted input:
     /// one over [`MAX_INSTANCE_JSON`] bytes is refused before it is parsed.
-    pub fn from_json(bytes: &[u8], service_key: &str, address: &str) -> Result<Self, String> {
+    pub fn from_json(bytes: &[u8], service_key: &str, address: &str) -> Result<Self, InvalidInstance> {
         if bytes.len() > MAX_INSTANCE_JSON {
-            return Err(format!(
-                "{} bytes of JSON exceed the limit of {MAX_INSTANCE_JSON}",
-                bytes.len()
-            ));
+            return Err(InvalidInstance::TooLarge(bytes.len()));
         }
-        let instance: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let instance: Self = serde_json::from_slice(bytes).map_err(InvalidInstance::Json)?;
         instance.validate(service_key)?;
         if instance.address() != address {
-            return Err(format!("instance at {} stored as {address}", instance.address()));
+            return Err(InvalidInstance::WrongAddress {
+                found: instance.address(),
+                stored_as: address.to_owned(),
+            });
         }
         Ok(instance)
     }
 
     /// Checks that the instance belongs to `service_key` and can be dialed: its host is an IP
     /// address or a hostname, and its port is above 0.
-    pub fn validate(&self, service_key: &str) -> Result<(), String> {
+    pub fn validate(&self, service_key: &str) -> Result<(), InvalidInstance> {
         if self.service_key() != service_key {
-            return Err(format!("instance of {} stored under {service_key}", self.service_key()));
+            return Err(InvalidInstance::WrongService {
+                found: self.service_key(),
+                stored_under: service_key.to_owned(),
+            });
         }
         if !is_valid_host(&self.host) {
-            return Err(format!("host {:?} is neither an IP address nor a hostname", self.host));
+            return Err(InvalidInstance::Host(self.host.clone()));
         }
         if self.port == 0 {
-            return Err("port 0 cannot be dialed".to_owned());
+            return Err(InvalidInstance::PortZero);
         }
         Ok(())
     }
+}
+
+/// An instance record that cannot be used (garbage in a registry, or a registration that
+/// could not be dialed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidInstance {
+    /// The JSON is over [`MAX_INSTANCE_JSON`] bytes (its length).
+    #[error("{0} bytes of JSON exceed the limit of {MAX_INSTANCE_JSON}")]
+    TooLarge(usize),
+    /// The value is not an instance's JSON.
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+    /// The instance names another service than the directory it is stored in.
+    #[error("instance of {found} stored under {stored_under}")]
+    WrongService {
+        /// The instance's own service key.
+        found: String,
+        /// The directory's.
+        stored_under: String,
+    },
+    /// The instance names another address than its node.
+    #[error("instance at {found} stored as {stored_as}")]
+    WrongAddress {
+        /// The instance's own address.
+        found: String,
+        /// The node's.
+        stored_as: String,
+    },
+    /// The host is neither an IP address nor a hostname.
+    #[error("host {0:?} is neither an IP address nor a hostname")]
+    Host(String),
+    /// Port 0 cannot be dialed.
+    #[error("port 0 cannot be dialed")]
+    PortZero,
 }
 
 /// Largest instance JSON accepted from a registry.
@@ -169,7 +207,7 @@ mod tests {
             ("h", 0, "port 0"),
         ] {
             let e = ServiceInstance::from_json(&value(host, port), "S:2", &format!("{host}:{port}")).unwrap_err();
-            assert!(e.contains(why), "{host}:{port}: {e}");
+            assert!(e.to_string().contains(why), "{host}:{port}: {e}");
         }
         for host in ["10.0.0.1", "::1", "[::1]", "svc-1.ns.svc.cluster.local", "localhost"] {
             assert!(crate::host::is_valid_host(host), "{host}");
@@ -179,6 +217,6 @@ mod tests {
             "y".repeat(70_000)
         );
         let e = ServiceInstance::from_json(huge.as_bytes(), "S:2", "h:1").unwrap_err();
-        assert!(e.contains("exceed the limit"), "{e}");
+        assert!(e.to_string().contains("exceed the limit"), "{e}");
     }
 }

@@ -25,7 +25,9 @@ mod instance;
 pub use crate::host::is_valid_host;
 pub use cache::{DiscoveryCache, DiscoveryOptions};
 pub use cache_file::{CacheFile, CacheFileError, CachedInstances};
-pub use instance::{now_ms, service_path, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON, WARMUP_SECS, ZONE};
+pub use instance::{
+    now_ms, service_path, InvalidInstance, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON, WARMUP_SECS, ZONE,
+};
 
 /// Largest rules text accepted from a registry.
 pub const MAX_RULES_TEXT: usize = 64 * 1024;
@@ -260,6 +262,18 @@ impl WatchStream {
     }
 }
 
+/// A watch is a `futures::Stream` of its events (combinators, `select`, `StreamExt::next`).
+impl futures_util::Stream for WatchStream {
+    type Item = WatchEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<WatchEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
 /// The changes of one service's rules key: its current text first (`None`: no rules), then
 /// every change. Dropping it stops the watch; it ends when the backend cannot keep it exact.
 #[derive(Debug)]
@@ -291,6 +305,18 @@ impl RulesStream {
     /// The next value; `None` once the watch has ended and must be re-established.
     pub async fn next(&mut self) -> Option<Option<String>> {
         self.rx.recv().await
+    }
+}
+
+/// A rules watch is a `futures::Stream` of the rules' texts.
+impl futures_util::Stream for RulesStream {
+    type Item = Option<String>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Option<String>>> {
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -379,4 +405,30 @@ pub trait Registry: Send + Sync + 'static {
     /// Deregisters everything this process registered and releases the backend's resources
     /// (lease, session, background tasks).
     fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn watches_are_streams_that_end_with_their_backend() {
+        let (tx, rx) = mpsc::channel(4);
+        let watch = WatchStream::new(rx, None);
+        tx.send(WatchEvent::Snapshot(vec![ServiceInstance::new("S", "1", "h", 1)]))
+            .await
+            .unwrap();
+        tx.send(WatchEvent::Remove { address: "h:1".into() }).await.unwrap();
+        drop(tx);
+        let events: Vec<WatchEvent> = watch.collect().await;
+        assert!(
+            matches!(events.as_slice(), [WatchEvent::Snapshot(list), WatchEvent::Remove { address }]
+            if list.len() == 1 && address == "h:1")
+        );
+
+        let mut rules = RulesStream::none();
+        assert_eq!(StreamExt::next(&mut rules).await, Some(None));
+    }
 }
