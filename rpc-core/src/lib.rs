@@ -89,7 +89,7 @@ mod reply;
 pub mod schedule;
 pub mod serializer;
 pub mod server;
-pub mod service;
+mod service;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transport;

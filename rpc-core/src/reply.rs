@@ -10,7 +10,7 @@ use crate::serializer::SerializerKind;
 
 /// A response status and its body.
 ///
-/// On the server a [`Service`](crate::service::Service) produces one per call; on the client the
+/// On the server a [`Service`](crate::server::Service) produces one per call; on the client the
 /// transport hands one back for every call that reached a method ([`Status::Ok`] or
 /// [`Status::ApplicationError`]); every other status is turned into an [`RpcError`] by the
 /// transport.

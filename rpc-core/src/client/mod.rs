@@ -11,16 +11,16 @@
 //!    [interceptors](crate::interceptor), and encodes the request once.
 //! 2. the channel's tower layers, when it has any ([`Channel::layer`]): the call as a
 //!    [`ClientCall`]; the request is finished below them (see the `call` module).
-//! 3. fallback step ([`fallback`]): `mock` answers from the local implementation without the
+//! 3. fallback step (module `fallback`): `mock` answers from the local implementation without the
 //!    network; `fail_back` and `fail_safe` answer from the local implementation or the
 //!    method's default value when the network failed.
 //! 4. [`Invoker`]: the [`ClusterInvoker`] finds the instances (a fixed address or the
-//!    discovery cache) and the service's [route] (balancer, per-instance health and
+//!    discovery cache) and the service's route (balancer, per-instance health and
 //!    connection slot), then:
-//! 5. retry step ([`retry`]): runs rounds of the fail-over step until one succeeds, the error
+//! 5. retry step (module `retry`): runs rounds of the fail-over step until one succeeds, the error
 //!    is not retryable for the method, the attempts are spent, or the next pause would end
 //!    after the deadline;
-//! 6. fail-over step ([`failover`]): takes candidates from the balancer one at a time; with
+//! 6. fail-over step (module `failover`): takes candidates from the balancer one at a time; with
 //!    fail-over on, a retryable failure moves on to the next candidate at once, each instance
 //!    at most once per round;
 //! 7. one attempt on one instance, bounded by the call's deadline and the attempt timeout,
