@@ -6,14 +6,18 @@
 //! memory. Instead each thread encodes into one buffer and hands out the encoded part as
 //! `Bytes` (`split().freeze()`): small bodies are carved from a 64 KiB chunk, and the chunk is
 //! reused as soon as every body carved from it is gone (written to the socket and dropped).
-//! The caller reserves the body's exact size when the format can say it up front
-//! ([`SerializerKind::encoded_size`](crate::serializer::SerializerKind::encoded_size)), so a
-//! large body is written once into an allocation of its own size.
+//! Measuring a body before writing it
+//! ([`SerializerKind::encoded_size`](crate::serializer::SerializerKind::encoded_size)) runs the
+//! serializer twice, which for a struct of many small fields is a fifth of the client's CPU.
+//! So a body is written unmeasured while the chunk has [`UNMEASURED`] bytes of room; one that
+//! outgrows the room (the buffer then grows and copies it) makes the thread measure the next
+//! bodies, which are then written once into an allocation of their own size, until a measured
+//! body is small again.
 //!
 //! The thread never keeps more than its current chunk: a large body takes its allocation
 //! with it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use bytes::BytesMut;
 
@@ -23,23 +27,42 @@ use crate::shared_bytes::Claimed;
 /// The size of a fresh chunk.
 const CHUNK: usize = 64 * 1024;
 
+/// A body is written without being measured first while the chunk has this much room (and
+/// the thread has not just seen a body outgrow it).
+pub(crate) const UNMEASURED: usize = 16 * 1024;
+
 thread_local! {
     static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(CHUNK));
+    /// Whether the next bodies are measured first (a recent one outgrew its room).
+    static MEASURE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `fill` on this thread's buffer with at least `reserve` bytes free and returns what it
-/// wrote, with the shared byte strings it recorded (each with its offset in what it wrote)
-/// as pieces of their own. On error nothing is kept.
+/// Runs `fill` on this thread's buffer and returns what it wrote, with the shared byte strings
+/// it recorded (each with its offset in what it wrote) as pieces of their own. `size` measures
+/// the body, when the module's rule says to (see the module docs); the buffer then has that
+/// much room. On error nothing is kept.
 pub(crate) fn encode_with<E>(
-    reserve: usize,
+    size: impl FnOnce() -> Result<usize, E>,
     fill: impl FnOnce(&mut BytesMut, &mut Vec<(usize, Claimed)>) -> Result<(), E>,
 ) -> Result<Body, E> {
     let mut shared = Vec::new();
     let written = ARENA.with(|arena| match arena.try_borrow_mut() {
         Ok(mut arena) => {
-            arena.reserve(reserve.max(1));
+            let room = arena.capacity() - arena.len();
+            let measured = room < UNMEASURED || MEASURE.with(Cell::get);
+            if measured {
+                arena.reserve(size()?.max(1));
+            }
             match fill(&mut arena, &mut shared) {
-                Ok(()) => Ok(arena.split().freeze()),
+                Ok(()) => {
+                    let body = arena.split().freeze();
+                    if !measured && body.len() > room {
+                        MEASURE.with(|m| m.set(true));
+                    } else if measured && body.len() < UNMEASURED / 2 {
+                        MEASURE.with(|m| m.set(false));
+                    }
+                    Ok(body)
+                }
                 Err(e) => {
                     arena.clear();
                     Err(e)
@@ -48,7 +71,7 @@ pub(crate) fn encode_with<E>(
         }
         // Re-entered (a `Serialize` impl that encodes a body itself): a buffer of its own.
         Err(_) => {
-            let mut own = BytesMut::with_capacity(reserve);
+            let mut own = BytesMut::with_capacity(size()?);
             fill(&mut own, &mut shared)?;
             Ok(own.freeze())
         }
@@ -80,25 +103,37 @@ mod tests {
 
     #[test]
     fn bodies_are_carved_in_order_and_errors_leave_nothing() {
-        let a = encode_with::<()>(3, |b, _| {
-            b.extend_from_slice(b"abc");
-            Ok(())
-        })
+        let a = encode_with::<()>(
+            || Ok(3),
+            |b, _| {
+                b.extend_from_slice(b"abc");
+                Ok(())
+            },
+        )
         .unwrap();
-        let failed = encode_with(5, |b, _| {
-            b.extend_from_slice(b"junk");
-            Err("no")
-        });
+        let failed = encode_with(
+            || Ok(5),
+            |b, _| {
+                b.extend_from_slice(b"junk");
+                Err("no")
+            },
+        );
         assert_eq!(failed, Err("no"));
-        let big = encode_with::<()>(200_000, |b, _| {
-            b.extend_from_slice(&vec![7; 200_000]);
-            Ok(())
-        })
+        let big = encode_with::<()>(
+            || Ok(200_000),
+            |b, _| {
+                b.extend_from_slice(&vec![7; 200_000]);
+                Ok(())
+            },
+        )
         .unwrap();
-        let c = encode_with::<()>(2, |b, _| {
-            b.extend_from_slice(b"de");
-            Ok(())
-        })
+        let c = encode_with::<()>(
+            || Ok(2),
+            |b, _| {
+                b.extend_from_slice(b"de");
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(
             (&a.as_one()[..], big.len(), &c.as_one()[..]),

@@ -97,8 +97,10 @@ impl SerializerKind {
     /// `arena`), reserved at its exact size where the format can tell it up front (bincode,
     /// postcard), with the large byte strings it shares as pieces of their own.
     pub fn encode_body<T: Serialize + ?Sized>(self, value: &T) -> Result<Body, RpcError> {
-        let size = self.encoded_size(value)?.unwrap_or(SIZE_GUESS);
-        crate::arena::encode_with(size, |buf, shared| self.encode_sharing(value, buf, shared))
+        crate::arena::encode_with(
+            || Ok(self.encoded_size(value)?.unwrap_or(SIZE_GUESS)),
+            |buf, shared| self.encode_sharing(value, buf, shared),
+        )
     }
 
     /// The size of `value`'s encoding without the byte strings it shares, when the format can

@@ -75,11 +75,18 @@ fn is_offer(offer: &Option<Claimed>, written: &[u8]) -> bool {
 }
 
 /// The offered byte string, if `written` is exactly its memory (it is then the sink's to keep
-/// as a piece of the body).
+/// as a piece of the body). Encoders call this for every write, so the test that rules out
+/// nearly all of them (the length) is inlined and the thread-local is read only past it.
+#[inline]
 pub(crate) fn claim(written: &[u8]) -> Option<Claimed> {
     if written.len() < SHARED_MIN {
         return None;
     }
+    claim_large(written)
+}
+
+#[inline(never)]
+fn claim_large(written: &[u8]) -> Option<Claimed> {
     OFFER.with(|offer| {
         let mut offer = offer.borrow_mut();
         is_offer(&offer, written).then(|| offer.take()).flatten()
@@ -87,9 +94,15 @@ pub(crate) fn claim(written: &[u8]) -> Option<Claimed> {
 }
 
 /// Whether `written` is exactly the offered byte string (a sink that counts the body's size
-/// leaves it out: it will not be copied).
+/// leaves it out: it will not be copied). Inlined like [`claim`].
+#[inline]
 pub(crate) fn is_offered(written: &[u8]) -> bool {
-    written.len() >= SHARED_MIN && OFFER.with(|offer| is_offer(&offer.borrow(), written))
+    written.len() >= SHARED_MIN && is_offered_large(written)
+}
+
+#[inline(never)]
+fn is_offered_large(written: &[u8]) -> bool {
+    OFFER.with(|offer| is_offer(&offer.borrow(), written))
 }
 
 /// Runs `decode` (which reads from `source`) with `source` available to [`slice_of_source`].

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::call::{ClientCall, ClientLayer, ClientLayers};
+use super::call::{ClientCall, ClientLayer, ClientLayers, ClientStack};
 use super::deliver::{deliver, seal_metadata};
 use super::rules::{Overrides, ROUTE_TAG};
 use super::{CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker};
@@ -259,31 +259,20 @@ impl Channel {
             LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
             _ => None,
         };
+        let plan = Plan {
+            method,
+            policy,
+            hash_key,
+            local,
+        };
         let (result, ctx) = match self.layers.stack() {
             None => {
-                let result = self.send(&mut ctx, method, args, hash_key, policy, local).await;
+                let result = self.send(&mut ctx, args, plan).await;
                 (result, Some(ctx))
             }
             Some(stack) => {
                 let kept = (!self.interceptors.is_empty()).then(|| ctx.clone());
-                let result = match self.serializer.encode_body(args) {
-                    Ok(args) => {
-                        let call = ClientCall {
-                            ctx,
-                            method: *method,
-                            serializer: self.serializer,
-                            args,
-                            policy: policy.clone(),
-                            hash_key,
-                            local: local.cloned(),
-                            invoker: self.invoker.clone(),
-                            limits: self.metadata_limits,
-                        };
-                        stack.clone().oneshot(call).await.map_err(RpcError::from_layer_error)
-                    }
-                    Err(e) => Err(e),
-                };
-                (result, kept)
+                (self.send_through(stack, ctx, args, plan).await, kept)
             }
         };
         if let Some(ctx) = ctx.filter(|_| !self.interceptors.is_empty()) {
@@ -298,12 +287,10 @@ impl Channel {
     async fn send<A: Serialize + ?Sized>(
         &self,
         ctx: &mut CallContext,
-        method: &MethodDescriptor,
         args: &A,
-        hash_key: Option<u64>,
-        policy: &MethodPolicy,
-        local: Option<&LocalService>,
+        plan: Plan<'_>,
     ) -> Result<Reply, RpcError> {
+        let method = plan.method;
         seal_metadata(ctx, &self.metadata_limits)?;
         let body = encode_request_body(method.service, method.name, ctx.metadata(), self.serializer, args)?;
         let call = CallRequest {
@@ -312,12 +299,43 @@ impl Channel {
             serializer: self.serializer,
             body,
             deadline: ctx.deadline(),
-            policy,
-            hash_key,
+            policy: plan.policy,
+            hash_key: plan.hash_key,
             route_tag: ctx.metadata().get(ROUTE_TAG),
         };
-        deliver(self.invoker.as_ref(), &call, method, local, ctx).await
+        deliver(self.invoker.as_ref(), &call, method, plan.local, ctx).await
     }
+
+    /// The call path through the tower layers: the arguments encoded apart, the call handed to
+    /// the stack as a [`ClientCall`] (its request is finished below the layers).
+    async fn send_through<A: Serialize + ?Sized>(
+        &self,
+        stack: &ClientStack,
+        ctx: CallContext,
+        args: &A,
+        plan: Plan<'_>,
+    ) -> Result<Reply, RpcError> {
+        let call = ClientCall {
+            ctx,
+            method: *plan.method,
+            serializer: self.serializer,
+            args: self.serializer.encode_body(args)?,
+            policy: plan.policy.clone(),
+            hash_key: plan.hash_key,
+            local: plan.local.cloned(),
+            invoker: self.invoker.clone(),
+            limits: self.metadata_limits,
+        };
+        stack.clone().oneshot(call).await.map_err(RpcError::from_layer_error)
+    }
+}
+
+/// What the call path below the channel needs of one call besides its context and arguments.
+struct Plan<'a> {
+    method: &'a MethodDescriptor,
+    policy: &'a MethodPolicy,
+    hash_key: Option<u64>,
+    local: Option<&'a LocalService>,
 }
 
 impl std::fmt::Debug for Channel {

@@ -180,6 +180,9 @@ impl Inner {
     /// The rules in force for `service`: the current text's, or, when it is invalid, the last
     /// valid ones (the invalid text is reported once, naming its key and the problem).
     fn rules(&self, service: &str) -> Option<Arc<ServiceRules>> {
+        if matches!(self.source, InstanceSource::Fixed(_)) {
+            return None;
+        }
         let text = self.source.rules_text(service);
         let same = |seen: &Option<Arc<str>>| match (seen, &text) {
             (None, None) => true,
@@ -217,18 +220,18 @@ impl Inner {
     /// built (or rebuilt) under its map entry's lock, so concurrent first calls share one
     /// route, one balancer and one retry budget.
     fn route(&self, call: &CallRequest<'_>, instances: &Arc<[ServiceInstance]>) -> Arc<Route> {
-        let rules = self.rules(call.service);
+        let rules = &self.rules(call.service);
         let (id, factory) = self.options.balancers.resolve(call.service, call.policy.load_balancer);
         if let Some(route) = self.routes.get(call.service) {
-            if route.is_for(id, instances, &rules) {
+            if route.is_for(id, instances, rules) {
                 return route.clone();
             }
         }
         let mut slot = self.routes.entry(call.service.to_owned()).or_insert_with(|| {
             let budget = Arc::new(RetryBudget::new(self.options.budget));
-            self.build_route(id, Route::make_balancer(id, factory), budget, instances, &rules)
+            self.build_route(id, Route::make_balancer(id, factory), budget, instances, rules)
         });
-        if !slot.is_for(id, instances, &rules) {
+        if !slot.is_for(id, instances, rules) {
             // Keep the balancer's state (counter, ring) when only the instances or rules
             // changed, and the retry budget always.
             let balancer = if slot.balancer_id == id {
@@ -236,7 +239,7 @@ impl Inner {
             } else {
                 Route::make_balancer(id, factory)
             };
-            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), instances, &rules);
+            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), instances, rules);
             *slot = rebuilt;
         }
         slot.clone()

@@ -146,11 +146,13 @@ pub fn encode_request_body<A: Serialize + ?Sized>(
     serializer: SerializerKind,
     args: &A,
 ) -> Result<Body, RpcError> {
-    let args_size = serializer.encoded_size(args)?.unwrap_or(64);
-    crate::arena::encode_with(prefix_len(service, method, metadata) + args_size, |buf, shared| {
-        put_prefix(buf, service, method, metadata)?;
-        serializer.encode_sharing(args, buf, shared)
-    })
+    crate::arena::encode_with(
+        || Ok(prefix_len(service, method, metadata) + serializer.encoded_size(args)?.unwrap_or(64)),
+        |buf, shared| {
+            put_prefix(buf, service, method, metadata)?;
+            serializer.encode_sharing(args, buf, shared)
+        },
+    )
 }
 
 /// Encodes the prefix of a request body (service key, method name, metadata), for arguments
