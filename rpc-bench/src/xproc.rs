@@ -199,7 +199,8 @@ pub fn report(m: &Measurement, json: bool) -> Result<(), BoxError> {
 
 /// The echo matrix of BENCHMARKS.md: every framework on plain `Vec<u8>` payloads from 64 B to
 /// 1 MiB at 1, 32 and 256 calls outstanding, and 4 connections x 256 at 64 B and 4 KiB;
-/// `String` and record payloads at 256 outstanding; the other serializers; rpc-core's server
+/// `String` and record payloads at 256 outstanding; the other serializers (`Vec<u8>` and the
+/// record, 256 outstanding); rpc-core's server
 /// on 1, 2 and 4 workers; rpc-core with `Bytes` payloads from 4 KiB up; and rpc-core and tonic
 /// over TLS at 64 B and 4 KiB, 256 outstanding. `only` keeps the frameworks whose name contains
 /// it.
@@ -239,10 +240,11 @@ pub fn matrix(only: Option<&str>) -> Vec<Case> {
             cases.push(case(f, kind, size, 1, 256));
         }
     }
-    for serializer in ["rpc-core/postcard", "rpc-core/json"] {
+    for serializer in ["rpc-core/msgpack", "rpc-core/postcard", "rpc-core/json"] {
         for size in [64, 4096] {
             cases.push(case(serializer, PayloadKind::Bytes, size, 1, 256));
         }
+        cases.push(case(serializer, PayloadKind::Record, 1024, 1, 256));
     }
     for workers in [2, 4] {
         for size in [64, 4096] {

@@ -15,15 +15,17 @@
 //! body in two pieces); elsewhere in a body it is copied once out of the frame, since a vector
 //! owns its memory from its start.
 //!
-//! A `String` argument or result goes the same way ([`WireText`], [`TextString`]): bincode and
-//! postcard write a string exactly as a byte string, its length and its bytes, so it is sent
-//! as one (shared from 16 KiB on) and received as one, checked to be UTF-8 once, in place;
-//! JSON, which writes the two differently, gets a string as before.
+//! A `String` argument or result goes the same way ([`WireText`], [`TextString`]): it is sent
+//! as a string in one write (shared from 16 KiB on), and received as a byte string where the
+//! format allows (bincode and postcard write the two alike; msgpack's byte-string reader takes
+//! a string), checked to be UTF-8 once, in place; JSON gets a string as before.
 //!
-//! The bytes on the wire do not change: bincode and postcard write a byte string as its length
-//! and the raw bytes, exactly as they write a sequence of `u8`; serde_json writes both as an
-//! array of numbers. A peer built without this (or a hand-written client sending a plain
-//! `Vec<u8>`) interoperates; the tests below pin it for every serializer.
+//! A peer built without this (or a hand-written client sending a plain `Vec<u8>`)
+//! interoperates: bincode and postcard write a byte string as its length and the raw bytes,
+//! exactly as they write a sequence of `u8`, so their bytes on the wire do not change;
+//! serde_json writes both as an array of numbers; msgpack writes a bin where a plain vector is
+//! an array of numbers, and each of its readers takes the other's form. The tests below pin it
+//! for every serializer.
 
 use bytes::Bytes;
 use serde::de::{Deserializer, SeqAccess, Visitor};
@@ -60,13 +62,6 @@ impl WireBytes {
     pub fn from_bytes(bytes: Bytes) -> Self {
         Self::Shared(bytes)
     }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Self::Inline(bytes) => bytes,
-            Self::Vector(bytes) | Self::Shared(bytes) => bytes,
-        }
-    }
 }
 
 impl Serialize for WireBytes {
@@ -79,26 +74,39 @@ impl Serialize for WireBytes {
     }
 }
 
-/// A `String` to send: as its bytes (see [`WireBytes`]) to formats that write strings and
-/// byte strings alike (bincode, postcard: not human-readable), as a string to the others.
+/// A `String` to send: small ones as they are, large ones shared with the body like a vector
+/// (see [`WireBytes`]).
 #[derive(Debug, Clone)]
-pub struct WireText(WireBytes);
+pub struct WireText(Text);
+
+#[derive(Debug, Clone)]
+enum Text {
+    Inline(String),
+    /// The string's memory as a vector's (see [`WireBytes::from_vec`]).
+    Shared(Bytes),
+}
 
 impl WireText {
     /// Sends a string; one of 16 KiB or more is shared, not copied, like a vector.
     pub fn from_string(text: String) -> Self {
-        Self(WireBytes::from_vec(text.into_bytes()))
+        match text.len() >= shared_bytes::SHARED_MIN {
+            true => Self(Text::Shared(crate::body_pool::into_bytes(text.into_bytes()))),
+            false => Self(Text::Inline(text)),
+        }
     }
 }
 
 impl Serialize for WireText {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if !serializer.is_human_readable() {
-            return self.0.serialize(serializer);
+        match &self.0 {
+            Text::Inline(text) => serializer.serialize_str(text),
+            Text::Shared(bytes) => {
+                // Made from a `String`: always UTF-8 (checked, not assumed: once per 16 KiB
+                // or more, against the copy it saves).
+                let text = std::str::from_utf8(bytes).map_err(serde::ser::Error::custom)?;
+                shared_bytes::with_offer(bytes, true, || serializer.serialize_str(text))
+            }
         }
-        // Made from a `String`: always UTF-8 (checked, not assumed, on this slow path only).
-        let text = std::str::from_utf8(self.0.as_slice()).map_err(serde::ser::Error::custom)?;
-        serializer.serialize_str(text)
     }
 }
 
@@ -238,7 +246,13 @@ mod tests {
     use crate::serializer::SerializerKind;
     use bytes::BytesMut;
 
-    const ALL: [SerializerKind; 3] = [SerializerKind::Bincode, SerializerKind::Postcard, SerializerKind::Json];
+    const ALL: [SerializerKind; 4] = SerializerKind::ALL;
+    /// The formats that share large byte strings with the body.
+    const SHARING: [SerializerKind; 3] = [
+        SerializerKind::Bincode,
+        SerializerKind::Postcard,
+        SerializerKind::MsgPack,
+    ];
 
     fn encode<T: Serialize>(kind: SerializerKind, value: &T) -> Vec<u8> {
         let mut buf = BytesMut::new();
@@ -253,7 +267,9 @@ mod tests {
             for kind in ALL {
                 let plain = encode(kind, &(bytes.clone(), 5u32));
                 let fast = encode(kind, &(WireBytes::from_vec(bytes.clone()), 5u32));
-                assert_eq!(plain, fast, "{kind:?}, {len} bytes");
+                if kind != SerializerKind::MsgPack {
+                    assert_eq!(plain, fast, "{kind:?}, {len} bytes");
+                }
                 // Either decodes into the other.
                 let (back, n): (ByteVec, u32) = kind.decode(&plain).unwrap();
                 assert_eq!((back.0, n), (bytes.clone(), 5), "{kind:?}");
@@ -298,7 +314,7 @@ mod tests {
                 assert_eq!(body.parts().count(), 1, "JSON writes numbers: nothing to share");
                 continue;
             }
-            // bincode and postcard: the two large ones are pieces of their own, from the
+            // bincode, postcard and msgpack: the two large ones are pieces of their own, from the
             // sender's memory, and arrive as slices of the received body.
             let parts: Vec<&Bytes> = body.parts().collect();
             assert_eq!(parts.len(), 5, "{kind:?}");
@@ -321,12 +337,18 @@ mod tests {
             .decode::<ByteVec>(&[0xff, 0xff, 0xff, 0xff, 0x0f])
             .is_err());
         assert!(SerializerKind::Json.decode::<ByteVec>(b"[1, 2, 300]").is_err());
+        assert!(SerializerKind::MsgPack
+            .decode::<ByteVec>(&[0xc6, 0xff, 0xff, 0xff, 0xff])
+            .is_err());
+        assert!(SerializerKind::MsgPack
+            .decode::<Vec<u64>>(&[0xdd, 0xff, 0xff, 0xff, 0xff])
+            .is_err());
     }
 
     #[test]
     fn a_flagged_body_that_does_not_end_as_flagged_decodes_joined() {
         let payload: Vec<u8> = (0..50_000).map(|i| (i % 249) as u8).collect();
-        for kind in [SerializerKind::Bincode, SerializerKind::Postcard] {
+        for kind in SHARING {
             let body = kind.encode_body(&(3u8, WireBytes::from_vec(payload.clone()))).unwrap();
             let head_len = body.head_len().unwrap();
             let one = body.into_one();
@@ -360,7 +382,7 @@ mod tests {
             }
         }
         let text: String = "ünïcode ".repeat(5_000);
-        for kind in [SerializerKind::Bincode, SerializerKind::Postcard] {
+        for kind in SHARING {
             let body = kind.encode_body(&(1u8, WireText::from_string(text.clone()))).unwrap();
             let head_len = body.head_len().expect("a large string ends the body as a vector");
             let one = body.into_one();
@@ -377,7 +399,7 @@ mod tests {
     #[test]
     fn a_string_that_is_not_utf8_is_an_error() {
         for bad in [vec![0xff, 0xfe], vec![b'a'; 20_000].into_iter().chain([0xc3]).collect()] {
-            for kind in [SerializerKind::Bincode, SerializerKind::Postcard] {
+            for kind in SHARING {
                 let body = kind.encode_body(&(WireBytes::from_vec(bad.clone()),)).unwrap();
                 let decoded = kind.decode_body::<(TextString,)>(body.clone());
                 assert!(decoded.is_err(), "{kind:?}, {} bytes", bad.len());

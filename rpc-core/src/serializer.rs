@@ -2,9 +2,17 @@
 //!
 //! A client picks one serializer for its calls; the server decodes each request with the
 //! serializer named in its header and answers with the same one, so clients using different
-//! serializers can share a server. bincode (2.x, serde mode, standard configuration) is the
-//! default; postcard is the compact, maintained alternative; JSON is for debugging and for peers
-//! written in other languages.
+//! serializers can share a server.
+//!
+//! * **msgpack** (the default) writes every value with its type, structs as maps by field
+//!   name and variants by name, so the two versions of a service that run side by side during
+//!   a rollout understand each other when the newer one only added things (a field with
+//!   `#[serde(default)]` or of an `Option` type, a variant, a method, a last `Option`
+//!   argument), and fail with an error naming the field otherwise (see the crate's `msgpack`).
+//! * **bincode** (2.x, serde mode, standard configuration) and **postcard** are fixed-schema:
+//!   a struct is its fields one after the other with nothing marking where one ends, so every
+//!   peer must run the same types. They are the most compact and cost a little less CPU.
+//! * **json** is for debugging and for peers written in other languages.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,6 +23,7 @@ use serde::Serialize;
 
 use crate::body::Body;
 use crate::error::{ProtocolError, RpcError};
+use crate::msgpack;
 use crate::shared_bytes;
 
 /// One of the built-in serializers. The discriminant is the wire id.
@@ -22,18 +31,22 @@ use crate::shared_bytes;
 #[repr(u8)]
 #[non_exhaustive]
 pub enum SerializerKind {
-    /// bincode 2 with its serde support and the standard (varint) configuration.
-    #[default]
+    /// bincode 2 with its serde support and the standard (varint) configuration. Fixed-schema:
+    /// every peer must run the same types.
     Bincode = 1,
-    /// postcard 1.x.
+    /// postcard 1.x. Fixed-schema: every peer must run the same types.
     Postcard = 2,
     /// JSON through serde_json.
     Json = 3,
+    /// MessagePack with structs as maps by field name and variants by name: tolerates
+    /// additive changes of a service's types both ways.
+    #[default]
+    MsgPack = 4,
 }
 
 impl SerializerKind {
     /// Every serializer, in id order.
-    pub const ALL: [SerializerKind; 3] = [Self::Bincode, Self::Postcard, Self::Json];
+    pub const ALL: [SerializerKind; 4] = [Self::Bincode, Self::Postcard, Self::Json, Self::MsgPack];
 
     /// The serializer with this wire id.
     pub fn from_id(id: u8) -> Result<Self, ProtocolError> {
@@ -41,6 +54,7 @@ impl SerializerKind {
             1 => Ok(Self::Bincode),
             2 => Ok(Self::Postcard),
             3 => Ok(Self::Json),
+            4 => Ok(Self::MsgPack),
             other => Err(ProtocolError::UnknownSerializer(other)),
         }
     }
@@ -50,13 +64,21 @@ impl SerializerKind {
         self as u8
     }
 
-    /// The name used in configuration files: `bincode`, `postcard` or `json`.
+    /// The name used in configuration files: `msgpack`, `bincode`, `postcard` or `json`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Bincode => "bincode",
             Self::Postcard => "postcard",
             Self::Json => "json",
+            Self::MsgPack => "msgpack",
         }
+    }
+
+    /// Whether the format carries its types and field names, so that peers whose types differ
+    /// by additive changes understand each other (msgpack, JSON); bincode and postcard need
+    /// identical types on both sides.
+    pub fn tolerates_additive_changes(self) -> bool {
+        matches!(self, Self::MsgPack | Self::Json)
     }
 
     /// Appends the encoding of `value` to `dst`.
@@ -89,6 +111,9 @@ impl SerializerKind {
             }
             Self::Postcard => postcard::serialize_with_flavor(value, sink).map_err(|e| e.to_string()),
             Self::Json => serde_json::to_writer(sink.dst.writer(), value).map_err(|e| e.to_string()),
+            Self::MsgPack => value
+                .serialize(&mut msgpack::write::Encoder::new(sink))
+                .map_err(|e| e.to_string()),
         };
         result.map_err(|e| RpcError::Encode(format!("{}: {e}", self.name())))
     }
@@ -118,6 +143,13 @@ impl SerializerKind {
                 .map(Some)
                 .map_err(|e| e.to_string()),
             Self::Json => Ok(None),
+            Self::MsgPack => {
+                let mut counter = msgpack::write::Encoder::new(Counter(0));
+                value
+                    .serialize(&mut counter)
+                    .map(|()| Some(counter.into_inner().0))
+                    .map_err(|e| e.to_string())
+            }
         };
         size.map_err(|e| RpcError::Encode(format!("{}: {e}", self.name())))
     }
@@ -179,6 +211,17 @@ impl SerializerKind {
                 }
             }
             Self::Json => return None,
+            Self::MsgPack => {
+                // A byte string, or a string (`String` results and arguments are sent as one).
+                return [false, true].into_iter().find_map(|text| {
+                    let (header, empty) = msgpack::long_string_header(len, text)?;
+                    let kept = head.strip_suffix(&header[..])?;
+                    let mut rewritten = BytesMut::with_capacity(kept.len() + empty.len());
+                    rewritten.extend_from_slice(kept);
+                    rewritten.extend_from_slice(empty);
+                    Some(rewritten.freeze())
+                });
+            }
         };
         let kept = head.strip_suffix(&prefix[..prefix_len])?;
         let mut rewritten = BytesMut::with_capacity(kept.len() + 1);
@@ -208,6 +251,7 @@ impl SerializerKind {
                 Err(e) => Err(e.to_string()),
             },
             Self::Json => serde_json::from_slice(src).map_err(|e| e.to_string()),
+            Self::MsgPack => msgpack::read::decode(src).map_err(|e| e.to_string()),
         };
         result.map_err(|e| RpcError::Decode(format!("{}: {e}", self.name())))
     }
@@ -224,8 +268,10 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
+    /// Appends `bytes`, or records them as a piece of the body when they are the offered
+    /// shared byte string.
     #[inline]
-    fn put(&mut self, bytes: &[u8]) {
+    fn put_shared(&mut self, bytes: &[u8]) {
         if bytes.len() >= shared_bytes::SHARED_MIN {
             if let Some(shared) = self.shared.as_deref_mut() {
                 if let Some(piece) = shared_bytes::claim(bytes) {
@@ -238,10 +284,31 @@ impl Sink<'_> {
     }
 }
 
+impl msgpack::write::Output for Sink<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.dst.extend_from_slice(bytes);
+    }
+
+    #[inline]
+    fn payload(&mut self, bytes: &[u8]) {
+        self.put_shared(bytes);
+    }
+
+    #[inline]
+    fn position(&self) -> usize {
+        self.dst.len()
+    }
+
+    fn patch(&mut self, at: usize, bytes: [u8; 4]) {
+        self.dst[at..at + 4].copy_from_slice(&bytes);
+    }
+}
+
 impl bincode::enc::write::Writer for Sink<'_> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        self.put(bytes);
+        self.put_shared(bytes);
         Ok(())
     }
 }
@@ -257,7 +324,7 @@ impl postcard::ser_flavors::Flavor for Sink<'_> {
 
     #[inline]
     fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.put(bytes);
+        self.put_shared(bytes);
         Ok(())
     }
 
@@ -276,6 +343,24 @@ impl Counter {
             self.0 += bytes.len();
         }
     }
+}
+
+impl msgpack::write::Output for Counter {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+
+    #[inline]
+    fn payload(&mut self, bytes: &[u8]) {
+        self.count(bytes);
+    }
+
+    fn position(&self) -> usize {
+        self.0
+    }
+
+    fn patch(&mut self, _: usize, _: [u8; 4]) {}
 }
 
 impl bincode::enc::write::Writer for Counter {
@@ -341,7 +426,7 @@ impl fmt::Display for SerializerKind {
 
 /// The error of parsing a serializer name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("\"{0}\" is not one of bincode, postcard, json")]
+#[error("\"{0}\" is not one of msgpack, bincode, postcard, json")]
 pub struct UnknownSerializerName(pub String);
 
 impl FromStr for SerializerKind {
@@ -355,7 +440,7 @@ impl FromStr for SerializerKind {
     }
 }
 
-/// Read by name (`bincode`, `postcard`, `json`), as configuration files write it.
+/// Read by name (`msgpack`, `bincode`, `postcard`, `json`), as configuration files write it.
 impl<'de> serde::Deserialize<'de> for SerializerKind {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <String as serde::Deserialize>::deserialize(d)?;
@@ -463,6 +548,9 @@ mod tests {
         }
         assert!(SerializerKind::from_id(0).is_err());
         let err = "yaml".parse::<SerializerKind>().unwrap_err();
-        assert_eq!(err.to_string(), "\"yaml\" is not one of bincode, postcard, json");
+        assert_eq!(
+            err.to_string(),
+            "\"yaml\" is not one of msgpack, bincode, postcard, json"
+        );
     }
 }

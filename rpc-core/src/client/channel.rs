@@ -63,7 +63,7 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// A channel over any invoker, with the default serializer (bincode) and policies (3 s
+    /// A channel over any invoker, with the default serializer (msgpack) and policies (3 s
     /// timeout, no retry, fail fast, round robin).
     pub fn new(invoker: Arc<dyn Invoker>) -> Self {
         Self {

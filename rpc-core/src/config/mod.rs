@@ -4,7 +4,7 @@
 //! rpc:
 //!   name: example-provider
 //!   server: { host: 127.0.0.1, port: 9001 }
-//!   serializer: bincode          # bincode | postcard | json
+//!   serializer: msgpack          # msgpack | bincode | postcard | json
 //!   registry:
 //!     type: etcd                 # etcd | zookeeper | memory
 //!     endpoints: ["127.0.0.1:2379"]
@@ -130,7 +130,7 @@ impl Default for RpcConfig {
         Self {
             name: "rpc-app".to_owned(),
             server: ServerConfig::default(),
-            serializer: SerializerKind::Bincode,
+            serializer: SerializerKind::MsgPack,
             registry: RegistryConfig::default(),
             consumer: ConsumerConfig::default(),
             metrics: MetricsConfig::default(),
@@ -974,7 +974,7 @@ rpc:
             assert_eq!(c.registry.ttl_secs, 10);
             assert_eq!(c.consumer.load_balancer, LoadBalancerKind::RoundRobin);
             assert_eq!(c.consumer.tolerant, TolerantKind::FailFast);
-            assert_eq!(c.serializer, SerializerKind::Bincode);
+            assert_eq!(c.serializer, SerializerKind::MsgPack);
         }
     }
 
@@ -998,7 +998,7 @@ rpc:
         );
         assert_eq!(
             err("rpc:\n  serializer: yaml\n"),
-            "<string>: rpc.serializer: \"yaml\" is not one of bincode, postcard, json"
+            "<string>: rpc.serializer: \"yaml\" is not one of msgpack, bincode, postcard, json"
         );
     }
 
