@@ -55,7 +55,7 @@ extern crate self as rpc_core;
 // Layers, lowest first; a module imports only from lower layers (and leaves of its own):
 //   1. leaves: body, shared_bytes, arena, body_pool, large_body, choice, future, backoff,
 //      byte_string, host, error, schedule, context
-//   2. wire: msgpack (the default format), serializer, protocol, reply, service (what both ends know of a service), health,
+//   2. wire: msgpack (the default format), serializer, schema, protocol, reply, service (what both ends know of a service), health,
 //      interceptor, auth (interceptors), metrics (an interceptor and event counters), transport
 //   3. configuration: config (plain data, the strategy names included; `fault::policy`
 //      resolves it, `balance` builds the balancer it names)
@@ -88,6 +88,7 @@ pub mod protocol;
 pub mod registry;
 mod reply;
 pub mod schedule;
+pub mod schema;
 pub mod serializer;
 pub mod server;
 mod service;

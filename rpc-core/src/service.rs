@@ -34,6 +34,12 @@ pub trait Service: Send + Sync + 'static {
     /// [`SerializerKind::decode_body`]). An unknown method yields a
     /// [`Status::MethodNotFound`](crate::protocol::Status::MethodNotFound) reply.
     fn call(&self, method: &str, serializer: SerializerKind, args: Body) -> BoxFuture<'static, Reply>;
+
+    /// What the methods take and return, when known: `#[service]` records it (see
+    /// [`schema`](crate::schema)); a hand-written service may leave it out.
+    fn schema(&self) -> Option<crate::schema::ServiceSchema> {
+        None
+    }
 }
 
 /// The local implementation a client calls for `fail_back` and `mock`: the service trait's

@@ -58,6 +58,7 @@ fn render_client(def: &ServiceDef) -> TokenStream {
     let builder_doc = format!("Builds a [`{client}`]: an optional local implementation for `fail_back` and `mock`.");
     let descriptors = def.methods.iter().map(|m| render_descriptor(&key, m));
     let methods = def.methods.iter().enumerate().map(|(i, m)| render_client_method(i, m));
+    let schema_methods = def.methods.iter().map(render_schema_method);
     quote! {
         #[doc = #doc]
         ///
@@ -85,6 +86,14 @@ fn render_client(def: &ServiceDef) -> TokenStream {
             pub const SERVICE_KEY: &'static str = #key;
             /// What the call path knows of each method, in declaration order.
             pub const METHODS: &'static [#rpc::client::MethodDescriptor] = &[#(#descriptors),*];
+
+            /// What the service's methods take and return (their types' shapes), as its
+            /// providers publish it.
+            pub fn schema() -> #rpc::schema::ServiceSchema {
+                #rpc::schema::SchemaBuilder::new(#name, #version)
+                    #(#schema_methods)*
+                    .build()
+            }
 
             /// A client that calls through `channel`, with no local implementation; fails when
             /// the channel's configuration asks for one (`fail_back`, `mock`) or for `fail_safe`
@@ -218,6 +227,29 @@ fn render_descriptor(key: &str, m: &MethodDef) -> TokenStream {
     }
 }
 
+/// One method's entry in the service's schema: its argument tuple, names and result types.
+fn render_schema_method(m: &MethodDef) -> TokenStream {
+    let name = m.ident.to_string();
+    let arg_names = m.args.iter().map(|(n, _)| n.to_string());
+    // Traced as they are decoded: a byte string as one (`Bytes` has no serde of its own).
+    let arg_types = m.args.iter().map(|(_, t)| wire_type(t));
+    let idempotent = m.idempotent;
+    match &m.output {
+        Output::Value(ty) => {
+            let ty = wire_type(ty);
+            quote! {
+                .method::<(#(#arg_types,)*), #ty>(#name, &[#(#arg_names),*], #idempotent)
+            }
+        }
+        Output::Result { ok, err } => {
+            let ok = wire_type(ok);
+            quote! {
+                .fallible_method::<(#(#arg_types,)*), #ok, #err>(#name, &[#(#arg_names),*], #idempotent)
+            }
+        }
+    }
+}
+
 /// The type whose `Default` gives a method's fail-safe value: the method's result, or for
 /// `Result<T, E>` the `T` (the fail-safe value is then `Ok(T::default())`).
 fn default_type(output: &Output) -> &syn::Type {
@@ -330,6 +362,10 @@ fn render_server(def: &ServiceDef) -> TokenStream {
 
             fn methods(&self) -> &[&'static str] {
                 &[#(#method_names),*]
+            }
+
+            fn schema(&self) -> ::core::option::Option<#rpc::schema::ServiceSchema> {
+                ::core::option::Option::Some(#client::schema())
             }
 
             fn call(

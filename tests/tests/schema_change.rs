@@ -427,3 +427,24 @@ async fn every_change_with_every_serializer() {
         }
     }
 }
+
+#[test]
+fn each_version_records_its_schema() {
+    let old = v1::ProfilesClient::schema();
+    let new = v2::ProfilesClient::schema();
+    assert!(old.method("audit").is_none() && new.method("audit").is_some());
+    let greet = new.method("greet").unwrap();
+    assert_eq!(
+        greet.args.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["name", "greeting"]
+    );
+    let rpc_core::schema::TypeDef::Struct(fields) = &new.types["User"] else {
+        panic!("User is a struct: {:?}", new.types["User"]);
+    };
+    assert!(fields.iter().any(|f| f.name == "email"));
+    assert_ne!(old.fingerprint(), new.fingerprint());
+    assert_eq!(old.fingerprint(), v1::ProfilesClient::schema().fingerprint());
+    // The server adapter publishes the same schema.
+    use rpc_core::server::Service;
+    assert_eq!(v2::ProfilesServer::new(v2::Impl).schema(), Some(new));
+}

@@ -3,9 +3,13 @@
 
 use std::fmt;
 
-/// An encoding or decoding error with the path to the value it concerns.
+/// An encoding or decoding error with the path to the value it concerns. Boxed: every read
+/// returns a `Result`, which stays two words wide.
 #[derive(Debug)]
-pub(crate) struct Error {
+pub(crate) struct Error(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     message: String,
     /// Innermost first.
     path: Vec<Segment>,
@@ -25,16 +29,18 @@ pub(super) enum Segment {
 }
 
 impl Error {
+    #[cold]
     pub(super) fn new(message: impl fmt::Display) -> Self {
-        Self {
+        Self(Box::new(Inner {
             message: message.to_string(),
             path: Vec::new(),
-        }
+        }))
     }
 
     /// This error, which occurred inside `segment`.
+    #[cold]
     pub(super) fn within(mut self, segment: Segment) -> Self {
-        self.path.push(segment);
+        self.0.path.push(segment);
         self
     }
 }
@@ -43,7 +49,7 @@ impl Error {
     /// The path from the outermost value, as `[1].stats.score`.
     fn path(&self) -> String {
         let mut path = String::new();
-        for segment in self.path.iter().rev() {
+        for segment in self.0.path.iter().rev() {
             match segment {
                 Segment::Field { field, .. } | Segment::Key(field) => {
                     path.push('.');
@@ -59,14 +65,14 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
+        f.write_str(&self.0.message)?;
         // The innermost struct or enum names the type the reader could not fill.
-        let owner = self.path.iter().find_map(|s| match s {
+        let owner = self.0.path.iter().find_map(|s| match s {
             Segment::Field { ty, field } => Some(format!("field `{field}` of `{ty}`")),
             Segment::Enum(ty) => Some(format!("enum `{ty}`")),
             Segment::Element(_) | Segment::Key(_) => None,
         });
-        match (owner, self.path.len()) {
+        match (owner, self.0.path.len()) {
             (_, 0) => Ok(()),
             (Some(owner), 1) => write!(f, " (in {owner})"),
             (Some(owner), _) => write!(f, " (in {owner}, at {})", self.path()),

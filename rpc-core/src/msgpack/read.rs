@@ -117,6 +117,30 @@ impl<'de> Decoder<'de> {
         })
     }
 
+    /// The next value if it is a positive fixint (the common small number), read.
+    #[inline]
+    fn fixint(&mut self) -> Option<u8> {
+        let b = *self.input.get(self.pos)?;
+        (b <= POSITIVE_FIXINT_MAX).then(|| {
+            self.pos += 1;
+            b
+        })
+    }
+
+    /// The next value if it is a fixstr (a string under 32 bytes: field names, variant names,
+    /// short text), read.
+    #[inline]
+    fn fixstr(&mut self) -> Option<&'de [u8]> {
+        let b = *self.input.get(self.pos)?;
+        if !(FIXSTR..=FIXSTR_MAX).contains(&b) {
+            return None;
+        }
+        let end = self.pos + 1 + usize::from(b & 0x1f);
+        let s = self.input.get(self.pos + 1..end)?;
+        self.pos = end;
+        Some(s)
+    }
+
     /// Reads the next value's header (a string's or byte string's contents with it).
     #[inline]
     fn header(&mut self) -> Result<Header<'de>, Error> {
@@ -157,6 +181,7 @@ impl<'de> Decoder<'de> {
     }
 
     /// Runs `read` one level of nesting deeper.
+    #[inline]
     fn nested<R>(&mut self, read: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
         if self.depth >= MAX_DEPTH {
             return Err(Error::new(format!("nesting deeper than {MAX_DEPTH} levels")));
@@ -256,12 +281,58 @@ impl<'de> Decoder<'de> {
     }
 }
 
+/// `deserialize_*` methods for unsigned integers that read a positive fixint in place and
+/// anything else through [`Decoder::header`].
+macro_rules! fixint_first {
+    ($($method:ident => $visit:ident),*) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+                match self.fixint() {
+                    Some(v) => visitor.$visit(v.into()),
+                    None => self.deserialize_any(visitor),
+                }
+            }
+        )*
+    };
+}
+
 impl<'de> Deserializer<'de> for &mut Decoder<'de> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let header = self.header()?;
         self.visit(header, visitor)
+    }
+
+    // Small unsigned numbers (counts, ids, enum-like codes) skip the full header.
+    fixint_first! {
+        deserialize_u8 => visit_u8,
+        deserialize_u16 => visit_u16,
+        deserialize_u32 => visit_u32,
+        deserialize_u64 => visit_u64
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.input.get(self.pos) == Some(&FLOAT64) {
+            if let Some(bytes) = self.input.get(self.pos + 1..self.pos + 9) {
+                self.pos += 9;
+                let mut be = [0; 8];
+                be.copy_from_slice(bytes);
+                return visitor.visit_f64(f64::from_be_bytes(be));
+            }
+        }
+        self.deserialize_any(visitor)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.fixstr() {
+            Some(s) => visitor.visit_borrowed_str(text(s)?),
+            None => self.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_str(visitor)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -361,6 +432,18 @@ impl<'de> Deserializer<'de> for &mut Decoder<'de> {
         self.deserialize_bytes(visitor)
     }
 
+    /// A field or variant name: handed over as bytes, which serde's derived name visitors
+    /// match without checking UTF-8 first (a name that matches none is not checked either).
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if let Some(name) = self.fixstr() {
+            return visitor.visit_borrowed_bytes(name);
+        }
+        match self.header()? {
+            Header::Str(name) => visitor.visit_borrowed_bytes(name),
+            other => self.visit(other, visitor),
+        }
+    }
+
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         self.skip()?;
         visitor.visit_unit()
@@ -371,7 +454,7 @@ impl<'de> Deserializer<'de> for &mut Decoder<'de> {
     }
 
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string map identifier
+        bool i8 i16 i32 i64 i128 u128 f32 char map
     }
 }
 
@@ -389,6 +472,7 @@ struct Items<'a, 'de> {
 impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
     type Error = Error;
 
+    #[inline]
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
         let index = self.index;
         if self.left == 0 {
@@ -471,6 +555,7 @@ impl Entries<'_, '_> {
 impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
     type Error = Error;
 
+    #[inline]
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
         if self.left == 0 {
             return Ok(None);
@@ -480,6 +565,7 @@ impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
         seed.deserialize(&mut *self.de).map(Some)
     }
 
+    #[inline]
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
         seed.deserialize(&mut *self.de).map_err(|e| {
             let field = self.key();

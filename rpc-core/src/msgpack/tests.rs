@@ -397,3 +397,38 @@ fn the_encoded_size_is_exact_and_sharing_keeps_the_bytes() {
     assert_eq!(size, Some(buf.len()));
     assert_eq!(&buf[..], &encode(&value)[..]);
 }
+
+#[test]
+fn a_record_of_many_small_fields_round_trips_through_bodies_and_replies() {
+    use crate::serializer::SerializerKind;
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Item {
+        sku: u64,
+        qty: u32,
+        price: f64,
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Record {
+        id: u64,
+        name: String,
+        tags: Vec<String>,
+        items: Vec<Item>,
+    }
+    let record = Record {
+        id: 42,
+        name: "a record of the bench".into(),
+        tags: vec!["alpha".into(), "beta".into()],
+        items: (0..51u64)
+            .map(|i| Item {
+                sku: 1_000_000 + i,
+                qty: (i % 7) as u32 + 1,
+                price: i as f64 * 0.25,
+            })
+            .collect(),
+    };
+    let body = SerializerKind::MsgPack.encode_body(&(&record,)).unwrap();
+    let (back,): (Record,) = SerializerKind::MsgPack.decode_body(body).unwrap();
+    assert_eq!(back, record);
+    let reply = crate::Reply::ok(SerializerKind::MsgPack, &record);
+    assert_eq!(reply.into_value::<Record>(SerializerKind::MsgPack).unwrap(), record);
+}

@@ -94,7 +94,13 @@ impl<O: Output> Encoder<O> {
 
     #[inline]
     fn str(&mut self, s: &str) -> Result<(), Error> {
-        self.header(s.len(), Some((FIXSTR, 31)), [Some(STR8), Some(STR16), Some(STR32)])?;
+        if s.len() <= 31 {
+            // Field and variant names: the marker holds the length.
+            self.out.put(&[FIXSTR | s.len() as u8]);
+            self.out.put(s.as_bytes());
+            return Ok(());
+        }
+        self.header(s.len(), None, [Some(STR8), Some(STR16), Some(STR32)])?;
         self.out.payload(s.as_bytes());
         Ok(())
     }

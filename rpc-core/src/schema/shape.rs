@@ -1,0 +1,189 @@
+//! The schema's data: shapes of values, definitions of named types, methods and services.
+//! Serialized as JSON into the registry, so field names here are part of the registry layout.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The shape of a value's type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Shape {
+    /// `bool`.
+    Bool,
+    /// `i8`.
+    I8,
+    /// `i16`.
+    I16,
+    /// `i32`.
+    I32,
+    /// `i64`.
+    I64,
+    /// `i128`.
+    I128,
+    /// `u8`.
+    U8,
+    /// `u16`.
+    U16,
+    /// `u32`.
+    U32,
+    /// `u64`.
+    U64,
+    /// `u128`.
+    U128,
+    /// `f32`.
+    F32,
+    /// `f64`.
+    F64,
+    /// `char`.
+    Char,
+    /// A string.
+    String,
+    /// A byte string (`serde_bytes`, `Bytes`).
+    Bytes,
+    /// `()`.
+    Unit,
+    /// `Option<T>`.
+    Option(Box<Shape>),
+    /// A sequence: `Vec<T>`, sets, slices.
+    Seq(Box<Shape>),
+    /// A tuple or a fixed-size array.
+    Tuple(Vec<Shape>),
+    /// A map.
+    Map {
+        /// The keys' shape.
+        key: Box<Shape>,
+        /// The values' shape.
+        value: Box<Shape>,
+    },
+    /// A struct or an enum, defined in the schema's `types` under this name.
+    Named(String),
+    /// Any value: a type that describes itself as it is read (`serde_json::Value`, untagged
+    /// enums), or one the schema could not learn.
+    Any,
+}
+
+/// A named type: a struct or an enum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TypeDef {
+    /// A struct with named fields.
+    Struct(Vec<Field>),
+    /// A tuple struct.
+    TupleStruct(Vec<Shape>),
+    /// A newtype struct (`struct Id(u64)`).
+    Newtype(Shape),
+    /// A unit struct.
+    UnitStruct,
+    /// An enum.
+    Enum(Vec<Variant>),
+}
+
+/// A named field, or a method's argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    /// Its name.
+    pub name: String,
+    /// Its type's shape.
+    pub shape: Shape,
+}
+
+/// An enum's variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variant {
+    /// Its name.
+    pub name: String,
+    /// What it holds.
+    pub data: VariantData,
+}
+
+/// What a variant holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum VariantData {
+    /// Nothing.
+    Unit,
+    /// One value.
+    Newtype(Shape),
+    /// Several values.
+    Tuple(Vec<Shape>),
+    /// Named fields.
+    Struct(Vec<Field>),
+    /// Not learned (a variant that could only be reached through itself).
+    Unknown,
+}
+
+impl Shape {
+    /// Whether this shape names the type `name` (directly, not through other named types).
+    pub fn mentions(&self, name: &str) -> bool {
+        match self {
+            Self::Named(n) => n == name,
+            Self::Option(s) | Self::Seq(s) => s.mentions(name),
+            Self::Tuple(items) => items.iter().any(|s| s.mentions(name)),
+            Self::Map { key, value } => key.mentions(name) || value.mentions(name),
+            _ => false,
+        }
+    }
+}
+
+impl VariantData {
+    /// Whether this variant's data names the type `name` (directly).
+    pub fn mentions(&self, name: &str) -> bool {
+        match self {
+            Self::Newtype(s) => s.mentions(name),
+            Self::Tuple(items) => items.iter().any(|s| s.mentions(name)),
+            Self::Struct(fields) => fields.iter().any(|f| f.shape.mentions(name)),
+            Self::Unit | Self::Unknown => false,
+        }
+    }
+}
+
+/// One method of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodSchema {
+    /// Its name.
+    pub name: String,
+    /// Its arguments, in order.
+    pub args: Vec<Field>,
+    /// What it returns (the `T` of `Result<T, E>`).
+    pub result: Shape,
+    /// Its typed error (the `E` of `Result<T, E>`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Shape>,
+    /// Whether it is `#[idempotent]`.
+    #[serde(default)]
+    pub idempotent: bool,
+}
+
+/// A service's methods and the named types they use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSchema {
+    /// The service's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its methods, by name.
+    pub methods: Vec<MethodSchema>,
+    /// The structs and enums the methods use, by name.
+    pub types: BTreeMap<String, TypeDef>,
+}
+
+impl ServiceSchema {
+    /// The method called `name`.
+    pub fn method(&self, name: &str) -> Option<&MethodSchema> {
+        self.methods.iter().find(|m| m.name == name)
+    }
+
+    /// A name for this exact schema: 16 hex digits of a 64-bit FNV-1a hash of its JSON (the
+    /// methods sorted by name, the types by name), the same on every build and platform.
+    pub fn fingerprint(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+}
