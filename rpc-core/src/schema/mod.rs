@@ -3,9 +3,9 @@
 //! `#[service]` records each method's argument, result and error types as a [`ServiceSchema`]:
 //! their shape (struct fields, enum variants, element types) learned from their `Deserialize`
 //! implementations alone (see [`SchemaBuilder`]), so plain serde types need no extra
-//! derive. A provider publishes its schema, named by its [`fingerprint`](ServiceSchema::fingerprint),
-//! so that consumers and operators can tell which instances have a method and whether two
-//! versions of a type can read each other.
+//! derive. A schema is named by its [`fingerprint`](ServiceSchema::fingerprint), so that a
+//! provider can publish it once and its instances name it: consumers and operators can then
+//! tell which instances have a method and whether two versions of a type read each other.
 
 mod shape;
 mod trace;
