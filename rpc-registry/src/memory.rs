@@ -4,7 +4,7 @@
 //! consumer configured with `type: memory` in one process see each other. Each handle remembers
 //! what it registered and removes it on [`Registry::close`] (as a lease expiry would).
 //!
-//! Rules live in the same namespace and are watched the same way.
+//! Rules and schemas live in the same namespace; rules are watched the same way.
 //!
 //! Watches follow the [`Registry`] contract: a snapshot, then one event per change. A watcher
 //! that falls more than its queue behind is dropped, which ends its stream; the discovery cache
@@ -32,6 +32,8 @@ struct State {
     /// Rules text by service key.
     rules: HashMap<String, String>,
     rule_watchers: HashMap<String, Vec<mpsc::Sender<Option<String>>>>,
+    /// Schema texts by (service key, fingerprint).
+    schemas: HashMap<(String, String), String>,
 }
 
 impl State {
@@ -220,6 +222,30 @@ impl Registry for MemoryRegistry {
             let _ = tx.try_send(state.rules.get(service_key).cloned());
             state.rule_watchers.entry(service_key.to_owned()).or_default().push(tx);
             Ok(RulesStream::new(rx, None))
+        })
+    }
+
+    fn put_schema<'a>(
+        &'a self,
+        service_key: &'a str,
+        fingerprint: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let key = (service_key.to_owned(), fingerprint.to_owned());
+            self.state().schemas.insert(key, text.to_owned());
+            Ok(())
+        })
+    }
+
+    fn get_schema<'a>(
+        &'a self,
+        service_key: &'a str,
+        fingerprint: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        Box::pin(async move {
+            let key = (service_key.to_owned(), fingerprint.to_owned());
+            Ok(self.state().schemas.get(&key).cloned())
         })
     }
 

@@ -95,6 +95,23 @@ impl Registry for ReconnectingRegistry {
         Box::pin(async move { self.backend().await?.watch_rules(service_key).await })
     }
 
+    fn put_schema<'a>(
+        &'a self,
+        service_key: &'a str,
+        fingerprint: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move { self.backend().await?.put_schema(service_key, fingerprint, text).await })
+    }
+
+    fn get_schema<'a>(
+        &'a self,
+        service_key: &'a str,
+        fingerprint: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        Box::pin(async move { self.backend().await?.get_schema(service_key, fingerprint).await })
+    }
+
     fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
         Box::pin(async move {
             match self.backend.get() {

@@ -535,6 +535,41 @@ mod cases {
         assert_eq!(reader.registry.get_rules(key).await.unwrap().as_deref(), Some(first));
         reader.registry.close().await.unwrap();
     }
+
+    pub async fn schemas_are_published_once_and_outlive_their_provider(h: &Harness) {
+        use rpc_core::registry::publish_schema;
+        use rpc_core::schema::{SchemaBuilder, ServiceSchema};
+        let writer = h.handle().await;
+        let reader = h.handle().await;
+        let key = "Svc:1.0";
+        let schema = SchemaBuilder::new("Svc", "1.0")
+            .method::<(String,), Vec<u32>>("find", &["query"], true)
+            .build();
+        let fingerprint = publish_schema(&*writer.registry, key, &schema).await.unwrap();
+        assert_eq!(fingerprint, schema.fingerprint());
+        assert_eq!(
+            publish_schema(&*writer.registry, key, &schema).await.unwrap(),
+            fingerprint
+        );
+        let text = reader
+            .registry
+            .get_schema(key, &fingerprint)
+            .await
+            .unwrap()
+            .expect("published");
+        assert_eq!(serde_json::from_str::<ServiceSchema>(&text).unwrap(), schema);
+        assert_eq!(reader.registry.get_schema(key, "0000000000000000").await.unwrap(), None);
+        assert_eq!(
+            reader.registry.get_schema("Other:1.0", &fingerprint).await.unwrap(),
+            None
+        );
+        writer.registry.register(&instance(key, 7001)).await.unwrap();
+        // The schema directory is not a service, and a schema outlives its publisher.
+        assert_eq!(reader.registry.services().await.unwrap(), vec![key]);
+        writer.registry.close().await.unwrap();
+        assert!(reader.registry.get_schema(key, &fingerprint).await.unwrap().is_some());
+        reader.registry.close().await.unwrap();
+    }
 }
 
 /// Generates one test per case for a backend.
@@ -551,6 +586,7 @@ macro_rules! cases_for {
             a_hundred_concurrent_registrations_are_all_visible,
             rules_are_stored_watched_and_deleted,
             services_are_listed_without_rules,
+            schemas_are_published_once_and_outlive_their_provider,
         );
     };
     (@ $backend:expr; $($case:ident),* $(,)?) => {

@@ -448,3 +448,265 @@ fn each_version_records_its_schema() {
     use rpc_core::server::Service;
     assert_eq!(v2::ProfilesServer::new(v2::Impl).schema(), Some(new));
 }
+
+/// The rollout a fleet goes through: providers of version 1 replaced one by one by version 2
+/// against a real etcd, while a version-1 consumer and a version-2 consumer call steadily,
+/// the latter also calling the method version 2 adds. Method-aware routing sends that method
+/// only to upgraded providers; every other change is additive. Not one call may fail.
+mod rollout {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+    use rpc_core::fault::InstanceHealth;
+    use rpc_core::registry::{DiscoveryCache, DiscoveryOptions, Registry};
+    use rpc_core::server::{Registration, RunningServer, ServerBuilder, Service};
+    use rpc_core::Channel;
+    use rpc_registry::etcd::{EtcdOptions, EtcdRegistry};
+    use rpc_tests::servers::{shared_etcd, unique_root};
+    use rpc_tests::wait_until;
+
+    use super::{common, shapes, v1, v2};
+
+    async fn registry(endpoints: &[String], root: &str) -> Arc<EtcdRegistry> {
+        let options = EtcdOptions {
+            endpoints: endpoints.to_vec(),
+            root: root.to_owned(),
+            ttl: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            credentials: None,
+            tls: None,
+            reconcile_interval: Duration::from_secs(1),
+            keepalive_interval: Duration::from_secs(30),
+        };
+        Arc::new(EtcdRegistry::connect(options).await.expect("connect to etcd"))
+    }
+
+    /// A provider with its own registry connection, as a process of its own would have.
+    async fn provider(service: impl Service, endpoints: &[String], root: &str) -> (RunningServer, Arc<EtcdRegistry>) {
+        let mut server = ServerBuilder::new()
+            .add_service(service)
+            .deregister_wait(Duration::from_secs(2), Duration::from_millis(300))
+            .bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let registry = registry(endpoints, root).await;
+        let registration = Registration {
+            host: "127.0.0.1".into(),
+            weight: 1,
+            metadata: Default::default(),
+        };
+        server
+            .register(registry.clone(), &registration)
+            .await
+            .expect("register");
+        (server, registry)
+    }
+
+    /// A consumer's channel over its own registry connection and discovery cache.
+    async fn consumer(endpoints: &[String], root: &str) -> (Channel, Arc<DiscoveryCache>) {
+        let registry: Arc<dyn Registry> = registry(endpoints, root).await;
+        let cache = Arc::new(
+            DiscoveryCache::new(registry, DiscoveryOptions::default())
+                .await
+                .expect("cache"),
+        );
+        let invoker = ClusterInvoker::new(
+            InstanceSource::Discovery(cache.clone()),
+            Arc::new(ConnectionPool::new(ClientOptions::default())),
+            Arc::new(InstanceHealth::default()),
+        );
+        let channel = Channel::new(Arc::new(invoker)).with_timeout(Duration::from_secs(2));
+        (channel, cache)
+    }
+
+    /// Calls made and failures seen by the steady callers.
+    #[derive(Default)]
+    struct Tally {
+        calls: AtomicU64,
+        audits: AtomicU64,
+        failures: Mutex<Vec<String>>,
+    }
+
+    /// Calls `call(n)` for n = 0, 1, ... until `stop`, a millisecond apart, counting into
+    /// `tally`; a call gives the failure's description, if it failed.
+    fn steady<F, Fut>(stop: Arc<AtomicBool>, tally: Arc<Tally>, call: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn(u64) -> Fut + Send + 'static,
+        Fut: Future<Output = Option<String>> + Send,
+    {
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(failure) = call(n).await {
+                    tally.failures.lock().unwrap().push(failure);
+                }
+                tally.calls.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    }
+
+    /// A failure's description, unless `result` is `Ok` and `check` accepts its value.
+    fn judge<T: std::fmt::Debug>(
+        what: &str,
+        result: Result<T, rpc_core::RpcError>,
+        check: impl Fn(&T) -> bool,
+    ) -> Option<String> {
+        match result {
+            Ok(value) if check(&value) => None,
+            Ok(value) => Some(format!("{what}: wrong value {value:?}")),
+            Err(e) => Some(format!("{what}: {e}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn three_providers_replaced_one_by_one_while_both_versions_call() {
+        let Some(endpoints) = shared_etcd() else { return };
+        let root = unique_root("rollout");
+        let mut old = Vec::new();
+        for _ in 0..3 {
+            old.push(provider(v1::ProfilesServer::new(v1::Impl), &endpoints, &root).await);
+        }
+        let (old_channel, old_cache) = consumer(&endpoints, &root).await;
+        let (new_channel, new_cache) = consumer(&endpoints, &root).await;
+        let old_client = v1::ProfilesClient::new(old_channel).unwrap();
+        let new_client = v2::ProfilesClient::new(new_channel).unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (old_tally, new_tally) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
+        let ada = shapes::v1::User {
+            id: 1,
+            name: "Ada".into(),
+            tier: common::Tier1::Pro { seats: 3 },
+        };
+        let mut callers = Vec::new();
+        callers.push(steady(stop.clone(), old_tally.clone(), {
+            let client = old_client.clone();
+            move |n| {
+                let (client, ada) = (client.clone(), ada.clone());
+                async move {
+                    match n % 3 {
+                        0 => judge("v1 get_user", client.get_user(1).await, |u| *u == ada),
+                        1 => judge("v1 put_user", client.put_user(ada).await, |s| {
+                            s.starts_with("User { id: 1, name: \"Ada\"")
+                        }),
+                        _ => judge("v1 greet", client.greet("Ada".into()).await, |s| s == "Hello, Ada"),
+                    }
+                }
+            }
+        }));
+        let audit_on = Arc::new(AtomicBool::new(false));
+        callers.push(steady(stop.clone(), new_tally.clone(), {
+            let (client, audit_on, tally) = (new_client.clone(), audit_on.clone(), new_tally.clone());
+            move |n| {
+                let (client, audit_on, tally) = (client.clone(), audit_on.clone(), tally.clone());
+                async move {
+                    let user = shapes::v2::User {
+                        id: 2,
+                        name: "Bea".into(),
+                        tier: common::Tier2::Free,
+                        email: Some("bea@example.com".into()),
+                        score: 4,
+                    };
+                    match n % 4 {
+                        0 => judge("v2 get_user", client.get_user(2).await, |u| {
+                            u.id == 2 && u.name == "Ada"
+                        }),
+                        1 => judge("v2 put_user", client.put_user(user).await, |s| {
+                            s.starts_with("User { id: 2, name: \"Bea\", tier: Free")
+                        }),
+                        2 => judge("v2 greet", client.greet("Bea".into(), Some("Hi".into())).await, |s| {
+                            s == "Hi, Bea" || s == "Hello, Bea"
+                        }),
+                        _ if audit_on.load(Ordering::Relaxed) => {
+                            tally.audits.fetch_add(1, Ordering::Relaxed);
+                            judge("v2 audit", client.audit(n).await, |s| *s == format!("audited {n}"))
+                        }
+                        _ => None,
+                    }
+                }
+            }
+        }));
+
+        let count = |cache: Arc<DiscoveryCache>, want: usize| async move {
+            cache.cached("Profiles:1.0").is_some_and(|list| list.len() == want)
+        };
+        wait_until(
+            Duration::from_secs(10),
+            "both consumers see the three v1 providers",
+            || async { count(old_cache.clone(), 3).await && count(new_cache.clone(), 3).await },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let mut new = Vec::new();
+        for (step, (server, registry)) in old.into_iter().enumerate() {
+            new.push(provider(v2::ProfilesServer::new(v2::Impl), &endpoints, &root).await);
+            wait_until(
+                Duration::from_secs(10),
+                "both consumers see the new provider",
+                || async { count(old_cache.clone(), 4).await && count(new_cache.clone(), 4).await },
+            )
+            .await;
+            // The version-2 consumer starts using the new method once a provider has it.
+            audit_on.store(true, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            server.shutdown().await;
+            registry.close().await.expect("close the provider's registry");
+            wait_until(
+                Duration::from_secs(10),
+                "both consumers see the old provider leave",
+                || async { count(old_cache.clone(), 3).await && count(new_cache.clone(), 3).await },
+            )
+            .await;
+            let audits = new_tally.audits.load(Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            println!(
+                "step {step}: v1 consumer {} calls, v2 consumer {} calls ({audits} audits)",
+                old_tally.calls.load(Ordering::Relaxed),
+                new_tally.calls.load(Ordering::Relaxed)
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        for caller in callers {
+            caller.await.expect("caller");
+        }
+
+        // Every instance now serves version 2, whose schema the consumers fetched.
+        let schemas = new_cache.schemas("Profiles:1.0").expect("schemas");
+        assert_eq!(schemas.len(), 1, "{:?}", schemas.keys());
+        assert!(schemas.values().all(|s| s.method("audit").is_some()));
+
+        let (old_failures, new_failures) = (
+            old_tally.failures.lock().unwrap().clone(),
+            new_tally.failures.lock().unwrap().clone(),
+        );
+        let (old_calls, new_calls) = (
+            old_tally.calls.load(Ordering::Relaxed),
+            new_tally.calls.load(Ordering::Relaxed),
+        );
+        let audits = new_tally.audits.load(Ordering::Relaxed);
+        println!(
+            "rollout: v1 consumer {old_calls} calls, v2 consumer {new_calls} calls ({audits} audits), failures {} + {}",
+            old_failures.len(),
+            new_failures.len()
+        );
+        assert!(old_failures.is_empty(), "v1 consumer: {old_failures:?}");
+        assert!(new_failures.is_empty(), "v2 consumer: {new_failures:?}");
+        assert!(
+            old_calls > 300 && new_calls > 300 && audits > 50,
+            "{old_calls} {new_calls} {audits}"
+        );
+
+        for (server, registry) in new {
+            server.shutdown().await;
+            registry.close().await.expect("close");
+        }
+        old_cache.close().await;
+        new_cache.close().await;
+    }
+}

@@ -18,7 +18,7 @@ use crate::error::RpcError;
 use crate::fault::{BudgetOptions, InstanceHealth, RetryBudget};
 use crate::future::BoxFuture;
 use crate::protocol::Status;
-use crate::registry::{DiscoveryCache, ServiceInstance};
+use crate::registry::{DiscoveryCache, SchemaMap, ServiceInstance};
 use crate::reply::Reply;
 
 /// Where a cluster invoker finds the instances of a service.
@@ -46,6 +46,15 @@ impl InstanceSource {
             )));
         }
         Ok(Self::Fixed(Arc::from(vec![ServiceInstance::new("", "", host, port)])))
+    }
+
+    /// The schemas `service`'s instances name, when the source has them (the discovery cache
+    /// does).
+    fn schemas(&self, service: &str) -> Option<Arc<SchemaMap>> {
+        match self {
+            Self::Fixed(_) => None,
+            Self::Discovery(cache) => cache.schemas(service),
+        }
     }
 
     /// The text of `service`'s rules, when the source has rules (the discovery cache does).
@@ -221,17 +230,18 @@ impl Inner {
     /// route, one balancer and one retry budget.
     fn route(&self, call: &CallRequest<'_>, instances: &Arc<[ServiceInstance]>) -> Arc<Route> {
         let rules = &self.rules(call.service);
+        let schemas = &self.source.schemas(call.service);
         let (id, factory) = self.options.balancers.resolve(call.service, call.policy.load_balancer);
         if let Some(route) = self.routes.get(call.service) {
-            if route.is_for(id, instances, rules) {
+            if route.is_for(id, instances, rules, schemas) {
                 return route.clone();
             }
         }
         let mut slot = self.routes.entry(call.service.to_owned()).or_insert_with(|| {
             let budget = Arc::new(RetryBudget::new(self.options.budget));
-            self.build_route(id, Route::make_balancer(id, factory), budget, instances, rules)
+            self.build_route(id, Route::make_balancer(id, factory), budget, instances, rules, schemas)
         });
-        if !slot.is_for(id, instances, rules) {
+        if !slot.is_for(id, instances, rules, schemas) {
             // Keep the balancer's state (counter, ring) when only the instances or rules
             // changed, and the retry budget always.
             let balancer = if slot.balancer_id == id {
@@ -239,7 +249,7 @@ impl Inner {
             } else {
                 Route::make_balancer(id, factory)
             };
-            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), instances, rules);
+            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), instances, rules, schemas);
             *slot = rebuilt;
         }
         slot.clone()
@@ -252,6 +262,7 @@ impl Inner {
         budget: Arc<RetryBudget>,
         instances: &Arc<[ServiceInstance]>,
         rules: &Option<Arc<ServiceRules>>,
+        schemas: &Option<Arc<SchemaMap>>,
     ) -> Arc<Route> {
         Arc::new(Route::new(
             id,
@@ -259,6 +270,7 @@ impl Inner {
             budget,
             instances.clone(),
             rules.clone(),
+            schemas.clone(),
             self.options.zone.as_deref(),
             |instance: &ServiceInstance| {
                 let addr = instance.address();
@@ -362,7 +374,16 @@ impl Invoker for ClusterInvoker {
                 return Err(RpcError::NoInstances(call.service.to_owned()));
             }
             let route = inner.route(call, &instances);
-            if !route.is_empty() && Candidates::new(&route, None, None).exhausted() {
+            if let Some(lacking) = route.lacking(call.method) {
+                if !lacking.contains(&false) {
+                    // Every instance's schema lacks the method: what each would answer.
+                    return Err(RpcError::MethodNotFound {
+                        service: call.service.to_owned(),
+                        method: call.method.to_owned(),
+                    });
+                }
+            }
+            if !route.is_empty() && Candidates::new(&route, call.method, None, None).exhausted() {
                 return Err(RpcError::NoInstances(format!(
                     "{} (every instance is disabled by its rules)",
                     call.service
@@ -371,7 +392,7 @@ impl Invoker for ClusterInvoker {
             route.budget.deposit();
             retry::run(call, &route.budget, |_round| {
                 failover::run(
-                    Candidates::new(&route, call.hash_key, call.route_tag),
+                    Candidates::new(&route, call.method, call.hash_key, call.route_tag),
                     call,
                     &route.budget,
                     |target| attempt(target, call),

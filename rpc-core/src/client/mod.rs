@@ -46,6 +46,7 @@ mod consumer;
 mod deliver;
 mod failover;
 mod fallback;
+mod methods;
 mod pool;
 mod retry;
 mod route;

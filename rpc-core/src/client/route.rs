@@ -6,7 +6,8 @@
 //! and looks nothing up by it.
 //!
 //! [`Candidates`] yields the instances a call may try, one at a time, as the balancer picks
-//! them: never one already tried by this round or disabled by the rules, skipping ejected
+//! them: never one already tried by this round, disabled by the rules or known to lack the
+//! call's method (see [`super::methods`]), skipping ejected
 //! outliers and instances whose server said it is going away; when every untried instance is
 //! skipped, the least recently ejected one (rather than failing blind).
 //!
@@ -19,11 +20,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::methods::MethodMap;
 use super::rules::ServiceRules;
 use super::Endpoint;
 use crate::balance::{self, LoadBalancer, LoadBalancerKind, PickContext};
 use crate::fault::{InstanceStat, RetryBudget};
-use crate::registry::{now_ms, ServiceInstance, WARMUP_SECS, ZONE};
+use crate::registry::{now_ms, SchemaMap, ServiceInstance, WARMUP_SECS, ZONE};
 
 /// Makes a balancer for one service (each service gets its own, as balancers keep state).
 pub type BalancerFactory = Arc<dyn Fn() -> Arc<dyn LoadBalancer> + Send + Sync>;
@@ -66,6 +68,10 @@ pub struct Route {
     pub(crate) source: Arc<[ServiceInstance]>,
     /// The rules it was built with.
     pub(crate) rules: Option<Arc<ServiceRules>>,
+    /// The schemas it was built with.
+    pub(crate) schemas: Option<Arc<SchemaMap>>,
+    /// Which instances lack which method; `None` when no instance's schema is known.
+    pub(crate) methods: Option<MethodMap>,
     /// What the balancer picks from: the source, with weights the rules replace.
     pub(crate) instances: Arc<[ServiceInstance]>,
     pub(crate) targets: Vec<Target>,
@@ -171,6 +177,7 @@ impl Route {
         budget: Arc<RetryBudget>,
         source: Arc<[ServiceInstance]>,
         rules: Option<Arc<ServiceRules>>,
+        schemas: Option<Arc<SchemaMap>>,
         zone: Option<&str>,
         target: impl Fn(&ServiceInstance) -> Target,
     ) -> Self {
@@ -189,11 +196,14 @@ impl Route {
         };
         let targets = instances.iter().map(target).collect();
         let shape = Shape::of(&instances, rules.as_deref(), zone);
+        let methods = schemas.as_deref().and_then(|s| MethodMap::of(&instances, s));
         Self {
             balancer_id,
             balancer,
             source,
             rules,
+            schemas,
+            methods,
             instances,
             targets,
             budget,
@@ -201,19 +211,23 @@ impl Route {
         }
     }
 
-    /// Whether this route serves `source` under `rules` with the balancer `id`.
+    /// Whether this route serves `source` under `rules` and `schemas` with the balancer `id`.
     pub(crate) fn is_for(
         &self,
         id: BalancerId,
         source: &Arc<[ServiceInstance]>,
         rules: &Option<Arc<ServiceRules>>,
+        schemas: &Option<Arc<SchemaMap>>,
     ) -> bool {
-        let same_rules = match (&self.rules, rules) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        };
-        self.balancer_id == id && Arc::ptr_eq(&self.source, source) && same_rules
+        self.balancer_id == id
+            && Arc::ptr_eq(&self.source, source)
+            && same(&self.rules, rules)
+            && same(&self.schemas, schemas)
+    }
+
+    /// The instances known to lack `method`; `None` when every instance may have it.
+    pub(crate) fn lacking(&self, method: &str) -> Option<&[bool]> {
+        self.methods.as_ref()?.lacking(method)
     }
 
     /// A new balancer for `id`: from the factory when there is one, else the built-in kind.
@@ -236,10 +250,21 @@ impl Route {
     }
 }
 
+/// Whether two optional shared values are the same one.
+fn same<T: ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
 /// The instances one round of a call may try, in the balancer's order.
 pub struct Candidates<'r> {
     route: &'r Route,
     hash_key: Option<u64>,
+    /// The instances known to lack the call's method.
+    lacking: Option<&'r [bool]>,
     /// The tag group the call asks for (metadata `route-tag`), if the rules have it.
     tag: Option<&'r [bool]>,
     /// The first pick, kept inline: most calls never fail over and allocate nothing.
@@ -249,12 +274,13 @@ pub struct Candidates<'r> {
 }
 
 impl<'r> Candidates<'r> {
-    /// Candidates from `route` for a call with `hash_key` and, maybe, a route tag.
-    pub fn new(route: &'r Route, hash_key: Option<u64>, route_tag: Option<&str>) -> Self {
+    /// Candidates from `route` for a call of `method` with `hash_key` and, maybe, a route tag.
+    pub fn new(route: &'r Route, method: &str, hash_key: Option<u64>, route_tag: Option<&str>) -> Self {
         let tag = route_tag.and_then(|t| route.shape.as_ref()?.tags.get(t).map(Vec::as_slice));
         Self {
             route,
             hash_key,
+            lacking: route.lacking(method),
             tag,
             first: None,
             more: Vec::new(),
@@ -266,7 +292,7 @@ impl<'r> Candidates<'r> {
         usize::from(self.first.is_some()) + self.more.len()
     }
 
-    /// Whether every instance has been tried (or is disabled).
+    /// Whether every instance has been tried (or is disabled, or lacks the method).
     pub fn exhausted(&self) -> bool {
         (0..self.route.len()).all(|i| self.was_tried(i) || self.disabled(i))
     }
@@ -275,8 +301,10 @@ impl<'r> Candidates<'r> {
         self.first == Some(index) || self.more.contains(&index)
     }
 
+    /// Whether the instance may never take this call: disabled by the rules, or known to
+    /// lack its method.
     fn disabled(&self, index: usize) -> bool {
-        self.route.shape.as_ref().is_some_and(|s| s.disabled[index])
+        self.route.shape.as_ref().is_some_and(|s| s.disabled[index]) || self.lacking.is_some_and(|l| l[index])
     }
 
     /// Whether the instance may take this call: untried, enabled, healthy, not leaving.

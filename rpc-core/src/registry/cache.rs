@@ -28,6 +28,8 @@
 //!   change, at most once a second; a consumer that starts while the registry is unreachable
 //!   [seeds](DiscoveryCache::seed) its entries from the file and watches as usual, so live data
 //!   replaces the cached instances as soon as the registry answers.
+//! * Each entry also keeps the schemas its instances name (see [`super::schemas`]), fetched
+//!   once per fingerprint as instances appear; like the rules, they are read without waiting.
 //! * Watcher and writer tasks are owned by the cache and aborted when it is closed or dropped.
 
 use std::collections::BTreeMap;
@@ -40,6 +42,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
+use super::schemas::{keep_schemas, KnownSchemas, SchemaMap};
 use super::{CacheFile, CachedInstances, Registry, RegistryError, ServiceInstance, WatchEvent};
 use crate::backoff::Backoff;
 use crate::metrics;
@@ -105,6 +108,8 @@ struct Entry {
     /// The text of the service's rules: `None` until the rules watch said something, then
     /// `Some(None)` for no rules or `Some(Some(text))`. Kept while the registry is unreachable.
     rules: watch::Sender<Option<Option<Arc<str>>>>,
+    /// The schemas the instances name.
+    schemas: watch::Sender<KnownSchemas>,
     state: Mutex<EntryState>,
 }
 
@@ -316,10 +321,16 @@ impl DiscoveryCache {
             rx.wait_for(Option::is_some).await.map(|list| list.clone())
         })
         .await;
-        // The first call should already follow the service's rules, which arrive on their own
-        // watch; a rules watch that fails does not hold the call up for long.
+        // The first call should already follow the service's rules and know which instances
+        // have its method; both arrive on their own, and a registry that does not answer
+        // them holds the call up only briefly.
         let mut rules = entry.rules.subscribe();
-        let _ = tokio::time::timeout(FIRST_RULES_WAIT, rules.wait_for(Option::is_some)).await;
+        let mut schemas = entry.schemas.subscribe();
+        let _ = tokio::time::timeout(FIRST_RULES_WAIT, async {
+            let _ = rules.wait_for(Option::is_some).await;
+            let _ = schemas.wait_for(|known| known.list.is_some()).await;
+        })
+        .await;
         match loaded {
             Ok(Ok(Some(list))) => Ok(list),
             Ok(Ok(None) | Err(_)) => Err(RegistryError::Closed),
@@ -344,6 +355,15 @@ impl DiscoveryCache {
     /// waits. Consumers validate it: an invalid text is for them to ignore.
     pub fn rules(&self, service_key: &str) -> Option<Arc<str>> {
         self.inner.entries.get(service_key).and_then(|e| e.current_rules())
+    }
+
+    /// The schemas `service_key`'s instances name, by fingerprint, as fetched so far; never
+    /// waits. An instance whose fingerprint is not in it has no schema, or one not read yet.
+    pub fn schemas(&self, service_key: &str) -> Option<Arc<SchemaMap>> {
+        self.inner
+            .entries
+            .get(service_key)
+            .map(|e| e.schemas.borrow().map.clone())
     }
 
     /// Where `service_key`'s rules live in the registry, for messages.
@@ -401,6 +421,7 @@ impl DiscoveryCache {
                     protection_started: Notify::new(),
                     published: watch::channel(None).0,
                     rules: watch::channel(None).0,
+                    schemas: watch::channel(KnownSchemas::default()).0,
                     state: Mutex::new(EntryState::default()),
                 });
                 let task = tokio::spawn(
@@ -426,9 +447,12 @@ async fn watch_key(
     options: DiscoveryOptions,
     rewatches: Arc<AtomicU64>,
 ) {
+    let lists = entry.published.subscribe();
+    let schema_backoff = Backoff::new(options.retry_base, options.retry_cap);
     tokio::select! {
         _ = entry.expire_protections() => {}
         _ = watch_rules_forever(registry.clone(), &entry, options.clone()) => {}
+        _ = keep_schemas(registry.clone(), &entry.key, lists, &entry.schemas, options.load_timeout, schema_backoff) => {}
         _ = watch_forever(registry, &entry, options, &rewatches) => {}
     }
 }

@@ -37,6 +37,11 @@ pub struct ServiceInstance {
     /// When the instance registered, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub registered_at_ms: u64,
+    /// The fingerprint of the service schema the instance serves, published at
+    /// [`schema_path`](super::schema_path); absent for providers without a schema (and
+    /// ignored by consumers that predate schemas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -54,6 +59,7 @@ impl ServiceInstance {
             weight: DEFAULT_WEIGHT,
             metadata: BTreeMap::new(),
             registered_at_ms: now_ms(),
+            schema: None,
         }
     }
 
@@ -111,6 +117,9 @@ impl ServiceInstance {
         if self.port == 0 {
             return Err(InvalidInstance::PortZero);
         }
+        if let Some(fingerprint) = self.schema.as_deref().filter(|f| !super::is_fingerprint(f)) {
+            return Err(InvalidInstance::Schema(fingerprint.to_owned()));
+        }
         Ok(())
     }
 }
@@ -148,6 +157,9 @@ pub enum InvalidInstance {
     /// Port 0 cannot be dialed.
     #[error("port 0 cannot be dialed")]
     PortZero,
+    /// The schema field is not a fingerprint (16 lower-case hex digits).
+    #[error("schema {0:?} is not a fingerprint of 16 lower-case hex digits")]
+    Schema(String),
 }
 
 /// Largest instance JSON accepted from a registry.
@@ -218,5 +230,21 @@ mod tests {
         );
         let e = ServiceInstance::from_json(huge.as_bytes(), "S:2", "h:1").unwrap_err();
         assert!(e.to_string().contains("exceed the limit"), "{e}");
+    }
+
+    #[test]
+    fn the_schema_fingerprint_is_optional_and_checked() {
+        let mut i = ServiceInstance::new("S", "2", "h", 1);
+        i.schema = Some("0123456789abcdef".into());
+        assert!(i.to_json().contains(r#""schema":"0123456789abcdef""#));
+        assert_eq!(
+            ServiceInstance::from_json(i.to_json().as_bytes(), "S:2", "h:1").unwrap(),
+            i
+        );
+        for bad in ["", "0123", "0123456789ABCDEF", "../../../x/abcdef"] {
+            i.schema = Some(bad.into());
+            let e = ServiceInstance::from_json(i.to_json().as_bytes(), "S:2", "h:1").unwrap_err();
+            assert!(matches!(e, InvalidInstance::Schema(_)), "{bad}: {e}");
+        }
     }
 }

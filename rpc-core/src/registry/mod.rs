@@ -8,6 +8,10 @@
 //!   watch-driven instance list per service key, and the text of its rules.
 //! * A service's rules (routing: disabled instances, weights, timeout, balancer, tags) live at
 //!   [`rules_path`] as JSON; backends store and watch the text, consumers validate it.
+//! * A service's schemas (see [`crate::schema`]) live at [`schema_path`], one key per distinct
+//!   schema named by its fingerprint, on no lease: a schema is named by its content, so every
+//!   instance that has it shares the key and it may outlive them. Each instance names its
+//!   schema's fingerprint in its JSON; consumers fetch each fingerprint once.
 //!
 //! # Watch contract
 //!
@@ -21,6 +25,7 @@
 mod cache;
 pub mod cache_file;
 mod instance;
+mod schemas;
 
 pub use crate::host::is_valid_host;
 pub use cache::{DiscoveryCache, DiscoveryOptions};
@@ -28,9 +33,13 @@ pub use cache_file::{CacheFile, CacheFileError, CachedInstances};
 pub use instance::{
     now_ms, service_path, InvalidInstance, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON, WARMUP_SECS, ZONE,
 };
+pub use schemas::SchemaMap;
 
 /// Largest rules text accepted from a registry.
 pub const MAX_RULES_TEXT: usize = 64 * 1024;
+
+/// Largest schema text accepted from a registry.
+pub const MAX_SCHEMA_TEXT: usize = 1024 * 1024;
 
 use std::fmt;
 use std::sync::Arc;
@@ -40,6 +49,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::future::BoxFuture;
+use crate::schema::ServiceSchema;
 use tokio_util::task::AbortOnDropHandle;
 
 /// The backend's own error behind a registry failure, shared so that errors stay cheap to
@@ -326,6 +336,21 @@ pub fn rules_path(root: &str, service_key: &str) -> String {
     format!("{}/config/{service_key}", root.trim_end_matches('/'))
 }
 
+/// The path of a published schema: `{root}/schema/{name}:{version}/{fingerprint}`. The
+/// schema directory has no `:`, so it never collides with a service.
+pub fn schema_path(root: &str, service_key: &str, fingerprint: &str) -> String {
+    format!("{}/schema/{service_key}/{fingerprint}", root.trim_end_matches('/'))
+}
+
+/// Whether `text` is a schema fingerprint as [`ServiceSchema::fingerprint`] writes it (16
+/// lower-case hex digits); a fingerprint read from a registry is checked before it becomes
+/// part of a path.
+///
+/// [`ServiceSchema::fingerprint`]: crate::schema::ServiceSchema::fingerprint
+pub fn is_fingerprint(text: &str) -> bool {
+    text.len() == 16 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Whether a node directly under the root names a service: a service key, `name:version`,
 /// always has a `:`, which the rules directory (`config`) has not.
 pub fn is_service_key(segment: &str) -> bool {
@@ -392,6 +417,34 @@ pub trait Registry: Send + Sync + 'static {
         Box::pin(async { Ok(RulesStream::none()) })
     }
 
+    /// Stores the JSON text of `service_key`'s schema whose fingerprint is `fingerprint` at
+    /// [`schema_path`], on no lease (replacing the same text is harmless: the key is named by
+    /// its content). See [`publish_schema`], which writes only when the key is absent.
+    fn put_schema<'a>(
+        &'a self,
+        service_key: &'a str,
+        fingerprint: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        let _ = (service_key, fingerprint, text);
+        Box::pin(async {
+            Err(RegistryError::InvalidConfig(format!(
+                "the {} registry stores no schemas",
+                self.backend()
+            )))
+        })
+    }
+
+    /// The JSON text of `service_key`'s schema `fingerprint`, if published.
+    fn get_schema<'a>(
+        &'a self,
+        service_key: &'a str,
+        fingerprint: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        let _ = (service_key, fingerprint);
+        Box::pin(async { Ok(None) })
+    }
+
     /// Where `service_key`'s rules live (the key or node path), for messages.
     fn rules_location(&self, service_key: &str) -> String {
         format!("config/{service_key}")
@@ -405,6 +458,22 @@ pub trait Registry: Send + Sync + 'static {
     /// Deregisters everything this process registered and releases the backend's resources
     /// (lease, session, background tasks).
     fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>>;
+}
+
+/// Publishes `schema` as `service_key`'s unless its key already holds it (the first provider
+/// with a schema writes it, the others only read it); returns its fingerprint, which the
+/// provider's instances then name.
+pub async fn publish_schema(
+    registry: &dyn Registry,
+    service_key: &str,
+    schema: &ServiceSchema,
+) -> Result<String, RegistryError> {
+    let fingerprint = schema.fingerprint();
+    if registry.get_schema(service_key, &fingerprint).await?.is_none() {
+        let text = serde_json::to_string(schema).map_err(|e| RegistryError::InvalidInstance(e.to_string()))?;
+        registry.put_schema(service_key, &fingerprint, &text).await?;
+    }
+    Ok(fingerprint)
 }
 
 #[cfg(test)]

@@ -75,7 +75,8 @@ use crate::context::MetadataLimits;
 use crate::health::Health;
 use crate::interceptor::{Interceptor, Interceptors};
 use crate::metrics;
-use crate::registry::{Registry, RegistryError, ServiceInstance};
+use crate::registry::{Registry, RegistryError, RegistryErrorKind, ServiceInstance};
+use crate::schema::ServiceSchema;
 #[cfg(feature = "tls")]
 use crate::tls::ServerTls;
 use crate::transport::ByteBudget;
@@ -579,6 +580,28 @@ pub struct RunningServer {
     registrations: Vec<(Arc<dyn Registry>, ServiceInstance)>,
 }
 
+/// Publishes a service's schema, when it has one, and gives the fingerprint its instance names;
+/// a registry that stores no schemas gets instances without one (consumers then take them to
+/// have every method).
+async fn publish(
+    registry: &dyn Registry,
+    service_key: &str,
+    schema: Option<ServiceSchema>,
+) -> Result<Option<String>, RegistryError> {
+    let Some(schema) = schema else { return Ok(None) };
+    match crate::registry::publish_schema(registry, service_key, &schema).await {
+        Ok(fingerprint) => {
+            debug!(service = service_key, %fingerprint, "schema published");
+            Ok(Some(fingerprint))
+        }
+        Err(e) if e.kind() == RegistryErrorKind::InvalidConfig => {
+            warn!(service = service_key, error = %e, "registering without a schema");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// How a server's services appear in a registry.
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -632,6 +655,7 @@ impl RunningServer {
             let mut instance = ServiceInstance::new(service.name(), service.version(), registration.host.clone(), port);
             instance.weight = registration.weight;
             instance.metadata = registration.metadata.clone();
+            instance.schema = publish(&*registry, service.key(), service.schema()).await?;
             registry.register(&instance).await?;
             self.registrations.push((registry.clone(), instance.clone()));
             registered.push(instance);

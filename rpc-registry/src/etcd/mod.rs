@@ -34,7 +34,8 @@ use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
 use rpc_core::config::{RegistryConfig, RegistryTlsConfig, Secret};
 use rpc_core::metrics;
 use rpc_core::registry::{
-    rules_path, service_key_in, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
+    rules_path, schema_path, service_key_in, service_path, Registry, RegistryError, RulesStream, ServiceInstance,
+    WatchStream,
 };
 use rpc_core::schedule::PeriodicJob;
 use rpc_core::BoxFuture;
@@ -335,6 +336,29 @@ impl Registry for EtcdRegistry {
 
     fn watch_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<RulesStream, RegistryError>> {
         Box::pin(rules::watch(self.shared.clone(), self.rules_key(service_key)))
+    }
+
+    fn put_schema<'a>(
+        &'a self,
+        service_key: &'a str,
+        fingerprint: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let key = schema_path(&self.shared.options.root, service_key, fingerprint);
+            self.shared.put_plain(&key, text).await
+        })
+    }
+
+    fn get_schema<'a>(
+        &'a self,
+        service_key: &'a str,
+        fingerprint: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        Box::pin(async move {
+            let key = schema_path(&self.shared.options.root, service_key, fingerprint);
+            rules::get(&self.shared, &key).await
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>> {

@@ -1,6 +1,9 @@
 //! A service's rules on etcd: one key, `{root}/config/{name}:{version}`, holding the JSON text.
 //! It hangs on no lease (rules outlive the processes that set them). Watching reads the key,
 //! then watches it from that read's revision + 1, so no change is missed.
+//!
+//! Schemas are texts on no lease too, at their own keys; they are read and written with the
+//! same `get` (and the shared plain put).
 
 use std::sync::Arc;
 

@@ -32,7 +32,8 @@ use std::time::Duration;
 
 use rpc_core::config::{RegistryConfig, Secret};
 use rpc_core::registry::{
-    is_service_key, rules_path, service_path, Registry, RegistryError, RulesStream, ServiceInstance, WatchStream,
+    is_service_key, rules_path, schema_path, service_path, Registry, RegistryError, RulesStream, ServiceInstance,
+    WatchStream,
 };
 use rpc_core::BoxFuture;
 use tokio_util::task::AbortOnDropHandle;
@@ -343,6 +344,29 @@ impl Registry for ZookeeperRegistry {
 
     fn watch_rules<'a>(&'a self, service_key: &'a str) -> BoxFuture<'a, Result<RulesStream, RegistryError>> {
         Box::pin(rules::watch(self.shared.clone(), self.rules_path(service_key)))
+    }
+
+    fn put_schema<'a>(
+        &'a self,
+        service_key: &'a str,
+        fingerprint: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let path = schema_path(&self.shared.options.root, service_key, fingerprint);
+            rules::put(&self.shared, &path, text).await
+        })
+    }
+
+    fn get_schema<'a>(
+        &'a self,
+        service_key: &'a str,
+        fingerprint: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        Box::pin(async move {
+            let path = schema_path(&self.shared.options.root, service_key, fingerprint);
+            rules::get(&self.shared, &path).await
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), RegistryError>> {

@@ -2,6 +2,8 @@
 //! the JSON text. Watching arms a data watch (or, while the node does not exist, an existence
 //! watch) in the same request that reads it, and arms again before every re-read, so no change
 //! is lost between two arms.
+//!
+//! Schemas are persistent text nodes too, at their own paths; `get` and `put` serve them.
 
 use std::sync::Arc;
 
