@@ -181,6 +181,7 @@ fn render_client(def: &ServiceDef) -> TokenStream {
             /// Resolves each method's policy and checks the client can honour it.
             pub fn build(self) -> ::core::result::Result<#client, #rpc::ClientBuildError> {
                 self.channel.check_method_overrides(#client::SERVICE_KEY, #client::METHODS)?;
+                self.channel.declare_schema(#client::SERVICE_KEY, #client::schema);
                 let mut policies = ::std::vec::Vec::with_capacity(#client::METHODS.len());
                 for method in #client::METHODS {
                     let policy = self.channel.policy(method.service, method.name, method.idempotent);

@@ -710,3 +710,92 @@ mod rollout {
         new_cache.close().await;
     }
 }
+
+/// A provider whose schema breaks a method as a consumer calls it: warned about once per
+/// method, and, with `schema_check: strict`, sent none of that method's calls.
+mod schema_check {
+    use std::sync::Arc;
+
+    use rpc_core::client::{ClientOptions, ClusterInvoker, ClusterOptions, ConnectionPool, InstanceSource};
+    use rpc_core::config::SchemaCheck;
+    use rpc_core::fault::InstanceHealth;
+    use rpc_core::registry::{DiscoveryCache, DiscoveryOptions, Registry};
+    use rpc_core::server::{Registration, RunningServer};
+    use rpc_core::Channel;
+    use rpc_registry::memory::MemoryRegistry;
+    use rpc_tests::logs::CapturedLogs;
+    use rpc_tests::servers::unique_root;
+
+    use super::{retyped, v1};
+
+    async fn registered(mut server: RunningServer, registry: Arc<dyn Registry>) -> RunningServer {
+        let registration = Registration {
+            host: "127.0.0.1".into(),
+            weight: 1,
+            metadata: Default::default(),
+        };
+        server.register(registry, &registration).await.expect("register");
+        server
+    }
+
+    async fn client(root: &str, check: SchemaCheck) -> (v1::ProfilesClient, Arc<DiscoveryCache>) {
+        let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::shared(root));
+        let cache = Arc::new(
+            DiscoveryCache::new(registry, DiscoveryOptions::default())
+                .await
+                .unwrap(),
+        );
+        let invoker = ClusterInvoker::with_options(
+            InstanceSource::Discovery(cache.clone()),
+            Arc::new(ConnectionPool::new(ClientOptions::default())),
+            Arc::new(InstanceHealth::default()),
+            ClusterOptions {
+                schema_check: check,
+                ..ClusterOptions::default()
+            },
+        );
+        (v1::ProfilesClient::new(Channel::new(Arc::new(invoker))).unwrap(), cache)
+    }
+
+    #[tokio::test]
+    async fn an_incompatible_provider_is_warned_about_once_and_skipped_when_strict() {
+        let root = unique_root("check");
+        let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::shared(&root));
+        let good = registered(v1::serve().await.0, registry.clone()).await;
+        let bad = registered(retyped::serve().await.0, registry.clone()).await;
+        let logs = CapturedLogs::start();
+
+        let mut failed = Vec::new();
+        for check in [SchemaCheck::Warn, SchemaCheck::Strict, SchemaCheck::Off] {
+            let mark = logs.len();
+            let (client, cache) = client(&root, check).await;
+            let mut failures = 0;
+            for _ in 0..20 {
+                failures += usize::from(client.get_user(1).await.is_err());
+            }
+            failed.push(failures);
+            let warnings = logs.since(mark);
+            let lines = warnings
+                .lines()
+                .filter(|l| l.contains("cannot serve this method"))
+                .count();
+            match check {
+                SchemaCheck::Off => assert_eq!(lines, 0, "{warnings}"),
+                // put_user and get_user each break against the retyped schema.
+                _ => {
+                    assert_eq!(lines, 2, "{warnings}");
+                    assert!(
+                        warnings.contains("get_user result.name: written as u32, read as String"),
+                        "{warnings}"
+                    );
+                }
+            }
+            cache.close().await;
+        }
+        // Round robin over both: half the calls reach the retyped provider, unless strict.
+        assert_eq!(failed, [10, 0, 10]);
+        good.shutdown().await;
+        bad.shutdown().await;
+        registry.close().await.unwrap();
+    }
+}

@@ -172,6 +172,13 @@ impl Channel {
         &self.metadata
     }
 
+    /// Tells the invoker the schema of `service` as this process calls it (built by `schema`,
+    /// at most once per service), so providers' schemas are checked against it; generated
+    /// client builders call it.
+    pub fn declare_schema(&self, service: &str, schema: fn() -> crate::schema::ServiceSchema) {
+        self.invoker.declare_schema(service, schema);
+    }
+
     /// Checks that the configuration's method overrides for `service` name methods among
     /// `methods`; generated client builders call it.
     pub fn check_method_overrides(&self, service: &str, methods: &[MethodDescriptor]) -> Result<(), ClientBuildError> {

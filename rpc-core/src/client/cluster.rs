@@ -2,7 +2,7 @@
 //! fail-over step over single attempts (see the [module docs](super)).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -10,16 +10,19 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
+use super::methods::{MethodSet, Refused};
 use super::route::{BalancerChoice, BalancerId, Candidates, Route, Target};
 use super::rules::ServiceRules;
 use super::{failover, retry, CallRequest, ClientBuildError, ConnectionPool, Invoker};
 use crate::balance::LoadBalancer;
+use crate::config::SchemaCheck;
 use crate::error::RpcError;
 use crate::fault::{BudgetOptions, InstanceHealth, RetryBudget};
 use crate::future::BoxFuture;
 use crate::protocol::Status;
 use crate::registry::{DiscoveryCache, SchemaMap, ServiceInstance};
 use crate::reply::Reply;
+use crate::schema::{incompatible_methods, ServiceSchema};
 
 /// Where a cluster invoker finds the instances of a service.
 #[derive(Clone)]
@@ -82,6 +85,21 @@ impl InstanceSource {
     }
 }
 
+/// What one service's route is made from.
+struct RouteInputs<'a> {
+    service: &'a str,
+    instances: &'a Arc<[ServiceInstance]>,
+    rules: Option<Arc<ServiceRules>>,
+    schemas: Option<Arc<SchemaMap>>,
+}
+
+impl RouteInputs<'_> {
+    /// Whether `route` was made from these inputs with the balancer `id`.
+    fn made(&self, route: &Route, id: BalancerId) -> bool {
+        route.is_for(id, self.instances, &self.rules, &self.schemas)
+    }
+}
+
 /// What a [`ClusterInvoker`] is built with besides its instances, pool and health.
 #[derive(Clone)]
 pub struct ClusterOptions {
@@ -93,6 +111,8 @@ pub struct ClusterOptions {
     pub departed_grace: Duration,
     /// The consumer's zone: calls prefer instances registered in it while any is usable.
     pub zone: Option<String>,
+    /// What to do with providers whose schema is incompatible with the one a client declared.
+    pub schema_check: SchemaCheck,
 }
 
 impl Default for ClusterOptions {
@@ -102,6 +122,7 @@ impl Default for ClusterOptions {
             budget: BudgetOptions::default(),
             departed_grace: Duration::from_secs(30),
             zone: None,
+            schema_check: SchemaCheck::Warn,
         }
     }
 }
@@ -126,6 +147,11 @@ struct Inner {
     routes: DashMap<String, Arc<Route>>,
     /// Per service: the rules text last seen, and the last valid rules.
     rules: DashMap<String, RulesSeen>,
+    /// Per service: its schema as this process's clients call it.
+    declared: DashMap<String, Arc<ServiceSchema>>,
+    /// Per (service, provider schema fingerprint): the methods incompatible with the declared
+    /// schema, checked (and warned about) once; forgotten when no instance names it.
+    checked: Mutex<HashMap<(String, String), Arc<MethodSet>>>,
 }
 
 /// A service's rules text as last seen, and the last valid rules (which stay in force while
@@ -161,6 +187,8 @@ impl ClusterInvoker {
             options,
             routes: DashMap::new(),
             rules: DashMap::new(),
+            declared: DashMap::new(),
+            checked: Mutex::new(HashMap::new()),
         });
         let sweeper = match tokio::runtime::Handle::try_current() {
             Ok(runtime) if discovers => Some(AbortOnDropHandle::new(
@@ -225,31 +253,77 @@ impl Inner {
         state.1.clone()
     }
 
-    /// The service's route for this instance list under its balancer and rules. A route is
-    /// built (or rebuilt) under its map entry's lock, so concurrent first calls share one
-    /// route, one balancer and one retry budget.
+    /// Per provider schema of `service`, the methods incompatible with the schema its clients
+    /// declared; each schema is compared once, and warned about when it breaks a method. Only
+    /// `schema_check: strict` returns them, to keep those calls away.
+    fn refused(&self, service: &str, schemas: Option<&SchemaMap>) -> Refused {
+        let check = self.options.schema_check;
+        let (Some(schemas), Some(declared)) = (schemas, self.declared.get(service).map(|d| d.clone())) else {
+            return Refused::new();
+        };
+        if check == SchemaCheck::Off {
+            return Refused::new();
+        }
+        let mut checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        checked.retain(|(s, f), _| s != service || schemas.contains_key(f));
+        let refused = schemas.iter().map(|(fingerprint, theirs)| {
+            let key = (service.to_owned(), fingerprint.clone());
+            let methods = checked.entry(key).or_insert_with(|| {
+                let broken = incompatible_methods(&declared, theirs);
+                for (method, differences) in &broken {
+                    let differences: Vec<String> =
+                        differences.iter().map(|d| format!("{}: {}", d.at, d.what)).collect();
+                    warn!(
+                        service,
+                        %fingerprint,
+                        method = %method,
+                        ?differences,
+                        strict = check == SchemaCheck::Strict,
+                        "providers with this schema cannot serve this method as this consumer calls it"
+                    );
+                }
+                Arc::new(broken.into_iter().map(|(method, _)| method).collect())
+            });
+            (fingerprint.clone(), methods.clone())
+        });
+        match check {
+            SchemaCheck::Strict => refused.filter(|(_, methods)| !methods.is_empty()).collect(),
+            _ => {
+                refused.for_each(drop);
+                Refused::new()
+            }
+        }
+    }
+
+    /// The service's route for this instance list under its balancer, rules and schemas. A
+    /// route is built (or rebuilt) under its map entry's lock, so concurrent first calls share
+    /// one route, one balancer and one retry budget.
     fn route(&self, call: &CallRequest<'_>, instances: &Arc<[ServiceInstance]>) -> Arc<Route> {
-        let rules = &self.rules(call.service);
-        let schemas = &self.source.schemas(call.service);
+        let inputs = RouteInputs {
+            service: call.service,
+            instances,
+            rules: self.rules(call.service),
+            schemas: self.source.schemas(call.service),
+        };
         let (id, factory) = self.options.balancers.resolve(call.service, call.policy.load_balancer);
         if let Some(route) = self.routes.get(call.service) {
-            if route.is_for(id, instances, rules, schemas) {
+            if inputs.made(&route, id) {
                 return route.clone();
             }
         }
         let mut slot = self.routes.entry(call.service.to_owned()).or_insert_with(|| {
             let budget = Arc::new(RetryBudget::new(self.options.budget));
-            self.build_route(id, Route::make_balancer(id, factory), budget, instances, rules, schemas)
+            self.build_route(id, Route::make_balancer(id, factory), budget, &inputs)
         });
-        if !slot.is_for(id, instances, rules, schemas) {
-            // Keep the balancer's state (counter, ring) when only the instances or rules
-            // changed, and the retry budget always.
+        if !inputs.made(&slot, id) {
+            // Keep the balancer's state (counter, ring) when only the instances, rules or
+            // schemas changed, and the retry budget always.
             let balancer = if slot.balancer_id == id {
                 slot.balancer.clone()
             } else {
                 Route::make_balancer(id, factory)
             };
-            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), instances, rules, schemas);
+            let rebuilt = self.build_route(id, balancer, slot.budget.clone(), &inputs);
             *slot = rebuilt;
         }
         slot.clone()
@@ -260,17 +334,17 @@ impl Inner {
         id: BalancerId,
         balancer: Arc<dyn LoadBalancer>,
         budget: Arc<RetryBudget>,
-        instances: &Arc<[ServiceInstance]>,
-        rules: &Option<Arc<ServiceRules>>,
-        schemas: &Option<Arc<SchemaMap>>,
+        inputs: &RouteInputs<'_>,
     ) -> Arc<Route> {
+        let refused = self.refused(inputs.service, inputs.schemas.as_deref());
         Arc::new(Route::new(
             id,
             balancer,
             budget,
-            instances.clone(),
-            rules.clone(),
-            schemas.clone(),
+            inputs.instances.clone(),
+            inputs.rules.clone(),
+            inputs.schemas.clone(),
+            &refused,
             self.options.zone.as_deref(),
             |instance: &ServiceInstance| {
                 let addr = instance.address();
@@ -404,6 +478,15 @@ impl Invoker for ClusterInvoker {
 
     fn rules(&self, service: &str) -> Option<Arc<ServiceRules>> {
         self.inner.rules(service)
+    }
+
+    fn declare_schema(&self, service: &str, schema: fn() -> ServiceSchema) {
+        if !self.inner.declared.contains_key(service) {
+            self.inner
+                .declared
+                .entry(service.to_owned())
+                .or_insert_with(|| Arc::new(schema()));
+        }
     }
 }
 

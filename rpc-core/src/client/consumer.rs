@@ -151,6 +151,7 @@ impl ConsumerBuilder {
             },
             departed_grace: Duration::from_millis(config.consumer.departed_grace_ms),
             zone: Some(config.consumer.zone.clone()).filter(|z| !z.is_empty()),
+            schema_check: config.consumer.schema_check,
         };
         let invoker = Arc::new(ClusterInvoker::with_options(
             InstanceSource::Discovery(cache.clone()),

@@ -5,11 +5,34 @@
 //! the discovery cache fetches the schemas, so a route knows, per method, the instances known
 //! to lack it; calls never go to those. An instance without a schema (an older provider, a
 //! schema not fetched yet) is taken to have every method, as before schemas existed.
+//!
+//! With `schema_check: strict`, an instance whose schema is incompatible with the consumer's
+//! for a method (see [`crate::schema::compare`]) counts as lacking that method too.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::registry::{SchemaMap, ServiceInstance};
 use crate::schema::ServiceSchema;
+
+/// Method names.
+pub(crate) type MethodSet = BTreeSet<String>;
+
+/// Per schema fingerprint, the methods whose calls its providers must not get (strict schema
+/// check).
+pub(crate) type Refused = HashMap<String, Arc<MethodSet>>;
+
+/// An instance's known schema, and the methods refused to it.
+struct Known<'a> {
+    schema: &'a ServiceSchema,
+    refused: Option<&'a MethodSet>,
+}
+
+impl Known<'_> {
+    fn lacks(&self, method: &str) -> bool {
+        self.schema.method(method).is_none() || self.refused.is_some_and(|r| r.contains(method))
+    }
+}
 
 /// Per method, the instances (indices match the route's targets) known to lack it.
 pub(crate) struct MethodMap {
@@ -20,12 +43,18 @@ pub(crate) struct MethodMap {
 }
 
 impl MethodMap {
-    /// The map for `instances` under `schemas`; `None` when no instance's schema is known
-    /// (every instance may take every method).
-    pub(crate) fn of(instances: &[ServiceInstance], schemas: &SchemaMap) -> Option<Self> {
-        let each: Vec<Option<&ServiceSchema>> = instances
+    /// The map for `instances` under `schemas`, the methods of `refused` counting as lacking;
+    /// `None` when no instance's schema is known (every instance may take every method).
+    pub(crate) fn of(instances: &[ServiceInstance], schemas: &SchemaMap, refused: &Refused) -> Option<Self> {
+        let each: Vec<Option<Known<'_>>> = instances
             .iter()
-            .map(|i| i.schema.as_deref().and_then(|f| schemas.get(f)).map(|s| &**s))
+            .map(|i| {
+                let fingerprint = i.schema.as_deref()?;
+                Some(Known {
+                    schema: schemas.get(fingerprint)?,
+                    refused: refused.get(fingerprint).map(|r| &**r),
+                })
+            })
             .collect();
         if each.iter().all(Option::is_none) {
             return None;
@@ -33,15 +62,12 @@ impl MethodMap {
         let names: BTreeSet<&str> = each
             .iter()
             .flatten()
-            .flat_map(|s| s.methods.iter().map(|m| m.name.as_str()))
+            .flat_map(|k| k.schema.methods.iter().map(|m| m.name.as_str()))
             .collect();
         let by_method = names
             .into_iter()
             .map(|name| {
-                let lacking: Box<[bool]> = each
-                    .iter()
-                    .map(|s| s.is_some_and(|s| s.method(name).is_none()))
-                    .collect();
+                let lacking: Box<[bool]> = each.iter().map(|k| k.as_ref().is_some_and(|k| k.lacks(name))).collect();
                 (name.to_owned(), lacking.contains(&true).then_some(lacking))
             })
             .collect();
@@ -62,8 +88,6 @@ impl MethodMap {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::schema::SchemaBuilder;
 
@@ -88,10 +112,15 @@ mod tests {
         let new = instance(2, Some("000000000000000b"));
         let unknown = instance(3, Some("000000000000000c"));
         let bare = instance(4, None);
-        let map = MethodMap::of(&[old, new, unknown.clone(), bare.clone()], &schemas).unwrap();
+        let all = [old, new, unknown.clone(), bare.clone()];
+        let map = MethodMap::of(&all, &schemas, &Refused::new()).unwrap();
         assert_eq!(map.lacking("get"), None);
         assert_eq!(map.lacking("count"), Some(&[true, false, false, false][..]));
         assert_eq!(map.lacking("absent"), Some(&[true, true, false, false][..]));
-        assert!(MethodMap::of(&[unknown, bare], &schemas).is_none());
+        assert!(MethodMap::of(&[unknown, bare], &schemas, &Refused::new()).is_none());
+        // A strict check refuses `get` to the providers of the second schema.
+        let refused: Refused = [("000000000000000b".to_owned(), Arc::new(["get".to_owned()].into()))].into();
+        let map = MethodMap::of(&all, &schemas, &refused).unwrap();
+        assert_eq!(map.lacking("get"), Some(&[false, true, false, false][..]));
     }
 }

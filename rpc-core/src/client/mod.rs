@@ -73,6 +73,7 @@ use crate::error::RpcError;
 use crate::fault::MethodPolicy;
 use crate::future::BoxFuture;
 use crate::reply::Reply;
+use crate::schema::ServiceSchema;
 use crate::serializer::SerializerKind;
 use rules::ServiceRules;
 
@@ -153,5 +154,12 @@ pub trait Invoker: Send + Sync + 'static {
     fn rules(&self, service: &str) -> Option<Arc<ServiceRules>> {
         let _ = service;
         None
+    }
+
+    /// Learns the schema of `service` as this process calls it (a generated client declares
+    /// its own when it is built), so an invoker that knows its providers' schemas can check
+    /// them against it. `schema` builds it; it is called at most once per service.
+    fn declare_schema(&self, service: &str, schema: fn() -> ServiceSchema) {
+        let _ = (service, schema);
     }
 }

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::methods::MethodMap;
+use super::methods::{MethodMap, Refused};
 use super::rules::ServiceRules;
 use super::Endpoint;
 use crate::balance::{self, LoadBalancer, LoadBalancerKind, PickContext};
@@ -178,6 +178,7 @@ impl Route {
         source: Arc<[ServiceInstance]>,
         rules: Option<Arc<ServiceRules>>,
         schemas: Option<Arc<SchemaMap>>,
+        refused: &Refused,
         zone: Option<&str>,
         target: impl Fn(&ServiceInstance) -> Target,
     ) -> Self {
@@ -196,7 +197,7 @@ impl Route {
         };
         let targets = instances.iter().map(target).collect();
         let shape = Shape::of(&instances, rules.as_deref(), zone);
-        let methods = schemas.as_deref().and_then(|s| MethodMap::of(&instances, s));
+        let methods = schemas.as_deref().and_then(|s| MethodMap::of(&instances, s, refused));
         Self {
             balancer_id,
             balancer,

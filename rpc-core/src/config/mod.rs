@@ -16,6 +16,7 @@
 //!     load_balancer: round_robin # round_robin | random | weighted_random | consistent_hash | p2c
 //!     retry: { strategy: none, max_attempts: 3, base_delay_ms: 50 }
 //!     tolerant: fail_fast        # fail_fast | fail_safe | fail_over | fail_back
+//!     schema_check: warn         # warn | strict | off
 //! ```
 //!
 //! Every field has a default; see the `Default` impls. Loading goes: YAML text, then
@@ -34,7 +35,7 @@
 mod security;
 mod strategy;
 
-pub use strategy::{LoadBalancerKind, RetryStrategy, TolerantKind};
+pub use strategy::{LoadBalancerKind, RetryStrategy, SchemaCheck, TolerantKind};
 
 pub use security::{ClientAuthConfig, ClientTlsConfig, RegistryTlsConfig, Secret, ServerAuthConfig, ServerTlsConfig};
 
@@ -364,6 +365,8 @@ pub struct ConsumerConfig {
     pub tls: Option<ClientTlsConfig>,
     /// The credentials sent with every call.
     pub auth: Option<ClientAuthConfig>,
+    /// What to do with providers whose schema is incompatible with this consumer's.
+    pub schema_check: SchemaCheck,
 }
 
 impl Default for ConsumerConfig {
@@ -387,6 +390,7 @@ impl Default for ConsumerConfig {
             max_connections_per_provider: 8,
             tls: None,
             auth: None,
+            schema_check: SchemaCheck::Warn,
         }
     }
 }
@@ -927,6 +931,7 @@ rpc:
       max_attempts: 4
       base_delay_ms: 20
     tolerant: fail_over
+    schema_check: strict
 "#;
 
     fn err(text: &str) -> String {
@@ -949,6 +954,11 @@ rpc:
         assert_eq!(c.consumer.retry.strategy, RetryStrategy::ExponentialBackoff);
         assert_eq!(c.consumer.retry.max_attempts, 4);
         assert_eq!(c.consumer.tolerant, TolerantKind::FailOver);
+        assert_eq!(c.consumer.schema_check, SchemaCheck::Strict);
+        assert_eq!(
+            err("rpc:\n  consumer:\n    schema_check: loose\n"),
+            "<string>: rpc.consumer.schema_check: \"loose\" is not one of warn, strict, off"
+        );
     }
 
     #[test]

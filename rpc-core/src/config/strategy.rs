@@ -35,6 +35,20 @@ choice!(
 );
 
 choice!(
+    /// What a consumer does with a provider whose schema differs from its own in a way calls
+    /// do not survive (`rpc.consumer.schema_check`; see [`crate::schema::compare`]).
+    #[non_exhaustive]
+    SchemaCheck {
+        /// Log a warning once per provider schema, naming the methods and the differences.
+        Warn = "warn",
+        /// Warn, and send those methods' calls only to providers whose schema is compatible.
+        Strict = "strict",
+        /// Do not compare.
+        Off = "off",
+    }
+);
+
+choice!(
     /// How a consumer picks an instance (`rpc.consumer.load_balancer`): a shortcut for one of
     /// the built-in balancers. A consumer builder also takes balancers of the user's own.
     #[non_exhaustive]

@@ -5,10 +5,13 @@
 //! implementations alone (see [`SchemaBuilder`]), so plain serde types need no extra
 //! derive. A schema is named by its [`fingerprint`](ServiceSchema::fingerprint), so that a
 //! provider can publish it once and its instances name it: consumers and operators can then
-//! tell which instances have a method and whether two versions of a type read each other.
+//! tell which instances have a method and whether two versions of a type read each other
+//! ([`compare`]).
 
+mod compat;
 mod shape;
 mod trace;
 
+pub use compat::{compare, compare_method, incompatible_methods, Difference};
 pub use shape::{Field, MethodSchema, ServiceSchema, Shape, TypeDef, Variant, VariantData};
 pub use trace::SchemaBuilder;

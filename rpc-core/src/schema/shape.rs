@@ -88,6 +88,10 @@ pub struct Field {
     pub name: String,
     /// Its type's shape.
     pub shape: Shape,
+    /// Whether a reader does without it: an `Option`, or a struct field with a serde
+    /// default (`#[serde(default)]`), so a message that lacks it still reads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 /// An enum's variant.

@@ -18,6 +18,12 @@
 //!
 //! A type whose `Deserialize` refuses the placeholders, or asks for a self-describing value
 //! (`deserialize_any`), is recorded as far as it was traced, the rest as [`Shape::Any`].
+//!
+//! Whether a struct field may be absent (an `Option`, or a serde default) is learned by probe
+//! passes once the shape is known: each leaves one field out of its struct's map, and the
+//! field is optional when the value still reads. A field whose struct a probe pass does not
+//! reach (a struct only inside a later enum variant) counts as required unless it is an
+//! `Option`, which errs on the safe side when two versions are compared.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -107,6 +113,8 @@ enum Stop {
     Recursion,
     /// The type's `Deserialize` refused what it was given.
     Refused(String),
+    /// A struct's `Deserialize` required this field, which the map left out.
+    Missing(&'static str),
 }
 
 impl fmt::Display for Stop {
@@ -114,6 +122,7 @@ impl fmt::Display for Stop {
         match self {
             Self::Recursion => f.write_str("recursion"),
             Self::Refused(why) => f.write_str(why),
+            Self::Missing(field) => write!(f, "missing field `{field}`"),
         }
     }
 }
@@ -123,6 +132,10 @@ impl std::error::Error for Stop {}
 impl de::Error for Stop {
     fn custom<T: fmt::Display>(msg: T) -> Self {
         Self::Refused(msg.to_string())
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        Self::Missing(field)
     }
 }
 
@@ -160,17 +173,71 @@ struct Tracer {
     /// The path of field names and positions from the traced type (`User.manager`).
     path: Vec<String>,
     fix: Option<Fix>,
+    /// Structs met while tracing the current type.
+    reached: Vec<&'static str>,
+    /// Structs whose fields have been probed.
+    probed: std::collections::HashSet<&'static str>,
+    /// In a probe pass: the struct and the index of the field its map leaves out.
+    omit: Option<(&'static str, usize)>,
+    /// Whether the probe pass left the field out somewhere.
+    omitted: bool,
 }
 
 impl Tracer {
     /// The shape of `T`, with the named types it uses added to `types`.
     fn trace<T: DeserializeOwned>(&mut self) -> Shape {
+        self.reached.clear();
+        let shape = self.trace_shape::<T>();
+        self.probe_fields::<T>();
+        self.pending.clear();
+        self.rotations.clear();
+        shape
+    }
+
+    /// Clears what one pass leaves behind.
+    fn start_pass(&mut self) {
+        self.chosen.clear();
+        self.frames.clear();
+        self.path.clear();
+        self.fix = None;
+    }
+
+    /// Learns which fields of the structs reached from `T` may be absent: one probe pass per
+    /// field that is not an `Option`, leaving it out.
+    fn probe_fields<T: DeserializeOwned>(&mut self) {
+        let reached = std::mem::take(&mut self.reached);
+        for name in reached {
+            if !self.probed.insert(name) {
+                continue;
+            }
+            let required: Vec<usize> = match self.types.get(name) {
+                Some(TypeDef::Struct(fields)) => (0..fields.len()).filter(|&i| !fields[i].optional).collect(),
+                _ => continue,
+            };
+            for index in required {
+                self.start_pass();
+                self.omit = Some((name, index));
+                self.omitted = false;
+                let mut out = Shape::Any;
+                let read = T::deserialize(Tracing {
+                    tracer: self,
+                    out: &mut out,
+                });
+                if read.is_ok() && self.omitted {
+                    if let Some(TypeDef::Struct(fields)) = self.types.get_mut(name) {
+                        fields[index].optional = true;
+                    }
+                }
+            }
+        }
+        self.omit = None;
+    }
+
+    /// The shape of `T` from as many passes as its enums need.
+    fn trace_shape<T: DeserializeOwned>(&mut self) -> Shape {
         let mut shape = Shape::Any;
         for _ in 0..MAX_PASSES {
-            self.chosen.clear();
-            self.frames.clear();
-            self.path.clear();
-            self.fix = None;
+            self.start_pass();
             let mut out = Shape::Any;
             let result = T::deserialize(Tracing {
                 tracer: self,
@@ -207,8 +274,6 @@ impl Tracer {
                 },
             }
         }
-        self.pending.clear();
-        self.rotations.clear();
         shape
     }
 
@@ -337,6 +402,7 @@ fn named_fields(names: &[&str], shapes: Vec<Shape>) -> Vec<Field> {
         .zip(shapes)
         .map(|(name, shape)| Field {
             name: (*name).to_owned(),
+            optional: matches!(shape, Shape::Option(_)),
             shape,
         })
         .collect()
@@ -637,10 +703,14 @@ impl<'de> Deserializer<'de> for Tracing<'_> {
         if self.tracer.inside(name) {
             return Err(self.tracer.recursion());
         }
+        if !self.tracer.reached.contains(&name) {
+            self.tracer.reached.push(name);
+        }
         let mut shapes = vec![Shape::Any; fields.len()];
         let result = self.tracer.within(name, |tracer| {
             visitor.visit_map(Fields {
                 tracer,
+                owner: Some(name),
                 fields,
                 shapes: &mut shapes,
                 next: 0,
@@ -761,6 +831,8 @@ impl<'de> de::MapAccess<'de> for Entries<'_> {
 /// A struct's fields, each once, in order.
 struct Fields<'a> {
     tracer: &'a mut Tracer,
+    /// The struct whose fields these are (`None`: a struct variant's).
+    owner: Option<&'static str>,
     fields: &'static [&'static str],
     shapes: &'a mut [Shape],
     next: usize,
@@ -770,6 +842,13 @@ impl<'de> de::MapAccess<'de> for Fields<'_> {
     type Error = Stop;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Stop> {
+        if let (Some(owner), Some((name, index))) = (self.owner, self.tracer.omit) {
+            if owner == name && index == self.next {
+                // A probe pass: this field is left out.
+                self.tracer.omitted = true;
+                self.next += 1;
+            }
+        }
         match self.fields.get(self.next) {
             Some(field) => seed
                 .deserialize(de::value::BorrowedStrDeserializer::new(field))
@@ -840,6 +919,7 @@ impl<'de> de::VariantAccess<'de> for Chosen<'_> {
         let mut shapes = vec![Shape::Any; fields.len()];
         let value = visitor.visit_map(Fields {
             tracer: self.tracer,
+            owner: None,
             fields,
             shapes: &mut shapes,
             next: 0,

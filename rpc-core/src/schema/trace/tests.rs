@@ -43,6 +43,7 @@ enum Expr {
 fn field(name: &str, shape: Shape) -> Field {
     Field {
         name: name.to_owned(),
+        optional: matches!(shape, Shape::Option(_)),
         shape,
     }
 }
@@ -120,7 +121,7 @@ fn a_type_that_refuses_placeholders_is_kept_as_far_as_traced() {
         last: String,
     }
     let mut tracer = Tracer::default();
-    assert_eq!(tracer.trace::<Picky>(), named("Picky"));
+    assert_eq!(tracer.trace_shape::<Picky>(), named("Picky"));
     assert_eq!(
         tracer.types["Picky"],
         TypeDef::Struct(vec![
@@ -129,6 +130,12 @@ fn a_type_that_refuses_placeholders_is_kept_as_far_as_traced() {
             field("last", Shape::Any),
         ])
     );
+    // The probe pass that leaves `count` out gets past the refusal and learns the rest.
+    assert_eq!(tracer.trace::<Picky>(), named("Picky"));
+    let TypeDef::Struct(fields) = &tracer.types["Picky"] else {
+        panic!()
+    };
+    assert_eq!(fields[2], field("last", Shape::String));
 }
 
 #[test]
@@ -163,4 +170,48 @@ fn a_service_schema_names_its_arguments_and_has_a_stable_fingerprint() {
     // Through JSON and back, as it travels through the registry.
     let json = serde_json::to_string(&schema).unwrap();
     assert_eq!(serde_json::from_str::<ServiceSchema>(&json).unwrap(), schema);
+}
+
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct Account {
+    id: u64,
+    #[serde(default)]
+    score: u32,
+    email: Option<String>,
+    #[serde(default = "default_plan")]
+    plan: Plan,
+    tags: Vec<String>,
+}
+
+#[allow(dead_code)]
+#[derive(Deserialize, Default)]
+enum Plan {
+    #[default]
+    Basic,
+    Team(Box<Account>),
+}
+
+fn default_plan() -> Plan {
+    Plan::Basic
+}
+
+#[test]
+fn fields_with_a_serde_default_or_an_option_type_are_optional() {
+    let mut tracer = Tracer::default();
+    tracer.trace::<Account>();
+    let TypeDef::Struct(fields) = &tracer.types["Account"] else {
+        panic!("{:?}", tracer.types["Account"]);
+    };
+    let optional: Vec<(&str, bool)> = fields.iter().map(|f| (f.name.as_str(), f.optional)).collect();
+    assert_eq!(
+        optional,
+        [
+            ("id", false),
+            ("score", true),
+            ("email", true),
+            ("plan", true),
+            ("tags", false)
+        ]
+    );
 }
