@@ -82,6 +82,19 @@ pub enum CtlError {
     /// Output or runtime failure.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// No instance of the service names a published schema.
+    #[error(
+        "{0}: no instance names a published schema (providers built before schemas, or a registry that stores none)"
+    )]
+    NoSchema(String),
+    /// Some of the schemas in use break calls between them.
+    #[error("{key}: {pairs} pair(s) of the schemas in use are incompatible")]
+    IncompatibleSchemas {
+        /// The service key.
+        key: String,
+        /// Directed pairs with a difference calls do not survive.
+        pairs: usize,
+    },
     /// Some instances did not answer `serving`.
     #[error("{failing} of {total} instances are not serving")]
     Unhealthy {

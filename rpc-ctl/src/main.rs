@@ -8,6 +8,8 @@
 //! rpc-ctl --config FILE call UserService:1.0 get_user '[1]'   # arguments as a JSON array
 //! rpc-ctl --config FILE rules UserService:1.0 [--set FILE.json | --clear]
 //! rpc-ctl --config FILE health UserService:1.0         # each instance's own health answer
+//! rpc-ctl --config FILE describe UserService:1.0       # methods and types (--json: JSON Schema)
+//! rpc-ctl --config FILE schemas UserService:1.0        # schemas in use, and whether they mix
 //! ```
 //!
 //! `--json` makes every listing machine-readable (`watch`: one JSON object per line). Exit 0 on
@@ -21,6 +23,7 @@ mod error;
 mod listing;
 mod output;
 mod rules;
+mod schemas;
 mod watch;
 
 use std::path::PathBuf;
@@ -86,6 +89,18 @@ enum Command {
         /// Service key, `name:version`.
         key: String,
     },
+    /// The methods and types of a service, from the schema most of its instances published
+    /// (`--json`: JSON Schema of each method's arguments, result and error).
+    Describe {
+        /// Service key, `name:version`.
+        key: String,
+    },
+    /// The schemas a service's instances use, and for each pair whether calls between them
+    /// survive their differences; fails when some do not.
+    Schemas {
+        /// Service key, `name:version`.
+        key: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -133,5 +148,7 @@ async fn dispatch(args: &Args, config: &RpcConfig, registry: &Arc<dyn Registry>)
         Command::Watch { key } => watch::run(registry, key, json).await,
         Command::Call { key, method, args } => call::run(registry.clone(), config, key, method, args, json).await,
         Command::Rules { key, set, clear } => rules::run(registry, key, set.as_deref(), *clear, json).await,
+        Command::Describe { key } => schemas::describe(registry, key, json).await,
+        Command::Schemas { key } => schemas::schemas(registry, key, json).await,
     }
 }

@@ -333,3 +333,94 @@ async fn calls_and_probes_providers_over_mtls_with_a_token() {
         .await;
     provider.shutdown().await;
 }
+
+/// A later UserService whose `get_user` takes a name: incompatible with example-api's.
+mod by_name {
+    #[rpc::service(name = "UserService", version = "1.0")]
+    pub trait UserService {
+        async fn get_user(&self, id: String) -> String;
+        async fn whoami(&self) -> String;
+    }
+
+    pub struct Impl;
+
+    impl UserService for Impl {
+        async fn get_user(&self, id: String) -> String {
+            id
+        }
+        async fn whoami(&self) -> String {
+            "by-name".into()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describes_a_service_and_compares_the_schemas_in_use() {
+    let Some(endpoints) = shared_etcd() else { return };
+    let setup = Setup::new(&endpoints[0], "schemas");
+    let first = provider(&setup).await;
+
+    let (code, stdout, stderr) = setup.run(&["describe", "UserService:1.0"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let fingerprint = example_api::UserServiceClient::schema().fingerprint();
+    assert!(
+        stdout.starts_with(&format!(
+            "UserService:1.0  schema {fingerprint} on 1 of the instances\n"
+        )),
+        "{stdout}"
+    );
+    for line in [
+        "  get_user(id: u64) -> Result<User, UserError>  [idempotent]",
+        "  whoami() -> String  [idempotent]",
+        "  struct User { id: u64, name: String, served_by: String }",
+        "  enum UserError { NotFound(u64) }",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} not in\n{stdout}");
+    }
+    let (code, stdout, _) = setup.run(&["describe", "UserService:1.0", "--json"]).await;
+    assert_eq!(code, 0);
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["fingerprint"], fingerprint.as_str());
+    assert_eq!(doc["methods"][0]["name"], "get_user");
+    assert_eq!(doc["methods"][0]["arguments"]["required"], serde_json::json!(["id"]));
+    assert_eq!(doc["methods"][0]["result"]["$ref"], "#/$defs/User");
+    assert_eq!(doc["$defs"]["User"]["properties"]["served_by"]["type"], "string");
+
+    // One schema in use: nothing to compare.
+    let (code, stdout, _) = setup.run(&["schemas", "UserService:1.0"]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("schema {fingerprint}  1 instance(s): ")),
+        "{stdout}"
+    );
+
+    // A provider of another, incompatible schema joins.
+    let config = setup.config();
+    let listener = rpc::server::listen("127.0.0.1:0").await.unwrap();
+    let builder =
+        ServerBuilder::from_config(&config.server).add_service(by_name::UserServiceServer::new(by_name::Impl));
+    let second = rpc::serve_listener(&config, builder, listener).await.unwrap();
+    let other = by_name::UserServiceClient::schema().fingerprint();
+    let (code, stdout, stderr) = setup.run(&["schemas", "UserService:1.0"]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stderr.contains("UserService:1.0: 2 pair(s) of the schemas in use are incompatible"),
+        "{stderr}"
+    );
+    for line in [
+        format!("clients of {fingerprint} calling providers of {other}: INCOMPATIBLE"),
+        "  INCOMPATIBLE: get_user(id): written as u64, read as String".to_owned(),
+        "  INCOMPATIBLE: get_user result: written as String, read as User".to_owned(),
+    ]
+    .iter()
+    {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} not in\n{stdout}");
+    }
+    let (_, stdout, _) = setup.run(&["schemas", "UserService:1.0", "--json"]).await;
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["schemas"].as_array().map(Vec::len), Some(2));
+    assert_eq!(report["pairs"][0]["compatible"], false);
+
+    first.shutdown().await;
+    second.shutdown().await;
+}

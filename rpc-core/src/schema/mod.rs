@@ -9,6 +9,7 @@
 //! ([`compare`]).
 
 mod compat;
+mod json_schema;
 mod shape;
 mod trace;
 
