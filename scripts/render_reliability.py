@@ -12,6 +12,7 @@ SCENARIOS = [
     ("provider SIGKILLed under load, fail_over", "5a. Provider crash under load, fail_over", "tests/tests/reliability.rs: provider_killed_under_load_with_fail_over_loses_no_call"),
     ("provider SIGKILLed under load, fail_fast", "5b. Provider crash under load, fail_fast", "tests/tests/reliability.rs: provider_killed_under_load_with_fail_fast_fails_only_calls_in_flight"),
     ("slow and stuck providers", "6. Slow and stuck providers", "tests/tests/stuck_provider.rs"),
+    ("provider frozen (SIGSTOP)", "6b. A frozen provider", "tests/tests/reliability.rs: a_frozen_provider_costs_one_call (three provider processes on etcd, TTL 5 s; one consumer, one call at a time, 1 s deadline, default policy; one provider SIGSTOPped for 8 s, then SIGCONT)"),
     ("hostile bytes", "7. Hostile bytes on the RPC port", "tests/tests/hostile_bytes.rs"),
     ("bad configuration", "9. Bad configuration and registry data", "example-provider/tests/cli.rs, example-consumer/tests/cli.rs (cases in example-provider/tests/support/cli_cases.rs)"),
     ("cancellation", "10. Callers that leave: cancellation", "tests/tests/call_context.rs: a_dropped_call_is_cancelled_on_the_server_and_frees_its_permit (1,000 calls held by the handler, each dropped by its caller once the handler started; the server runs with 4 permits, so a leaked permit would stall the run)"),

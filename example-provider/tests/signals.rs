@@ -20,6 +20,8 @@ fn write_config(path: &PathBuf, endpoint: &str, root: &str, weight: u32) {
     .unwrap();
 }
 
+/// The instance JSON of every UserService instance registered under `root` (the service's
+/// published schema, a key of its own that outlives the process, is not an instance).
 fn registered(endpoint: &str, root: &str) -> String {
     let out = Command::new("etcdctl")
         .args([
@@ -27,7 +29,7 @@ fn registered(endpoint: &str, root: &str) -> String {
             endpoint,
             "get",
             "--prefix",
-            &format!("{root}/"),
+            &format!("{root}/UserService:1.0/"),
             "--print-value-only",
         ])
         .output()

@@ -426,3 +426,95 @@ async fn provider_killed_under_load_with_fail_fast_fails_only_calls_in_flight() 
         }),
     );
 }
+
+/// Sends SIGSTOP or SIGCONT to a process.
+async fn signal(pid: u32, name: &str) {
+    let status = tokio::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// The frozen provider of issue 29: three provider processes on etcd (TTL 5 s), one consumer
+/// calling one call at a time with a 1 s deadline and the default policy; one provider frozen
+/// with SIGSTOP. Only the call already sent to it fails: its timeout makes the client ping the
+/// provider, which does not answer, so calls avoid it (no further stall) until it answers
+/// again after SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_provider_costs_one_call() {
+    let Some(endpoints) = shared_etcd() else { return };
+    let cfg = config(
+        "etcd",
+        &endpoints,
+        &unique_root("frozen"),
+        5,
+        "    probe_timeout_ms: 500\n",
+    );
+    let provider_yaml = format!(
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: etcd\n    endpoints: [\"{}\"]\n    root: \"{}\"\n    ttl_secs: 5\n",
+        endpoints[0], cfg.registry.root
+    );
+    let binary = Path::new(env!("CARGO_BIN_EXE_test-provider"));
+    let mut providers = Vec::new();
+    for _ in 0..3 {
+        providers.push(ProviderProcess::start(binary, &provider_yaml).await);
+    }
+    let (consumer, client) = consumer(&cfg).await;
+    wait_until(Duration::from_secs(5), "all three providers are discovered", || {
+        let n = consumer.cache().cached("TestService:1.0").map_or(0, |l| l.len());
+        async move { n == 3 }
+    })
+    .await;
+    let victim = providers[1].port.to_string();
+    let pid = providers[1].pid();
+    let client = client.with_timeout(Duration::from_secs(1));
+
+    // One call at a time, for 8 s after the freeze (the key leaves after about 5 s).
+    let mut failed = Vec::new();
+    let mut stalls = 0;
+    let mut calls = 0;
+    signal(pid, "STOP").await;
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(8) {
+        let started = Instant::now();
+        let outcome = client.owner(calls).await;
+        if started.elapsed() >= Duration::from_millis(500) {
+            stalls += 1;
+        }
+        if let Err(e) = outcome {
+            failed.push((frozen.elapsed(), e.to_string()));
+        }
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Thawed: it answers the pings, registers again, and takes calls again.
+    signal(pid, "CONT").await;
+    let thawed = Instant::now();
+    let mut back = None;
+    while thawed.elapsed() < Duration::from_secs(15) {
+        if client.owner(0).await.is_ok_and(|owner| owner == victim) {
+            back = Some(thawed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    consumer.close().await;
+    println!("frozen provider: {calls} calls, failed {failed:?}, {stalls} stalls, back after {back:?}");
+    assert!(failed.len() <= 1, "{failed:?}");
+    assert!(stalls <= 1, "{stalls} calls took 500 ms or more");
+    assert!(calls > 500, "{calls} calls");
+    let back = back.expect("the thawed provider takes calls again within 15 s");
+    report(
+        "provider frozen (SIGSTOP) for 8 s, one call at a time, 1 s deadline",
+        serde_json::json!({
+            "calls": calls,
+            "failed": failed.len(),
+            "stalls_over_500ms": stalls,
+            "back_after_sigcont_ms": ms(back),
+        }),
+    );
+}

@@ -794,7 +794,19 @@ mod schema_check {
         }
         // Round robin over both: half the calls reach the retyped provider, unless strict.
         assert_eq!(failed, [10, 0, 10]);
+
+        // With only the incompatible provider left, a strict consumer says why it sends nothing.
+        let (client, cache) = client(&root, SchemaCheck::Strict).await;
         good.shutdown().await;
+        rpc_tests::wait_until(std::time::Duration::from_secs(5), "the good provider leaves", || {
+            let cache = cache.clone();
+            async move { cache.instances("Profiles:1.0").await.is_ok_and(|list| list.len() == 1) }
+        })
+        .await;
+        let e = client.get_user(1).await.unwrap_err();
+        assert!(e.to_string().contains("schema_check: strict"), "{e}");
+        assert!(client.greet("Ada".into()).await.is_ok(), "greet did not change");
+        cache.close().await;
         bad.shutdown().await;
         registry.close().await.unwrap();
     }

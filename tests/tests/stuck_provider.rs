@@ -1,5 +1,6 @@
-//! A provider that accepts calls and never answers: every call fails at its deadline, and the
-//! client keeps neither pending calls, nor tasks, nor memory afterwards.
+//! A provider that accepts calls and never answers: every call fails by its deadline (at it, or
+//! earlier when the ping sent after the first timeout went unanswered and the calls waiting
+//! were failed), and the client keeps neither pending calls, nor tasks, nor memory afterwards.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +25,11 @@ async fn calls_to_a_stuck_provider_fail_by_their_deadline_and_leak_nothing() {
             });
         }
     });
-    let pool = Arc::new(ConnectionPool::new(ClientOptions::default()));
+    let options = ClientOptions {
+        probe_timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
+    let pool = Arc::new(ConnectionPool::new(options));
     let deadline = Duration::from_millis(100);
     let client = TestServiceClient::new(
         Channel::new(Arc::new(ClusterInvoker::direct(&addr, pool.clone()).unwrap())).with_timeout(deadline),
@@ -40,15 +45,24 @@ async fn calls_to_a_stuck_provider_fail_by_their_deadline_and_leak_nothing() {
     let per_worker = 40;
     let started = Instant::now();
     let mut handles = Vec::new();
+    let abandoned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for w in 0..workers {
         let client = client.clone();
+        let abandoned = abandoned.clone();
         handles.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             for i in 0..per_worker {
                 let t = Instant::now();
                 let err = client.echo(w * 1000 + i).await.unwrap_err();
-                assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-                latencies.push(t.elapsed());
+                match err.kind() {
+                    ErrorKind::Timeout => latencies.push(t.elapsed()),
+                    // Waiting when the probe went unanswered: failed early, saying why.
+                    ErrorKind::ConnectionClosed => {
+                        assert!(err.to_string().contains("did not answer a ping"), "{err}");
+                        abandoned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ => panic!("{err}"),
+                }
             }
             latencies
         }));
@@ -63,8 +77,13 @@ async fn calls_to_a_stuck_provider_fail_by_their_deadline_and_leak_nothing() {
     let p99 = latencies[latencies.len() * 99 / 100];
     assert!(
         latencies[0] >= Duration::from_millis(95),
-        "a call failed before its deadline: {:?}",
+        "a call timed out before its deadline: {:?}",
         latencies[0]
+    );
+    let abandoned = abandoned.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        abandoned <= workers as usize,
+        "{abandoned} calls failed early: at most one per worker"
     );
     assert!(
         p99 < deadline * 3,
@@ -89,7 +108,7 @@ async fn calls_to_a_stuck_provider_fail_by_their_deadline_and_leak_nothing() {
     report(
         "slow and stuck providers (a provider that never answers, 100 ms deadline)",
         serde_json::json!({
-            "calls": latencies.len(), "timed_out": latencies.len(), "concurrency": workers,
+            "calls": latencies.len() + abandoned, "timed_out": latencies.len(), "failed_early_unanswered_ping": abandoned, "concurrency": workers,
             "time_to_fail_p50_ms": ms(p50), "time_to_fail_p99_ms": ms(p99), "wall_ms": ms(took),
             "pending_after": conn.pending_calls(), "tasks_before": tasks_before, "tasks_after": tasks_after,
             "rss_growth_kib": growth >> 10,

@@ -266,33 +266,36 @@ impl Inner {
         }
         let mut checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
         checked.retain(|(s, f), _| s != service || schemas.contains_key(f));
-        let refused = schemas.iter().map(|(fingerprint, theirs)| {
-            let key = (service.to_owned(), fingerprint.clone());
-            let methods = checked.entry(key).or_insert_with(|| {
-                let broken = incompatible_methods(&declared, theirs);
-                for (method, differences) in &broken {
-                    let differences: Vec<String> =
-                        differences.iter().map(|d| format!("{}: {}", d.at, d.what)).collect();
-                    warn!(
-                        service,
-                        %fingerprint,
-                        method = %method,
-                        ?differences,
-                        strict = check == SchemaCheck::Strict,
-                        "providers with this schema cannot serve this method as this consumer calls it"
-                    );
-                }
-                Arc::new(broken.into_iter().map(|(method, _)| method).collect())
-            });
-            (fingerprint.clone(), methods.clone())
-        });
-        match check {
-            SchemaCheck::Strict => refused.filter(|(_, methods)| !methods.is_empty()).collect(),
-            _ => {
-                refused.for_each(drop);
-                Refused::new()
-            }
+        let verdicts: Vec<(String, Arc<MethodSet>)> = schemas
+            .iter()
+            .map(|(fingerprint, theirs)| {
+                let key = (service.to_owned(), fingerprint.clone());
+                let methods = checked.entry(key).or_insert_with(|| {
+                    let broken = incompatible_methods(&declared, theirs);
+                    for (method, differences) in &broken {
+                        let differences: Vec<String> =
+                            differences.iter().map(|d| format!("{}: {}", d.at, d.what)).collect();
+                        warn!(
+                            service,
+                            %fingerprint,
+                            method = %method,
+                            ?differences,
+                            strict = check == SchemaCheck::Strict,
+                            "providers with this schema cannot serve this method as this consumer calls it"
+                        );
+                    }
+                    Arc::new(broken.into_iter().map(|(method, _)| method).collect())
+                });
+                (fingerprint.clone(), methods.clone())
+            })
+            .collect();
+        if check != SchemaCheck::Strict {
+            return Refused::new();
         }
+        verdicts
+            .into_iter()
+            .filter(|(_, methods)| !methods.is_empty())
+            .collect()
     }
 
     /// The service's route for this instance list under its balancer, rules and schemas. A
@@ -448,16 +451,21 @@ impl Invoker for ClusterInvoker {
                 return Err(RpcError::NoInstances(call.service.to_owned()));
             }
             let route = inner.route(call, &instances);
-            if let Some(lacking) = route.lacking(call.method) {
-                if !lacking.contains(&false) {
+            let lacking = route.lacking(call.method);
+            if lacking.is_some_and(|l| !l.contains(&false)) {
+                return Err(match route.refuses(call.method) {
+                    true => RpcError::NoInstances(format!(
+                        "{} (no instance's schema serves {} as this consumer calls it; schema_check: strict)",
+                        call.service, call.method
+                    )),
                     // Every instance's schema lacks the method: what each would answer.
-                    return Err(RpcError::MethodNotFound {
+                    false => RpcError::MethodNotFound {
                         service: call.service.to_owned(),
                         method: call.method.to_owned(),
-                    });
-                }
+                    },
+                });
             }
-            if !route.is_empty() && Candidates::new(&route, call.method, None, None).exhausted() {
+            if !route.is_empty() && Candidates::new(&route, lacking, None, None).exhausted() {
                 return Err(RpcError::NoInstances(format!(
                     "{} (every instance is disabled by its rules)",
                     call.service
@@ -466,7 +474,7 @@ impl Invoker for ClusterInvoker {
             route.budget.deposit();
             retry::run(call, &route.budget, |_round| {
                 failover::run(
-                    Candidates::new(&route, call.method, call.hash_key, call.route_tag),
+                    Candidates::new(&route, lacking, call.hash_key, call.route_tag),
                     call,
                     &route.budget,
                     |target| attempt(target, call),

@@ -23,23 +23,33 @@
 //!
 //! A keep-alive task sends a ping when nothing has been read for the idle interval and closes
 //! the connection when no frame at all arrives within the ping timeout.
+//!
+//! A call that times out after it was sent makes the keep-alive task check the server at once:
+//! a ping that must be answered within the probe timeout. A server that is frozen (stopped,
+//! a VM stalled, a pause) keeps its TCP connection and its registry key, and would take every
+//! call sent to it until their deadlines; one that misses the probe is marked unresponsive:
+//! the calls waiting on it fail at once, the pool's endpoint tells the balancer to avoid it
+//! (see [`Connection::is_suspect`]), and the connection stays open, pinging, so the first
+//! answer (the process resumed) makes it healthy again. Probing spends pings, never a user's
+//! call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::ClientOptions;
 use crate::body::Body;
 use crate::error::{ProtocolError, RpcError};
+use crate::metrics;
 use crate::protocol::{Frame, Header, MessageType, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
@@ -67,13 +77,29 @@ struct Shared {
     frames_read: AtomicU64,
     /// The server sent GoAway: no new calls.
     going_away: AtomicBool,
+    /// Whether the server answers: [`HEALTHY`], [`PROBING`] or [`UNRESPONSIVE`].
+    liveness: AtomicU8,
+    /// Asks the keep-alive task to probe the server now.
+    probe: Notify,
+    /// Woken by the reader for every frame while the server is probed or unresponsive.
+    heard: Notify,
 }
+
+/// The server answers as far as anyone knows.
+const HEALTHY: u8 = 0;
+/// A call timed out; a ping is checking the server.
+const PROBING: u8 = 1;
+/// The server missed the probe; pings go on until it answers.
+const UNRESPONSIVE: u8 = 2;
 
 #[derive(Default)]
 struct Pending {
     calls: HashMap<u64, oneshot::Sender<Frame>>,
     /// Why the connection closed, once it has.
     closed: Option<CloseReason>,
+    /// Why the waiting calls were failed while the connection stays open (the server missed
+    /// a probe).
+    abandoned: Option<String>,
 }
 
 /// Why a connection closed, as its calls report it.
@@ -116,20 +142,42 @@ impl Shared {
     }
 
     fn closed_error(&self, sent: bool) -> RpcError {
-        let reason = self.pending().closed.clone();
+        let (reason, abandoned) = {
+            let pending = self.pending();
+            (pending.closed.clone(), pending.abandoned.clone())
+        };
+        let closed = |reason: String| RpcError::ConnectionClosed {
+            addr: self.addr.clone(),
+            reason,
+            sent,
+        };
         match reason {
             Some(CloseReason::VersionRejected(message)) => RpcError::Protocol(ProtocolError::VersionRejected(message)),
-            Some(CloseReason::Closed(reason)) => RpcError::ConnectionClosed {
-                addr: self.addr.clone(),
-                reason,
-                sent,
-            },
-            None => RpcError::ConnectionClosed {
-                addr: self.addr.clone(),
-                reason: "connection closed".to_owned(),
-                sent,
-            },
+            Some(CloseReason::Closed(reason)) => closed(reason),
+            None => closed(abandoned.unwrap_or_else(|| "connection closed".to_owned())),
         }
+    }
+
+    /// A call sent on the connection timed out: probe the server, unless that is under way.
+    fn request_probe(&self) {
+        if self
+            .liveness
+            .compare_exchange(HEALTHY, PROBING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.probe.notify_one();
+        }
+    }
+
+    /// The server missed the probe: every waiting call fails now with `reason`; the
+    /// connection stays open.
+    fn abandon_calls(&self, reason: String) {
+        let dropped = {
+            let mut pending = self.pending();
+            pending.abandoned = Some(reason);
+            std::mem::take(&mut pending.calls)
+        };
+        drop(dropped);
     }
 
     /// After GoAway: closes the connection once no call is waiting on it.
@@ -262,6 +310,9 @@ impl Connection {
             closed: CancellationToken::new(),
             frames_read: AtomicU64::new(0),
             going_away: AtomicBool::new(false),
+            liveness: AtomicU8::new(HEALTHY),
+            probe: Notify::new(),
+            heard: Notify::new(),
         });
         let span = tracing::debug_span!("rpc_client_conn", %addr);
         let reader = tokio::spawn(
@@ -292,8 +343,11 @@ impl Connection {
             keepalive(
                 shared.clone(),
                 tx.clone(),
-                options.keepalive_interval,
-                options.keepalive_timeout,
+                Liveness {
+                    interval: options.keepalive_interval,
+                    timeout: options.keepalive_timeout,
+                    probe_timeout: options.probe_timeout,
+                },
             )
             .instrument(span),
         );
@@ -321,6 +375,12 @@ impl Connection {
     /// Whether the server sent GoAway (the connection takes no new calls).
     pub fn is_going_away(&self) -> bool {
         self.shared.going_away.load(Ordering::Acquire)
+    }
+
+    /// Whether calls should avoid the connection's server: a call on it timed out and the
+    /// server has not answered since (being probed, or unresponsive).
+    pub fn is_suspect(&self) -> bool {
+        self.shared.liveness.load(Ordering::Acquire) != HEALTHY && !self.is_closed()
     }
 
     /// Whether new calls may use the connection: open, and not told to go away.
@@ -396,7 +456,12 @@ impl Connection {
                 frame
             }
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(RpcError::Timeout(remaining)),
+            Err(_) => {
+                if guard.sent {
+                    shared.request_probe();
+                }
+                return Err(RpcError::Timeout(remaining));
+            }
         };
         let reply = Reply {
             status: frame.header.status,
@@ -431,6 +496,9 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
         match frame {
             Ok(Some(frame)) => {
                 shared.frames_read.fetch_add(1, Ordering::Relaxed);
+                if shared.liveness.load(Ordering::Relaxed) != HEALTHY {
+                    shared.heard.notify_one();
+                }
                 match frame.header.message_type {
                     MessageType::Response if frame.header.status == Status::UnsupportedVersion => {
                         let message = String::from_utf8_lossy(&frame.body.as_one()).into_owned();
@@ -498,10 +566,26 @@ fn closed_unanswered(how: &str) -> String {
     )
 }
 
+/// The keep-alive task's settings.
+struct Liveness {
+    /// A ping goes out when nothing has been read for this long...
+    interval: Duration,
+    /// ...and the connection closes when it gets no answer within this.
+    timeout: Duration,
+    /// A probe (after a call timed out) must be answered within this.
+    probe_timeout: Duration,
+}
+
 /// Pings when nothing has been read for `interval`; closes the connection when a ping gets
 /// no frame at all back within `timeout`. Reads are noticed at the ticks (every half of the
-/// shorter of the two), by the change of the frame counter.
-async fn keepalive(shared: Arc<Shared>, tx: mpsc::Sender<OutFrame>, interval: Duration, timeout: Duration) {
+/// shorter of the two), by the change of the frame counter. Probes the server when a call
+/// asks for it (see the module docs).
+async fn keepalive(shared: Arc<Shared>, tx: mpsc::Sender<OutFrame>, liveness: Liveness) {
+    let Liveness {
+        interval,
+        timeout,
+        probe_timeout,
+    } = liveness;
     let period = (interval.min(timeout) / 2).max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -513,6 +597,13 @@ async fn keepalive(shared: Arc<Shared>, tx: mpsc::Sender<OutFrame>, interval: Du
         tokio::select! {
             _ = shared.closed.cancelled() => return,
             _ = ticker.tick() => {}
+            _ = shared.probe.notified() => {
+                if probe(&shared, &tx, &mut ping_id, probe_timeout).await.is_none() {
+                    return;
+                }
+                (frames_seen, last_read, ping_sent_at) = (shared.frames_read.load(Ordering::Relaxed), Instant::now(), None);
+                continue;
+            }
         }
         let now = Instant::now();
         let frames = shared.frames_read.load(Ordering::Relaxed);
@@ -529,14 +620,81 @@ async fn keepalive(shared: Arc<Shared>, tx: mpsc::Sender<OutFrame>, interval: Du
         }
         if ping_sent_at.is_none() && now.duration_since(last_read) >= interval {
             ping_id = ping_id.wrapping_add(1);
-            let ping = OutFrame::Frame {
-                header: Header::new(MessageType::Ping, ping_id),
-                body: Body::default(),
-            };
-            if tx.send(ping).await.is_err() {
+            if !send_ping(&tx, ping_id, now + timeout).await {
+                // The writer stopped, or could not take a ping for the whole timeout.
+                shared.close(&format!("no room to send a ping within {timeout:?}"));
                 return;
             }
             ping_sent_at = Some(now);
+        }
+    }
+}
+
+/// Queues a ping, waiting for room in the write queue until `until`; false when the writer
+/// has stopped or the queue stayed full.
+async fn send_ping(tx: &mpsc::Sender<OutFrame>, id: u64, until: Instant) -> bool {
+    let ping = OutFrame::Frame {
+        header: Header::new(MessageType::Ping, id),
+        body: Body::default(),
+    };
+    matches!(tokio::time::timeout_at(until, tx.send(ping)).await, Ok(Ok(())))
+}
+
+/// Checks the server after a call timed out: a ping answered within `within` leaves it
+/// healthy. Otherwise it is unresponsive: the waiting calls fail now, and pings go on (the
+/// wait doubling up to eight times `within`) until any frame arrives. `None` once the
+/// connection has closed.
+async fn probe(shared: &Shared, tx: &mpsc::Sender<OutFrame>, ping_id: &mut u64, within: Duration) -> Option<()> {
+    if ping_answered(shared, tx, ping_id, within).await? {
+        shared.liveness.store(HEALTHY, Ordering::Release);
+        return Some(());
+    }
+    shared.liveness.store(UNRESPONSIVE, Ordering::Release);
+    let reason = format!("the provider did not answer a ping within {within:?} after a call timed out");
+    let waiting = shared.pending().calls.len();
+    warn!(addr = %shared.addr, waiting, "{reason}; calls avoid it until it answers");
+    metrics::client_ejection(&shared.addr);
+    shared.abandon_calls(reason);
+    let since = Instant::now();
+    let mut wait = within;
+    loop {
+        if ping_answered(shared, tx, ping_id, wait).await? {
+            info!(addr = %shared.addr, after = ?since.elapsed(), "the provider answers again");
+            shared.pending().abandoned = None;
+            shared.liveness.store(HEALTHY, Ordering::Release);
+            return Some(());
+        }
+        wait = (wait * 2).min(within * 8);
+    }
+}
+
+/// Sends a ping and waits up to `within` for any frame from the server; `None` once the
+/// connection has closed.
+async fn ping_answered(
+    shared: &Shared,
+    tx: &mpsc::Sender<OutFrame>,
+    ping_id: &mut u64,
+    within: Duration,
+) -> Option<bool> {
+    let before = shared.frames_read.load(Ordering::Acquire);
+    let deadline = Instant::now() + within;
+    *ping_id = ping_id.wrapping_add(1);
+    if !send_ping(tx, *ping_id, deadline).await {
+        return match shared.closed.is_cancelled() {
+            true => None,
+            false => Some(false),
+        };
+    }
+    loop {
+        if shared.frames_read.load(Ordering::Acquire) != before {
+            return Some(true);
+        }
+        tokio::select! {
+            _ = shared.closed.cancelled() => return None,
+            _ = shared.heard.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return Some(shared.frames_read.load(Ordering::Acquire) != before);
+            }
         }
     }
 }

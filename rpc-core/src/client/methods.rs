@@ -40,6 +40,8 @@ pub(crate) struct MethodMap {
     by_method: HashMap<String, Option<Box<[bool]>>>,
     /// The instances whose schema is known: they lack any method no schema names.
     known: Box<[bool]>,
+    /// Methods some instance has but is refused (strict schema check).
+    refused: BTreeSet<String>,
 }
 
 impl MethodMap {
@@ -71,10 +73,23 @@ impl MethodMap {
                 (name.to_owned(), lacking.contains(&true).then_some(lacking))
             })
             .collect();
+        // A method is refused only to schemas that have it (see `incompatible_methods`).
+        let refused = each
+            .iter()
+            .flatten()
+            .flat_map(|k| k.refused.into_iter().flatten())
+            .cloned()
+            .collect();
         Some(Self {
             by_method,
             known: each.iter().map(Option::is_some).collect(),
+            refused,
         })
+    }
+
+    /// Whether some instance has `method` but is refused it.
+    pub(crate) fn refuses(&self, method: &str) -> bool {
+        self.refused.contains(method)
     }
 
     /// The instances known to lack `method`; `None` when every instance may have it.
@@ -122,5 +137,6 @@ mod tests {
         let refused: Refused = [("000000000000000b".to_owned(), Arc::new(["get".to_owned()].into()))].into();
         let map = MethodMap::of(&all, &schemas, &refused).unwrap();
         assert_eq!(map.lacking("get"), Some(&[false, true, false, false][..]));
+        assert!(map.refuses("get") && !map.refuses("count"));
     }
 }

@@ -88,6 +88,9 @@ pub struct ClientOptions {
     pub keepalive_interval: Duration,
     /// A connection whose ping gets no answer within this time is closed.
     pub keepalive_timeout: Duration,
+    /// After a call timed out, its connection's server must answer a ping within this, or
+    /// calls avoid it until it answers (see the connection's module docs).
+    pub probe_timeout: Duration,
     /// Bounds on each call's metadata; a call over them fails without being sent.
     pub metadata_limits: MetadataLimits,
     /// Connections to one provider at most (more open only while the bytes in flight call
@@ -105,6 +108,7 @@ impl From<&ConsumerConfig> for ClientOptions {
             max_frame_len: c.max_frame_bytes,
             keepalive_interval: Duration::from_millis(c.keepalive_interval_ms),
             keepalive_timeout: Duration::from_millis(c.keepalive_timeout_ms),
+            probe_timeout: Duration::from_millis(c.probe_timeout_ms),
             metadata_limits: MetadataLimits {
                 max_entries: c.max_metadata_entries,
                 max_bytes: c.max_metadata_bytes,

@@ -76,11 +76,14 @@ impl Endpoint {
         }
     }
 
-    /// Whether the endpoint's server said it is going away (GoAway) on a connection still
-    /// open: new calls should go to other instances while the connections drain.
-    pub fn is_leaving(&self) -> bool {
+    /// Whether new calls should go to other instances: the endpoint's server said it is
+    /// going away (GoAway) on a connection still open, which drains; or a call on one timed
+    /// out and the server has not answered since (probed, or unresponsive).
+    pub fn should_avoid(&self) -> bool {
         let connections = self.connections.read().unwrap_or_else(PoisonError::into_inner);
-        connections.iter().any(|c| c.is_going_away() && !c.is_closed())
+        connections
+            .iter()
+            .any(|c| (c.is_going_away() && !c.is_closed()) || c.is_suspect())
     }
 
     /// Closes every connection, failing their pending calls.

@@ -231,6 +231,11 @@ impl Route {
         self.methods.as_ref()?.lacking(method)
     }
 
+    /// Whether some instance has `method` but is refused it by the strict schema check.
+    pub(crate) fn refuses(&self, method: &str) -> bool {
+        self.methods.as_ref().is_some_and(|m| m.refuses(method))
+    }
+
     /// A new balancer for `id`: from the factory when there is one, else the built-in kind.
     pub(crate) fn make_balancer(id: BalancerId, factory: Option<&BalancerFactory>) -> Arc<dyn LoadBalancer> {
         match (id, factory) {
@@ -275,13 +280,15 @@ pub struct Candidates<'r> {
 }
 
 impl<'r> Candidates<'r> {
-    /// Candidates from `route` for a call of `method` with `hash_key` and, maybe, a route tag.
-    pub fn new(route: &'r Route, method: &str, hash_key: Option<u64>, route_tag: Option<&str>) -> Self {
+    /// Candidates from `route` for a call with `hash_key` and, maybe, a route tag, never
+    /// among the instances `lacking` marks (those known to lack the call's method, see
+    /// [`Route::lacking`]).
+    pub fn new(route: &'r Route, lacking: Option<&'r [bool]>, hash_key: Option<u64>, route_tag: Option<&str>) -> Self {
         let tag = route_tag.and_then(|t| route.shape.as_ref()?.tags.get(t).map(Vec::as_slice));
         Self {
             route,
             hash_key,
-            lacking: route.lacking(method),
+            lacking,
             tag,
             first: None,
             more: Vec::new(),
@@ -308,10 +315,11 @@ impl<'r> Candidates<'r> {
         self.route.shape.as_ref().is_some_and(|s| s.disabled[index]) || self.lacking.is_some_and(|l| l[index])
     }
 
-    /// Whether the instance may take this call: untried, enabled, healthy, not leaving.
+    /// Whether the instance may take this call: untried, enabled, healthy, neither leaving
+    /// nor unresponsive.
     fn usable(&self, i: usize) -> bool {
         let target = &self.route.targets[i];
-        !self.was_tried(i) && !self.disabled(i) && target.health.is_available() && !target.endpoint.is_leaving()
+        !self.was_tried(i) && !self.disabled(i) && target.health.is_available() && !target.endpoint.should_avoid()
     }
 
     /// The balancer's pick among the instances `allowed` lets through; warming instances are

@@ -348,6 +348,9 @@ pub struct ConsumerConfig {
     pub keepalive_interval_ms: u64,
     /// A connection whose ping gets no answer within this time is closed.
     pub keepalive_timeout_ms: u64,
+    /// After a call times out, its provider must answer a ping within this, or calls avoid
+    /// it until it answers (a frozen process keeps its connections and its registry key).
+    pub probe_timeout_ms: u64,
     /// Largest response body accepted.
     pub max_frame_bytes: usize,
     /// Most metadata entries a call may carry.
@@ -383,6 +386,7 @@ impl Default for ConsumerConfig {
             connect_timeout_ms: 3000,
             keepalive_interval_ms: 30_000,
             keepalive_timeout_ms: 10_000,
+            probe_timeout_ms: 1_000,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
@@ -782,6 +786,7 @@ impl RpcConfig {
                 self.consumer.keepalive_interval_ms,
             ),
             ("rpc.consumer.keepalive_timeout_ms", self.consumer.keepalive_timeout_ms),
+            ("rpc.consumer.probe_timeout_ms", self.consumer.probe_timeout_ms),
             (
                 "rpc.consumer.max_connections_per_provider",
                 self.consumer.max_connections_per_provider as u64,
