@@ -25,9 +25,10 @@ ETCD_PACKAGES=(etcd-server etcd-client)
 # A throw-away ZooKeeper (the package pulls in a Java runtime) and zkCli.sh.
 ZOOKEEPER_PACKAGES=(zookeeper)
 # Tools the tests call: openssl (keys and certificates for etcd's JWT auth and TLS tests),
-# prlimit from util-linux (a provider under a low file-descriptor limit). Both are in most base
-# images; named so that nothing relies on that.
-TEST_TOOL_PACKAGES=(openssl util-linux)
+# prlimit from util-linux (a provider under a low file-descriptor limit), curl and python3 (the
+# HTTP/JSON ingress called by clients no one here wrote). All are in most base images; named
+# so that nothing relies on that.
+TEST_TOOL_PACKAGES=(openssl util-linux curl python3)
 
 # Whether a Debian package is installed (not merely known: a removed package whose
 # configuration files remain is not installed).

@@ -37,7 +37,8 @@ pub fn line(instance: &ServiceInstance) -> String {
     )
 }
 
-/// One instance as JSON: its registered fields plus `address` and `age_secs`.
+/// One instance as JSON: its registered fields (the schema's fingerprint and the HTTP endpoint
+/// when it has them) plus `address` and `age_secs`.
 pub fn object(instance: &ServiceInstance) -> Value {
     json!({
         "address": instance.address(),
@@ -48,6 +49,8 @@ pub fn object(instance: &ServiceInstance) -> Value {
         "metadata": instance.metadata,
         "registered_at_ms": instance.registered_at_ms,
         "age_secs": age_secs(instance),
+        "schema": instance.schema,
+        "http": instance.http,
     })
 }
 

@@ -344,19 +344,18 @@ async fn ephemeral_owner(endpoint: String, root: &str, port: u16) -> Option<i64>
     tokio::time::timeout(Duration::from_secs(3), read).await.ok().flatten()
 }
 
-/// Three provider processes, one SIGKILLed under load by 16 workers; returns the load figures
-/// and when the kill happened.
-async fn kill_one_of_three(tolerant: &str) -> Option<(rpc_tests::load::LoadStats, Instant, u16)> {
+/// Three `test-provider` processes on the shared etcd under a fresh root (`prefix`), their keys
+/// on leases of `ttl_secs`, and a consumer (with `consumer_yaml` in its consumer section) that
+/// has discovered all three; `None` without the shared etcd.
+async fn three_provider_processes(
+    prefix: &str,
+    ttl_secs: u64,
+    consumer_yaml: &str,
+) -> Option<(Vec<ProviderProcess>, Consumer, TestServiceClient)> {
     let endpoints = shared_etcd()?;
-    let cfg = config(
-        "etcd",
-        &endpoints,
-        &unique_root("crash"),
-        2,
-        &format!("    tolerant: {tolerant}\n    retry: {{ strategy: none, max_attempts: 3 }}\n"),
-    );
+    let cfg = config("etcd", &endpoints, &unique_root(prefix), ttl_secs, consumer_yaml);
     let provider_yaml = format!(
-        "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: etcd\n    endpoints: [\"{}\"]\n    root: \"{}\"\n    ttl_secs: 2\n",
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: etcd\n    endpoints: [\"{}\"]\n    root: \"{}\"\n    ttl_secs: {ttl_secs}\n",
         endpoints[0], cfg.registry.root
     );
     let binary = Path::new(env!("CARGO_BIN_EXE_test-provider"));
@@ -370,6 +369,14 @@ async fn kill_one_of_three(tolerant: &str) -> Option<(rpc_tests::load::LoadStats
         async move { n == 3 }
     })
     .await;
+    Some((providers, consumer, client))
+}
+
+/// Three provider processes, one SIGKILLed under load by 16 workers; returns the load figures
+/// and when the kill happened.
+async fn kill_one_of_three(tolerant: &str) -> Option<(rpc_tests::load::LoadStats, Instant, u16)> {
+    let consumer_yaml = format!("    tolerant: {tolerant}\n    retry: {{ strategy: none, max_attempts: 3 }}\n");
+    let (mut providers, consumer, client) = three_provider_processes("crash", 2, &consumer_yaml).await?;
     let load = Load::start(&client, 16, Duration::ZERO);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let victim = providers[1].port;
@@ -445,29 +452,11 @@ async fn signal(pid: u32, name: &str) {
 /// again after SIGCONT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_provider_costs_one_call() {
-    let Some(endpoints) = shared_etcd() else { return };
-    let cfg = config(
-        "etcd",
-        &endpoints,
-        &unique_root("frozen"),
-        5,
-        "    probe_timeout_ms: 500\n",
-    );
-    let provider_yaml = format!(
-        "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: etcd\n    endpoints: [\"{}\"]\n    root: \"{}\"\n    ttl_secs: 5\n",
-        endpoints[0], cfg.registry.root
-    );
-    let binary = Path::new(env!("CARGO_BIN_EXE_test-provider"));
-    let mut providers = Vec::new();
-    for _ in 0..3 {
-        providers.push(ProviderProcess::start(binary, &provider_yaml).await);
-    }
-    let (consumer, client) = consumer(&cfg).await;
-    wait_until(Duration::from_secs(5), "all three providers are discovered", || {
-        let n = consumer.cache().cached("TestService:1.0").map_or(0, |l| l.len());
-        async move { n == 3 }
-    })
-    .await;
+    let Some((providers, consumer, client)) =
+        three_provider_processes("frozen", 5, "    probe_timeout_ms: 500\n").await
+    else {
+        return;
+    };
     let victim = providers[1].port.to_string();
     let pid = providers[1].pid();
     let client = client.with_timeout(Duration::from_secs(1));

@@ -354,7 +354,8 @@ async fn garbage_closes_only_the_offending_connection() {
     let client = TestServiceClient::new(Channel::direct(&addr).unwrap()).unwrap();
     assert_eq!(client.echo(1).await.unwrap(), 1);
     let hostile: [&[u8]; 3] = [
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        // neither the protocol nor HTTP (a TLS record header, then text)
+        b"\x16\x03\x01 GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         // right magic and version, a 4 GiB body announced
         &[
             0x52, 0x50, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
@@ -380,6 +381,14 @@ async fn garbage_closes_only_the_offending_connection() {
         }
         assert_eq!(client.echo(2).await.unwrap(), 2, "the good client keeps working");
     }
+    // HTTP is answered (the HTTP/JSON ingress), not taken for garbage.
+    let mut sock = TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     server.shutdown().await;
 }
 

@@ -42,6 +42,17 @@ pub struct ServiceInstance {
     /// ignored by consumers that predate schemas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
+    /// Where the instance answers HTTP/JSON (`POST /{name}/{method}`), when it does: any
+    /// language can find it here and call it with an HTTP client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpEndpoint>,
+}
+
+/// Where an instance serves HTTP/JSON: `{"port": 9001}` (its host is the instance's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HttpEndpoint {
+    /// The port (the RPC port, when both share it).
+    pub port: u16,
 }
 
 fn default_weight() -> u32 {
@@ -60,6 +71,7 @@ impl ServiceInstance {
             metadata: BTreeMap::new(),
             registered_at_ms: now_ms(),
             schema: None,
+            http: None,
         }
     }
 

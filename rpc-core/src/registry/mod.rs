@@ -31,7 +31,8 @@ pub use crate::host::is_valid_host;
 pub use cache::{DiscoveryCache, DiscoveryOptions};
 pub use cache_file::{CacheFile, CacheFileError, CachedInstances};
 pub use instance::{
-    now_ms, service_path, InvalidInstance, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON, WARMUP_SECS, ZONE,
+    now_ms, service_path, HttpEndpoint, InvalidInstance, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON,
+    WARMUP_SECS, ZONE,
 };
 pub use schemas::SchemaMap;
 

@@ -16,105 +16,117 @@ impl ServiceSchema {
     /// under `$defs`:
     /// `{"service", "fingerprint", "methods": [{"name", "idempotent", "arguments", "result", "error"?}], "$defs"}`.
     pub fn to_json_schema(&self) -> Value {
-        let methods: Vec<Value> = self.methods.iter().map(method).collect();
-        let defs: Map<String, Value> = self
-            .types
-            .iter()
-            .map(|(name, def)| (name.clone(), type_def(def)))
-            .collect();
+        let refs = Refs("#/$defs/");
+        let methods: Vec<Value> = self.methods.iter().map(|m| refs.method(m)).collect();
         json!({
             "service": format!("{}:{}", self.name, self.version),
             "fingerprint": self.fingerprint(),
             "methods": methods,
-            "$defs": defs,
+            "$defs": refs.types(self),
         })
     }
 }
 
-fn method(m: &MethodSchema) -> Value {
-    let mut out = json!({
-        "name": m.name,
-        "idempotent": m.idempotent,
-        "arguments": object(&m.args),
-        "result": shape(&m.result),
-    });
-    if let Some(error) = &m.error {
-        out["error"] = shape(error);
-    }
-    out
-}
+/// Where references to named types point: `{prefix}{Name}`.
+#[derive(Clone, Copy)]
+pub(super) struct Refs<'a>(pub(super) &'a str);
 
-/// An object with `fields` as its properties; the optional ones are not required.
-fn object(fields: &[Field]) -> Value {
-    let properties: Map<String, Value> = fields.iter().map(|f| (f.name.clone(), shape(&f.shape))).collect();
-    let required: Vec<&str> = fields.iter().filter(|f| !f.optional).map(|f| f.name.as_str()).collect();
-    json!({"type": "object", "properties": properties, "required": required})
+impl Refs<'_> {
+    /// A method's arguments (an object by parameter name), result and error.
+    pub(super) fn method(self, m: &MethodSchema) -> Value {
+        let mut out = json!({
+            "name": m.name,
+            "idempotent": m.idempotent,
+            "arguments": self.object(&m.args),
+            "result": self.shape(&m.result),
+        });
+        if let Some(error) = &m.error {
+            out["error"] = self.shape(error);
+        }
+        out
+    }
+
+    /// The schema of each named type of `schema`, by name.
+    pub(super) fn types(self, schema: &ServiceSchema) -> Map<String, Value> {
+        schema
+            .types
+            .iter()
+            .map(|(name, def)| (name.clone(), self.type_def(def)))
+            .collect()
+    }
+
+    /// An object with `fields` as its properties; the optional ones are not required.
+    pub(super) fn object(self, fields: &[Field]) -> Value {
+        let properties: Map<String, Value> = fields.iter().map(|f| (f.name.clone(), self.shape(&f.shape))).collect();
+        let required: Vec<&str> = fields.iter().filter(|f| !f.optional).map(|f| f.name.as_str()).collect();
+        json!({"type": "object", "properties": properties, "required": required})
+    }
+
+    /// The JSON Schema of one shape (named types by reference).
+    pub(super) fn shape(self, s: &Shape) -> Value {
+        match s {
+            Shape::Bool => json!({"type": "boolean"}),
+            Shape::I8 => integer(i8::MIN.into(), i8::MAX as u128),
+            Shape::I16 => integer(i16::MIN.into(), i16::MAX as u128),
+            Shape::I32 => integer(i32::MIN.into(), i32::MAX as u128),
+            Shape::I64 => integer(i64::MIN.into(), i64::MAX as u128),
+            Shape::U8 => integer(0, u8::MAX.into()),
+            Shape::U16 => integer(0, u16::MAX.into()),
+            Shape::U32 => integer(0, u32::MAX.into()),
+            Shape::U64 => integer(0, u64::MAX.into()),
+            Shape::I128 | Shape::U128 => json!({"type": "integer"}),
+            Shape::F32 | Shape::F64 => json!({"type": "number"}),
+            Shape::Char => json!({"type": "string", "minLength": 1, "maxLength": 1}),
+            Shape::String => json!({"type": "string"}),
+            Shape::Bytes => json!({"type": "array", "items": integer(0, 255)}),
+            Shape::Unit => json!({"type": "null"}),
+            Shape::Option(inner) => json!({"anyOf": [self.shape(inner), {"type": "null"}]}),
+            Shape::Seq(item) => json!({"type": "array", "items": self.shape(item)}),
+            Shape::Tuple(items) => self.tuple(items),
+            Shape::Map { value, .. } => json!({"type": "object", "additionalProperties": self.shape(value)}),
+            Shape::Named(name) => json!({"$ref": format!("{}{name}", self.0)}),
+            Shape::Any => json!({}),
+        }
+    }
+
+    fn tuple(self, items: &[Shape]) -> Value {
+        let prefix: Vec<Value> = items.iter().map(|s| self.shape(s)).collect();
+        json!({"type": "array", "prefixItems": prefix, "minItems": items.len(), "maxItems": items.len()})
+    }
+
+    fn type_def(self, def: &TypeDef) -> Value {
+        match def {
+            TypeDef::Struct(fields) => self.object(fields),
+            TypeDef::TupleStruct(items) => self.tuple(items),
+            TypeDef::Newtype(inner) => self.shape(inner),
+            TypeDef::UnitStruct => json!({"type": "null"}),
+            TypeDef::Enum(variants) => {
+                let one_of: Vec<Value> = variants
+                    .iter()
+                    .map(|v| {
+                        let data = match &v.data {
+                            VariantData::Unit => return json!({"const": v.name}),
+                            VariantData::Newtype(inner) => self.shape(inner),
+                            VariantData::Tuple(items) => self.tuple(items),
+                            VariantData::Struct(fields) => self.object(fields),
+                            VariantData::Unknown => json!({}),
+                        };
+                        json!({
+                            "type": "object",
+                            "properties": {v.name.clone(): data},
+                            "required": [v.name],
+                            "additionalProperties": false,
+                        })
+                    })
+                    .collect();
+                json!({"oneOf": one_of})
+            }
+        }
+    }
 }
 
 fn integer(min: i128, max: u128) -> Value {
     json!({"type": "integer", "minimum": min, "maximum": max})
-}
-
-/// The JSON Schema of one shape (named types by reference).
-fn shape(s: &Shape) -> Value {
-    match s {
-        Shape::Bool => json!({"type": "boolean"}),
-        Shape::I8 => integer(i8::MIN.into(), i8::MAX as u128),
-        Shape::I16 => integer(i16::MIN.into(), i16::MAX as u128),
-        Shape::I32 => integer(i32::MIN.into(), i32::MAX as u128),
-        Shape::I64 => integer(i64::MIN.into(), i64::MAX as u128),
-        Shape::U8 => integer(0, u8::MAX.into()),
-        Shape::U16 => integer(0, u16::MAX.into()),
-        Shape::U32 => integer(0, u32::MAX.into()),
-        Shape::U64 => integer(0, u64::MAX.into()),
-        Shape::I128 | Shape::U128 => json!({"type": "integer"}),
-        Shape::F32 | Shape::F64 => json!({"type": "number"}),
-        Shape::Char => json!({"type": "string", "minLength": 1, "maxLength": 1}),
-        Shape::String => json!({"type": "string"}),
-        Shape::Bytes => json!({"type": "array", "items": integer(0, 255)}),
-        Shape::Unit => json!({"type": "null"}),
-        Shape::Option(inner) => json!({"anyOf": [shape(inner), {"type": "null"}]}),
-        Shape::Seq(item) => json!({"type": "array", "items": shape(item)}),
-        Shape::Tuple(items) => tuple(items),
-        Shape::Map { value, .. } => json!({"type": "object", "additionalProperties": shape(value)}),
-        Shape::Named(name) => json!({"$ref": format!("#/$defs/{name}")}),
-        Shape::Any => json!({}),
-    }
-}
-
-fn tuple(items: &[Shape]) -> Value {
-    let prefix: Vec<Value> = items.iter().map(shape).collect();
-    json!({"type": "array", "prefixItems": prefix, "minItems": items.len(), "maxItems": items.len()})
-}
-
-fn type_def(def: &TypeDef) -> Value {
-    match def {
-        TypeDef::Struct(fields) => object(fields),
-        TypeDef::TupleStruct(items) => tuple(items),
-        TypeDef::Newtype(inner) => shape(inner),
-        TypeDef::UnitStruct => json!({"type": "null"}),
-        TypeDef::Enum(variants) => {
-            let one_of: Vec<Value> = variants
-                .iter()
-                .map(|v| {
-                    let data = match &v.data {
-                        VariantData::Unit => return json!({"const": v.name}),
-                        VariantData::Newtype(inner) => shape(inner),
-                        VariantData::Tuple(items) => tuple(items),
-                        VariantData::Struct(fields) => object(fields),
-                        VariantData::Unknown => json!({}),
-                    };
-                    json!({
-                        "type": "object",
-                        "properties": {v.name.clone(): data},
-                        "required": [v.name],
-                        "additionalProperties": false,
-                    })
-                })
-                .collect();
-            json!({"oneOf": one_of})
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,9 +10,11 @@
 
 mod compat;
 mod json_schema;
+mod openapi;
 mod shape;
 mod trace;
 
 pub use compat::{compare, compare_method, incompatible_methods, Difference};
+pub use openapi::openapi;
 pub use shape::{Field, MethodSchema, ServiceSchema, Shape, TypeDef, Variant, VariantData};
 pub use trace::SchemaBuilder;

@@ -12,11 +12,10 @@
 //! When the server starts draining, the connection sends GoAway once and keeps serving the
 //! calls in flight; requests that still arrive are answered `ShuttingDown`.
 
-use std::any::Any;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -28,9 +27,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, error, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use super::call::{CallFuture, ServerCall, StackCall};
+use super::finish::{call_span, panicked, with_deadline, EndGuard};
 use super::running::{Registered, RunningCalls};
 #[cfg(feature = "tls")]
 use super::secure;
@@ -56,6 +56,11 @@ const GO_AWAY_CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// handshake happens here, in the connection's own task, under the handshake timeout.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, slot: OwnedSemaphorePermit) {
     let slot = Slot::new(slot);
+    #[cfg(feature = "http")]
+    if speaks_http(&stream, &shared).await {
+        let _slot = slot;
+        return super::http::serve(stream, peer, None, shared).await;
+    }
     #[cfg(feature = "tls")]
     if let Some(tls) = shared.tls.clone() {
         let Some((stream, identity)) = secure::accept(stream, peer, &tls).await else {
@@ -66,6 +71,30 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     }
     let (read_half, write_half) = stream.into_split();
     serve_halves(read_half, write_half, peer, None, shared, slot).await
+}
+
+/// Whether a plain-TCP connection's first bytes are HTTP (see [`super::http`]). It waits for
+/// them at most the idle timeout; a connection that sends nothing is left to the protocol's
+/// idle handling. Over TLS the port speaks the RPC protocol only, for now.
+#[cfg(feature = "http")]
+async fn speaks_http(stream: &TcpStream, shared: &Shared) -> bool {
+    #[cfg(feature = "tls")]
+    if shared.tls.is_some() {
+        return false;
+    }
+    let mut first = [0u8; 2];
+    let peeked = tokio::time::timeout(shared.idle_timeout, async {
+        loop {
+            match stream.peek(&mut first).await {
+                Ok(n) if n >= first.len() => return true,
+                Ok(0) | Err(_) => return false,
+                // One byte so far: the next arrives with the rest of the request.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    })
+    .await;
+    matches!(peeked, Ok(true)) && super::http::is_http(&first)
 }
 
 /// Serves the protocol over a connection's two halves (plain TCP or TLS).
@@ -508,23 +537,6 @@ struct Admitted {
     permit: OwnedSemaphorePermit,
 }
 
-/// The span of one call on the server.
-fn call_span(ctx: &CallContext) -> tracing::Span {
-    let span = tracing::info_span!(
-        "rpc_call",
-        service = ctx.service(),
-        method = ctx.method(),
-        request_id = ctx.request_id(),
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-        parent_span_id = tracing::field::Empty,
-    );
-    if let Some(trace) = ctx.trace() {
-        trace.record_on(&span);
-    }
-    span
-}
-
 /// A call that had to wait, in its own task.
 struct CallTask<F: CallFuture> {
     call: EndGuard<F>,
@@ -583,56 +595,9 @@ impl<F: CallFuture> CallTask<F> {
     }
 }
 
-/// The future of a call that runs in its own task. When it goes (the call ended, its caller
-/// left, or the server aborted) it tells the interceptors how the call ended, with the context
-/// the future gives back: cancelled unless an outcome was set.
-struct EndGuard<F: CallFuture> {
-    shared: Arc<Shared>,
-    call: Pin<Box<F>>,
-    intercepted: bool,
-    outcome: Outcome,
-}
-
-impl<F: CallFuture> Drop for EndGuard<F> {
-    fn drop(&mut self) {
-        if !self.intercepted {
-            return;
-        }
-        if let Some(ctx) = self.call.as_mut().take_context() {
-            self.shared.interceptors.on_response(&ctx, self.outcome);
-        }
-    }
-}
-
-async fn with_deadline<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F::Output> {
-    let fut = pin!(fut);
-    match deadline {
-        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-        None => Some(fut.await),
-    }
-}
-
 fn reply_header(request_id: u64, serializer: u8, reply: &Reply) -> Header {
     let mut header = Header::new(MessageType::Response, request_id);
     header.serializer = serializer;
     header.status = reply.status;
     header
-}
-
-/// Logs a handler's panic (the call's span names the service when `service` is empty) and
-/// makes the reply that fails that call only.
-fn panicked(service: &str, request_id: u64, panic: &(dyn Any + Send)) -> Reply {
-    let message = panic_message(panic);
-    error!(service, request_id, panic = %message, "handler panicked");
-    Reply::failure(Status::InternalError, format!("handler panicked: {message}"))
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }

@@ -49,6 +49,9 @@
 
 mod call;
 mod connection;
+mod finish;
+#[cfg(feature = "http")]
+mod http;
 mod running;
 #[cfg(feature = "tls")]
 mod secure;
@@ -75,7 +78,7 @@ use crate::context::MetadataLimits;
 use crate::health::Health;
 use crate::interceptor::{Interceptor, Interceptors};
 use crate::metrics;
-use crate::registry::{Registry, RegistryError, RegistryErrorKind, ServiceInstance};
+use crate::registry::{HttpEndpoint, Registry, RegistryError, RegistryErrorKind, ServiceInstance};
 use crate::schema::ServiceSchema;
 #[cfg(feature = "tls")]
 use crate::tls::ServerTls;
@@ -325,6 +328,8 @@ impl<L> ServerBuilder<L> {
             abort: CancellationToken::new(),
             calls: TaskTracker::new(),
             activity: Activity::default(),
+            #[cfg(feature = "http")]
+            http: http::HttpState::new(),
         });
         let stop_accepting = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -376,6 +381,9 @@ pub(crate) struct Shared {
     pub(crate) calls: TaskTracker,
     /// When the last call arrived, recorded only while shutdown waits for quiet.
     pub(crate) activity: Activity,
+    /// The schemas and OpenAPI document the HTTP ingress serves, built at its first request.
+    #[cfg(feature = "http")]
+    pub(crate) http: http::HttpState,
 }
 
 impl Shared {
@@ -656,6 +664,7 @@ impl RunningServer {
             instance.weight = registration.weight;
             instance.metadata = registration.metadata.clone();
             instance.schema = publish(&*registry, service.key(), service.schema()).await?;
+            instance.http = self.serves_http().then_some(HttpEndpoint { port });
             registry.register(&instance).await?;
             self.registrations.push((registry.clone(), instance.clone()));
             registered.push(instance);
@@ -682,6 +691,16 @@ impl RunningServer {
             updated.push(instance.clone());
         }
         Ok(updated)
+    }
+
+    /// Whether the server answers HTTP/JSON on its port (see the `http` feature; plain TCP
+    /// only, for now).
+    pub fn serves_http(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.shared.tls.is_some() {
+            return false;
+        }
+        cfg!(feature = "http")
     }
 
     /// Number of calls running right now.

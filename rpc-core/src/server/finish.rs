@@ -1,0 +1,85 @@
+//! How a call ends, on any transport: under its deadline, a panic that fails that call only,
+//! and the interceptors told how it ended (see [`EndGuard`]). The binary connection and the
+//! HTTP ingress run calls the same way.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::error;
+
+use super::call::CallFuture;
+use super::Shared;
+use crate::context::CallContext;
+use crate::interceptor::Outcome;
+use crate::protocol::Status;
+use crate::reply::Reply;
+
+/// The span of one call on the server.
+pub(crate) fn call_span(ctx: &CallContext) -> tracing::Span {
+    let span = tracing::info_span!(
+        "rpc_call",
+        service = ctx.service(),
+        method = ctx.method(),
+        request_id = ctx.request_id(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(trace) = ctx.trace() {
+        trace.record_on(&span);
+    }
+    span
+}
+
+/// The future of a call that runs in its own task. When it goes (the call ended, its caller
+/// left, or the server aborted) it tells the interceptors how the call ended, with the context
+/// the future gives back: cancelled unless an outcome was set.
+pub(crate) struct EndGuard<F: CallFuture> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) call: Pin<Box<F>>,
+    /// Whether interceptors wait for the call's end.
+    pub(crate) intercepted: bool,
+    /// How the call ended, as the interceptors hear it.
+    pub(crate) outcome: Outcome,
+}
+
+impl<F: CallFuture> Drop for EndGuard<F> {
+    fn drop(&mut self) {
+        if !self.intercepted {
+            return;
+        }
+        if let Some(ctx) = self.call.as_mut().take_context() {
+            self.shared.interceptors.on_response(&ctx, self.outcome);
+        }
+    }
+}
+
+/// `fut`, given up at `deadline` (`None` then).
+pub(crate) async fn with_deadline<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F::Output> {
+    let fut = pin!(fut);
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// Logs a handler's panic (the call's span names the service when `service` is empty) and
+/// makes the reply that fails that call only.
+pub(crate) fn panicked(service: &str, request_id: u64, panic: &(dyn Any + Send)) -> Reply {
+    let message = panic_message(panic);
+    error!(service, request_id, panic = %message, "handler panicked");
+    Reply::failure(Status::InternalError, format!("handler panicked: {message}"))
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,544 @@
+//! HTTP/JSON ingress: the same services, called with curl, a browser or a client generated
+//! from OpenAPI, on the RPC port.
+//!
+//! # Design
+//!
+//! * A connection whose first bytes are an HTTP method (upper-case letters other than the
+//!   protocol's magic, `RP`) is HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c), served
+//!   by hyper. Anything else is left to the RPC protocol. Both protocols share the port, the
+//!   connection limit and the shutdown: draining answers new requests 503 and closes the
+//!   connections gracefully.
+//! * `POST /{name}/{method}` (or `/{name}:{version}/{method}`) runs the method. The body holds
+//!   the arguments as a JSON array, or as an object by parameter name (the service's schema
+//!   gives the order; an absent optional argument is `null`). The call takes the same path as
+//!   an RPC call with the json serializer: the concurrency limit, the interceptors (tokens,
+//!   metrics), the tower layers, the handler, its deadline.
+//! * Call context comes from headers: `Authorization` (the bearer token), `rpc-timeout-ms`
+//!   (the deadline), `traceparent`, and `rpc-meta-{key}` for any metadata entry; the metadata
+//!   limits apply.
+//! * Answers: the result as JSON with `200`; the method's own error as `{"error": value}` with
+//!   `422`; a framework error as `{"code", "message"}` with the status its code maps to.
+//! * `GET /{name}` describes the service (JSON Schema of every method, see
+//!   [`ServiceSchema::to_json_schema`]); `GET /openapi.json` is the OpenAPI 3.1 document of
+//!   every service served (see [`crate::schema::openapi`]). Both are built once per server.
+//! * Bad input gets a 4xx naming the problem and affects nothing else: a body over the frame
+//!   limit (413), one that does not arrive within the frame timeout (408), malformed JSON or
+//!   arguments (400), an unknown service or method (404).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tracing::{debug, warn, Instrument};
+
+use super::call::{ServerCall, StackCall};
+use super::finish::{call_span, panicked, with_deadline, EndGuard};
+use super::Shared;
+use crate::auth::AUTHORIZATION;
+use crate::body::Body;
+use crate::context::{self, CallContext, Metadata, PeerIdentity, TRACEPARENT};
+use crate::health::HEALTH_METHOD;
+use crate::interceptor::Outcome;
+use crate::metrics;
+use crate::protocol::Status;
+use crate::reply::Reply;
+use crate::schema::{openapi, ServiceSchema};
+use crate::serializer::SerializerKind;
+use crate::service::Service;
+
+/// Request headers that carry one metadata entry each: `rpc-meta-{key}`.
+pub const METADATA_HEADER_PREFIX: &str = "rpc-meta-";
+/// The request header that carries the call's deadline, in milliseconds from now.
+pub const TIMEOUT_HEADER: &str = "rpc-timeout-ms";
+
+/// What the HTTP side of a server builds once: each service's schema and the OpenAPI document.
+pub(crate) struct Described {
+    schemas: HashMap<String, Arc<ServiceSchema>>,
+    openapi: Bytes,
+}
+
+impl Described {
+    fn of(shared: &Shared) -> Self {
+        let schemas: HashMap<String, Arc<ServiceSchema>> = shared
+            .services
+            .iter()
+            .filter_map(|(key, service)| Some((key.clone(), Arc::new(service.schema()?))))
+            .collect();
+        let mut all: Vec<&ServiceSchema> = schemas.values().map(|s| &**s).collect();
+        all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        let openapi = Bytes::from(openapi(&all).to_string());
+        Self { schemas, openapi }
+    }
+}
+
+/// A request refused before it ran: the framework error it gets, and the HTTP status when it
+/// is not the one the error's code maps to.
+struct Refused {
+    status: Status,
+    message: String,
+    http: Option<StatusCode>,
+    /// Close the connection after answering (a sender too slow to trust).
+    close: bool,
+}
+
+impl Refused {
+    fn new(status: Status, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            http: None,
+            close: false,
+        }
+    }
+
+    fn with_http(mut self, http: StatusCode) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    fn response(self) -> Response<Full<Bytes>> {
+        let mut response = failure(self.status, self.message);
+        if let Some(http) = self.http {
+            *response.status_mut() = http;
+        }
+        if self.close {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+/// The HTTP state of a server, built at the first HTTP request.
+pub(crate) type HttpState = OnceLock<Described>;
+
+/// One HTTP connection's own state.
+struct Conn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    identity: Option<Arc<PeerIdentity>>,
+    next_id: AtomicU64,
+}
+
+/// Serves HTTP/1.1 and h2c on `io` until the client closes it or the server shuts down.
+pub(crate) async fn serve<I>(io: I, peer: SocketAddr, identity: Option<Arc<PeerIdentity>>, shared: Arc<Shared>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(Conn {
+        shared: shared.clone(),
+        peer,
+        identity,
+        next_id: AtomicU64::new(1),
+    });
+    let service = hyper::service::service_fn(move |request| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(conn.handle(request).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.frame_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(e) = served {
+                let malformed = e
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(|e| e.is_parse() || e.is_parse_too_large() || e.is_timeout());
+                if malformed {
+                    // Neither the RPC protocol nor HTTP: as for a bad frame, that connection closes.
+                    warn!(%peer, error = %e, "protocol error on an HTTP connection; closing it");
+                } else {
+                    debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+            }
+        }
+        _ = shared.draining.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shared.abort.cancelled() => {}
+            }
+        }
+    }
+}
+
+impl Conn {
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path().trim_start_matches('/').to_owned();
+        let segments: Vec<&str> = path.split('/').collect();
+        match (request.method(), segments.as_slice()) {
+            (&Method::GET, ["openapi.json"]) => json_response(StatusCode::OK, self.described().openapi.clone()),
+            (&Method::GET, [service]) => match self.service(service) {
+                Ok(service) => match self.described().schemas.get(service.key()) {
+                    Some(schema) => json_response(StatusCode::OK, Bytes::from(schema.to_json_schema().to_string())),
+                    None => failure(Status::MethodNotFound, format!("{} publishes no schema", service.key())),
+                },
+                Err(refused) => refused.response(),
+            },
+            (&Method::POST, [service, method]) => match self.service(service) {
+                Ok(service) => {
+                    let method = (*method).to_owned();
+                    self.call(service, method, request).await
+                }
+                Err(refused) => refused.response(),
+            },
+            (&Method::GET | &Method::POST, _) => failure(
+                Status::ServiceNotFound,
+                format!(
+                    "no such resource: /{path} (POST /{{service}}/{{method}}, GET /{{service}}, GET /openapi.json)"
+                ),
+            ),
+            (method, _) => Refused::new(Status::DecodeError, format!("method {method} is not allowed"))
+                .with_http(StatusCode::METHOD_NOT_ALLOWED)
+                .response(),
+        }
+    }
+
+    fn described(&self) -> &Described {
+        self.shared.http.get_or_init(|| Described::of(&self.shared))
+    }
+
+    /// The service a path segment names: `name:version`, or a name served in one version.
+    fn service(&self, segment: &str) -> Result<Arc<dyn Service>, Refused> {
+        if let Some(service) = self.shared.services.get(segment) {
+            return Ok(service.clone());
+        }
+        let named: Vec<&Arc<dyn Service>> = self.shared.services.values().filter(|s| s.name() == segment).collect();
+        match named.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Refused::new(
+                Status::ServiceNotFound,
+                format!("no service {segment} here"),
+            )),
+            several => {
+                let mut keys: Vec<&str> = several.iter().map(|s| s.key()).collect();
+                keys.sort_unstable();
+                Err(Refused::new(
+                    Status::ServiceNotFound,
+                    format!("{segment} is served in several versions; name one: {}", keys.join(", ")),
+                ))
+            }
+        }
+    }
+
+    /// Runs one call: admission, arguments, context, then the same path as an RPC call.
+    async fn call(
+        &self,
+        service: Arc<dyn Service>,
+        method: String,
+        request: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
+        let shared = &self.shared;
+        let now = Instant::now();
+        shared.activity.call_arrived();
+        if method == HEALTH_METHOD {
+            return json_response(
+                StatusCode::OK,
+                Bytes::from(json!(shared.health().to_string()).to_string()),
+            );
+        }
+        if !service.methods().contains(&method.as_str()) {
+            return rejected(Reply::method_not_found(service.key(), &method));
+        }
+        let (parts, body) = request.into_parts();
+        let (metadata, deadline) = match call_context(&parts.headers, shared, now) {
+            Ok(found) => found,
+            Err(refused) => return refused.response(),
+        };
+        if shared.draining.is_cancelled() {
+            return rejected(Reply::failure(Status::ShuttingDown, "server is shutting down"));
+        }
+        let body = match read_body(body, shared).await {
+            Ok(body) => body,
+            Err(refused) => return refused.response(),
+        };
+        let args = match self.arguments(&service, &method, body) {
+            Ok(args) => args,
+            Err(message) => return failure(Status::DecodeError, message),
+        };
+        let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+            return rejected(Reply::failure(Status::Overloaded, "server concurrency limit reached"));
+        };
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut ctx = CallContext::server(
+            Bytes::from(service.key().to_owned()),
+            Bytes::from(method),
+            metadata,
+            deadline,
+            Some(self.peer),
+            request_id,
+            now,
+        );
+        ctx.set_peer_identity(self.identity.clone());
+        if let Err(refusal) = shared.interceptors.on_request(&mut ctx) {
+            return reply_response(Reply::from_error(&refusal));
+        }
+        let intercepted = !shared.interceptors.is_empty();
+        let span = call_span(&ctx);
+        let reply = match &shared.stack {
+            Some(stack) => {
+                let call = StackCall::new(
+                    stack,
+                    ServerCall::new(ctx, SerializerKind::Json, args, service),
+                    intercepted,
+                );
+                self.run(Box::pin(call), intercepted, deadline, request_id)
+                    .instrument(span)
+                    .await
+            }
+            None => {
+                let handler = span.in_scope(|| {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        service.call(ctx.method(), SerializerKind::Json, args)
+                    }))
+                });
+                match handler {
+                    Ok(handler) => {
+                        let call = context::scope(ctx, handler);
+                        self.run(Box::pin(call), intercepted, deadline, request_id)
+                            .instrument(span)
+                            .await
+                    }
+                    Err(panic) => panicked(service.key(), request_id, panic.as_ref()),
+                }
+            }
+        };
+        drop(permit);
+        reply_response(reply)
+    }
+
+    /// Drives a started call under its deadline and the server's abort; the interceptors hear
+    /// how it ended (cancelled, when the client went away and hyper dropped this future).
+    async fn run<F: super::call::CallFuture>(
+        &self,
+        call: std::pin::Pin<Box<F>>,
+        intercepted: bool,
+        deadline: Option<Instant>,
+        request_id: u64,
+    ) -> Reply {
+        let mut guard = EndGuard {
+            shared: self.shared.clone(),
+            call,
+            intercepted,
+            outcome: Outcome::Cancelled,
+        };
+        let run = AssertUnwindSafe(guard.call.as_mut()).catch_unwind();
+        let outcome = tokio::select! {
+            biased;
+            _ = self.shared.abort.cancelled() => None,
+            outcome = with_deadline(run, deadline) => Some(outcome),
+        };
+        let reply = match outcome {
+            None => Reply::failure(Status::ShuttingDown, "the server shut down before the call ended"),
+            Some(Some(Ok(reply))) => reply,
+            Some(Some(Err(panic))) => panicked("", request_id, panic.as_ref()),
+            Some(None) => Reply::failure(Status::DeadlineExceeded, "deadline exceeded on the server"),
+        };
+        guard.outcome = Outcome::from_status(reply.status);
+        reply
+    }
+
+    /// The arguments as the json serializer reads them: a JSON array, as sent or made from an
+    /// object by parameter name.
+    fn arguments(&self, service: &Arc<dyn Service>, method: &str, body: Bytes) -> Result<Body, String> {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+        match first {
+            Some(b'[') => Ok(Body::from(body)),
+            Some(b'{') => {
+                let object: serde_json::Map<String, Value> =
+                    serde_json::from_slice(&body).map_err(|e| format!("the body is not a JSON object: {e}"))?;
+                let schema = self.described().schemas.get(service.key()).cloned();
+                let Some(params) = schema.as_ref().and_then(|s| s.method(method)).map(|m| &m.args) else {
+                    return Err(format!(
+                        "{} publishes no schema: pass the arguments as a JSON array",
+                        service.key()
+                    ));
+                };
+                let mut object = object;
+                let mut array = Vec::with_capacity(params.len());
+                for param in params {
+                    match object.remove(&param.name) {
+                        Some(value) => array.push(value),
+                        None if param.optional => array.push(Value::Null),
+                        None => return Err(format!("missing argument `{}` of {method}", param.name)),
+                    }
+                }
+                if let Some(unknown) = object.keys().next() {
+                    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+                    return Err(format!(
+                        "{method} has no argument `{unknown}` (its arguments: {})",
+                        names.join(", ")
+                    ));
+                }
+                Ok(Body::from(Value::Array(array).to_string()))
+            }
+            _ => Err("the body must be the arguments as a JSON array or an object by parameter name".to_owned()),
+        }
+    }
+}
+
+/// The call's metadata and deadline from the request headers, checked against the limits.
+fn call_context(headers: &HeaderMap, shared: &Shared, now: Instant) -> Result<(Metadata, Option<Instant>), Refused> {
+    let mut metadata = Metadata::new();
+    let bad = |message: String| Refused::new(Status::InvalidMetadata, message);
+    for (name, value) in headers {
+        let name = name.as_str();
+        let key = match name {
+            "authorization" => AUTHORIZATION,
+            "traceparent" => TRACEPARENT,
+            _ => match name.strip_prefix(METADATA_HEADER_PREFIX) {
+                Some(key) => key,
+                None => continue,
+            },
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| bad(format!("header {name} is not visible ASCII")))?;
+        metadata.insert(key, value);
+    }
+    metadata
+        .check(&shared.metadata_limits)
+        .map_err(|e| bad(e.to_string()))?;
+    let deadline = match headers.get(TIMEOUT_HEADER) {
+        None => None,
+        Some(value) => {
+            let ms: u64 = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&ms| ms > 0)
+                .ok_or_else(|| bad(format!("{TIMEOUT_HEADER} must be a number of milliseconds above 0")))?;
+            Some(now + std::time::Duration::from_millis(ms))
+        }
+    };
+    Ok((metadata, deadline))
+}
+
+/// The request body, at most the frame limit, within the frame timeout.
+async fn read_body(body: Incoming, shared: &Shared) -> Result<Bytes, Refused> {
+    let limit = shared.max_frame_len;
+    match tokio::time::timeout(shared.frame_timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Refused::new(
+            Status::DecodeError,
+            format!("the body is over the limit of {limit} bytes"),
+        )
+        .with_http(StatusCode::PAYLOAD_TOO_LARGE)),
+        Ok(Err(e)) => Err(Refused::new(
+            Status::DecodeError,
+            format!("reading the body failed: {e}"),
+        )),
+        Err(_) => {
+            let mut refused = Refused::new(
+                Status::DecodeError,
+                format!("the body did not arrive within {:?}", shared.frame_timeout),
+            )
+            .with_http(StatusCode::REQUEST_TIMEOUT);
+            refused.close = true;
+            Err(refused)
+        }
+    }
+}
+
+/// A request refused before it ran, counted like an RPC refusal.
+fn rejected(reply: Reply) -> Response<Full<Bytes>> {
+    metrics::server_rejected(reply.status);
+    reply_response(reply)
+}
+
+/// The HTTP answer of a reply: the result, the method's error, or a framework error.
+fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
+    match reply.status {
+        Status::Ok => json_response(StatusCode::OK, reply.body.as_one().into_owned()),
+        Status::ApplicationError => {
+            let error = reply.body.as_one();
+            let mut text = Vec::with_capacity(error.len() + 10);
+            text.extend_from_slice(b"{\"error\":");
+            text.extend_from_slice(&error);
+            text.push(b'}');
+            json_response(StatusCode::UNPROCESSABLE_ENTITY, Bytes::from(text))
+        }
+        status => failure(status, reply.message()),
+    }
+}
+
+/// The code and HTTP status of a framework error.
+fn code(status: Status) -> (&'static str, StatusCode) {
+    match status {
+        Status::ServiceNotFound | Status::MethodNotFound => ("not_found", StatusCode::NOT_FOUND),
+        Status::DecodeError | Status::InvalidMetadata | Status::ProtocolError => {
+            ("invalid_argument", StatusCode::BAD_REQUEST)
+        }
+        Status::Unauthenticated => ("unauthenticated", StatusCode::UNAUTHORIZED),
+        Status::PermissionDenied => ("permission_denied", StatusCode::FORBIDDEN),
+        Status::Overloaded => ("overloaded", StatusCode::TOO_MANY_REQUESTS),
+        Status::DeadlineExceeded => ("deadline_exceeded", StatusCode::GATEWAY_TIMEOUT),
+        Status::ShuttingDown => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+        _ => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// A framework error: `{"code", "message"}` with its HTTP status.
+fn failure(status: Status, message: impl Into<String>) -> Response<Full<Bytes>> {
+    let (code, http) = code(status);
+    let body = json!({"code": code, "message": message.into()}).to_string();
+    json_response(http, Bytes::from(body))
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Whether a connection's first bytes start an HTTP request: a method token (`GET`, `POST`, and
+/// `PRI` of the HTTP/2 preface) is upper-case letters, which the RPC protocol's magic (`RP`)
+/// is too, so that is told apart. Anything else (a TLS handshake, garbage) goes to the RPC
+/// protocol, which closes a connection that does not speak it.
+pub(crate) fn is_http(first: &[u8]) -> bool {
+    first.len() >= 2
+        && first[..2].iter().all(u8::is_ascii_uppercase)
+        && first[..2] != crate::protocol::MAGIC.to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framework_errors_map_to_codes_and_statuses() {
+        assert_eq!(code(Status::MethodNotFound), ("not_found", StatusCode::NOT_FOUND));
+        assert_eq!(code(Status::DecodeError), ("invalid_argument", StatusCode::BAD_REQUEST));
+        assert_eq!(code(Status::Unauthenticated).1, StatusCode::UNAUTHORIZED);
+        assert_eq!(code(Status::Overloaded).1, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(code(Status::DeadlineExceeded).0, "deadline_exceeded");
+        assert_eq!(code(Status::EncodeError).0, "internal");
+        assert!(is_http(b"POST / HTTP/1.1"));
+        assert!(is_http(b"PRI * HTTP/2.0"));
+        assert!(!is_http(b"RP\x02"));
+        assert!(!is_http(b"\x16\x03\x01"), "a TLS handshake is not HTTP");
+        assert!(!is_http(b"\x00garbage"));
+    }
+}
