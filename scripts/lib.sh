@@ -29,6 +29,22 @@ ZOOKEEPER_PACKAGES=(zookeeper)
 # HTTP/JSON ingress called by clients no one here wrote). All are in most base images; named
 # so that nothing relies on that.
 TEST_TOOL_PACKAGES=(openssl util-linux curl python3)
+# Python packages the tests call, installed by pip into target/python (tests find it through
+# RPC_TEST_PYTHONPATH): a real OpenAPI validator for the HTTP ingress's /openapi.json.
+PYTHON_TOOLS=(openapi-spec-validator)
+PYTHON_TOOLS_DIR=target/python
+
+# ensure_python_tools: installs PYTHON_TOOLS into PYTHON_TOOLS_DIR unless they import already
+# (pip from Debian's python3-pip when the python3 on PATH has none).
+ensure_python_tools() {
+    if PYTHONPATH=$PYTHON_TOOLS_DIR python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+        return 0
+    fi
+    python3 -m pip --version >/dev/null 2>&1 || ensure_packages python3-pip
+    echo "installing into $PYTHON_TOOLS_DIR: ${PYTHON_TOOLS[*]}" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --target "$PYTHON_TOOLS_DIR" "${PYTHON_TOOLS[@]}" >&2
+}
 
 # Whether a Debian package is installed (not merely known: a removed package whose
 # configuration files remain is not installed).
