@@ -49,7 +49,8 @@ def providers(etcd, root, service):
             continue
         http = instance.get("http")
         if http:
-            urls.append(f"http://{instance['host']}:{http['port']}")
+            scheme = "https" if http.get("tls") else "http"
+            urls.append(f"{scheme}://{instance['host']}:{http['port']}")
     return sorted(urls)
 
 

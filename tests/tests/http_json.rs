@@ -297,7 +297,7 @@ async fn each_instance_advertises_its_http_endpoint() {
     };
     let instances = server.register(registry.clone(), &registration).await.unwrap();
     let port = server.local_addr().unwrap().port();
-    assert_eq!(instances[0].http, Some(HttpEndpoint { port }));
+    assert_eq!(instances[0].http, Some(HttpEndpoint { port, tls: false }));
     assert!(
         instances[0]
             .to_json()
@@ -306,7 +306,55 @@ async fn each_instance_advertises_its_http_endpoint() {
     );
     assert_eq!(
         registry.discover("TestService:1.0").await.unwrap()[0].http,
-        Some(HttpEndpoint { port })
+        Some(HttpEndpoint { port, tls: false })
     );
+    server.shutdown().await;
+}
+
+/// Over TLS, a client that asks for HTTP by ALPN (curl does: `h2`, or `http/1.1`) gets
+/// HTTP/JSON, and the RPC client, which asks for none, gets the RPC protocol, on one port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_by_alpn_and_rpc_over_tls_share_the_port() {
+    use rpc_core::client::ClientOptions;
+    use rpc_core::config::{ClientTlsConfig, ServerTlsConfig};
+    use rpc_core::tls::{ClientTls, ServerTls};
+    use rpc_tests::certs::TestPki;
+
+    let pki = TestPki::new();
+    let tls = ServerTls::load(&ServerTlsConfig {
+        cert: pki.server.cert.clone(),
+        key: pki.server.key.clone(),
+        client_ca: None,
+        handshake_timeout_ms: 2_000,
+        reload_check_ms: 0,
+    })
+    .await
+    .expect("load the server's TLS files");
+    let (server, addr) = start(ServerBuilder::new().tls(tls)).await;
+    let port = server.local_addr().unwrap().port();
+    let url = format!("https://localhost:{port}/TestService/echo");
+    let ca = pki.ca.ca().display().to_string();
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let answer = post(url.clone(), "[9]", &["--cacert", &ca, flag]).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str(), answer.version.as_str()),
+            (200, "9", version)
+        );
+    }
+    let options = ClientOptions {
+        tls: Some(
+            ClientTls::load(&ClientTlsConfig {
+                ca: Some(pki.ca.ca()),
+                cert: None,
+                key: None,
+                server_name: None,
+            })
+            .await
+            .unwrap(),
+        ),
+        ..ClientOptions::default()
+    };
+    let client = TestServiceClient::new(Channel::direct_with(&addr, options).unwrap()).unwrap();
+    assert_eq!(client.echo(4).await.unwrap(), 4);
     server.shutdown().await;
 }

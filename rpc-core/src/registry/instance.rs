@@ -48,11 +48,15 @@ pub struct ServiceInstance {
     pub http: Option<HttpEndpoint>,
 }
 
-/// Where an instance serves HTTP/JSON: `{"port": 9001}` (its host is the instance's).
+/// Where an instance serves HTTP/JSON: `{"port": 9001}`, with `"tls": true` for HTTPS (its
+/// host is the instance's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HttpEndpoint {
     /// The port (the RPC port, when both share it).
     pub port: u16,
+    /// Whether it is HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 fn default_weight() -> u32 {

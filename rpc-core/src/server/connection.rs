@@ -66,6 +66,12 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         let Some((stream, identity)) = secure::accept(stream, peer, &tls).await else {
             return;
         };
+        #[cfg(feature = "http")]
+        if stream.get_ref().1.alpn_protocol().is_some() {
+            // The client asked for HTTP (h2 or http/1.1) by ALPN.
+            let _slot = slot;
+            return super::http::serve(stream, peer, identity, shared).await;
+        }
         let (read_half, write_half) = tokio::io::split(stream);
         return serve_halves(read_half, write_half, peer, identity, shared, slot).await;
     }
@@ -75,7 +81,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
 
 /// Whether a plain-TCP connection's first bytes are HTTP (see [`super::http`]). It waits for
 /// them at most the idle timeout; a connection that sends nothing is left to the protocol's
-/// idle handling. Over TLS the port speaks the RPC protocol only, for now.
+/// idle handling. Over TLS, ALPN tells instead (see `serve`).
 #[cfg(feature = "http")]
 async fn speaks_http(stream: &TcpStream, shared: &Shared) -> bool {
     #[cfg(feature = "tls")]

@@ -5,7 +5,9 @@
 //!
 //! * A connection whose first bytes are an HTTP method (upper-case letters other than the
 //!   protocol's magic, `RP`) is HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c), served
-//!   by hyper. Anything else is left to the RPC protocol. Both protocols share the port, the
+//!   by hyper. Anything else is left to the RPC protocol. Over TLS, a client that asks for
+//!   `h2` or `http/1.1` by ALPN gets HTTP (its verified certificate is the call's peer
+//!   identity, as for RPC calls); the RPC client asks for none. Both protocols share the port, the
 //!   connection limit and the shutdown: draining answers new requests 503 and closes the
 //!   connections gracefully.
 //! * `POST /{name}/{method}` (or `/{name}:{version}/{method}`) runs the method. The body holds

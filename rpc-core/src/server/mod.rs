@@ -664,7 +664,10 @@ impl RunningServer {
             instance.weight = registration.weight;
             instance.metadata = registration.metadata.clone();
             instance.schema = publish(&*registry, service.key(), service.schema()).await?;
-            instance.http = self.serves_http().then_some(HttpEndpoint { port });
+            instance.http = self.serves_http().then(|| HttpEndpoint {
+                port,
+                tls: self.uses_tls(),
+            });
             registry.register(&instance).await?;
             self.registrations.push((registry.clone(), instance.clone()));
             registered.push(instance);
@@ -693,14 +696,19 @@ impl RunningServer {
         Ok(updated)
     }
 
-    /// Whether the server answers HTTP/JSON on its port (see the `http` feature; plain TCP
-    /// only, for now).
+    /// Whether the server answers HTTP/JSON on its port (the `http` feature): on plain TCP,
+    /// and over TLS to clients that ask for HTTP by ALPN.
     pub fn serves_http(&self) -> bool {
+        cfg!(feature = "http")
+    }
+
+    /// Whether connections to the server are TLS.
+    pub fn uses_tls(&self) -> bool {
         #[cfg(feature = "tls")]
         if self.shared.tls.is_some() {
-            return false;
+            return true;
         }
-        cfg!(feature = "http")
+        false
     }
 
     /// Number of calls running right now.

@@ -128,14 +128,20 @@ fn build(config: &ServerTlsConfig) -> Result<rustls::ServerConfig, TlsError> {
         }
         None => builder.with_no_client_auth(),
     };
-    builder.with_single_cert(chain, key).map_err(|e| TlsError::Setting {
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| TlsError::Setting {
         field: "rpc.server.tls.key",
         message: format!(
             "{} does not go with the certificate in {}: {e}",
             config.key.display(),
             config.cert.display()
         ),
-    })
+    })?;
+    // HTTP clients (curl, browsers) ask for a protocol by ALPN and get HTTP/JSON; the RPC
+    // client asks for none and gets the RPC protocol.
+    if cfg!(feature = "http") {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    Ok(config)
 }
 
 /// The stamps of the files of `config`, in a fixed order.
