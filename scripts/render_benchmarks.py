@@ -21,6 +21,10 @@ SERIALIZERS_NOTE = ("msgpack is the default: it writes every value with its type
                     "name, so services can add fields, variants and arguments during a rollout (README, "
                     "\"Changing a service\"). bincode and postcard are fixed-schema. Target: msgpack's server CPU "
                     "per call within 10% of bincode's.\n")
+HTTP_NOTE = ("The same record echo over HTTP/JSON: this framework's ingress (on its RPC port, through the same "
+             "limit, interceptors and handler as an RPC call) against an axum router whose one handler reads "
+             "`[record]` and answers `record` as JSON, the same work. hyper's client encodes each request and "
+             "decodes each answer. Target: the framework's HTTP path within 1.2x axum's server CPU per call.\n")
 SCALING_NOTE = ("How the server uses more cores: each connection is one task that reads frames and runs "
                 "handlers that finish at once inline; handlers that wait, and each connection's writer, are "
                 "tasks of their own, so the tokio scheduler spreads connections and waiting calls over every "
@@ -161,6 +165,23 @@ def main(work, mode, cores):
             b = base.get((m.get("kind", "bytes"), m["payload"]))
             ratio = f"{m['server_cpu_us_per_call'] / b:.2f}x" if b else "-"
             out.append(f"| {m['framework']} | {payload(m)} | {m['qps']:,.0f} | {m['server_cpu_us_per_call']:.2f} | {ratio} | {m.get('client_cpu_us_per_call') or 0:.2f} |")
+        out.append("")
+    http_names = ("rpc-core/json", "rpc-core/http+http1.1", "rpc-core/http+h2", "axum+http1.1", "axum+h2")
+    http = [m for m in one if m["framework"] in http_names and m.get("kind") == "record"
+            and m["concurrency"] == 256 and m.get("connections", 1) == 1]
+    if any(m["framework"].startswith("axum") for m in http):
+        out.append("### HTTP/JSON (record 1 KiB, 256 outstanding)\n")
+        out.append(HTTP_NOTE)
+        out.append("| server | protocol | calls/s | p50 µs | p99 µs | server CPU µs/call | vs axum | client CPU µs/call |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        axum = {m["framework"].split("+")[1]: m["server_cpu_us_per_call"] for m in http if m["framework"].startswith("axum")}
+        for m in sorted(http, key=lambda m: http_names.index(m["framework"])):
+            name, _, proto = m["framework"].partition("+")
+            proto = {"http1.1": "HTTP/1.1 (a connection per call in flight)", "h2": "HTTP/2 (one connection)"}.get(proto, "RPC, json serializer")
+            base = axum.get(m["framework"].split("+")[1]) if "+" in m["framework"] else None
+            ratio = f"{m['server_cpu_us_per_call'] / base:.2f}x" if base else "-"
+            out.append(f"| {name} | {proto} | {m['qps']:,.0f} | {m['p50_us']:,} | {m['p99_us']:,} | "
+                       f"{m['server_cpu_us_per_call']:.2f} | {ratio} | {m.get('client_cpu_us_per_call') or 0:.2f} |")
         out.append("")
     scaling = [m for m in echo if m["framework"] == "rpc-core/bincode" and m.get("connections", 1) == 4]
     if len({m.get("server_workers", 1) for m in scaling}) > 1:

@@ -246,6 +246,10 @@ pub fn matrix(only: Option<&str>) -> Vec<Case> {
         }
         cases.push(case(serializer, PayloadKind::Record, 1024, 1, 256));
     }
+    // HTTP/JSON: this framework's ingress and an axum handler, the record, 256 outstanding.
+    for framework in ["rpc-core/http+http1.1", "rpc-core/http+h2", "axum+http1.1", "axum+h2"] {
+        cases.push(case(framework, PayloadKind::Record, 1024, 1, 256));
+    }
     for workers in [2, 4] {
         for size in [64, 4096] {
             cases.push(case("rpc-core/bincode", PayloadKind::Bytes, size, 4, 256).with_workers(workers));

@@ -8,6 +8,7 @@
 //! read from `/proc` when the window opens and closes, so CPU per call counts only calls in
 //! the window.
 
+pub mod http_peer;
 pub mod payload;
 pub mod raw;
 pub mod rpc;
@@ -284,6 +285,15 @@ where
 /// Every framework, by the name reports use; rpc-core names may add `+tower layers`,
 /// `+metrics` or `+tls`, tonic's `+tls`.
 pub fn framework(name: &str) -> Option<Box<dyn Framework>> {
+    use http_peer::{Http, Server};
+    let http = |server, h2| Some(Box::new(Http { server, h2 }) as Box<dyn Framework>);
+    match name {
+        "rpc-core/http+http1.1" => return http(Server::RpcCore, false),
+        "rpc-core/http+h2" => return http(Server::RpcCore, true),
+        "axum+http1.1" => return http(Server::Axum, false),
+        "axum+h2" => return http(Server::Axum, true),
+        _ => {}
+    }
     if let Some(rest) = name.strip_prefix("rpc-core/") {
         return rpc::RpcCore::parse(rest).map(|f| Box::new(f) as Box<dyn Framework>);
     }

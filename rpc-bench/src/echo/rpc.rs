@@ -32,7 +32,13 @@ pub trait Echo {
     async fn echo_record(&self, payload: Record) -> Record;
 }
 
-struct EchoImpl;
+/// The echo service: every method returns what it was given.
+pub struct EchoImpl;
+
+/// The echo service's server adapter (also what the HTTP/JSON rows call).
+pub fn echo_server() -> EchoServer<EchoImpl> {
+    EchoServer::new(EchoImpl)
+}
 
 impl Echo for EchoImpl {
     async fn echo_bytes(&self, payload: Vec<u8>) -> Vec<u8> {
@@ -139,7 +145,7 @@ impl Framework for RpcCore {
         Box::pin(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             let endpoint = me.metrics_endpoint().await;
-            let mut builder = ServerBuilder::new().add_service(EchoServer::new(EchoImpl));
+            let mut builder = ServerBuilder::new().add_service(echo_server());
             if me.metrics {
                 builder = builder.interceptor(MetricsLayer::new());
             }
