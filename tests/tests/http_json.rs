@@ -358,3 +358,52 @@ async fn https_by_alpn_and_rpc_over_tls_share_the_port() {
     assert_eq!(client.echo(4).await.unwrap(), 4);
     server.shutdown().await;
 }
+
+/// The curl session of README's HTTP/JSON section, run against a UserService provider (the
+/// README's `127.0.0.1:9001` replaced by the provider's address): every command prints what
+/// the README says it prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_curl_examples_print_what_the_readme_says() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme
+        .split("## HTTP/JSON")
+        .nth(1)
+        .expect("README has an HTTP/JSON section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the section's sh block");
+    // Each `$ command` with the lines it prints.
+    let mut examples: Vec<(String, Vec<String>)> = Vec::new();
+    for line in block.lines() {
+        match line.strip_prefix("$ ") {
+            Some(command) => examples.push((command.to_owned(), Vec::new())),
+            None => examples
+                .last_mut()
+                .expect("output after a command")
+                .1
+                .push(line.to_owned()),
+        }
+    }
+    assert!(examples.len() >= 4, "{examples:?}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = ServerBuilder::new()
+        .add_service(example_api::UserServiceServer::new(example_api::InMemoryUsers::new(
+            addr.clone(),
+        )))
+        .serve_listener(listener);
+    for (command, expected) in examples {
+        let command = command.replace("127.0.0.1:9001", &addr);
+        let out = tokio::task::spawn_blocking(move || Command::new("sh").args(["-c", &command]).output())
+            .await
+            .unwrap()
+            .expect("sh");
+        let printed = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
+        let expected = expected.join("\n").replace("127.0.0.1:9001", &addr);
+        assert_eq!(printed, expected, "README example printed something else");
+    }
+    server.shutdown().await;
+}
