@@ -30,7 +30,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn, Instrument};
 
 use super::call::{CallFuture, ServerCall, StackCall};
-use super::finish::{call_span, panicked, with_deadline, EndGuard};
+use super::finish::{call_span, drive, panicked, EndGuard};
 use super::running::{Registered, RunningCalls};
 #[cfg(feature = "tls")]
 use super::secure;
@@ -568,28 +568,9 @@ impl<F: CallFuture> CallTask<F> {
         } = self;
         let _registered = registered;
         let _permits = (permit, held);
-        let abort = call.shared.abort.clone();
-        let run = poll_fn(
-            |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| call.call.as_mut().poll(cx))) {
-                Ok(Poll::Pending) => Poll::Pending,
-                Ok(Poll::Ready(reply)) => Poll::Ready(Ok(reply)),
-                Err(panic) => Poll::Ready(Err(panic)),
-            },
-        );
-        let outcome = tokio::select! {
-            biased;
-            _ = abort.cancelled() => return,
-            outcome = with_deadline(run, deadline) => outcome,
+        let Some(reply) = drive(&mut call, deadline, header.request_id).await else {
+            return;
         };
-        let reply = match outcome {
-            Some(Ok(reply)) => reply,
-            Some(Err(panic)) => panicked("", header.request_id, panic.as_ref()),
-            None => {
-                debug!("deadline passed, call abandoned");
-                Reply::failure(Status::DeadlineExceeded, "deadline exceeded on the server")
-            }
-        };
-        call.outcome = Outcome::from_status(reply.status);
         drop(call);
         // The connection may be gone; the caller then no longer waits for this reply.
         let _ = tx

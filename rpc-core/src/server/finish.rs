@@ -3,12 +3,14 @@
 //! HTTP ingress run calls the same way.
 
 use std::any::Any;
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::time::Instant;
-use tracing::error;
+use tracing::{debug, error};
 
 use super::call::CallFuture;
 use super::Shared;
@@ -55,6 +57,40 @@ impl<F: CallFuture> Drop for EndGuard<F> {
             self.shared.interceptors.on_response(&ctx, self.outcome);
         }
     }
+}
+
+/// Drives the call in `guard` until it ends, under `deadline`, or the server aborts (`None`):
+/// its reply, the reply of its panic, or deadline exceeded. The guard's outcome is set from
+/// the reply, for the interceptors.
+pub(crate) async fn drive<F: CallFuture>(
+    guard: &mut EndGuard<F>,
+    deadline: Option<Instant>,
+    request_id: u64,
+) -> Option<Reply> {
+    let abort = guard.shared.abort.clone();
+    let call = &mut guard.call;
+    let run = poll_fn(
+        |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(reply)) => Poll::Ready(Ok(reply)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        },
+    );
+    let outcome = tokio::select! {
+        biased;
+        _ = abort.cancelled() => return None,
+        outcome = with_deadline(run, deadline) => outcome,
+    };
+    let reply = match outcome {
+        Some(Ok(reply)) => reply,
+        Some(Err(panic)) => panicked("", request_id, panic.as_ref()),
+        None => {
+            debug!("deadline passed, call abandoned");
+            Reply::failure(Status::DeadlineExceeded, "deadline exceeded on the server")
+        }
+    };
+    guard.outcome = Outcome::from_status(reply.status);
+    Some(reply)
 }
 
 /// `fut`, given up at `deadline` (`None` then).

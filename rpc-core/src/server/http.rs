@@ -35,7 +35,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -47,7 +46,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
 use super::call::{ServerCall, StackCall};
-use super::finish::{call_span, panicked, with_deadline, EndGuard};
+use super::finish::{call_span, drive, panicked, EndGuard};
 use super::Shared;
 use crate::auth::AUTHORIZATION;
 use crate::body::Body;
@@ -343,20 +342,9 @@ impl Conn {
             intercepted,
             outcome: Outcome::Cancelled,
         };
-        let run = AssertUnwindSafe(guard.call.as_mut()).catch_unwind();
-        let outcome = tokio::select! {
-            biased;
-            _ = self.shared.abort.cancelled() => None,
-            outcome = with_deadline(run, deadline) => Some(outcome),
-        };
-        let reply = match outcome {
-            None => Reply::failure(Status::ShuttingDown, "the server shut down before the call ended"),
-            Some(Some(Ok(reply))) => reply,
-            Some(Some(Err(panic))) => panicked("", request_id, panic.as_ref()),
-            Some(None) => Reply::failure(Status::DeadlineExceeded, "deadline exceeded on the server"),
-        };
-        guard.outcome = Outcome::from_status(reply.status);
-        reply
+        drive(&mut guard, deadline, request_id)
+            .await
+            .unwrap_or_else(|| Reply::failure(Status::ShuttingDown, "the server shut down before the call ended"))
     }
 
     /// The arguments as the json serializer reads them: a JSON array, as sent or made from an
