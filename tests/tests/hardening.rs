@@ -197,18 +197,28 @@ async fn idle_connections_are_told_to_go_away_and_closed() {
     let mut closers = Vec::new();
     for mut socket in connect_many(&addr, 20).await {
         closers.push(tokio::spawn(async move {
-            let mut sink = Vec::new();
             // GoAway arrives, then the close: EOF.
+            let mut first = [0u8; 64];
+            let n = socket.read(&mut first).await.unwrap_or(0);
+            let go_away_at = Instant::now();
+            let mut sink = Vec::new();
             let _ = socket.read_to_end(&mut sink).await;
-            (Instant::now(), sink.len())
+            (go_away_at, Instant::now(), n + sink.len())
         }));
     }
     assert_eq!(closers.len(), 20);
     for c in closers {
-        let (closed_at, got) = tokio::time::timeout(Duration::from_secs(10), c)
+        let (go_away_at, closed_at, got) = tokio::time::timeout(Duration::from_secs(10), c)
             .await
             .expect("closed")
             .unwrap();
+        // Idleness counts from the accept: one idle timeout, not two (the wait for a first
+        // byte that would tell HTTP from the RPC protocol is part of it).
+        let told = go_away_at - started;
+        assert!(
+            told < Duration::from_millis(550),
+            "GoAway after {told:?} for a 300 ms idle timeout"
+        );
         let after = closed_at - started;
         assert!(
             after >= Duration::from_millis(300),

@@ -81,7 +81,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
 
 /// Whether a plain-TCP connection's first bytes are HTTP (see [`super::http`]). It waits for
 /// them at most the idle timeout; a connection that sends nothing is left to the protocol's
-/// idle handling. Over TLS, ALPN tells instead (see `serve`).
+/// idle handling, whose clock started at the accept (so it goes away after one idle timeout,
+/// not two). Over TLS, ALPN tells instead (see `serve`).
 #[cfg(feature = "http")]
 async fn speaks_http(stream: &TcpStream, shared: &Shared) -> bool {
     #[cfg(feature = "tls")]
@@ -110,7 +111,7 @@ async fn serve_halves<R, W>(
     peer: SocketAddr,
     identity: Option<Arc<PeerIdentity>>,
     shared: Arc<Shared>,
-    _slot: Slot,
+    slot: Slot,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -129,7 +130,7 @@ async fn serve_halves<R, W>(
         shared,
         tx,
         running: Arc::new(RunningCalls::default()),
-        opened: Instant::now(),
+        opened: slot.accepted,
         last_request_ms: AtomicU64::new(0),
     };
     let mut reader = FrameReader::new(read_half, conn.shared.max_frame_len, Some(conn.shared.frame_timeout))
@@ -140,7 +141,7 @@ async fn serve_halves<R, W>(
     // When GoAway went out (the server is draining, or the connection was idle).
     let mut went_away: Option<Instant> = None;
     // One timer for idleness and for closing after GoAway, reset only when it fires.
-    let timer = tokio::time::sleep(conn.shared.idle_timeout);
+    let timer = tokio::time::sleep_until(slot.accepted + conn.shared.idle_timeout);
     tokio::pin!(timer);
     loop {
         let next = match reader.try_next() {
@@ -237,12 +238,18 @@ async fn serve_halves<R, W>(
 /// `rpc_server_connections` while it is held.
 struct Slot {
     _permit: OwnedSemaphorePermit,
+    /// When the connection was accepted: idleness counts from here, so the wait for its first
+    /// bytes (the HTTP sniff, the TLS handshake) is part of it.
+    accepted: Instant,
 }
 
 impl Slot {
     fn new(permit: OwnedSemaphorePermit) -> Self {
         metrics::server_connections(1.0);
-        Self { _permit: permit }
+        Self {
+            _permit: permit,
+            accepted: Instant::now(),
+        }
     }
 }
 
