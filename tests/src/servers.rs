@@ -323,6 +323,20 @@ impl EtcdCluster {
             eprintln!("SKIPPED: the etcd binary is not installed; run scripts/test");
             return None;
         }
+        // A member that exits at once lost its port to another process between `free_port`
+        // and its bind (tests start processes in parallel): start again on fresh ports.
+        for attempt in 1..=3 {
+            match Self::start_once(size).await {
+                Ok(cluster) => return Some(cluster),
+                Err(member) if attempt < 3 => eprintln!("etcd member {member} did not start; retrying on fresh ports"),
+                Err(member) => panic!("etcd member {member} did not become healthy"),
+            }
+        }
+        None
+    }
+
+    /// One attempt at [`EtcdCluster::start`]; the member that did not become healthy otherwise.
+    async fn start_once(size: usize) -> Result<Self, usize> {
         let members: Vec<EtcdMember> = (0..size)
             .map(|i| EtcdMember {
                 name: format!("m{i}"),
@@ -347,12 +361,11 @@ impl EtcdCluster {
         for i in 0..size {
             let endpoint = cluster.endpoint(i);
             let child = cluster.members[i].child.as_mut().expect("spawned");
-            assert!(
-                wait_ready(child, Duration::from_secs(60), || etcd_healthy(&endpoint)).await,
-                "etcd member {i} did not become healthy"
-            );
+            if !wait_ready(child, Duration::from_secs(60), || etcd_healthy(&endpoint)).await {
+                return Err(i);
+            }
         }
-        Some(cluster)
+        Ok(cluster)
     }
 
     fn spawn(&mut self, i: usize) {
