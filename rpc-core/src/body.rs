@@ -122,6 +122,26 @@ impl Body {
         }
     }
 
+    /// Takes the body's first `n` bytes off (copying only when its first piece is shorter);
+    /// `None` when the body is shorter than `n`. A tail stays the tail.
+    pub(crate) fn split_front(mut self, n: usize) -> Option<(Bytes, Body)> {
+        if self.first.len() >= n {
+            let front = self.first.split_to(n);
+            return Some((front, self));
+        }
+        if self.len() < n {
+            return None;
+        }
+        let tail = self.tail.then(|| self.rest.pop()).flatten();
+        let mut all = self.into_one();
+        let front = all.split_to(n);
+        let rest = match tail {
+            Some(tail) => Body::with_tail([all, tail]),
+            None => Body::from(all),
+        };
+        Some((front, rest))
+    }
+
     /// Splits the body into its pieces.
     pub(crate) fn into_parts(self) -> impl Iterator<Item = Bytes> {
         std::iter::once(self.first).chain(self.rest).filter(|p| !p.is_empty())

@@ -42,6 +42,15 @@ impl Reply {
         }
     }
 
+    /// An `Ok` reply without a body: a stream's end after its items (and, inside a server,
+    /// the reply its layers see when a handler returned its items).
+    pub fn empty() -> Self {
+        Self {
+            status: Status::Ok,
+            body: Body::default(),
+        }
+    }
+
     /// The reply for a method name the service does not have.
     pub fn method_not_found(service: &str, method: &str) -> Self {
         Self::failure(Status::MethodNotFound, format!("{service}/{method}"))

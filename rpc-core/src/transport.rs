@@ -202,6 +202,20 @@ pub(crate) enum OutFrame {
     Encoded(Outgoing),
 }
 
+/// Queues a control frame (a Cancel, a Credit) without waiting: callable from a destructor or
+/// a `poll`. When the queue is full the frame goes from a task of its own; when the writer is
+/// gone, so is the peer that would have read it.
+pub(crate) fn send_control(tx: &mpsc::Sender<OutFrame>, frame: OutFrame) {
+    if let Err(mpsc::error::TrySendError::Full(frame)) = tx.try_send(frame) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tx = tx.clone();
+            runtime.spawn(async move {
+                let _ = tx.send(frame).await;
+            });
+        }
+    }
+}
+
 impl OutFrame {
     fn append_to(self, out: &mut Outgoing) {
         match self {

@@ -22,9 +22,31 @@ pub struct ServiceDef {
 pub struct MethodDef {
     pub ident: Ident,
     pub attrs: Vec<Attribute>,
+    /// The arguments sent with the request (without a streamed last argument).
     pub args: Vec<(Ident, Type)>,
+    /// A last argument `Streaming<T>`: its name, its declared type and `T`.
+    pub input: Option<StreamedArg>,
     pub output: Output,
     pub idempotent: bool,
+}
+
+/// A streamed argument.
+pub struct StreamedArg {
+    pub ident: Ident,
+    pub declared: Type,
+    pub item: Type,
+}
+
+impl MethodDef {
+    /// `Server`, `Client` or `Bidi` for a streaming method.
+    pub fn stream_shape(&self) -> Option<&'static str> {
+        match (&self.input, &self.output) {
+            (Some(_), Output::Stream { .. }) => Some("Bidi"),
+            (Some(_), _) => Some("Client"),
+            (None, Output::Stream { .. }) => Some("Server"),
+            (None, _) => None,
+        }
+    }
 }
 
 /// What a method returns.
@@ -34,6 +56,12 @@ pub enum Output {
     Value(Type),
     /// `Result<T, E>`: `E` is delivered to callers as `RpcError::Application(E)`.
     Result { ok: Type, err: Type },
+    /// `Streaming<T>` or `Streaming<Result<T, E>>`: items `T`, an `E` ending the stream.
+    Stream {
+        declared: Type,
+        item: Type,
+        err: Option<Type>,
+    },
 }
 
 impl Output {
@@ -41,6 +69,7 @@ impl Output {
         match self {
             Output::Value(t) => quote::quote!(#t),
             Output::Result { ok, err } => quote::quote!(::core::result::Result<#ok, #err>),
+            Output::Stream { declared, .. } => quote::quote!(#declared),
         }
     }
 }
@@ -163,7 +192,9 @@ fn parse_method(f: &syn::TraitItemFn) -> Result<MethodDef> {
         }
     }
     let mut args = Vec::new();
-    for input in inputs {
+    let mut streamed = None;
+    let count = sig.inputs.len() - 1;
+    for (i, input) in inputs.enumerate() {
         let FnArg::Typed(pt) = input else {
             return Err(Error::new(input.span(), "unexpected receiver"));
         };
@@ -180,6 +211,20 @@ fn parse_method(f: &syn::TraitItemFn) -> Result<MethodDef> {
             ));
         }
         check_arg_type(&pt.ty)?;
+        if let Some(item) = streaming_item(&pt.ty) {
+            if i + 1 != count {
+                return Err(Error::new(
+                    pt.ty.span(),
+                    "only the last argument of a #[service] method may be a `Streaming<T>`",
+                ));
+            }
+            streamed = Some(StreamedArg {
+                ident: pat.ident.clone(),
+                declared: (*pt.ty).clone(),
+                item,
+            });
+            continue;
+        }
         args.push((pat.ident.clone(), (*pt.ty).clone()));
     }
     let output = match &sig.output {
@@ -189,7 +234,21 @@ fn parse_method(f: &syn::TraitItemFn) -> Result<MethodDef> {
                 ty,
                 "`impl Trait` results are not supported in #[service] methods; use a concrete type",
             )?;
-            split_result(ty).unwrap_or_else(|| Output::Value((**ty).clone()))
+            match streaming_item(ty) {
+                Some(item) => match split_result(&item) {
+                    Some(Output::Result { ok, err }) => Output::Stream {
+                        declared: (**ty).clone(),
+                        item: ok,
+                        err: Some(err),
+                    },
+                    _ => Output::Stream {
+                        declared: (**ty).clone(),
+                        item,
+                        err: None,
+                    },
+                },
+                None => split_result(ty).unwrap_or_else(|| Output::Value((**ty).clone())),
+            }
         }
     };
     let mut idempotent = false;
@@ -206,9 +265,26 @@ fn parse_method(f: &syn::TraitItemFn) -> Result<MethodDef> {
         ident: sig.ident.clone(),
         attrs,
         args,
+        input: streamed,
         output,
         idempotent,
     })
+}
+
+/// The `T` of `Streaming<T>` (any path ending in `Streaming` with one type argument).
+fn streaming_item(ty: &Type) -> Option<Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Streaming" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match (args.args.len(), args.args.first()) {
+        (1, Some(GenericArgument::Type(item))) => Some(item.clone()),
+        _ => None,
+    }
 }
 
 fn check_arg_type(ty: &Type) -> Result<()> {

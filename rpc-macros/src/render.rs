@@ -26,7 +26,14 @@ fn render_trait(def: &ServiceDef) -> TokenStream {
     let methods = def.methods.iter().map(|m| {
         let attrs = &m.attrs;
         let name = &m.ident;
-        let args = m.args.iter().map(|(n, t)| quote!(#n: #t));
+        let args = m
+            .args
+            .iter()
+            .map(|(n, t)| quote!(#n: #t))
+            .chain(m.input.iter().map(|input| {
+                let (n, t) = (&input.ident, &input.declared);
+                quote!(#n: #t)
+            }));
         let declared = m.output.declared();
         quote! {
             #(#attrs)*
@@ -206,7 +213,17 @@ fn render_descriptor(key: &str, m: &MethodDef) -> TokenStream {
     let rpc = crate::root::path();
     let name = m.ident.to_string();
     let idempotent = m.idempotent;
-    let ty = default_type(&m.output);
+    let Some(ty) = default_type(&m.output) else {
+        // A stream has no default value.
+        return quote! {
+            #rpc::client::MethodDescriptor {
+                service: #key,
+                name: #name,
+                idempotent: #idempotent,
+                default_reply: |_| ::core::option::Option::None,
+            }
+        };
+    };
     let wire = wire_value(ty, quote!(value));
     quote! {
         #rpc::client::MethodDescriptor {
@@ -231,36 +248,57 @@ fn render_descriptor(key: &str, m: &MethodDef) -> TokenStream {
 /// One method's entry in the service's schema: its argument tuple, names and result types.
 fn render_schema_method(m: &MethodDef) -> TokenStream {
     let name = m.ident.to_string();
-    let arg_names = m.args.iter().map(|(n, _)| n.to_string());
+    let rpc = crate::root::path();
+    // A streamed argument is recorded by its items' type, last.
+    let arg_names = m
+        .args
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .chain(m.input.iter().map(|i| i.ident.to_string()));
     // Traced as they are decoded: a byte string as one (`Bytes` has no serde of its own).
-    let arg_types = m.args.iter().map(|(_, t)| wire_type(t));
+    let arg_types = m
+        .args
+        .iter()
+        .map(|(_, t)| wire_type(t))
+        .chain(m.input.iter().map(|i| wire_type(&i.item)));
     let idempotent = m.idempotent;
-    match &m.output {
-        Output::Value(ty) => {
-            let ty = wire_type(ty);
-            quote! {
-                .method::<(#(#arg_types,)*), #ty>(#name, &[#(#arg_names),*], #idempotent)
-            }
+    let (ok, err) = match &m.output {
+        Output::Value(ty) => (ty, None),
+        Output::Result { ok, err } => (ok, Some(err)),
+        Output::Stream { item, err, .. } => (item, err.as_ref()),
+    };
+    let ok = wire_type(ok);
+    let method = match err {
+        None => quote! {
+            .method::<(#(#arg_types,)*), #ok>(#name, &[#(#arg_names),*], #idempotent)
+        },
+        Some(err) => quote! {
+            .fallible_method::<(#(#arg_types,)*), #ok, #err>(#name, &[#(#arg_names),*], #idempotent)
+        },
+    };
+    match m.stream_shape() {
+        Some(shape) => {
+            let shape = format_ident!("{}", shape);
+            quote!(#method .streaming(#rpc::StreamShape::#shape))
         }
-        Output::Result { ok, err } => {
-            let ok = wire_type(ok);
-            quote! {
-                .fallible_method::<(#(#arg_types,)*), #ok, #err>(#name, &[#(#arg_names),*], #idempotent)
-            }
-        }
+        None => method,
     }
 }
 
 /// The type whose `Default` gives a method's fail-safe value: the method's result, or for
 /// `Result<T, E>` the `T` (the fail-safe value is then `Ok(T::default())`).
-fn default_type(output: &Output) -> &syn::Type {
+fn default_type(output: &Output) -> Option<&syn::Type> {
     match output {
-        Output::Value(ty) => ty,
-        Output::Result { ok, .. } => ok,
+        Output::Value(ty) => Some(ty),
+        Output::Result { ok, .. } => Some(ok),
+        Output::Stream { .. } => None,
     }
 }
 
 fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
+    if m.stream_shape().is_some() {
+        return render_client_stream_method(index, m);
+    }
     let rpc = crate::root::path();
     let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
     let name = &m.ident;
@@ -279,6 +317,7 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
     // What differs between `-> T` and `-> Result<T, E>`: the return type, how a framework error
     // is returned, and how the reply is decoded.
     let (returns, typed_error, decode) = match &m.output {
+        Output::Stream { .. } => return render_client_stream_method(index, m),
         Output::Value(ty) => {
             let wire = wire_type(ty);
             let unwrap = unwrap_wire(ty);
@@ -315,6 +354,105 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
     }
 }
 
+/// A streaming method's client: opens the stream, sends a streamed argument's items from any
+/// `Stream`, and returns the server's items as a `Streaming` (or, for a method that takes a
+/// stream and returns a value, that value once the stream ends).
+fn render_client_stream_method(index: usize, m: &MethodDef) -> TokenStream {
+    let rpc = crate::root::path();
+    let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
+    let name = &m.ident;
+    let mut params: Vec<TokenStream> = m.args.iter().map(|(n, t)| quote!(#n: #t)).collect();
+    let to_wire = m.args.iter().filter(|(_, t)| byte_string(t).is_some()).map(|(n, t)| {
+        let value = wire_value(t, quote!(#n));
+        quote!(let #n = #value;)
+    });
+    let refs = m.args.iter().map(|(n, _)| quote!(&#n));
+    let first = match m.args.first() {
+        Some((n, _)) => quote!(::core::option::Option::Some(&#n)),
+        None => quote!(::core::option::Option::None::<&()>),
+    };
+    let input = match &m.input {
+        Some(input) => {
+            let (n, item) = (&input.ident, &input.item);
+            params.push(quote!(#n: impl #rpc::__private::Stream<Item = #item> + ::core::marker::Send + 'static));
+            let item_wire = wire_value(item, quote!(item));
+            quote! {
+                ::core::option::Option::Some(#rpc::stream::encode_input(
+                    #n,
+                    self.inner.channel.serializer(),
+                    |item: #item| #item_wire,
+                ))
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let err_ty = match &m.output {
+        Output::Result { err, .. } => Some(err),
+        Output::Stream { err, .. } => err.as_ref(),
+        Output::Value(_) => None,
+    };
+    let typed = match err_ty {
+        Some(_) => quote!(.map_err(#rpc::RpcError::into_typed)),
+        None => TokenStream::new(),
+    };
+    let serializer = quote!(self.inner.channel.serializer());
+    let (returns, answer) = match &m.output {
+        Output::Stream { item, err, .. } => {
+            let wire = wire_type(item);
+            let from_wire = match byte_string(item) {
+                Some(_) => quote!(|wire: #wire| wire.0),
+                None => quote!(|wire: #wire| wire),
+            };
+            match err {
+                Some(err) => (
+                    quote!(::core::result::Result<#rpc::Streaming<#item, #err>, #rpc::RpcError<#err>>),
+                    quote!(::core::result::Result::Ok(#rpc::Streaming::decoding_fallible(raw, #serializer, #from_wire))),
+                ),
+                None => (
+                    quote!(::core::result::Result<#rpc::Streaming<#item>, #rpc::RpcError>),
+                    quote!(::core::result::Result::Ok(#rpc::Streaming::decoding(raw, #serializer, #from_wire))),
+                ),
+            }
+        }
+        Output::Value(ty) => {
+            let wire = wire_type(ty);
+            let unwrap = unwrap_wire(ty);
+            (
+                quote!(::core::result::Result<#ty, #rpc::RpcError>),
+                quote! {
+                    let reply = #rpc::stream::finish(raw).await?;
+                    reply.into_value::<#wire>(#serializer)#unwrap
+                },
+            )
+        }
+        Output::Result { ok, err } => {
+            let wire = wire_type(ok);
+            let unwrap = unwrap_wire(ok);
+            (
+                quote!(::core::result::Result<#ok, #rpc::RpcError<#err>>),
+                quote! {
+                    let reply = #rpc::stream::finish(raw).await.map_err(#rpc::RpcError::into_typed)?;
+                    reply.into_result::<#wire, #err>(#serializer)#unwrap
+                },
+            )
+        }
+    };
+    quote! {
+        #(#attrs)*
+        pub async fn #name(&self, #(#params),*) -> #returns {
+            #(#to_wire)*
+            let input = #input;
+            let raw = self
+                .inner
+                .channel
+                .open_stream(&Self::METHODS[#index], &(#(#refs,)*), #first, &self.inner.policies[#index], input)
+                .await
+                #typed?;
+            #answer
+        }
+    }
+}
+
 fn render_server(def: &ServiceDef) -> TokenStream {
     let rpc = crate::root::path();
     let vis = &def.item.vis;
@@ -323,7 +461,31 @@ fn render_server(def: &ServiceDef) -> TokenStream {
     let server = format_ident!("{}Server", trait_ident);
     let doc = format!("Serves any implementation of [`{trait_ident}`]; add it to a `ServerBuilder`.");
     let method_names = def.methods.iter().map(|m| m.ident.to_string());
-    let arms = def.methods.iter().map(|m| render_server_arm(trait_ident, m));
+    let arms = def
+        .methods
+        .iter()
+        .filter(|m| m.stream_shape().is_none())
+        .map(|m| render_server_arm(trait_ident, m));
+    let streams: Vec<&MethodDef> = def.methods.iter().filter(|m| m.stream_shape().is_some()).collect();
+    let stream_names: Vec<String> = streams.iter().map(|m| m.ident.to_string()).collect();
+    let shapes = streams.iter().map(|m| {
+        let name = m.ident.to_string();
+        let shape = format_ident!("{}", m.stream_shape().unwrap_or("Server"));
+        quote!(#name => ::core::option::Option::Some(#rpc::StreamShape::#shape),)
+    });
+    let stream_arms = streams.iter().map(|m| render_stream_arm(trait_ident, m));
+    let unary_only = match stream_names.is_empty() {
+        true => TokenStream::new(),
+        false => quote! {
+            #(#stream_names)|* => {
+                let reply = #rpc::Reply::failure(
+                    #rpc::protocol::Status::Unsupported,
+                    ::std::format!("{}/{} is a streaming method; call it with a client that streams", #client::SERVICE_KEY, method),
+                );
+                ::std::boxed::Box::pin(::core::future::ready(reply))
+            }
+        },
+    };
     quote! {
         #[doc = #doc]
         #vis struct #server<T> {
@@ -377,12 +539,118 @@ fn render_server(def: &ServiceDef) -> TokenStream {
             ) -> #rpc::BoxFuture<'static, #rpc::Reply> {
                 match method {
                     #(#arms)*
+                    #unary_only
                     other => {
                         let reply = #rpc::Reply::method_not_found(#client::SERVICE_KEY, other);
                         ::std::boxed::Box::pin(::core::future::ready(reply))
                     }
                 }
             }
+
+            fn stream_shape(&self, method: &str) -> ::core::option::Option<#rpc::StreamShape> {
+                match method {
+                    #(#shapes)*
+                    _ => ::core::option::Option::None,
+                }
+            }
+
+            fn call_stream(
+                &self,
+                method: &str,
+                serializer: #rpc::SerializerKind,
+                args: #rpc::Body,
+                input: ::core::option::Option<#rpc::stream::RawStream>,
+            ) -> #rpc::BoxFuture<'static, #rpc::server::StreamAnswer> {
+                let _ = (&serializer, &args, &input);
+                match method {
+                    #(#stream_arms)*
+                    other => {
+                        let reply = #rpc::Reply::method_not_found(#client::SERVICE_KEY, other);
+                        ::std::boxed::Box::pin(::core::future::ready(#rpc::server::StreamAnswer::Reply(reply)))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A streaming method's arm of the server adapter: decodes the arguments, hands the handler
+/// the client's items (decoded) when it takes a stream, and answers the items it returns
+/// (encoded) or the value it returns.
+fn render_stream_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
+    let rpc = crate::root::path();
+    let name = &m.ident;
+    let method = name.to_string();
+    let arg_names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+    let arg_types = m.args.iter().map(|(_, t)| wire_type(t));
+    let unwrap_bytes = m
+        .args
+        .iter()
+        .filter(|(_, t)| byte_string(t).is_some())
+        .map(|(n, _)| quote!(let #n = #n.0;));
+    let mut call_args: Vec<TokenStream> = arg_names.iter().map(|n| quote!(#n)).collect();
+    let take_input = match &m.input {
+        Some(input) => {
+            let (n, item) = (&input.ident, &input.item);
+            let wire = wire_type(item);
+            let from_wire = match byte_string(item) {
+                Some(_) => quote!(|wire: #wire| wire.0),
+                None => quote!(|wire: #wire| wire),
+            };
+            call_args.push(quote!(#n));
+            quote! {
+                    let ::core::option::Option::Some(#n) = input else {
+                        let reply = #rpc::Reply::failure(#rpc::protocol::Status::InternalError, "the server gave a streaming method no input");
+                        return #rpc::server::StreamAnswer::Reply(reply);
+                    };
+                    let #n = #rpc::Streaming::decoding(#n, serializer, #from_wire);
+            }
+        }
+        None => quote!(let _ = input;),
+    };
+    let reply_ok = |ty: &syn::Type, value: TokenStream| {
+        let value = wire_value(ty, value);
+        quote_spanned!(ty.span()=> #rpc::Reply::ok(serializer, &#value))
+    };
+    let answer = match &m.output {
+        Output::Stream { item, err, .. } => {
+            let item_wire = wire_value(item, quote!(item));
+            let encode = match err {
+                Some(_) => quote!(encode_fallible_items),
+                None => quote!(encode_items),
+            };
+            quote! {
+                #rpc::server::StreamAnswer::Items(#rpc::stream::#encode(out, serializer, |item: #item| #item_wire))
+            }
+        }
+        Output::Value(ty) => {
+            let reply = reply_ok(ty, quote!(out));
+            quote!(#rpc::server::StreamAnswer::Reply(#reply))
+        }
+        Output::Result { ok, err } => {
+            let ok_reply = reply_ok(ok, quote!(value));
+            let err_reply = quote_spanned!(err.span()=> #rpc::Reply::application_error(serializer, &error));
+            quote! {
+                #rpc::server::StreamAnswer::Reply(match out {
+                    ::core::result::Result::Ok(value) => #ok_reply,
+                    ::core::result::Result::Err(error) => #err_reply,
+                })
+            }
+        }
+    };
+    quote! {
+        #method => {
+            let inner = #rpc::__private::Arc::clone(&self.inner);
+            ::std::boxed::Box::pin(async move {
+                let (#(#arg_names,)*): (#(#arg_types,)*) = match serializer.decode_body(args) {
+                    ::core::result::Result::Ok(decoded) => decoded,
+                    ::core::result::Result::Err(e) => return #rpc::server::StreamAnswer::Reply(#rpc::Reply::decode_failed(e)),
+                };
+                #(#unwrap_bytes)*
+                #take_input
+                let out = <T as #trait_ident>::#name(&inner, #(#call_args),*).await;
+                #answer
+            })
         }
     }
 }
@@ -405,6 +673,8 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
         quote_spanned!(ty.span()=> #rpc::Reply::ok(serializer, &#value))
     };
     let encode = match &m.output {
+        // Streams are served by `call_stream` (see `render_stream_arm`).
+        Output::Stream { .. } => return TokenStream::new(),
         Output::Value(ty) => reply_ok(ty, quote!(out)),
         Output::Result { ok, err } => {
             let ok_reply = reply_ok(ok, quote!(value));

@@ -10,6 +10,7 @@ pub struct ReadmeDoctests;
 
 pub mod certs;
 pub mod faulty;
+pub mod feed;
 pub mod load;
 pub mod logs;
 pub mod process;

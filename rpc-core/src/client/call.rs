@@ -17,8 +17,8 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
 use tower_layer::Layer;
 
-use super::deliver::{deliver, seal_metadata};
-use super::{CallRequest, Invoker};
+use super::deliver::{client_span, deliver, seal_metadata};
+use super::{CallRequest, Invoker, StreamOpen};
 use crate::body::Body;
 use crate::context::{CallContext, MetadataLimits};
 use crate::error::{BoxError, RpcError};
@@ -28,6 +28,8 @@ use crate::protocol::encode_request_prefix;
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
 use crate::service::{LocalService, MethodDescriptor};
+use crate::stream::RawStream;
+use tracing::Instrument;
 
 /// One call as the client's tower layers see it: its context, its method, its encoded
 /// arguments and the policy it runs under. The request is finished below the layers, so the
@@ -42,6 +44,17 @@ pub struct ClientCall {
     pub(crate) local: Option<LocalService>,
     pub(crate) invoker: Arc<dyn Invoker>,
     pub(crate) limits: MetadataLimits,
+    /// For a stream: how to open it, and where the opened stream goes.
+    pub(crate) stream: Option<ClientStreamParts>,
+}
+
+/// What a stream carries through a client's layers: the innermost service opens it, leaves
+/// it here, and answers an empty `Ok` (the layers see the stream's start).
+pub(crate) struct ClientStreamParts {
+    pub(crate) open: Arc<StreamOpen>,
+    /// When the stream must have been accepted.
+    pub(crate) accept_by: tokio::time::Instant,
+    pub(crate) opened: Arc<std::sync::Mutex<Option<RawStream>>>,
 }
 
 impl ClientCall {
@@ -69,6 +82,11 @@ impl ClientCall {
     /// The encoded arguments.
     pub fn args(&self) -> &Body {
         &self.args
+    }
+
+    /// Whether the call opens a stream (its reply, an empty `Ok`, says that it started).
+    pub fn is_stream(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// The policy the call runs under (timeout, retry, fail-over, fallback, balancer).
@@ -116,20 +134,33 @@ impl tower_service::Service<ClientCall> for Deliver {
                 local,
                 invoker,
                 limits,
+                stream,
             } = call;
             seal_metadata(&mut ctx, &limits)?;
             let prefix = encode_request_prefix(method.service, method.name, ctx.metadata())?;
+            let args = match &stream {
+                Some(stream) => args.prepend(stream.open.window.credit().encode()),
+                None => args,
+            };
             let request = CallRequest {
                 service: method.service,
                 method: method.name,
                 serializer,
                 body: args.prepend(prefix),
-                deadline: ctx.deadline(),
+                deadline: stream.as_ref().map_or_else(|| ctx.deadline(), |s| s.accept_by),
                 policy: &policy,
                 hash_key,
                 route_tag: ctx.metadata().get(super::rules::ROUTE_TAG),
             };
-            deliver(invoker.as_ref(), &request, &method, local.as_ref(), &ctx).await
+            let Some(stream) = stream else {
+                return deliver(invoker.as_ref(), &request, &method, local.as_ref(), &ctx).await;
+            };
+            let opened = invoker
+                .open_stream(&request, &stream.open)
+                .instrument(client_span(&method, &ctx))
+                .await?;
+            *stream.opened.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(opened);
+            Ok(Reply::empty())
         })
     }
 }

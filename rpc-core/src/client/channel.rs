@@ -8,20 +8,22 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::call::{ClientCall, ClientLayer, ClientLayers, ClientStack};
-use super::deliver::{deliver, seal_metadata};
+use super::call::{ClientCall, ClientLayer, ClientLayers, ClientStack, ClientStreamParts};
+use super::deliver::{client_span, deliver, seal_metadata};
 use super::rules::{Overrides, ROUTE_TAG};
-use super::{CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker};
+use super::{CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker, StreamOpen};
 use crate::balance::{hash_serialized, LoadBalancerKind};
 use crate::context::{self, CallContext, Metadata, MetadataLimits, Side, TraceContext, TRACEPARENT};
 use crate::error::RpcError;
 use crate::fault::{Fallback, MethodPolicy, PolicySet};
 use crate::health::{Health, HEALTH_METHOD};
 use crate::interceptor::{Interceptor, Interceptors, Outcome};
-use crate::protocol::{encode_request_body, Status};
+use crate::protocol::{encode_request_body, encode_request_prefix, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
 use crate::service::{LocalService, MethodDescriptor};
+use crate::stream::{ItemStream, RawStream, StreamWindow};
+use tracing::Instrument;
 
 /// What a generated client holds, behind one `Arc` so that cloning the client is one
 /// reference count: its channel, each method's resolved policy, and the local implementation.
@@ -60,6 +62,31 @@ pub struct Channel {
     metadata_limits: MetadataLimits,
     timeout: Option<Duration>,
     hash_key: Option<u64>,
+    streams: StreamSettings,
+}
+
+/// How a channel's streams run: `rpc.consumer.stream_window`, `stream_timeout_ms` and
+/// `stream_idle_timeout_ms` in the configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// The items of the server's stream taken ahead of the reader.
+    pub window: StreamWindow,
+    /// When the whole stream must have ended, from its start (a client's `with_timeout`
+    /// overrides it); none: no limit.
+    pub timeout: Option<Duration>,
+    /// The longest wait for the server's next item; none: no limit.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl From<&crate::config::ConsumerConfig> for StreamSettings {
+    fn from(c: &crate::config::ConsumerConfig) -> Self {
+        let millis = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+        Self {
+            window: c.stream_window,
+            timeout: millis(c.stream_timeout_ms),
+            idle_timeout: millis(c.stream_idle_timeout_ms),
+        }
+    }
 }
 
 impl Channel {
@@ -76,7 +103,14 @@ impl Channel {
             metadata_limits: MetadataLimits::default(),
             timeout: None,
             hash_key: None,
+            streams: StreamSettings::default(),
         }
+    }
+
+    /// The same channel running streams with these settings.
+    pub fn with_stream_settings(mut self, settings: StreamSettings) -> Self {
+        self.streams = settings;
+        self
     }
 
     /// A channel to one fixed address, `host:port`.
@@ -224,44 +258,11 @@ impl Channel {
         A: Serialize + ?Sized,
         K: Serialize + ?Sized,
     {
-        // The service's routing rules may replace the configured timeout and balancer (an
-        // explicit timeout in code still wins).
-        let rules = self.invoker.rules(method.service);
-        let overridden;
-        let policy = match rules.as_deref().map(Overrides::from) {
-            Some(o) if o.timeout.is_some() || o.load_balancer.is_some() => {
-                overridden = MethodPolicy {
-                    timeout: o.timeout.unwrap_or(policy.timeout),
-                    load_balancer: o.load_balancer.unwrap_or(policy.load_balancer),
-                    ..policy.clone()
-                };
-                &overridden
-            }
-            _ => policy,
-        };
+        let overridden = self.with_rules(method, policy);
+        let policy = overridden.as_ref().unwrap_or(policy);
         let started = Instant::now();
         let deadline = started + self.timeout.unwrap_or(policy.timeout);
-        // The context's start is the deadline's: one clock read.
-        let mut ctx = CallContext::new(
-            Side::Client,
-            Bytes::from_static(method.service.as_bytes()),
-            Bytes::from_static(method.name.as_bytes()),
-            self.metadata.clone(),
-            Some(deadline),
-            started,
-        );
-        // A call from inside a handler: never outlive the call being served; continue its trace.
-        // Otherwise continue the trace the caller put in the metadata (a gateway forwarding
-        // its request's `traceparent`), or start one.
-        context::with_current(|served| served.inherit_into(&mut ctx));
-        if ctx.trace().is_none() {
-            let given = ctx
-                .metadata()
-                .get(TRACEPARENT)
-                .and_then(TraceContext::parse_traceparent);
-            ctx.set_trace(Some(given.map_or_else(TraceContext::new_root, |caller| caller.child())));
-        }
-        self.interceptors.on_request(&mut ctx)?;
+        let mut ctx = self.begin(method, Some(deadline), started)?;
         let hash_key = match policy.load_balancer {
             LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
             _ => None,
@@ -287,6 +288,151 @@ impl Channel {
             self.interceptors.on_response(&ctx, outcome);
         }
         result
+    }
+
+    /// The policy as the service's routing rules change it (their timeout and balancer; an
+    /// explicit timeout in code still wins), when they do.
+    fn with_rules(&self, method: &MethodDescriptor, policy: &MethodPolicy) -> Option<MethodPolicy> {
+        let rules = self.invoker.rules(method.service)?;
+        let o = Overrides::from(&*rules);
+        (o.timeout.is_some() || o.load_balancer.is_some()).then(|| MethodPolicy {
+            timeout: o.timeout.unwrap_or(policy.timeout),
+            load_balancer: o.load_balancer.unwrap_or(policy.load_balancer),
+            ..policy.clone()
+        })
+    }
+
+    /// The context of a call or stream starting at `started`: the channel's metadata, the
+    /// deadline, the trace (the served call's, the one the metadata names, or a new one),
+    /// then the interceptors' say.
+    fn begin(
+        &self,
+        method: &MethodDescriptor,
+        deadline: Option<Instant>,
+        started: Instant,
+    ) -> Result<CallContext, RpcError> {
+        let mut ctx = CallContext::new(
+            Side::Client,
+            Bytes::from_static(method.service.as_bytes()),
+            Bytes::from_static(method.name.as_bytes()),
+            self.metadata.clone(),
+            deadline,
+            started,
+        );
+        // A call from inside a handler: never outlive the call being served; continue its trace.
+        // Otherwise continue the trace the caller put in the metadata (a gateway forwarding
+        // its request's `traceparent`), or start one.
+        context::with_current(|served| served.inherit_into(&mut ctx));
+        if ctx.trace().is_none() {
+            let given = ctx
+                .metadata()
+                .get(TRACEPARENT)
+                .and_then(TraceContext::parse_traceparent);
+            ctx.set_trace(Some(given.map_or_else(TraceContext::new_root, |caller| caller.child())));
+        }
+        self.interceptors.on_request(&mut ctx)?;
+        Ok(ctx)
+    }
+
+    /// Opens a stream of `method` with `args` (the tuple of its arguments without a streamed
+    /// one) and `input` (the encoded items of a streamed argument) under `policy`.
+    ///
+    /// The stream must start within the method's timeout (connected, accepted; a refusal
+    /// tries other instances as a call would); its whole life is bounded by the stream
+    /// timeout (or the client's `with_timeout`), and each wait for the server's next item by
+    /// the idle timeout. The fallback modes (`mock`, `fail_back`, `fail_safe`) do not apply
+    /// to streams. Generated clients call this; decode the result with
+    /// [`Streaming::decoding`](crate::Streaming::decoding).
+    pub async fn open_stream<A, K>(
+        &self,
+        method: &MethodDescriptor,
+        args: &A,
+        first_arg: Option<&K>,
+        policy: &MethodPolicy,
+        input: Option<ItemStream>,
+    ) -> Result<RawStream, RpcError>
+    where
+        A: Serialize + ?Sized,
+        K: Serialize + ?Sized,
+    {
+        let overridden = self.with_rules(method, policy);
+        let policy = overridden.as_ref().unwrap_or(policy);
+        let started = Instant::now();
+        let deadline = self.timeout.or(self.streams.timeout).map(|t| started + t);
+        let accept_by =
+            (started + self.timeout.unwrap_or(policy.timeout)).min(deadline.unwrap_or(started + policy.timeout));
+        let mut ctx = self.begin(method, deadline, started)?;
+        let hash_key = match policy.load_balancer {
+            LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
+            _ => None,
+        };
+        let open = StreamOpen {
+            input: std::sync::Mutex::new(input),
+            window: self.streams.window,
+            deadline,
+            idle_timeout: self.streams.idle_timeout,
+        };
+        let args = self.serializer.encode_body(args)?;
+        let result = match self.layers.stack() {
+            None => {
+                seal_metadata(&mut ctx, &self.metadata_limits)?;
+                let prefix = encode_request_prefix(method.service, method.name, ctx.metadata())?;
+                let call = CallRequest {
+                    service: method.service,
+                    method: method.name,
+                    serializer: self.serializer,
+                    body: args.prepend(self.streams.window.credit().encode()).prepend(prefix),
+                    deadline: accept_by,
+                    policy,
+                    hash_key,
+                    route_tag: ctx.metadata().get(ROUTE_TAG),
+                };
+                let span = client_span(method, &ctx);
+                self.invoker.open_stream(&call, &open).instrument(span).await
+            }
+            Some(stack) => {
+                let opened = Arc::new(std::sync::Mutex::new(None));
+                let call = ClientCall {
+                    ctx: ctx.clone(),
+                    method: *method,
+                    serializer: self.serializer,
+                    args,
+                    policy: policy.clone(),
+                    hash_key,
+                    local: None,
+                    invoker: self.invoker.clone(),
+                    limits: self.metadata_limits,
+                    stream: Some(ClientStreamParts {
+                        open: Arc::new(open),
+                        accept_by,
+                        opened: opened.clone(),
+                    }),
+                };
+                match stack.clone().oneshot(call).await.map_err(RpcError::from_layer_error) {
+                    Ok(_) => opened
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take()
+                        .ok_or_else(|| RpcError::internal("a layer answered a stream without opening it")),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let raw = match result {
+            Ok(raw) => raw,
+            Err(e) => {
+                if !self.interceptors.is_empty() {
+                    self.interceptors.on_response(&ctx, Outcome::Error(e.kind()));
+                }
+                return Err(e);
+            }
+        };
+        crate::metrics::client_stream_opened(method.service, method.name);
+        if self.interceptors.is_empty() {
+            return Ok(raw);
+        }
+        let interceptors = self.interceptors.clone();
+        Ok(raw.on_end(move |outcome| interceptors.on_response(&ctx, outcome)))
     }
 
     /// The call path without tower layers: the whole request encoded in one buffer, then
@@ -332,6 +478,7 @@ impl Channel {
             local: plan.local.cloned(),
             invoker: self.invoker.clone(),
             limits: self.metadata_limits,
+            stream: None,
         };
         stack.clone().oneshot(call).await.map_err(RpcError::from_layer_error)
     }

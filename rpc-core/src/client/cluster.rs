@@ -11,9 +11,10 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
 use super::methods::{MethodSet, Refused};
+use super::retry::FromApplication;
 use super::route::{BalancerChoice, BalancerId, Candidates, Route, Target};
 use super::rules::ServiceRules;
-use super::{failover, retry, CallRequest, ClientBuildError, ConnectionPool, Invoker};
+use super::{failover, retry, CallRequest, ClientBuildError, ConnectionPool, Invoker, StreamOpen};
 use crate::balance::LoadBalancer;
 use crate::config::SchemaCheck;
 use crate::error::RpcError;
@@ -23,6 +24,7 @@ use crate::protocol::Status;
 use crate::registry::{DiscoveryCache, SchemaMap, ServiceInstance};
 use crate::reply::Reply;
 use crate::schema::{incompatible_methods, ServiceSchema};
+use crate::stream::RawStream;
 
 /// Where a cluster invoker finds the instances of a service.
 #[derive(Clone)]
@@ -442,46 +444,142 @@ async fn attempt(target: &Target, call: &CallRequest<'_>) -> Result<Reply, RpcEr
     }
 }
 
+/// Opens a stream on one instance, waiting for its acceptance until the call's deadline or
+/// the attempt timeout; its outcome feeds the instance's health.
+async fn open_attempt(
+    target: &Target,
+    call: &CallRequest<'_>,
+    open: &StreamOpen,
+) -> Result<RawStream, RpcError<Reply>> {
+    let accept_by = match call.policy.retry.attempt_timeout {
+        Some(limit) => call.deadline.min(Instant::now() + limit),
+        None => call.deadline,
+    };
+    let outcome = {
+        let _in_flight = target.health.begin();
+        match target.endpoint.connection(Some(accept_by)).await {
+            Ok(conn) => {
+                conn.open_stream(
+                    call.service,
+                    call.method,
+                    call.serializer,
+                    call.body.clone(),
+                    open,
+                    accept_by,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        }
+    };
+    match outcome {
+        Ok(stream) => {
+            target.health.success();
+            Ok(stream)
+        }
+        Err(e) => {
+            target.health.failure(&e);
+            Err(e.into_typed())
+        }
+    }
+}
+
+/// What one attempt on one instance does: a call, or opening a stream.
+trait Attempt {
+    /// What a successful attempt answers.
+    type Output: FromApplication;
+
+    /// One attempt of `call` on `target`.
+    fn attempt<'t>(
+        &'t self,
+        target: &'t Target,
+        call: &'t CallRequest<'t>,
+    ) -> impl std::future::Future<Output = Result<Self::Output, RpcError<Reply>>> + 't;
+}
+
+/// A call's attempt: send it, wait for its reply.
+struct Unary;
+
+impl Attempt for Unary {
+    type Output = Reply;
+
+    fn attempt<'t>(
+        &'t self,
+        target: &'t Target,
+        call: &'t CallRequest<'t>,
+    ) -> impl std::future::Future<Output = Result<Reply, RpcError<Reply>>> + 't {
+        attempt(target, call)
+    }
+}
+
+/// A stream's attempt: open it, wait for its acceptance.
+struct Open<'o>(&'o StreamOpen);
+
+impl Attempt for Open<'_> {
+    type Output = RawStream;
+
+    fn attempt<'t>(
+        &'t self,
+        target: &'t Target,
+        call: &'t CallRequest<'t>,
+    ) -> impl std::future::Future<Output = Result<RawStream, RpcError<Reply>>> + 't {
+        open_attempt(target, call, self.0)
+    }
+}
+
+impl Inner {
+    /// Runs an attempt of `kind` under the service's route: its instances, rules and schemas, then the
+    /// retry step over the fail-over step (see the module docs).
+    async fn run<A: Attempt>(&self, call: &CallRequest<'_>, kind: A) -> Result<A::Output, RpcError> {
+        let instances = self.source.instances(call.service, call.deadline).await?;
+        if instances.is_empty() {
+            return Err(RpcError::NoInstances(call.service.to_owned()));
+        }
+        let route = self.route(call, &instances);
+        let lacking = route.lacking(call.method);
+        if lacking.is_some_and(|l| !l.contains(&false)) {
+            return Err(match route.refuses(call.method) {
+                true => RpcError::NoInstances(format!(
+                    "{} (no instance's schema serves {} as this consumer calls it; schema_check: strict)",
+                    call.service, call.method
+                )),
+                // Every instance's schema lacks the method: what each would answer.
+                false => RpcError::MethodNotFound {
+                    service: call.service.to_owned(),
+                    method: call.method.to_owned(),
+                },
+            });
+        }
+        if !route.is_empty() && Candidates::new(&route, lacking, None, None).exhausted() {
+            return Err(RpcError::NoInstances(format!(
+                "{} (every instance is disabled by its rules)",
+                call.service
+            )));
+        }
+        route.budget.deposit();
+        retry::run(call, &route.budget, |_round| {
+            failover::run(
+                Candidates::new(&route, lacking, call.hash_key, call.route_tag),
+                call,
+                &route.budget,
+                |target| kind.attempt(target, call),
+            )
+        })
+        .await
+    }
+}
+
 impl Invoker for ClusterInvoker {
     fn invoke<'a>(&'a self, call: &'a CallRequest<'a>) -> BoxFuture<'a, Result<Reply, RpcError>> {
-        Box::pin(async move {
-            let inner = &*self.inner;
-            let instances = inner.source.instances(call.service, call.deadline).await?;
-            if instances.is_empty() {
-                return Err(RpcError::NoInstances(call.service.to_owned()));
-            }
-            let route = inner.route(call, &instances);
-            let lacking = route.lacking(call.method);
-            if lacking.is_some_and(|l| !l.contains(&false)) {
-                return Err(match route.refuses(call.method) {
-                    true => RpcError::NoInstances(format!(
-                        "{} (no instance's schema serves {} as this consumer calls it; schema_check: strict)",
-                        call.service, call.method
-                    )),
-                    // Every instance's schema lacks the method: what each would answer.
-                    false => RpcError::MethodNotFound {
-                        service: call.service.to_owned(),
-                        method: call.method.to_owned(),
-                    },
-                });
-            }
-            if !route.is_empty() && Candidates::new(&route, lacking, None, None).exhausted() {
-                return Err(RpcError::NoInstances(format!(
-                    "{} (every instance is disabled by its rules)",
-                    call.service
-                )));
-            }
-            route.budget.deposit();
-            retry::run(call, &route.budget, |_round| {
-                failover::run(
-                    Candidates::new(&route, lacking, call.hash_key, call.route_tag),
-                    call,
-                    &route.budget,
-                    |target| attempt(target, call),
-                )
-            })
-            .await
-        })
+        Box::pin(self.inner.run(call, Unary))
+    }
+
+    fn open_stream<'a>(
+        &'a self,
+        call: &'a CallRequest<'a>,
+        open: &'a StreamOpen,
+    ) -> BoxFuture<'a, Result<RawStream, RpcError>> {
+        Box::pin(self.inner.run(call, Open(open)))
     }
 
     fn rules(&self, service: &str) -> Option<Arc<ServiceRules>> {

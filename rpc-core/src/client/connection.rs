@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -50,10 +51,11 @@ use super::ClientOptions;
 use crate::body::Body;
 use crate::error::{ProtocolError, RpcError};
 use crate::metrics;
-use crate::protocol::{Frame, Header, MessageType, Status};
+use crate::protocol::{flags, Credit, Frame, Header, MessageType, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
-use crate::transport::{write_loop, FrameReader, OutFrame, ReadError, WRITE_QUEUE};
+use crate::stream::{control_frame, send_items, Grant, Inbound, ItemStream, RawStream, SendWindow, Sent, StreamWindow};
+use crate::transport::{send_control, write_loop, FrameReader, OutFrame, ReadError, WRITE_QUEUE};
 
 /// A connected, multiplexed client connection.
 pub struct Connection {
@@ -95,11 +97,42 @@ const UNRESPONSIVE: u8 = 2;
 #[derive(Default)]
 struct Pending {
     calls: HashMap<u64, oneshot::Sender<Frame>>,
+    /// Open streams, by request id.
+    streams: HashMap<u64, StreamSlot>,
     /// Why the connection closed, once it has.
     closed: Option<CloseReason>,
     /// Why the waiting calls were failed while the connection stays open (the server missed
     /// a probe).
     abandoned: Option<String>,
+}
+
+/// What the reader needs of an open stream.
+struct StreamSlot {
+    /// Where its items and its end go.
+    events: mpsc::Sender<Inbound>,
+    /// The room the server granted for the client's items; its first grant accepts the stream.
+    window: Arc<SendWindow>,
+    /// `name:version` and method, for the errors that end it.
+    service: Box<str>,
+    method: Box<str>,
+}
+
+impl StreamSlot {
+    /// The server's Response ended the stream.
+    fn end(self, frame: Frame) {
+        let reply = Reply {
+            status: frame.header.status,
+            body: frame.body,
+        };
+        let end = match reply.status {
+            Status::Ok | Status::ApplicationError => Ok(reply),
+            Status::DeadlineExceeded => Err(RpcError::Timeout(Duration::ZERO)),
+            _ => Err(reply.into_error(&self.service, &self.method)),
+        };
+        // The window leaves one place for the end.
+        let _ = self.events.try_send(Inbound::End(end));
+        self.window.stop();
+    }
 }
 
 /// Why a connection closed, as its calls report it.
@@ -134,10 +167,11 @@ impl Shared {
                 return;
             }
             pending.closed = Some(reason);
-            std::mem::take(&mut pending.calls)
+            (std::mem::take(&mut pending.calls), std::mem::take(&mut pending.streams))
         };
-        debug!(addr = %self.addr, failed_calls = dropped.len(), "connection closed");
-        drop(dropped);
+        debug!(addr = %self.addr, failed_calls = dropped.0.len(), failed_streams = dropped.1.len(), "connection closed");
+        stop_streams(dropped.1);
+        drop(dropped.0);
         self.closed.cancel();
     }
 
@@ -175,9 +209,10 @@ impl Shared {
         let dropped = {
             let mut pending = self.pending();
             pending.abandoned = Some(reason);
-            std::mem::take(&mut pending.calls)
+            (std::mem::take(&mut pending.calls), std::mem::take(&mut pending.streams))
         };
-        drop(dropped);
+        stop_streams(dropped.1);
+        drop(dropped.0);
     }
 
     /// After GoAway: closes the connection once no call is waiting on it.
@@ -185,9 +220,21 @@ impl Shared {
         if !self.going_away.load(Ordering::Acquire) {
             return;
         }
-        if self.pending().calls.is_empty() {
+        let idle = {
+            let pending = self.pending();
+            pending.calls.is_empty() && pending.streams.is_empty()
+        };
+        if idle {
             self.close("the server sent GoAway and every call on the connection has ended");
         }
+    }
+}
+
+/// Stops the senders of streams whose connection failed them; their readers see the end of
+/// their events and report the connection's error.
+fn stop_streams(streams: HashMap<u64, StreamSlot>) {
+    for slot in streams.into_values() {
+        slot.window.stop();
     }
 }
 
@@ -214,7 +261,7 @@ impl Drop for PendingGuard<'_> {
         }
         let waiting = self.shared.pending().calls.remove(&self.id).is_some();
         if waiting && self.sent && !self.shared.closed.is_cancelled() {
-            send_cancel(self.tx, self.id);
+            send_control(self.tx, control_frame(MessageType::Cancel, self.id));
         }
         self.shared.close_if_drained();
     }
@@ -242,23 +289,6 @@ async fn handshake(
         )),
         Ok(Err(e)) => Err(failed(format!("TLS handshake failed: {e}"))),
         Err(_) => Err(failed("TLS handshake timed out".to_owned())),
-    }
-}
-
-/// Queues a Cancel for request `id`. From a destructor, so it cannot wait: when the queue is
-/// full the frame goes from a task of its own.
-fn send_cancel(tx: &mpsc::Sender<OutFrame>, id: u64) {
-    let cancel = move || OutFrame::Frame {
-        header: Header::new(MessageType::Cancel, id),
-        body: Body::default(),
-    };
-    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(cancel()) {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let tx = tx.clone();
-            runtime.spawn(async move {
-                let _ = tx.send(cancel()).await;
-            });
-        }
     }
 }
 
@@ -476,6 +506,165 @@ impl Connection {
     }
 }
 
+/// What opening a stream takes besides its request.
+pub struct StreamOpen {
+    /// The client's items, when the method takes a stream; taken when the server accepts.
+    pub input: std::sync::Mutex<Option<ItemStream>>,
+    /// The client's receive window for the server's items.
+    pub window: StreamWindow,
+    /// When the whole stream must have ended; none: no limit.
+    pub deadline: Option<Instant>,
+    /// The longest wait between two of the server's items (or its end); none: no limit.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Connection {
+    /// Opens a stream: sends the request (`body`: its prefix, then the client's window, then
+    /// the arguments) and waits, until `accept_by`, for the server to accept it. Then the
+    /// client's items (if any) go out from a task of their own as the server's credit allows,
+    /// and the returned stream yields the server's items and the call's end; it keeps the
+    /// connection open while it lasts. Dropping it cancels the call.
+    pub(crate) async fn open_stream(
+        self: &Arc<Self>,
+        service: &str,
+        method: &str,
+        serializer: SerializerKind,
+        body: Body,
+        open: &StreamOpen,
+        accept_by: Instant,
+    ) -> Result<RawStream, RpcError> {
+        let shared = &self.shared;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (events, rx) = mpsc::channel(open.window.credit().messages as usize + 1);
+        let window = Arc::new(SendWindow::default());
+        {
+            let mut pending = shared.pending();
+            if pending.closed.is_some() {
+                drop(pending);
+                return Err(shared.closed_error(false));
+            }
+            let slot = StreamSlot {
+                events: events.clone(),
+                window: window.clone(),
+                service: service.into(),
+                method: method.into(),
+            };
+            pending.streams.insert(id, slot);
+        }
+        let registration = StreamRegistration {
+            shared: shared.clone(),
+            id,
+        };
+        let closed_by = shared.clone();
+        let mut raw = RawStream::new(
+            rx,
+            Grant::new(self.tx.clone(), id, open.window),
+            Arc::new(move || closed_by.closed_error(true)),
+            "client",
+        );
+        let mut header = Header::new(MessageType::Request, id);
+        header.serializer = serializer.id();
+        header.flags = flags::STREAM;
+        header.timeout_ms = match open.deadline {
+            Some(d) => u32::try_from(d.saturating_duration_since(Instant::now()).as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
+            None => 0,
+        };
+        if self.tx.send(OutFrame::Frame { header, body }).await.is_err() {
+            return Err(shared.closed_error(false));
+        }
+        // Why a stream ended before it was accepted: the server's refusal, or the connection's end.
+        let refusal = |raw: &mut RawStream| match futures_util::StreamExt::next(raw).now_or_never() {
+            Some(Some(crate::stream::StreamEvent::End(Err(e)))) => e,
+            Some(Some(_)) => RpcError::internal("the server ended the stream before accepting it"),
+            _ => shared.closed_error(true),
+        };
+        let refused = tokio::select! {
+            biased;
+            accepted = window.accepted() => (!accepted).then(|| refusal(&mut raw)),
+            _ = futures_util::StreamExt::next(&mut raw) => Some(refusal(&mut raw)),
+            _ = tokio::time::sleep_until(accept_by) => {
+                shared.request_probe();
+                Some(RpcError::Timeout(Duration::ZERO))
+            }
+        };
+        if let Some(error) = refused {
+            return Err(error);
+        }
+        let input = open.input.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let sender = input.map(|input| {
+            let pump = ItemPump {
+                input,
+                window,
+                tx: self.tx.clone(),
+                events: events.downgrade(),
+                id,
+                serializer: serializer.id(),
+            };
+            AbortOnDropHandle::new(tokio::spawn(pump.run()))
+        });
+        drop(events);
+        Ok(raw
+            .with_timeouts(open.deadline, open.idle_timeout)
+            .owning((registration, sender, self.clone())))
+    }
+}
+
+/// Forgets a stream's slot when its reader goes.
+struct StreamRegistration {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for StreamRegistration {
+    fn drop(&mut self) {
+        let slot = self.shared.pending().streams.remove(&self.id);
+        if let Some(slot) = slot {
+            slot.window.stop();
+        }
+        self.shared.close_if_drained();
+    }
+}
+
+/// Sends a client's items, then its StreamEnd.
+struct ItemPump {
+    input: ItemStream,
+    window: Arc<SendWindow>,
+    tx: mpsc::Sender<OutFrame>,
+    /// The stream's events, to end it when an item cannot be encoded.
+    events: mpsc::WeakSender<Inbound>,
+    id: u64,
+    serializer: u8,
+}
+
+impl ItemPump {
+    async fn run(mut self) {
+        match send_items(
+            &mut self.input,
+            &self.window,
+            &self.tx,
+            self.id,
+            self.serializer,
+            "client",
+        )
+        .await
+        {
+            Sent::All => {
+                let _ = self.tx.send(control_frame(MessageType::StreamEnd, self.id)).await;
+            }
+            Sent::Ended(reply) => {
+                // An item could not be encoded: the call fails here and is cancelled there.
+                if let Some(events) = self.events.upgrade() {
+                    let error = RpcError::Encode(reply.message());
+                    let _ = events.try_send(Inbound::End(Err(error)));
+                }
+            }
+            Sent::Stopped => {}
+        }
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
         self.shared.close("connection dropped");
@@ -507,10 +696,19 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
                         return;
                     }
                     MessageType::Response => {
-                        let waiter = shared.pending().calls.remove(&frame.header.request_id);
+                        let id = frame.header.request_id;
+                        let (waiter, stream) = {
+                            let mut pending = shared.pending();
+                            match pending.calls.remove(&id) {
+                                Some(waiter) => (Some(waiter), None),
+                                None => (None, pending.streams.remove(&id)),
+                            }
+                        };
                         // No waiter: the call gave up already; the late reply is dropped.
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(frame);
+                        } else if let Some(stream) = stream {
+                            stream.end(frame);
                         }
                         shared.close_if_drained();
                         if reader.at_early_flush() && shared.in_flight.load(Ordering::Relaxed) <= EARLY_FLUSH_IN_FLIGHT
@@ -535,6 +733,33 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
                         };
                         if tx.send(pong).await.is_err() {
                             break "writer stopped".to_owned();
+                        }
+                    }
+                    MessageType::StreamItem => {
+                        let pending = shared.pending();
+                        let full = pending.streams.get(&frame.header.request_id).is_some_and(|slot| {
+                            matches!(
+                                slot.events.try_send(Inbound::Item(frame.body)),
+                                Err(mpsc::error::TrySendError::Full(_))
+                            )
+                        });
+                        if full {
+                            break "protocol violation: stream items beyond the credit granted".to_owned();
+                        }
+                    }
+                    MessageType::Credit => {
+                        let credit = match Credit::parse(&frame.body.as_one()) {
+                            Ok(credit) => credit,
+                            Err(e) => break format!("protocol violation: {e}"),
+                        };
+                        if let Some(slot) = shared.pending().streams.get(&frame.header.request_id) {
+                            slot.window.grant(credit);
+                        }
+                    }
+                    MessageType::Cancel => {
+                        // The server's handler dropped the client's items: stop sending them.
+                        if let Some(slot) = shared.pending().streams.get(&frame.header.request_id) {
+                            slot.window.stop();
                         }
                     }
                     MessageType::Pong | MessageType::Extension(_) => {}

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::channel::StreamSettings;
 use super::route::{BalancerChoice, BalancerFactory};
 use super::ClientLayer;
 use super::{Channel, ClientOptions, ClusterInvoker, ClusterOptions, ConnectionPool, InstanceSource};
@@ -163,7 +164,8 @@ impl ConsumerBuilder {
             .with_serializer(config.serializer)
             .with_policies(Arc::new(PolicySet::new(config.consumer.clone())))
             .with_interceptors(Interceptors::new(self.interceptors))
-            .with_metadata_limits(limits);
+            .with_metadata_limits(limits)
+            .with_stream_settings(StreamSettings::from(&config.consumer));
         let channel = self.layers.into_iter().fold(channel, |channel, layer| layer(channel));
         Ok(Consumer {
             registry,

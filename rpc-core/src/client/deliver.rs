@@ -36,6 +36,13 @@ pub(super) async fn deliver(
     local: Option<&LocalService>,
     ctx: &CallContext,
 ) -> Result<Reply, RpcError> {
+    fallback::run(call, method, local, || invoker.invoke(call))
+        .instrument(client_span(method, ctx))
+        .await
+}
+
+/// The span of one call (or stream) on the client, carrying its trace.
+pub(super) fn client_span(method: &MethodDescriptor, ctx: &CallContext) -> tracing::Span {
     let span = tracing::info_span!(
         "rpc_client_call",
         service = method.service,
@@ -47,7 +54,5 @@ pub(super) async fn deliver(
     if let Some(trace) = ctx.trace() {
         trace.record_on(&span);
     }
-    fallback::run(call, method, local, || invoker.invoke(call))
-        .instrument(span)
-        .await
+    span
 }

@@ -21,15 +21,15 @@ use crate::metrics;
 use crate::reply::Reply;
 
 /// Runs one round: `attempt` on candidates until one succeeds, or the round must end.
-pub async fn run<'r, F, Fut>(
+pub async fn run<'r, T, F, Fut>(
     mut candidates: Candidates<'r>,
     call: &CallRequest<'_>,
     budget: &RetryBudget,
     mut attempt: F,
-) -> Result<Reply, RpcError<Reply>>
+) -> Result<T, RpcError<Reply>>
 where
     F: FnMut(&'r Target) -> Fut,
-    Fut: Future<Output = Result<Reply, RpcError<Reply>>>,
+    Fut: Future<Output = Result<T, RpcError<Reply>>>,
 {
     let policy = call.policy;
     loop {

@@ -54,9 +54,9 @@ pub mod rules;
 
 pub use crate::service::{LocalService, MethodDescriptor};
 pub use call::{ClientCall, ClientLayer, ClientStack};
-pub use channel::{Channel, ClientBuildError};
+pub use channel::{Channel, ClientBuildError, StreamSettings};
 pub use cluster::{ClusterInvoker, ClusterOptions, InstanceSource};
-pub use connection::Connection;
+pub use connection::{Connection, StreamOpen};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerError};
 pub use pool::{ConnectionPool, Endpoint};
 pub use route::{BalancerChoice, BalancerFactory};
@@ -75,6 +75,7 @@ use crate::future::BoxFuture;
 use crate::reply::Reply;
 use crate::schema::ServiceSchema;
 use crate::serializer::SerializerKind;
+use crate::stream::RawStream;
 use rules::ServiceRules;
 
 /// Tunables of client connections.
@@ -152,6 +153,23 @@ pub struct CallRequest<'a> {
 pub trait Invoker: Send + Sync + 'static {
     /// Sends the call and returns its reply, or the error that prevented one.
     fn invoke<'a>(&'a self, call: &'a CallRequest<'a>) -> BoxFuture<'a, Result<Reply, RpcError>>;
+
+    /// Opens a stream (`call.body`: the request's prefix, the client's window, the arguments)
+    /// on one instance, trying others as for a call while the stream has not started, and
+    /// waits for its acceptance until `call.deadline`. An invoker that cannot stream fails
+    /// with `Unsupported`.
+    fn open_stream<'a>(
+        &'a self,
+        call: &'a CallRequest<'a>,
+        open: &'a StreamOpen,
+    ) -> BoxFuture<'a, Result<RawStream, RpcError>> {
+        let _ = open;
+        let error = RpcError::Unsupported(format!(
+            "{}/{}: this invoker does not stream",
+            call.service, call.method
+        ));
+        Box::pin(std::future::ready(Err(error)))
+    }
 
     /// The routing rules in force for `service`, if the invoker follows any: the channel
     /// applies their timeout and balancer (the invoker applies the rest itself).

@@ -22,10 +22,11 @@ use crate::reply::Reply;
 ///
 /// A round fails with `RpcError::Application(reply)` for an application error, so that the
 /// retry decision can see it; the step returns such a reply as `Ok`.
-pub async fn run<F, Fut>(call: &CallRequest<'_>, budget: &RetryBudget, mut round: F) -> Result<Reply, RpcError>
+pub async fn run<T, F, Fut>(call: &CallRequest<'_>, budget: &RetryBudget, mut round: F) -> Result<T, RpcError>
 where
+    T: FromApplication,
     F: FnMut(u32) -> Fut,
-    Fut: Future<Output = Result<Reply, RpcError<Reply>>>,
+    Fut: Future<Output = Result<T, RpcError<Reply>>>,
 {
     let (policy, deadline) = (call.policy, call.deadline);
     let retrying = policy.retry.retries();
@@ -41,7 +42,7 @@ where
         let last = !retrying || n >= max_rounds || !is_retryable(&error, policy.idempotent);
         if last || Instant::now() + delay >= deadline || !budget.try_withdraw(call.service) {
             return match error {
-                RpcError::Application(reply) => Ok(reply),
+                RpcError::Application(reply) => T::from_application(reply),
                 other => Err(other.without_application()),
             };
         }
@@ -50,5 +51,26 @@ where
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// What a successful round answers, and what an application error becomes in its place.
+pub trait FromApplication: Sized {
+    /// The answer for the method's own error `reply`.
+    fn from_application(reply: Reply) -> Result<Self, RpcError>;
+}
+
+impl FromApplication for Reply {
+    fn from_application(reply: Reply) -> Result<Self, RpcError> {
+        Ok(reply)
+    }
+}
+
+impl FromApplication for crate::stream::RawStream {
+    /// A stream is refused with framework statuses only; an application error ends it.
+    fn from_application(_: Reply) -> Result<Self, RpcError> {
+        Err(RpcError::Decode(
+            "an application error answered a stream's opening".to_owned(),
+        ))
     }
 }

@@ -49,6 +49,7 @@ use serde_json::Value;
 use crate::choice::choice;
 use crate::host::is_valid_host;
 use crate::serializer::SerializerKind;
+use crate::stream::StreamWindow;
 
 /// Prefix of the environment variables that override configuration values.
 pub const ENV_PREFIX: &str = "RPC__";
@@ -187,6 +188,9 @@ pub struct ServerConfig {
     pub max_metadata_entries: usize,
     /// Most bytes of encoded metadata a request may carry.
     pub max_metadata_bytes: usize,
+    /// The items of a client's stream the server takes ahead of the handler reading them:
+    /// `{messages, bytes}`.
+    pub stream_window: StreamWindow,
     /// TLS on the listener; absent: plain TCP.
     pub tls: Option<ServerTlsConfig>,
     /// Caller authentication; absent: every caller is served.
@@ -224,6 +228,7 @@ impl Default for ServerConfig {
             warmup_secs: 0,
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            stream_window: StreamWindow::default(),
             tls: None,
             auth: None,
         }
@@ -370,6 +375,13 @@ pub struct ConsumerConfig {
     pub auth: Option<ClientAuthConfig>,
     /// What to do with providers whose schema is incompatible with this consumer's.
     pub schema_check: SchemaCheck,
+    /// The items of a server's stream taken ahead of the reader: `{messages, bytes}`.
+    pub stream_window: StreamWindow,
+    /// How long a whole stream may last, from its start; 0: no limit (the method's timeout
+    /// still bounds its start).
+    pub stream_timeout_ms: u64,
+    /// How long a stream may wait for the server's next item; 0: no limit.
+    pub stream_idle_timeout_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -395,6 +407,9 @@ impl Default for ConsumerConfig {
             tls: None,
             auth: None,
             schema_check: SchemaCheck::Warn,
+            stream_window: StreamWindow::default(),
+            stream_timeout_ms: 0,
+            stream_idle_timeout_ms: 0,
         }
     }
 }

@@ -26,6 +26,10 @@
 //! | `rpc_client_failovers_total` | counter | service |
 //! | `rpc_client_retry_budget_exhausted_total` | counter | service |
 //! | `rpc_client_ejections_total` | counter | instance |
+//! | `rpc_server_streams_total` | counter | service, method, outcome |
+//! | `rpc_client_streams_total` | counter | service, method |
+//! | `rpc_stream_messages_sent_total` | counter | side (`server`, `client`) |
+//! | `rpc_stream_messages_received_total` | counter | side |
 //! | `rpc_discovery_watch_events_total` | counter | service |
 //! | `rpc_discovery_rewatches_total` | counter | service |
 //! | `rpc_discovery_instances` | gauge | service |
@@ -74,6 +78,14 @@ pub const CLIENT_FAILOVERS: &str = "rpc_client_failovers_total";
 pub const CLIENT_BUDGET_EXHAUSTED: &str = "rpc_client_retry_budget_exhausted_total";
 /// Instances ejected after failures, by instance address.
 pub const CLIENT_EJECTIONS: &str = "rpc_client_ejections_total";
+/// Streams a server ended, by service, method and outcome.
+pub const SERVER_STREAMS: &str = "rpc_server_streams_total";
+/// Streams a client opened, by service and method.
+pub const CLIENT_STREAMS: &str = "rpc_client_streams_total";
+/// Stream items sent, by side.
+pub const STREAM_MESSAGES_SENT: &str = "rpc_stream_messages_sent_total";
+/// Stream items received and read, by side.
+pub const STREAM_MESSAGES_RECEIVED: &str = "rpc_stream_messages_received_total";
 /// Watch events applied to the discovery cache, by service.
 pub const DISCOVERY_WATCH_EVENTS: &str = "rpc_discovery_watch_events_total";
 /// Watches of a service started again after one ended, by service.
@@ -119,6 +131,10 @@ pub fn describe() {
     );
     describe_counter!(CLIENT_BUDGET_EXHAUSTED, "Retries the retry budget refused, by service");
     describe_counter!(CLIENT_EJECTIONS, "Instances ejected after failures, by instance");
+    describe_counter!(SERVER_STREAMS, "Streams a server ended, by service, method and outcome");
+    describe_counter!(CLIENT_STREAMS, "Streams a client opened, by service and method");
+    describe_counter!(STREAM_MESSAGES_SENT, "Stream items sent, by side");
+    describe_counter!(STREAM_MESSAGES_RECEIVED, "Stream items received and read, by side");
     describe_counter!(
         DISCOVERY_WATCH_EVENTS,
         "Watch events applied to the discovery cache, by service"
@@ -142,6 +158,26 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::Cancelled => "cancelled",
         Outcome::Error(kind) => kind.as_str(),
     }
+}
+
+/// A server's stream of `service`/`method` ended with `outcome`.
+pub(crate) fn server_stream_ended(service: &str, method: &str, outcome: Outcome) {
+    ::metrics::counter!(SERVER_STREAMS, "service" => service.to_owned(), "method" => method.to_owned(), "outcome" => outcome_label(outcome)).increment(1);
+}
+
+/// A client opened a stream of `service`/`method`.
+pub(crate) fn client_stream_opened(service: &'static str, method: &'static str) {
+    ::metrics::counter!(CLIENT_STREAMS, "service" => service, "method" => method).increment(1);
+}
+
+/// `side` sent `n` stream items.
+pub(crate) fn stream_messages_sent(side: &'static str, n: u64) {
+    ::metrics::counter!(STREAM_MESSAGES_SENT, "side" => side).increment(n);
+}
+
+/// `side` read `n` stream items.
+pub(crate) fn stream_messages_received(side: &'static str, n: u64) {
+    ::metrics::counter!(STREAM_MESSAGES_RECEIVED, "side" => side).increment(n);
 }
 
 /// A server answered a request with `status` without running it.

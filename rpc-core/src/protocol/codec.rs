@@ -237,9 +237,9 @@ mod tests {
     #[test]
     fn rejects_unknown_message_type_but_passes_extensions_on() {
         let mut buf = frame(1, b"x");
-        buf[3] = 7;
+        buf[3] = 10;
         let err = FrameDecoder::default().decode(&mut buf).unwrap_err();
-        assert!(matches!(err, ProtocolError::UnknownMessageType(7)), "{err}");
+        assert!(matches!(err, ProtocolError::UnknownMessageType(10)), "{err}");
         let mut buf = frame(1, b"x");
         buf[3] = 200;
         let frame = FrameDecoder::default().decode(&mut buf).unwrap().unwrap();

@@ -16,10 +16,10 @@ pub const FIRST_EXTENSION_TYPE: u8 = 0x80;
 
 /// Bits of the header's flags byte.
 pub mod flags {
-    /// The frame is one item of a stream carried on its request id (reserved for streaming
-    /// calls; a server without streaming answers such a request `Unsupported`).
+    /// On a request: the call is a stream (see the protocol docs, "Streams"). A server
+    /// without streaming answers such a request `Unsupported`.
     pub const STREAM: u8 = 0x01;
-    /// The frame ends the stream of its request id.
+    /// Reserved (was: ends the stream of its request id; streams end with their own frames).
     pub const END_OF_STREAM: u8 = 0x02;
     /// The body ends in one byte string (a large `Vec<u8>` or `String` argument or result), and
     /// the header's `head_len` byte says how many body bytes come before it (the byte string's
@@ -45,6 +45,13 @@ pub enum MessageType {
     Cancel,
     /// Server to client: send no new calls on this connection; calls in flight still complete.
     GoAway,
+    /// Either way: one item of the stream with this request id.
+    StreamItem,
+    /// Client to server: the client's items of the stream with this request id are all sent.
+    StreamEnd,
+    /// Either way: the receiver of a stream's items grants the sender room for more (a count
+    /// of messages and of bytes); the server's first one also says it accepted the stream.
+    Credit,
     /// An extension type (at or above [`FIRST_EXTENSION_TYPE`]) this build does not know;
     /// receivers skip the frame.
     Extension(u8),
@@ -60,6 +67,9 @@ impl MessageType {
             4 => Ok(Self::Pong),
             5 => Ok(Self::Cancel),
             6 => Ok(Self::GoAway),
+            7 => Ok(Self::StreamItem),
+            8 => Ok(Self::StreamEnd),
+            9 => Ok(Self::Credit),
             ext if ext >= FIRST_EXTENSION_TYPE => Ok(Self::Extension(ext)),
             other => Err(ProtocolError::UnknownMessageType(other)),
         }
@@ -74,6 +84,9 @@ impl MessageType {
             Self::Pong => 4,
             Self::Cancel => 5,
             Self::GoAway => 6,
+            Self::StreamItem => 7,
+            Self::StreamEnd => 8,
+            Self::Credit => 9,
             Self::Extension(v) => v,
         }
     }
@@ -270,12 +283,12 @@ mod tests {
 
     #[test]
     fn message_types_round_trip_and_extensions_are_typed() {
-        for v in [1u8, 2, 3, 4, 5, 6, 0x80, 0xff] {
+        for v in [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 0x80, 0xff] {
             assert_eq!(MessageType::from_u8(v).unwrap().to_u8(), v);
         }
         assert_eq!(MessageType::from_u8(0x93).unwrap(), MessageType::Extension(0x93));
         assert!(MessageType::from_u8(0).is_err());
-        assert!(MessageType::from_u8(7).is_err());
+        assert!(MessageType::from_u8(10).is_err());
     }
 
     #[test]

@@ -24,8 +24,11 @@
 //! | Response | 2 | server → client | the result, the method's error, or a UTF-8 message |
 //! | Ping     | 3 | either | empty; answered by a pong with the same request id |
 //! | Pong     | 4 | either | empty |
-//! | Cancel   | 5 | client → server | empty; the request with this id lost its caller: the server drops the handler and answers nothing |
+//! | Cancel   | 5 | either | empty; from the client: the request with this id lost its caller, the server drops the handler and answers nothing; from the server: stop sending items of this stream |
 //! | GoAway   | 6 | server → client | optional UTF-8 reason; no new requests on this connection, those in flight complete |
+//! | StreamItem | 7 | either | one item of the stream with this request id, encoded with the frame's serializer |
+//! | StreamEnd | 8 | client → server | empty; the client has sent all its items of this stream |
+//! | Credit   | 9 | either | 4-byte message count, 4-byte byte count: room for that many more items of this stream |
 //! | extension | 0x80–0xff | either | skipped by a receiver that does not know the type |
 //!
 //! ## Request bodies
@@ -54,13 +57,37 @@
 //! any other status: a UTF-8 message for humans. A status this build does not know fails that
 //! call only.
 //!
+//! # Streams
+//!
+//! A streaming call is a request flagged [`flags::STREAM`] whose arguments start with the
+//! client's receive window (a [`Credit`] body: how many items and bytes the server may send
+//! before it is granted more), followed by the encoded arguments (without a streamed one).
+//! The header's timeout covers the whole stream.
+//!
+//! 1. The server answers a stream it refuses as it answers any call: a Response with the
+//!    failure status. A stream it accepts gets a Credit frame first: the server's receive
+//!    window, which also tells the client that the stream started. A server of an earlier
+//!    build answers the flagged request [`Status::Unsupported`]; the client sends no stream
+//!    frame before the Credit, so that server never sees one.
+//! 2. Items flow as StreamItem frames on the request id, each way the method streams. A
+//!    sender sends an item only while it has room (at least one message and one byte of
+//!    credit left; an item may overrun the byte credit by itself); the receiver grants more
+//!    with Credit frames as its reader takes items. Neither side buffers more than its window
+//!    (plus one item), and a stream that nobody reads holds back its sender only.
+//! 3. The client ends its items with StreamEnd. The server ends the call with a Response:
+//!    [`Status::Ok`] with an empty body after a stream of items, or the result of a method
+//!    that takes a stream and returns one value; [`Status::ApplicationError`] with the
+//!    method's error; any other status as for calls.
+//! 4. A Cancel from the client drops the server's handler (the client dropped its stream); a
+//!    Cancel from the server asks the client to stop sending items (the handler dropped its
+//!    input) while the call goes on.
+//!
 //! # Growth
 //!
 //! * New message types at or above `0x80` are extensions that old receivers skip; new types
 //!   below that are only sent to peers known to understand them.
-//! * Streaming calls are reserved: a request or response frame with the [`flags::STREAM`] bit
-//!   is one item of the stream on its request id, [`flags::END_OF_STREAM`] ends it. A server
-//!   without streaming answers such a request [`Status::Unsupported`].
+//! * Types 7 to 9 are sent only on a stream the peer opened or accepted (below), so a peer
+//!   of an earlier build never receives one.
 //! * A body that ends in a large byte string (a `Vec<u8>` or `String` argument or result of
 //!   16 KiB or more) is flagged [`flags::TAIL`], with the number of body bytes before the byte
 //!   string in the head-length byte (when they are at most 255). The receiver reads those
@@ -83,8 +110,10 @@ mod codec;
 mod compat;
 mod header;
 mod request;
+mod stream;
 
 pub use codec::{encode_frame, Frame, FrameDecoder, DEFAULT_MAX_FRAME_LEN};
 pub use compat::version_rejection;
 pub use header::{flags, Header, MessageType, Status, FIRST_EXTENSION_TYPE, HEADER_LEN, MAGIC, PROTOCOL_VERSION};
 pub use request::{encode_request_body, encode_request_prefix, RequestBody};
+pub use stream::{Credit, CREDIT_LEN};

@@ -201,6 +201,10 @@ pub struct MethodSchema {
     /// Whether it is `#[idempotent]`.
     #[serde(default)]
     pub idempotent: bool,
+    /// Which way it streams, if it does: `server` (its result is the items' type), `client`
+    /// (its last argument is, by its items' type) or `bidi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<crate::stream::StreamShape>,
 }
 
 /// A service's methods and the named types they use.

@@ -94,7 +94,17 @@ impl SchemaBuilder {
             result,
             error,
             idempotent,
+            streaming: None,
         });
+        self
+    }
+
+    /// Marks the method added last as streaming `shape` (its streamed argument or result
+    /// recorded by its items' type).
+    pub fn streaming(mut self, shape: crate::stream::StreamShape) -> Self {
+        if let Some(method) = self.schema.methods.last_mut() {
+            method.streaming = Some(shape);
+        }
         self
     }
 

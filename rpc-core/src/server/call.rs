@@ -16,7 +16,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
@@ -30,7 +30,8 @@ use crate::error::{BoxError, RpcError};
 use crate::future::BoxFuture;
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
-use crate::service::Service;
+use crate::service::{Service, StreamAnswer};
+use crate::stream::{ItemStream, RawStream};
 
 /// One call as the server's tower layers see it: its context, its serializer and its encoded
 /// arguments, bound for an admitted service and method.
@@ -39,6 +40,17 @@ pub struct ServerCall {
     serializer: SerializerKind,
     args: Body,
     service: Arc<dyn Service>,
+    /// For a streaming call: the client's items, and where Dispatch leaves the handler's.
+    stream: Option<StreamParts>,
+}
+
+/// What a streaming call carries through the layers besides its arguments.
+pub(crate) struct StreamParts {
+    /// The client's items, when the method takes a stream.
+    pub(crate) input: Option<RawStream>,
+    /// Where Dispatch leaves the items the handler returned (its reply is then `Ok` and
+    /// empty, and the layers see the stream's start).
+    pub(crate) output: Arc<Mutex<Option<ItemStream>>>,
 }
 
 impl ServerCall {
@@ -48,7 +60,28 @@ impl ServerCall {
             serializer,
             args,
             service,
+            stream: None,
         }
+    }
+
+    /// A streaming call (see [`StreamParts`]).
+    pub(crate) fn streaming(
+        ctx: CallContext,
+        serializer: SerializerKind,
+        args: Body,
+        service: Arc<dyn Service>,
+        stream: StreamParts,
+    ) -> Self {
+        Self {
+            stream: Some(stream),
+            ..Self::new(ctx, serializer, args, service)
+        }
+    }
+
+    /// Whether the call is a stream (its handler's items, if it returns any, follow the reply
+    /// the layers see).
+    pub fn is_stream(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// The call's context: service, method, metadata, deadline, peer, identity, trace and
@@ -83,7 +116,9 @@ impl std::fmt::Debug for ServerCall {
     }
 }
 
-/// The innermost service of a server's stack: runs the call's handler inside its context.
+/// The innermost service of a server's stack: runs the call's handler inside its context. A
+/// streaming call's handler answers `Ok` (empty) when it returned its items, which the server
+/// then sends.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Dispatch;
 
@@ -102,8 +137,23 @@ impl tower_service::Service<ServerCall> for Dispatch {
             serializer,
             args,
             service,
+            stream,
         } = call;
-        let handler = service.call(ctx.method(), serializer, args);
+        let handler = match stream {
+            None => service.call(ctx.method(), serializer, args),
+            Some(StreamParts { input, output }) => {
+                let answer = service.call_stream(ctx.method(), serializer, args, input);
+                Box::pin(async move {
+                    match answer.await {
+                        StreamAnswer::Reply(reply) => reply,
+                        StreamAnswer::Items(items) => {
+                            *output.lock().unwrap_or_else(PoisonError::into_inner) = Some(items);
+                            Reply::empty()
+                        }
+                    }
+                })
+            }
+        };
         context::scope(ctx, handler).map(Ok as fn(Reply) -> Result<Reply, Infallible>)
     }
 }

@@ -34,6 +34,7 @@ use super::finish::{call_span, drive, panicked, EndGuard};
 use super::running::{Registered, RunningCalls};
 #[cfg(feature = "tls")]
 use super::secure;
+use super::stream::{StreamCall, StreamHost, Streams};
 use super::Shared;
 use crate::body::Body;
 use crate::context::{self, CallContext, PeerIdentity};
@@ -41,7 +42,7 @@ use crate::error::ProtocolError;
 use crate::health::HEALTH_METHOD;
 use crate::interceptor::Outcome;
 use crate::metrics;
-use crate::protocol::{flags, version_rejection, Frame, Header, MessageType, RequestBody, Status};
+use crate::protocol::{flags, version_rejection, Credit, Frame, Header, MessageType, RequestBody, Status};
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
 use crate::service::Service;
@@ -50,6 +51,9 @@ use crate::transport::{write_loop, FrameReader, OutFrame, Outgoing, ReadError, W
 /// After GoAway, how long a connection without calls in flight waits for its client to close
 /// it before the server does.
 const GO_AWAY_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// After the server aborts, how long a connection's writer may still write what is queued.
+const WRITER_GRACE: Duration = Duration::from_millis(500);
 
 /// Serves one connection until the peer leaves, breaks the protocol, goes idle, or the server
 /// aborts. `slot` is the connection's share of the server's connection limit. With TLS the
@@ -130,6 +134,7 @@ async fn serve_halves<R, W>(
         shared,
         tx,
         running: Arc::new(RunningCalls::default()),
+        streams: Arc::new(Streams::default()),
         opened: slot.accepted,
         last_request_ms: AtomicU64::new(0),
     };
@@ -152,7 +157,7 @@ async fn serve_halves<R, W>(
                 }
                 tokio::select! {
                     biased;
-                    _ = conn.shared.abort.cancelled() => return,
+                    _ = conn.shared.abort.cancelled() => break,
                     _ = conn.shared.draining.cancelled(), if went_away.is_none() => {
                         batch.push_frame(Header::new(MessageType::GoAway, 0), Bytes::from_static(b"server shutting down"));
                         went_away = Some(Instant::now());
@@ -228,9 +233,14 @@ async fn serve_halves<R, W>(
     let abort = conn.shared.abort.clone();
     // The writer ends once every sender is gone: this one, and those of the dropped calls.
     drop(conn);
+    // After the server's abort, the writer gets a moment to send what is queued (the
+    // streams' shutting-down ends).
     tokio::select! {
         _ = &mut writer => {}
-        _ = abort.cancelled() => {}
+        _ = async {
+            abort.cancelled().await;
+            tokio::time::sleep(WRITER_GRACE).await;
+        } => {}
     }
 }
 
@@ -275,6 +285,8 @@ struct Conn {
     shared: Arc<Shared>,
     tx: mpsc::Sender<OutFrame>,
     running: Arc<RunningCalls>,
+    /// The streaming calls among them, by request id.
+    streams: Arc<Streams>,
     opened: Instant,
     /// Milliseconds after `opened` when the last request arrived.
     last_request_ms: AtomicU64,
@@ -319,6 +331,12 @@ impl Conn {
                 batch.push_frame(Header::new(MessageType::Pong, header.request_id), Bytes::new());
                 Ok(())
             }
+            MessageType::StreamItem => self.streams.item(header.request_id, frame.body),
+            MessageType::StreamEnd => {
+                self.streams.end(header.request_id);
+                Ok(())
+            }
+            MessageType::Credit => self.streams.credit(header.request_id, &frame.body),
             MessageType::Pong => Ok(()),
             MessageType::Extension(kind) => {
                 debug!(kind, "skipping an extension frame this server does not know");
@@ -336,6 +354,9 @@ impl Conn {
         self.request_arrived(now);
         self.shared.activity.call_arrived();
         match self.admit(&header, body) {
+            Admission::Run(admitted) if header.flags & flags::STREAM != 0 => {
+                self.start_stream(header, now, admitted, held).await
+            }
             Admission::Run(admitted) => self.run_call(header, now, admitted, held).await,
             Admission::Answered(reply) => Some(reply),
             Admission::Rejected(reply) => {
@@ -371,11 +392,22 @@ impl Conn {
         if shared.draining.is_cancelled() {
             return Admission::reject(Status::ShuttingDown, "server is shutting down");
         }
-        if header.flags & flags::STREAM != 0 {
-            return Admission::reject(Status::Unsupported, "streaming calls are not supported by this server");
-        }
         if !service.methods().contains(&method) {
             return Admission::Rejected(Reply::method_not_found(service.key(), method));
+        }
+        match (header.flags & flags::STREAM != 0, service.stream_shape(method)) {
+            (true, None) => {
+                let message = format!("{}/{method} is not a streaming method", service.key());
+                return Admission::reject(Status::Unsupported, message);
+            }
+            (false, Some(_)) => {
+                let message = format!(
+                    "{}/{method} is a streaming method; call it with a client that streams",
+                    service.key()
+                );
+                return Admission::reject(Status::Unsupported, message);
+            }
+            _ => {}
         }
         let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
             return Admission::reject(Status::Overloaded, "server concurrency limit reached");
@@ -456,6 +488,79 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Starts an admitted streaming call: its context and interceptors as for a call, then
+    /// its slot, its acceptance and its task (see the `stream` module). Returns the reply
+    /// that refuses it, if one does.
+    async fn start_stream(
+        &self,
+        header: Header,
+        now: Instant,
+        admitted: Admitted,
+        held: Option<OwnedSemaphorePermit>,
+    ) -> Option<Reply> {
+        let shared = &self.shared;
+        let Admitted {
+            service,
+            serializer,
+            request,
+            permit,
+        } = admitted;
+        let RequestBody {
+            service: service_key,
+            method,
+            metadata,
+            args,
+        } = request;
+        let (client_window, args) = match Credit::split_from(args) {
+            Ok(split) => split,
+            Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
+        };
+        let deadline = (header.timeout_ms > 0).then(|| now + Duration::from_millis(u64::from(header.timeout_ms)));
+        let mut ctx = CallContext::server(
+            service_key,
+            method,
+            metadata,
+            deadline,
+            Some(self.peer),
+            header.request_id,
+            now,
+        );
+        ctx.set_peer_identity(self.identity.clone());
+        if let Err(refusal) = shared.interceptors.on_request(&mut ctx) {
+            debug!(service = ctx.service(), method = ctx.method(), %refusal, "an interceptor refused the stream");
+            return Some(Reply::from_error(&refusal));
+        }
+        let span = call_span(&ctx);
+        let call = StreamCall {
+            service,
+            ctx,
+            serializer,
+            args,
+            client_window,
+            header,
+            deadline,
+            permit,
+            held,
+        };
+        let host = StreamHost {
+            shared,
+            streams: &self.streams,
+            tx: &self.tx,
+            window: shared.stream_window,
+        };
+        let task = call.start(host).await?;
+        self.running.spawn(header.request_id, |registered| {
+            shared.calls.spawn(
+                async move {
+                    let _registered = registered;
+                    task.await;
+                }
+                .instrument(span),
+            )
+        });
+        None
     }
 
     /// Polls a call once in this task: most finish here, and their reply is returned. One

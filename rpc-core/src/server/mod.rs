@@ -55,8 +55,9 @@ mod http;
 mod running;
 #[cfg(feature = "tls")]
 mod secure;
+mod stream;
 
-pub use crate::service::{BoxFuture, Service};
+pub use crate::service::{BoxFuture, Service, StreamAnswer};
 pub use call::{Dispatch, DispatchFuture, ServerCall, ServerLayers, ServerStack};
 
 use std::collections::HashMap;
@@ -80,9 +81,13 @@ use crate::interceptor::{Interceptor, Interceptors};
 use crate::metrics;
 use crate::registry::{HttpEndpoint, Registry, RegistryError, RegistryErrorKind, ServiceInstance};
 use crate::schema::ServiceSchema;
+use crate::stream::StreamWindow;
 #[cfg(feature = "tls")]
 use crate::tls::ServerTls;
 use crate::transport::ByteBudget;
+
+/// After the drain timeout, how long streams get to queue their shutting-down end.
+const STREAM_END_GRACE: Duration = Duration::from_millis(200);
 
 /// Request bodies from this size on are read under the server's byte budget.
 const LARGE_REQUEST_BYTES: usize = 64 * 1024;
@@ -111,6 +116,8 @@ pub struct ServerOptions {
     pub max_buffered_request_bytes: usize,
     /// Bounds on each request's metadata; a request over them is refused.
     pub metadata_limits: MetadataLimits,
+    /// The items of a client's stream this side takes ahead of its handler.
+    pub stream_window: StreamWindow,
 }
 
 impl From<&ServerConfig> for ServerOptions {
@@ -129,6 +136,7 @@ impl From<&ServerConfig> for ServerOptions {
                 max_entries: config.max_metadata_entries,
                 max_bytes: config.max_metadata_bytes,
             },
+            stream_window: config.stream_window,
         }
     }
 }
@@ -321,10 +329,12 @@ impl<L> ServerBuilder<L> {
             ),
             frame_timeout: self.options.frame_timeout,
             metadata_limits: self.options.metadata_limits,
+            stream_window: self.options.stream_window,
             #[cfg(feature = "tls")]
             tls: self.tls,
             leaving: AtomicBool::new(false),
             draining: CancellationToken::new(),
+            ending: CancellationToken::new(),
             abort: CancellationToken::new(),
             calls: TaskTracker::new(),
             activity: Activity::default(),
@@ -367,6 +377,8 @@ pub(crate) struct Shared {
     pub(crate) request_bytes: ByteBudget,
     pub(crate) frame_timeout: Duration,
     pub(crate) metadata_limits: MetadataLimits,
+    /// The items of a client's stream taken ahead of its handler.
+    pub(crate) stream_window: StreamWindow,
     /// TLS on every connection, when configured.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<ServerTls>,
@@ -375,6 +387,8 @@ pub(crate) struct Shared {
     /// Cancelled when the server stops taking calls: connections send GoAway, new requests
     /// are refused.
     pub(crate) draining: CancellationToken,
+    /// Cancelled when the drain times out: streams still running end with `ShuttingDown`.
+    pub(crate) ending: CancellationToken,
     /// Cancelled when the drain ends: calls still running are dropped, connections close.
     pub(crate) abort: CancellationToken,
     /// Every call task, so shutdown can wait for them.
@@ -772,8 +786,11 @@ impl RunningServer {
                 calls_left = self.shared.calls.len(),
                 connections_left = self.connections.len(),
                 timeout = ?self.drain_timeout,
-                "drain timeout: cancelling calls still in flight and closing connections"
+                "drain timeout: ending streams, cancelling calls still in flight and closing connections"
             );
+            // Streams still open end with shutting-down (their tasks end once that is queued).
+            self.shared.ending.cancel();
+            let _ = tokio::time::timeout(STREAM_END_GRACE, self.shared.calls.wait()).await;
         }
         self.shared.abort.cancel();
         self.shared.calls.wait().await;
@@ -787,6 +804,7 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         self.stop_accepting.cancel();
         self.shared.draining.cancel();
+        self.shared.ending.cancel();
         self.shared.abort.cancel();
         if let Some(accept) = self.accept.take() {
             accept.abort();

@@ -1,4 +1,5 @@
-//! A provider process for tests that need a real process to crash: serves `TestService` with
+//! A provider process for tests that need a real process to crash: serves `TestService` (and
+//! the streaming `Feed`) with
 //! the configuration in the file named by its first argument, prints `READY <port>` once
 //! registered, and runs until it is killed (SIGTERM shuts it down gracefully). Logs go to
 //! stderr (`RUST_LOG`, `warn` by default).
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 
 use rpc_core::config::RpcConfig;
 use rpc_core::server::ServerBuilder;
+use rpc_tests::feed::{FeedImpl, FeedServer};
 use rpc_tests::{TestServiceImpl, TestServiceServer};
 
 #[tokio::main]
@@ -41,7 +43,9 @@ async fn main() -> ExitCode {
     // `owner` answers the port, so callers can tell the providers apart.
     let label = listener.local_addr().map(|a| a.port().to_string()).unwrap_or_default();
     let service = TestServiceServer::new(TestServiceImpl::labeled(label));
-    let builder = ServerBuilder::from_config(&config.server).add_service(service);
+    let builder = ServerBuilder::from_config(&config.server)
+        .add_service(service)
+        .add_service(FeedServer::new(FeedImpl::default()));
     let provider = match rpc::serve_listener(&config, builder, listener).await {
         Ok(p) => p,
         Err(e) => {

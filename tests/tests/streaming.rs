@@ -1,0 +1,551 @@
+//! Streaming calls over real TCP (and TLS): the three shapes, back-pressure, cancellation
+//! each way, deadline and idle timeout, a typed error mid-stream, shutdown during a stream,
+//! a provider process killed mid-stream, and what a peer that cannot stream answers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rpc_core::client::{ClientOptions, StreamSettings};
+use rpc_core::config::{ClientTlsConfig, ServerTlsConfig};
+use rpc_core::server::{RunningServer, ServerBuilder};
+use rpc_core::stream::StreamWindow;
+use rpc_core::tls::{ClientTls, ServerTls};
+use rpc_core::{Channel, ErrorKind, RpcError};
+use rpc_tests::certs::TestPki;
+use rpc_tests::feed::{FeedClient, FeedError, FeedImpl, FeedServer};
+use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
+use tokio::time::Instant;
+
+/// Long enough for a loaded machine, short enough that a hang shows.
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn serve(feed: FeedImpl, builder: ServerBuilder) -> (RunningServer, String) {
+    let server = builder
+        .add_service(FeedServer::new(feed))
+        .add_service(TestServiceServer::new(TestServiceImpl::default()))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = server.local_addr().expect("local addr").to_string();
+    (server, addr)
+}
+
+fn client(addr: &str) -> FeedClient {
+    FeedClient::new(Channel::direct(addr).expect("channel")).expect("client")
+}
+
+fn client_with(addr: &str, settings: StreamSettings) -> FeedClient {
+    let channel = Channel::direct(addr).expect("channel").with_stream_settings(settings);
+    FeedClient::new(channel).expect("client")
+}
+
+/// Every item of `stream` until its end, failing on an error.
+async fn collect<T>(stream: rpc_core::Streaming<T>) -> Vec<T> {
+    tokio::time::timeout(WAIT, stream.map(|item| item.expect("an item")).collect())
+        .await
+        .expect("the stream ended in time")
+}
+
+/// The three shapes against `client`.
+async fn three_shapes(client: &FeedClient) {
+    let counted = collect(client.count(500, 0).await.expect("count starts")).await;
+    assert_eq!(counted, (0..500).collect::<Vec<u64>>());
+
+    let sum = client
+        .sum(u64::MAX, futures_util::stream::iter((1..=100u64).filter(|n| *n != 13)))
+        .await
+        .expect("sum");
+    assert_eq!(sum, 5050 - 13);
+
+    // Bidirectional, in lock step: each answer arrives before the next message is sent.
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(1);
+    let mut replies = client
+        .chat("re: ".to_owned(), tokio_stream(rx))
+        .await
+        .expect("chat starts");
+    for word in ["one", "two", "three"] {
+        tx.send(word.to_owned()).await.expect("send");
+        let reply = tokio::time::timeout(WAIT, replies.next())
+            .await
+            .expect("a reply in time");
+        assert_eq!(reply.expect("a reply").expect("no error"), format!("re: {word}"));
+    }
+    drop(tx);
+    assert!(
+        tokio::time::timeout(WAIT, replies.next())
+            .await
+            .expect("the end")
+            .is_none(),
+        "the server ends its stream once the client's ends"
+    );
+}
+
+/// A stream of what `rx` receives.
+fn tokio_stream<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+#[tokio::test]
+async fn the_three_shapes_over_tcp() {
+    let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
+    three_shapes(&client(&addr)).await;
+}
+
+#[tokio::test]
+async fn the_three_shapes_over_tls() {
+    let pki = TestPki::new();
+    let tls = ServerTls::load(&ServerTlsConfig {
+        cert: pki.server.cert.clone(),
+        key: pki.server.key.clone(),
+        client_ca: Some(pki.ca.ca()),
+        handshake_timeout_ms: 2_000,
+        reload_check_ms: 0,
+    })
+    .await
+    .expect("server TLS");
+    let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new().tls(tls)).await;
+    let options = ClientOptions {
+        tls: Some(
+            ClientTls::load(&ClientTlsConfig {
+                ca: Some(pki.ca.ca()),
+                cert: Some(pki.client.cert.clone()),
+                key: Some(pki.client.key.clone()),
+                server_name: None,
+            })
+            .await
+            .expect("client TLS"),
+        ),
+        ..ClientOptions::default()
+    };
+    let feed = FeedClient::new(Channel::direct_with(&addr, options).expect("channel")).expect("client");
+    three_shapes(&feed).await;
+}
+
+#[tokio::test]
+async fn a_typed_error_ends_a_stream_after_its_items() {
+    let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
+    let items: Vec<_> = client(&addr).faulty(3).await.expect("starts").collect().await;
+    assert_eq!(items.len(), 4, "{items:?}");
+    for (i, item) in items[..3].iter().enumerate() {
+        assert_eq!(item.as_ref().expect("an item"), &(i as u64));
+    }
+    match &items[3] {
+        Err(RpcError::Application(FeedError::FailedAt(3))) => {}
+        other => panic!("expected the typed error, got {other:?}"),
+    }
+    // A client stream's handler that fails answers the typed error as the call's result.
+    let refused = client(&addr).sum(10, futures_util::stream::iter([1u64, 13, 2])).await;
+    assert!(
+        matches!(refused, Err(RpcError::Application(FeedError::Refused(13)))),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_reader_holds_back_the_writer() {
+    let feed = FeedImpl::default();
+    let stats = feed.stats.clone();
+    let (_server, addr) = serve(feed, ServerBuilder::new()).await;
+    // Bounded by messages: 16 items of 1 KiB.
+    let window = StreamWindow {
+        messages: 16,
+        bytes: 1 << 20,
+    };
+    let settings = StreamSettings {
+        window,
+        ..StreamSettings::default()
+    };
+    let mut blobs = client_with(&addr, settings).blobs(1024).await.expect("starts");
+    let mut read = 0u64;
+    for _ in 0..40 {
+        let blob = blobs.next().await.expect("an item").expect("no error");
+        assert_eq!(blob.len(), 1024);
+        read += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let produced = stats.produced.load(Ordering::SeqCst);
+        assert!(
+            produced <= read + u64::from(window.messages),
+            "the server produced {produced} items for a reader of {read} with a window of {}",
+            window.messages
+        );
+    }
+    // Bounded by bytes: 16 KiB of 1 KiB items.
+    drop(blobs);
+    wait_until(WAIT, "the first stream is dropped", || async {
+        stats.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let before = stats.produced.load(Ordering::SeqCst);
+    let window = StreamWindow {
+        messages: 10_000,
+        bytes: 16 * 1024,
+    };
+    let settings = StreamSettings {
+        window,
+        ..StreamSettings::default()
+    };
+    let mut blobs = client_with(&addr, settings).blobs(1024).await.expect("starts");
+    for read in 1..=40u64 {
+        blobs.next().await.expect("an item").expect("no error");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let produced = stats.produced.load(Ordering::SeqCst) - before;
+        assert!(
+            produced <= read + 16 + 1,
+            "{produced} items produced for {read} read within 16 KiB"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_nobody_reads_does_not_hold_up_calls_on_its_connection() {
+    let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
+    let channel = Channel::direct(&addr).expect("channel");
+    let feed = FeedClient::new(channel.clone()).expect("client");
+    let calls = TestServiceClient::new(channel).expect("client");
+    // 64 KiB items, never read: the window fills and the stream waits.
+    let _unread = feed.blobs(64 * 1024).await.expect("starts");
+    for value in 0..50 {
+        let started = Instant::now();
+        assert_eq!(calls.echo(value).await.expect("echo"), value);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a call waited {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_stream_cancels_the_server_side() {
+    let feed = FeedImpl::default();
+    let stats = feed.stats.clone();
+    let (_server, addr) = serve(feed, ServerBuilder::new()).await;
+    let mut blobs = client(&addr).blobs(16).await.expect("starts");
+    for _ in 0..5 {
+        blobs.next().await.expect("an item").expect("no error");
+    }
+    drop(blobs);
+    wait_until(WAIT, "the handler's stream is dropped", || async {
+        stats.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+/// A client stream without end that notices when it is dropped.
+fn endless_numbers(
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+) -> impl futures_util::Stream<Item = u64> + Send + 'static {
+    struct Flag(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let flag = Flag(dropped);
+    futures_util::stream::iter(0u64..).map(move |n| {
+        let _ = &flag;
+        n
+    })
+}
+
+#[tokio::test]
+async fn a_handler_that_drops_its_input_stops_the_client_sending() {
+    let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sum = client(&addr)
+        .sum(4, endless_numbers(dropped.clone()))
+        .await
+        .expect("sum of the first four");
+    assert_eq!(sum, 6);
+    wait_until(WAIT, "the client's input stream is dropped", || async {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_deadline_covers_the_whole_stream_and_the_idle_timeout_each_wait() {
+    let feed = FeedImpl::default();
+    let stats = feed.stats.clone();
+    let (_server, addr) = serve(feed, ServerBuilder::new()).await;
+    // An endless stream, an item every 20 ms, a 400 ms deadline.
+    let started = Instant::now();
+    let feed_client = client(&addr).with_timeout(Duration::from_millis(400));
+    let items: Vec<_> = feed_client.count(u64::MAX, 20).await.expect("starts").collect().await;
+    let took = started.elapsed();
+    let (last, ok) = items.split_last().expect("items");
+    assert!(ok.len() >= 3, "items before the deadline: {}", ok.len());
+    assert!(matches!(last, Err(e) if e.kind() == ErrorKind::Timeout), "{last:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the stream outlived its deadline: {took:?}"
+    );
+    wait_until(WAIT, "the server drops the stream", || async {
+        stats.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    // Items 1 s apart, a 200 ms idle timeout.
+    let settings = StreamSettings {
+        idle_timeout: Some(Duration::from_millis(200)),
+        ..StreamSettings::default()
+    };
+    let started = Instant::now();
+    let mut slow = client_with(&addr, settings).count(5, 1_000).await.expect("starts");
+    let first = tokio::time::timeout(WAIT, slow.next())
+        .await
+        .expect("an answer")
+        .expect("one");
+    assert!(matches!(&first, Err(e) if e.kind() == ErrorKind::Timeout), "{first:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "idle for {:?}",
+        started.elapsed()
+    );
+    assert!(slow.next().await.is_none(), "nothing follows the timeout");
+}
+
+#[tokio::test]
+async fn shutdown_lets_streams_run_until_the_drain_timeout_then_ends_them() {
+    let (server, addr) = serve(
+        FeedImpl::default(),
+        ServerBuilder::new().drain_timeout(Duration::from_millis(500)),
+    )
+    .await;
+    let mut counting = client(&addr).count(u64::MAX, 10).await.expect("starts");
+    counting.next().await.expect("an item").expect("no error");
+    let shutdown = tokio::spawn(server.shutdown());
+    // Items keep coming while the server drains...
+    let started = Instant::now();
+    let mut during_drain = 0;
+    let end = loop {
+        match tokio::time::timeout(WAIT, counting.next()).await.expect("no hang") {
+            Some(Ok(_)) => during_drain += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without saying why"),
+        }
+    };
+    // ...then the stream ends with shutting-down.
+    assert!(during_drain >= 10, "{during_drain} items during the drain");
+    assert_eq!(end.kind(), ErrorKind::ShuttingDown, "{end}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "ended after {:?}",
+        started.elapsed()
+    );
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown ends")
+        .expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_unary_call_of_a_stream_method_and_a_stream_of_a_unary_one_are_refused_clearly() {
+    let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
+    let channel = Channel::direct(&addr).expect("channel");
+    // What an older client (that cannot stream) gets for a streaming method.
+    let method = rpc_core::client::MethodDescriptor::dynamic("Feed:1.0", "count");
+    let policy = channel.policy("Feed:1.0", "count", false);
+    let unary = channel.call(method, &(3u64, 0u64), None::<&()>, &policy, None).await;
+    let error = unary.expect_err("refused");
+    assert_eq!(error.kind(), ErrorKind::Unsupported, "{error}");
+    assert!(error.to_string().contains("streaming method"), "{error}");
+    // A stream of a plain method.
+    let method = rpc_core::client::MethodDescriptor::dynamic("TestService:1.0", "echo");
+    let policy = channel.policy("TestService:1.0", "echo", false);
+    let stream = channel.open_stream(method, &(1u64,), None::<&()>, &policy, None).await;
+    let error = stream.expect_err("refused");
+    assert_eq!(error.kind(), ErrorKind::Unsupported, "{error}");
+    assert!(error.to_string().contains("not a streaming method"), "{error}");
+}
+
+/// Records what an interceptor saw: `request` at a start, the outcome at an end.
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl rpc_core::Interceptor for Seen {
+    fn on_request(&self, ctx: &mut rpc_core::context::CallContext) -> Result<(), RpcError> {
+        self.0.lock().unwrap().push(format!("{} start", ctx.method()));
+        Ok(())
+    }
+
+    fn on_response(&self, ctx: &rpc_core::context::CallContext, outcome: rpc_core::Outcome) {
+        self.0.lock().unwrap().push(format!(
+            "{} {}",
+            ctx.method(),
+            rpc_core::metrics::outcome_label(outcome)
+        ));
+    }
+}
+
+impl Seen {
+    fn log(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn tokens_and_interceptors_see_a_stream_start_and_end() {
+    let on_server = Seen::default();
+    let builder = ServerBuilder::new()
+        .interceptor(rpc_core::auth::BearerTokens::new(["alpha"]))
+        .interceptor(on_server.clone());
+    let (_server, addr) = serve(FeedImpl::default(), builder).await;
+    let refused = client(&addr).count(3, 0).await.expect_err("no token");
+    assert_eq!(refused.kind(), ErrorKind::Unauthenticated, "{refused}");
+
+    let on_client = Seen::default();
+    let channel = Channel::direct(&addr)
+        .expect("channel")
+        .with_metadata("authorization", "Bearer alpha")
+        .with_interceptor(on_client.clone());
+    let feed = FeedClient::new(channel).expect("client");
+    assert_eq!(collect(feed.count(3, 0).await.expect("starts")).await, vec![0, 1, 2]);
+    let failed: Vec<_> = feed.faulty(1).await.expect("starts").collect().await;
+    assert!(failed.last().is_some_and(Result::is_err));
+    let mut dropped = feed.count(u64::MAX, 5).await.expect("starts");
+    dropped.next().await.expect("an item").expect("no error");
+    drop(dropped);
+    let expected = [
+        "count start",
+        "count ok",
+        "faulty start",
+        "faulty application_error",
+        "count start",
+        "count cancelled",
+    ];
+    assert_eq!(on_client.log(), expected);
+    wait_until(
+        WAIT,
+        "the server's interceptor sees the cancelled stream end",
+        || async { on_server.log().len() == expected.len() },
+    )
+    .await;
+    assert_eq!(on_server.log(), expected);
+}
+
+#[tokio::test]
+async fn a_provider_killed_mid_stream_ends_the_stream_with_an_error() {
+    let yaml = format!(
+        "rpc:\n  server:\n    host: 127.0.0.1\n    port: 0\n  registry: {{ type: memory, root: \"{}\" }}\n",
+        rpc_tests::servers::unique_root("stream-kill")
+    );
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_test-provider"));
+    let mut provider = rpc_tests::process::ProviderProcess::start(binary, &yaml).await;
+    let feed = client(&format!("127.0.0.1:{}", provider.port));
+    let mut counting = feed.count(u64::MAX, 5).await.expect("starts");
+    for expected in 0..10u64 {
+        assert_eq!(counting.next().await.expect("an item").expect("no error"), expected);
+    }
+    provider.kill().await;
+    let killed = Instant::now();
+    let end = loop {
+        match tokio::time::timeout(WAIT, counting.next())
+            .await
+            .expect("the stream ends, no hang")
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended as if it were complete"),
+        }
+    };
+    assert_eq!(end.kind(), ErrorKind::ConnectionClosed, "{end}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "noticed after {:?}",
+        killed.elapsed()
+    );
+    assert!(counting.next().await.is_none());
+}
+
+/// A server of the previous build: it answers a request flagged as a stream `Unsupported`
+/// (what that build's admission did) and records every frame it receives.
+async fn previous_build_server() -> (String, Arc<std::sync::Mutex<Vec<rpc_core::protocol::MessageType>>>) {
+    use rpc_core::protocol::{encode_frame, flags, FrameDecoder, Header, MessageType, Status};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = received.clone();
+    tokio::spawn(async move {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let mut decoder = FrameDecoder::default();
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+                seen.lock().unwrap().push(frame.header.message_type);
+                if frame.header.message_type == MessageType::Request && frame.header.flags & flags::STREAM != 0 {
+                    let mut header = Header::new(MessageType::Response, frame.header.request_id);
+                    header.status = Status::Unsupported;
+                    let mut out = bytes::BytesMut::new();
+                    encode_frame(header, b"streaming calls are not supported by this server", &mut out);
+                    if socket.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            match socket.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn a_server_of_the_previous_build_refuses_streams_clearly_and_sees_no_stream_frame() {
+    use rpc_core::protocol::MessageType;
+    let (addr, received) = previous_build_server().await;
+    let feed = client(&addr);
+    let started = Instant::now();
+    let refused = feed
+        .sum(10, futures_util::stream::iter(0..100u64))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
+    assert!(refused.to_string().contains("not supported"), "{refused}");
+    let refused = feed.count(3, 0).await.expect_err("refused");
+    assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused after {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let received = received.lock().unwrap().clone();
+    assert_eq!(
+        received,
+        vec![MessageType::Request, MessageType::Request],
+        "only the two requests"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_fails_over_before_it_starts() {
+    use rpc_core::client::{ClusterInvoker, ConnectionPool, InstanceSource};
+    use rpc_core::registry::ServiceInstance;
+    let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
+    let live: u16 = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port");
+    let dead = rpc_tests::servers::free_port();
+    let instances = vec![
+        ServiceInstance::new("Feed", "1.0", "127.0.0.1", dead),
+        ServiceInstance::new("Feed", "1.0", "127.0.0.1", live),
+    ];
+    let invoker = ClusterInvoker::new(
+        InstanceSource::Fixed(Arc::from(instances)),
+        Arc::new(ConnectionPool::new(ClientOptions::default())),
+        Arc::new(rpc_core::fault::InstanceHealth::default()),
+    );
+    let feed = FeedClient::new(Channel::new(Arc::new(invoker))).expect("client");
+    for _ in 0..4 {
+        assert_eq!(
+            collect(feed.count(3, 0).await.expect("starts on the live instance")).await,
+            vec![0, 1, 2]
+        );
+    }
+}
