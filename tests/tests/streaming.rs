@@ -549,3 +549,94 @@ async fn a_stream_fails_over_before_it_starts() {
         );
     }
 }
+
+/// `curl` posting `body` to `url`, its output as it streams (`-N`), with the status last.
+async fn curl_stream(url: String, body: &'static str) -> (String, u16) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-N",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args(["--data", body, &url])
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (body.to_owned(), status.parse().unwrap_or(0))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn http_json_answers_a_server_stream_as_ndjson() {
+    let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
+    let (body, status) = curl_stream(format!("http://{addr}/Feed/count"), r#"{"count": 3, "delay_ms": 5}"#).await;
+    assert_eq!((status, body.as_str()), (200, "0\n1\n2\n"));
+    let (body, status) = curl_stream(format!("http://{addr}/Feed/faulty"), "[2]").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "0\n1\n{\"error\":{\"FailedAt\":2}}\n");
+    // A method that takes a stream is for the RPC protocol.
+    let (body, status) = curl_stream(format!("http://{addr}/Feed/sum"), "[3]").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("invalid_argument") && body.contains("takes a stream"),
+        "{body}"
+    );
+    // The OpenAPI document describes the server stream and leaves the others out.
+    let (body, status) = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &format!("http://{addr}/openapi.json")])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (body.to_owned(), status.parse::<u16>().unwrap_or(0))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let count = &doc["paths"]["/Feed:1.0/count"]["post"]["responses"]["200"]["content"];
+    assert!(count["application/x-ndjson"].is_object(), "{count}");
+    assert!(doc["paths"]["/Feed:1.0/sum"].is_null());
+    assert!(doc["paths"]["/Feed:1.0/chat"].is_null());
+}
+
+#[tokio::test]
+async fn python_reads_ndjson_lines_as_they_come_and_its_leaving_cancels_the_stream() {
+    let feed = FeedImpl::default();
+    let stats = feed.stats.clone();
+    let (_server, addr) = serve(feed, ServerBuilder::new()).await;
+    // Reads three lines of an endless stream with the standard library, then leaves.
+    let script = format!(
+        r#"
+import json, urllib.request
+request = urllib.request.Request("http://{addr}/Feed/count", data=json.dumps({{"count": 18446744073709551615, "delay_ms": 10}}).encode(), headers={{"Content-Type": "application/json"}})
+with urllib.request.urlopen(request, timeout=10) as answer:
+    assert answer.headers["Content-Type"] == "application/x-ndjson", answer.headers["Content-Type"]
+    print([json.loads(answer.readline()) for _ in range(3)])
+"#
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[0, 1, 2]");
+    wait_until(WAIT, "the handler's stream is dropped once the client left", || async {
+        stats.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}

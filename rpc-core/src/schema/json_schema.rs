@@ -43,6 +43,9 @@ impl Refs<'_> {
         if let Some(error) = &m.error {
             out["error"] = self.shape(error);
         }
+        if let Some(shape) = m.streaming {
+            out["streaming"] = json!(shape);
+        }
         out
     }
 

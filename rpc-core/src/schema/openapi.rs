@@ -3,13 +3,16 @@
 //!
 //! Each method is `POST /{name}:{version}/{method}` with its arguments as a JSON object by
 //! parameter name; `200` carries the result, `422` the method's own error under `"error"`, and
-//! any other status a framework error `{"code", "message"}`. The types of each service are
+//! any other status a framework error `{"code", "message"}`. A method that returns a stream
+//! answers its items as NDJSON (`application/x-ndjson`); one that takes a stream is left out
+//! (it is called over the RPC protocol). The types of each service are
 //! components named `{service}.{type}`, so two services may each have their own `User`.
 
 use serde_json::{json, Map, Value};
 
 use super::json_schema::Refs;
 use super::shape::ServiceSchema;
+use crate::stream::StreamShape;
 
 /// The OpenAPI 3.1 document of `services`.
 pub fn openapi(services: &[&ServiceSchema]) -> Value {
@@ -36,9 +39,20 @@ pub fn openapi(services: &[&ServiceSchema]) -> Value {
             components.insert(format!("{}.{name}", service.name), schema);
         }
         for method in &service.methods {
+            // A method that takes a stream is called over the RPC protocol only.
+            if method.streaming.is_some_and(StreamShape::client_sends) {
+                continue;
+            }
             let described = refs.method(method);
             let mut responses = Map::new();
-            responses.insert("200".to_owned(), response("The result.", described["result"].clone()));
+            let result = match method.streaming {
+                Some(_) => json!({
+                    "description": "The items, one JSON value per line, as the server sends them. An error ends them with a last line: {\"error\": value} for the method's own error, {\"code\", \"message\"} for a framework error.",
+                    "content": {"application/x-ndjson": {"schema": described["result"].clone()}},
+                }),
+                None => response("The result.", described["result"].clone()),
+            };
+            responses.insert("200".to_owned(), result);
             if let Some(error) = described.get("error") {
                 let wrapped = json!({"type": "object", "properties": {"error": error}, "required": ["error"]});
                 responses.insert("422".to_owned(), response("The method's own error.", wrapped));

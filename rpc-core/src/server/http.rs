@@ -20,6 +20,10 @@
 //!   limits apply.
 //! * Answers: the result as JSON with `200`; the method's own error as `{"error": value}` with
 //!   `422`; a framework error as `{"code", "message"}` with the status its code maps to.
+//! * A method that returns a stream answers `200` with its items as NDJSON
+//!   (`application/x-ndjson`), one JSON value per line, sent as the client reads them; an
+//!   error ends them with a last line `{"error": value}` or `{"code", "message"}`. A method
+//!   that takes a stream is refused (`400`): it is called over the RPC protocol.
 //! * `GET /{name}` describes the service (JSON Schema of every method, see
 //!   [`ServiceSchema::to_json_schema`]); `GET /openapi.json` is the OpenAPI 3.1 document of
 //!   every service served (see [`crate::schema::openapi`]). Both are built once per server.
@@ -35,7 +39,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -45,8 +50,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
-use super::call::{ServerCall, StackCall};
-use super::finish::{call_span, drive, panicked, EndGuard};
+use super::call::{ServerCall, StackCall, StreamParts};
+use super::finish::{call_span, drive, panicked, with_deadline, EndGuard};
+use super::stream::{start_handler, StreamEnded};
 use super::Shared;
 use crate::auth::AUTHORIZATION;
 use crate::body::Body;
@@ -59,6 +65,12 @@ use crate::reply::Reply;
 use crate::schema::{openapi, ServiceSchema};
 use crate::serializer::SerializerKind;
 use crate::service::Service;
+use crate::stream::{ItemStream, StreamShape};
+use futures_util::{FutureExt, StreamExt};
+use std::future::Future;
+
+/// The body of every answer: one piece, or a stream's lines as they come.
+type HttpBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Request headers that carry one metadata entry each: `rpc-meta-{key}`.
 pub const METADATA_HEADER_PREFIX: &str = "rpc-meta-";
@@ -110,7 +122,7 @@ impl Refused {
         self
     }
 
-    fn response(self) -> Response<Full<Bytes>> {
+    fn response(self) -> Response<HttpBody> {
         let mut response = failure(self.status, self.message);
         if let Some(http) = self.http {
             *response.status_mut() = http;
@@ -183,7 +195,7 @@ where
 }
 
 impl Conn {
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, request: Request<Incoming>) -> Response<HttpBody> {
         let path = request.uri().path().trim_start_matches('/').to_owned();
         let segments: Vec<&str> = path.split('/').collect();
         match (request.method(), segments.as_slice()) {
@@ -242,12 +254,7 @@ impl Conn {
     }
 
     /// Runs one call: admission, arguments, context, then the same path as an RPC call.
-    async fn call(
-        &self,
-        service: Arc<dyn Service>,
-        method: String,
-        request: Request<Incoming>,
-    ) -> Response<Full<Bytes>> {
+    async fn call(&self, service: Arc<dyn Service>, method: String, request: Request<Incoming>) -> Response<HttpBody> {
         let shared = &self.shared;
         let now = Instant::now();
         shared.activity.call_arrived();
@@ -259,6 +266,14 @@ impl Conn {
         }
         if !service.methods().contains(&method.as_str()) {
             return rejected(Reply::method_not_found(service.key(), &method));
+        }
+        let streams = service.stream_shape(&method);
+        if streams.is_some_and(StreamShape::client_sends) {
+            let message = format!(
+                "{}/{method} takes a stream: call it over the RPC protocol (HTTP/JSON serves methods that return one as NDJSON)",
+                service.key()
+            );
+            return rejected(Reply::failure(Status::Unsupported, message));
         }
         let (parts, body) = request.into_parts();
         let (metadata, deadline) = match call_context(&parts.headers, shared, now) {
@@ -295,6 +310,9 @@ impl Conn {
         }
         let intercepted = !shared.interceptors.is_empty();
         let span = call_span(&ctx);
+        if streams.is_some() {
+            return self.stream(service, ctx, args, deadline, permit).instrument(span).await;
+        }
         let reply = match &shared.stack {
             Some(stack) => {
                 let call = StackCall::new(
@@ -325,6 +343,57 @@ impl Conn {
         };
         drop(permit);
         reply_response(reply)
+    }
+
+    /// Runs a method that returns a stream: its handler (through the layers) under the
+    /// deadline, then its items as NDJSON lines as the client reads them (see [`Lines`]).
+    async fn stream(
+        &self,
+        service: Arc<dyn Service>,
+        ctx: CallContext,
+        args: Body,
+        deadline: Option<Instant>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Response<HttpBody> {
+        let shared = &self.shared;
+        let output = Arc::new(std::sync::Mutex::new(None));
+        let parts = StreamParts {
+            input: None,
+            output: output.clone(),
+        };
+        let call = ServerCall::streaming(ctx.clone(), SerializerKind::Json, args, service, parts);
+        let handler = context::scope(
+            ctx.clone(),
+            AssertUnwindSafe(start_handler(shared, call)).catch_unwind(),
+        );
+        let mut ended = StreamEnded::new(shared.clone(), ctx.clone());
+        let started = tokio::select! {
+            biased;
+            _ = shared.ending.cancelled() => Reply::failure(Status::ShuttingDown, "server shutting down"),
+            started = with_deadline(handler, deadline) => match started {
+                None => Reply::failure(Status::DeadlineExceeded, "deadline exceeded on the server"),
+                Some(Ok(reply)) => reply,
+                Some(Err(panic)) => panicked("", ctx.request_id(), panic.as_ref()),
+            },
+        };
+        let items = output.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let Some(items) = items.filter(|_| started.status == Status::Ok) else {
+            ended.outcome = Outcome::from_status(started.status);
+            return reply_response(started);
+        };
+        let lines = Lines {
+            items,
+            ctx,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            ending: Box::pin(shared.ending.clone().cancelled_owned()),
+            ended: Some(ended),
+            _permit: permit,
+        };
+        let mut response = Response::new(StreamBody::new(lines).boxed_unsync());
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        response
     }
 
     /// Drives a started call under its deadline and the server's abort; the interceptors hear
@@ -383,6 +452,93 @@ impl Conn {
             }
             _ => Err("the body must be the arguments as a JSON array or an object by parameter name".to_owned()),
         }
+    }
+}
+
+/// A stream's items as NDJSON: each item's JSON on a line of its own, taken from the handler
+/// only as the client reads (hyper polls for the next frame once the last was written). An
+/// error ends the lines with one more: `{"error": value}` for the method's own error,
+/// `{"code", "message"}` for a framework error (the deadline, the server shutting down); the
+/// status line said 200 long before. Its end (or its drop, when the client leaves) is the
+/// stream's end for the interceptors and metrics.
+struct Lines {
+    items: ItemStream,
+    ctx: CallContext,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    ending: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// Until the end is told.
+    ended: Option<StreamEnded>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Lines {
+    /// The last line, for an end other than `Ok`; the stream's outcome is told.
+    fn end(&mut self, reply: Reply) -> Option<Bytes> {
+        let mut ended = self.ended.take()?;
+        ended.outcome = Outcome::from_status(reply.status);
+        let line = match reply.status {
+            Status::Ok => return None,
+            Status::ApplicationError => {
+                let error = reply.body.as_one();
+                let mut text = Vec::with_capacity(error.len() + 11);
+                text.extend_from_slice(b"{\"error\":");
+                text.extend_from_slice(&error);
+                text.extend_from_slice(b"}\n");
+                text
+            }
+            status => {
+                let (code, _) = code(status);
+                let mut text = json!({"code": code, "message": reply.message()})
+                    .to_string()
+                    .into_bytes();
+                text.push(b'\n');
+                text
+            }
+        };
+        Some(Bytes::from(line))
+    }
+}
+
+impl futures_util::Stream for Lines {
+    type Item = Result<hyper::body::Frame<Bytes>, Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.ended.is_none() {
+            return Poll::Ready(None);
+        }
+        let stop = if this.ending.as_mut().poll(cx).is_ready() {
+            Some(Reply::failure(Status::ShuttingDown, "server shutting down"))
+        } else if this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready()) {
+            Some(Reply::failure(
+                Status::DeadlineExceeded,
+                "deadline exceeded on the server",
+            ))
+        } else {
+            let polled = context::scope(
+                this.ctx.clone(),
+                std::future::poll_fn(|cx| this.items.poll_next_unpin(cx)),
+            );
+            match std::pin::pin!(polled).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(item))) => {
+                    let mut line = bytes::BytesMut::with_capacity(item.len() + 1);
+                    for part in item.parts() {
+                        line.extend_from_slice(part);
+                    }
+                    line.extend_from_slice(b"\n");
+                    return Poll::Ready(Some(Ok(hyper::body::Frame::data(line.freeze()))));
+                }
+                Poll::Ready(Some(Err(end))) => Some(end),
+                Poll::Ready(None) => Some(Reply::empty()),
+            }
+        };
+        let last = stop.and_then(|reply| this.end(reply));
+        Poll::Ready(last.map(|line| Ok(hyper::body::Frame::data(line))))
     }
 }
 
@@ -450,13 +606,13 @@ async fn read_body(body: Incoming, shared: &Shared) -> Result<Bytes, Refused> {
 }
 
 /// A request refused before it ran, counted like an RPC refusal.
-fn rejected(reply: Reply) -> Response<Full<Bytes>> {
+fn rejected(reply: Reply) -> Response<HttpBody> {
     metrics::server_rejected(reply.status);
     reply_response(reply)
 }
 
 /// The HTTP answer of a reply: the result, the method's error, or a framework error.
-fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
+fn reply_response(reply: Reply) -> Response<HttpBody> {
     match reply.status {
         Status::Ok => json_response(StatusCode::OK, reply.body.as_one().into_owned()),
         Status::ApplicationError => {
@@ -475,7 +631,7 @@ fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
 fn code(status: Status) -> (&'static str, StatusCode) {
     match status {
         Status::ServiceNotFound | Status::MethodNotFound => ("not_found", StatusCode::NOT_FOUND),
-        Status::DecodeError | Status::InvalidMetadata | Status::ProtocolError => {
+        Status::DecodeError | Status::InvalidMetadata | Status::ProtocolError | Status::Unsupported => {
             ("invalid_argument", StatusCode::BAD_REQUEST)
         }
         Status::Unauthenticated => ("unauthenticated", StatusCode::UNAUTHORIZED),
@@ -488,14 +644,14 @@ fn code(status: Status) -> (&'static str, StatusCode) {
 }
 
 /// A framework error: `{"code", "message"}` with its HTTP status.
-fn failure(status: Status, message: impl Into<String>) -> Response<Full<Bytes>> {
+fn failure(status: Status, message: impl Into<String>) -> Response<HttpBody> {
     let (code, http) = code(status);
     let body = json!({"code": code, "message": message.into()}).to_string();
     json_response(http, Bytes::from(body))
 }
 
-fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+fn json_response(status: StatusCode, body: Bytes) -> Response<HttpBody> {
+    let mut response = Response::new(Full::new(body).boxed_unsync());
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -213,14 +213,10 @@ impl StreamTask {
             input,
             output: output.clone(),
         };
-        let server_call = ServerCall::streaming(ctx.clone(), serializer, args, service, parts);
-        let handler: BoxFuture<'static, Reply> = match &shared.stack {
-            Some(stack) => Box::pin(StackCall::new(stack, server_call, false)),
-            None => Box::pin(tower::ServiceExt::oneshot(Dispatch, server_call).map(|r| match r {
-                Ok(reply) => reply,
-                Err(never) => match never {},
-            })),
-        };
+        let handler = start_handler(
+            &shared,
+            ServerCall::streaming(ctx.clone(), serializer, args, service, parts),
+        );
         let tx_items = tx.clone();
         let work = async move {
             let reply = handler.await;
@@ -237,11 +233,7 @@ impl StreamTask {
                 _ => Some(reply),
             }
         };
-        let mut ended = Ended {
-            shared: &shared,
-            ctx: &ctx,
-            outcome: Outcome::Cancelled,
-        };
+        let mut ended = StreamEnded::new(shared.clone(), ctx.clone());
         let scoped = context::scope(ctx.clone(), AssertUnwindSafe(work).catch_unwind());
         let mut scoped = pin!(scoped);
         let outcome = tokio::select! {
@@ -269,19 +261,41 @@ impl StreamTask {
     }
 }
 
-/// Counts a stream's end and tells the interceptors, however the task ends (dropped when the
-/// client cancels: `Cancelled`).
-struct Ended<'a> {
-    shared: &'a Shared,
-    ctx: &'a CallContext,
-    outcome: Outcome,
+/// The handler of a streaming call, through the server's layers when it has any: it answers
+/// `Ok` (empty) once it returned its items, which the call's [`StreamParts`] then hold.
+pub(crate) fn start_handler(shared: &Shared, call: ServerCall) -> BoxFuture<'static, Reply> {
+    match &shared.stack {
+        Some(stack) => Box::pin(StackCall::new(stack, call, false)),
+        None => Box::pin(tower::ServiceExt::oneshot(Dispatch, call).map(|r| match r {
+            Ok(reply) => reply,
+            Err(never) => match never {},
+        })),
+    }
 }
 
-impl Drop for Ended<'_> {
+/// Counts a stream's end and tells the interceptors, however it ends (dropped when the
+/// client cancels or leaves: `Cancelled`, unless an outcome was set).
+pub(crate) struct StreamEnded {
+    shared: Arc<Shared>,
+    ctx: CallContext,
+    pub(crate) outcome: Outcome,
+}
+
+impl StreamEnded {
+    pub(crate) fn new(shared: Arc<Shared>, ctx: CallContext) -> Self {
+        Self {
+            shared,
+            ctx,
+            outcome: Outcome::Cancelled,
+        }
+    }
+}
+
+impl Drop for StreamEnded {
     fn drop(&mut self) {
         metrics::server_stream_ended(self.ctx.service(), self.ctx.method(), self.outcome);
         if !self.shared.interceptors.is_empty() {
-            self.shared.interceptors.on_response(self.ctx, self.outcome);
+            self.shared.interceptors.on_response(&self.ctx, self.outcome);
         }
     }
 }
