@@ -5,6 +5,7 @@
 
 use std::io::IsTerminal;
 
+use rpc::Streaming;
 use serde::{Deserialize, Serialize};
 
 /// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise; the scheduler's own
@@ -56,6 +57,8 @@ pub trait UserService {
     /// Which provider answered: its `host:port`.
     #[idempotent]
     async fn whoami(&self) -> String;
+    /// Every user from `from_id` on, one by one (a server stream).
+    async fn list_users(&self, from_id: u64) -> Streaming<User>;
 }
 
 /// A `UserService` over a fixed table, reporting `instance` as its address.
@@ -73,20 +76,31 @@ impl InMemoryUsers {
     }
 }
 
+/// The users' names; a user's id is its index.
+const NAMES: [&str; 5] = ["Ada", "Barbara", "Claude", "Dennis", "Edsger"];
+
+impl InMemoryUsers {
+    fn user(&self, id: u64) -> Option<User> {
+        let name = usize::try_from(id).ok().and_then(|i| NAMES.get(i))?;
+        Some(User {
+            id,
+            name: (*name).to_owned(),
+            served_by: self.instance.clone(),
+        })
+    }
+}
+
 impl UserService for InMemoryUsers {
     async fn get_user(&self, id: u64) -> Result<User, UserError> {
-        const NAMES: [&str; 5] = ["Ada", "Barbara", "Claude", "Dennis", "Edsger"];
-        match usize::try_from(id).ok().and_then(|i| NAMES.get(i)) {
-            Some(name) => Ok(User {
-                id,
-                name: (*name).to_owned(),
-                served_by: self.instance.clone(),
-            }),
-            None => Err(UserError::NotFound(id)),
-        }
+        self.user(id).ok_or(UserError::NotFound(id))
     }
 
     async fn whoami(&self) -> String {
         self.instance.clone()
+    }
+
+    async fn list_users(&self, from_id: u64) -> Streaming<User> {
+        let users: Vec<User> = (from_id..NAMES.len() as u64).filter_map(|id| self.user(id)).collect();
+        Streaming::from_iter(users)
     }
 }

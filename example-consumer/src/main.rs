@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use example_api::UserServiceClient;
+use rpc::stream::StreamExt;
 
 /// Call UserService through the registry.
 #[derive(Parser)]
@@ -64,6 +65,32 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
         }
     }
+    // A server stream: the users, one by one, as the provider sends them.
+    let mut streamed = 0u64;
+    let mut stream_failed = false;
+    match client.list_users(0).await {
+        Ok(mut users) => {
+            while let Some(user) = users.next().await {
+                match user {
+                    Ok(user) => {
+                        println!(
+                            "stream: user {} is {} (served by {})",
+                            user.id, user.name, user.served_by
+                        );
+                        streamed += 1;
+                    }
+                    Err(e) => {
+                        println!("stream: failed: {e}");
+                        stream_failed = true;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            println!("stream: failed to start: {e}");
+            stream_failed = true;
+        }
+    }
     consumer.close().await;
     let failed = args.calls - ok;
     let summary = serde_json::json!({
@@ -71,7 +98,8 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         "ok": ok,
         "failed": failed,
         "by_instance": by_instance,
+        "streamed": streamed,
     });
     println!("{summary}");
-    Ok(failed == 0)
+    Ok(failed == 0 && !stream_failed)
 }

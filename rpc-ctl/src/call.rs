@@ -7,15 +7,18 @@
 
 use std::sync::Arc;
 
-use rpc::client::{Consumer, MethodDescriptor};
+use futures_util::StreamExt;
+use rpc::client::{Channel, Consumer, MethodDescriptor};
 use rpc::config::RpcConfig;
+use rpc::fault::MethodPolicy;
 use rpc::protocol::Status;
 use rpc::registry::Registry;
-use rpc::SerializerKind;
+use rpc::stream::StreamEvent;
+use rpc::{SerializerKind, StreamShape};
 use serde_json::Value;
 
 use crate::error::CtlError;
-use crate::listing;
+use crate::{listing, schemas};
 
 /// Calls `key`'s `method` with `args` (a JSON array) and prints the result.
 pub async fn run(
@@ -28,6 +31,12 @@ pub async fn run(
 ) -> Result<(), CtlError> {
     let args = parse_args(args)?;
     listing::registered(&registry, key).await?;
+    let streams = schemas::stream_shape(&registry, key, method).await?;
+    if streams.is_some_and(StreamShape::client_sends) {
+        return Err(CtlError::Arguments(format!(
+            "{key}/{method} takes a stream of items as its last argument; rpc-ctl call cannot send one"
+        )));
+    }
     let mut config = config.clone();
     config.serializer = SerializerKind::Json;
     let builder = rpc::secure_consumer(Consumer::builder(&config), &config).await?;
@@ -35,6 +44,11 @@ pub async fn run(
     let channel = consumer.channel();
     let descriptor = MethodDescriptor::dynamic(key, method);
     let policy = channel.policy(key, method, false);
+    if streams.is_some() {
+        let printed = print_stream(&channel, descriptor, args, &policy, key, method).await;
+        consumer.close().await;
+        return printed;
+    }
     let result = match args {
         // The generated code sends `()` for a method without parameters.
         None => channel.call(descriptor, &(), None::<&()>, &policy, None).await,
@@ -42,9 +56,7 @@ pub async fn run(
     };
     consumer.close().await;
     let reply = result.map_err(|e| CtlError::from_call(key, method, e))?;
-    let body = reply.body.as_one();
-    let value: Value =
-        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let value = json_of(&reply.body.as_one());
     if reply.status == Status::ApplicationError {
         return Err(CtlError::Application {
             method: method.to_owned(),
@@ -58,6 +70,41 @@ pub async fn run(
     };
     println!("{text}");
     Ok(())
+}
+
+/// Opens the stream and prints each item as a line of JSON until its end.
+async fn print_stream(
+    channel: &Channel,
+    descriptor: &'static MethodDescriptor,
+    args: Option<Value>,
+    policy: &MethodPolicy,
+    key: &str,
+    method: &str,
+) -> Result<(), CtlError> {
+    let opened = match args {
+        None => channel.open_stream(descriptor, &(), None::<&()>, policy, None).await,
+        Some(args) => channel.open_stream(descriptor, &args, None::<&()>, policy, None).await,
+    };
+    let mut stream = opened.map_err(|e| CtlError::from_call(key, method, e))?;
+    while let Some(event) = stream.next().await {
+        match event {
+            StreamEvent::Item(body) => println!("{}", json_of(&body.as_one())),
+            StreamEvent::End(Ok(reply)) if reply.status == Status::ApplicationError => {
+                return Err(CtlError::Application {
+                    method: method.to_owned(),
+                    error: json_of(&reply.body.as_one()).to_string(),
+                });
+            }
+            StreamEvent::End(Ok(_)) => break,
+            StreamEvent::End(Err(e)) => return Err(CtlError::from_call(key, method, e)),
+        }
+    }
+    Ok(())
+}
+
+/// A JSON body as a value (text that is not JSON as a string).
+fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }
 
 /// The arguments to send: `None` for `[]`, the array otherwise.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rpc::registry::{Registry, ServiceInstance};
 use rpc::schema::{compare, Difference, MethodSchema, ServiceSchema, TypeDef, VariantData};
+use rpc::StreamShape;
 use serde_json::{json, Value};
 
 use crate::error::CtlError;
@@ -91,6 +92,18 @@ pub async fn describe(registry: &Arc<dyn Registry>, key: &str, json: bool) -> Re
         }
     }
     Ok(())
+}
+
+/// Whether `key`'s `method` streams, and which way, by the schema most of its instances use
+/// (`None` also when they published none).
+pub async fn stream_shape(
+    registry: &Arc<dyn Registry>,
+    key: &str,
+    method: &str,
+) -> Result<Option<StreamShape>, CtlError> {
+    let (groups, _) = in_use(registry, key).await?;
+    let schema = groups.iter().find_map(|g| g.schema.as_ref());
+    Ok(schema.and_then(|s| s.method(method)).and_then(|m| m.streaming))
 }
 
 /// Lists the schemas `key`'s instances use and, for each pair in each direction (clients of
@@ -196,10 +209,19 @@ fn print_json(groups: &[InUse], bare: &[String], pairs: &[Pair<'_>]) {
 
 /// `name(arg: T, ...) -> R` (with `Result<R, E>` for a typed error, and `[idempotent]`).
 fn signature(m: &MethodSchema) -> String {
-    let args: Vec<String> = m.args.iter().map(|a| format!("{}: {}", a.name, a.shape)).collect();
+    let mut args: Vec<String> = m.args.iter().map(|a| format!("{}: {}", a.name, a.shape)).collect();
+    let streams = |sends: fn(StreamShape) -> bool| m.streaming.is_some_and(sends);
+    if let Some(last) = args.last_mut().filter(|_| streams(StreamShape::client_sends)) {
+        let (name, item) = last.split_once(": ").unwrap_or(("", last.as_str()));
+        *last = format!("{name}: Streaming<{item}>");
+    }
     let result = match &m.error {
         Some(error) => format!("Result<{}, {error}>", m.result),
         None => m.result.to_string(),
+    };
+    let result = match streams(StreamShape::server_sends) {
+        true => format!("Streaming<{result}>"),
+        false => result,
     };
     let idempotent = if m.idempotent { "  [idempotent]" } else { "" };
     format!("{}({}) -> {result}{idempotent}", m.name, args.join(", "))

@@ -18,6 +18,9 @@ mod inbound;
 mod outbound;
 mod window;
 
+/// Re-exported so a stream's user needs no other crate: `use rpc::stream::StreamExt;` for
+/// `.next().await`.
+pub use futures_util::stream::{Stream, StreamExt};
 pub use inbound::{RawStream, StreamEvent};
 pub use window::StreamWindow;
 
@@ -31,7 +34,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_util::stream::{BoxStream, Stream, StreamExt};
+use futures_util::stream::BoxStream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
