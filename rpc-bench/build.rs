@@ -9,5 +9,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filename("volo_echo.rs".into())
         .write()?;
     println!("cargo:rerun-if-changed=idl/echo.thrift");
+    println!("cargo:rerun-if-changed=proto/echo.proto");
     Ok(())
 }

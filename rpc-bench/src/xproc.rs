@@ -202,8 +202,8 @@ pub fn report(m: &Measurement, json: bool) -> Result<(), BoxError> {
 /// `String` and record payloads at 256 outstanding; the other serializers (`Vec<u8>` and the
 /// record, 256 outstanding); rpc-core's server
 /// on 1, 2 and 4 workers; rpc-core with `Bytes` payloads from 4 KiB up; and rpc-core and tonic
-/// over TLS at 64 B and 4 KiB, 256 outstanding. `only` keeps the frameworks whose name contains
-/// it.
+/// over TLS at 64 B and 4 KiB, 256 outstanding; streams against tonic's (see
+/// `echo::streams`). `only` keeps the frameworks whose name contains it.
 pub fn matrix(only: Option<&str>) -> Vec<Case> {
     let mut frameworks = vec!["rpc-core/bincode".to_owned()];
     frameworks.extend(echo::peers().into_iter().map(str::to_owned));
@@ -265,6 +265,18 @@ pub fn matrix(only: Option<&str>) -> Vec<Case> {
     for framework in ["rpc-core/bincode+tls", "tonic/protobuf+tls"] {
         for size in [64, 4096] {
             cases.push(case(framework, PayloadKind::Bytes, size, 1, 256));
+        }
+    }
+    // Streams against tonic's: a server stream of 64 B and 64 KiB items, and a bidirectional
+    // ping-pong of 64 B, on one stream and on 32 at once.
+    for framework in ["rpc-core/stream+server", "tonic/stream+server"] {
+        for size in [64, 65_536] {
+            cases.push(case(framework, PayloadKind::Bytes, size, 1, 1));
+        }
+    }
+    for framework in ["rpc-core/stream+bidi", "tonic/stream+bidi"] {
+        for concurrency in [1, 32] {
+            cases.push(case(framework, PayloadKind::Bytes, 64, 1, concurrency));
         }
     }
     cases.retain(|c| only.is_none_or(|o| c.framework.contains(o)));

@@ -76,8 +76,14 @@ pub(crate) fn encode_with<E>(
             Ok(own.freeze())
         }
     })?;
+    Ok(assemble(written, shared))
+}
+
+/// A body of `written` with the shared byte strings `shared` (each with its offset in
+/// `written`) as pieces of their own; one that ends it, taken from a vector, is its tail.
+pub(crate) fn assemble(written: bytes::Bytes, shared: Vec<(usize, Claimed)>) -> Body {
     if shared.is_empty() {
-        return Ok(Body::from(written));
+        return Body::from(written);
     }
     // A vector with nothing written after it is the body's tail.
     let ends_in_vector = shared
@@ -91,10 +97,10 @@ pub(crate) fn encode_with<E>(
         start = at;
     }
     parts.push(written.slice(start..));
-    Ok(match ends_in_vector {
+    match ends_in_vector {
         true => Body::with_tail(parts),
         false => Body::from_parts(parts),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -231,6 +231,18 @@ impl SerializerKind {
         Some(rewritten.freeze())
     }
 
+    /// Decodes a whole value from the first `len` bytes of `src`, where a large
+    /// [`ByteSlice`](crate::byte_string::ByteSlice) shares `src`'s memory (a stream's item in
+    /// its batch).
+    pub(crate) fn decode_prefix<T: DeserializeOwned>(self, src: &Bytes, len: usize) -> Result<T, RpcError> {
+        let part = &src[..len];
+        match len < shared_bytes::SHARED_MIN {
+            // Too short to hold a byte string worth sharing.
+            true => self.decode(part),
+            false => shared_bytes::with_source(src, || self.decode(part)),
+        }
+    }
+
     /// Decodes a whole value from a body held as `Bytes`, where a large
     /// [`ByteSlice`](crate::byte_string::ByteSlice) shares the body's memory.
     pub fn decode_shared<T: DeserializeOwned>(self, src: &Bytes) -> Result<T, RpcError> {

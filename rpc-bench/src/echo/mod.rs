@@ -12,6 +12,7 @@ pub mod http_peer;
 pub mod payload;
 pub mod raw;
 pub mod rpc;
+pub mod streams;
 pub mod tarpc_peer;
 pub mod tonic_peer;
 #[cfg(feature = "volo")]
@@ -27,6 +28,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use payload::{Payload, PayloadKind};
+
+/// tonic's messages and services, from proto/echo.proto.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("echo");
+}
 
 /// Warm-up and measured window of one case, and whose CPU to read.
 #[derive(Debug, Clone, Copy)]
@@ -293,6 +300,9 @@ pub fn framework(name: &str) -> Option<Box<dyn Framework>> {
         "axum+http1.1" => return http(Server::Axum, false),
         "axum+h2" => return http(Server::Axum, true),
         _ => {}
+    }
+    if let Some(streams) = streams::framework(name) {
+        return Some(streams);
     }
     if let Some(rest) = name.strip_prefix("rpc-core/") {
         return rpc::RpcCore::parse(rest).map(|f| Box::new(f) as Box<dyn Framework>);

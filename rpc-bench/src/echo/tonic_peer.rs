@@ -9,10 +9,7 @@ use super::{
     echo_loop, spawn_server, tls_file, Framework, LoadFuture, Payload, PayloadKind, ServeFuture, Shape, Timing,
 };
 
-mod pb {
-    tonic::include_proto!("echo");
-}
-
+use super::pb;
 use pb::echo_client::EchoClient;
 use pb::echo_server::{Echo, EchoServer};
 

@@ -739,7 +739,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
                         let pending = shared.pending();
                         let full = pending.streams.get(&frame.header.request_id).is_some_and(|slot| {
                             matches!(
-                                slot.events.try_send(Inbound::Item(frame.body)),
+                                slot.events.try_send(Inbound::Batch(frame.body)),
                                 Err(mpsc::error::TrySendError::Full(_))
                             )
                         });

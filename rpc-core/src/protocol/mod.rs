@@ -26,7 +26,7 @@
 //! | Pong     | 4 | either | empty |
 //! | Cancel   | 5 | either | empty; from the client: the request with this id lost its caller, the server drops the handler and answers nothing; from the server: stop sending items of this stream |
 //! | GoAway   | 6 | server → client | optional UTF-8 reason; no new requests on this connection, those in flight complete |
-//! | StreamItem | 7 | either | one item of the stream with this request id, encoded with the frame's serializer |
+//! | StreamItem | 7 | either | items of the stream with this request id: each a 4-byte length and the item, encoded with the frame's serializer |
 //! | StreamEnd | 8 | client → server | empty; the client has sent all its items of this stream |
 //! | Credit   | 9 | either | 4-byte message count, 4-byte byte count: room for that many more items of this stream |
 //! | extension | 0x80–0xff | either | skipped by a receiver that does not know the type |
@@ -69,8 +69,9 @@
 //!    window, which also tells the client that the stream started. A server of an earlier
 //!    build answers the flagged request [`Status::Unsupported`]; the client sends no stream
 //!    frame before the Credit, so that server never sees one.
-//! 2. Items flow as StreamItem frames on the request id, each way the method streams. A
-//!    sender sends an item only while it has room (at least one message and one byte of
+//! 2. Items flow as StreamItem frames on the request id, each way the method streams. A frame
+//!    carries one item or more, each a 4-byte length and its bytes: a sender puts the items
+//!    that are ready at once in one frame. A sender sends an item only while it has room (at least one message and one byte of
 //!    credit left; an item may overrun the byte credit by itself); the receiver grants more
 //!    with Credit frames as its reader takes items. Neither side buffers more than its window
 //!    (plus one item), and a stream that nobody reads holds back its sender only.

@@ -66,7 +66,7 @@ use crate::schema::{openapi, ServiceSchema};
 use crate::serializer::SerializerKind;
 use crate::service::Service;
 use crate::stream::{ItemStream, StreamShape};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use std::future::Future;
 
 /// The body of every answer: one piece, or a stream's lines as they come.
@@ -521,7 +521,7 @@ impl futures_util::Stream for Lines {
         } else {
             let polled = context::scope(
                 this.ctx.clone(),
-                std::future::poll_fn(|cx| this.items.poll_next_unpin(cx)),
+                std::future::poll_fn(|cx| this.items.poll_next_body(cx)),
             );
             match std::pin::pin!(polled).poll(cx) {
                 Poll::Pending => return Poll::Pending,

@@ -59,7 +59,7 @@ impl Streams {
         let Some(input) = slots.get(&id).and_then(|slot| slot.input.as_ref()) else {
             return Ok(());
         };
-        match input.try_send(Inbound::Item(body)) {
+        match input.try_send(Inbound::Batch(body)) {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 Err(ProtocolError::Malformed("stream items beyond the credit granted"))
             }

@@ -8,22 +8,39 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use super::window::Grant;
 use crate::body::Body;
-use crate::error::RpcError;
+use crate::error::{ProtocolError, RpcError};
 use crate::interceptor::Outcome;
 use crate::protocol::Status;
 use crate::reply::Reply;
 
 /// What the connection's reader hands a stream's receiver.
 pub(crate) enum Inbound {
-    /// One encoded item.
-    Item(Body),
+    /// The items of a StreamItem frame: each a 4-byte length and its bytes.
+    Batch(Body),
     /// The sender's end: its Response (a client) or StreamEnd (a server), or why it broke.
+    End(Result<Reply, RpcError>),
+}
+
+/// Where a received item lies.
+pub(crate) enum ItemAt<'a> {
+    /// At the start of the batch being read, this many bytes.
+    Slice(&'a Bytes, usize),
+    /// In a body of its own: the last item of a frame read as its head and its byte string.
+    Whole(Body),
+}
+
+/// What [`RawStream::poll_with`] yields: an item as its reader read it, or the end.
+pub(crate) enum Polled<R> {
+    /// The item.
+    Item(R),
+    /// The stream's end (see [`StreamEvent::End`]).
     End(Result<Reply, RpcError>),
 }
 
@@ -47,6 +64,10 @@ pub enum StreamEvent {
 /// its input stops the client sending; a client that drops a stream cancels the call.
 pub struct RawStream {
     rx: mpsc::Receiver<Inbound>,
+    /// The items of a batch not read yet, and the byte string that ends its last one when the
+    /// frame was read as its head and that byte string (see `flags::TAIL`).
+    batch: Bytes,
+    tail: Option<Bytes>,
     grant: Grant,
     /// The error when the connection went away without an end.
     closed: Arc<dyn Fn() -> RpcError + Send + Sync>,
@@ -95,6 +116,8 @@ impl RawStream {
     ) -> Self {
         Self {
             rx,
+            batch: Bytes::new(),
+            tail: None,
             grant,
             closed,
             received: 0,
@@ -137,7 +160,7 @@ impl RawStream {
         self
     }
 
-    fn end(&mut self, end: Result<Reply, RpcError>, sender_gone: bool) -> Poll<Option<StreamEvent>> {
+    fn end<R>(&mut self, end: Result<Reply, RpcError>, sender_gone: bool) -> Poll<Option<Polled<R>>> {
         self.done = true;
         self.sender_gone = sender_gone;
         if let Some(on_end) = self.on_end.take() {
@@ -145,7 +168,80 @@ impl RawStream {
                 reply.status == Status::ApplicationError
             }));
         }
-        Poll::Ready(Some(StreamEvent::End(end)))
+        Poll::Ready(Some(Polled::End(end)))
+    }
+
+    /// An item of `len` bytes read: its credit given back, the idle timer reset, the metrics
+    /// counted.
+    fn took(&mut self, len: usize) {
+        self.grant.took(len);
+        self.received += 1;
+        if self.received == 4096 {
+            crate::metrics::stream_messages_received(self.side, std::mem::take(&mut self.received));
+        }
+        if let Some(timer) = self.timer.as_mut().filter(|t| t.idle.is_some()) {
+            timer.last = Instant::now();
+        }
+    }
+
+    /// The next event, the next item read by `read` from where it lies (no copy, no
+    /// allocation of its own: the generated code decodes it in place).
+    pub(crate) fn poll_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: impl FnOnce(ItemAt<'_>) -> R,
+    ) -> Poll<Option<Polled<R>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.batch.is_empty() {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Inbound::Batch(batch))) => {
+                    (self.batch, self.tail) = match batch.into_head_and_tail() {
+                        Ok((head, tail)) => (head, Some(tail)),
+                        Err(body) => (body.into_one(), None),
+                    };
+                }
+                Poll::Ready(Some(Inbound::End(end))) => return self.end(end, true),
+                Poll::Ready(None) => {
+                    let error = (self.closed)();
+                    return self.end(Err(error), true);
+                }
+                Poll::Pending => {
+                    return match self.poll_timer(cx) {
+                        Some(timeout) => self.end(Err(timeout), false),
+                        None => Poll::Pending,
+                    }
+                }
+            }
+        }
+        self.next_of_batch(read)
+    }
+
+    /// The next item of the batch being read.
+    fn next_of_batch<R>(&mut self, read: impl FnOnce(ItemAt<'_>) -> R) -> Poll<Option<Polled<R>>> {
+        if self.batch.len() >= 4 {
+            let len = u32::from_be_bytes([self.batch[0], self.batch[1], self.batch[2], self.batch[3]]) as usize;
+            let here = self.batch.len() - 4;
+            if here >= len {
+                self.batch.advance(4);
+                let item = read(ItemAt::Slice(&self.batch, len));
+                self.batch.advance(len);
+                self.took(len);
+                return Poll::Ready(Some(Polled::Item(item)));
+            }
+            // The last item, ending in the frame's byte string.
+            if let Some(tail) = self.tail.take().filter(|tail| here + tail.len() == len) {
+                self.batch.advance(4);
+                let head = std::mem::take(&mut self.batch);
+                let item = read(ItemAt::Whole(Body::with_tail([head, tail])));
+                self.took(len);
+                return Poll::Ready(Some(Polled::Item(item)));
+            }
+        }
+        (self.batch, self.tail) = (Bytes::new(), None);
+        let malformed = RpcError::Protocol(ProtocolError::Malformed("a batch of stream items"));
+        self.end(Err(malformed), false)
     }
 
     /// Whether the timer fired: the stream's end then.
@@ -172,32 +268,16 @@ impl Stream for RawStream {
     type Item = StreamEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamEvent>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(Inbound::Item(body))) => {
-                this.grant.took(body.len());
-                this.received += 1;
-                if this.received == 256 {
-                    crate::metrics::stream_messages_received(this.side, std::mem::take(&mut this.received));
-                }
-                if let Some(timer) = this.timer.as_mut().filter(|t| t.idle.is_some()) {
-                    timer.last = Instant::now();
-                }
-                Poll::Ready(Some(StreamEvent::Item(body)))
-            }
-            Poll::Ready(Some(Inbound::End(end))) => this.end(end, true),
-            Poll::Ready(None) => {
-                let error = (this.closed)();
-                this.end(Err(error), true)
-            }
-            Poll::Pending => match this.poll_timer(cx) {
-                Some(timeout) => this.end(Err(timeout), false),
-                None => Poll::Pending,
-            },
-        }
+        let item = |at: ItemAt<'_>| match at {
+            ItemAt::Slice(batch, len) => Body::from(batch.slice(..len)),
+            ItemAt::Whole(body) => body,
+        };
+        self.poll_with(cx, item).map(|event| {
+            event.map(|event| match event {
+                Polled::Item(body) => StreamEvent::Item(body),
+                Polled::End(end) => StreamEvent::End(end),
+            })
+        })
     }
 }
 
@@ -221,5 +301,77 @@ impl std::fmt::Debug for RawStream {
         f.debug_struct("RawStream")
             .field("done", &self.done)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::StreamWindow;
+    use futures_util::StreamExt;
+
+    fn batch(items: &[&[u8]]) -> Body {
+        let mut out = Vec::new();
+        for item in items {
+            out.extend_from_slice(&(item.len() as u32).to_be_bytes());
+            out.extend_from_slice(item);
+        }
+        Body::from(Bytes::from(out))
+    }
+
+    fn raw() -> (
+        mpsc::Sender<Inbound>,
+        mpsc::Receiver<crate::transport::OutFrame>,
+        RawStream,
+    ) {
+        let (events, rx) = mpsc::channel(8);
+        let (frames, written) = mpsc::channel(8);
+        let window = StreamWindow {
+            messages: 4,
+            bytes: 1024,
+        };
+        let stream = RawStream::new(
+            rx,
+            Grant::new(frames, 3, window),
+            Arc::new(|| RpcError::internal("closed")),
+            "client",
+        );
+        (events, written, stream)
+    }
+
+    #[tokio::test]
+    async fn batches_are_read_item_by_item_and_credit_goes_back() {
+        let (events, mut written, mut stream) = raw();
+        events
+            .try_send(Inbound::Batch(batch(&[b"one", b"", b"three"])))
+            .unwrap();
+        events.try_send(Inbound::End(Ok(Reply::empty()))).unwrap();
+        let mut items = Vec::new();
+        while let Some(StreamEvent::Item(body)) = stream.next().await {
+            items.push(body.into_one());
+        }
+        assert_eq!(items, [&b"one"[..], b"", b"three"]);
+        assert!(stream.next().await.is_none(), "nothing after the end");
+        // Half the window (2 of 4 messages) read: a credit went back.
+        assert!(written.try_recv().is_ok(), "a credit frame");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_batch_ends_the_stream_and_dropping_it_tells_the_sender() {
+        let (events, mut written, mut stream) = raw();
+        let mut bad = batch(&[b"ok"]).into_one().to_vec();
+        bad.extend_from_slice(&[0, 0, 0, 9, 1]);
+        events.try_send(Inbound::Batch(Body::from(Bytes::from(bad)))).unwrap();
+        assert!(matches!(stream.next().await, Some(StreamEvent::Item(_))));
+        match stream.next().await {
+            Some(StreamEvent::End(Err(RpcError::Protocol(ProtocolError::Malformed(_))))) => {}
+            other => panic!("expected a malformed batch to end the stream, got {other:?}"),
+        }
+        drop(stream);
+        let cancel = written.try_recv().expect("a cancel for the sender");
+        let crate::transport::OutFrame::Frame { header, .. } = cancel else {
+            panic!("a frame")
+        };
+        assert_eq!(header.message_type, crate::protocol::MessageType::Cancel);
     }
 }

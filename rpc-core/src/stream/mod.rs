@@ -7,9 +7,10 @@
 //!   `Stream<Item = Result<T, RpcError<E>>>`; an error ends it.
 //! * Underneath, a [`RawStream`] (module `inbound`) receives encoded items from a connection
 //!   and gives credit back as they are read, and the sending side (module `outbound`) sends
-//!   items only while the receiver's credit lasts ([`StreamWindow`], module `window`), taking
-//!   the next item from its source only then: a slow reader holds back the writer, and
-//!   neither side buffers more than a window.
+//!   an [`ItemStream`]'s items only while the receiver's credit lasts ([`StreamWindow`],
+//!   module `window`), taking and encoding the next item only then: a slow reader holds back
+//!   the writer, and neither side buffers more than a window. Items ready at once travel in
+//!   one frame.
 //! * Dropping a stream cancels the other side's work: a client that drops its stream cancels
 //!   the call (the server drops the handler's future); a handler that drops its input stream
 //!   stops the client sending.
@@ -24,7 +25,8 @@ pub use futures_util::stream::{Stream, StreamExt};
 pub use inbound::{RawStream, StreamEvent};
 pub use window::StreamWindow;
 
-pub(crate) use inbound::Inbound;
+pub(crate) use inbound::{Inbound, ItemAt, Polled};
+pub use outbound::ItemStream;
 pub(crate) use outbound::{send_items, Sent};
 pub(crate) use window::{control_frame, credit_frame, Grant, SendWindow};
 
@@ -67,10 +69,6 @@ impl StreamShape {
         matches!(self, Self::Server | Self::Bidi)
     }
 }
-
-/// Encoded items one side sends: `Ok` an item; `Err` ends the stream with that reply (an
-/// application error, or a failure status with its message).
-pub type ItemStream = BoxStream<'static, Result<Body, Reply>>;
 
 /// A stream of items of a streaming call: `Stream<Item = Result<T, RpcError<E>>>`.
 ///
@@ -195,20 +193,23 @@ impl<W: DeserializeOwned, T, E> Stream for Decoded<W, T, E> {
         let Some(raw) = this.raw.as_mut() else {
             return Poll::Ready(None);
         };
-        let event = match raw.poll_next_unpin(cx) {
+        let serializer = this.serializer;
+        let read = |at: ItemAt<'_>| match at {
+            ItemAt::Slice(batch, len) => serializer.decode_prefix::<W>(batch, len),
+            ItemAt::Whole(body) => serializer.decode_body::<W>(body),
+        };
+        let event = match raw.poll_with(cx, read) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(event) => event,
         };
         let item = match event {
-            Some(StreamEvent::Item(body)) => match this.serializer.decode_body::<W>(body) {
-                Ok(wire) => return Poll::Ready(Some(Ok((this.from_wire)(wire)))),
-                Err(e) => Some(Err(e.into_typed())),
-            },
-            Some(StreamEvent::End(Ok(reply))) => match reply.status {
+            Some(Polled::Item(Ok(wire))) => return Poll::Ready(Some(Ok((this.from_wire)(wire)))),
+            Some(Polled::Item(Err(e))) => Some(Err(e.into_typed())),
+            Some(Polled::End(Ok(reply))) => match reply.status {
                 Status::ApplicationError => Some(Err((this.application)(this.serializer, reply.body))),
                 _ => None,
             },
-            Some(StreamEvent::End(Err(e))) => Some(Err(e.into_typed())),
+            Some(Polled::End(Err(e))) => Some(Err(e.into_typed())),
             None => None,
         };
         // An error or the end: nothing follows (dropping the raw stream cancels the rest).
@@ -217,22 +218,18 @@ impl<W: DeserializeOwned, T, E> Stream for Decoded<W, T, E> {
     }
 }
 
-/// A handler's items encoded with `serializer` (each turned into its wire form by `to_wire`
-/// first); an error ends them with its reply. Generated code calls it.
+/// A handler's items, each encoded with `serializer` (turned into its wire form by `to_wire`
+/// first) when the server sends it; an error ends them with its reply. Generated code calls it.
 pub fn encode_items<T, W, S>(items: S, serializer: SerializerKind, to_wire: fn(T) -> W) -> ItemStream
 where
     S: Stream<Item = Result<T, RpcError>> + Send + 'static,
     T: 'static,
     W: Serialize + 'static,
 {
-    items
-        .map(move |item| match item {
-            Ok(value) => serializer
-                .encode_body(&to_wire(value))
-                .map_err(|e| Reply::from_error(&e)),
-            Err(error) => Err(Reply::from_error(&error)),
-        })
-        .boxed()
+    ItemStream::new(items, move |item, batch| match item {
+        Ok(value) => batch.put(serializer, &to_wire(value)),
+        Err(error) => Err(Reply::from_error(&error)),
+    })
 }
 
 /// Like [`encode_items`], for a handler whose items are `Result<T, E>`: an `Err(e)` ends the
@@ -244,32 +241,22 @@ where
     W: Serialize + 'static,
     E: Serialize + 'static,
 {
-    items
-        .map(move |item| match item {
-            Ok(Ok(value)) => serializer
-                .encode_body(&to_wire(value))
-                .map_err(|e| Reply::from_error(&e)),
-            Ok(Err(error)) => Err(Reply::application_error(serializer, &error)),
-            Err(error) => Err(Reply::from_error(&error)),
-        })
-        .boxed()
+    ItemStream::new(items, move |item, batch| match item {
+        Ok(Ok(value)) => batch.put(serializer, &to_wire(value)),
+        Ok(Err(error)) => Err(Reply::application_error(serializer, &error)),
+        Err(error) => Err(Reply::from_error(&error)),
+    })
 }
 
-/// A client's items for a streamed argument, encoded with `serializer` (each turned into its
-/// wire form by `to_wire` first). Generated code calls it.
+/// A client's items for a streamed argument, each encoded with `serializer` (turned into its
+/// wire form by `to_wire` first) when the client sends it. Generated code calls it.
 pub fn encode_input<T, W, S>(items: S, serializer: SerializerKind, to_wire: fn(T) -> W) -> ItemStream
 where
     S: Stream<Item = T> + Send + 'static,
     T: 'static,
     W: Serialize + 'static,
 {
-    items
-        .map(move |value| {
-            serializer
-                .encode_body(&to_wire(value))
-                .map_err(|e| Reply::from_error(&e))
-        })
-        .boxed()
+    ItemStream::new(items, move |value, batch| batch.put(serializer, &to_wire(value)))
 }
 
 /// The reply that ends `raw`, a stream that answers one value (a method that takes a stream

@@ -24,7 +24,7 @@ pub struct StreamWindow {
 impl Default for StreamWindow {
     fn default() -> Self {
         Self {
-            messages: 256,
+            messages: 65536,
             bytes: 1024 * 1024,
         }
     }
@@ -87,13 +87,24 @@ impl SendWindow {
         self.changed.notify_waiters();
     }
 
-    /// Waits until one more item may be sent: `false` when the receiver stopped the stream.
-    pub(crate) async fn ready(&self) -> bool {
-        self.wait(|room| match room.stopped {
-            true => Some(false),
-            false => (room.messages > 0 && room.bytes > 0).then_some(true),
-        })
-        .await
+    /// Waits until one more item may be sent: the room left then (messages, bytes), or `None`
+    /// when the receiver stopped the stream.
+    pub(crate) async fn ready(&self) -> Option<(i64, i64)> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let room = self.room();
+                if room.stopped {
+                    return None;
+                }
+                if room.messages > 0 && room.bytes > 0 {
+                    return Some((room.messages, room.bytes));
+                }
+            }
+            changed.await;
+        }
     }
 
     /// Waits for the receiver's first grant (which a stream that ended at once may have
@@ -120,11 +131,11 @@ impl SendWindow {
         }
     }
 
-    /// An item of `len` bytes was sent.
-    pub(crate) fn spend(&self, len: usize) {
+    /// `messages` items of `bytes` bytes in all were sent.
+    pub(crate) fn spend(&self, messages: i64, bytes: i64) {
         let mut room = self.room();
-        room.messages -= 1;
-        room.bytes -= i64::try_from(len).unwrap_or(i64::MAX);
+        room.messages -= messages;
+        room.bytes -= bytes;
     }
 }
 
@@ -197,10 +208,10 @@ mod tests {
             messages: 2,
             bytes: 100,
         }));
-        assert!(window.ready().await);
-        window.spend(60);
-        assert!(window.ready().await);
-        window.spend(60); // overruns the bytes by one item
+        assert_eq!(window.ready().await, Some((2, 100)));
+        window.spend(1, 60);
+        assert_eq!(window.ready().await, Some((1, 40)));
+        window.spend(1, 60); // overruns the bytes by one item
         let waiting = {
             let window = window.clone();
             tokio::spawn(async move { window.ready().await })
@@ -214,10 +225,11 @@ mod tests {
             messages: 0,
             bytes: 100,
         });
-        assert!(tokio::time::timeout(Duration::from_secs(5), waiting)
+        let room = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .unwrap()
-            .unwrap());
+            .unwrap();
+        assert_eq!(room, Some((1, 90)));
         let stopped = {
             let window = Arc::new(SendWindow::default());
             let waiter = window.clone();
