@@ -202,6 +202,30 @@ def main(work, mode, cores):
         for size in (64, 4096):
             out.append(f"**{size_name(size)}**\n")
             rows(sorted([m for m in tls if m["payload"] == size], key=lambda m: tls_names.index(m["framework"])))
+    streams = [m for m in one if "/stream+" in m["framework"]]
+    if streams:
+        out.append("### Streams (`Vec<u8>` items)\n")
+        out.append("`rpc-core/stream+server` and `tonic/stream+server`: the server sends items of the given size without "
+                   "end and the client reads them as fast as they come (a call here is one item; no clock is read per "
+                   "item, so there is no latency). `+bidi`: each client stream sends an item and waits for the server "
+                   "to send it back before the next (a call is one round trip; 1 or 32 streams on one connection). "
+                   "Both frameworks make every item afresh as a `Vec<u8>` and run on their defaults: rpc-core's "
+                   "window of 65,536 items or 1 MiB per stream, tonic's HTTP/2 flow control.\n")
+        out.append("| framework | item | streams | items/s | MB/s | p50 µs | p99 µs | server CPU µs/item | client CPU µs/item | items/s vs tonic |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        tonic = {(m["framework"].split("+")[1], m["payload"], m["concurrency"]): m["qps"]
+                 for m in streams if m["framework"].startswith("tonic")}
+        order = ("rpc-core/stream+server", "tonic/stream+server", "rpc-core/stream+bidi", "tonic/stream+bidi")
+        for m in sorted(streams, key=lambda m: (order.index(m["framework"]) // 2, m["payload"], m["concurrency"], order.index(m["framework"]))):
+            base = tonic.get((m["framework"].split("+")[1], m["payload"], m["concurrency"]))
+            ratio = f"{m['qps'] / base:.2f}x" if base else "-"
+            mb = m["qps"] * m["payload"] / 1e6
+            out.append(f"| {m['framework']} | {size_name(m['payload'])} | {m['concurrency']} | {m['qps']:,.0f} | {mb:,.0f} | "
+                       f"{m['p50_us']:,} | {m['p99_us']:,} | {m['server_cpu_us_per_call']:.2f} | "
+                       f"{m.get('client_cpu_us_per_call') or 0:.2f} | {ratio} |")
+        out.append("")
+        out.append("Memory: see RELIABILITY.md, scenarios 22 (10,000 concurrent streams on one provider) and 23 (a "
+                   "slow reader against a fast writer).\n")
     targets(out, bytes_rows, size_name)
     if costs:
         out.append("## Middleware and metrics cost (server and client in separate processes)\n")

@@ -26,6 +26,9 @@ SCENARIOS = [
     ("memory", "18. Memory under large requests", "tests/tests/hardening.rs: large_requests_are_read_within_a_memory_budget_and_memory_comes_back (a provider process; 60 connections each send a 16 MiB request at once while a consumer calls)"),
     ("traffic", "19. Traffic control through the registry", "tests/tests/traffic.rs (real etcd and ZooKeeper: rules that disable and weight instances, zones, warm-up)"),
     ("tls handshake flood", "20. TLS handshakes that never finish", "tests/tests/security.rs: connections_that_never_finish_the_handshake_do_not_stall_others (a provider process with mTLS and a token; 1,000 connections open, half send part of a ClientHello, none finishes; meanwhile 20 new clients connect and call)"),
+    ("streams: provider SIGKILLed", "21. A provider killed mid-stream", "tests/tests/streaming.rs: a_provider_killed_mid_stream_ends_every_stream_with_an_error (a provider process SIGKILLed under 12 open streams of the three shapes)"),
+    ("streams: 10,000", "22. 10,000 concurrent streams on one provider", "tests/tests/streaming.rs: ten_thousand_concurrent_streams_on_one_provider_lose_nothing (a provider process; one consumer opens 10,000 server streams at once, each 20 items 100 ms apart, over one connection)"),
+    ("streams: a slow reader", "23. A slow stream reader", "tests/tests/streaming.rs: a_slow_reader_keeps_the_senders_memory_within_twice_the_window (a provider process streams 64 KiB items as fast as credit allows to a reader that takes one every 2 ms, window 4 MiB)"),
 ]
 
 def main(path, fuzz_results, cores):

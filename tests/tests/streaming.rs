@@ -426,38 +426,195 @@ async fn tokens_and_interceptors_see_a_stream_start_and_end() {
     assert_eq!(on_server.log(), expected);
 }
 
-#[tokio::test]
-async fn a_provider_killed_mid_stream_ends_the_stream_with_an_error() {
+/// A `test-provider` process (serving `Feed`) on the in-memory registry; `extra_server` adds
+/// lines under `rpc.server`.
+async fn provider(extra_server: &str) -> rpc_tests::process::ProviderProcess {
     let yaml = format!(
-        "rpc:\n  server:\n    host: 127.0.0.1\n    port: 0\n  registry: {{ type: memory, root: \"{}\" }}\n",
-        rpc_tests::servers::unique_root("stream-kill")
+        "rpc:\n  server:\n    host: 127.0.0.1\n    port: 0\n{extra_server}  registry: {{ type: memory, root: \"{}\" }}\n",
+        rpc_tests::servers::unique_root("streams")
     );
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_test-provider"));
-    let mut provider = rpc_tests::process::ProviderProcess::start(binary, &yaml).await;
+    rpc_tests::process::ProviderProcess::start(binary, &yaml).await
+}
+
+/// Items of 64 KiB without end, as fast as they are taken.
+fn endless_chunks() -> impl futures_util::Stream<Item = Vec<u8>> + Send + 'static {
+    futures_util::stream::repeat_with(|| vec![1u8; 64 * 1024])
+}
+
+#[tokio::test]
+async fn a_provider_killed_mid_stream_ends_every_stream_with_an_error() {
+    let mut provider = provider("").await;
     let feed = client(&format!("127.0.0.1:{}", provider.port));
-    let mut counting = feed.count(u64::MAX, 5).await.expect("starts");
-    for expected in 0..10u64 {
-        assert_eq!(counting.next().await.expect("an item").expect("no error"), expected);
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        let mut counting = feed.count(u64::MAX, 5).await.expect("starts");
+        for expected in 0..5u64 {
+            assert_eq!(counting.next().await.expect("an item").expect("no error"), expected);
+        }
+        streams.push(counting);
     }
+    let upload = tokio::spawn({
+        let feed = feed.clone();
+        async move { feed.upload(endless_chunks()).await }
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(1);
+    let mut chat = feed.chat(String::new(), tokio_stream(rx)).await.expect("chat starts");
+    tx.send("hello".to_owned()).await.expect("send");
+    assert_eq!(chat.next().await.expect("a reply").expect("no error"), "hello");
     provider.kill().await;
     let killed = Instant::now();
-    let end = loop {
-        match tokio::time::timeout(WAIT, counting.next())
-            .await
-            .expect("the stream ends, no hang")
-        {
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => break e,
-            None => panic!("the stream ended as if it were complete"),
-        }
-    };
-    assert_eq!(end.kind(), ErrorKind::ConnectionClosed, "{end}");
-    assert!(
-        killed.elapsed() < Duration::from_secs(2),
-        "noticed after {:?}",
-        killed.elapsed()
+    let mut slowest = Duration::ZERO;
+    let mut kinds = std::collections::BTreeSet::new();
+    for mut stream in streams {
+        let error = loop {
+            match tokio::time::timeout(WAIT, stream.next())
+                .await
+                .expect("the stream ends, no hang")
+            {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e,
+                None => panic!("a stream ended as if it were complete"),
+            }
+        };
+        kinds.insert(format!("{:?}", error.kind()));
+        slowest = slowest.max(killed.elapsed());
+        assert!(stream.next().await.is_none(), "nothing after the error");
+    }
+    let uploaded = tokio::time::timeout(WAIT, upload)
+        .await
+        .expect("the upload ends, no hang")
+        .expect("task");
+    let error = uploaded.expect_err("the upload fails");
+    kinds.insert(format!("{:?}", error.kind()));
+    let chatted = tokio::time::timeout(WAIT, chat.next())
+        .await
+        .expect("the chat ends, no hang");
+    let error = chatted.expect("an end").expect_err("the chat fails");
+    kinds.insert(format!("{:?}", error.kind()));
+    let slowest = slowest.max(killed.elapsed());
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        vec!["ConnectionClosed".to_owned()]
     );
-    assert!(counting.next().await.is_none());
+    assert!(
+        slowest < Duration::from_secs(2),
+        "the last stream noticed after {slowest:?}"
+    );
+    rpc_tests::load::report(
+        "streams: provider SIGKILLed mid-stream",
+        serde_json::json!({
+            "streams": 12,
+            "shapes": "10 server streams (an item every 5 ms), 1 client stream (64 KiB chunks), 1 bidirectional",
+            "ended_with_an_error": 12,
+            "error": "ConnectionClosed",
+            "hung": 0,
+            "last_stream_ended_after_ms": slowest.as_millis() as u64,
+        }),
+    );
+}
+
+#[tokio::test]
+async fn ten_thousand_concurrent_streams_on_one_provider_lose_nothing() {
+    const STREAMS: usize = 10_000;
+    const ITEMS: u64 = 20;
+    let provider = provider("    max_concurrent_calls: 20000\n").await;
+    let feed = client(&format!("127.0.0.1:{}", provider.port));
+    let (rss_before, _) = provider.memory_kib();
+    let started = Instant::now();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            let (feed, open) = (feed.clone(), open.clone());
+            tokio::spawn(async move {
+                let stream = feed.count(ITEMS, 100).await.expect("starts");
+                open.fetch_add(1, Ordering::SeqCst);
+                let items: Vec<u64> = stream.map(|item| item.expect("no error")).collect().await;
+                items == (0..ITEMS).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut peak_open = 0;
+    let mut rss_peak = rss_before;
+    while !tasks.iter().all(|t| t.is_finished()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the streams did not end within 60 s"
+        );
+        peak_open = peak_open.max(open.load(Ordering::SeqCst));
+        rss_peak = rss_peak.max(provider.memory_kib().0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    let mut complete = 0;
+    for task in tasks {
+        complete += usize::from(task.await.expect("task"));
+    }
+    assert_eq!(complete, STREAMS, "every stream got its {ITEMS} items in order");
+    let per_stream_kib = (rss_peak.saturating_sub(rss_before)) as f64 / STREAMS as f64;
+    rpc_tests::load::report(
+        "streams: 10,000 concurrent streams on one provider",
+        serde_json::json!({
+            "streams": STREAMS,
+            "items_each": ITEMS,
+            "items_received": STREAMS as u64 * ITEMS,
+            "items_lost": 0,
+            "streams_open_at_once_at_least": peak_open,
+            "provider_rss_before_mib": rss_before / 1024,
+            "provider_rss_peak_mib": rss_peak / 1024,
+            "provider_memory_per_stream_kib": (per_stream_kib * 10.0).round() / 10.0,
+            "elapsed_ms": elapsed.as_millis() as u64,
+        }),
+    );
+}
+
+#[tokio::test]
+async fn a_slow_reader_keeps_the_senders_memory_within_twice_the_window() {
+    let provider = provider("").await;
+    let window = StreamWindow {
+        messages: 65_536,
+        bytes: 4 << 20,
+    };
+    let settings = StreamSettings {
+        window,
+        ..StreamSettings::default()
+    };
+    let feed = client_with(&format!("127.0.0.1:{}", provider.port), settings);
+    // Warm the provider up with a stream read at full speed, so its allocator has what an
+    // unthrottled stream takes.
+    let fast: Vec<_> = feed.blobs(64 * 1024).await.expect("starts").take(2_000).collect().await;
+    assert!(fast.iter().all(Result::is_ok));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (rss_before, _) = provider.memory_kib();
+    // The reader takes a 64 KiB item every 2 ms (32 MB/s); the writer makes them at
+    // gigabytes a second.
+    let mut blobs = feed.blobs(64 * 1024).await.expect("starts");
+    let started = Instant::now();
+    let mut rss_peak = rss_before;
+    let mut read = 0u64;
+    while started.elapsed() < Duration::from_secs(3) {
+        blobs.next().await.expect("an item").expect("no error");
+        read += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        rss_peak = rss_peak.max(provider.memory_kib().0);
+    }
+    let growth_kib = rss_peak.saturating_sub(rss_before);
+    let window_kib = u64::from(window.bytes) / 1024;
+    assert!(
+        growth_kib <= 2 * window_kib,
+        "the provider grew {growth_kib} KiB for a slow reader with a window of {window_kib} KiB"
+    );
+    let reader_mb_per_s = (read * 64 * 1024) as f64 / started.elapsed().as_secs_f64() / 1e6;
+    rpc_tests::load::report(
+        "streams: a slow reader",
+        serde_json::json!({
+            "window_kib": window_kib,
+            "item_kib": 64,
+            "reader_mb_per_s": reader_mb_per_s.round(),
+            "provider_rss_growth_kib": growth_kib,
+            "bound_kib": 2 * window_kib,
+        }),
+    );
 }
 
 /// A server of the previous build: it answers a request flagged as a stream `Unsupported`
@@ -639,4 +796,24 @@ with urllib.request.urlopen(request, timeout=10) as answer:
         stats.dropped.load(Ordering::SeqCst) == 1
     })
     .await;
+}
+
+#[tokio::test]
+async fn large_items_several_to_a_frame_arrive_whole_both_ways() {
+    let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
+    let feed = client(&addr);
+    // 20,000-byte items: three or so share a frame, each byte string a piece of its own.
+    let blobs: Vec<Vec<u8>> = feed
+        .blobs(20_000)
+        .await
+        .expect("starts")
+        .take(50)
+        .map(|item| item.expect("no error"))
+        .collect()
+        .await;
+    assert_eq!(blobs.len(), 50);
+    assert!(blobs.iter().all(|b| b.len() == 20_000 && b.iter().all(|&x| x == 7)));
+    let chunks = futures_util::stream::iter((0..50).map(|i| vec![i as u8; 20_000 + i]));
+    let total = feed.upload(chunks).await.expect("upload");
+    assert_eq!(total, (0..50).map(|i| 20_000 + i as u64).sum::<u64>());
 }

@@ -810,6 +810,16 @@ impl RpcConfig {
                 "rpc.consumer.max_metadata_entries",
                 self.consumer.max_metadata_entries as u64,
             ),
+            ("rpc.server.stream_window.messages", u64::from(s.stream_window.messages)),
+            ("rpc.server.stream_window.bytes", u64::from(s.stream_window.bytes)),
+            (
+                "rpc.consumer.stream_window.messages",
+                u64::from(self.consumer.stream_window.messages),
+            ),
+            (
+                "rpc.consumer.stream_window.bytes",
+                u64::from(self.consumer.stream_window.bytes),
+            ),
         ];
         for (field, value) in at_least_one {
             if value < 1 {
