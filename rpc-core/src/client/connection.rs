@@ -68,7 +68,7 @@ struct Shared {
     addr: String,
     pending: Mutex<Pending>,
     next_id: AtomicU64,
-    /// Calls between sending and their end (answered, failed or given up).
+    /// Calls between sending and their end (answered, failed or given up), and open streams.
     in_flight: AtomicUsize,
     /// Request bytes of those calls (the pool spreads load by it).
     in_flight_bytes: AtomicUsize,
@@ -551,6 +551,9 @@ impl Connection {
             };
             pending.streams.insert(id, slot);
         }
+        // An open stream counts as a call in flight (the writer gathers frames while more
+        // may follow).
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let registration = StreamRegistration {
             shared: shared.clone(),
             id,
@@ -619,6 +622,7 @@ struct StreamRegistration {
 
 impl Drop for StreamRegistration {
     fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         let slot = self.shared.pending().streams.remove(&self.id);
         if let Some(slot) = slot {
             slot.window.stop();

@@ -218,6 +218,22 @@ impl RawStream {
         self.next_of_batch(read)
     }
 
+    /// The next item of the batch being read, when it lies whole in it (the common case, kept
+    /// small so the decoder inlines it); `None` otherwise, for [`RawStream::poll_with`].
+    #[inline]
+    pub(crate) fn next_in_batch<R>(&mut self, read: impl FnOnce(&Bytes, usize) -> R) -> Option<R> {
+        let header = self.batch.get(..4)?;
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if self.batch.len() - 4 < len {
+            return None;
+        }
+        self.batch.advance(4);
+        let item = read(&self.batch, len);
+        self.batch.advance(len);
+        self.took(len);
+        Some(item)
+    }
+
     /// The next item of the batch being read.
     fn next_of_batch<R>(&mut self, read: impl FnOnce(ItemAt<'_>) -> R) -> Poll<Option<Polled<R>>> {
         if self.batch.len() >= 4 {

@@ -194,6 +194,15 @@ impl<W: DeserializeOwned, T, E> Stream for Decoded<W, T, E> {
             return Poll::Ready(None);
         };
         let serializer = this.serializer;
+        if let Some(item) = raw.next_in_batch(|batch, len| serializer.decode_prefix::<W>(batch, len)) {
+            match item {
+                Ok(wire) => return Poll::Ready(Some(Ok((this.from_wire)(wire)))),
+                Err(e) => {
+                    this.raw = None;
+                    return Poll::Ready(Some(Err(e.into_typed())));
+                }
+            }
+        }
         let read = |at: ItemAt<'_>| match at {
             ItemAt::Slice(batch, len) => serializer.decode_prefix::<W>(batch, len),
             ItemAt::Whole(body) => serializer.decode_body::<W>(body),
