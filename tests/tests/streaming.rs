@@ -21,7 +21,10 @@ use tokio::time::Instant;
 /// Long enough for a loaded machine, short enough that a hang shows.
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn serve(feed: FeedImpl, builder: ServerBuilder) -> (RunningServer, String) {
+async fn serve<L: rpc_core::server::ServerLayers>(
+    feed: FeedImpl,
+    builder: ServerBuilder<L>,
+) -> (RunningServer, String) {
     let server = builder
         .add_service(FeedServer::new(feed))
         .add_service(TestServiceServer::new(TestServiceImpl::default()))
@@ -816,4 +819,46 @@ async fn large_items_several_to_a_frame_arrive_whole_both_ways() {
     let chunks = futures_util::stream::iter((0..50).map(|i| vec![i as u8; 20_000 + i]));
     let total = feed.upload(chunks).await.expect("upload");
     assert_eq!(total, (0..50).map(|i| 20_000 + i as u64).sum::<u64>());
+}
+
+#[tokio::test]
+async fn tower_layers_on_both_sides_see_each_stream_start() {
+    use rpc_core::client::{ClientCall, ClientStack};
+    use rpc_core::server::ServerCall;
+    let on_server = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = on_server.clone();
+    let builder = ServerBuilder::new().layer(tower::layer::layer_fn(move |inner| {
+        let counted = counted.clone();
+        tower::util::MapRequest::new(inner, move |call: ServerCall| {
+            if call.is_stream() {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            call
+        })
+    }));
+    let (_server, addr) = serve(FeedImpl::default(), builder).await;
+    let on_client = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = on_client.clone();
+    let channel = Channel::direct(&addr)
+        .expect("channel")
+        .layer(tower::layer::layer_fn(move |inner: ClientStack| {
+            let counted = counted.clone();
+            tower::util::MapRequest::new(inner, move |call: ClientCall| {
+                if call.is_stream() {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                call
+            })
+        }));
+    three_shapes(&FeedClient::new(channel).expect("client")).await;
+    assert_eq!(
+        on_client.load(Ordering::SeqCst),
+        3,
+        "one start per stream on the client"
+    );
+    assert_eq!(
+        on_server.load(Ordering::SeqCst),
+        3,
+        "one start per stream on the server"
+    );
 }
