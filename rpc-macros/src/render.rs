@@ -295,6 +295,41 @@ fn default_type(output: &Output) -> Option<&syn::Type> {
     }
 }
 
+/// What a client method does with its (non-streamed) arguments.
+struct ClientArgs {
+    /// `name: Type`, each.
+    params: Vec<TokenStream>,
+    /// A byte string moved into its wire form (one byte string, shared when large); the other
+    /// arguments are encoded by reference.
+    to_wire: Vec<TokenStream>,
+    /// `&name`, each: the tuple that is encoded.
+    refs: Vec<TokenStream>,
+    /// The first argument, hashed under `consistent_hash`.
+    first: TokenStream,
+}
+
+impl ClientArgs {
+    fn of(m: &MethodDef) -> Self {
+        Self {
+            params: m.args.iter().map(|(n, t)| quote!(#n: #t)).collect(),
+            to_wire: m
+                .args
+                .iter()
+                .filter(|(_, t)| byte_string(t).is_some())
+                .map(|(n, t)| {
+                    let value = wire_value(t, quote!(#n));
+                    quote!(let #n = #value;)
+                })
+                .collect(),
+            refs: m.args.iter().map(|(n, _)| quote!(&#n)).collect(),
+            first: match m.args.first() {
+                Some((n, _)) => quote!(::core::option::Option::Some(&#n)),
+                None => quote!(::core::option::Option::None::<&()>),
+            },
+        }
+    }
+}
+
 fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
     if m.stream_shape().is_some() {
         return render_client_stream_method(index, m);
@@ -302,18 +337,12 @@ fn render_client_method(index: usize, m: &MethodDef) -> TokenStream {
     let rpc = crate::root::path();
     let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
     let name = &m.ident;
-    let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
-    // A byte string is moved into its wire form (one byte string, shared when large); the
-    // other arguments are encoded by reference.
-    let to_wire = m.args.iter().filter(|(_, t)| byte_string(t).is_some()).map(|(n, t)| {
-        let value = wire_value(t, quote!(#n));
-        quote!(let #n = #value;)
-    });
-    let refs = m.args.iter().map(|(n, _)| quote!(&#n));
-    let first = match m.args.first() {
-        Some((n, _)) => quote!(::core::option::Option::Some(&#n)),
-        None => quote!(::core::option::Option::None::<&()>),
-    };
+    let ClientArgs {
+        params,
+        to_wire,
+        refs,
+        first,
+    } = ClientArgs::of(m);
     // What differs between `-> T` and `-> Result<T, E>`: the return type, how a framework error
     // is returned, and how the reply is decoded.
     let (returns, typed_error, decode) = match &m.output {
@@ -361,16 +390,12 @@ fn render_client_stream_method(index: usize, m: &MethodDef) -> TokenStream {
     let rpc = crate::root::path();
     let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
     let name = &m.ident;
-    let mut params: Vec<TokenStream> = m.args.iter().map(|(n, t)| quote!(#n: #t)).collect();
-    let to_wire = m.args.iter().filter(|(_, t)| byte_string(t).is_some()).map(|(n, t)| {
-        let value = wire_value(t, quote!(#n));
-        quote!(let #n = #value;)
-    });
-    let refs = m.args.iter().map(|(n, _)| quote!(&#n));
-    let first = match m.args.first() {
-        Some((n, _)) => quote!(::core::option::Option::Some(&#n)),
-        None => quote!(::core::option::Option::None::<&()>),
-    };
+    let ClientArgs {
+        mut params,
+        to_wire,
+        refs,
+        first,
+    } = ClientArgs::of(m);
     let input = match &m.input {
         Some(input) => {
             let (n, item) = (&input.ident, &input.item);
@@ -582,12 +607,10 @@ fn render_stream_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
     let name = &m.ident;
     let method = name.to_string();
     let arg_names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
-    let arg_types = m.args.iter().map(|(_, t)| wire_type(t));
-    let unwrap_bytes = m
-        .args
-        .iter()
-        .filter(|(_, t)| byte_string(t).is_some())
-        .map(|(n, _)| quote!(let #n = #n.0;));
+    let decode_args = decode_args(
+        m,
+        |e| quote!(#rpc::server::StreamAnswer::Reply(#rpc::Reply::decode_failed(#e))),
+    );
     let mut call_args: Vec<TokenStream> = arg_names.iter().map(|n| quote!(#n)).collect();
     let take_input = match &m.input {
         Some(input) => {
@@ -608,10 +631,6 @@ fn render_stream_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
         }
         None => quote!(let _ = input;),
     };
-    let reply_ok = |ty: &syn::Type, value: TokenStream| {
-        let value = wire_value(ty, value);
-        quote_spanned!(ty.span()=> #rpc::Reply::ok(serializer, &#value))
-    };
     let answer = match &m.output {
         Output::Stream { item, err, .. } => {
             let item_wire = wire_value(item, quote!(item));
@@ -623,30 +642,16 @@ fn render_stream_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
                 #rpc::server::StreamAnswer::Items(#rpc::stream::#encode(out, serializer, |item: #item| #item_wire))
             }
         }
-        Output::Value(ty) => {
-            let reply = reply_ok(ty, quote!(out));
+        output => {
+            let reply = encode_reply(output);
             quote!(#rpc::server::StreamAnswer::Reply(#reply))
-        }
-        Output::Result { ok, err } => {
-            let ok_reply = reply_ok(ok, quote!(value));
-            let err_reply = quote_spanned!(err.span()=> #rpc::Reply::application_error(serializer, &error));
-            quote! {
-                #rpc::server::StreamAnswer::Reply(match out {
-                    ::core::result::Result::Ok(value) => #ok_reply,
-                    ::core::result::Result::Err(error) => #err_reply,
-                })
-            }
         }
     };
     quote! {
         #method => {
             let inner = #rpc::__private::Arc::clone(&self.inner);
             ::std::boxed::Box::pin(async move {
-                let (#(#arg_names,)*): (#(#arg_types,)*) = match serializer.decode_body(args) {
-                    ::core::result::Result::Ok(decoded) => decoded,
-                    ::core::result::Result::Err(e) => return #rpc::server::StreamAnswer::Reply(#rpc::Reply::decode_failed(e)),
-                };
-                #(#unwrap_bytes)*
+                #decode_args
                 #take_input
                 let out = <T as #trait_ident>::#name(&inner, #(#call_args),*).await;
                 #answer
@@ -660,21 +665,51 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
     let name = &m.ident;
     let method = name.to_string();
     let arg_names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
-    // Span the argument tuple by its types so a missing serde impl points at the argument. A
-    // byte string is decoded as one (`Bytes` sharing the frame's memory), then unwrapped.
+    let decode_args = decode_args(m, |e| quote!(#rpc::Reply::decode_failed(#e)));
+    let encode = encode_reply(&m.output);
+    quote! {
+        #method => {
+            let inner = #rpc::__private::Arc::clone(&self.inner);
+            ::std::boxed::Box::pin(async move {
+                #decode_args
+                let out = <T as #trait_ident>::#name(&inner, #(#arg_names),*).await;
+                #encode
+            })
+        }
+    }
+}
+
+/// The statements that decode a method's arguments into variables of their names (`failed`
+/// makes what the handler's future returns when they cannot be decoded, from the error). The
+/// tuple is spanned by the arguments' types so a missing serde impl points at the argument; a
+/// byte string is decoded as one (`Bytes` sharing the frame's memory), then unwrapped.
+fn decode_args(m: &MethodDef, failed: impl Fn(TokenStream) -> TokenStream) -> TokenStream {
+    let arg_names = m.args.iter().map(|(n, _)| n);
     let arg_types = m.args.iter().map(|(_, t)| wire_type(t));
     let unwrap_bytes = m
         .args
         .iter()
         .filter(|(_, t)| byte_string(t).is_some())
         .map(|(n, _)| quote!(let #n = #n.0;));
+    let failed = failed(quote!(e));
+    quote! {
+        let (#(#arg_names,)*): (#(#arg_types,)*) = match serializer.decode_body(args) {
+            ::core::result::Result::Ok(decoded) => decoded,
+            ::core::result::Result::Err(e) => return #failed,
+        };
+        #(#unwrap_bytes)*
+    }
+}
+
+/// The reply of a handler's result `out`: its value, or its error (a method returning
+/// `Result`). A stream's items are encoded by `render_stream_arm` instead.
+fn encode_reply(output: &Output) -> TokenStream {
+    let rpc = crate::root::path();
     let reply_ok = |ty: &syn::Type, value: TokenStream| {
         let value = wire_value(ty, value);
         quote_spanned!(ty.span()=> #rpc::Reply::ok(serializer, &#value))
     };
-    let encode = match &m.output {
-        // Streams are served by `call_stream` (see `render_stream_arm`).
-        Output::Stream { .. } => return TokenStream::new(),
+    match output {
         Output::Value(ty) => reply_ok(ty, quote!(out)),
         Output::Result { ok, err } => {
             let ok_reply = reply_ok(ok, quote!(value));
@@ -686,20 +721,7 @@ fn render_server_arm(trait_ident: &syn::Ident, m: &MethodDef) -> TokenStream {
                 }
             }
         }
-    };
-    quote! {
-        #method => {
-            let inner = #rpc::__private::Arc::clone(&self.inner);
-            ::std::boxed::Box::pin(async move {
-                let (#(#arg_names,)*): (#(#arg_types,)*) = match serializer.decode_body(args) {
-                    ::core::result::Result::Ok(decoded) => decoded,
-                    ::core::result::Result::Err(e) => return #rpc::Reply::decode_failed(e),
-                };
-                #(#unwrap_bytes)*
-                let out = <T as #trait_ident>::#name(&inner, #(#arg_names),*).await;
-                #encode
-            })
-        }
+        Output::Stream { .. } => TokenStream::new(),
     }
 }
 

@@ -263,10 +263,7 @@ impl Channel {
         let started = Instant::now();
         let deadline = started + self.timeout.unwrap_or(policy.timeout);
         let mut ctx = self.begin(method, Some(deadline), started)?;
-        let hash_key = match policy.load_balancer {
-            LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
-            _ => None,
-        };
+        let hash_key = self.hash_key_of(policy, first_arg);
         let plan = Plan {
             method,
             policy,
@@ -300,6 +297,15 @@ impl Channel {
             load_balancer: o.load_balancer.unwrap_or(policy.load_balancer),
             ..policy.clone()
         })
+    }
+
+    /// The call's affinity key under `consistent_hash`: the channel's, or its first argument's
+    /// hash.
+    fn hash_key_of<K: Serialize + ?Sized>(&self, policy: &MethodPolicy, first_arg: Option<&K>) -> Option<u64> {
+        match policy.load_balancer {
+            LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
+            _ => None,
+        }
     }
 
     /// The context of a call or stream starting at `started`: the channel's metadata, the
@@ -362,10 +368,7 @@ impl Channel {
         let accept_by =
             (started + self.timeout.unwrap_or(policy.timeout)).min(deadline.unwrap_or(started + policy.timeout));
         let mut ctx = self.begin(method, deadline, started)?;
-        let hash_key = match policy.load_balancer {
-            LoadBalancerKind::ConsistentHash => self.hash_key.or_else(|| first_arg.map(hash_serialized)),
-            _ => None,
-        };
+        let hash_key = self.hash_key_of(policy, first_arg);
         let open = StreamOpen {
             input: std::sync::Mutex::new(input),
             window: self.streams.window,

@@ -410,37 +410,27 @@ async fn sweep_departed(inner: Weak<Inner>) {
     }
 }
 
+/// When one attempt of `call` ends: at the call's deadline, or sooner at the attempt timeout.
+fn attempt_deadline(call: &CallRequest<'_>) -> Instant {
+    match call.policy.retry.attempt_timeout {
+        Some(limit) => call.deadline.min(Instant::now() + limit),
+        None => call.deadline,
+    }
+}
+
 /// One attempt on one instance, ending at the call's deadline or the attempt timeout; its
 /// outcome feeds the instance's health. An application error comes back as
 /// `RpcError::Application(reply)` for the retry step to judge.
 async fn attempt(target: &Target, call: &CallRequest<'_>) -> Result<Reply, RpcError<Reply>> {
-    let deadline = match call.policy.retry.attempt_timeout {
-        Some(limit) => call.deadline.min(Instant::now() + limit),
-        None => call.deadline,
-    };
-    let outcome = {
-        let _in_flight = target.health.begin();
-        match target.endpoint.connection(Some(deadline)).await {
-            Ok(conn) => {
-                conn.call(call.service, call.method, call.serializer, call.body.clone(), deadline)
-                    .await
-            }
-            Err(e) => Err(e),
-        }
-    };
-    match outcome {
-        Ok(reply) => {
-            target.health.success();
-            if reply.status == Status::ApplicationError {
-                Err(RpcError::Application(reply))
-            } else {
-                Ok(reply)
-            }
-        }
-        Err(e) => {
-            target.health.failure(&e);
-            Err(e.into_typed())
-        }
+    let deadline = attempt_deadline(call);
+    let reply = on_instance(target, deadline, |conn| async move {
+        conn.call(call.service, call.method, call.serializer, call.body.clone(), deadline)
+            .await
+    })
+    .await?;
+    match reply.status {
+        Status::ApplicationError => Err(RpcError::Application(reply)),
+        _ => Ok(reply),
     }
 }
 
@@ -451,31 +441,33 @@ async fn open_attempt(
     call: &CallRequest<'_>,
     open: &StreamOpen,
 ) -> Result<RawStream, RpcError<Reply>> {
-    let accept_by = match call.policy.retry.attempt_timeout {
-        Some(limit) => call.deadline.min(Instant::now() + limit),
-        None => call.deadline,
-    };
+    let accept_by = attempt_deadline(call);
+    on_instance(target, accept_by, |conn| async move {
+        let body = call.body.clone();
+        conn.open_stream(call.service, call.method, call.serializer, body, open, accept_by)
+            .await
+    })
+    .await
+}
+
+/// Runs `exchange` on a connection to `target` (connecting by `deadline`), counted in the
+/// instance's calls in flight; its outcome feeds the instance's health.
+async fn on_instance<T, F, Fut>(target: &Target, deadline: Instant, exchange: F) -> Result<T, RpcError<Reply>>
+where
+    F: FnOnce(Arc<super::Connection>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, RpcError>>,
+{
     let outcome = {
         let _in_flight = target.health.begin();
-        match target.endpoint.connection(Some(accept_by)).await {
-            Ok(conn) => {
-                conn.open_stream(
-                    call.service,
-                    call.method,
-                    call.serializer,
-                    call.body.clone(),
-                    open,
-                    accept_by,
-                )
-                .await
-            }
+        match target.endpoint.connection(Some(deadline)).await {
+            Ok(conn) => exchange(conn).await,
             Err(e) => Err(e),
         }
     };
     match outcome {
-        Ok(stream) => {
+        Ok(answer) => {
             target.health.success();
-            Ok(stream)
+            Ok(answer)
         }
         Err(e) => {
             target.health.failure(&e);

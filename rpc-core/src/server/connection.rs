@@ -420,6 +420,49 @@ impl Conn {
         })
     }
 
+    /// An admitted request that arrived at `now`, with its context (its deadline from the
+    /// header, the peer and its identity), once the interceptors let it run; otherwise the
+    /// reply that refuses it.
+    fn begin(&self, header: &Header, now: Instant, admitted: Admitted) -> Result<Begun, Reply> {
+        let Admitted {
+            service: served,
+            serializer,
+            request,
+            permit,
+        } = admitted;
+        let RequestBody {
+            service,
+            method,
+            metadata,
+            args,
+        } = request;
+        let deadline = (header.timeout_ms > 0).then(|| now + Duration::from_millis(u64::from(header.timeout_ms)));
+        let mut ctx = CallContext::server(
+            service,
+            method,
+            metadata,
+            deadline,
+            Some(self.peer),
+            header.request_id,
+            now,
+        );
+        ctx.set_peer_identity(self.identity.clone());
+        match self.shared.interceptors.on_request(&mut ctx) {
+            Ok(()) => Ok(Begun {
+                service: served,
+                serializer,
+                permit,
+                ctx,
+                args,
+                deadline,
+            }),
+            Err(refusal) => {
+                debug!(service = ctx.service(), method = ctx.method(), %refusal, "an interceptor refused the call");
+                Err(Reply::from_error(&refusal))
+            }
+        }
+    }
+
     /// Runs an admitted call: the interceptors, then the tower layers (when there are any)
     /// and the handler (see [`Conn::start_call`]).
     async fn run_call(
@@ -430,33 +473,17 @@ impl Conn {
         held: Option<OwnedSemaphorePermit>,
     ) -> Option<Reply> {
         let shared = &self.shared;
-        let Admitted {
+        let Begun {
             service,
             serializer,
-            request,
             permit,
-        } = admitted;
-        let RequestBody {
-            service: service_key,
-            method,
-            metadata,
+            ctx,
             args,
-        } = request;
-        let deadline = (header.timeout_ms > 0).then(|| now + Duration::from_millis(u64::from(header.timeout_ms)));
-        let mut ctx = CallContext::server(
-            service_key,
-            method,
-            metadata,
             deadline,
-            Some(self.peer),
-            header.request_id,
-            now,
-        );
-        ctx.set_peer_identity(self.identity.clone());
-        if let Err(refusal) = shared.interceptors.on_request(&mut ctx) {
-            debug!(service = ctx.service(), method = ctx.method(), %refusal, "an interceptor refused the call");
-            return Some(Reply::from_error(&refusal));
-        }
+        } = match self.begin(&header, now, admitted) {
+            Ok(begun) => begun,
+            Err(refusal) => return Some(refusal),
+        };
         let intercepted = !shared.interceptors.is_empty();
         // The call's span: the handler's log lines carry its service, method and trace id,
         // the trace continuing the caller's (see `context`).
@@ -501,37 +528,21 @@ impl Conn {
         held: Option<OwnedSemaphorePermit>,
     ) -> Option<Reply> {
         let shared = &self.shared;
-        let Admitted {
+        let Begun {
             service,
             serializer,
-            request,
             permit,
-        } = admitted;
-        let RequestBody {
-            service: service_key,
-            method,
-            metadata,
+            ctx,
             args,
-        } = request;
+            deadline,
+        } = match self.begin(&header, now, admitted) {
+            Ok(begun) => begun,
+            Err(refusal) => return Some(refusal),
+        };
         let (client_window, args) = match Credit::split_from(args) {
             Ok(split) => split,
             Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
         };
-        let deadline = (header.timeout_ms > 0).then(|| now + Duration::from_millis(u64::from(header.timeout_ms)));
-        let mut ctx = CallContext::server(
-            service_key,
-            method,
-            metadata,
-            deadline,
-            Some(self.peer),
-            header.request_id,
-            now,
-        );
-        ctx.set_peer_identity(self.identity.clone());
-        if let Err(refusal) = shared.interceptors.on_request(&mut ctx) {
-            debug!(service = ctx.service(), method = ctx.method(), %refusal, "an interceptor refused the stream");
-            return Some(Reply::from_error(&refusal));
-        }
         let span = call_span(&ctx);
         let call = StreamCall {
             service,
@@ -653,6 +664,18 @@ struct Admitted {
     request: RequestBody,
     /// Its share of the server's concurrency limit.
     permit: OwnedSemaphorePermit,
+}
+
+/// An admitted request the interceptors let run.
+struct Begun {
+    service: Arc<dyn Service>,
+    serializer: SerializerKind,
+    /// Its share of the server's concurrency limit.
+    permit: OwnedSemaphorePermit,
+    ctx: CallContext,
+    /// The encoded arguments.
+    args: Body,
+    deadline: Option<Instant>,
 }
 
 /// A call that had to wait, in its own task.
