@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
+use super::hedge::{self, Latencies};
 use super::methods::{MethodSet, Refused};
 use super::retry::FromApplication;
 use super::route::{BalancerChoice, BalancerId, Candidates, Route, Target};
@@ -25,6 +26,7 @@ use crate::registry::{DiscoveryCache, SchemaMap, ServiceInstance};
 use crate::reply::Reply;
 use crate::schema::{incompatible_methods, ServiceSchema};
 use crate::stream::RawStream;
+use futures_util::future::Either;
 
 /// Where a cluster invoker finds the instances of a service.
 #[derive(Clone)]
@@ -154,6 +156,8 @@ struct Inner {
     /// Per (service, provider schema fingerprint): the methods incompatible with the declared
     /// schema, checked (and warned about) once; forgotten when no instance names it.
     checked: Mutex<HashMap<(String, String), Arc<MethodSet>>>,
+    /// Per service with hedged calls: their recent latencies (the adaptive hedge delay).
+    latencies: DashMap<String, Arc<Latencies>>,
 }
 
 /// A service's rules text as last seen, and the last valid rules (which stay in force while
@@ -191,6 +195,7 @@ impl ClusterInvoker {
             rules: DashMap::new(),
             declared: DashMap::new(),
             checked: Mutex::new(HashMap::new()),
+            latencies: DashMap::new(),
         });
         let sweeper = match tokio::runtime::Handle::try_current() {
             Ok(runtime) if discovers => Some(AbortOnDropHandle::new(
@@ -481,6 +486,9 @@ trait Attempt {
     /// What a successful attempt answers.
     type Output: FromApplication;
 
+    /// Whether the attempt may be hedged (a call; a stream is never sent twice).
+    const HEDGED: bool;
+
     /// One attempt of `call` on `target`.
     fn attempt<'t>(
         &'t self,
@@ -494,6 +502,7 @@ struct Unary;
 
 impl Attempt for Unary {
     type Output = Reply;
+    const HEDGED: bool = true;
 
     fn attempt<'t>(
         &'t self,
@@ -509,6 +518,7 @@ struct Open<'o>(&'o StreamOpen);
 
 impl Attempt for Open<'_> {
     type Output = RawStream;
+    const HEDGED: bool = false;
 
     fn attempt<'t>(
         &'t self,
@@ -549,15 +559,43 @@ impl Inner {
             )));
         }
         route.budget.deposit();
-        retry::run(call, &route.budget, |_round| {
-            failover::run(
-                Candidates::new(&route, lacking, call.hash_key, call.route_tag),
-                call,
-                &route.budget,
-                |target| kind.attempt(target, call),
-            )
+        // Hedging, for a call that may be sent twice, once its delay is known.
+        let latencies = call
+            .policy
+            .hedge
+            .filter(|_| A::HEDGED)
+            .map(|_| self.latencies(call.service));
+        let hedge = call.policy.hedge.filter(|_| A::HEDGED).and_then(|hedge| {
+            let delay = hedge.delay.or_else(|| latencies.as_ref()?.delay())?;
+            Some((hedge, delay))
+        });
+        let started = Instant::now();
+        let answer = retry::run(call, &route.budget, |_round| {
+            let candidates = Candidates::new(&route, lacking, call.hash_key, call.route_tag);
+            match hedge {
+                Some((hedge, delay)) => {
+                    Either::Left(hedge::run(candidates, call, &route.budget, hedge, delay, |target| {
+                        kind.attempt(target, call)
+                    }))
+                }
+                None => Either::Right(failover::run(candidates, call, &route.budget, |target| {
+                    kind.attempt(target, call)
+                })),
+            }
         })
-        .await
+        .await;
+        if let (Some(latencies), Ok(_)) = (&latencies, &answer) {
+            latencies.record(started.elapsed());
+        }
+        answer
+    }
+
+    /// The recent latencies of `service`'s hedged calls.
+    fn latencies(&self, service: &str) -> Arc<Latencies> {
+        if let Some(latencies) = self.latencies.get(service) {
+            return latencies.clone();
+        }
+        self.latencies.entry(service.to_owned()).or_default().clone()
     }
 }
 

@@ -22,7 +22,9 @@
 //!    after the deadline;
 //! 6. fail-over step (module `failover`): takes candidates from the balancer one at a time; with
 //!    fail-over on, a retryable failure moves on to the next candidate at once, each instance
-//!    at most once per round;
+//!    at most once per round; for an `#[idempotent]` call with hedging on, the hedging step
+//!    (module `hedge`) instead, which also sends the call to the next candidate when the first
+//!    is slow, the first answer winning;
 //! 7. one attempt on one instance, bounded by the call's deadline and the attempt timeout,
 //!    whose outcome feeds the instance's health (in-flight count, outlier ejection).
 //!
@@ -46,6 +48,7 @@ mod consumer;
 mod deliver;
 mod failover;
 mod fallback;
+mod hedge;
 mod methods;
 mod pool;
 mod retry;

@@ -382,6 +382,8 @@ pub struct ConsumerConfig {
     pub stream_timeout_ms: u64,
     /// How long a stream may wait for the server's next item; 0: no limit.
     pub stream_idle_timeout_ms: u64,
+    /// Hedged calls for `#[idempotent]` methods.
+    pub hedging: HedgingConfig,
 }
 
 impl Default for ConsumerConfig {
@@ -410,6 +412,7 @@ impl Default for ConsumerConfig {
             stream_window: StreamWindow::default(),
             stream_timeout_ms: 0,
             stream_idle_timeout_ms: 0,
+            hedging: HedgingConfig::default(),
         }
     }
 }
@@ -488,6 +491,30 @@ impl ConsumerConfig {
     /// [`Self::timeout_ms`] as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// `rpc.consumer.hedging:` — a second attempt of an `#[idempotent]` call to another instance
+/// when the first is slow; the first answer wins and the other is cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HedgingConfig {
+    /// Whether `#[idempotent]` calls are hedged.
+    pub enabled: bool,
+    /// How long an attempt runs before the next one starts; 0: twice the service's recent
+    /// 95th percentile latency (at least 5 ms; no hedging until 32 calls have been seen).
+    pub delay_ms: u64,
+    /// Extra attempts at most per call (each takes a token of the retry budget).
+    pub max_extra: u32,
+}
+
+impl Default for HedgingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            delay_ms: 0,
+            max_extra: 1,
+        }
     }
 }
 

@@ -22,5 +22,5 @@ pub mod retry;
 pub use crate::config::{RetryStrategy, TolerantKind};
 pub use budget::{BudgetOptions, RetryBudget};
 pub use outlier::{InstanceHealth, InstanceStat, OutlierOptions};
-pub use policy::{Fallback, MethodPolicy, PolicySet};
+pub use policy::{Fallback, HedgePolicy, MethodPolicy, PolicySet};
 pub use retry::{is_retryable, RetryPolicy};

@@ -53,6 +53,18 @@ pub struct MethodPolicy {
     pub load_balancer: LoadBalancerKind,
     /// The method is marked `#[idempotent]`: timeouts and application errors may be retried.
     pub idempotent: bool,
+    /// Hedging, for an `#[idempotent]` method when it is on.
+    pub hedge: Option<HedgePolicy>,
+}
+
+/// When a call is hedged: a further attempt to another instance once the running ones have
+/// taken `delay` (none: the service's recent latency decides), at most `max_extra` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HedgePolicy {
+    /// How long before the next attempt; `None`: adaptive (see `rpc.consumer.hedging`).
+    pub delay: Option<Duration>,
+    /// Extra attempts at most.
+    pub max_extra: u32,
 }
 
 impl Default for MethodPolicy {
@@ -121,6 +133,10 @@ impl PolicySet {
             fallback,
             load_balancer: service.and_then(|s| s.load_balancer).unwrap_or(c.load_balancer),
             idempotent,
+            hedge: (idempotent && c.hedging.enabled && c.hedging.max_extra > 0).then(|| HedgePolicy {
+                delay: (c.hedging.delay_ms > 0).then(|| Duration::from_millis(c.hedging.delay_ms)),
+                max_extra: c.hedging.max_extra,
+            }),
         }
     }
 

@@ -24,6 +24,7 @@
 //! | `rpc_client_calls_in_flight` | gauge | |
 //! | `rpc_client_retries_total` | counter | service |
 //! | `rpc_client_failovers_total` | counter | service |
+//! | `rpc_client_hedges_total` | counter | service |
 //! | `rpc_client_retry_budget_exhausted_total` | counter | service |
 //! | `rpc_client_ejections_total` | counter | instance |
 //! | `rpc_server_streams_total` | counter | service, method, outcome |
@@ -74,6 +75,8 @@ pub const CLIENT_IN_FLIGHT: &str = "rpc_client_calls_in_flight";
 pub const CLIENT_RETRIES: &str = "rpc_client_retries_total";
 /// Attempts a client moved to another instance, by service.
 pub const CLIENT_FAILOVERS: &str = "rpc_client_failovers_total";
+/// Hedged attempts a client started (a slow call sent to a further instance), by service.
+pub const CLIENT_HEDGES: &str = "rpc_client_hedges_total";
 /// Retries or fail-overs the retry budget refused, by service.
 pub const CLIENT_BUDGET_EXHAUSTED: &str = "rpc_client_retry_budget_exhausted_total";
 /// Instances ejected after failures, by instance address.
@@ -130,6 +133,7 @@ pub fn describe() {
         "Attempts a client moved to another instance, by service"
     );
     describe_counter!(CLIENT_BUDGET_EXHAUSTED, "Retries the retry budget refused, by service");
+    describe_counter!(CLIENT_HEDGES, "Hedged attempts started, by service");
     describe_counter!(CLIENT_EJECTIONS, "Instances ejected after failures, by instance");
     describe_counter!(SERVER_STREAMS, "Streams a server ended, by service, method and outcome");
     describe_counter!(CLIENT_STREAMS, "Streams a client opened, by service and method");
@@ -210,6 +214,11 @@ pub(crate) fn client_retry(service: &str) {
 /// A client moves an attempt to another instance of `service`.
 pub(crate) fn client_failover(service: &str) {
     ::metrics::counter!(CLIENT_FAILOVERS, "service" => service.to_owned()).increment(1);
+}
+
+/// A client started a hedged attempt of a call to `service`.
+pub(crate) fn client_hedge(service: &str) {
+    ::metrics::counter!(CLIENT_HEDGES, "service" => service.to_owned()).increment(1);
 }
 
 /// The retry budget of `service` refused a retry.
