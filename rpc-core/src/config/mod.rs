@@ -191,6 +191,9 @@ pub struct ServerConfig {
     /// The items of a client's stream the server takes ahead of the handler reading them:
     /// `{messages, bytes}`.
     pub stream_window: StreamWindow,
+    /// Concurrency and rate limits per service (keyed `name:version`) and per method; a call
+    /// over one is answered "overloaded".
+    pub limits: BTreeMap<String, ServiceLimits>,
     /// TLS on the listener; absent: plain TCP.
     pub tls: Option<ServerTlsConfig>,
     /// Caller authentication; absent: every caller is served.
@@ -229,6 +232,7 @@ impl Default for ServerConfig {
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             stream_window: StreamWindow::default(),
+            limits: BTreeMap::new(),
             tls: None,
             auth: None,
         }
@@ -492,6 +496,38 @@ impl ConsumerConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+}
+
+/// `rpc.server.limits.<service>:` — a service's limits, and its methods'.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceLimits {
+    /// Calls of the service running at once, at most.
+    pub max_concurrent: Option<u32>,
+    /// Calls of the service admitted per second, at most (a second's worth may come at once).
+    pub rate_per_sec: Option<u32>,
+    /// Limits of single methods, by name.
+    pub methods: BTreeMap<String, CallLimits>,
+}
+
+impl ServiceLimits {
+    /// The service's own limits.
+    pub fn call(&self) -> CallLimits {
+        CallLimits {
+            max_concurrent: self.max_concurrent,
+            rate_per_sec: self.rate_per_sec,
+        }
+    }
+}
+
+/// The limits of a service or a method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallLimits {
+    /// Calls running at once, at most.
+    pub max_concurrent: Option<u32>,
+    /// Calls admitted per second, at most.
+    pub rate_per_sec: Option<u32>,
 }
 
 /// `rpc.consumer.hedging:` — a second attempt of an `#[idempotent]` call to another instance
@@ -848,6 +884,23 @@ impl RpcConfig {
                 u64::from(self.consumer.stream_window.bytes),
             ),
         ];
+        for (key, limits) in &s.limits {
+            let named = std::iter::once((String::new(), limits.call()))
+                .chain(limits.methods.iter().map(|(m, l)| (format!(".methods.{m}"), *l)));
+            for (at, call) in named {
+                for (field, value) in [
+                    ("max_concurrent", call.max_concurrent),
+                    ("rate_per_sec", call.rate_per_sec),
+                ] {
+                    if value == Some(0) {
+                        return invalid(
+                            &format!("rpc.server.limits.{key}{at}.{field}"),
+                            "must be at least 1 (leave it out for no limit)".to_owned(),
+                        );
+                    }
+                }
+            }
+        }
         for (field, value) in at_least_one {
             if value < 1 {
                 return invalid(field, "must be at least 1".to_owned());

@@ -16,6 +16,7 @@
 //! | `rpc_server_call_duration_seconds` | histogram | service, method |
 //! | `rpc_server_calls_in_flight` | gauge | |
 //! | `rpc_server_rejected_total` | counter | reason (an error kind: `overloaded`, `shutting_down`, `service_not_found`, `method_not_found`, `invalid_metadata`, `protocol`, `unsupported`) |
+//! | `rpc_server_limited_total` | counter | service, method, scope (`service`, `method`), limit (`concurrency`, `rate`) |
 //! | `rpc_server_connections` | gauge | |
 //! | `rpc_server_connection_limit_reached_total` | counter | |
 //! | `rpc_server_tls_handshake_failures_total` | counter | |
@@ -59,6 +60,8 @@ pub const SERVER_CALL_DURATION: &str = "rpc_server_call_duration_seconds";
 pub const SERVER_IN_FLIGHT: &str = "rpc_server_calls_in_flight";
 /// Requests a server answered without running them, by reason.
 pub const SERVER_REJECTED: &str = "rpc_server_rejected_total";
+/// Calls a service's or method's limit refused, by service, method, scope and limit.
+pub const SERVER_LIMITED: &str = "rpc_server_limited_total";
 /// Connections a server has open.
 pub const SERVER_CONNECTIONS: &str = "rpc_server_connections";
 /// Times a server found `max_connections` open (new connections wait in the listen backlog).
@@ -112,6 +115,7 @@ pub fn describe() {
         "Requests a server answered without running them, by reason"
     );
     describe_gauge!(SERVER_CONNECTIONS, "Connections a server has open");
+    describe_counter!(SERVER_LIMITED, "Calls refused by a service's or method's limit");
     describe_counter!(
         SERVER_CONNECTION_LIMIT_REACHED,
         "Times a server had max_connections open"
@@ -162,6 +166,12 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::Cancelled => "cancelled",
         Outcome::Error(kind) => kind.as_str(),
     }
+}
+
+/// A `scope` (`service` or `method`) `limit` (`concurrency`, `rate`) refused a call of
+/// `service`/`method`.
+pub(crate) fn server_limited(service: &str, method: &str, scope: &'static str, limit: &'static str) {
+    ::metrics::counter!(SERVER_LIMITED, "service" => service.to_owned(), "method" => method.to_owned(), "scope" => scope, "limit" => limit).increment(1);
 }
 
 /// A server's stream of `service`/`method` ended with `outcome`.

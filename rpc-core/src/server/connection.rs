@@ -31,6 +31,7 @@ use tracing::{debug, warn, Instrument};
 
 use super::call::{CallFuture, ServerCall, StackCall};
 use super::finish::{call_span, drive, panicked, EndGuard};
+use super::limits::CallPermit;
 use super::running::{Registered, RunningCalls};
 #[cfg(feature = "tls")]
 use super::secure;
@@ -409,8 +410,9 @@ impl Conn {
             }
             _ => {}
         }
-        let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
-            return Admission::reject(Status::Overloaded, "server concurrency limit reached");
+        let permit = match shared.limits.admit(service.key(), method) {
+            Ok(permit) => permit,
+            Err(limited) => return Admission::reject(Status::Overloaded, limited.message),
         };
         Admission::Run(Admitted {
             service: service.clone(),
@@ -634,7 +636,7 @@ struct Started {
     header: Header,
     deadline: Option<Instant>,
     /// Its share of the server's concurrency limit.
-    permit: OwnedSemaphorePermit,
+    permit: CallPermit,
     /// The byte budget of a large request body.
     held: Option<OwnedSemaphorePermit>,
     /// Whether interceptors wait for its end.
@@ -663,7 +665,7 @@ struct Admitted {
     serializer: SerializerKind,
     request: RequestBody,
     /// Its share of the server's concurrency limit.
-    permit: OwnedSemaphorePermit,
+    permit: CallPermit,
 }
 
 /// An admitted request the interceptors let run.
@@ -671,7 +673,7 @@ struct Begun {
     service: Arc<dyn Service>,
     serializer: SerializerKind,
     /// Its share of the server's concurrency limit.
-    permit: OwnedSemaphorePermit,
+    permit: CallPermit,
     ctx: CallContext,
     /// The encoded arguments.
     args: Body,
@@ -683,7 +685,7 @@ struct CallTask<F: CallFuture> {
     call: EndGuard<F>,
     deadline: Option<Instant>,
     header: Header,
-    permit: OwnedSemaphorePermit,
+    permit: CallPermit,
     /// The byte budget of a large request body, given back when the call ends.
     held: Option<OwnedSemaphorePermit>,
     tx: mpsc::Sender<OutFrame>,

@@ -52,6 +52,7 @@ use tracing::{debug, warn, Instrument};
 
 use super::call::{ServerCall, StackCall, StreamParts};
 use super::finish::{call_span, drive, panicked, with_deadline, EndGuard};
+use super::limits::CallPermit;
 use super::stream::{start_handler, StreamEnded};
 use super::Shared;
 use crate::auth::AUTHORIZATION;
@@ -291,8 +292,9 @@ impl Conn {
             Ok(args) => args,
             Err(message) => return failure(Status::DecodeError, message),
         };
-        let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
-            return rejected(Reply::failure(Status::Overloaded, "server concurrency limit reached"));
+        let permit = match shared.limits.admit(service.key(), &method) {
+            Ok(permit) => permit,
+            Err(limited) => return rejected(Reply::failure(Status::Overloaded, limited.message)),
         };
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut ctx = CallContext::server(
@@ -353,7 +355,7 @@ impl Conn {
         ctx: CallContext,
         args: Body,
         deadline: Option<Instant>,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: CallPermit,
     ) -> Response<HttpBody> {
         let shared = &self.shared;
         let output = Arc::new(std::sync::Mutex::new(None));
@@ -468,7 +470,7 @@ struct Lines {
     ending: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     /// Until the end is told.
     ended: Option<StreamEnded>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: CallPermit,
 }
 
 impl Lines {

@@ -52,6 +52,7 @@ mod connection;
 mod finish;
 #[cfg(feature = "http")]
 mod http;
+mod limits;
 mod running;
 #[cfg(feature = "tls")]
 mod secure;
@@ -75,6 +76,7 @@ use tower_layer::{Identity, Stack};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::ServerConfig;
+use crate::config::ServiceLimits;
 use crate::context::MetadataLimits;
 use crate::health::Health;
 use crate::interceptor::{Interceptor, Interceptors};
@@ -85,6 +87,8 @@ use crate::stream::StreamWindow;
 #[cfg(feature = "tls")]
 use crate::tls::ServerTls;
 use crate::transport::ByteBudget;
+use limits::Limits;
+use std::collections::BTreeMap;
 
 /// After the drain timeout, how long streams get to queue their shutting-down end.
 const STREAM_END_GRACE: Duration = Duration::from_millis(200);
@@ -118,6 +122,8 @@ pub struct ServerOptions {
     pub metadata_limits: MetadataLimits,
     /// The items of a client's stream this side takes ahead of its handler.
     pub stream_window: StreamWindow,
+    /// Concurrency and rate limits per service and method (see the `limits` module).
+    pub limits: BTreeMap<String, ServiceLimits>,
 }
 
 impl From<&ServerConfig> for ServerOptions {
@@ -137,6 +143,7 @@ impl From<&ServerConfig> for ServerOptions {
                 max_bytes: config.max_metadata_bytes,
             },
             stream_window: config.stream_window,
+            limits: config.limits.clone(),
         }
     }
 }
@@ -242,6 +249,13 @@ impl<L> ServerBuilder<L> {
         self
     }
 
+    /// Limits the calls of the service `service_key` (`name:version`) and of its methods: at
+    /// most so many at once and so many a second (see `rpc.server.limits`).
+    pub fn limit(mut self, service_key: impl Into<String>, limits: ServiceLimits) -> Self {
+        self.options.limits.insert(service_key.into(), limits);
+        self
+    }
+
     /// Sets the largest accepted request body.
     pub fn max_frame_len(mut self, bytes: usize) -> Self {
         self.options.max_frame_len = bytes;
@@ -314,11 +328,12 @@ impl<L> ServerBuilder<L> {
     {
         let local_addr = listener.local_addr().ok();
         let stack = self.layered.then(|| self.layer.into_stack());
+        let limits = Limits::new(self.options.max_concurrent_calls, &self.options.limits, &self.services);
         let shared = Arc::new(Shared {
             services: self.services,
             interceptors: Interceptors::new(self.interceptors),
             stack,
-            limit: Arc::new(Semaphore::new(self.options.max_concurrent_calls)),
+            limits,
             connection_slots: Arc::new(Semaphore::new(self.options.max_connections)),
             max_connections: self.options.max_connections,
             idle_timeout: self.options.idle_timeout,
@@ -367,7 +382,8 @@ pub(crate) struct Shared {
     pub(crate) interceptors: Interceptors,
     /// The tower layers around dispatch, when there are any.
     pub(crate) stack: Option<ServerStack>,
-    pub(crate) limit: Arc<Semaphore>,
+    /// The server's concurrency limit and the services' and methods' limits.
+    pub(crate) limits: Limits,
     /// One permit per connection served.
     pub(crate) connection_slots: Arc<Semaphore>,
     pub(crate) max_connections: usize,

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::call::{Dispatch, ServerCall, StackCall, StreamParts};
 use super::finish::{panicked, with_deadline};
+use super::limits::CallPermit;
 use super::Shared;
 use crate::body::Body;
 use crate::context::{self, CallContext};
@@ -120,7 +121,7 @@ pub(crate) struct StreamCall {
     pub(crate) client_window: Credit,
     pub(crate) header: Header,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) permit: CallPermit,
     pub(crate) held: Option<OwnedSemaphorePermit>,
 }
 

@@ -89,7 +89,9 @@ impl ItemStream {
         self.source.as_mut().poll_encode(cx, batch)
     }
 
-    /// The next item alone, encoded; `Err` with the reply that ends the items.
+    /// The next item alone, encoded; `Err` with the reply that ends the items (the HTTP
+    /// ingress's NDJSON lines).
+    #[cfg(feature = "http")]
     pub(crate) fn poll_next_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Body, Reply>>> {
         let mut batch = Batch::default();
         self.poll_encode(cx, &mut batch).map(|item| {

@@ -1,0 +1,133 @@
+//! Per-service and per-method limits over real TCP: a method's concurrency limit refuses the
+//! calls beyond it at once (other methods unaffected), a service's rate limit admits a
+//! second's worth and then its rate, and the YAML that sets them is checked.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rpc_core::config::{CallLimits, RpcConfig, ServiceLimits};
+use rpc_core::server::{RunningServer, ServerBuilder};
+use rpc_core::{Channel, ErrorKind};
+use rpc_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
+use tokio::time::Instant;
+
+async fn serve(builder: ServerBuilder) -> (RunningServer, TestServiceClient, String) {
+    let server = builder
+        .add_service(TestServiceServer::new(TestServiceImpl::default()))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = server.local_addr().expect("addr").to_string();
+    let channel = Channel::direct(&addr).expect("channel");
+    (server, TestServiceClient::new(channel).expect("client"), addr)
+}
+
+#[tokio::test]
+async fn a_method_concurrency_limit_refuses_calls_beyond_it_and_spares_other_methods() {
+    let limits = ServiceLimits {
+        methods: BTreeMap::from([(
+            "sleep_echo".to_owned(),
+            CallLimits {
+                max_concurrent: Some(2),
+                rate_per_sec: None,
+            },
+        )]),
+        ..ServiceLimits::default()
+    };
+    let (_server, client, addr) = serve(ServerBuilder::new().limit("TestService:1.0", limits)).await;
+    let calls: Vec<_> = (0..6)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move { client.sleep_echo(n, 300).await })
+        })
+        .collect();
+    // While they run, another method is served, and HTTP callers of the limited one get 429.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(client.echo(7).await.expect("echo is not limited"), 7);
+    let url = format!("http://{addr}/TestService/sleep_echo");
+    let http = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "--data", "[1, 1]", &url])
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("curl");
+    let (body, status) = http.rsplit_once('\n').expect("a status line");
+    assert_eq!(status, "429", "{body}");
+    assert!(
+        body.contains("overloaded") && body.contains("method concurrency limit"),
+        "{body}"
+    );
+    let mut ok = 0;
+    for call in calls {
+        match call.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Overloaded, "{e}");
+                assert!(e.to_string().contains("overloaded"), "{e}");
+            }
+        }
+    }
+    assert_eq!(ok, 2, "two at once");
+    // The permits came back with the calls.
+    assert_eq!(client.sleep_echo(1, 1).await.expect("admitted again"), 1);
+}
+
+#[tokio::test]
+async fn a_service_rate_limit_admits_a_seconds_worth_then_its_rate() {
+    let limits = ServiceLimits {
+        rate_per_sec: Some(20),
+        ..ServiceLimits::default()
+    };
+    let (_server, client, _) = serve(ServerBuilder::new().limit("TestService:1.0", limits)).await;
+    let started = Instant::now();
+    let mut admitted = 0;
+    for n in 0..60 {
+        match client.echo(n).await {
+            Ok(_) => admitted += 1,
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Overloaded, "{e}"),
+        }
+    }
+    // 20 at once, plus what refilled while the 60 calls ran.
+    let refill = (started.elapsed().as_secs_f64() * 20.0).ceil() as u32;
+    assert!(
+        (20..=20 + refill).contains(&admitted),
+        "{admitted} admitted (refill {refill})"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut later = 0;
+    for n in 0..20 {
+        later += u32::from(client.echo(n).await.is_ok());
+    }
+    assert!((8..=16).contains(&later), "about half a second's worth: {later}");
+}
+
+#[test]
+fn limits_come_from_yaml_and_a_zero_names_its_field() {
+    let yaml = r#"
+rpc:
+  server:
+    limits:
+      "TestService:1.0":
+        rate_per_sec: 100
+        methods:
+          sleep_echo: { max_concurrent: 4 }
+"#;
+    let config = RpcConfig::from_yaml(yaml).expect("loads");
+    let limits = &config.server.limits["TestService:1.0"];
+    assert_eq!(limits.rate_per_sec, Some(100));
+    assert_eq!(limits.methods["sleep_echo"].max_concurrent, Some(4));
+    let zero = yaml.replace("max_concurrent: 4", "max_concurrent: 0");
+    let error = RpcConfig::from_yaml(&zero).expect_err("a zero limit").to_string();
+    assert!(
+        error.contains("rpc.server.limits.TestService:1.0.methods.sleep_echo.max_concurrent"),
+        "{error}"
+    );
+    let unknown = yaml.replace("rate_per_sec: 100", "rate: 100");
+    let error = RpcConfig::from_yaml(&unknown)
+        .expect_err("an unknown field")
+        .to_string();
+    assert!(error.contains("rate"), "{error}");
+}
