@@ -560,16 +560,14 @@ impl Inner {
         }
         route.budget.deposit();
         // Hedging, for a call that may be sent twice, once its delay is known.
-        let latencies = call
-            .policy
-            .hedge
-            .filter(|_| A::HEDGED)
-            .map(|_| self.latencies(call.service));
-        let hedge = call.policy.hedge.filter(|_| A::HEDGED).and_then(|hedge| {
+        let hedged = call.policy.hedge.filter(|_| A::HEDGED);
+        let latencies = hedged.map(|_| self.latencies(call.service));
+        let hedge = hedged.and_then(|hedge| {
             let delay = hedge.delay.or_else(|| latencies.as_ref()?.delay())?;
             Some((hedge, delay))
         });
-        let started = Instant::now();
+        // Only hedged calls read the clock for their latency.
+        let started = latencies.is_some().then(Instant::now);
         let answer = retry::run(call, &route.budget, |_round| {
             let candidates = Candidates::new(&route, lacking, call.hash_key, call.route_tag);
             match hedge {
@@ -584,7 +582,7 @@ impl Inner {
             }
         })
         .await;
-        if let (Some(latencies), Ok(_)) = (&latencies, &answer) {
+        if let (Some(latencies), Some(started), Ok(_)) = (&latencies, started, &answer) {
             latencies.record(started.elapsed());
         }
         answer

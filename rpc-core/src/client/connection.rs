@@ -120,18 +120,25 @@ struct StreamSlot {
 impl StreamSlot {
     /// The server's Response ended the stream.
     fn end(self, frame: Frame) {
-        let reply = Reply {
-            status: frame.header.status,
-            body: frame.body,
-        };
-        let end = match reply.status {
-            Status::Ok | Status::ApplicationError => Ok(reply),
-            Status::DeadlineExceeded => Err(RpcError::Timeout(Duration::ZERO)),
-            _ => Err(reply.into_error(&self.service, &self.method)),
-        };
+        let end = answer(frame, &self.service, &self.method, Duration::ZERO);
         // The window leaves one place for the end.
         let _ = self.events.try_send(Inbound::End(end));
         self.window.stop();
+    }
+}
+
+/// What a Response frame answers a call or stream of `service`'s `method` that waited
+/// `waited`: the reply for [`Status::Ok`] and [`Status::ApplicationError`], else the matching
+/// [`RpcError`] (the server giving up at the call's deadline is a timeout to the caller).
+fn answer(frame: Frame, service: &str, method: &str, waited: Duration) -> Result<Reply, RpcError> {
+    let reply = Reply {
+        status: frame.header.status,
+        body: frame.body,
+    };
+    match reply.status {
+        Status::Ok | Status::ApplicationError => Ok(reply),
+        Status::DeadlineExceeded => Err(RpcError::Timeout(waited)),
+        _ => Err(reply.into_error(service, method)),
     }
 }
 
@@ -493,16 +500,7 @@ impl Connection {
                 return Err(RpcError::Timeout(remaining));
             }
         };
-        let reply = Reply {
-            status: frame.header.status,
-            body: frame.body,
-        };
-        match reply.status {
-            Status::Ok | Status::ApplicationError => Ok(reply),
-            // The server gave up at the deadline this call sent: to the caller, a timeout.
-            Status::DeadlineExceeded => Err(RpcError::Timeout(remaining)),
-            _ => Err(reply.into_error(service, method)),
-        }
+        answer(frame, service, method, remaining)
     }
 }
 

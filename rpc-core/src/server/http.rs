@@ -478,25 +478,11 @@ impl Lines {
     fn end(&mut self, reply: Reply) -> Option<Bytes> {
         let mut ended = self.ended.take()?;
         ended.outcome = Outcome::from_status(reply.status);
-        let line = match reply.status {
-            Status::Ok => return None,
-            Status::ApplicationError => {
-                let error = reply.body.as_one();
-                let mut text = Vec::with_capacity(error.len() + 11);
-                text.extend_from_slice(b"{\"error\":");
-                text.extend_from_slice(&error);
-                text.extend_from_slice(b"}\n");
-                text
-            }
-            status => {
-                let (code, _) = code(status);
-                let mut text = json!({"code": code, "message": reply.message()})
-                    .to_string()
-                    .into_bytes();
-                text.push(b'\n');
-                text
-            }
-        };
+        if reply.status == Status::Ok {
+            return None;
+        }
+        let mut line = error_body(&reply);
+        line.push(b'\n');
         Some(Bytes::from(line))
     }
 }
@@ -615,17 +601,29 @@ fn rejected(reply: Reply) -> Response<HttpBody> {
 
 /// The HTTP answer of a reply: the result, the method's error, or a framework error.
 fn reply_response(reply: Reply) -> Response<HttpBody> {
+    let http = match reply.status {
+        Status::Ok => return json_response(StatusCode::OK, reply.body.as_one().into_owned()),
+        Status::ApplicationError => StatusCode::UNPROCESSABLE_ENTITY,
+        status => code(status).1,
+    };
+    json_response(http, Bytes::from(error_body(&reply)))
+}
+
+/// The JSON of a reply that is not a value: `{"error": value}` for the method's own error,
+/// `{"code", "message"}` for a framework error.
+fn error_body(reply: &Reply) -> Vec<u8> {
     match reply.status {
-        Status::Ok => json_response(StatusCode::OK, reply.body.as_one().into_owned()),
         Status::ApplicationError => {
             let error = reply.body.as_one();
-            let mut text = Vec::with_capacity(error.len() + 10);
+            let mut text = Vec::with_capacity(error.len() + 11);
             text.extend_from_slice(b"{\"error\":");
             text.extend_from_slice(&error);
             text.push(b'}');
-            json_response(StatusCode::UNPROCESSABLE_ENTITY, Bytes::from(text))
+            text
         }
-        status => failure(status, reply.message()),
+        status => json!({"code": code(status).0, "message": reply.message()})
+            .to_string()
+            .into_bytes(),
     }
 }
 
@@ -647,9 +645,7 @@ fn code(status: Status) -> (&'static str, StatusCode) {
 
 /// A framework error: `{"code", "message"}` with its HTTP status.
 fn failure(status: Status, message: impl Into<String>) -> Response<HttpBody> {
-    let (code, http) = code(status);
-    let body = json!({"code": code, "message": message.into()}).to_string();
-    json_response(http, Bytes::from(body))
+    reply_response(Reply::failure(status, message))
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<HttpBody> {

@@ -83,7 +83,8 @@ impl Gate {
 pub(crate) struct Limits {
     server: Arc<Semaphore>,
     services: HashMap<String, Gate>,
-    methods: HashMap<(String, String), Gate>,
+    /// By service, then method.
+    methods: HashMap<String, HashMap<String, Gate>>,
 }
 
 /// Why a call was not admitted.
@@ -118,7 +119,10 @@ impl Limits {
                     continue;
                 }
                 if let Some(gate) = Gate::of(call) {
-                    methods.insert((key.clone(), method.clone()), gate);
+                    methods
+                        .entry(key.clone())
+                        .or_insert_with(HashMap::new)
+                        .insert(method.clone(), gate);
                 }
             }
         }
@@ -140,7 +144,7 @@ impl Limits {
         let mut held = Vec::new();
         if !self.services.is_empty() || !self.methods.is_empty() {
             let now = Instant::now();
-            let method_gate = self.methods.get(&(service.to_owned(), method.to_owned()));
+            let method_gate = self.methods.get(service).and_then(|m| m.get(method));
             for (gate, scope) in [(self.services.get(service), "service"), (method_gate, "method")] {
                 let Some(gate) = gate else { continue };
                 if let Err(limit) = gate.admit(&mut held, now) {

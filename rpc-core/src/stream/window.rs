@@ -90,21 +90,11 @@ impl SendWindow {
     /// Waits until one more item may be sent: the room left then (messages, bytes), or `None`
     /// when the receiver stopped the stream.
     pub(crate) async fn ready(&self) -> Option<(i64, i64)> {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            {
-                let room = self.room();
-                if room.stopped {
-                    return None;
-                }
-                if room.messages > 0 && room.bytes > 0 {
-                    return Some((room.messages, room.bytes));
-                }
-            }
-            changed.await;
-        }
+        self.wait(|room| match room.stopped {
+            true => Some(None),
+            false => (room.messages > 0 && room.bytes > 0).then_some(Some((room.messages, room.bytes))),
+        })
+        .await
     }
 
     /// Waits for the receiver's first grant (which a stream that ended at once may have
@@ -119,7 +109,7 @@ impl SendWindow {
     }
 
     /// Waits until `decide` has an answer.
-    async fn wait(&self, decide: impl Fn(&Room) -> Option<bool>) -> bool {
+    async fn wait<T>(&self, decide: impl Fn(&Room) -> Option<T>) -> T {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
