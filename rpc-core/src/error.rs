@@ -145,8 +145,9 @@ pub enum RpcError<E = Infallible> {
         /// that was never sent is always safe to retry.
         sent: bool,
     },
-    /// The call was refused for load (the server's concurrency limit, or a load-shedding
-    /// layer on either side); it did not run.
+    /// The call was refused for load (the server's limits or its load shedding, a
+    /// load-shedding layer on either side, or the client's circuit breakers or per-instance
+    /// limit); it did not run.
     #[error("overloaded")]
     Overloaded,
     /// The server refused the call because it is shutting down.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
 use rpc_core::config::RpcConfig;
-use rpc_core::fault::{InstanceHealth, OutlierOptions, PolicySet};
+use rpc_core::fault::{HealthOptions, InstanceHealth, PolicySet};
 use rpc_core::protocol::Status;
 use rpc_core::registry::ServiceInstance;
 use rpc_core::server::{RunningServer, ServerBuilder};
@@ -45,7 +45,7 @@ fn channel(addrs: &[&str], consumer_yaml: &str) -> Channel {
             ServiceInstance::new("TestService", "1.0", host, port.parse().unwrap())
         })
         .collect();
-    let health = Arc::new(InstanceHealth::new(OutlierOptions::from(&config.consumer.outlier)));
+    let health = Arc::new(InstanceHealth::new(HealthOptions::from(&config.consumer)));
     let invoker = ClusterInvoker::new(
         InstanceSource::Fixed(instances),
         Arc::new(ConnectionPool::new(ClientOptions::default())),

@@ -463,7 +463,10 @@ where
     Fut: std::future::Future<Output = Result<T, RpcError>>,
 {
     let outcome = {
-        let _in_flight = target.health.begin();
+        // At its limit of calls in flight: the call never left, it may go elsewhere.
+        let Some(_in_flight) = target.health.begin() else {
+            return Err(RpcError::Overloaded);
+        };
         match target.endpoint.connection(Some(deadline)).await {
             Ok(conn) => exchange(conn).await,
             Err(e) => Err(e),

@@ -12,7 +12,7 @@ use super::ClientLayer;
 use super::{Channel, ClientOptions, ClusterInvoker, ClusterOptions, ConnectionPool, InstanceSource};
 use crate::balance::LoadBalancer;
 use crate::config::RpcConfig;
-use crate::fault::{BudgetOptions, InstanceHealth, OutlierOptions, PolicySet, RetryBudget};
+use crate::fault::{BudgetOptions, HealthOptions, InstanceHealth, PolicySet, RetryBudget};
 use crate::interceptor::{Interceptor, Interceptors};
 use crate::registry::{CacheFile, DiscoveryCache, DiscoveryOptions, Registry};
 use crate::schedule::ScheduleError;
@@ -143,7 +143,7 @@ impl ConsumerBuilder {
         let cache = Arc::new(DiscoveryCache::new(registry.clone(), options).await?);
         let limits = self.options.metadata_limits;
         let pool = Arc::new(ConnectionPool::new(self.options));
-        let health = Arc::new(InstanceHealth::new(OutlierOptions::from(&config.consumer.outlier)));
+        let health = Arc::new(InstanceHealth::new(HealthOptions::from(&config.consumer)));
         let cluster = ClusterOptions {
             balancers: self.balancers,
             budget: BudgetOptions {

@@ -6,7 +6,8 @@
 //! rolling restart from failing calls under the default `fail_fast`. With fail-over on, any
 //! failure that is retryable for the method moves on too. Each instance is tried at most once
 //! per round, and every move takes a token of the service's retry budget; the last failure
-//! ends the round. How many rounds a call gets is the retry step's business, so
+//! ends the round. An instance whose circuit breaker refuses the attempt is passed over
+//! without sending (see [`Candidates`]); when every one refuses, the call fails overloaded. How many rounds a call gets is the retry step's business, so
 //! `tolerant: fail_over` with `retry.strategy: none` tries every instance once and stops.
 
 use std::future::Future;
@@ -32,9 +33,10 @@ where
     Fut: Future<Output = Result<T, RpcError<Reply>>>,
 {
     let policy = call.policy;
+    let mut last_error = None;
     loop {
         let Some(target) = candidates.next() else {
-            return Err(RpcError::NoInstances("no instance to try".to_owned()));
+            return Err(last_error.unwrap_or_else(|| candidates.none_left()));
         };
         let error = match attempt(target).await {
             Ok(reply) => return Ok(reply),
@@ -46,5 +48,6 @@ where
         }
         debug!(instance = %target.addr, tried = candidates.tried(), error = %error.kind(), "attempt failed; trying another instance");
         metrics::client_failover(call.service);
+        last_error = Some(error);
     }
 }

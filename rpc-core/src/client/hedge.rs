@@ -89,7 +89,7 @@ where
     Fut: Future<Output = Result<T, RpcError<Reply>>>,
 {
     let Some(first) = candidates.next() else {
-        return Err(RpcError::NoInstances("no instance to try".to_owned()));
+        return Err(candidates.none_left());
     };
     let mut running = FuturesUnordered::new();
     running.push(attempt(first));

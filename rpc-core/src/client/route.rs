@@ -24,6 +24,7 @@ use super::methods::{MethodMap, Refused};
 use super::rules::ServiceRules;
 use super::Endpoint;
 use crate::balance::{self, LoadBalancer, LoadBalancerKind, PickContext};
+use crate::error::RpcError;
 use crate::fault::{InstanceStat, RetryBudget};
 use crate::registry::{now_ms, SchemaMap, ServiceInstance, WARMUP_SECS, ZONE};
 
@@ -277,6 +278,8 @@ pub struct Candidates<'r> {
     first: Option<usize>,
     /// Later picks, after failed attempts.
     more: Vec<usize>,
+    /// Picks the instances' circuit breakers refused.
+    refused: usize,
 }
 
 impl<'r> Candidates<'r> {
@@ -292,6 +295,16 @@ impl<'r> Candidates<'r> {
             tag,
             first: None,
             more: Vec::new(),
+            refused: 0,
+        }
+    }
+
+    /// The error of a call that found no instance to try: every one was refused by its
+    /// circuit breaker (overloaded: the call was not sent), or there was none.
+    pub fn none_left<E>(&self) -> RpcError<E> {
+        match self.refused {
+            0 => RpcError::NoInstances("no instance to try".to_owned()),
+            _ => RpcError::Overloaded,
         }
     }
 
@@ -352,10 +365,9 @@ impl<'r> Candidates<'r> {
     }
 }
 
-impl<'r> Iterator for Candidates<'r> {
-    type Item = &'r Target;
-
-    fn next(&mut self) -> Option<&'r Target> {
+impl<'r> Candidates<'r> {
+    /// The balancer's next pick among the untried instances (see [`Candidates::next`]).
+    fn pick_next(&mut self) -> Option<&'r Target> {
         let route = self.route;
         let usable = |i: usize| self.usable(i);
         let index = match &route.shape {
@@ -385,5 +397,21 @@ impl<'r> Iterator for Candidates<'r> {
             Some(_) => self.more.push(index),
         }
         Some(&route.targets[index])
+    }
+}
+
+impl<'r> Iterator for Candidates<'r> {
+    type Item = &'r Target;
+
+    /// The next instance to try whose circuit breaker lets the attempt through; the ones it
+    /// refuses count as tried.
+    fn next(&mut self) -> Option<&'r Target> {
+        loop {
+            let target = self.pick_next()?;
+            if target.health.breaker_allows() {
+                return Some(target);
+            }
+            self.refused += 1;
+        }
     }
 }

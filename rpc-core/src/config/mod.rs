@@ -388,6 +388,11 @@ pub struct ConsumerConfig {
     pub stream_idle_timeout_ms: u64,
     /// Hedged calls for `#[idempotent]` methods.
     pub hedging: HedgingConfig,
+    /// The circuit breaker of each instance.
+    pub breaker: BreakerConfig,
+    /// This consumer's calls in flight to one instance at most; past it, calls go to other
+    /// instances, or fail overloaded without being sent. 0: no limit.
+    pub max_in_flight_per_instance: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -417,6 +422,8 @@ impl Default for ConsumerConfig {
             stream_timeout_ms: 0,
             stream_idle_timeout_ms: 0,
             hedging: HedgingConfig::default(),
+            breaker: BreakerConfig::default(),
+            max_in_flight_per_instance: 0,
         }
     }
 }
@@ -439,6 +446,33 @@ impl Default for OutlierConfig {
             consecutive_failures: 3,
             base_ejection_ms: 1000,
             max_ejection_ms: 30_000,
+        }
+    }
+}
+
+/// `rpc.consumer.breaker:` — each instance's circuit breaker: adaptive throttling from its
+/// recent requests and accepts (see [`crate::fault::breaker`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Whether attempts to an instance that fails often are refused locally.
+    pub enabled: bool,
+    /// How many times the accepts may fall short of the requests before refusals start
+    /// (lower: earlier); at least 1.
+    pub k: f64,
+    /// The window requests and accepts are counted over.
+    pub window_ms: u64,
+    /// Requests in a window that are never refused.
+    pub protection: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            k: 1.5,
+            window_ms: 10_000,
+            protection: 5,
         }
     }
 }
@@ -883,7 +917,15 @@ impl RpcConfig {
                 "rpc.consumer.stream_window.bytes",
                 u64::from(self.consumer.stream_window.bytes),
             ),
+            ("rpc.consumer.breaker.window_ms", self.consumer.breaker.window_ms),
         ];
+        let k = self.consumer.breaker.k;
+        if !(k.is_finite() && k >= 1.0) {
+            return invalid(
+                "rpc.consumer.breaker.k",
+                format!("{k} is not a number of at least 1 (1.5 by default; lower refuses sooner)"),
+            );
+        }
         for (key, limits) in &s.limits {
             let named = std::iter::once((String::new(), limits.call()))
                 .chain(limits.methods.iter().map(|(m, l)| (format!(".methods.{m}"), *l)));
@@ -1068,6 +1110,27 @@ rpc:
         assert_eq!(
             err("rpc:\n  consumer:\n    schema_check: loose\n"),
             "<string>: rpc.consumer.schema_check: \"loose\" is not one of warn, strict, off"
+        );
+    }
+
+    #[test]
+    fn the_breaker_and_the_per_instance_limit_come_from_yaml() {
+        let c = RpcConfig::from_yaml(
+            "rpc:\n  consumer:\n    max_in_flight_per_instance: 64\n    breaker: { k: 2.0, window_ms: 5000, protection: 10 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.consumer.max_in_flight_per_instance, 64);
+        assert!(c.consumer.breaker.enabled, "on unless turned off");
+        assert_eq!(c.consumer.breaker.k, 2.0);
+        assert_eq!(c.consumer.breaker.window_ms, 5000);
+        assert_eq!(c.consumer.breaker.protection, 10);
+        assert_eq!(
+            err("rpc:\n  consumer:\n    breaker: { k: 0.5 }\n"),
+            "<string>: rpc.consumer.breaker.k: 0.5 is not a number of at least 1 (1.5 by default; lower refuses sooner)"
+        );
+        assert_eq!(
+            err("rpc:\n  consumer:\n    breaker: { window_ms: 0 }\n"),
+            "<string>: rpc.consumer.breaker.window_ms: must be at least 1"
         );
     }
 

@@ -9,6 +9,10 @@
 //! failure ejects it again for longer), so a dead instance costs one call per period rather
 //! than one per concurrent caller. When every instance is ejected, the least recently ejected
 //! one is still tried: calls never fail blind.
+//!
+//! Each instance also has a [circuit breaker](super::breaker) (adaptive throttling from its
+//! recent accepts, for instances that fail often but not in a row) and, when configured, a
+//! limit on this consumer's calls in flight to it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,8 +22,9 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::breaker::{Breaker, BreakerOptions, Decision};
 use crate::backoff;
-use crate::config::OutlierConfig;
+use crate::config::{ConsumerConfig, OutlierConfig};
 use crate::error::RpcError;
 use crate::metrics;
 
@@ -50,11 +55,32 @@ impl From<&OutlierConfig> for OutlierOptions {
     }
 }
 
+/// Everything an instance's health record is built with.
+#[derive(Debug, Clone, Default)]
+pub struct HealthOptions {
+    /// Ejection after failures in a row.
+    pub outlier: OutlierOptions,
+    /// The circuit breaker.
+    pub breaker: BreakerOptions,
+    /// This consumer's calls in flight to one instance at most; 0: no limit.
+    pub max_in_flight: usize,
+}
+
+impl From<&ConsumerConfig> for HealthOptions {
+    fn from(c: &ConsumerConfig) -> Self {
+        Self {
+            outlier: OutlierOptions::from(&c.outlier),
+            breaker: BreakerOptions::from(&c.breaker),
+            max_in_flight: c.max_in_flight_per_instance,
+        }
+    }
+}
+
 /// Health of every instance this consumer has called, by address.
 #[derive(Debug, Default)]
 pub struct InstanceHealth {
     instances: DashMap<String, Arc<InstanceStat>>,
-    options: OutlierOptions,
+    options: HealthOptions,
 }
 
 /// The health of one instance: calls in flight and ejection state. Hold on to it to skip the
@@ -67,6 +93,9 @@ pub struct InstanceStat {
     suspect: AtomicBool,
     outlier: Mutex<Outlier>,
     options: OutlierOptions,
+    breaker: Breaker,
+    /// Calls in flight at most (`usize::MAX`: no limit).
+    max_in_flight: usize,
 }
 
 #[derive(Debug, Default)]
@@ -100,10 +129,14 @@ impl InstanceStat {
         self.outlier.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Marks a call in flight until the guard drops. A call to an instance whose ejection has
-    /// ended becomes its probe.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    /// Marks a call in flight until the guard drops, unless the instance already has its
+    /// limit of calls in flight (`None`). A call to an instance whose ejection has ended
+    /// becomes its probe.
+    pub fn begin(self: &Arc<Self>) -> Option<InFlight> {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
         if self.suspect.load(Ordering::Acquire) {
             let mut outlier = self.outlier();
             if outlier.ejected_until.is_some_and(|until| Instant::now() >= until) {
@@ -111,7 +144,21 @@ impl InstanceStat {
                 outlier.probing = true;
             }
         }
-        InFlight(self.clone())
+        Some(InFlight(self.clone()))
+    }
+
+    /// Asks the circuit breaker whether an attempt may be sent; a refusal is counted.
+    pub fn breaker_allows(&self) -> bool {
+        if self.breaker.decide() == Decision::Allow {
+            return true;
+        }
+        metrics::client_breaker_refusal(&self.addr);
+        false
+    }
+
+    /// The chance that the circuit breaker refuses the next attempt.
+    pub fn breaker_refusal_chance(&self) -> f64 {
+        self.breaker.refusal_chance()
     }
 
     /// Calls in flight.
@@ -119,9 +166,12 @@ impl InstanceStat {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Whether the instance may be picked now: not ejected, and not on probation with its
-    /// probe in flight.
+    /// Whether the instance may be picked now: below its limit of calls in flight, not
+    /// ejected, and not on probation with its probe in flight.
     pub fn is_available(&self) -> bool {
+        if self.in_flight() >= self.max_in_flight {
+            return false;
+        }
         if !self.suspect.load(Ordering::Acquire) {
             return true;
         }
@@ -144,6 +194,9 @@ impl InstanceStat {
 
     /// Records a successful call: the instance is healthy again.
     pub fn success(&self) {
+        if self.breaker.record(true) {
+            info!(instance = %self.addr, "circuit breaker closed");
+        }
         if !self.suspect.load(Ordering::Acquire) {
             return;
         }
@@ -157,7 +210,9 @@ impl InstanceStat {
 
     /// Records a failed call; ejects the instance when the failure calls for it.
     pub fn failure<E>(&self, error: &RpcError<E>) {
-        if !counts_against_instance(error) {
+        let blamed = counts_against_instance(error);
+        self.breaker.record(!blamed);
+        if !blamed {
             return;
         }
         let mut outlier = self.outlier();
@@ -180,8 +235,8 @@ impl InstanceStat {
 }
 
 impl InstanceHealth {
-    /// Empty, with these ejection settings.
-    pub fn new(options: OutlierOptions) -> Self {
+    /// Empty, with these settings.
+    pub fn new(options: HealthOptions) -> Self {
         Self {
             instances: DashMap::new(),
             options,
@@ -221,7 +276,12 @@ impl InstanceHealth {
                     in_flight: AtomicUsize::new(0),
                     suspect: AtomicBool::new(false),
                     outlier: Mutex::new(Outlier::default()),
-                    options: self.options.clone(),
+                    options: self.options.outlier.clone(),
+                    breaker: Breaker::new(self.options.breaker),
+                    max_in_flight: match self.options.max_in_flight {
+                        0 => usize::MAX,
+                        n => n,
+                    },
                 })
             })
             .clone()
@@ -232,11 +292,14 @@ impl InstanceHealth {
 mod tests {
     use super::*;
 
-    fn options() -> OutlierOptions {
-        OutlierOptions {
-            consecutive_failures: 3,
-            base_ejection: Duration::from_millis(100),
-            max_ejection: Duration::from_millis(250),
+    fn options() -> HealthOptions {
+        HealthOptions {
+            outlier: OutlierOptions {
+                consecutive_failures: 3,
+                base_ejection: Duration::from_millis(100),
+                max_ejection: Duration::from_millis(250),
+            },
+            ..HealthOptions::default()
         }
     }
 
@@ -276,7 +339,7 @@ mod tests {
         health.stat("a").failure(&connect_error());
         tokio::time::advance(Duration::from_millis(101)).await;
         assert!(health.stat("a").is_available());
-        let probe = health.stat("a").begin();
+        let probe = health.stat("a").begin().unwrap();
         assert!(!health.stat("a").is_available(), "others wait for the probe");
         let timeout: RpcError = RpcError::Timeout(Duration::ZERO);
         health.stat("a").failure(&timeout);
@@ -287,11 +350,11 @@ mod tests {
             "a failed probe ejects again, for longer"
         );
         tokio::time::advance(Duration::from_millis(60)).await;
-        let probe = health.stat("a").begin();
+        let probe = health.stat("a").begin().unwrap();
         health.stat("a").success();
         drop(probe);
         assert!(health.stat("a").is_available());
-        let _busy = health.stat("a").begin();
+        let _busy = health.stat("a").begin().unwrap();
         assert!(
             health.stat("a").is_available(),
             "a healthy instance takes calls concurrently"
@@ -322,13 +385,29 @@ mod tests {
     #[test]
     fn in_flight_counts_follow_the_guards() {
         let health = InstanceHealth::default();
-        let a = health.stat("a").begin();
-        let b = health.stat("a").begin();
+        let a = health.stat("a").begin().unwrap();
+        let b = health.stat("a").begin().unwrap();
         assert_eq!(health.stat("a").in_flight(), 2);
         drop(a);
         assert_eq!(health.stat("a").in_flight(), 1);
         drop(b);
         assert_eq!(health.stat("a").in_flight(), 0);
         assert_eq!(health.stat("never-called").in_flight(), 0);
+    }
+
+    #[test]
+    fn an_instance_at_its_in_flight_limit_takes_no_more() {
+        let health = InstanceHealth::new(HealthOptions {
+            max_in_flight: 2,
+            ..HealthOptions::default()
+        });
+        let a = health.stat("a").begin().unwrap();
+        let _b = health.stat("a").begin().unwrap();
+        assert!(!health.stat("a").is_available());
+        assert!(health.stat("a").begin().is_none(), "a third call is refused");
+        assert_eq!(health.stat("a").in_flight(), 2);
+        drop(a);
+        assert!(health.stat("a").is_available());
+        assert!(health.stat("a").begin().is_some());
     }
 }
