@@ -3,9 +3,12 @@
 //! second's worth and then its rate, and the YAML that sets them is checked.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
 use rpc_core::config::{CallLimits, RpcConfig, ServiceLimits};
+use rpc_core::fault::{BreakerOptions, HealthOptions, InstanceHealth};
 use rpc_core::server::{RunningServer, ServerBuilder};
 use rpc_core::{Channel, ErrorKind};
 use rpc_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
@@ -18,7 +21,21 @@ async fn serve(builder: ServerBuilder) -> (RunningServer, TestServiceClient, Str
         .await
         .expect("bind");
     let addr = server.local_addr().expect("addr").to_string();
-    let channel = Channel::direct(&addr).expect("channel");
+    // The client's circuit breaker would soon refuse calls itself after so many refusals:
+    // these tests watch the server's limits alone.
+    let health = HealthOptions {
+        breaker: BreakerOptions {
+            enabled: false,
+            ..BreakerOptions::default()
+        },
+        ..HealthOptions::default()
+    };
+    let invoker = ClusterInvoker::new(
+        InstanceSource::address(&addr).expect("address"),
+        Arc::new(ConnectionPool::new(ClientOptions::default())),
+        Arc::new(InstanceHealth::new(health)),
+    );
+    let channel = Channel::new(Arc::new(invoker));
     (server, TestServiceClient::new(channel).expect("client"), addr)
 }
 

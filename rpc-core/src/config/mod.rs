@@ -194,6 +194,8 @@ pub struct ServerConfig {
     /// Concurrency and rate limits per service (keyed `name:version`) and per method; a call
     /// over one is answered "overloaded".
     pub limits: BTreeMap<String, ServiceLimits>,
+    /// Adaptive load shedding over all calls.
+    pub shedding: SheddingConfig,
     /// TLS on the listener; absent: plain TCP.
     pub tls: Option<ServerTlsConfig>,
     /// Caller authentication; absent: every caller is served.
@@ -233,6 +235,7 @@ impl Default for ServerConfig {
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             stream_window: StreamWindow::default(),
             limits: BTreeMap::new(),
+            shedding: SheddingConfig::default(),
             tls: None,
             auth: None,
         }
@@ -529,6 +532,32 @@ impl ConsumerConfig {
     /// [`Self::timeout_ms`] as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// `rpc.server.shedding:` — adaptive load shedding: a concurrency limit for all calls that
+/// the server finds from their latency (see `rpc_core::server` on load shedding).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SheddingConfig {
+    /// Whether calls past the adaptive limit are refused.
+    pub enabled: bool,
+    /// How many times its unloaded latency a call may take before the limit falls; above 1.
+    pub tolerance: f64,
+    /// The limit never falls below this (and starts at it).
+    pub min_limit: usize,
+    /// The limit never rises above this.
+    pub max_limit: usize,
+}
+
+impl Default for SheddingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            tolerance: 1.5,
+            min_limit: 8,
+            max_limit: 10_000,
+        }
     }
 }
 
@@ -919,6 +948,22 @@ impl RpcConfig {
             ),
             ("rpc.consumer.breaker.window_ms", self.consumer.breaker.window_ms),
         ];
+        let shedding = &s.shedding;
+        if !(shedding.tolerance.is_finite() && shedding.tolerance > 1.0) {
+            return invalid(
+                "rpc.server.shedding.tolerance",
+                format!("{} is not a number above 1 (1.5 by default)", shedding.tolerance),
+            );
+        }
+        if shedding.min_limit < 1 || shedding.max_limit < shedding.min_limit {
+            return invalid(
+                "rpc.server.shedding.min_limit",
+                format!(
+                    "{} must be at least 1 and at most max_limit ({})",
+                    shedding.min_limit, shedding.max_limit
+                ),
+            );
+        }
         let k = self.consumer.breaker.k;
         if !(k.is_finite() && k >= 1.0) {
             return invalid(

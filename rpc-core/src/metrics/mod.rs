@@ -17,6 +17,7 @@
 //! | `rpc_server_calls_in_flight` | gauge | |
 //! | `rpc_server_rejected_total` | counter | reason (an error kind: `overloaded`, `shutting_down`, `service_not_found`, `method_not_found`, `invalid_metadata`, `protocol`, `unsupported`) |
 //! | `rpc_server_limited_total` | counter | service, method, scope (`service`, `method`), limit (`concurrency`, `rate`) |
+//! | `rpc_server_shed_total` | counter | service, method (calls refused by adaptive load shedding) |
 //! | `rpc_server_connections` | gauge | |
 //! | `rpc_server_connection_limit_reached_total` | counter | |
 //! | `rpc_server_tls_handshake_failures_total` | counter | |
@@ -63,6 +64,8 @@ pub const SERVER_IN_FLIGHT: &str = "rpc_server_calls_in_flight";
 pub const SERVER_REJECTED: &str = "rpc_server_rejected_total";
 /// Calls a service's or method's limit refused, by service, method, scope and limit.
 pub const SERVER_LIMITED: &str = "rpc_server_limited_total";
+/// Calls refused by adaptive load shedding, by service and method.
+pub const SERVER_SHED: &str = "rpc_server_shed_total";
 /// Connections a server has open.
 pub const SERVER_CONNECTIONS: &str = "rpc_server_connections";
 /// Times a server found `max_connections` open (new connections wait in the listen backlog).
@@ -175,6 +178,11 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
 /// `service`/`method`.
 pub(crate) fn server_limited(service: &str, method: &str, scope: &'static str, limit: &'static str) {
     ::metrics::counter!(SERVER_LIMITED, "service" => service.to_owned(), "method" => method.to_owned(), "scope" => scope, "limit" => limit).increment(1);
+}
+
+/// Load shedding refused a call of `service`/`method`.
+pub(crate) fn server_shed(service: &str, method: &str) {
+    ::metrics::counter!(SERVER_SHED, "service" => service.to_owned(), "method" => method.to_owned()).increment(1);
 }
 
 /// A server's stream of `service`/`method` ended with `outcome`.

@@ -410,7 +410,10 @@ impl Conn {
             }
             _ => {}
         }
-        let permit = match shared.limits.admit(service.key(), method) {
+        let permit = match shared
+            .limits
+            .admit(service.key(), method, header.flags & flags::STREAM != 0)
+        {
             Ok(permit) => permit,
             Err(limited) => return Admission::reject(Status::Overloaded, limited.message),
         };

@@ -292,7 +292,7 @@ impl Conn {
             Ok(args) => args,
             Err(message) => return failure(Status::DecodeError, message),
         };
-        let permit = match shared.limits.admit(service.key(), &method) {
+        let permit = match shared.limits.admit(service.key(), &method, streams.is_some()) {
             Ok(permit) => permit,
             Err(limited) => return rejected(Reply::failure(Status::Overloaded, limited.message)),
         };

@@ -1,12 +1,14 @@
-//! Admission limits: the server's concurrency limit, and the per-service and per-method
-//! concurrency and rate limits of `rpc.server.limits`.
+//! Admission limits: the server's concurrency limit, the per-service and per-method
+//! concurrency and rate limits of `rpc.server.limits`, and adaptive load shedding.
 //!
 //! A call is admitted only if every limit that applies to it has room: the server's
 //! concurrency limit, its service's, its method's, and their rates (token buckets that refill
 //! at the configured calls per second and hold one second's worth). A call refused by any of
 //! them is answered `Overloaded` at once, naming the limit, and counted in
 //! `rpc_server_limited_total` by service, method and limit; the admitted call holds its
-//! concurrency permits until it ends (a stream: until the stream ends).
+//! concurrency permits until it ends (a stream: until the stream ends). With load shedding on,
+//! a call (not a stream) must also find room under the [shedder](super::shedding)'s adaptive
+//! limit; a shed call is counted in `rpc_server_shed_total`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,14 +17,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::Service;
-use crate::config::{CallLimits, ServiceLimits};
+use super::shedding::{ShedPermit, Shedder};
+use super::{ServerOptions, Service};
+use crate::config::CallLimits;
 use crate::metrics;
 
 /// What a call holds while it runs: its share of every concurrency limit that applies.
 pub(crate) struct CallPermit {
     _server: OwnedSemaphorePermit,
     _limits: Vec<OwnedSemaphorePermit>,
+    _shed: Option<ShedPermit>,
 }
 
 /// The limits of one service or one method.
@@ -85,6 +89,7 @@ pub(crate) struct Limits {
     services: HashMap<String, Gate>,
     /// By service, then method.
     methods: HashMap<String, HashMap<String, Gate>>,
+    shedder: Option<Arc<Shedder>>,
 }
 
 /// Why a call was not admitted.
@@ -94,16 +99,13 @@ pub(crate) struct Limited {
 }
 
 impl Limits {
-    /// The server's limit of `max_concurrent` calls, and the configured ones of the services
-    /// served (a configured service or method that is not served is warned about, naming it).
-    pub(crate) fn new(
-        max_concurrent: usize,
-        configured: &std::collections::BTreeMap<String, ServiceLimits>,
-        served: &HashMap<String, Arc<dyn Service>>,
-    ) -> Self {
+    /// The server's limit of concurrent calls, the configured limits of the services served
+    /// (a configured service or method that is not served is warned about, naming it), and
+    /// the shedder when it is on.
+    pub(crate) fn new(options: &ServerOptions, served: &HashMap<String, Arc<dyn Service>>) -> Self {
         let mut services = HashMap::new();
         let mut methods = HashMap::new();
-        for (key, limits) in configured {
+        for (key, limits) in &options.limits {
             let Some(service) = served.get(key) else {
                 let mut keys: Vec<&str> = served.keys().map(String::as_str).collect();
                 keys.sort_unstable();
@@ -127,15 +129,19 @@ impl Limits {
             }
         }
         Self {
-            server: Arc::new(Semaphore::new(max_concurrent)),
+            server: Arc::new(Semaphore::new(options.max_concurrent_calls)),
             services,
             methods,
+            shedder: options
+                .shedding
+                .enabled
+                .then(|| Arc::new(Shedder::new(&options.shedding))),
         }
     }
 
-    /// Room for one call of `service`'s `method` in every limit that applies; otherwise why
-    /// not (counted).
-    pub(crate) fn admit(&self, service: &str, method: &str) -> Result<CallPermit, Limited> {
+    /// Room for one call (or stream, which the shedder leaves alone) of `service`'s
+    /// `method` in every limit that applies; otherwise why not (counted).
+    pub(crate) fn admit(&self, service: &str, method: &str, stream: bool) -> Result<CallPermit, Limited> {
         let Ok(server) = self.server.clone().try_acquire_owned() else {
             return Err(Limited {
                 message: "server concurrency limit reached".to_owned(),
@@ -155,9 +161,25 @@ impl Limits {
                 }
             }
         }
+        let shed = match (&self.shedder, stream) {
+            (Some(shedder), false) => match shedder.admit() {
+                Some(permit) => Some(permit),
+                None => {
+                    metrics::server_shed(service, method);
+                    return Err(Limited {
+                        message: format!(
+                            "load shed: {} calls in flight is this server's limit now",
+                            shedder.limit()
+                        ),
+                    });
+                }
+            },
+            _ => None,
+        };
         Ok(CallPermit {
             _server: server,
             _limits: held,
+            _shed: shed,
         })
     }
 }

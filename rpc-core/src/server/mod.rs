@@ -20,7 +20,9 @@
 //!   bounded by the budget, not by connections times the largest frame.
 //! * A server-wide semaphore bounds the calls in flight; a request that finds no permit is
 //!   answered [`Status::Overloaded`](crate::protocol::Status::Overloaded) at once instead of
-//!   queueing without bound.
+//!   queueing without bound. Limits per service and method, and adaptive load shedding (a
+//!   concurrency limit found from the calls' latency, see the `shedding` module), refuse the
+//!   same way, before the request's arguments are decoded.
 //! * Each call runs inside its [`CallContext`](crate::context::CallContext) (metadata,
 //!   deadline, peer, trace, extensions), which the handler reads with
 //!   [`context::current`](crate::context::current).
@@ -56,6 +58,7 @@ mod limits;
 mod running;
 #[cfg(feature = "tls")]
 mod secure;
+mod shedding;
 mod stream;
 
 pub use crate::service::{BoxFuture, Service, StreamAnswer};
@@ -76,7 +79,7 @@ use tower_layer::{Identity, Stack};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::ServerConfig;
-use crate::config::ServiceLimits;
+use crate::config::{ServiceLimits, SheddingConfig};
 use crate::context::MetadataLimits;
 use crate::health::Health;
 use crate::interceptor::{Interceptor, Interceptors};
@@ -124,6 +127,8 @@ pub struct ServerOptions {
     pub stream_window: StreamWindow,
     /// Concurrency and rate limits per service and method (see the `limits` module).
     pub limits: BTreeMap<String, ServiceLimits>,
+    /// Adaptive load shedding.
+    pub shedding: SheddingConfig,
 }
 
 impl From<&ServerConfig> for ServerOptions {
@@ -144,6 +149,7 @@ impl From<&ServerConfig> for ServerOptions {
             },
             stream_window: config.stream_window,
             limits: config.limits.clone(),
+            shedding: config.shedding.clone(),
         }
     }
 }
@@ -256,6 +262,12 @@ impl<L> ServerBuilder<L> {
         self
     }
 
+    /// Turns on adaptive load shedding with these settings (see `rpc.server.shedding`).
+    pub fn shedding(mut self, shedding: SheddingConfig) -> Self {
+        self.options.shedding = shedding;
+        self
+    }
+
     /// Sets the largest accepted request body.
     pub fn max_frame_len(mut self, bytes: usize) -> Self {
         self.options.max_frame_len = bytes;
@@ -328,7 +340,7 @@ impl<L> ServerBuilder<L> {
     {
         let local_addr = listener.local_addr().ok();
         let stack = self.layered.then(|| self.layer.into_stack());
-        let limits = Limits::new(self.options.max_concurrent_calls, &self.options.limits, &self.services);
+        let limits = Limits::new(&self.options, &self.services);
         let shared = Arc::new(Shared {
             services: self.services,
             interceptors: Interceptors::new(self.interceptors),
