@@ -274,6 +274,20 @@ def main(work, mode, cores):
             if k != "bench":
                 out.append(f"| {k.replace('_', ' ')} | {v} |")
     out.append("")
+    overload = load_jsonl(os.path.join(work, "overload.jsonl"))
+    out.append("## Overload\n")
+    out.append("`rpc-bench overload`: a provider process (one worker) whose calls each hold one of 4 pooled "
+               "connections for 5 ms; a consumer process with default settings and a 1 s deadline measures its "
+               "capacity (32 callers in a closed loop), offers half of it for 3 s (unloaded latency), then three "
+               "times it for 30 s as an open loop, on a fresh provider without and with `rpc.server.shedding`. "
+               "Targets: goodput at least 90% of the capacity, p99 of the answered calls at most 3x the unloaded p99.\n")
+    out.append("| protection | capacity/s | offered/s | goodput/s | of capacity | p50 ms | p99 ms | unloaded p99 ms | p99 ratio | server CPU us per offered call |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for o in overload:
+        out.append(f"| {o['protection']} | {o['capacity']:.0f} | {o['offered_per_sec']:.0f} | {o['goodput']:.0f} | "
+                   f"{o['goodput_share'] * 100:.0f}% | {o['p50_us'] / 1000:.1f} | {o['p99_us'] / 1000:.1f} | "
+                   f"{o['unloaded_p99_us'] / 1000:.1f} | {o['p99_ratio']:.1f}x | {o['server_cpu_us_per_offered']:.1f} |")
+    out.append("")
     print("\n".join(out))
 
 

@@ -9,9 +9,13 @@
 //! * `rpc-bench scale --etcd HOST:PORT`: 10,000 instances of 1,000 services; one consumer
 //!   loads and watches them all, then follows 1,000 changes per second.
 //!
+//! * `rpc-bench overload [--window-secs 30]`: a provider offered three times its capacity,
+//!   with and without adaptive load shedding.
+//!
 //! `scripts/bench` starts the registries and runs everything.
 
 mod echo;
+mod overload;
 mod scale;
 mod watch;
 mod xproc;
@@ -100,6 +104,34 @@ enum Command {
         #[arg(long)]
         window_ms: u64,
     },
+    /// A provider offered three times its capacity, with and without load shedding.
+    Overload {
+        /// Length of the overload window.
+        #[arg(long, default_value_t = 30)]
+        window_secs: u64,
+        /// The provider's pooled connections.
+        #[arg(long, default_value_t = 4)]
+        pool: usize,
+        /// How long a call holds one.
+        #[arg(long, default_value_t = 5)]
+        hold_ms: u64,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The provider process of `overload`.
+    #[command(hide = true)]
+    OverloadServer {
+        /// Adaptive load shedding on.
+        #[arg(long)]
+        shedding: bool,
+        /// Pooled connections.
+        #[arg(long)]
+        pool: usize,
+        /// How long a call holds one.
+        #[arg(long)]
+        hold_ms: u64,
+    },
     /// Watch propagation delay through a real registry.
     Watch {
         /// etcd endpoint.
@@ -171,6 +203,22 @@ fn main() -> ExitCode {
             };
             xproc::drive(&case, &addr, timing).and_then(|m| xproc::report(&m, true))
         }
+        Command::Overload {
+            window_secs,
+            pool,
+            hold_ms,
+            json,
+        } => overload::run(overload::OverloadRun {
+            pool,
+            hold_ms,
+            window: Duration::from_secs(window_secs),
+        })
+        .and_then(|rows| overload::report(&rows, json)),
+        Command::OverloadServer {
+            shedding,
+            pool,
+            hold_ms,
+        } => overload::serve(shedding, pool, hold_ms),
         Command::Watch {
             etcd,
             zookeeper,

@@ -70,25 +70,37 @@ pub fn drive(case: &Case, addr: &str, timing: Timing) -> Result<Measurement, Box
     ))
 }
 
-/// The server child process; stopped when dropped.
-struct ServerProcess {
+/// A server child process (this program with a server subcommand, which prints
+/// `listening HOST:PORT` and serves until its stdin closes); stopped when dropped.
+pub struct ServerProcess {
     child: Child,
-    addr: String,
+    /// Where it listens.
+    pub addr: String,
 }
 
 impl ServerProcess {
     fn start(framework: &str, workers: usize, certs: Option<&TlsDir>) -> Result<Self, BoxError> {
-        let mut child = command(certs)?
-            .args([
-                "echo-server",
-                "--framework",
-                framework,
-                "--workers",
-                &workers.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
+        Self::spawn(command(certs)?.args([
+            "echo-server",
+            "--framework",
+            framework,
+            "--workers",
+            &workers.to_string(),
+        ]))
+    }
+
+    /// Runs this program with `args`, and waits for it to listen.
+    pub fn run(args: &[&str]) -> Result<Self, BoxError> {
+        Self::spawn(command(None)?.args(args))
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(command: &mut Command) -> Result<Self, BoxError> {
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout of the server process")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
@@ -122,7 +134,7 @@ pub fn run_case(case: &Case, timing: Timing) -> Result<Measurement, BoxError> {
     let output = command(certs.as_ref())?
         .arg("echo-client")
         .args(["--framework", &case.framework, "--addr", &server.addr])
-        .args(["--server-pid", &server.child.id().to_string()])
+        .args(["--server-pid", &server.pid().to_string()])
         .args(["--server-workers", &case.server_workers.to_string()])
         .args([
             "--kind",

@@ -9,8 +9,8 @@ use std::time::Duration;
 use rpc_core::config::{ConsumerConfig, RpcConfig, SheddingConfig};
 use rpc_core::server::{RunningServer, ServerBuilder};
 use rpc_core::Channel;
+use rpc_tests::load::{closed_loop, open_loop, OpenLoopRun};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 
 #[rpc_core::service(name = "Orders", version = "1.0")]
 pub trait Orders {
@@ -50,49 +50,13 @@ async fn provider(shedding: bool) -> (RunningServer, OrdersClient) {
     (server, OrdersClient::new(channel).expect("client"))
 }
 
-/// What an open-loop run saw: answered calls a second, and their latencies sorted.
-struct Run {
-    goodput: f64,
-    latencies: Vec<Duration>,
-}
-
-impl Run {
-    fn p99(&self) -> Duration {
-        let l = &self.latencies;
-        l.get((l.len() * 99 / 100).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(Duration::MAX)
-    }
-}
-
-/// Offers `rate` calls a second for `length`, whatever the answers (an open loop, as
-/// independent callers do).
-async fn offer(client: &OrdersClient, rate: f64, length: Duration) -> Run {
-    let started = Instant::now();
-    let mut calls = Vec::new();
-    let mut sent = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    while started.elapsed() < length {
-        tick.tick().await;
-        let due = (started.elapsed().as_secs_f64() * rate) as u64;
-        while sent < due {
-            let client = client.clone();
-            calls.push(tokio::spawn(async move {
-                let at = Instant::now();
-                client.find(sent).await.ok().map(|_| at.elapsed())
-            }));
-            sent += 1;
-        }
-    }
-    let mut latencies = Vec::new();
-    for call in calls {
-        latencies.extend(call.await.expect("joined"));
-    }
-    latencies.sort();
-    Run {
-        goodput: latencies.len() as f64 / length.as_secs_f64(),
-        latencies,
-    }
+/// Offers `rate` calls a second to `client` for `length`.
+async fn offer(client: &OrdersClient, rate: f64, length: Duration) -> OpenLoopRun {
+    open_loop(rate, length, |n| {
+        let client = client.clone();
+        async move { client.find(n).await.is_ok() }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -101,30 +65,15 @@ async fn past_its_capacity_a_shedding_server_keeps_its_latency_and_its_goodput()
     let (_shedding_server, shedding) = provider(true).await;
 
     // Capacity: four at a time for a little over 5 ms each.
-    let capacity = {
-        let started = Instant::now();
-        let workers: Vec<_> = (0..16)
-            .map(|_| {
-                let plain = plain.clone();
-                tokio::spawn(async move {
-                    let mut done = 0u64;
-                    while started.elapsed() < Duration::from_secs(1) {
-                        done += u64::from(plain.find(1).await.is_ok());
-                    }
-                    done
-                })
-            })
-            .collect();
-        let mut done = 0;
-        for w in workers {
-            done += w.await.expect("joined");
-        }
-        done as f64 / started.elapsed().as_secs_f64()
-    };
+    let capacity = closed_loop(16, Duration::from_secs(1), |n| {
+        let plain = plain.clone();
+        async move { plain.find(n).await.is_ok() }
+    })
+    .await;
 
     // Unloaded: half the capacity (this also teaches the shedding server its latency).
     let light = offer(&shedding, capacity / 2.0, Duration::from_secs(1)).await;
-    let unloaded_p99 = light.p99();
+    let unloaded_p99 = light.percentile(99);
 
     let overload = Duration::from_secs(3);
     let shed = offer(&shedding, capacity * 3.0, overload).await;
@@ -132,17 +81,17 @@ async fn past_its_capacity_a_shedding_server_keeps_its_latency_and_its_goodput()
     let report = format!(
         "capacity {capacity:.0}/s, unloaded p99 {unloaded_p99:?}; 3x with shedding: {:.0}/s p99 {:?}; without: {:.0}/s p99 {:?}",
         shed.goodput,
-        shed.p99(),
+        shed.percentile(99),
         queued.goodput,
-        queued.p99()
+        queued.percentile(99)
     );
     println!("{report}");
     // The targets (90% of the capacity, 3x the unloaded p99) are measured by the benchmark
     // in separate processes; here, with other tests running beside it, a looser bound.
     assert!(shed.goodput >= capacity * 0.7, "{report}");
-    assert!(shed.p99() <= unloaded_p99 * 4, "{report}");
+    assert!(shed.percentile(99) <= unloaded_p99 * 4, "{report}");
     assert!(
-        queued.p99() > unloaded_p99 * 10,
+        queued.percentile(99) > unloaded_p99 * 10,
         "without shedding calls queue: {report}"
     );
 }
