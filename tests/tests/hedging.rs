@@ -164,3 +164,66 @@ async fn an_adaptive_hedge_delay_follows_the_service_latency() {
     assert!(p99 < Duration::from_millis(150), "p99 with an adaptive delay: {p99:?}");
     assert!(received > 300, "late calls were hedged");
 }
+
+#[tokio::test]
+async fn hedging_is_turned_on_for_one_method_by_a_live_rule() {
+    use rpc_core::config::RpcConfig;
+    use rpc_core::registry::Registry;
+    use rpc_tests::servers::{shared_etcd, unique_root, yaml_list};
+
+    let Some(etcd) = shared_etcd() else { return };
+    let config = RpcConfig::from_yaml(&format!(
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_quiet_ms: 10 }}\n  registry:\n    type: etcd\n    endpoints: [{}]\n    root: \"{}\"\n",
+        yaml_list(&etcd),
+        unique_root("hedge-rules")
+    ))
+    .expect("config");
+    let mut providers = Vec::new();
+    let mut counters = Vec::new();
+    for slow in [true, false, false] {
+        let provider = Provider {
+            slow,
+            ..Provider::default()
+        };
+        counters.push(provider.calls.clone());
+        let builder = ServerBuilder::from_config(&config.server).add_service(LookupServer::new(provider));
+        providers.push(rpc::serve(&config, builder).await.expect("provider"));
+    }
+    let consumer = rpc::consumer(&config).await.expect("consumer");
+    let client = LookupClient::new(consumer.channel()).expect("client");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counters.iter().any(|c| c.load(Ordering::SeqCst) == 0) {
+        assert!(Instant::now() < deadline, "the three providers were never all called");
+        let _ = client.find(0).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let (p99_plain, _) = run(&client, &counters, 300, true).await;
+    assert!(
+        p99_plain >= Duration::from_millis(200),
+        "p99 before the rule: {p99_plain:?}"
+    );
+
+    let rule = r#"{"methods": {"find": {"hedging": {"enabled": true, "delay_ms": 20}}}}"#;
+    let operator: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.expect("operator");
+    operator.put_rules("Lookup:1.0", rule).await.expect("put the rule");
+    while consumer.cache().rules("Lookup:1.0").as_deref() != Some(rule) {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "the rule never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (p99_hedged, received) = run(&client, &counters, 300, true).await;
+    assert!(
+        p99_hedged < Duration::from_millis(150),
+        "p99 under the rule: {p99_hedged:?}"
+    );
+    assert!(received > 300, "late calls were hedged");
+    let (_, received_store) = run(&client, &counters, 100, false).await;
+    assert_eq!(
+        received_store, 100,
+        "the rule names find only; store is not idempotent anyway"
+    );
+    operator.delete_rules("Lookup:1.0").await.expect("delete the rule");
+}

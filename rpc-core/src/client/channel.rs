@@ -10,7 +10,7 @@ use tower::ServiceExt;
 
 use super::call::{ClientCall, ClientLayer, ClientLayers, ClientStack, ClientStreamParts};
 use super::deliver::{client_span, deliver, seal_metadata};
-use super::rules::{Overrides, ROUTE_TAG};
+use super::rules::ROUTE_TAG;
 use super::{CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker, StreamOpen};
 use crate::balance::{hash_serialized, LoadBalancerKind};
 use crate::context::{self, CallContext, Metadata, MetadataLimits, Side, TraceContext, TRACEPARENT};
@@ -287,16 +287,11 @@ impl Channel {
         result
     }
 
-    /// The policy as the service's routing rules change it (their timeout and balancer; an
-    /// explicit timeout in code still wins), when they do.
+    /// The policy as the service's rules change it (timeout, balancer, hedging; an explicit
+    /// timeout in code still wins), when they do.
     fn with_rules(&self, method: &MethodDescriptor, policy: &MethodPolicy) -> Option<MethodPolicy> {
         let rules = self.invoker.rules(method.service)?;
-        let o = Overrides::from(&*rules);
-        (o.timeout.is_some() || o.load_balancer.is_some()).then(|| MethodPolicy {
-            timeout: o.timeout.unwrap_or(policy.timeout),
-            load_balancer: o.load_balancer.unwrap_or(policy.load_balancer),
-            ..policy.clone()
-        })
+        rules.changes_policy().then(|| rules.apply(method.name, policy))
     }
 
     /// The call's affinity key under `consistent_hash`: the channel's, or its first argument's

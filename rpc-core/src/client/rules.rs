@@ -6,9 +6,12 @@
 //!  "weights": {"10.0.0.6:9001": 5},               // replace registered weights
 //!  "timeout_ms": 800,                             // replace the consumer's timeout
 //!  "load_balancer": "p2c",                        // replace the consumer's balancer
-//!  "tags": {"canary": ["10.0.0.7:9001"]}}         // a call with metadata `route-tag: canary`
+//!  "tags": {"canary": ["10.0.0.7:9001"]},        // a call with metadata `route-tag: canary`
 //!                                                 // goes to this group (to all when it is
 //!                                                 // empty or unhealthy)
+//!  "hedging": {"enabled": true, "delay_ms": 20},  // changes the consumer's hedging of the
+//!                                                 // service's idempotent methods
+//!  "methods": {"get_user": {"hedging": {"max_extra": 2}}}}   // and of one method
 //! ```
 //!
 //! Every field is optional; unknown fields are refused. An invalid text (not JSON, an unknown
@@ -22,6 +25,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::balance::LoadBalancerKind;
+use crate::config::HedgingOverride;
+use crate::fault::{HedgePolicy, MethodPolicy};
 use crate::host::is_valid_host;
 use crate::registry::MAX_RULES_TEXT;
 
@@ -41,6 +46,18 @@ pub struct ServiceRules {
     pub load_balancer: Option<LoadBalancerKind>,
     /// Named groups of instances, for calls that carry a `route-tag`.
     pub tags: BTreeMap<String, BTreeSet<String>>,
+    /// Changes to the hedging of the service's methods.
+    pub hedging: Option<HedgingOverride>,
+    /// Changes per method, by name.
+    pub methods: BTreeMap<String, MethodRules>,
+}
+
+/// What a service's rules change for one method.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodRules {
+    /// Changes to the method's hedging.
+    pub hedging: Option<HedgingOverride>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +71,9 @@ struct Text {
     load_balancer: Option<LoadBalancerKind>,
     #[serde(default)]
     tags: BTreeMap<String, Vec<String>>,
+    hedging: Option<HedgingOverride>,
+    #[serde(default)]
+    methods: BTreeMap<String, MethodRules>,
 }
 
 impl ServiceRules {
@@ -110,6 +130,8 @@ impl ServiceRules {
                 .into_iter()
                 .map(|(tag, members)| (tag, members.into_iter().collect()))
                 .collect(),
+            hedging: parsed.hedging,
+            methods: parsed.methods,
         })
     }
 
@@ -145,20 +167,28 @@ pub enum InvalidRules {
     },
 }
 
-/// What the rules of a service override in a call's policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Overrides {
-    /// The service's timeout.
-    pub timeout: Option<Duration>,
-    /// The service's balancer.
-    pub load_balancer: Option<LoadBalancerKind>,
-}
+impl ServiceRules {
+    /// Whether the rules change anything in a call's policy (timeout, balancer, hedging).
+    pub fn changes_policy(&self) -> bool {
+        self.timeout.is_some() || self.load_balancer.is_some() || self.hedging.is_some() || !self.methods.is_empty()
+    }
 
-impl From<&ServiceRules> for Overrides {
-    fn from(rules: &ServiceRules) -> Self {
-        Self {
-            timeout: rules.timeout,
-            load_balancer: rules.load_balancer,
+    /// `policy` as these rules change it for `method`: their timeout, balancer, and the
+    /// hedging of the service then of the method (still only for idempotent methods).
+    pub fn apply(&self, method: &str, policy: &MethodPolicy) -> MethodPolicy {
+        let for_method = self.methods.get(method).and_then(|m| m.hedging.as_ref());
+        let hedge = match (self.hedging.as_ref(), for_method) {
+            (None, None) => policy.hedge,
+            (service, method) => HedgePolicy::of(
+                &HedgePolicy::config(policy.hedge).merged(service).merged(method),
+                policy.idempotent,
+            ),
+        };
+        MethodPolicy {
+            timeout: self.timeout.unwrap_or(policy.timeout),
+            load_balancer: self.load_balancer.unwrap_or(policy.load_balancer),
+            hedge,
+            ..policy.clone()
         }
     }
 }
@@ -182,6 +212,32 @@ mod tests {
         assert!(rules.shapes_routing());
         assert_eq!(ServiceRules::parse("{}").unwrap(), ServiceRules::default());
         assert!(!ServiceRules::default().shapes_routing());
+    }
+
+    #[test]
+    fn hedging_rules_change_idempotent_methods_only_and_per_method_wins() {
+        let rules = ServiceRules::parse(
+            r#"{"hedging": {"enabled": true, "delay_ms": 20}, "methods": {"find": {"hedging": {"max_extra": 2}}, "scan": {"hedging": {"enabled": false}}}}"#,
+        )
+        .unwrap();
+        assert!(rules.changes_policy() && !rules.shapes_routing());
+        let idempotent = MethodPolicy {
+            idempotent: true,
+            ..MethodPolicy::default()
+        };
+        assert_eq!(idempotent.hedge, None, "off in the configuration");
+        let find = rules.apply("find", &idempotent).hedge.unwrap();
+        assert_eq!((find.delay, find.max_extra), (Some(Duration::from_millis(20)), 2));
+        let other = rules.apply("get", &idempotent).hedge.unwrap();
+        assert_eq!(other.max_extra, 1);
+        assert_eq!(rules.apply("scan", &idempotent).hedge, None);
+        assert_eq!(
+            rules.apply("find", &MethodPolicy::default()).hedge,
+            None,
+            "not idempotent"
+        );
+        let unknown = ServiceRules::parse(r#"{"methods": {"find": {"hedge": {}}}}"#).unwrap_err();
+        assert!(unknown.to_string().contains("methods.find"), "{unknown}");
     }
 
     #[test]

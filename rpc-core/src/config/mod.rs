@@ -458,7 +458,9 @@ impl Default for OutlierConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
-    /// Whether attempts to an instance that fails often are refused locally.
+    /// Whether attempts to an instance that fails often are refused locally. Off by default:
+    /// on, a service whose every instance fails sees `overloaded` (unsent) rather than its
+    /// instances' own errors.
     pub enabled: bool,
     /// How many times the accepts may fall short of the requests before refusals start
     /// (lower: earlier); at least 1.
@@ -472,7 +474,7 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: false,
             k: 1.5,
             window_ms: 10_000,
             protection: 5,
@@ -494,6 +496,8 @@ pub struct ServiceOverride {
     pub tolerant: Option<TolerantKind>,
     /// Local implementation only.
     pub mock: Option<bool>,
+    /// Hedging fields to change.
+    pub hedging: Option<HedgingOverride>,
     /// Overrides per method name.
     pub methods: BTreeMap<String, MethodOverride>,
 }
@@ -510,6 +514,21 @@ pub struct MethodOverride {
     pub tolerant: Option<TolerantKind>,
     /// Local implementation only.
     pub mock: Option<bool>,
+    /// Hedging fields to change.
+    pub hedging: Option<HedgingOverride>,
+}
+
+/// Hedging fields to change (in the YAML per service and method, and in a service's live
+/// rules); the others are inherited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HedgingOverride {
+    /// Whether `#[idempotent]` calls are hedged.
+    pub enabled: Option<bool>,
+    /// How long an attempt runs before the next one starts; 0: adaptive.
+    pub delay_ms: Option<u64>,
+    /// Extra attempts at most per call.
+    pub max_extra: Option<u32>,
 }
 
 /// Retry fields to change; the others are inherited.
@@ -605,6 +624,18 @@ pub struct HedgingConfig {
     pub delay_ms: u64,
     /// Extra attempts at most per call (each takes a token of the retry budget).
     pub max_extra: u32,
+}
+
+impl HedgingConfig {
+    /// This configuration with `changes` applied.
+    pub fn merged(&self, changes: Option<&HedgingOverride>) -> Self {
+        let Some(c) = changes else { return self.clone() };
+        Self {
+            enabled: c.enabled.unwrap_or(self.enabled),
+            delay_ms: c.delay_ms.unwrap_or(self.delay_ms),
+            max_extra: c.max_extra.unwrap_or(self.max_extra),
+        }
+    }
 }
 
 impl Default for HedgingConfig {
@@ -1165,7 +1196,7 @@ rpc:
         )
         .unwrap();
         assert_eq!(c.consumer.max_in_flight_per_instance, 64);
-        assert!(c.consumer.breaker.enabled, "on unless turned off");
+        assert!(!c.consumer.breaker.enabled, "off unless turned on");
         assert_eq!(c.consumer.breaker.k, 2.0);
         assert_eq!(c.consumer.breaker.window_ms, 5000);
         assert_eq!(c.consumer.breaker.protection, 10);

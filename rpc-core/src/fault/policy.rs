@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::{RetryPolicy, TolerantKind};
 use crate::balance::LoadBalancerKind;
-use crate::config::{ConsumerConfig, MethodOverride, ServiceOverride};
+use crate::config::{ConsumerConfig, HedgingConfig, MethodOverride, ServiceOverride};
 
 /// What answers a call when the network did not (or is not asked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +65,29 @@ pub struct HedgePolicy {
     pub delay: Option<Duration>,
     /// Extra attempts at most.
     pub max_extra: u32,
+}
+
+impl HedgePolicy {
+    /// The hedging of a method under `config`: none unless it is on, allows an extra attempt
+    /// and the method is `idempotent`.
+    pub fn of(config: &HedgingConfig, idempotent: bool) -> Option<Self> {
+        (idempotent && config.enabled && config.max_extra > 0).then(|| Self {
+            delay: (config.delay_ms > 0).then(|| Duration::from_millis(config.delay_ms)),
+            max_extra: config.max_extra,
+        })
+    }
+
+    /// The configuration a resolved hedging (or none) stands for, for further changes.
+    pub fn config(hedge: Option<Self>) -> HedgingConfig {
+        match hedge {
+            None => HedgingConfig::default(),
+            Some(h) => HedgingConfig {
+                enabled: true,
+                delay_ms: h.delay.map_or(0, |d| d.as_millis() as u64),
+                max_extra: h.max_extra,
+            },
+        }
+    }
 }
 
 impl Default for MethodPolicy {
@@ -133,10 +156,12 @@ impl PolicySet {
             fallback,
             load_balancer: service.and_then(|s| s.load_balancer).unwrap_or(c.load_balancer),
             idempotent,
-            hedge: (idempotent && c.hedging.enabled && c.hedging.max_extra > 0).then(|| HedgePolicy {
-                delay: (c.hedging.delay_ms > 0).then(|| Duration::from_millis(c.hedging.delay_ms)),
-                max_extra: c.hedging.max_extra,
-            }),
+            hedge: HedgePolicy::of(
+                &c.hedging
+                    .merged(service.and_then(|s| s.hedging.as_ref()))
+                    .merged(method_override.and_then(|m| m.hedging.as_ref())),
+                idempotent,
+            ),
         }
     }
 
@@ -170,6 +195,31 @@ mod tests {
     use super::*;
     use crate::config::RpcConfig;
     use crate::fault::RetryStrategy;
+
+    #[test]
+    fn hedging_is_set_per_service_and_per_method() {
+        let config = RpcConfig::from_yaml(
+            r#"
+rpc:
+  consumer:
+    hedging: { enabled: false, delay_ms: 30 }
+    services:
+      "Lookup:1.0":
+        hedging: { enabled: true }
+        methods:
+          scan: { hedging: { enabled: false } }
+          find: { hedging: { max_extra: 2 } }
+"#,
+        )
+        .unwrap();
+        let set = PolicySet::new(config.consumer);
+        let find = set.resolve("Lookup:1.0", "find", true).hedge.unwrap();
+        assert_eq!((find.delay, find.max_extra), (Some(Duration::from_millis(30)), 2));
+        assert_eq!(set.resolve("Lookup:1.0", "get", true).hedge.unwrap().max_extra, 1);
+        assert_eq!(set.resolve("Lookup:1.0", "scan", true).hedge, None);
+        assert_eq!(set.resolve("Lookup:1.0", "find", false).hedge, None, "not idempotent");
+        assert_eq!(set.resolve("Other:1.0", "find", true).hedge, None, "off globally");
+    }
 
     #[test]
     fn method_beats_service_beats_global() {
