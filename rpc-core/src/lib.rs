@@ -87,6 +87,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod registry;
 mod reply;
+pub mod rules;
 pub mod schedule;
 pub mod schema;
 pub mod serializer;

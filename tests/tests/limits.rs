@@ -1,14 +1,13 @@
 //! Per-service and per-method limits over real TCP: a method's concurrency limit refuses the
 //! calls beyond it at once (other methods unaffected), a service's rate limit admits a
-//! second's worth and then its rate, and the YAML that sets them is checked.
+//! second's worth and then its rate, the YAML that sets them is checked, and a registered
+//! provider follows its rules' limits and shedding live (against etcd).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
 use rpc_core::config::{CallLimits, RpcConfig, ServiceLimits};
-use rpc_core::fault::{BreakerOptions, HealthOptions, InstanceHealth};
 use rpc_core::server::{RunningServer, ServerBuilder};
 use rpc_core::{Channel, ErrorKind};
 use rpc_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
@@ -21,21 +20,7 @@ async fn serve(builder: ServerBuilder) -> (RunningServer, TestServiceClient, Str
         .await
         .expect("bind");
     let addr = server.local_addr().expect("addr").to_string();
-    // The client's circuit breaker would soon refuse calls itself after so many refusals:
-    // these tests watch the server's limits alone.
-    let health = HealthOptions {
-        breaker: BreakerOptions {
-            enabled: false,
-            ..BreakerOptions::default()
-        },
-        ..HealthOptions::default()
-    };
-    let invoker = ClusterInvoker::new(
-        InstanceSource::address(&addr).expect("address"),
-        Arc::new(ConnectionPool::new(ClientOptions::default())),
-        Arc::new(InstanceHealth::new(health)),
-    );
-    let channel = Channel::new(Arc::new(invoker));
+    let channel = Channel::direct(&addr).expect("channel");
     (server, TestServiceClient::new(channel).expect("client"), addr)
 }
 
@@ -147,4 +132,85 @@ rpc:
         .expect_err("an unknown field")
         .to_string();
     assert!(error.contains("rate"), "{error}");
+}
+
+/// Starts `count` concurrent `sleep_echo` calls of 300 ms; answers how many were refused
+/// overloaded (each other one must succeed).
+async fn refused_of(client: &TestServiceClient, count: u64) -> usize {
+    let calls: Vec<_> = (0..count)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move { client.sleep_echo(n, 300).await })
+        })
+        .collect();
+    let mut refused = 0;
+    for call in calls {
+        match call.await.expect("joined") {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Overloaded, "{e}");
+                refused += 1;
+            }
+        }
+    }
+    refused
+}
+
+#[tokio::test]
+async fn a_providers_limits_and_shedding_follow_its_rules_live() {
+    use rpc_core::registry::Registry;
+    use rpc_tests::servers::{shared_etcd, unique_root, yaml_list};
+
+    let Some(etcd) = shared_etcd() else { return };
+    let config = RpcConfig::from_yaml(&format!(
+        "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_quiet_ms: 10 }}\n  registry:\n    type: etcd\n    endpoints: [{}]\n    root: \"{}\"\n",
+        yaml_list(&etcd),
+        unique_root("limit-rules")
+    ))
+    .expect("config");
+    let builder =
+        ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
+    let provider = rpc::serve(&config, builder).await.expect("provider");
+    let addr = provider.instances()[0].address();
+    let client = TestServiceClient::new(Channel::direct(&addr).expect("channel")).expect("client");
+    let operator: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.expect("operator");
+    assert_eq!(refused_of(&client, 6).await, 0, "no limit configured");
+
+    // A rule limits the method to two calls at once: within a watch round trip, four of six
+    // are refused.
+    let rule = r#"{"limits": {"methods": {"sleep_echo": {"max_concurrent": 2}}}}"#;
+    operator.put_rules("TestService:1.0", rule).await.expect("put");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused_of(&client, 6).await != 4 {
+        assert!(Instant::now() < deadline, "the rule's limit never applied");
+    }
+
+    // An invalid text is ignored: the last valid limit stays.
+    operator
+        .put_rules("TestService:1.0", r#"{"limits": {"max_concurrent": 0}}"#)
+        .await
+        .expect("put");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(refused_of(&client, 6).await, 4, "the last valid rules stay in force");
+
+    // Shedding turned on by a rule: its limit starts at 8 calls in flight.
+    operator
+        .put_rules("TestService:1.0", r#"{"shedding": true}"#)
+        .await
+        .expect("put");
+    while refused_of(&client, 20).await != 12 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "shedding never applied"
+        );
+    }
+
+    // Deleting the rules restores the configuration: nothing limited.
+    operator.delete_rules("TestService:1.0").await.expect("delete");
+    while refused_of(&client, 20).await != 0 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(20),
+            "the rules' removal never applied"
+        );
+    }
 }

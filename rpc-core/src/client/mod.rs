@@ -53,7 +53,7 @@ mod methods;
 mod pool;
 mod retry;
 mod route;
-pub mod rules;
+pub use crate::rules;
 
 pub use crate::service::{LocalService, MethodDescriptor};
 pub use call::{ClientCall, ClientLayer, ClientStack};

@@ -600,6 +600,27 @@ impl ServiceLimits {
             rate_per_sec: self.rate_per_sec,
         }
     }
+
+    /// The first limit that is 0 (none is allowed: leave a limit out for none): its path
+    /// below the service (`.max_concurrent`, `.methods.find.rate_per_sec`) and the problem.
+    pub fn invalid_field(&self) -> Option<(String, &'static str)> {
+        let named = std::iter::once((String::new(), self.call()))
+            .chain(self.methods.iter().map(|(m, l)| (format!(".methods.{m}"), *l)));
+        for (at, call) in named {
+            for (field, value) in [
+                ("max_concurrent", call.max_concurrent),
+                ("rate_per_sec", call.rate_per_sec),
+            ] {
+                if value == Some(0) {
+                    return Some((
+                        format!("{at}.{field}"),
+                        "must be at least 1 (leave it out for no limit)",
+                    ));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// The limits of a service or a method.
@@ -1003,20 +1024,8 @@ impl RpcConfig {
             );
         }
         for (key, limits) in &s.limits {
-            let named = std::iter::once((String::new(), limits.call()))
-                .chain(limits.methods.iter().map(|(m, l)| (format!(".methods.{m}"), *l)));
-            for (at, call) in named {
-                for (field, value) in [
-                    ("max_concurrent", call.max_concurrent),
-                    ("rate_per_sec", call.rate_per_sec),
-                ] {
-                    if value == Some(0) {
-                        return invalid(
-                            &format!("rpc.server.limits.{key}{at}.{field}"),
-                            "must be at least 1 (leave it out for no limit)".to_owned(),
-                        );
-                    }
-                }
+            if let Some((field, problem)) = limits.invalid_field() {
+                return invalid(&format!("rpc.server.limits.{key}{field}"), problem.to_owned());
             }
         }
         for (field, value) in at_least_one {

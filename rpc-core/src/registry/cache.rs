@@ -460,23 +460,8 @@ async fn watch_key(
 /// Keeps the entry's rules text current, with the same backoff as the instance watch; while
 /// the registry is unreachable the last-known text stays.
 async fn watch_rules_forever(registry: Arc<dyn Registry>, entry: &Entry, options: DiscoveryOptions) {
-    let mut backoff = Backoff::new(options.retry_base, options.retry_cap);
-    loop {
-        match registry.watch_rules(&entry.key).await {
-            Ok(mut stream) => {
-                let mut first = true;
-                while let Some(text) = stream.next().await {
-                    if std::mem::take(&mut first) {
-                        backoff.reset();
-                    }
-                    entry.set_rules(text);
-                }
-                debug!("rules watch ended; keeping the last-known rules and watching again");
-            }
-            Err(e) => debug!(error = %e, "rules watch failed; keeping the last-known rules"),
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
+    let backoff = Backoff::new(options.retry_base, options.retry_cap);
+    super::follow_rules(&*registry, &entry.key, backoff, |text| entry.set_rules(text)).await
 }
 
 async fn watch_forever(registry: Arc<dyn Registry>, entry: &Entry, options: DiscoveryOptions, rewatches: &AtomicU64) {

@@ -320,6 +320,39 @@ impl RulesStream {
 }
 
 /// A rules watch is a `futures::Stream` of the rules' texts.
+/// Hands every change of `service_key`'s rules text to `on_text` (the current text first;
+/// `None` while there is none), for as long as it is polled: a watch that ends or fails is
+/// started again after `backoff`'s next delay (reset by a watch that delivered), and the last
+/// text stays in force meanwhile.
+pub(crate) async fn follow_rules(
+    registry: &dyn Registry,
+    service_key: &str,
+    mut backoff: crate::backoff::Backoff,
+    mut on_text: impl FnMut(Option<String>),
+) {
+    loop {
+        match registry.watch_rules(service_key).await {
+            Ok(mut stream) => {
+                let mut first = true;
+                while let Some(text) = stream.next().await {
+                    if std::mem::take(&mut first) {
+                        backoff.reset();
+                    }
+                    on_text(text);
+                }
+                tracing::debug!(
+                    service = service_key,
+                    "rules watch ended; keeping the last-known rules and watching again"
+                );
+            }
+            Err(e) => {
+                tracing::debug!(service = service_key, error = %e, "rules watch failed; keeping the last-known rules")
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
 impl futures_util::Stream for RulesStream {
     type Item = Option<String>;
 

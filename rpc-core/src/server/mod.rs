@@ -36,8 +36,9 @@
 //!   and frees its concurrency permit. A malformed frame closes that connection only, with a
 //!   logged protocol error; a peer of another protocol version gets one answer it can read
 //!   before the connection closes.
-//! * [`RunningServer::register`] registers every service in a registry at the bound port;
-//!   shutdown deregisters them first, so consumers stop picking this server while it drains.
+//! * [`RunningServer::register`] registers every service in a registry at the bound port,
+//!   and follows each one's rules there (their limits and shedding apply live); shutdown
+//!   deregisters them first, so consumers stop picking this server while it drains.
 //! * [`RunningServer::shutdown`] stops accepting, sends GoAway on every connection, answers
 //!   new requests with [`ShuttingDown`](crate::protocol::Status::ShuttingDown), waits for the
 //!   calls in flight up to the drain timeout, then cancels what is left and closes every
@@ -74,7 +75,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower_layer::{Identity, Stack};
 use tracing::{debug, info, warn, Instrument};
 
@@ -85,6 +86,7 @@ use crate::health::Health;
 use crate::interceptor::{Interceptor, Interceptors};
 use crate::metrics;
 use crate::registry::{HttpEndpoint, Registry, RegistryError, RegistryErrorKind, ServiceInstance};
+use crate::rules::ServiceRules;
 use crate::schema::ServiceSchema;
 use crate::stream::StreamWindow;
 #[cfg(feature = "tls")]
@@ -384,6 +386,7 @@ impl<L> ServerBuilder<L> {
             deregister_grace: self.options.deregister_grace,
             deregister_quiet: self.options.deregister_quiet,
             registrations: Vec::new(),
+            rule_watchers: Vec::new(),
         }
     }
 }
@@ -628,6 +631,25 @@ pub struct RunningServer {
     deregister_grace: Duration,
     deregister_quiet: Duration,
     registrations: Vec<(Arc<dyn Registry>, ServiceInstance)>,
+    /// One task per registered service, following its rules (limits, shedding).
+    rule_watchers: Vec<AbortOnDropHandle<()>>,
+}
+
+/// Follows `service_key`'s rules in `registry` for as long as it is polled, applying their
+/// admission fields to `shared`'s limits; an invalid text is ignored with a warning (the
+/// last valid rules stay).
+async fn follow_admission_rules(registry: Arc<dyn Registry>, service_key: String, shared: Arc<Shared>) {
+    let backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    crate::registry::follow_rules(&*registry, &service_key, backoff, |text| {
+        match text.as_deref().map(ServiceRules::parse) {
+            None => shared.limits.apply_rules(&service_key, None),
+            Some(Ok(rules)) => shared.limits.apply_rules(&service_key, Some(&rules)),
+            Some(Err(e)) => {
+                warn!(service = %service_key, error = %e, "rules ignored; the last valid ones stay in force")
+            }
+        }
+    })
+    .await
 }
 
 /// Publishes a service's schema, when it has one, and gives the fingerprint its instance names;
@@ -712,6 +734,12 @@ impl RunningServer {
             });
             registry.register(&instance).await?;
             self.registrations.push((registry.clone(), instance.clone()));
+            self.rule_watchers
+                .push(AbortOnDropHandle::new(tokio::spawn(follow_admission_rules(
+                    registry.clone(),
+                    service.key().to_owned(),
+                    self.shared.clone(),
+                ))));
             registered.push(instance);
         }
         Ok(registered)
@@ -776,6 +804,7 @@ impl RunningServer {
     ///    timeout; then cancels what is left and closes every connection.
     pub async fn shutdown(mut self) -> ShutdownReport {
         self.shared.leaving.store(true, Ordering::Relaxed);
+        self.rule_watchers.clear();
         let registrations = std::mem::take(&mut self.registrations);
         let registered = !registrations.is_empty();
         for (registry, instance) in registrations {

@@ -1,5 +1,7 @@
-//! Routing rules: what an operator sets at `{root}/config/{name}:{version}` to steer a
-//! service's traffic without a redeploy, and every consumer applies live.
+//! A service's rules: what an operator sets at `{root}/config/{name}:{version}` to steer its
+//! traffic without a redeploy. Every consumer watching the service applies the routing and
+//! call fields live; every provider serving it applies the admission fields (`limits`,
+//! `shedding`) live.
 //!
 //! ```json
 //! {"disabled": ["10.0.0.5:9001"],                 // get no calls
@@ -11,7 +13,11 @@
 //!                                                 // empty or unhealthy)
 //!  "hedging": {"enabled": true, "delay_ms": 20},  // changes the consumer's hedging of the
 //!                                                 // service's idempotent methods
-//!  "methods": {"get_user": {"hedging": {"max_extra": 2}}}}   // and of one method
+//!  "methods": {"get_user": {"hedging": {"max_extra": 2}}},  // and of one method
+//!  "limits": {"rate_per_sec": 500,                // providers: replace the service's
+//!             "methods": {"get_user": {"max_concurrent": 32}}},  // rpc.server.limits entry
+//!  "shedding": false}                             // providers: shed the service's calls
+//!                                                 // or not, whatever rpc.server.shedding says
 //! ```
 //!
 //! Every field is optional; unknown fields are refused. An invalid text (not JSON, an unknown
@@ -25,7 +31,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::balance::LoadBalancerKind;
-use crate::config::HedgingOverride;
+use crate::config::{HedgingOverride, ServiceLimits};
 use crate::fault::{HedgePolicy, MethodPolicy};
 use crate::host::is_valid_host;
 use crate::registry::MAX_RULES_TEXT;
@@ -50,6 +56,10 @@ pub struct ServiceRules {
     pub hedging: Option<HedgingOverride>,
     /// Changes per method, by name.
     pub methods: BTreeMap<String, MethodRules>,
+    /// Providers: the service's limits in place of its configured ones.
+    pub limits: Option<ServiceLimits>,
+    /// Providers: whether the service's calls go through load shedding.
+    pub shedding: Option<bool>,
 }
 
 /// What a service's rules change for one method.
@@ -74,6 +84,8 @@ struct Text {
     hedging: Option<HedgingOverride>,
     #[serde(default)]
     methods: BTreeMap<String, MethodRules>,
+    limits: Option<ServiceLimits>,
+    shedding: Option<bool>,
 }
 
 impl ServiceRules {
@@ -114,6 +126,12 @@ impl ServiceRules {
                 check(&format!("tags.{tag}"), a)?;
             }
         }
+        if let Some((field, problem)) = parsed.limits.as_ref().and_then(ServiceLimits::invalid_field) {
+            return Err(InvalidRules::Field {
+                field: format!("limits{field}"),
+                problem: problem.to_owned(),
+            });
+        }
         if parsed.timeout_ms == Some(0) {
             return Err(InvalidRules::Field {
                 field: "timeout_ms".to_owned(),
@@ -132,6 +150,8 @@ impl ServiceRules {
                 .collect(),
             hedging: parsed.hedging,
             methods: parsed.methods,
+            limits: parsed.limits,
+            shedding: parsed.shedding,
         })
     }
 
@@ -251,6 +271,11 @@ mod tests {
             (r#"{"load_balancer": "fastest"}"#, "load_balancer"),
             (r#"{"tags": {"canary": ["bad host!:1"]}}"#, "tags.canary"),
             (r#"{"disable": []}"#, "unknown field `disable`"),
+            (
+                r#"{"limits": {"methods": {"find": {"max_concurrent": 0}}}}"#,
+                "limits.methods.find.max_concurrent: must be at least 1",
+            ),
+            (r#"{"shedding": "yes"}"#, "shedding"),
         ];
         for (text, needle) in cases {
             let e = ServiceRules::parse(text).unwrap_err();
