@@ -9,6 +9,7 @@
 //! * `rpc-bench scale --etcd HOST:PORT`: 10,000 instances of 1,000 services; one consumer
 //!   loads and watches them all, then follows 1,000 changes per second.
 //!
+//! * `rpc-bench compression-ratio`: how much zstd shrinks the record of the compression rows.
 //! * `rpc-bench overload [--window-secs 30]`: a provider offered three times its capacity,
 //!   with and without adaptive load shedding.
 //!
@@ -103,6 +104,12 @@ enum Command {
         /// Measured window, milliseconds.
         #[arg(long)]
         window_ms: u64,
+    },
+    /// The compression ratio of the 1 MiB record the compression rows echo.
+    CompressionRatio {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// A provider offered three times its capacity, with and without load shedding.
     Overload {
@@ -203,6 +210,7 @@ fn main() -> ExitCode {
             };
             xproc::drive(&case, &addr, timing).and_then(|m| xproc::report(&m, true))
         }
+        Command::CompressionRatio { json } => echo::compression_ratio(json),
         Command::Overload {
             window_secs,
             pool,

@@ -291,6 +291,13 @@ pub fn matrix(only: Option<&str>) -> Vec<Case> {
             cases.push(case(framework, PayloadKind::Bytes, 64, 1, concurrency));
         }
     }
+    // Compression: a record of about 1 MiB (msgpack, field names included, as JSON-like
+    // data is), without and with zstd at level 1.
+    for framework in ["rpc-core/msgpack", "rpc-core/msgpack+zstd"] {
+        for concurrency in [1, 8] {
+            cases.push(case(framework, PayloadKind::Record, 1_048_576, 1, concurrency));
+        }
+    }
     cases.retain(|c| only.is_none_or(|o| c.framework.contains(o)));
     cases
 }

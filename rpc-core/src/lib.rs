@@ -76,6 +76,7 @@ pub mod backoff;
 pub mod balance;
 pub mod byte_string;
 pub mod client;
+pub mod compression;
 pub mod config;
 pub mod context;
 pub mod error;

@@ -13,7 +13,9 @@
 //!                                                 // empty or unhealthy)
 //!  "hedging": {"enabled": true, "delay_ms": 20},  // changes the consumer's hedging of the
 //!                                                 // service's idempotent methods
-//!  "methods": {"get_user": {"hedging": {"max_extra": 2}}},  // and of one method
+//!  "compression": {"enabled": true},             // changes the consumer's compression
+//!  "methods": {"get_user": {"hedging": {"max_extra": 2}}},  // and of one method (hedging,
+//!                                                 // compression)
 //!  "limits": {"rate_per_sec": 500,                // providers: replace the service's
 //!             "methods": {"get_user": {"max_concurrent": 32}}},  // rpc.server.limits entry
 //!  "shedding": false}                             // providers: shed the service's calls
@@ -31,7 +33,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::balance::LoadBalancerKind;
-use crate::config::{HedgingOverride, ServiceLimits};
+use crate::compression::Compression;
+use crate::config::{CompressionOverride, HedgingOverride, ServiceLimits};
 use crate::fault::{HedgePolicy, MethodPolicy};
 use crate::host::is_valid_host;
 use crate::registry::MAX_RULES_TEXT;
@@ -54,6 +57,8 @@ pub struct ServiceRules {
     pub tags: BTreeMap<String, BTreeSet<String>>,
     /// Changes to the hedging of the service's methods.
     pub hedging: Option<HedgingOverride>,
+    /// Changes to the compression of the service's calls.
+    pub compression: Option<CompressionOverride>,
     /// Changes per method, by name.
     pub methods: BTreeMap<String, MethodRules>,
     /// Providers: the service's limits in place of its configured ones.
@@ -68,6 +73,8 @@ pub struct ServiceRules {
 pub struct MethodRules {
     /// Changes to the method's hedging.
     pub hedging: Option<HedgingOverride>,
+    /// Changes to the method's compression.
+    pub compression: Option<CompressionOverride>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +89,7 @@ struct Text {
     #[serde(default)]
     tags: BTreeMap<String, Vec<String>>,
     hedging: Option<HedgingOverride>,
+    compression: Option<CompressionOverride>,
     #[serde(default)]
     methods: BTreeMap<String, MethodRules>,
     limits: Option<ServiceLimits>,
@@ -149,6 +157,7 @@ impl ServiceRules {
                 .map(|(tag, members)| (tag, members.into_iter().collect()))
                 .collect(),
             hedging: parsed.hedging,
+            compression: parsed.compression,
             methods: parsed.methods,
             limits: parsed.limits,
             shedding: parsed.shedding,
@@ -188,15 +197,29 @@ pub enum InvalidRules {
 }
 
 impl ServiceRules {
-    /// Whether the rules change anything in a call's policy (timeout, balancer, hedging).
+    /// Whether the rules change anything in a call's policy (timeout, balancer, hedging,
+    /// compression).
     pub fn changes_policy(&self) -> bool {
-        self.timeout.is_some() || self.load_balancer.is_some() || self.hedging.is_some() || !self.methods.is_empty()
+        self.timeout.is_some()
+            || self.load_balancer.is_some()
+            || self.hedging.is_some()
+            || self.compression.is_some()
+            || !self.methods.is_empty()
     }
 
     /// `policy` as these rules change it for `method`: their timeout, balancer, and the
-    /// hedging of the service then of the method (still only for idempotent methods).
+    /// hedging (still only for idempotent methods) and compression of the service then of
+    /// the method.
     pub fn apply(&self, method: &str, policy: &MethodPolicy) -> MethodPolicy {
-        let for_method = self.methods.get(method).and_then(|m| m.hedging.as_ref());
+        let method_rules = self.methods.get(method);
+        let method_compression = method_rules.and_then(|m| m.compression.as_ref());
+        let compression = match (self.compression.as_ref(), method_compression) {
+            (None, None) => policy.compression,
+            (service, method) => {
+                Compression::of(&Compression::config(policy.compression).merged(service).merged(method))
+            }
+        };
+        let for_method = method_rules.and_then(|m| m.hedging.as_ref());
         let hedge = match (self.hedging.as_ref(), for_method) {
             (None, None) => policy.hedge,
             (service, method) => HedgePolicy::of(
@@ -208,6 +231,7 @@ impl ServiceRules {
             timeout: self.timeout.unwrap_or(policy.timeout),
             load_balancer: self.load_balancer.unwrap_or(policy.load_balancer),
             hedge,
+            compression,
             ..policy.clone()
         }
     }

@@ -1,8 +1,10 @@
 //! A loopback TCP proxy that can stall traffic, to cut a client off from a server without
 //! stopping either: a blackholed connection stays open but nothing crosses it, as in a network
-//! partition.
+//! partition. It counts the bytes it carries each way.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -15,6 +17,8 @@ use tokio_util::task::AbortOnDropHandle;
 pub struct FaultProxy {
     addr: SocketAddr,
     blackhole: watch::Sender<bool>,
+    /// Bytes carried client → target, and target → client.
+    carried: [Arc<AtomicU64>; 2],
     _accept: AbortOnDropHandle<()>,
 }
 
@@ -26,6 +30,8 @@ impl FaultProxy {
         let (blackhole, _) = watch::channel(false);
         let target = target.to_owned();
         let modes = blackhole.clone();
+        let carried = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+        let [up, down] = carried.clone();
         let accept = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((inbound, _)) = listener.accept().await {
@@ -34,15 +40,22 @@ impl FaultProxy {
                 };
                 let (in_read, in_write) = inbound.into_split();
                 let (out_read, out_write) = outbound.into_split();
-                connections.spawn(pump(in_read, out_write, modes.subscribe()));
-                connections.spawn(pump(out_read, in_write, modes.subscribe()));
+                connections.spawn(pump(in_read, out_write, modes.subscribe(), up.clone()));
+                connections.spawn(pump(out_read, in_write, modes.subscribe(), down.clone()));
             }
         });
         Self {
             addr,
             blackhole,
+            carried,
             _accept: AbortOnDropHandle::new(accept),
         }
+    }
+
+    /// Bytes carried so far from clients to the target, and back.
+    pub fn carried(&self) -> (u64, u64) {
+        let [up, down] = &self.carried;
+        (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed))
     }
 
     /// `127.0.0.1:port` to connect to instead of the target.
@@ -57,7 +70,12 @@ impl FaultProxy {
 }
 
 /// Copies one direction, holding bytes back while the blackhole is on.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut blackhole: watch::Receiver<bool>) {
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut blackhole: watch::Receiver<bool>,
+    carried: Arc<AtomicU64>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         if blackhole.wait_for(|on| !on).await.is_err() {
@@ -77,5 +95,6 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut blackhole: wa
         if blackhole.wait_for(|on| !on).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+        carried.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

@@ -327,3 +327,35 @@ pub fn peers() -> Vec<&'static str> {
     peers.push("raw-tcp-floor");
     peers
 }
+
+/// Prints how much zstd (level 1, as the `+zstd` rows) shrinks the arguments of the
+/// compression rows: the record of about 1 MiB in msgpack.
+pub fn compression_ratio(json: bool) -> Result<(), crate::BoxError> {
+    let record = Payload {
+        kind: PayloadKind::Record,
+        size: 1_048_576,
+    }
+    .record();
+    let encoded = rpc_core::SerializerKind::MsgPack.encode_body(&(record,))?.into_one();
+    let started = std::time::Instant::now();
+    let compressed = zstd::bulk::compress(&encoded[..], 1)?;
+    let compress_us = started.elapsed().as_secs_f64() * 1e6;
+    let started = std::time::Instant::now();
+    let restored = zstd::bulk::decompress(&compressed, encoded.len())?;
+    let decompress_us = started.elapsed().as_secs_f64() * 1e6;
+    assert_eq!(restored.len(), encoded.len());
+    let ratio = encoded.len() as f64 / compressed.len() as f64;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"bench": "compression_ratio", "encoded_bytes": encoded.len(), "compressed_bytes": compressed.len(), "ratio": ratio, "compress_us": compress_us, "decompress_us": decompress_us})
+        );
+    } else {
+        println!(
+            "record {} B -> {} B with zstd level 1: {ratio:.1}x; compress {compress_us:.0} us, decompress {decompress_us:.0} us",
+            encoded.len(),
+            compressed.len()
+        );
+    }
+    Ok(())
+}

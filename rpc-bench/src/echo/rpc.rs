@@ -1,11 +1,13 @@
-//! This framework: one serializer, optionally with no-op layers or metrics on both sides.
+//! This framework: one serializer, optionally with no-op layers, metrics, TLS or zstd
+//! compression on both sides.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use rpc::metrics_endpoint::MetricsEndpoint;
 use rpc_core::client::ClientOptions;
-use rpc_core::config::{ClientTlsConfig, ServerTlsConfig};
+use rpc_core::config::{ClientTlsConfig, CompressionConfig, ConsumerConfig, ServerTlsConfig};
+use rpc_core::fault::PolicySet;
 use rpc_core::metrics::MetricsLayer;
 use rpc_core::server::ServerBuilder;
 use rpc_core::tls::{ClientTls, ServerTls};
@@ -83,6 +85,16 @@ pub struct RpcCore {
     pub tls: bool,
     /// Byte payloads as `bytes::Bytes` instead of `Vec<u8>`.
     pub shared_bytes: bool,
+    /// zstd compression on both sides.
+    pub zstd: bool,
+}
+
+/// zstd compression on, with its defaults (level 1, bodies of 1 KiB and more).
+fn zstd_on() -> CompressionConfig {
+    CompressionConfig {
+        enabled: true,
+        ..CompressionConfig::default()
+    }
 }
 
 impl RpcCore {
@@ -94,11 +106,12 @@ impl RpcCore {
             metrics: false,
             tls: false,
             shared_bytes: false,
+            zstd: false,
         }
     }
 
     /// Reads what follows `rpc-core/` in a name: `bincode`, `bincode+tower layers`,
-    /// `bincode+metrics`, `bincode+tls`, `bincode+Bytes`.
+    /// `bincode+metrics`, `bincode+tls`, `bincode+Bytes`, `msgpack+zstd`.
     pub fn parse(name: &str) -> Option<Self> {
         let (serializer, extra) = name.split_once('+').map_or((name, None), |(s, e)| (s, Some(e)));
         let mut me = Self::plain(serializer.parse().ok()?);
@@ -108,6 +121,7 @@ impl RpcCore {
             Some("tls") => me.tls = true,
             Some("Bytes") => me.shared_bytes = true,
             Some("tower layers") => me.tower = true,
+            Some("zstd") => me.zstd = true,
             Some(_) => return None,
         }
         Some(me)
@@ -137,6 +151,9 @@ impl Framework for RpcCore {
         if self.shared_bytes {
             name += "+Bytes";
         }
+        if self.zstd {
+            name += "+zstd";
+        }
         name
     }
 
@@ -146,6 +163,9 @@ impl Framework for RpcCore {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             let endpoint = me.metrics_endpoint().await;
             let mut builder = ServerBuilder::new().add_service(echo_server());
+            if me.zstd {
+                builder = builder.compression(zstd_on());
+            }
             if me.metrics {
                 builder = builder.interceptor(MetricsLayer::new());
             }
@@ -189,6 +209,13 @@ impl Framework for RpcCore {
                         .with_timeout(Duration::from_secs(60));
                     if me.metrics {
                         channel = channel.with_interceptor(MetricsLayer::new());
+                    }
+                    if me.zstd {
+                        let config = ConsumerConfig {
+                            compression: zstd_on(),
+                            ..ConsumerConfig::default()
+                        };
+                        channel = channel.with_policies(std::sync::Arc::new(PolicySet::new(config)));
                     }
                     if me.tower {
                         channel = channel.layer(tower_layers());

@@ -429,8 +429,15 @@ fn attempt_deadline(call: &CallRequest<'_>) -> Instant {
 async fn attempt(target: &Target, call: &CallRequest<'_>) -> Result<Reply, RpcError<Reply>> {
     let deadline = attempt_deadline(call);
     let reply = on_instance(target, deadline, |conn| async move {
-        conn.call(call.service, call.method, call.serializer, call.body.clone(), deadline)
-            .await
+        conn.call(
+            call.service,
+            call.method,
+            call.serializer,
+            call.body.clone(),
+            deadline,
+            call.policy.compression,
+        )
+        .await
     })
     .await?;
     match reply.status {

@@ -49,6 +49,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::ClientOptions;
 use crate::body::Body;
+use crate::compression::Compression;
 use crate::error::{ProtocolError, RpcError};
 use crate::metrics;
 use crate::protocol::{flags, Credit, Frame, Header, MessageType, Status};
@@ -85,6 +86,11 @@ struct Shared {
     probe: Notify,
     /// Woken by the reader for every frame while the server is probed or unresponsive.
     heard: Notify,
+    /// The server said it decodes compressed requests (a response carried
+    /// [`flags::DECOMPRESSES`]).
+    peer_decompresses: AtomicBool,
+    /// Largest response body accepted, decompressed ones included.
+    max_frame_len: usize,
 }
 
 /// The server answers as far as anyone knows.
@@ -118,9 +124,9 @@ struct StreamSlot {
 }
 
 impl StreamSlot {
-    /// The server's Response ended the stream.
-    fn end(self, frame: Frame) {
-        let end = answer(frame, &self.service, &self.method, Duration::ZERO);
+    /// The server's Response ended the stream (a body over `max_len` is refused).
+    fn end(self, frame: Frame, max_len: usize) {
+        let end = answer(frame, &self.service, &self.method, Duration::ZERO, max_len);
         // The window leaves one place for the end.
         let _ = self.events.try_send(Inbound::End(end));
         self.window.stop();
@@ -130,10 +136,16 @@ impl StreamSlot {
 /// What a Response frame answers a call or stream of `service`'s `method` that waited
 /// `waited`: the reply for [`Status::Ok`] and [`Status::ApplicationError`], else the matching
 /// [`RpcError`] (the server giving up at the call's deadline is a timeout to the caller).
-fn answer(frame: Frame, service: &str, method: &str, waited: Duration) -> Result<Reply, RpcError> {
+fn answer(frame: Frame, service: &str, method: &str, waited: Duration, max_len: usize) -> Result<Reply, RpcError> {
+    let body = match frame.header.flags & flags::COMPRESSED {
+        0 => frame.body,
+        _ => crate::compression::decompress(&frame.body, max_len)
+            .map_err(|e| RpcError::Decode(format!("the reply of {service}/{method}: {e}")))?
+            .into(),
+    };
     let reply = Reply {
         status: frame.header.status,
-        body: frame.body,
+        body,
     };
     match reply.status {
         Status::Ok | Status::ApplicationError => Ok(reply),
@@ -350,6 +362,8 @@ impl Connection {
             liveness: AtomicU8::new(HEALTHY),
             probe: Notify::new(),
             heard: Notify::new(),
+            peer_decompresses: AtomicBool::new(false),
+            max_frame_len: options.max_frame_len,
         });
         let span = tracing::debug_span!("rpc_client_conn", %addr);
         let reader = tokio::spawn(
@@ -440,7 +454,9 @@ impl Connection {
         self.shared.close("closed by the client");
     }
 
-    /// Sends one request and waits for its reply until `deadline`.
+    /// Sends one request and waits for its reply until `deadline`; with `compression`, the
+    /// arguments go compressed once the server said it decodes them, and a compressed reply
+    /// is asked for (see [`crate::compression`]).
     ///
     /// Returns the reply for [`Status::Ok`] and [`Status::ApplicationError`]; every other status
     /// becomes the matching [`RpcError`].
@@ -451,8 +467,28 @@ impl Connection {
         serializer: SerializerKind,
         body: Body,
         deadline: Instant,
+        compression: Option<Compression>,
     ) -> Result<Reply, RpcError> {
         let shared = &*self.shared;
+        let mut compressed = 0;
+        let body = match compression {
+            None => body,
+            Some(c) => {
+                compressed = flags::DECOMPRESSES;
+                let packed = shared
+                    .peer_decompresses
+                    .load(Ordering::Relaxed)
+                    .then(|| c.compress_request(&body))
+                    .flatten();
+                match packed {
+                    Some((packed, flag)) => {
+                        compressed |= flag;
+                        packed
+                    }
+                    None => body,
+                }
+            }
+        };
         let body_len = body.len();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -478,6 +514,7 @@ impl Connection {
         let mut header = Header::new(MessageType::Request, id);
         header.serializer = serializer.id();
         header.timeout_ms = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX).max(1);
+        header.flags |= compressed;
         let exchange = async {
             if self.tx.send(OutFrame::Frame { header, body }).await.is_err() {
                 return Err(shared.closed_error(false));
@@ -500,7 +537,7 @@ impl Connection {
                 return Err(RpcError::Timeout(remaining));
             }
         };
-        answer(frame, service, method, remaining)
+        answer(frame, service, method, remaining, shared.max_frame_len)
     }
 }
 
@@ -698,6 +735,11 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
                         return;
                     }
                     MessageType::Response => {
+                        if frame.header.flags & flags::DECOMPRESSES != 0
+                            && !shared.peer_decompresses.load(Ordering::Relaxed)
+                        {
+                            shared.peer_decompresses.store(true, Ordering::Relaxed);
+                        }
                         let id = frame.header.request_id;
                         let (waiter, stream) = {
                             let mut pending = shared.pending();
@@ -710,7 +752,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(frame);
                         } else if let Some(stream) = stream {
-                            stream.end(frame);
+                            stream.end(frame, shared.max_frame_len);
                         }
                         shared.close_if_drained();
                         if reader.at_early_flush() && shared.in_flight.load(Ordering::Relaxed) <= EARLY_FLUSH_IN_FLIGHT

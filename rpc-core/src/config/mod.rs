@@ -196,6 +196,8 @@ pub struct ServerConfig {
     pub limits: BTreeMap<String, ServiceLimits>,
     /// Adaptive load shedding over all calls.
     pub shedding: SheddingConfig,
+    /// zstd compression of responses to the clients that ask for it.
+    pub compression: CompressionConfig,
     /// TLS on the listener; absent: plain TCP.
     pub tls: Option<ServerTlsConfig>,
     /// Caller authentication; absent: every caller is served.
@@ -236,6 +238,7 @@ impl Default for ServerConfig {
             stream_window: StreamWindow::default(),
             limits: BTreeMap::new(),
             shedding: SheddingConfig::default(),
+            compression: CompressionConfig::default(),
             tls: None,
             auth: None,
         }
@@ -396,6 +399,8 @@ pub struct ConsumerConfig {
     /// This consumer's calls in flight to one instance at most; past it, calls go to other
     /// instances, or fail overloaded without being sent. 0: no limit.
     pub max_in_flight_per_instance: usize,
+    /// zstd compression of requests, and of the responses this consumer asks for.
+    pub compression: CompressionConfig,
 }
 
 impl Default for ConsumerConfig {
@@ -427,6 +432,7 @@ impl Default for ConsumerConfig {
             hedging: HedgingConfig::default(),
             breaker: BreakerConfig::default(),
             max_in_flight_per_instance: 0,
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -451,6 +457,56 @@ impl Default for OutlierConfig {
             max_ejection_ms: 30_000,
         }
     }
+}
+
+/// `rpc.consumer.compression:` and `rpc.server.compression:` — zstd compression of bodies of
+/// at least `min_bytes` (see `rpc_core::compression`: negotiated per connection, so a peer
+/// that cannot decode it is never sent it).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// Whether bodies are compressed (a consumer: its requests, and it asks for compressed
+    /// responses; a server: its responses to consumers that ask).
+    pub enabled: bool,
+    /// Bodies smaller than this go plain.
+    pub min_bytes: usize,
+    /// zstd level, 1 (fastest) to 22.
+    pub level: i32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_bytes: 1024,
+            level: 1,
+        }
+    }
+}
+
+impl CompressionConfig {
+    /// This configuration with `changes` applied.
+    pub fn merged(&self, changes: Option<&CompressionOverride>) -> Self {
+        let Some(c) = changes else { return self.clone() };
+        Self {
+            enabled: c.enabled.unwrap_or(self.enabled),
+            min_bytes: c.min_bytes.unwrap_or(self.min_bytes),
+            level: c.level.unwrap_or(self.level),
+        }
+    }
+}
+
+/// Compression fields to change (in the YAML per service and method, and in a service's
+/// live rules); the others are inherited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressionOverride {
+    /// Whether bodies are compressed.
+    pub enabled: Option<bool>,
+    /// Bodies smaller than this go plain.
+    pub min_bytes: Option<usize>,
+    /// zstd level.
+    pub level: Option<i32>,
 }
 
 /// `rpc.consumer.breaker:` — each instance's circuit breaker: adaptive throttling from its
@@ -498,6 +554,8 @@ pub struct ServiceOverride {
     pub mock: Option<bool>,
     /// Hedging fields to change.
     pub hedging: Option<HedgingOverride>,
+    /// Compression fields to change.
+    pub compression: Option<CompressionOverride>,
     /// Overrides per method name.
     pub methods: BTreeMap<String, MethodOverride>,
 }
@@ -516,6 +574,8 @@ pub struct MethodOverride {
     pub mock: Option<bool>,
     /// Hedging fields to change.
     pub hedging: Option<HedgingOverride>,
+    /// Compression fields to change.
+    pub compression: Option<CompressionOverride>,
 }
 
 /// Hedging fields to change (in the YAML per service and method, and in a service's live
@@ -1015,6 +1075,14 @@ impl RpcConfig {
                     shedding.min_limit, shedding.max_limit
                 ),
             );
+        }
+        for (field, level) in [
+            ("rpc.consumer.compression.level", self.consumer.compression.level),
+            ("rpc.server.compression.level", s.compression.level),
+        ] {
+            if !(1..=22).contains(&level) {
+                return invalid(field, format!("{level} is not a zstd level from 1 to 22"));
+            }
         }
         let k = self.consumer.breaker.k;
         if !(k.is_finite() && k >= 1.0) {

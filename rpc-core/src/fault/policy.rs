@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use super::{RetryPolicy, TolerantKind};
 use crate::balance::LoadBalancerKind;
+use crate::compression::Compression;
 use crate::config::{ConsumerConfig, HedgingConfig, MethodOverride, ServiceOverride};
 
 /// What answers a call when the network did not (or is not asked).
@@ -55,6 +56,9 @@ pub struct MethodPolicy {
     pub idempotent: bool,
     /// Hedging, for an `#[idempotent]` method when it is on.
     pub hedge: Option<HedgePolicy>,
+    /// How requests are compressed (and whether compressed responses are asked for); none:
+    /// off.
+    pub compression: Option<Compression>,
 }
 
 /// When a call is hedged: a further attempt to another instance once the running ones have
@@ -161,6 +165,11 @@ impl PolicySet {
                     .merged(service.and_then(|s| s.hedging.as_ref()))
                     .merged(method_override.and_then(|m| m.hedging.as_ref())),
                 idempotent,
+            ),
+            compression: Compression::of(
+                &c.compression
+                    .merged(service.and_then(|s| s.compression.as_ref()))
+                    .merged(method_override.and_then(|m| m.compression.as_ref())),
             ),
         }
     }

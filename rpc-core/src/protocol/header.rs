@@ -26,6 +26,13 @@ pub mod flags {
     /// length prefix is the last of them). A receiver may read the byte string straight into
     /// memory of its own; one that ignores the flag reads the same body.
     pub const TAIL: u8 = 0x04;
+    /// The body is zstd-compressed: a request's arguments (its prefix stays plain), or a
+    /// response's whole body. Sent only to a peer that set [`DECOMPRESSES`] (see
+    /// `rpc_core::compression`).
+    pub const COMPRESSED: u8 = 0x08;
+    /// The sender decodes compressed bodies: on a request, compressed responses; on a
+    /// response, compressed requests.
+    pub const DECOMPRESSES: u8 = 0x10;
 }
 
 /// What a frame carries.

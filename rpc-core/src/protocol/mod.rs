@@ -95,6 +95,9 @@
 //!   bytes and the byte string into separate buffers, so the byte string reaches the handler
 //!   (or the caller) as a `Vec<u8>` without a copy. Receivers that ignore the flag (every
 //!   earlier build of version 2 did) read the same body.
+//! * Compression (flags [`flags::COMPRESSED`] and [`flags::DECOMPRESSES`]) is used only
+//!   once the peer said it decodes it, so earlier builds (which ignore the bits) never see a
+//!   compressed body; see `rpc_core::compression`.
 //! * A peer of another version gets one answer it can read (see [`version_rejection`]) and
 //!   the connection closes: version-1 peers a version-1 response, newer peers a version-2
 //!   [`Status::UnsupportedVersion`] response. Nothing is ever parsed with the wrong layout:
@@ -116,5 +119,5 @@ mod stream;
 pub use codec::{encode_frame, Frame, FrameDecoder, DEFAULT_MAX_FRAME_LEN};
 pub use compat::version_rejection;
 pub use header::{flags, Header, MessageType, Status, FIRST_EXTENSION_TYPE, HEADER_LEN, MAGIC, PROTOCOL_VERSION};
-pub use request::{encode_request_body, encode_request_prefix, RequestBody};
+pub use request::{encode_request_body, encode_request_prefix, request_prefix_len, RequestBody};
 pub use stream::{Credit, CREDIT_LEN};

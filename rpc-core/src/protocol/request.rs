@@ -165,6 +165,17 @@ pub fn encode_request_prefix(service: &str, method: &str, metadata: &Metadata) -
     Ok(buf.freeze())
 }
 
+/// The length of the prefix (service key, method name, metadata block) at the start of an
+/// encoded request body, read from its length fields; `None` when `start` ends before it.
+pub fn request_prefix_len(start: &[u8]) -> Option<usize> {
+    let u16_at = |at: usize| Some(usize::from(u16::from_be_bytes(start.get(at..at + 2)?.try_into().ok()?)));
+    let method_at = 2 + u16_at(0)?;
+    let metadata_at = method_at + 2 + u16_at(method_at)?;
+    let block: [u8; 4] = start.get(metadata_at..metadata_at + 4)?.try_into().ok()?;
+    let end = metadata_at + 4 + u32::from_be_bytes(block) as usize;
+    (end <= start.len()).then_some(end)
+}
+
 fn prefix_len(service: &str, method: &str, metadata: &Metadata) -> usize {
     8 + service.len() + method.len() + metadata.encoded_len()
 }

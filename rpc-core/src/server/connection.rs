@@ -38,6 +38,7 @@ use super::secure;
 use super::stream::{StreamCall, StreamHost, Streams};
 use super::Shared;
 use crate::body::Body;
+use crate::compression::{self, Compression};
 use crate::context::{self, CallContext, PeerIdentity};
 use crate::error::ProtocolError;
 use crate::health::HEALTH_METHOD;
@@ -318,7 +319,8 @@ impl Conn {
         match header.message_type {
             MessageType::Request => {
                 if let Some(reply) = self.start_call(header, frame.body, held).await {
-                    batch.push_frame(reply_header(header.request_id, header.serializer, &reply), reply.body);
+                    let (header, body) = response(&header, reply, self.shared.compression);
+                    batch.push_frame(header, body);
                 }
                 Ok(())
             }
@@ -376,13 +378,19 @@ impl Conn {
             Ok(s) => s,
             Err(e) => return Admission::reject(Status::ProtocolError, e.to_string()),
         };
-        let request = match RequestBody::parse(body, &shared.metadata_limits) {
+        let mut request = match RequestBody::parse(body, &shared.metadata_limits) {
             Ok(r) => r,
             Err(e @ (ProtocolError::MetadataOverLimit { .. } | ProtocolError::InvalidMetadata(_))) => {
                 return Admission::reject(Status::InvalidMetadata, e.to_string())
             }
             Err(e) => return Admission::reject(Status::ProtocolError, e.to_string()),
         };
+        if header.flags & flags::COMPRESSED != 0 {
+            match crate::compression::decompress(&request.args, shared.max_frame_len) {
+                Ok(args) => request.args = args.into(),
+                Err(e) => return Admission::reject(Status::DecodeError, format!("the arguments: {e}")),
+            }
+        }
         let Some(service) = shared.services.get(request.service_str()) else {
             return Admission::reject(Status::ServiceNotFound, request.service_str().to_owned());
         };
@@ -711,20 +719,32 @@ impl<F: CallFuture> CallTask<F> {
         let Some(reply) = drive(&mut call, deadline, header.request_id).await else {
             return;
         };
+        let compression = call.shared.compression;
         drop(call);
         // The connection may be gone; the caller then no longer waits for this reply.
-        let _ = tx
-            .send(OutFrame::Frame {
-                header: reply_header(header.request_id, header.serializer, &reply),
-                body: reply.body,
-            })
-            .await;
+        let (header, body) = response(&header, reply, compression);
+        let _ = tx.send(OutFrame::Frame { header, body }).await;
     }
 }
 
-fn reply_header(request_id: u64, serializer: u8, reply: &Reply) -> Header {
-    let mut header = Header::new(MessageType::Response, request_id);
-    header.serializer = serializer;
+/// The Response frame of `reply` to `request`: it says this server decodes compressed
+/// requests, and its body is compressed when the request asked for that and `compression`
+/// is on (see [`crate::compression`]).
+fn response(request: &Header, reply: Reply, compression: Option<Compression>) -> (Header, Body) {
+    let mut header = Header::new(MessageType::Response, request.request_id);
+    header.serializer = request.serializer;
     header.status = reply.status;
-    header
+    if compression::SUPPORTED {
+        header.flags |= flags::DECOMPRESSES;
+    }
+    let packed = compression
+        .filter(|_| request.flags & flags::DECOMPRESSES != 0)
+        .and_then(|c| c.compress(&reply.body));
+    match packed {
+        Some(packed) => {
+            header.flags |= flags::COMPRESSED;
+            (header, packed.into())
+        }
+        None => (header, reply.body),
+    }
 }

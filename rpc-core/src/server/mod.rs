@@ -79,8 +79,9 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower_layer::{Identity, Stack};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::compression::Compression;
 use crate::config::ServerConfig;
-use crate::config::{ServiceLimits, SheddingConfig};
+use crate::config::{CompressionConfig, ServiceLimits, SheddingConfig};
 use crate::context::MetadataLimits;
 use crate::health::Health;
 use crate::interceptor::{Interceptor, Interceptors};
@@ -131,6 +132,8 @@ pub struct ServerOptions {
     pub limits: BTreeMap<String, ServiceLimits>,
     /// Adaptive load shedding.
     pub shedding: SheddingConfig,
+    /// Compression of responses to the clients that ask for it.
+    pub compression: CompressionConfig,
 }
 
 impl From<&ServerConfig> for ServerOptions {
@@ -152,6 +155,7 @@ impl From<&ServerConfig> for ServerOptions {
             stream_window: config.stream_window,
             limits: config.limits.clone(),
             shedding: config.shedding.clone(),
+            compression: config.compression.clone(),
         }
     }
 }
@@ -264,6 +268,12 @@ impl<L> ServerBuilder<L> {
         self
     }
 
+    /// Compresses responses to the clients that ask for it (see `rpc.server.compression`).
+    pub fn compression(mut self, compression: CompressionConfig) -> Self {
+        self.options.compression = compression;
+        self
+    }
+
     /// Turns on adaptive load shedding with these settings (see `rpc.server.shedding`).
     pub fn shedding(mut self, shedding: SheddingConfig) -> Self {
         self.options.shedding = shedding;
@@ -359,6 +369,7 @@ impl<L> ServerBuilder<L> {
             frame_timeout: self.options.frame_timeout,
             metadata_limits: self.options.metadata_limits,
             stream_window: self.options.stream_window,
+            compression: Compression::of(&self.options.compression),
             #[cfg(feature = "tls")]
             tls: self.tls,
             leaving: AtomicBool::new(false),
@@ -410,6 +421,8 @@ pub(crate) struct Shared {
     pub(crate) metadata_limits: MetadataLimits,
     /// The items of a client's stream taken ahead of its handler.
     pub(crate) stream_window: StreamWindow,
+    /// How responses are compressed for the clients that ask; none: never.
+    pub(crate) compression: Option<Compression>,
     /// TLS on every connection, when configured.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<ServerTls>,
