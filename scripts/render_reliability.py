@@ -29,6 +29,8 @@ SCENARIOS = [
     ("streams: provider SIGKILLed", "21. A provider killed mid-stream", "tests/tests/streaming.rs: a_provider_killed_mid_stream_ends_every_stream_with_an_error (a provider process SIGKILLed under 12 open streams of the three shapes)"),
     ("streams: 10,000", "22. 10,000 concurrent streams on one provider", "tests/tests/streaming.rs: ten_thousand_concurrent_streams_on_one_provider_lose_nothing (a provider process; one consumer opens 10,000 server streams at once, each 20 items 100 ms apart, over one connection)"),
     ("streams: a slow reader", "23. A slow stream reader", "tests/tests/streaming.rs: a_slow_reader_keeps_the_senders_memory_within_twice_the_window (a provider process streams 64 KiB items as fast as credit allows to a reader that takes one every 2 ms, window 4 MiB)"),
+    ("hedging:", "24. Hedged calls against a provider slow now and then", "tests/tests/reliability.rs: hedging_keeps_the_p99_of_a_service_with_one_slow_provider (three provider processes on etcd, every call 10 ms, the first one answering every 10th call it gets after 200 ms; 600 calls one at a time without hedging, then with the adaptive delay; calls counted on the providers' /metrics)"),
+    ("breaker:", "25. Circuit breakers against a failing provider", "tests/tests/reliability.rs: the_breaker_keeps_calls_from_a_failing_provider_process (three provider processes on etcd, the first answering every call with an internal error; after 1,800 calls of warm-up, 600 calls one at a time; calls counted on the providers' /metrics)"),
 ]
 
 def main(path, fuzz_results, cores):

@@ -1,5 +1,6 @@
 //! A service wrapper that misbehaves on demand: fails calls with a status, or delays them,
-//! and records when each call arrived.
+//! and records when each call arrived. Streams, the schema and everything else pass through
+//! to the wrapped service.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -20,6 +21,46 @@ pub enum Fault {
     FailAlways(Status),
     /// Delays the next `n` calls by the duration before serving them.
     DelayNext(Duration, usize),
+    /// Delays every call by `base`, and every `every`-th call (counting from the first one
+    /// received; 0: none) by `slow` instead.
+    Latency {
+        /// Every call's delay.
+        base: Duration,
+        /// Which calls are slow: every so many.
+        every: usize,
+        /// Their delay.
+        slow: Duration,
+    },
+}
+
+impl Fault {
+    /// Reads a fault from its text form, as `test-provider` takes it from `RPC_TEST_FAULT`:
+    /// empty (none), `fail` (every call an internal error), `latency:MS` or
+    /// `latency:MS:every:N:SLOW_MS`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let ms = |s: &str| {
+            s.parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|e| format!("{s:?}: {e}"))
+        };
+        match text.split(':').collect::<Vec<_>>().as_slice() {
+            [""] => Ok(Self::None),
+            ["fail"] => Ok(Self::FailAlways(Status::InternalError)),
+            ["latency", base] => Ok(Self::Latency {
+                base: ms(base)?,
+                every: 0,
+                slow: Duration::ZERO,
+            }),
+            ["latency", base, "every", n, slow] => Ok(Self::Latency {
+                base: ms(base)?,
+                every: n.parse().map_err(|e| format!("{n:?}: {e}"))?,
+                slow: ms(slow)?,
+            }),
+            _ => Err(format!(
+                "{text:?} is not one of: (empty), fail, latency:MS, latency:MS:every:N:SLOW_MS"
+            )),
+        }
+    }
 }
 
 /// Controls and observes a [`FaultyService`].
@@ -91,12 +132,30 @@ impl Service for FaultyService {
         self.inner.methods()
     }
 
+    fn stream_shape(&self, method: &str) -> Option<rpc_core::StreamShape> {
+        self.inner.stream_shape(method)
+    }
+
+    fn call_stream(
+        &self,
+        method: &str,
+        serializer: SerializerKind,
+        args: Body,
+        input: Option<rpc_core::stream::RawStream>,
+    ) -> BoxFuture<'static, rpc_core::server::StreamAnswer> {
+        self.inner.call_stream(method, serializer, args, input)
+    }
+
+    fn schema(&self) -> Option<rpc_core::schema::ServiceSchema> {
+        self.inner.schema()
+    }
+
     fn call(&self, method: &str, serializer: SerializerKind, args: Body) -> BoxFuture<'static, Reply> {
-        self.handle
-            .arrivals
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Instant::now());
+        let arrived = {
+            let mut arrivals = self.handle.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+            arrivals.push(Instant::now());
+            arrivals.len()
+        };
         let mut fault = self.handle.fault.lock().unwrap_or_else(PoisonError::into_inner);
         let (fail, delay) = match *fault {
             Fault::None => (None, None),
@@ -112,6 +171,10 @@ impl Service for FaultyService {
             Fault::DelayNext(d, n) => {
                 *fault = if n > 1 { Fault::DelayNext(d, n - 1) } else { Fault::None };
                 (None, Some(d))
+            }
+            Fault::Latency { base, every, slow } => {
+                let slow_now = every > 0 && arrived % every == 0;
+                (None, Some(if slow_now { slow } else { base }))
             }
         };
         drop(fault);

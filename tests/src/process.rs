@@ -44,6 +44,8 @@ pub struct ProcessOptions {
     pub max_open_files: Option<u64>,
     /// Write its stderr to a file ([`ProviderProcess::log`]) instead of the test's output.
     pub capture_log: bool,
+    /// Environment variables to set for it (`RPC_TEST_FAULT`: see `test-provider`).
+    pub env: Vec<(String, String)>,
 }
 
 impl ProviderProcess {
@@ -75,6 +77,7 @@ impl ProviderProcess {
             None => Stdio::inherit(),
         };
         let mut child = command
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .arg(&config)
             .stdout(Stdio::piped())
             .stderr(stderr)

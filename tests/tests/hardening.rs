@@ -281,6 +281,7 @@ async fn out_of_file_descriptors_the_provider_backs_off_logs_rarely_and_recovers
         rpc_tests::process::ProcessOptions {
             max_open_files: Some(64),
             capture_log: true,
+            ..Default::default()
         },
     )
     .await;

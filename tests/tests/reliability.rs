@@ -15,9 +15,9 @@ use rpc_core::config::RpcConfig;
 use rpc_core::registry::{Registry, ServiceInstance};
 use rpc_core::server::ServerBuilder;
 use rpc_tests::load::{ms, report, Load};
-use rpc_tests::process::ProviderProcess;
+use rpc_tests::process::{ProcessOptions, ProviderProcess};
 use rpc_tests::proxy::FaultProxy;
-use rpc_tests::servers::{shared_etcd, unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
+use rpc_tests::servers::{free_port, shared_etcd, unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
 use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 use tokio::time::Instant;
 
@@ -506,4 +506,227 @@ async fn a_frozen_provider_costs_one_call() {
             "back_after_sigcont_ms": ms(back),
         }),
     );
+}
+
+/// The calls of `owner` a provider process served, from its metrics endpoint on `port`.
+async fn owner_calls_served(port: u16) -> u64 {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", &url])
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("curl");
+    text.lines()
+        .filter(|l| l.starts_with("rpc_server_calls_total{") && l.contains("method=\"owner\""))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+/// Three provider processes on etcd, each with a fault (`RPC_TEST_FAULT`, see test-provider)
+/// and a metrics endpoint: the processes, their metrics ports, and the etcd endpoints and
+/// root they registered under.
+async fn three_faulty_providers(prefix: &str, faults: [&str; 3]) -> Option<FaultyThree> {
+    let endpoints = shared_etcd()?;
+    let root = unique_root(prefix);
+    let mut providers = Vec::new();
+    let mut metrics = Vec::new();
+    for fault in faults {
+        let port = free_port();
+        let yaml = format!(
+            "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: etcd\n    endpoints: [\"{}\"]\n    root: \"{root}\"\n  metrics:\n    listen: 127.0.0.1:{port}\n",
+            endpoints[0]
+        );
+        let options = ProcessOptions {
+            env: vec![("RPC_TEST_FAULT".to_owned(), fault.to_owned())],
+            ..ProcessOptions::default()
+        };
+        providers
+            .push(ProviderProcess::start_with(Path::new(env!("CARGO_BIN_EXE_test-provider")), &yaml, options).await);
+        metrics.push(port);
+    }
+    Some(FaultyThree {
+        providers,
+        metrics,
+        endpoints,
+        root,
+    })
+}
+
+/// What [`three_faulty_providers`] started.
+struct FaultyThree {
+    providers: Vec<ProviderProcess>,
+    metrics: Vec<u16>,
+    endpoints: Vec<String>,
+    root: String,
+}
+
+impl FaultyThree {
+    /// A consumer of the three with `consumer_yaml` under `rpc.consumer`, once it sees them.
+    async fn consumer(&self, consumer_yaml: &str) -> (Consumer, TestServiceClient) {
+        let cfg = config("etcd", &self.endpoints, &self.root, 10, consumer_yaml);
+        let (consumer, client) = consumer(&cfg).await;
+        wait_until(Duration::from_secs(5), "all three providers are discovered", || {
+            let n = consumer.cache().cached("TestService:1.0").map_or(0, |l| l.len());
+            async move { n == 3 }
+        })
+        .await;
+        (consumer, client)
+    }
+
+    /// The calls of `owner` the three served so far.
+    async fn served(&self) -> u64 {
+        let mut total = 0;
+        for port in &self.metrics {
+            total += owner_calls_served(*port).await;
+        }
+        total
+    }
+}
+
+/// `calls` calls of `owner` one after another: each one's latency and who answered it.
+async fn sequential_calls(client: &TestServiceClient, calls: u64) -> Vec<(Duration, String)> {
+    let mut answered = Vec::with_capacity(calls as usize);
+    for n in 0..calls {
+        let started = Instant::now();
+        let owner = client.owner(n).await.expect("owner");
+        answered.push((started.elapsed(), owner));
+    }
+    answered
+}
+
+/// The latencies of `calls`, sorted.
+fn latencies<'a>(calls: impl Iterator<Item = &'a (Duration, String)>) -> Vec<Duration> {
+    let mut took: Vec<Duration> = calls.map(|(d, _)| *d).collect();
+    took.sort();
+    took
+}
+
+fn percentile(sorted: &[Duration], percent: usize) -> Duration {
+    sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedging_keeps_the_p99_of_a_service_with_one_slow_provider() {
+    // Every call takes 10 ms; the first provider answers every 10th call it gets after 200 ms.
+    let Some(three) = three_faulty_providers("hedge", ["latency:10:every:10:200", "latency:10", "latency:10"]).await
+    else {
+        return;
+    };
+    const CALLS: u64 = 600;
+
+    // Without hedging: the slow calls set the p99. The calls the healthy providers answered
+    // give the latency hedging aims for.
+    let (plain_consumer, plain) = three.consumer("").await;
+    let slow_label = three.providers[0].port.to_string();
+    let plain_calls = sequential_calls(&plain, CALLS).await;
+    plain_consumer.close().await;
+    let plain_p99 = percentile(&latencies(plain_calls.iter()), 99);
+    let healthy_latencies = latencies(plain_calls.iter().filter(|(_, owner)| *owner != slow_label));
+    let healthy_p99 = percentile(&healthy_latencies, 99);
+
+    // Hedging with the adaptive delay (the recent p95), after 100 calls that teach it.
+    let (hedged_consumer, hedged) = three
+        .consumer("    hedging: { enabled: true, delay_ms: 0, max_extra: 1 }\n")
+        .await;
+    let _ = sequential_calls(&hedged, 100).await;
+    let before = three.served().await;
+    let hedged_p99 = percentile(&latencies(sequential_calls(&hedged, CALLS).await.iter()), 99);
+    // Losers are cancelled on their provider, which still counts them: wait until the count
+    // settles (every hedged call's loser has arrived).
+    let mut after = three.served().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = three.served().await;
+        if now == after || Instant::now() > deadline {
+            break;
+        }
+        after = now;
+    }
+    hedged_consumer.close().await;
+    let extra = (after - before).saturating_sub(CALLS);
+    let ratio = hedged_p99.as_secs_f64() / healthy_p99.as_secs_f64();
+    println!("hedging: healthy p99 {healthy_p99:?}, without {plain_p99:?}, with {hedged_p99:?} ({ratio:.2}x), {extra} extra calls");
+    assert!(
+        plain_p99 >= Duration::from_millis(200),
+        "without hedging: {plain_p99:?}"
+    );
+    assert!(hedged_p99 < Duration::from_millis(100), "with hedging: {hedged_p99:?}");
+    assert!(extra * 100 <= CALLS * 15, "extra calls {extra} of {CALLS}");
+    report(
+        "hedging: one provider of three slow on every 10th call",
+        serde_json::json!({
+            "calls": CALLS,
+            "service_time_ms": 10,
+            "healthy_p99_ms": ms_tenths(healthy_p99),
+            "p99_without_hedging_ms": ms_tenths(plain_p99),
+            "hedge_delay": "adaptive (the recent p95)",
+            "p99_with_hedging_ms": ms_tenths(hedged_p99),
+            "p99_over_healthy_p99": format!("{ratio:.2}x"),
+            "extra_calls": extra,
+            "extra_calls_percent": format!("{:.1}%", extra as f64 * 100.0 / CALLS as f64),
+        }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_keeps_calls_from_a_failing_provider_process() {
+    let Some(three) = three_faulty_providers("breaker", ["fail", "", ""]).await else {
+        return;
+    };
+    const CALLS: u64 = 600;
+    let run = |client: TestServiceClient| async move {
+        let mut failed = 0;
+        for n in 0..CALLS {
+            failed += u64::from(client.owner(n).await.is_err());
+        }
+        failed
+    };
+    let mut figures = serde_json::Map::new();
+    for (name, yaml) in [
+        (
+            "no breaker, no ejection",
+            "    outlier: { consecutive_failures: 1000000 }\n",
+        ),
+        (
+            "breaker, no ejection",
+            "    outlier: { consecutive_failures: 1000000 }\n    breaker: { enabled: true }\n",
+        ),
+        ("default (ejection)", ""),
+    ] {
+        let (consumer, client) = three.consumer(yaml).await;
+        // Warm up: the breaker's window fills with the failing provider's requests (as it
+        // does within seconds at a few hundred calls a second).
+        for _ in 0..3 {
+            let _ = run(client.clone()).await;
+        }
+        let before = owner_calls_served(three.metrics[0]).await;
+        let failed = run(client).await;
+        let reached = owner_calls_served(three.metrics[0]).await - before;
+        consumer.close().await;
+        println!(
+            "{name}: {reached} of {} calls reached the failing provider, {failed} failed",
+            CALLS / 3
+        );
+        figures.insert(
+            name.to_owned(),
+            serde_json::json!({"reached_failing": reached, "would_get": CALLS / 3, "share": format!("{:.1}%", reached as f64 * 300.0 / CALLS as f64), "failed": failed}),
+        );
+        if name != "no breaker, no ejection" {
+            assert!(reached * 20 <= CALLS / 3, "{name}: {reached}");
+        }
+    }
+    report(
+        "breaker: one provider of three failing every call",
+        serde_json::Value::Object(figures),
+    );
+}
+
+/// Milliseconds, to a tenth.
+fn ms_tenths(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }

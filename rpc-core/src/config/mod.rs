@@ -700,8 +700,8 @@ pub struct CallLimits {
 pub struct HedgingConfig {
     /// Whether `#[idempotent]` calls are hedged.
     pub enabled: bool,
-    /// How long an attempt runs before the next one starts; 0: twice the service's recent
-    /// 95th percentile latency (at least 5 ms; no hedging until 32 calls have been seen).
+    /// How long an attempt runs before the next one starts; 0: the service's recent 95th
+    /// percentile latency (at least 5 ms; no hedging until 32 calls have been seen).
     pub delay_ms: u64,
     /// Extra attempts at most per call (each takes a token of the retry budget).
     pub max_extra: u32,

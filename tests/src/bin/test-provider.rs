@@ -2,12 +2,14 @@
 //! the streaming `Feed`) with
 //! the configuration in the file named by its first argument, prints `READY <port>` once
 //! registered, and runs until it is killed (SIGTERM shuts it down gracefully). Logs go to
-//! stderr (`RUST_LOG`, `warn` by default).
+//! stderr (`RUST_LOG`, `warn` by default). `RPC_TEST_FAULT` makes `TestService` misbehave
+//! (see `rpc_tests::faulty::Fault::parse`: `fail`, `latency:10`, `latency:10:every:10:200`).
 
 use std::process::ExitCode;
 
 use rpc_core::config::RpcConfig;
 use rpc_core::server::ServerBuilder;
+use rpc_tests::faulty::{Fault, FaultyService};
 use rpc_tests::feed::{FeedImpl, FeedServer};
 use rpc_tests::{TestServiceImpl, TestServiceServer};
 
@@ -42,7 +44,15 @@ async fn main() -> ExitCode {
     };
     // `owner` answers the port, so callers can tell the providers apart.
     let label = listener.local_addr().map(|a| a.port().to_string()).unwrap_or_default();
-    let service = TestServiceServer::new(TestServiceImpl::labeled(label));
+    let fault = match Fault::parse(&std::env::var("RPC_TEST_FAULT").unwrap_or_default()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("test-provider: RPC_TEST_FAULT: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (service, faults) = FaultyService::new(TestServiceServer::new(TestServiceImpl::labeled(label)));
+    faults.set(fault);
     let builder = ServerBuilder::from_config(&config.server)
         .add_service(service)
         .add_service(FeedServer::new(FeedImpl::default()));
