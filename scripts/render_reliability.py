@@ -31,6 +31,7 @@ SCENARIOS = [
     ("streams: a slow reader", "23. A slow stream reader", "tests/tests/streaming.rs: a_slow_reader_keeps_the_senders_memory_within_twice_the_window (a provider process streams 64 KiB items as fast as credit allows to a reader that takes one every 2 ms, window 4 MiB)"),
     ("hedging:", "24. Hedged calls against a provider slow now and then", "tests/tests/reliability.rs: hedging_keeps_the_p99_of_a_service_with_one_slow_provider (three provider processes on etcd, every call 10 ms, the first one answering every 10th call it gets after 200 ms; 600 calls one at a time without hedging, then with the adaptive delay; calls counted on the providers' /metrics)"),
     ("breaker:", "25. Circuit breakers against a failing provider", "tests/tests/reliability.rs: the_breaker_keeps_calls_from_a_failing_provider_process (three provider processes on etcd, the first answering every call with an internal error; after 1,800 calls of warm-up, 600 calls one at a time; calls counted on the providers' /metrics)"),
+    ("overload:", "26. A provider offered three times its capacity", "tests/tests/reliability.rs: a_shedding_provider_process_keeps_its_goodput_at_three_times_its_capacity (a provider process whose calls each hold one of four pooled connections for 5 ms; a consumer with a 1 s deadline measures its capacity with 32 callers, offers half of it for 2 s, then three times it for 10 s as an open loop; without and with rpc.server.shedding)"),
 ]
 
 def main(path, fuzz_results, cores):

@@ -21,6 +21,14 @@ pub enum Fault {
     FailAlways(Status),
     /// Delays the next `n` calls by the duration before serving them.
     DelayNext(Duration, usize),
+    /// Every call holds one of `size` slots (a pool of connections to a database) for `hold`,
+    /// waiting for one in turn: the service serves `size / hold` calls at most.
+    Pool {
+        /// Slots.
+        size: usize,
+        /// How long a call holds one.
+        hold: Duration,
+    },
     /// Delays every call by `base`, and every `every`-th call (counting from the first one
     /// received; 0: none) by `slow` instead.
     Latency {
@@ -35,8 +43,8 @@ pub enum Fault {
 
 impl Fault {
     /// Reads a fault from its text form, as `test-provider` takes it from `RPC_TEST_FAULT`:
-    /// empty (none), `fail` (every call an internal error), `latency:MS` or
-    /// `latency:MS:every:N:SLOW_MS`.
+    /// empty (none), `fail` (every call an internal error), `latency:MS`,
+    /// `latency:MS:every:N:SLOW_MS` or `pool:SIZE:MS`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let ms = |s: &str| {
             s.parse::<u64>()
@@ -46,6 +54,10 @@ impl Fault {
         match text.split(':').collect::<Vec<_>>().as_slice() {
             [""] => Ok(Self::None),
             ["fail"] => Ok(Self::FailAlways(Status::InternalError)),
+            ["pool", size, hold] => Ok(Self::Pool {
+                size: size.parse().map_err(|e| format!("{size:?}: {e}"))?,
+                hold: ms(hold)?,
+            }),
             ["latency", base] => Ok(Self::Latency {
                 base: ms(base)?,
                 every: 0,
@@ -57,7 +69,7 @@ impl Fault {
                 slow: ms(slow)?,
             }),
             _ => Err(format!(
-                "{text:?} is not one of: (empty), fail, latency:MS, latency:MS:every:N:SLOW_MS"
+                "{text:?} is not one of: (empty), fail, latency:MS, latency:MS:every:N:SLOW_MS, pool:SIZE:MS"
             )),
         }
     }
@@ -68,11 +80,17 @@ impl Fault {
 pub struct FaultHandle {
     fault: Arc<Mutex<Fault>>,
     arrivals: Arc<Mutex<Vec<Instant>>>,
+    /// The slots of a [`Fault::Pool`], made when it is set.
+    pool: Arc<Mutex<Option<Arc<tokio::sync::Semaphore>>>>,
 }
 
 impl FaultHandle {
     /// Changes the behaviour.
     pub fn set(&self, fault: Fault) {
+        *self.pool.lock().unwrap_or_else(PoisonError::into_inner) = match fault {
+            Fault::Pool { size, .. } => Some(Arc::new(tokio::sync::Semaphore::new(size))),
+            _ => None,
+        };
         *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = fault;
     }
 
@@ -104,6 +122,7 @@ impl FaultyService {
         let handle = FaultHandle {
             fault: Arc::new(Mutex::new(Fault::None)),
             arrivals: Arc::new(Mutex::new(Vec::new())),
+            pool: Arc::new(Mutex::new(None)),
         };
         (
             Self {
@@ -176,13 +195,20 @@ impl Service for FaultyService {
                 let slow_now = every > 0 && arrived % every == 0;
                 (None, Some(if slow_now { slow } else { base }))
             }
+            Fault::Pool { hold, .. } => (None, Some(hold)),
         };
+        let pool = self.handle.pool.lock().unwrap_or_else(PoisonError::into_inner).clone();
         drop(fault);
         if let Some(status) = fail {
             return Box::pin(std::future::ready(Reply::failure(status, "injected fault")));
         }
         let call = self.inner.call(method, serializer, args);
         Box::pin(async move {
+            // A pool's slot is held for the delay; the semaphore is never closed.
+            let _slot = match pool {
+                Some(pool) => pool.acquire_owned().await.ok(),
+                None => None,
+            };
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }

@@ -730,3 +730,72 @@ async fn the_breaker_keeps_calls_from_a_failing_provider_process() {
 fn ms_tenths(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shedding_provider_process_keeps_its_goodput_at_three_times_its_capacity() {
+    use rpc_tests::load::{closed_loop, open_loop};
+    let Some(endpoints) = shared_etcd() else { return };
+    let mut figures = serde_json::Map::new();
+    for shedding in [false, true] {
+        // Each call holds one of four pooled connections for 5 ms.
+        let yaml = format!(
+            "rpc:\n  server: {{ host: 127.0.0.1, port: 0, shedding: {{ enabled: {shedding} }} }}\n  registry:\n    type: etcd\n    endpoints: [\"{}\"]\n    root: \"{}\"\n",
+            endpoints[0],
+            unique_root("overload")
+        );
+        let options = ProcessOptions {
+            env: vec![("RPC_TEST_FAULT".to_owned(), "pool:4:5".to_owned())],
+            ..ProcessOptions::default()
+        };
+        let provider =
+            ProviderProcess::start_with(Path::new(env!("CARGO_BIN_EXE_test-provider")), &yaml, options).await;
+        let config = rpc_core::config::ConsumerConfig {
+            timeout_ms: 1000,
+            ..rpc_core::config::ConsumerConfig::default()
+        };
+        let channel = rpc_core::Channel::direct(format!("127.0.0.1:{}", provider.port))
+            .expect("channel")
+            .with_policies(Arc::new(rpc_core::fault::PolicySet::new(config)));
+        let client = TestServiceClient::new(channel).expect("client");
+        let call = |n: u64| {
+            let client = client.clone();
+            async move { client.owner(n).await.is_ok() }
+        };
+        let capacity = closed_loop(32, Duration::from_secs(2), &call).await;
+        let unloaded = open_loop(capacity / 2.0, Duration::from_secs(2), &call).await;
+        let loaded = open_loop(capacity * 3.0, Duration::from_secs(10), &call).await;
+        let unloaded_p99 = unloaded.percentile(99);
+        let p99 = loaded.percentile(99);
+        let name = if shedding { "with shedding" } else { "without shedding" };
+        println!(
+            "overload {name}: capacity {capacity:.0}/s, goodput {:.0}/s, p99 {p99:?} (unloaded {unloaded_p99:?})",
+            loaded.goodput
+        );
+        figures.insert(
+            name.to_owned(),
+            serde_json::json!({
+                "capacity_per_s": capacity.round(),
+                "offered_per_s": (capacity * 3.0).round(),
+                "goodput_per_s": loaded.goodput.round(),
+                "goodput_of_capacity": format!("{:.0}%", loaded.goodput * 100.0 / capacity),
+                "unloaded_p99_ms": ms_tenths(unloaded_p99),
+                "p99_ms": ms_tenths(p99),
+                "p99_over_unloaded": format!("{:.1}x", p99.as_secs_f64() / unloaded_p99.as_secs_f64()),
+            }),
+        );
+        if shedding {
+            assert!(
+                loaded.goodput >= capacity * 0.8,
+                "goodput {:.0} of {capacity:.0}",
+                loaded.goodput
+            );
+            assert!(p99 <= unloaded_p99 * 4, "p99 {p99:?}, unloaded {unloaded_p99:?}");
+        } else {
+            assert!(p99 >= unloaded_p99 * 10, "without shedding calls queue: {p99:?}");
+        }
+    }
+    report(
+        "overload: a provider offered three times its capacity for 10 s",
+        serde_json::Value::Object(figures),
+    );
+}

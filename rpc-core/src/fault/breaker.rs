@@ -90,8 +90,12 @@ pub struct Breaker {
 pub enum Decision {
     /// Send it.
     Allow,
-    /// Refuse it locally.
-    Refuse,
+    /// Refuse it locally; `tripped` when this is the first refusal since the instance last
+    /// accepted enough (the breaker opened).
+    Refuse {
+        /// Whether the breaker opened with this refusal.
+        tripped: bool,
+    },
 }
 
 impl Breaker {
@@ -165,8 +169,8 @@ impl Breaker {
         if chance > 0.0 && fastrand::f64() < chance {
             let period = self.period();
             self.bucket(period).requests.fetch_add(1, Ordering::Relaxed);
-            self.open.store(true, Ordering::Relaxed);
-            return Decision::Refuse;
+            let tripped = !self.open.swap(true, Ordering::Relaxed);
+            return Decision::Refuse { tripped };
         }
         Decision::Allow
     }

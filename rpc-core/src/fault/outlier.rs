@@ -149,8 +149,12 @@ impl InstanceStat {
 
     /// Asks the circuit breaker whether an attempt may be sent; a refusal is counted.
     pub fn breaker_allows(&self) -> bool {
-        if self.breaker.decide() == Decision::Allow {
+        let Decision::Refuse { tripped } = self.breaker.decide() else {
             return true;
+        };
+        if tripped {
+            warn!(instance = %self.addr, refusal_chance = self.breaker.refusal_chance(), "circuit breaker open: refusing calls to the instance locally");
+            metrics::client_breaker_trip(&self.addr);
         }
         metrics::client_breaker_refusal(&self.addr);
         false

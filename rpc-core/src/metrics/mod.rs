@@ -30,6 +30,7 @@
 //! | `rpc_client_retry_budget_exhausted_total` | counter | service |
 //! | `rpc_client_ejections_total` | counter | instance |
 //! | `rpc_client_breaker_refusals_total` | counter | instance (attempts the circuit breaker kept from it) |
+//! | `rpc_client_breaker_trips_total` | counter | instance (times its circuit breaker opened) |
 //! | `rpc_server_streams_total` | counter | service, method, outcome |
 //! | `rpc_client_streams_total` | counter | service, method |
 //! | `rpc_stream_messages_sent_total` | counter | side (`server`, `client`) |
@@ -88,6 +89,8 @@ pub const CLIENT_HEDGES: &str = "rpc_client_hedges_total";
 pub const CLIENT_BUDGET_EXHAUSTED: &str = "rpc_client_retry_budget_exhausted_total";
 /// Instances ejected after failures, by instance address.
 pub const CLIENT_EJECTIONS: &str = "rpc_client_ejections_total";
+/// Times a circuit breaker opened (its first refusal after accepting), by instance.
+pub const CLIENT_BREAKER_TRIPS: &str = "rpc_client_breaker_trips_total";
 /// Attempts a circuit breaker refused without sending, by instance.
 pub const CLIENT_BREAKER_REFUSALS: &str = "rpc_client_breaker_refusals_total";
 /// Streams a server ended, by service, method and outcome.
@@ -250,6 +253,11 @@ pub(crate) fn client_budget_exhausted(service: &str) {
 /// A client ejected `instance`.
 pub(crate) fn client_ejection(instance: &str) {
     ::metrics::counter!(CLIENT_EJECTIONS, "instance" => instance.to_owned()).increment(1);
+}
+
+/// The circuit breaker of `instance` opened.
+pub(crate) fn client_breaker_trip(instance: &str) {
+    ::metrics::counter!(CLIENT_BREAKER_TRIPS, "instance" => instance.to_owned()).increment(1);
 }
 
 /// The circuit breaker of `instance` refused an attempt.
