@@ -285,6 +285,20 @@ mod tests {
     }
 
     #[test]
+    fn compression_rules_change_the_service_and_a_method() {
+        let rules = ServiceRules::parse(
+            r#"{"compression": {"enabled": true, "min_bytes": 4096}, "methods": {"ping": {"compression": {"enabled": false}}}}"#,
+        )
+        .unwrap();
+        assert!(rules.changes_policy());
+        let policy = MethodPolicy::default();
+        assert_eq!(policy.compression, None, "off in the configuration");
+        let on = rules.apply("get", &policy).compression.unwrap();
+        assert_eq!((on.min_bytes, on.level), (4096, 1));
+        assert_eq!(rules.apply("ping", &policy).compression, None);
+    }
+
+    #[test]
     fn invalid_rules_name_the_problem() {
         let cases = [
             ("not json", "expected"),

@@ -1288,6 +1288,26 @@ rpc:
     }
 
     #[test]
+    fn compression_comes_from_yaml_per_side_service_and_method() {
+        let c = RpcConfig::from_yaml(
+            "rpc:\n  server:\n    compression: { enabled: true, level: 3 }\n  consumer:\n    compression: { min_bytes: 2048 }\n    services:\n      \"Records:1.0\":\n        compression: { enabled: true }\n        methods:\n          size: { compression: { enabled: false } }\n",
+        )
+        .unwrap();
+        assert!(c.server.compression.enabled);
+        assert_eq!(c.server.compression.level, 3);
+        assert!(!c.consumer.compression.enabled, "off unless turned on");
+        let set = crate::fault::PolicySet::new(c.consumer);
+        let echo = set.resolve("Records:1.0", "echo", false).compression.unwrap();
+        assert_eq!((echo.min_bytes, echo.level), (2048, 1));
+        assert_eq!(set.resolve("Records:1.0", "size", false).compression, None);
+        assert_eq!(set.resolve("Other:1.0", "echo", false).compression, None);
+        assert_eq!(
+            err("rpc:\n  server:\n    compression: { level: 30 }\n"),
+            "<string>: rpc.server.compression.level: 30 is not a zstd level from 1 to 22"
+        );
+    }
+
+    #[test]
     fn the_metrics_endpoint_is_off_unless_an_address_is_given() {
         assert_eq!(RpcConfig::from_yaml("").unwrap().metrics.listen, None);
         let on = RpcConfig::from_yaml("rpc:\n  metrics:\n    listen: 127.0.0.1:9464\n").unwrap();

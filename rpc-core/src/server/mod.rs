@@ -650,10 +650,16 @@ pub struct RunningServer {
 
 /// Follows `service_key`'s rules in `registry` for as long as it is polled, applying their
 /// admission fields to `shared`'s limits; an invalid text is ignored with a warning (the
-/// last valid rules stay).
+/// last valid rules stay), and the same text again (a watch started anew) changes nothing,
+/// so the gates keep their counts.
 async fn follow_admission_rules(registry: Arc<dyn Registry>, service_key: String, shared: Arc<Shared>) {
     let backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut seen: Option<Option<String>> = None;
     crate::registry::follow_rules(&*registry, &service_key, backoff, |text| {
+        if seen.as_ref() == Some(&text) {
+            return;
+        }
+        seen = Some(text.clone());
         match text.as_deref().map(ServiceRules::parse) {
             None => shared.limits.apply_rules(&service_key, None),
             Some(Ok(rules)) => shared.limits.apply_rules(&service_key, Some(&rules)),
