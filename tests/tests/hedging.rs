@@ -157,7 +157,7 @@ async fn an_adaptive_hedge_delay_follows_the_service_latency() {
             max_extra: 1,
         },
     );
-    // The first 32 calls teach the delay (twice the p95, at least 5 ms); then late calls are
+    // The first 32 calls teach the delay (the p95, at least 5 ms); then late calls are
     // hedged.
     let _ = run(&hedged, &counters, 64, true).await;
     let (p99, received) = run(&hedged, &counters, 300, true).await;
@@ -167,17 +167,12 @@ async fn an_adaptive_hedge_delay_follows_the_service_latency() {
 
 #[tokio::test]
 async fn hedging_is_turned_on_for_one_method_by_a_live_rule() {
-    use rpc_core::config::RpcConfig;
     use rpc_core::registry::Registry;
-    use rpc_tests::servers::{shared_etcd, unique_root, yaml_list};
+    use rpc_tests::servers::etcd_config;
 
-    let Some(etcd) = shared_etcd() else { return };
-    let config = RpcConfig::from_yaml(&format!(
-        "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_quiet_ms: 10 }}\n  registry:\n    type: etcd\n    endpoints: [{}]\n    root: \"{}\"\n",
-        yaml_list(&etcd),
-        unique_root("hedge-rules")
-    ))
-    .expect("config");
+    let Some(config) = etcd_config("hedge-rules") else {
+        return;
+    };
     let mut providers = Vec::new();
     let mut counters = Vec::new();
     for slow in [true, false, false] {

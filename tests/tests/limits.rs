@@ -159,15 +159,11 @@ async fn refused_of(client: &TestServiceClient, count: u64) -> usize {
 #[tokio::test]
 async fn a_providers_limits_and_shedding_follow_its_rules_live() {
     use rpc_core::registry::Registry;
-    use rpc_tests::servers::{shared_etcd, unique_root, yaml_list};
+    use rpc_tests::servers::etcd_config;
 
-    let Some(etcd) = shared_etcd() else { return };
-    let config = RpcConfig::from_yaml(&format!(
-        "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_quiet_ms: 10 }}\n  registry:\n    type: etcd\n    endpoints: [{}]\n    root: \"{}\"\n",
-        yaml_list(&etcd),
-        unique_root("limit-rules")
-    ))
-    .expect("config");
+    let Some(config) = etcd_config("limit-rules") else {
+        return;
+    };
     let builder =
         ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
     let provider = rpc::serve(&config, builder).await.expect("provider");

@@ -568,7 +568,10 @@ impl FaultyThree {
     /// A consumer of the three with `consumer_yaml` under `rpc.consumer`, once it sees them.
     async fn consumer(&self, consumer_yaml: &str) -> (Consumer, TestServiceClient) {
         let cfg = config("etcd", &self.endpoints, &self.root, 10, consumer_yaml);
-        let (consumer, client) = consumer(&cfg).await;
+        let consumer = rpc::consumer(&cfg).await.expect("a consumer");
+        let client = TestServiceClient::new(consumer.channel()).expect("a client");
+        // The first call loads and watches the service; it may meet the failing provider.
+        let _ = client.owner(0).await;
         wait_until(Duration::from_secs(5), "all three providers are discovered", || {
             let n = consumer.cache().cached("TestService:1.0").map_or(0, |l| l.len());
             async move { n == 3 }

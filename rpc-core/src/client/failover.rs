@@ -7,8 +7,9 @@
 //! failure that is retryable for the method moves on too. Each instance is tried at most once
 //! per round, and every move takes a token of the service's retry budget; the last failure
 //! ends the round. An instance whose circuit breaker refuses the attempt is passed over
-//! without sending (see [`Candidates`]); when every one refuses, the call fails overloaded. How many rounds a call gets is the retry step's business, so
-//! `tolerant: fail_over` with `retry.strategy: none` tries every instance once and stops.
+//! without sending (see [`Candidates`]); when every one refuses, the call fails overloaded.
+//! How many rounds a call gets is the retry step's business, so `tolerant: fail_over` with
+//! `retry.strategy: none` tries every instance once and stops.
 
 use std::future::Future;
 
