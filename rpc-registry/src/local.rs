@@ -43,12 +43,14 @@ impl LocalRegistrations {
         self.lock().remove(path);
     }
 
-    /// Whether `path` is still registered by this process.
+    /// Whether `path` is still registered by this process (the etcd reconciler asks).
+    #[cfg(feature = "etcd")]
     pub(crate) fn contains(&self, path: &str) -> bool {
         self.lock().contains_key(path)
     }
 
-    /// Whether nothing is registered.
+    /// Whether nothing is registered (the etcd reconciler asks).
+    #[cfg(feature = "etcd")]
     pub(crate) fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }

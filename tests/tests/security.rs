@@ -528,11 +528,14 @@ async fn connections_that_never_finish_the_handshake_do_not_stall_others() {
     }
     let started = Instant::now();
     for i in 0..20 {
-        // Each on a new connection, to be handshaken among the stalled ones.
+        // Each on a new connection, to be handshaken among the stalled ones. The bound is on
+        // all 20 (below), not on each call's default deadline: on a loaded machine one
+        // handshake may take longer than the default 3 s while the 20 still finish in time.
         let fresh = TestServiceClient::new(
             Channel::direct_with(&target, client_options(tls_client(&pki, Some(&pki.client))).await)
                 .expect("channel")
-                .with_interceptor(BearerToken::new("flood-token")),
+                .with_interceptor(BearerToken::new("flood-token"))
+                .with_timeout(CONNECT_TIMEOUT),
         )
         .expect("client");
         assert_eq!(fresh.echo(i).await.expect("a real client among the stalled ones"), i);
