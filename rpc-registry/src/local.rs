@@ -44,13 +44,13 @@ impl LocalRegistrations {
     }
 
     /// Whether `path` is still registered by this process (the etcd reconciler asks).
-    #[cfg(feature = "etcd")]
+    #[cfg(any(feature = "etcd", test))]
     pub(crate) fn contains(&self, path: &str) -> bool {
         self.lock().contains_key(path)
     }
 
     /// Whether nothing is registered (the etcd reconciler asks).
-    #[cfg(feature = "etcd")]
+    #[cfg(any(feature = "etcd", test))]
     pub(crate) fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }
