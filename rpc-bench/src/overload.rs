@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::echo::process_cpu;
-use crate::xproc::ServerProcess;
+use crate::xproc::{until_stdin_closes, ServerProcess};
 use crate::BoxError;
 
 /// The provider's one method.
@@ -69,12 +69,7 @@ pub fn serve(shedding: bool, pool: usize, hold_ms: u64) -> Result<(), BoxError> 
             .bind("127.0.0.1:0")
             .await?;
         println!("listening {}", server.local_addr()?);
-        tokio::task::spawn_blocking(|| {
-            let mut sink = String::new();
-            while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
-        })
-        .await?;
-        Ok(())
+        until_stdin_closes().await
     })
 }
 

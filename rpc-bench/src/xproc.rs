@@ -40,14 +40,18 @@ pub fn serve(framework: &str, workers: usize) -> Result<(), BoxError> {
         let addr = listener.local_addr()?;
         let _guard = framework.serve(listener).await;
         println!("listening {addr}");
-        // The parent closes our stdin to stop us.
-        tokio::task::spawn_blocking(|| {
-            let mut sink = String::new();
-            while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
-        })
-        .await?;
-        Ok(())
+        until_stdin_closes().await
     })
+}
+
+/// Waits until the parent closes this server process's stdin, its signal to stop.
+pub async fn until_stdin_closes() -> Result<(), BoxError> {
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+    })
+    .await?;
+    Ok(())
 }
 
 /// The client process of a case: loads the server at `addr` from one tokio worker and returns
