@@ -15,6 +15,7 @@ pub mod load;
 pub mod logs;
 pub mod process;
 pub mod proxy;
+pub mod scenario;
 pub mod servers;
 
 use std::future::Future;

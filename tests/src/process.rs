@@ -28,6 +28,18 @@ pub fn forward_lines(stream: impl std::io::Read + Send + 'static, tx: std::sync:
     });
 }
 
+/// Sends the signal `name` (`STOP`, `CONT`, ...) to process `pid`: freezing a process with
+/// `STOP` keeps its sockets open and its peers waiting, as a long pause or a stalled VM does.
+pub async fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
 /// A running `test-provider` process; killed when dropped.
 pub struct ProviderProcess {
     child: Child,

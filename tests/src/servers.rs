@@ -235,6 +235,11 @@ impl EtcdServer {
         }
     }
 
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Starts the stopped server again on the same port with the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
@@ -423,6 +428,11 @@ impl EtcdCluster {
         }
         let leader = leader?;
         ids.iter().position(|id| *id == Some(leader))
+    }
+
+    /// The process id of member `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().and_then(Child::id)
     }
 
     /// Kills member `i` (its data stays).

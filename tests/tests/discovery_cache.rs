@@ -280,6 +280,42 @@ async fn removing_the_last_instance_on_a_live_watch_applies_at_once() {
 }
 
 #[tokio::test]
+async fn a_removal_that_empties_the_list_just_after_a_rewatch_waits_for_the_grace() {
+    let registry = Flaky::new();
+    registry.register(&instance(1)).await.unwrap();
+    let cache = DiscoveryCache::new(registry.clone(), options()).await.unwrap();
+    cache.instances("S:1").await.unwrap();
+
+    // The watch breaks and is re-established (a registry that was frozen, say); then the
+    // registry expires every lease at once: a live removal that empties the list.
+    let watches = registry.watches.load(Ordering::SeqCst);
+    registry.set_down(true);
+    registry.set_down(false);
+    wait_until(Duration::from_secs(2), "the cache watches again", || {
+        let n = registry.watches.load(Ordering::SeqCst);
+        async move { n > watches }
+    })
+    .await;
+    registry.deregister(&instance(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ports(&cache.cached("S:1").unwrap()), vec![1], "kept during the grace");
+    await_ports(&cache, "S:1", vec![]).await;
+
+    // Long after the re-watch, the last instance leaving empties the list at once.
+    registry.register(&instance(2)).await.unwrap();
+    await_ports(&cache, "S:1", vec![2]).await;
+    let started = std::time::Instant::now();
+    registry.deregister(&instance(2)).await.unwrap();
+    await_ports(&cache, "S:1", vec![]).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "took {:?}",
+        started.elapsed()
+    );
+    cache.close().await;
+}
+
+#[tokio::test]
 async fn the_resync_job_repairs_missed_events() {
     let registry = Flaky::new();
     registry.lose_events.store(true, Ordering::SeqCst);

@@ -151,7 +151,7 @@ async fn default_etcd_keeps_the_connections_of_a_watching_and_an_idle_consumer()
     client.owner(1).await.unwrap();
     report(
         "etcd keep-alive",
-        serde_json::json!({"etcd": "default flags (--grpc-keepalive-min-time 5 s)", "keepalive_interval_ms": 30000,
+        serde_json::json!({"etcd": "default flags (--grpc-keepalive-min-time 5 s)", "keepalive_interval_ms": config.registry.keepalive_interval_ms,
             "watched_s": 30, "connections": connections.len(), "connections_replaced": connections.difference(&after).count(),
             "watch_breaks": watching.cache().rewatches()}),
     );

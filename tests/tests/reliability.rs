@@ -11,68 +11,14 @@ use std::time::Duration;
 
 use rpc::Provider;
 use rpc_core::client::Consumer;
-use rpc_core::config::RpcConfig;
-use rpc_core::registry::{Registry, ServiceInstance};
-use rpc_core::server::ServerBuilder;
+use rpc_core::registry::ServiceInstance;
 use rpc_tests::load::{ms, report, Load};
-use rpc_tests::process::{ProcessOptions, ProviderProcess};
+use rpc_tests::process::{signal, ProcessOptions, ProviderProcess};
 use rpc_tests::proxy::FaultProxy;
+use rpc_tests::scenario::{await_registered, config, consumer, port, provider};
 use rpc_tests::servers::{free_port, shared_etcd, unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
-use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
+use rpc_tests::{wait_until, TestServiceClient};
 use tokio::time::Instant;
-
-/// Configuration for `kind` at `endpoints` under `root`, with `consumer` YAML appended.
-fn config(kind: &str, endpoints: &[String], root: &str, ttl_secs: u64, consumer: &str) -> RpcConfig {
-    let endpoints = rpc_tests::servers::yaml_list(endpoints);
-    RpcConfig::from_yaml(&format!(
-        "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: {kind}\n    endpoints: [{endpoints}]\n    root: \"{root}\"\n    ttl_secs: {ttl_secs}\n    timeout_ms: 2000\n    reconcile_secs: 1\n    resync_secs: 5\n  consumer:\n    timeout_ms: 2000\n{consumer}"
-    ))
-    .expect("test config")
-}
-
-/// An in-process provider registered through `config`, answering `owner` with `label`.
-async fn provider(config: &RpcConfig, label: &str) -> Provider {
-    let builder =
-        ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::labeled(label)));
-    rpc::serve(config, builder).await.expect("start a provider")
-}
-
-/// Waits until a fresh registry handle lists exactly `ports` for TestService.
-async fn await_registered(config: &RpcConfig, ports: &[u16], timeout: Duration, what: &str) -> Duration {
-    let started = Instant::now();
-    let mut want = ports.to_vec();
-    want.sort_unstable();
-    let observer: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.expect("observer");
-    wait_until(timeout, what, || {
-        let observer = observer.clone();
-        let want = want.clone();
-        async move {
-            let mut got: Vec<u16> = observer
-                .discover("TestService:1.0")
-                .await
-                .map(|l| l.iter().map(|i| i.port).collect())
-                .unwrap_or_default();
-            got.sort_unstable();
-            got == want
-        }
-    })
-    .await;
-    let _ = observer.close().await;
-    started.elapsed()
-}
-
-/// A consumer built from `cfg` whose client has made its first call (so the service is loaded
-/// and watched).
-async fn consumer(cfg: &RpcConfig) -> (Consumer, TestServiceClient) {
-    let consumer = rpc::consumer(cfg).await.expect("a consumer");
-    let client = TestServiceClient::new(consumer.channel()).expect("a client");
-    client.owner(0).await.expect("a first call");
-    (consumer, client)
-}
-
-fn port(p: &Provider) -> u16 {
-    p.local_addr().expect("provider address").port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_outage_longer_than_the_ttl() {
@@ -432,17 +378,6 @@ async fn provider_killed_under_load_with_fail_fast_fails_only_calls_in_flight() 
             "last_failure_after_kill_ms": ms(failures_window),
         }),
     );
-}
-
-/// Sends SIGSTOP or SIGCONT to a process.
-async fn signal(pid: u32, name: &str) {
-    let status = tokio::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .await
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid}");
 }
 
 /// The frozen provider of issue 29: three provider processes on etcd (TTL 5 s), one consumer

@@ -279,9 +279,11 @@ pub struct RegistryConfig {
     pub session_timeout_ms: Option<u64>,
     /// How often a provider checks that its registrations still exist.
     pub reconcile_secs: u64,
-    /// etcd: how often an idle connection is pinged (HTTP/2 keep-alive) to find a dead one.
-    /// etcd closes connections that ping more often than its `--grpc-keepalive-min-time`
-    /// (5 s by default), so this is at least 5000.
+    /// etcd: how often each connection to a member is pinged (HTTP/2 keep-alive). A ping not
+    /// answered within `timeout_ms` closes the connection, and the requests, watches and lease
+    /// keep-alives on it move to another member: a frozen or dead member is left within this
+    /// plus the timeout. etcd closes connections that ping more often than its
+    /// `--grpc-keepalive-min-time` (5 s by default), so this is at least 5000.
     pub keepalive_interval_ms: u64,
     /// How often a consumer re-lists every watched service.
     pub resync_secs: u64,
@@ -306,7 +308,7 @@ impl Default for RegistryConfig {
             tls: None,
             session_timeout_ms: None,
             reconcile_secs: 5,
-            keepalive_interval_ms: 30_000,
+            keepalive_interval_ms: 10_000,
             resync_secs: 30,
             empty_list_grace_ms: 10_000,
             cache_file: None,

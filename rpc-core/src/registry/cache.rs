@@ -20,7 +20,10 @@
 //!   watch, snapshots included, apply as they are. It is what a registry that lost its data says
 //!   before the providers have registered again. The entry keeps its last-known instances for
 //!   `empty_list_grace`; the first instance the registry reports replaces them, and if none
-//!   appears within the grace, the empty list is accepted.
+//!   appears within the grace, the empty list is accepted. For the same grace after a watch is
+//!   re-established, a removal that would empty the entry is treated the same way: it is what
+//!   a registry that was frozen longer than the lease TTL says when it thaws (it expires every
+//!   lease at once, before the providers' keep-alives reach it), while the providers live on.
 //! * A periodic resync job (tokio-cron-scheduler) re-lists every key as a safety net against
 //!   missed events. A resync result is applied only if no watch event arrived while it was in
 //!   flight, so it can never roll back a newer change.
@@ -121,6 +124,16 @@ struct EntryState {
     last_error: Option<RegistryError>,
     /// While set, `by_address` holds last-known instances kept despite an empty listing.
     stale_until: Option<Instant>,
+    /// Until then, the current watch is newly re-established: a removal that would empty the
+    /// entry is protected like an empty listing.
+    settling_until: Option<Instant>,
+}
+
+impl EntryState {
+    /// Whether the current watch was re-established within the grace.
+    fn settling(&self) -> bool {
+        self.settling_until.is_some_and(|until| Instant::now() < until)
+    }
 }
 
 impl Entry {
@@ -150,15 +163,20 @@ impl Entry {
     }
 
     /// Applies one watch event. `fresh` marks the opening snapshot of a new watch, a listing
-    /// that may come from a registry that just lost its data; later snapshots of a live watch
-    /// are changes and apply as they are.
+    /// that may come from a registry that just lost its data; later events of a live watch are
+    /// changes and apply as they are, except that one emptying the entry within the grace
+    /// after a watch was re-established is protected as that listing is.
     fn apply(&self, event: WatchEvent, fresh: bool) {
         metrics::discovery_watch_event(&self.key);
         let mut state = self.state();
         match event {
             WatchEvent::Snapshot(list) => {
                 let first = self.published.borrow().is_none();
-                if !self.replace_all(&mut state, list, fresh) && !first {
+                if fresh && !first {
+                    state.settling_until = Some(Instant::now() + self.empty_list_grace);
+                }
+                let protect = fresh || state.settling();
+                if !self.replace_all(&mut state, list, protect) && !first {
                     return;
                 }
             }
@@ -170,6 +188,11 @@ impl Entry {
                 state.by_address.insert(instance.address(), instance);
             }
             WatchEvent::Remove { address } => {
+                let empties = state.by_address.len() == 1 && state.by_address.contains_key(&address);
+                if state.settling() && empties && !self.empty_list_grace.is_zero() {
+                    self.keep_last_known(&mut state);
+                    return;
+                }
                 state.by_address.remove(&address);
             }
         }
@@ -197,16 +220,7 @@ impl Entry {
     /// whether anything changed.
     fn replace_all(&self, state: &mut EntryState, list: Vec<ServiceInstance>, protect: bool) -> bool {
         if protect && list.is_empty() && !state.by_address.is_empty() && !self.empty_list_grace.is_zero() {
-            if state.stale_until.is_none() {
-                state.stale_until = Some(Instant::now() + self.empty_list_grace);
-                warn!(
-                    service = %self.key,
-                    kept = state.by_address.len(),
-                    grace = ?self.empty_list_grace,
-                    "the registry lists no instances; keeping the last-known ones until it reports some or the grace ends"
-                );
-                self.protection_started.notify_one();
-            }
+            self.keep_last_known(state);
             return false;
         }
         let fresh: BTreeMap<String, ServiceInstance> = list.into_iter().map(|i| (i.address(), i)).collect();
@@ -216,6 +230,21 @@ impl Entry {
         }
         state.by_address = fresh;
         true
+    }
+
+    /// Starts empty-list protection (unless it runs): the last-known instances stay until the
+    /// registry reports one or the grace passes.
+    fn keep_last_known(&self, state: &mut EntryState) {
+        if state.stale_until.is_none() {
+            state.stale_until = Some(Instant::now() + self.empty_list_grace);
+            warn!(
+                service = %self.key,
+                kept = state.by_address.len(),
+                grace = ?self.empty_list_grace,
+                "the registry lists no instances; keeping the last-known ones until it reports some or the grace ends"
+            );
+            self.protection_started.notify_one();
+        }
     }
 
     /// Ends empty-list protection whose grace has passed, publishing the empty list.

@@ -108,6 +108,10 @@ async fn keep_alive(weak: Weak<Shared>, lease: i64) {
         return;
     };
     let interval = (ttl / 3).max(Duration::from_millis(100));
+    // A keep-alive unanswered for a third of the TTL is given up and the stream reopened (most
+    // likely on another member: a frozen one keeps the pending request as its load), leaving
+    // two more tries before etcd would expire the lease.
+    let timeout = timeout.min(interval);
     let mut backoff = Backoff::new(Duration::from_millis(100), interval);
     let mut last_ok = Instant::now();
     let reason = 'lost: loop {
@@ -135,13 +139,21 @@ async fn keep_alive(weak: Weak<Shared>, lease: i64) {
                     }
                     Err(_) => {
                         debug!("keep-alive answer timed out; reopening the stream");
+                        if let Some(shared) = weak.upgrade() {
+                            shared.suspect_members();
+                        }
                         break;
                     }
                 }
                 tokio::time::sleep(interval).await;
             },
             Ok(Err(e)) => debug!(error = %e, "cannot open the keep-alive stream"),
-            Err(_) => debug!("opening the keep-alive stream timed out"),
+            Err(_) => {
+                debug!("opening the keep-alive stream timed out");
+                if let Some(shared) = weak.upgrade() {
+                    shared.suspect_members();
+                }
+            }
         }
         if last_ok.elapsed() >= ttl {
             break 'lost "no keep-alive succeeded for longer than the TTL";

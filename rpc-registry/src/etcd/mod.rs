@@ -21,6 +21,7 @@
 //! [`watch`]). A value that is not valid instance JSON is skipped with a warning naming its key.
 
 mod lease;
+mod members;
 mod requests;
 mod rules;
 mod tls;
@@ -42,6 +43,7 @@ use rpc_core::BoxFuture;
 use tracing::{info, warn};
 
 use self::lease::LeaseManager;
+use self::members::MemberHealth;
 use crate::local::LocalRegistrations;
 
 pub(crate) const BACKEND: &str = "etcd";
@@ -96,9 +98,18 @@ pub(crate) struct Shared {
     /// Instances registered by this process, by key.
     local: LocalRegistrations,
     lease: LeaseManager,
+    /// Probes the members when there are several (see [`members`]).
+    members: Option<MemberHealth>,
 }
 
 impl Shared {
+    /// A request went unanswered: probe the members now.
+    pub(crate) fn suspect_members(&self) {
+        if let Some(members) = &self.members {
+            members.suspect();
+        }
+    }
+
     /// Puts one instance's key on the current lease (granting one if needed).
     pub(crate) async fn put_instance(
         self: &Arc<Self>,
@@ -174,10 +185,14 @@ impl EtcdRegistry {
                 }
             })
             .collect();
+        // Every request, watch and keep-alive requires a leader: a member cut off from its
+        // peers refuses them (and cancels its watches) instead of serving stale data, so they
+        // move to a member of the majority.
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.timeout)
             .with_keep_alive(options.keepalive_interval, options.timeout)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
         if let Some((user, password)) = &options.credentials {
             // Tokens expire (etcd's JWT tokens after 5 minutes by default; simple tokens when
             // idle): a request refused for an invalid token logs in again and is retried,
@@ -189,29 +204,40 @@ impl EtcdRegistry {
         if let Some(tls) = &options.tls {
             connect = connect.with_tls(tls::options(tls).await?);
         }
-        let client = match tokio::time::timeout(options.timeout, Client::connect(&endpoints, Some(connect))).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => {
-                let operation = match options.tls {
-                    Some(_) => "connect over TLS",
-                    None => "connect in plain text (an etcd serving TLS needs rpc.registry.tls)",
-                };
-                return Err(unavailable(&options.endpoints, operation, e));
-            }
-            Err(_) => {
-                return Err(RegistryError::timed_out(
-                    BACKEND,
-                    &options.endpoints,
-                    "connect",
-                    options.timeout,
-                ))
-            }
-        };
+        let client =
+            match tokio::time::timeout(options.timeout, Client::connect(&endpoints, Some(connect.clone()))).await {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => {
+                    let operation = match options.tls {
+                        Some(_) => "connect over TLS",
+                        None => "connect in plain text (an etcd serving TLS needs rpc.registry.tls)",
+                    };
+                    return Err(unavailable(&options.endpoints, operation, e));
+                }
+                Err(_) => {
+                    return Err(RegistryError::timed_out(
+                        BACKEND,
+                        &options.endpoints,
+                        "connect",
+                        options.timeout,
+                    ))
+                }
+            };
+        // A member is probed once per request timeout (a member silent for longer than a
+        // request may wait is left), each probe within a quarter of it (as requests hedge).
+        let members = MemberHealth::start(
+            client.clone(),
+            &endpoints,
+            connect,
+            options.timeout,
+            options.timeout / 4,
+        );
         let shared = Arc::new(Shared {
             client,
             options,
             local: LocalRegistrations::default(),
             lease: LeaseManager::default(),
+            members,
         });
         // Fail fast when no endpoint answers.
         shared

@@ -2,11 +2,20 @@
 //! with short backoff while etcd answers with a transient error (no leader during an
 //! election, a member going away, a broken connection), so a cluster failover or a restart
 //! does not fail a registration that would succeed a moment later.
+//!
+//! An attempt that has not answered within a quarter of the timeout is hedged: another one is
+//! sent every quarter while the earlier ones stay pending, and the first answer wins. The
+//! client sends each request to a member at random, and a frozen member keeps its connections
+//! open and answers nothing; the first hedge also has the members probed at once (see
+//! [`super::members`]), which takes an unresponsive one out of the balancer, so later hedges
+//! go to members that answer. Every request here may run more than once: puts and deletes are
+//! idempotent, and a lease granted twice is kept alive only once, so etcd expires the other.
 
 use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{GetOptions, GetResponse, PutOptions, WatchOptions};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rpc_core::backoff::Backoff;
 use rpc_core::registry::RegistryError;
 use tokio::time::Instant;
@@ -25,6 +34,30 @@ fn is_transient(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Runs `attempt`, and another one every `every` until one of them finishes; returns the
+/// first to finish. `suspect` runs when the first attempt is overdue.
+async fn hedged<T, F, Fut>(attempt: &mut F, every: Duration, suspect: impl FnOnce()) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let mut pending = FuturesUnordered::new();
+    pending.push(attempt());
+    let mut suspect = Some(suspect);
+    loop {
+        tokio::select! {
+            Some(done) = pending.next() => return done,
+            () = tokio::time::sleep(every) => {
+                if let Some(suspect) = suspect.take() {
+                    debug!("etcd request unanswered; hedging it and probing the members");
+                    suspect();
+                }
+                pending.push(attempt());
+            }
+        }
+    }
+}
+
 impl Shared {
     /// Runs `attempt` until it succeeds, fails for good, or the timeout passes.
     async fn retrying<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T, RegistryError>
@@ -35,7 +68,8 @@ impl Shared {
         let deadline = Instant::now() + self.options.timeout;
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         loop {
-            match tokio::time::timeout_at(deadline, attempt()).await {
+            let attempts = hedged(&mut attempt, self.options.timeout / 4, || self.suspect_members());
+            match tokio::time::timeout_at(deadline, attempts).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => {
                     let delay = backoff.next_delay();

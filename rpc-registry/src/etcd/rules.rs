@@ -12,6 +12,7 @@ use rpc_core::registry::{RegistryError, RulesStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn, Instrument};
 
+use super::watch::CheckedWatch;
 use super::Shared;
 
 /// Rule changes buffered between etcd and the consumer of the stream.
@@ -30,9 +31,8 @@ pub(crate) async fn watch(shared: Arc<Shared>, key: String) -> Result<RulesStrea
     let resp = shared.get(&key, None).await?;
     let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
     let current = resp.kvs().first().map(|kv| text(kv.value()));
-    let stream = shared
-        .watch(&key, WatchOptions::new().with_start_revision(revision + 1))
-        .await?;
+    let options = WatchOptions::new().with_start_revision(revision + 1);
+    let stream = CheckedWatch::new(shared.watch(&key, options).await?, &shared);
     let (tx, rx) = mpsc::channel(QUEUE);
     // The queue is empty, so the current value fits.
     let _ = tx.try_send(current);
@@ -41,7 +41,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, key: String) -> Result<RulesStrea
     Ok(RulesStream::new(rx, Some(task)))
 }
 
-async fn forward(mut stream: etcd_client::WatchStream, tx: mpsc::Sender<Option<String>>) {
+async fn forward(mut stream: CheckedWatch, tx: mpsc::Sender<Option<String>>) {
     loop {
         let resp = match stream.message().await {
             Ok(Some(resp)) => resp,

