@@ -5,7 +5,8 @@
 //! [`jittered`] draws from its upper half so that many clients backing off together spread
 //! out. Ejection uses the deterministic form (an operator can predict it); everything that
 //! retries against a shared resource uses the jittered one. [`Backoff`] is the stateful
-//! iterator over jittered delays.
+//! iterator over jittered delays; [`spread`] is the one-off pause that spreads many
+//! processes' reactions to one event.
 
 use std::time::Duration;
 
@@ -20,6 +21,12 @@ pub fn exponential(base: Duration, cap: Duration, attempt: u32) -> Duration {
 pub fn jittered(base: Duration, cap: Duration, attempt: u32) -> Duration {
     let full = exponential(base, cap, attempt);
     full / 2 + full.mul_f64(fastrand::f64() * 0.5)
+}
+
+/// A delay drawn uniformly from `[0, window)`: many processes that react to one event (a
+/// registry that comes back empty) each wait one before acting, so they do not act together.
+pub fn spread(window: Duration) -> Duration {
+    window.mul_f64(fastrand::f64())
 }
 
 /// Successive jittered delays that double from `base` up to `cap`.

@@ -108,8 +108,8 @@ async fn etcd_replaced_by_an_empty_one() {
     )
     .await;
     assert!(
-        reregistered <= Duration::from_secs(2),
-        "took {reregistered:?}; the reconcile period is 1 s"
+        reregistered <= Duration::from_secs(4),
+        "took {reregistered:?}; the reconcile period is 1 s, the pause before a new lease at most 2 s"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = load.stop().await;
@@ -118,7 +118,8 @@ async fn etcd_replaced_by_an_empty_one() {
         "etcd data loss (replaced by an empty etcd on the same address)",
         serde_json::json!({
             "load": "8 workers", "calls": stats.calls(), "failed": stats.failed(),
-            "reconcile_period_ms": 1000, "providers_registered_again_ms": ms(reregistered),
+            "reconcile_period_ms": 1000, "lease_replacement_pause_ms": "random, up to 2000",
+            "providers_registered_again_ms": ms(reregistered),
         }),
     );
     for p in [p1, p2] {

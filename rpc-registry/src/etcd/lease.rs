@@ -7,11 +7,17 @@
 //! keep-alive has succeeded for a whole TTL (etcd will have expired it). Then the keeper turns
 //! into the recovery task: it retries, with capped backoff, until a new lease is granted and
 //! every local instance is put on it.
+//!
+//! A lease that replaces a lost one is granted after a random pause of up to half the TTL
+//! (at most 2 s), whoever asks for it (the recovery task, the reconciler, a registration): an
+//! etcd that lost its data loses every process's lease at once, and the pause spreads their
+//! re-registrations instead of sending them in one burst.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use rpc_core::backoff::Backoff;
+use rpc_core::backoff::{self, Backoff};
 use rpc_core::metrics;
 use rpc_core::registry::RegistryError;
 use rpc_core::BoxFuture;
@@ -21,9 +27,14 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::{Shared, BACKEND};
 
+/// The longest random pause before a lost lease is replaced.
+const MAX_REPLACEMENT_PAUSE: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 pub(crate) struct LeaseManager {
     current: Mutex<Option<i64>>,
+    /// Set when the current lease was lost: the next grant replaces it, after a pause.
+    replacing: AtomicBool,
     /// Serializes grants so concurrent registrations share one lease.
     granting: tokio::sync::Mutex<()>,
     /// Keeper (and recovery) tasks; aborted on revoke or drop.
@@ -48,6 +59,7 @@ impl LeaseManager {
         let mut slot = self.slot();
         if *slot == Some(lease) {
             *slot = None;
+            self.replacing.store(true, Ordering::Relaxed);
         }
     }
 
@@ -63,6 +75,11 @@ impl LeaseManager {
             let _granting = self.granting.lock().await;
             if let Some(id) = self.current() {
                 return Ok(id);
+            }
+            if self.replacing.swap(false, Ordering::Relaxed) {
+                let pause = backoff::spread((shared.options.ttl / 2).min(MAX_REPLACEMENT_PAUSE));
+                debug!(?pause, "pausing before replacing the lost lease");
+                tokio::time::sleep(pause).await;
             }
             let ttl = shared.options.ttl.as_secs().max(1) as i64;
             let id = shared.grant(ttl).await?;
@@ -108,9 +125,9 @@ async fn keep_alive(weak: Weak<Shared>, lease: i64) {
         return;
     };
     let interval = (ttl / 3).max(Duration::from_millis(100));
-    // A keep-alive unanswered for a third of the TTL is given up and the stream reopened (most
-    // likely on another member: a frozen one keeps the pending request as its load), leaving
-    // two more tries before etcd would expire the lease.
+    // A keep-alive unanswered for a third of the TTL is given up and the stream reopened (on
+    // another member, once the member health probes took an unresponsive one out), leaving two
+    // more tries before etcd would expire the lease.
     let timeout = timeout.min(interval);
     let mut backoff = Backoff::new(Duration::from_millis(100), interval);
     let mut last_ok = Instant::now();
