@@ -9,6 +9,7 @@
 pub struct ReadmeDoctests;
 
 pub mod certs;
+pub mod ensemble;
 pub mod faulty;
 pub mod feed;
 pub mod load;

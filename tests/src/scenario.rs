@@ -8,7 +8,7 @@ use std::time::Duration;
 use rpc::Provider;
 use rpc_core::client::Consumer;
 use rpc_core::config::RpcConfig;
-use rpc_core::registry::Registry;
+use rpc_core::registry::{Registry, ServiceInstance};
 use rpc_core::server::ServerBuilder;
 use tokio::time::Instant;
 
@@ -66,4 +66,16 @@ pub async fn consumer(cfg: &RpcConfig) -> (Consumer, TestServiceClient) {
 /// The port `p` serves on.
 pub fn port(p: &Provider) -> u16 {
     p.local_addr().expect("provider address").port()
+}
+
+/// The session owning the ephemeral node of TestService's instance at `port`, read with a plain
+/// ZooKeeper client connected to `endpoint` (one server or a comma-separated list).
+pub async fn ephemeral_owner(endpoint: String, root: &str, port: u16) -> Option<i64> {
+    let path = ServiceInstance::new("TestService", "1.0", "127.0.0.1", port).path(root);
+    let read = async {
+        let client = zookeeper_client::Client::connect(&endpoint).await.ok()?;
+        let (_, stat) = client.get_data(&path).await.ok()?;
+        Some(stat.ephemeral_owner)
+    };
+    tokio::time::timeout(Duration::from_secs(3), read).await.ok().flatten()
 }

@@ -528,12 +528,7 @@ impl ZookeeperServer {
     /// Under `CI=true` a missing ZooKeeper installation fails the test; elsewhere it returns
     /// `None`.
     pub async fn start() -> Option<Self> {
-        if !std::path::Path::new(ZOOKEEPER_JAR).is_file() || which("java").is_none() {
-            assert!(
-                !is_ci(),
-                "ZooKeeper (Debian package zookeeper) is not installed; run scripts/test"
-            );
-            eprintln!("SKIPPED: ZooKeeper is not installed; run scripts/test");
+        if !zookeeper_installed() {
             return None;
         }
         let dir = scratch_dir("zookeeper");
@@ -586,25 +581,43 @@ impl ZookeeperServer {
             ),
         )
         .expect("write zoo.cfg");
-        let log = std::fs::File::create(self.dir.join("zookeeper.log")).expect("create the log");
-        let classpath = format!(
-            "{}:/etc/zookeeper/conf:{ZOOKEEPER_JAR}:/usr/share/java/slf4j-simple.jar",
-            self.dir.display()
-        );
-        let child = Command::new("java")
-            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
-            .args(["-cp", &classpath, "org.apache.zookeeper.server.quorum.QuorumPeerMain"])
-            .arg(self.dir.join("zoo.cfg"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn ZooKeeper");
+        let child = spawn_zookeeper(&self.dir);
         let endpoint = self.endpoint();
         let child = self.child.insert(child);
         wait_ready(child, Duration::from_secs(60), || zookeeper_serving(&endpoint)).await
     }
+}
+
+/// Spawns a ZooKeeper server with `dir/zoo.cfg`, its log in `dir/zookeeper.log`.
+pub(crate) fn spawn_zookeeper(dir: &std::path::Path) -> Child {
+    let log = std::fs::File::create(dir.join("zookeeper.log")).expect("create the log");
+    let classpath = format!(
+        "{}:/etc/zookeeper/conf:{ZOOKEEPER_JAR}:/usr/share/java/slf4j-simple.jar",
+        dir.display()
+    );
+    Command::new("java")
+        .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+        .args(["-cp", &classpath, "org.apache.zookeeper.server.quorum.QuorumPeerMain"])
+        .arg(dir.join("zoo.cfg"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ZooKeeper")
+}
+
+/// Whether ZooKeeper and Java are installed; under `CI=true` their absence fails the test.
+pub(crate) fn zookeeper_installed() -> bool {
+    if std::path::Path::new(ZOOKEEPER_JAR).is_file() && which("java").is_some() {
+        return true;
+    }
+    assert!(
+        !is_ci(),
+        "ZooKeeper (Debian package zookeeper) is not installed; run scripts/test"
+    );
+    eprintln!("SKIPPED: ZooKeeper is not installed; run scripts/test");
+    false
 }
 
 impl Drop for ZookeeperServer {
@@ -633,7 +646,7 @@ pub async fn zookeeper_serving(endpoint: &str) -> bool {
 }
 
 /// Polls `ready` until it holds (`true`), or the child exits or `timeout` passes (`false`).
-async fn wait_ready<F, Fut>(child: &mut Child, timeout: Duration, ready: F) -> bool
+pub(crate) async fn wait_ready<F, Fut>(child: &mut Child, timeout: Duration, ready: F) -> bool
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,

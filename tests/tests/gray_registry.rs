@@ -1,16 +1,20 @@
 //! Gray failures of the registry, each against real processes and reporting its figures as a
 //! `RELIABILITY {json}` line: an etcd frozen (SIGSTOP keeps its sockets open and its clients
 //! waiting, as a stalled VM or a full disk does), a frozen member of a three-member cluster,
-//! and the storm of re-registrations after an etcd loses its data.
+//! the storm of re-registrations after an etcd loses its data, and a ZooKeeper ensemble that
+//! loses its leader and then has a follower frozen.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rpc_core::config::RpcConfig;
-use rpc_core::registry::{DiscoveryCache, DiscoveryOptions, ServiceInstance};
+use rpc_core::registry::{service_path, DiscoveryCache, DiscoveryOptions, ServiceInstance};
+use rpc_tests::ensemble::ZookeeperEnsemble;
 use rpc_tests::load::{ms, report, Load};
 use rpc_tests::process::signal;
-use rpc_tests::scenario::{await_registered, config, consumer, port, provider};
+use rpc_tests::scenario::{await_registered, config, consumer, ephemeral_owner, port, provider};
 use rpc_tests::servers::{unique_root, EtcdCluster, EtcdServer};
 use rpc_tests::wait_until;
 use tokio::time::Instant;
@@ -252,4 +256,161 @@ async fn re_registrations_after_an_etcd_data_loss_are_spread() {
             "spread_ms": ms(last - first), "peak_per_100ms": peak,
         }),
     );
+}
+
+/// Lists TestService's instance nodes every 100 ms through its own session on the ensemble
+/// and counts the listings that lack one of the ports in `alive`; stops with `stop`.
+fn watch_for_lost_nodes(
+    servers: String,
+    root: String,
+    alive: Arc<Mutex<Vec<u16>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, Vec<String>)> {
+    tokio::spawn(async move {
+        let path = service_path(&root, "TestService:1.0");
+        let (mut listings, mut missing) = (0, Vec::new());
+        let mut client = None;
+        while !stop.load(Ordering::Relaxed) {
+            if client.is_none() {
+                client = tokio::time::timeout(Duration::from_secs(2), zookeeper_client::Client::connect(&servers))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            let expected = alive.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            if let Some(c) = &client {
+                match tokio::time::timeout(Duration::from_secs(2), c.list_children(&path)).await {
+                    Ok(Ok(children)) => {
+                        listings += 1;
+                        for port in expected {
+                            if !children.iter().any(|c| c.ends_with(&format!(":{port}"))) {
+                                missing.push(format!("{port} missing from {children:?}"));
+                            }
+                        }
+                    }
+                    Ok(Err(zookeeper_client::Error::SessionExpired)) => client = None,
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (listings, missing)
+    })
+}
+
+/// A three-server ZooKeeper ensemble under load: the leader killed, then the follower holding
+/// the most client connections frozen for longer than the session timeout. Sessions move to
+/// the servers that remain (the providers' ephemeral nodes keep their owner sessions), no
+/// listing ever lacks a live provider's node, providers added meanwhile reach the consumer,
+/// and no call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zookeeper_ensemble_keeps_every_session_through_a_dead_leader_and_a_frozen_follower() {
+    let Some(mut ensemble) = ZookeeperEnsemble::start(3).await else {
+        return;
+    };
+    let root = unique_root("zk-ensemble");
+    let servers = ensemble.endpoints();
+    let mut cfg = config("zookeeper", &servers, &root, 4, "");
+    // A leader election on a loaded two-core machine can outlast the usual 2 s: a provider
+    // that starts during it waits for a server that opens sessions within this budget.
+    cfg.registry.timeout_ms = 6000;
+    let mut providers = vec![provider(&cfg, "p1").await, provider(&cfg, "p2").await];
+    let alive = Arc::new(Mutex::new(providers.iter().map(port).collect::<Vec<_>>()));
+    let (consumer, client) = consumer(&cfg).await;
+    let load = Load::start(&client, 8, Duration::from_millis(2));
+    let joined = servers.join(",");
+    let stop = Arc::new(AtomicBool::new(false));
+    let monitor = watch_for_lost_nodes(joined.clone(), root.clone(), alive.clone(), stop.clone());
+    let owners = |ports: Vec<u16>| {
+        let (joined, root) = (joined.clone(), root.clone());
+        async move {
+            let mut owners = Vec::new();
+            for port in ports {
+                owners.push(ephemeral_owner(joined.clone(), &root, port).await);
+            }
+            owners
+        }
+    };
+    let mut figures = serde_json::Map::new();
+
+    for (round, role) in ["leader_killed", "follower_frozen"].into_iter().enumerate() {
+        let ports: Vec<u16> = providers.iter().map(port).collect();
+        let before = owners(ports.clone()).await;
+        assert!(
+            before.iter().all(Option::is_some),
+            "every node has an owner: {before:?}"
+        );
+        let leader = ensemble.leader().await.expect("a leader");
+        let (victim, frozen) = if round == 0 {
+            ensemble.kill(leader).await;
+            (leader, None)
+        } else {
+            let mut busiest = (0, usize::MAX);
+            for follower in (0..3).filter(|i| *i != leader) {
+                let connections = ensemble.connections(follower).await;
+                if busiest.1 == usize::MAX || connections > busiest.0 {
+                    busiest = (connections, follower);
+                }
+            }
+            let (connections, victim) = busiest;
+            // `srvr` counts its own connection.
+            figures.insert(
+                "frozen_follower_client_sessions".into(),
+                connections.saturating_sub(1).into(),
+            );
+            let pid = ensemble.pid(victim).expect("the server runs");
+            signal(pid, "STOP").await;
+            (victim, Some(pid))
+        };
+        let broken = Instant::now();
+        // A provider registers while the ensemble recovers, and reaches the consumer.
+        let added = provider(&cfg, &format!("late{round}")).await;
+        figures.insert(format!("{role}_registration_ms"), ms(broken.elapsed()).into());
+        alive.lock().unwrap_or_else(PoisonError::into_inner).push(port(&added));
+        providers.push(added);
+        let want = providers.len();
+        wait_until(
+            Duration::from_secs(20),
+            "the consumer sees the provider added meanwhile",
+            || {
+                let n = consumer.cache().cached("TestService:1.0").map_or(0, |l| l.len());
+                async move { n == want }
+            },
+        )
+        .await;
+        figures.insert(format!("{role}_added_provider_seen_ms"), ms(broken.elapsed()).into());
+        // Past twice the session timeout, every earlier node still has its owner session.
+        tokio::time::sleep(Duration::from_secs(8).saturating_sub(broken.elapsed())).await;
+        let after = owners(ports).await;
+        assert_eq!(before, after, "a session was lost: the nodes have new owners");
+        match frozen {
+            Some(pid) => signal(pid, "CONT").await,
+            None => ensemble.restart(victim).await,
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (listings, missing) = monitor.await.expect("the monitor");
+    let stats = load.stop().await;
+    assert!(missing.is_empty(), "live providers' nodes went missing: {missing:?}");
+    assert!(listings > 50, "only {listings} listings succeeded");
+    assert_eq!(
+        stats.failed(),
+        0,
+        "{:?}",
+        &stats.failures[..stats.failures.len().min(3)]
+    );
+    figures.insert("load".into(), "8 workers".into());
+    figures.insert("calls".into(), stats.calls().into());
+    figures.insert("failed".into(), stats.failed().into());
+    figures.insert("listings".into(), listings.into());
+    figures.insert("listings_missing_a_live_node".into(), missing.len().into());
+    figures.insert("sessions_lost".into(), 0.into());
+    report(
+        "ZooKeeper ensemble (3 servers; leader killed, then the busiest follower frozen 8 s; session 4 s)",
+        figures.into(),
+    );
+    for p in providers {
+        p.shutdown().await;
+    }
+    consumer.close().await;
 }

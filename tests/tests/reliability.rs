@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use rpc::Provider;
 use rpc_core::client::Consumer;
-use rpc_core::registry::ServiceInstance;
 use rpc_tests::load::{ms, report, Load};
 use rpc_tests::process::{signal, ProcessOptions, ProviderProcess};
 use rpc_tests::proxy::FaultProxy;
-use rpc_tests::scenario::{await_registered, config, consumer, port, provider};
+use rpc_tests::scenario::{await_registered, config, consumer, ephemeral_owner, port, provider};
 use rpc_tests::servers::{free_port, shared_etcd, unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
 use rpc_tests::{wait_until, TestServiceClient};
 use tokio::time::Instant;
@@ -278,17 +277,6 @@ async fn zookeeper_restart_and_session_expiry() {
         p.shutdown().await;
     }
     consumer.close().await;
-}
-
-/// The session owning the ephemeral node of the instance at `port`, read with a plain client.
-async fn ephemeral_owner(endpoint: String, root: &str, port: u16) -> Option<i64> {
-    let path = ServiceInstance::new("TestService", "1.0", "127.0.0.1", port).path(root);
-    let read = async {
-        let client = zookeeper_client::Client::connect(&endpoint).await.ok()?;
-        let (_, stat) = client.get_data(&path).await.ok()?;
-        Some(stat.ephemeral_owner)
-    };
-    tokio::time::timeout(Duration::from_secs(3), read).await.ok().flatten()
 }
 
 /// Three `test-provider` processes on the shared etcd under a fresh root (`prefix`), their keys

@@ -7,31 +7,48 @@ use std::time::Duration;
 use rpc_core::backoff::Backoff;
 use rpc_core::metrics;
 use rpc_core::registry::RegistryError;
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 use zookeeper_client as zk;
 
 use super::{unavailable, Shared, ZookeeperOptions, BACKEND};
 
-/// Opens a session with the ensemble, failing when no server answers within the timeout.
+/// Opens a session with the ensemble, failing when no server opens one within the timeout.
+///
+/// Each pass tries every server once; while the timeout allows, a pass in which none opened a
+/// session (every server down, or the ensemble electing a leader, when servers close new
+/// connections) is followed by another after a short jittered pause.
 pub(super) async fn open(options: &ZookeeperOptions) -> Result<zk::Client, RegistryError> {
     let servers = options.servers.join(",");
-    let mut connector = zk::Client::connector()
-        .with_session_timeout(options.session_timeout)
-        .with_connection_timeout(options.timeout)
-        .with_fail_eagerly();
-    if let Some((user, password)) = &options.credentials {
-        connector = connector.with_auth("digest", format!("{user}:{}", password.expose()).as_bytes());
-    }
-    let connect = connector.connect(&servers);
-    match tokio::time::timeout(options.timeout, connect).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(unavailable(&options.servers, "connect", e)),
-        Err(_) => Err(RegistryError::timed_out(
-            BACKEND,
-            &options.servers,
-            "connect",
-            options.timeout,
-        )),
+    let deadline = Instant::now() + options.timeout;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+    loop {
+        let mut connector = zk::Client::connector()
+            .with_session_timeout(options.session_timeout)
+            .with_connection_timeout(options.timeout)
+            .with_fail_eagerly();
+        if let Some((user, password)) = &options.credentials {
+            connector = connector.with_auth("digest", format!("{user}:{}", password.expose()).as_bytes());
+        }
+        match tokio::time::timeout_at(deadline, connector.connect(&servers)).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => {
+                let pause = backoff.next_delay();
+                if e != zk::Error::NoHosts || Instant::now() + pause >= deadline {
+                    return Err(unavailable(&options.servers, "connect", e));
+                }
+                debug!("no ZooKeeper server opened a session; trying them again");
+                tokio::time::sleep(pause).await;
+            }
+            Err(_) => {
+                return Err(RegistryError::timed_out(
+                    BACKEND,
+                    &options.servers,
+                    "connect",
+                    options.timeout,
+                ))
+            }
+        }
     }
 }
 
