@@ -184,6 +184,8 @@ clientPort=$port
 clientPortAddress=127.0.0.1
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr,stat,mntr
+# Every client here comes from 127.0.0.1 (the scale benchmark's 200): no per-address limit.
+maxClientCnxns=0
 CFG
     # slf4j-simple (from libslf4j-java, a dependency of the package) makes the server log to
     # $dir/zookeeper.log; without a binding it logs nothing.

@@ -6,8 +6,9 @@
 //! * `rpc-bench layer-cost` / `metrics-cost`: what tower layers / metrics add to a call.
 //! * `rpc-bench watch --etcd HOST:PORT [--zookeeper HOST:PORT]`: how long a registration or a
 //!   deregistration takes to reach a consumer's discovery cache.
-//! * `rpc-bench scale --etcd HOST:PORT`: 10,000 instances of 1,000 services; one consumer
-//!   loads and watches them all, then follows 1,000 changes per second.
+//! * `rpc-bench scale --registry etcd|zookeeper --endpoint HOST:PORT --registry-pid PID`:
+//!   5,000 instances of 500 services, 200 consumer clients in four processes each watching
+//!   20 services, 1,000 changes per second: fan-out time, registry and consumer cost.
 //!
 //! * `rpc-bench compression-ratio`: how much zstd shrinks the record of the compression rows.
 //! * `rpc-bench overload [--window-secs 30]`: a provider offered three times its capacity,
@@ -154,20 +155,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Many services and instances through one consumer.
+    /// Thousands of instances, hundreds of consumer clients, 1,000 changes a second.
     Scale {
-        /// etcd endpoint.
+        /// etcd or zookeeper.
         #[arg(long)]
-        etcd: String,
-        /// Services (10 instances each).
-        #[arg(long, default_value_t = 1000)]
-        services: usize,
-        /// Seconds of 1,000 changes per second.
-        #[arg(long, default_value_t = 5)]
+        registry: String,
+        /// Where the registry serves clients (host:port).
+        #[arg(long)]
+        endpoint: String,
+        /// The registry's process id (its memory and CPU time are read from /proc).
+        #[arg(long)]
+        registry_pid: u32,
+        #[arg(long, default_value_t = 10)]
         churn_secs: u64,
-        /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+    /// One process of the scale run's consumer clients.
+    #[command(hide = true)]
+    ScaleConsumers {
+        #[arg(long)]
+        registry: String,
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        root: String,
+        #[arg(long)]
+        first: usize,
+        #[arg(long)]
+        clients: usize,
     },
 }
 
@@ -234,11 +250,19 @@ fn main() -> ExitCode {
             json,
         } => tokio_main(watch::run(etcd, zookeeper, events, json)),
         Command::Scale {
-            etcd,
-            services,
+            registry,
+            endpoint,
+            registry_pid,
             churn_secs,
             json,
-        } => tokio_main(scale::run(etcd, services, churn_secs, json)),
+        } => tokio_main(scale::run(registry, endpoint, registry_pid, churn_secs, json)),
+        Command::ScaleConsumers {
+            registry,
+            endpoint,
+            root,
+            first,
+            clients,
+        } => scale::kind(&registry).and_then(|kind| tokio_main(scale::consumers(kind, endpoint, root, first, clients))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

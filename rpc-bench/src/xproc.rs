@@ -44,7 +44,7 @@ pub fn serve(framework: &str, workers: usize) -> Result<(), BoxError> {
     })
 }
 
-/// Waits until the parent closes this server process's stdin, its signal to stop.
+/// Waits until the parent closes this process's stdin, its signal to stop.
 pub async fn until_stdin_closes() -> Result<(), BoxError> {
     tokio::task::spawn_blocking(|| {
         let mut sink = String::new();
