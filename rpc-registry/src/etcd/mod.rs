@@ -19,7 +19,14 @@
 //! Discovery is one prefix get of `{root}/{name}:{version}/`. A watch lists the prefix, then
 //! watches it from the listing's revision + 1, so no change between the two is missed (see
 //! [`watch`]). A value that is not valid instance JSON is skipped with a warning naming its key.
+//! Every watch of a client shares one stream (see [`hub`]).
+//!
+//! # Several members
+//!
+//! Requests require a leader; unanswered ones are hedged (see [`requests`]); members that do
+//! not answer or have no leader leave the client's balancer until they do (see [`members`]).
 
+mod hub;
 mod lease;
 mod members;
 mod requests;
@@ -42,6 +49,7 @@ use rpc_core::schedule::PeriodicJob;
 use rpc_core::BoxFuture;
 use tracing::{info, warn};
 
+use self::hub::WatchHub;
 use self::lease::LeaseManager;
 use self::members::MemberHealth;
 use crate::local::LocalRegistrations;
@@ -100,6 +108,8 @@ pub(crate) struct Shared {
     lease: LeaseManager,
     /// Probes the members when there are several (see [`members`]).
     members: Option<MemberHealth>,
+    /// The one watch stream every watch shares (see [`hub`]).
+    watches: WatchHub,
 }
 
 impl Shared {
@@ -232,7 +242,9 @@ impl EtcdRegistry {
             options.timeout,
             options.timeout / 4,
         );
-        let shared = Arc::new(Shared {
+        let removals = members.as_ref().map(MemberHealth::removals);
+        let shared = Arc::new_cyclic(|weak| Shared {
+            watches: WatchHub::start(weak.clone(), options.endpoints.clone(), removals, options.timeout / 4),
             client,
             options,
             local: LocalRegistrations::default(),

@@ -12,7 +12,7 @@ use rpc_core::registry::{RegistryError, RulesStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn, Instrument};
 
-use super::watch::CheckedWatch;
+use super::hub::HubWatch;
 use super::Shared;
 
 /// Rule changes buffered between etcd and the consumer of the stream.
@@ -32,7 +32,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, key: String) -> Result<RulesStrea
     let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
     let current = resp.kvs().first().map(|kv| text(kv.value()));
     let options = WatchOptions::new().with_start_revision(revision + 1);
-    let stream = CheckedWatch::new(shared.watch(&key, options).await?, &shared);
+    let stream = shared.watches.add(&key, options).await?;
     let (tx, rx) = mpsc::channel(QUEUE);
     // The queue is empty, so the current value fits.
     let _ = tx.try_send(current);
@@ -41,12 +41,10 @@ pub(crate) async fn watch(shared: Arc<Shared>, key: String) -> Result<RulesStrea
     Ok(RulesStream::new(rx, Some(task)))
 }
 
-async fn forward(mut stream: CheckedWatch, tx: mpsc::Sender<Option<String>>) {
+async fn forward(mut stream: HubWatch, tx: mpsc::Sender<Option<String>>) {
     loop {
-        let resp = match stream.message().await {
-            Ok(Some(resp)) => resp,
-            Ok(None) => return debug!("rules watch closed by etcd"),
-            Err(e) => return warn!(error = %e, "rules watch broke"),
+        let Some(resp) = stream.message().await else {
+            return debug!("rules watch ended");
         };
         if resp.canceled() {
             return warn!(reason = resp.cancel_reason(), "rules watch cancelled by etcd");

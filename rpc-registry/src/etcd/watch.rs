@@ -7,19 +7,16 @@
 //! revision was compacted) or the stream breaks, the stream ends; the discovery cache then
 //! lists and watches again.
 //!
-//! A watch on a member that froze would wait forever in silence. When the member health task
-//! takes a member out of the balancer, every watch ([`CheckedWatch`], rules watches too)
-//! asks etcd for a progress report on its stream; one that hears nothing within the probe
-//! deadline ends, as a broken one does.
+//! Every watch of a registry client shares one stream (see [`super::hub`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, WatchOptions, WatchResponse};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use rpc_core::registry::{RegistryError, WatchEvent, WatchStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{debug, warn, Instrument};
 
+use super::hub::HubWatch;
 use super::{parse_instance, parse_instances, Shared};
 
 /// Events buffered between etcd and the consumer of the stream.
@@ -34,7 +31,7 @@ pub(crate) async fn start(
     let revision = listed.header().map(|h| h.revision()).unwrap_or(0);
     let snapshot = parse_instances(&service_key, &prefix, listed.kvs());
     let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-    let stream = CheckedWatch::new(shared.watch(&prefix, options).await?, &shared);
+    let stream = shared.watches.add(&prefix, options).await?;
     let (tx, rx) = mpsc::channel(QUEUE);
     // The queue is empty, so the snapshot fits.
     let _ = tx.try_send(WatchEvent::Snapshot(snapshot));
@@ -43,18 +40,11 @@ pub(crate) async fn start(
     Ok(WatchStream::new(rx, Some(task)))
 }
 
-async fn forward(mut stream: CheckedWatch, tx: mpsc::Sender<WatchEvent>, service_key: String, prefix: String) {
+async fn forward(mut stream: HubWatch, tx: mpsc::Sender<WatchEvent>, service_key: String, prefix: String) {
     loop {
-        let resp = match stream.message().await {
-            Ok(Some(resp)) => resp,
-            Ok(None) => {
-                debug!("watch stream closed by etcd");
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, "watch stream broke");
-                return;
-            }
+        let Some(resp) = stream.message().await else {
+            debug!("watch ended");
+            return;
         };
         if resp.canceled() {
             warn!(
@@ -84,64 +74,6 @@ async fn forward(mut stream: CheckedWatch, tx: mpsc::Sender<WatchEvent>, service
             if tx.send(change).await.is_err() {
                 return;
             }
-        }
-    }
-}
-
-/// Why a [`CheckedWatch`] ended other than by etcd closing it.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum WatchBroken {
-    /// The stream failed.
-    #[error(transparent)]
-    Etcd(#[from] etcd_client::Error),
-    /// Asked for progress after a member was taken out of the balancer, it said nothing.
-    #[error("no progress report within {0:?} after an etcd member was found unresponsive")]
-    Silent(Duration),
-}
-
-/// A watch stream that proves it is alive whenever a member is taken out of the balancer.
-pub(crate) struct CheckedWatch {
-    stream: etcd_client::WatchStream,
-    /// Member removals; `None` with a single member.
-    removals: Option<watch::Receiver<u64>>,
-    deadline: Duration,
-}
-
-impl CheckedWatch {
-    pub(crate) fn new(stream: etcd_client::WatchStream, shared: &Shared) -> Self {
-        let removals = shared.members.as_ref().map(|m| {
-            let mut removals = m.removals();
-            removals.mark_unchanged();
-            removals
-        });
-        Self {
-            stream,
-            removals,
-            deadline: shared.options.timeout / 4,
-        }
-    }
-
-    /// The next response: `None` when etcd closed the stream.
-    pub(crate) async fn message(&mut self) -> Result<Option<WatchResponse>, WatchBroken> {
-        loop {
-            let Some(removals) = self.removals.as_mut() else {
-                return Ok(self.stream.message().await?);
-            };
-            tokio::select! {
-                message = self.stream.message() => return Ok(message?),
-                changed = removals.changed() => {
-                    if changed.is_err() {
-                        // The health task is gone (the registry is closing).
-                        self.removals = None;
-                        continue;
-                    }
-                }
-            }
-            self.stream.request_progress().await?;
-            return match tokio::time::timeout(self.deadline, self.stream.message()).await {
-                Ok(message) => Ok(message?),
-                Err(_) => Err(WatchBroken::Silent(self.deadline)),
-            };
         }
     }
 }
