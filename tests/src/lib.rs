@@ -14,6 +14,7 @@ pub mod faulty;
 pub mod feed;
 pub mod load;
 pub mod logs;
+pub mod partition;
 pub mod process;
 pub mod proxy;
 pub mod scenario;

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::certs::{CertFiles, TestPki};
+use crate::partition::PeerProxies;
 
 /// The shared etcd `scripts/test` started (`RPC_TEST_ETCD_ENDPOINTS`).
 ///
@@ -277,7 +278,7 @@ impl EtcdServer {
             "t",
             &self.data_dir,
             self.client_port,
-            self.peer_port,
+            (self.peer_port, self.peer_port),
             &format!("t={peer}"),
             &args,
         );
@@ -291,12 +292,13 @@ fn spawn_etcd(
     name: &str,
     dir: &std::path::Path,
     client_port: u16,
-    peer_port: u16,
+    (peer_port, advertised_peer_port): (u16, u16),
     initial_cluster: &str,
     extra_args: &[String],
 ) -> Child {
     let client = format!("http://127.0.0.1:{client_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
+    let advertised_peer = format!("http://127.0.0.1:{advertised_peer_port}");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -306,7 +308,12 @@ fn spawn_etcd(
         .args(["--name", name, "--data-dir"])
         .arg(dir.join("data"))
         .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &advertised_peer,
+        ])
         .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", "new"])
         .args(["--initial-cluster-token", &format!("rpc-test-{}", std::process::id())])
         .args(["--log-level", "warn"])
@@ -323,6 +330,8 @@ fn spawn_etcd(
 pub struct EtcdCluster {
     members: Vec<EtcdMember>,
     initial_cluster: String,
+    /// With [`EtcdCluster::start_partitionable`]: the proxies every peer connection passes.
+    proxies: Option<PeerProxies>,
 }
 
 struct EtcdMember {
@@ -336,6 +345,16 @@ struct EtcdMember {
 impl EtcdCluster {
     /// Starts `size` members and waits until every one is healthy.
     pub async fn start(size: usize) -> Option<Self> {
+        Self::start_with(size, false).await
+    }
+
+    /// Like [`EtcdCluster::start`], with the members' peer traffic through proxies, so that
+    /// [`EtcdCluster::isolate`] can cut a member off from its peers.
+    pub async fn start_partitionable(size: usize) -> Option<Self> {
+        Self::start_with(size, true).await
+    }
+
+    async fn start_with(size: usize, partitionable: bool) -> Option<Self> {
         if which("etcd").is_none() {
             assert!(!is_ci(), "the etcd binary is not installed; run scripts/test");
             eprintln!("SKIPPED: the etcd binary is not installed; run scripts/test");
@@ -344,7 +363,7 @@ impl EtcdCluster {
         // A member that exits at once lost its port to another process between `free_port`
         // and its bind (tests start processes in parallel): start again on fresh ports.
         for attempt in 1..=3 {
-            match Self::start_once(size).await {
+            match Self::start_once(size, partitionable).await {
                 Ok(cluster) => return Some(cluster),
                 Err(member) if attempt < 3 => eprintln!("etcd member {member} did not start; retrying on fresh ports"),
                 Err(member) => panic!("etcd member {member} did not become healthy"),
@@ -354,7 +373,7 @@ impl EtcdCluster {
     }
 
     /// One attempt at [`EtcdCluster::start`]; the member that did not become healthy otherwise.
-    async fn start_once(size: usize) -> Result<Self, usize> {
+    async fn start_once(size: usize, partitionable: bool) -> Result<Self, usize> {
         let members: Vec<EtcdMember> = (0..size)
             .map(|i| EtcdMember {
                 name: format!("m{i}"),
@@ -364,14 +383,23 @@ impl EtcdCluster {
                 child: None,
             })
             .collect();
+        let proxies = match partitionable {
+            true => Some(PeerProxies::start(&members.iter().map(|m| m.peer_port).collect::<Vec<_>>()).await),
+            false => None,
+        };
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .enumerate()
+            .map(|(i, m)| {
+                let advertised = proxies.as_ref().map_or(m.peer_port, |p| p.port(i));
+                format!("{}=http://127.0.0.1:{advertised}", m.name)
+            })
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Self {
             members,
             initial_cluster,
+            proxies,
         };
         for i in 0..size {
             cluster.spawn(i);
@@ -388,8 +416,60 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize) {
         let m = &self.members[i];
-        let child = spawn_etcd(&m.name, &m.dir, m.client_port, m.peer_port, &self.initial_cluster, &[]);
+        let advertised = self.proxies.as_ref().map_or(m.peer_port, |p| p.port(i));
+        let child = spawn_etcd(
+            &m.name,
+            &m.dir,
+            m.client_port,
+            (m.peer_port, advertised),
+            &self.initial_cluster,
+            &[],
+        );
         self.members[i].child = Some(child);
+    }
+
+    /// Member `i`'s id, as etcd writes it (hex), asked of the member itself.
+    pub async fn member_id(&self, i: usize) -> Option<String> {
+        let status = async {
+            let mut client = etcd_client::Client::connect([format!("http://{}", self.endpoint(i))], None)
+                .await
+                .ok()?;
+            client.status().await.ok()
+        };
+        let status = tokio::time::timeout(Duration::from_secs(2), status)
+            .await
+            .ok()
+            .flatten()?;
+        status.header().map(|h| format!("{:x}", h.member_id()))
+    }
+
+    /// Whether member `i` knows a leader (asked of the member itself, without requiring one).
+    pub async fn sees_leader(&self, i: usize) -> bool {
+        let status = async {
+            let mut client = etcd_client::Client::connect([format!("http://{}", self.endpoint(i))], None)
+                .await
+                .ok()?;
+            client.status().await.ok()
+        };
+        let status = tokio::time::timeout(Duration::from_secs(2), status)
+            .await
+            .ok()
+            .flatten();
+        status.is_some_and(|s| s.leader() != 0)
+    }
+
+    /// Cuts member `i` off from its peers (its clients still reach it). Needs a cluster from
+    /// [`EtcdCluster::start_partitionable`].
+    pub async fn isolate(&self, i: usize) {
+        let id = self.member_id(i).await.expect("the member's id");
+        self.proxies.as_ref().expect("a partitionable cluster").isolate(i, id);
+    }
+
+    /// Ends [`EtcdCluster::isolate`].
+    pub fn heal(&self) {
+        if let Some(proxies) = &self.proxies {
+            proxies.heal();
+        }
     }
 
     /// `127.0.0.1:port` of member `i`.
@@ -433,6 +513,18 @@ impl EtcdCluster {
     /// The process id of member `i`, while it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.members[i].child.as_ref().and_then(Child::id)
+    }
+
+    /// The index of the leader, waiting up to 15 s for one (an election may be under way).
+    pub async fn await_leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(leader) = self.leader().await {
+                return leader;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no etcd leader within 15 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Kills member `i` (its data stays).

@@ -1,6 +1,7 @@
 //! Gray failures of the registry, each against real processes and reporting its figures as a
 //! `RELIABILITY {json}` line: an etcd frozen (SIGSTOP keeps its sockets open and its clients
-//! waiting, as a stalled VM or a full disk does), a frozen member of a three-member cluster,
+//! waiting, as a stalled VM or a full disk does), a frozen member of a three-member cluster, a
+//! member cut off from its peers while its clients still reach it,
 //! the storm of re-registrations after an etcd loses its data, and a ZooKeeper ensemble that
 //! loses its leader and then has a follower frozen.
 
@@ -98,17 +99,47 @@ async fn every_cache_lists(caches: &[DiscoveryCache], want: usize, timeout: Dura
     started.elapsed()
 }
 
-/// A three-member etcd with one member frozen at a time (the leader, then a follower), 12 s
-/// each, under load. Clients reach every member; those whose requests, watches and keep-alives
-/// were on the frozen one move to a healthy one: no call fails, every key outlives two TTLs,
-/// and a provider added while the member is frozen reaches every consumer (six discovery
-/// caches on connections of their own, so that some watch on the frozen member).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_etcd_member_is_left_for_a_healthy_one() {
-    let Some(cluster) = EtcdCluster::start(3).await else {
-        return;
-    };
-    let mut cfg = config("etcd", &cluster.endpoints(), &unique_root("frozen-member"), 5, "");
+/// What befalls one member of a three-member etcd in a round.
+#[derive(Clone, Copy)]
+enum MemberFault {
+    /// SIGSTOP: it answers nothing, to clients or peers.
+    Frozen,
+    /// Cut off from its peers: its clients reach it, and it has no leader.
+    Partitioned,
+}
+
+impl MemberFault {
+    async fn apply(self, cluster: &EtcdCluster, member: usize) {
+        match self {
+            Self::Frozen => signal(cluster.pid(member).expect("the member runs"), "STOP").await,
+            Self::Partitioned => {
+                cluster.isolate(member).await;
+                // The cut is real: the member soon has no leader (a leader steps down when it
+                // cannot reach a quorum).
+                wait_until(Duration::from_secs(10), "the isolated member loses its leader", || {
+                    let sees = cluster.sees_leader(member);
+                    async move { !sees.await }
+                })
+                .await;
+            }
+        }
+    }
+
+    async fn undo(self, cluster: &EtcdCluster, member: usize) {
+        match self {
+            Self::Frozen => signal(cluster.pid(member).expect("the member runs"), "CONT").await,
+            Self::Partitioned => cluster.heal(),
+        }
+    }
+}
+
+/// A three-member etcd under load with `fault` on one member at a time (the leader, then a
+/// follower), 12 s each. Clients reach every member; those whose requests, watches and
+/// keep-alives were on the faulty one move to a healthy one: no call fails, every key outlives
+/// two TTLs, and a provider added meanwhile reaches every consumer (six discovery caches on
+/// connections of their own, so that some watch is on the faulty member).
+async fn a_member_fault_fails_no_call(cluster: &EtcdCluster, fault: MemberFault, scenario: &str) {
+    let mut cfg = config("etcd", &cluster.endpoints(), &unique_root("member-fault"), 5, "");
     // A leader election on a loaded two-core machine can outlast the usual 2 s.
     cfg.registry.timeout_ms = 4000;
     let mut providers = vec![provider(&cfg, "p1").await, provider(&cfg, "p2").await];
@@ -118,32 +149,28 @@ async fn a_frozen_etcd_member_is_left_for_a_healthy_one() {
     let mut figures = serde_json::Map::new();
 
     for (round, role) in ["leader", "follower"].into_iter().enumerate() {
-        let leader = cluster.leader().await.expect("a leader");
+        let leader = cluster.await_leader().await;
         let victim = if role == "leader" { leader } else { (leader + 1) % 3 };
-        let pid = cluster.pid(victim).expect("the member runs");
-        signal(pid, "STOP").await;
-        let frozen = Instant::now();
+        fault.apply(cluster, victim).await;
+        let struck = Instant::now();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let adding = Instant::now();
         providers.push(provider(&cfg, &format!("late{round}")).await);
-        figures.insert(format!("{role}_frozen_registration_ms"), ms(adding.elapsed()).into());
+        figures.insert(format!("{role}_registration_ms"), ms(adding.elapsed()).into());
         let seen = every_cache_lists(
             &caches,
             providers.len(),
             Duration::from_secs(15),
-            "every consumer sees the provider added while a member is frozen",
+            "every consumer sees the provider added meanwhile",
         )
         .await;
         figures.insert(
-            format!("{role}_frozen_change_reaches_every_consumer_ms"),
+            format!("{role}_change_reaches_every_consumer_ms"),
             ms(adding.elapsed()).into(),
         );
-        figures.insert(
-            format!("{role}_frozen_change_seen_after_registered_ms"),
-            ms(seen).into(),
-        );
+        figures.insert(format!("{role}_change_seen_after_registered_ms"), ms(seen).into());
         // Keep-alives carry on through the healthy members: every key outlives two TTLs.
-        tokio::time::sleep(Duration::from_secs(12).saturating_sub(frozen.elapsed())).await;
+        tokio::time::sleep(Duration::from_secs(12).saturating_sub(struck.elapsed())).await;
         let ports: Vec<u16> = providers.iter().map(port).collect();
         await_registered(
             &cfg,
@@ -152,7 +179,7 @@ async fn a_frozen_etcd_member_is_left_for_a_healthy_one() {
             "every provider is still registered after two TTLs",
         )
         .await;
-        signal(pid, "CONT").await;
+        fault.undo(cluster, victim).await;
     }
     let stats = load.stop().await;
     assert_eq!(
@@ -165,10 +192,7 @@ async fn a_frozen_etcd_member_is_left_for_a_healthy_one() {
     figures.insert("consumers".into(), (caches.len() + 1).into());
     figures.insert("calls".into(), stats.calls().into());
     figures.insert("failed".into(), stats.failed().into());
-    report(
-        "etcd member frozen (3 members; leader, then a follower, SIGSTOP for 12 s each; TTL 5 s, request timeout 4 s)",
-        figures.into(),
-    );
+    report(scenario, figures.into());
     for p in providers {
         p.shutdown().await;
     }
@@ -176,6 +200,32 @@ async fn a_frozen_etcd_member_is_left_for_a_healthy_one() {
         cache.close().await;
     }
     consumer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_etcd_member_is_left_for_a_healthy_one() {
+    let Some(cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    a_member_fault_fails_no_call(
+        &cluster,
+        MemberFault::Frozen,
+        "etcd member frozen (3 members; leader, then a follower, SIGSTOP for 12 s each; TTL 5 s, request timeout 4 s)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_etcd_member_is_left_for_the_majority() {
+    let Some(cluster) = EtcdCluster::start_partitionable(3).await else {
+        return;
+    };
+    a_member_fault_fails_no_call(
+        &cluster,
+        MemberFault::Partitioned,
+        "etcd member partitioned (3 members; leader, then a follower, cut off from its peers for 12 s each while its clients reach it; TTL 5 s, request timeout 4 s)",
+    )
+    .await;
 }
 
 /// The times at which each key under `prefix` was put, from a watch opened at revision 1 of a
@@ -250,7 +300,7 @@ async fn re_registrations_after_an_etcd_data_loss_are_spread() {
         last - first
     );
     report(
-        "etcd data loss with 200 providers (each its own client and lease; TTL 5 s, reconcile 1 s)",
+        "re-registration storm: etcd data loss with 200 providers (each its own client and lease; TTL 5 s, reconcile 1 s)",
         serde_json::json!({
             "providers": PROVIDERS, "first_back_ms": ms(first), "all_back_ms": ms(last),
             "spread_ms": ms(last - first), "peak_per_100ms": peak,
