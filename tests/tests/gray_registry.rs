@@ -22,13 +22,16 @@ use tokio::time::Instant;
 
 /// etcd frozen for 15 s (three times the lease TTL) under load: calls go on from the
 /// consumer's cache with none failed, and every registration is back within one reconcile
-/// period after it thaws.
+/// period (the default 5 s) after it thaws.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_etcd_fails_no_call() {
     let Some(etcd) = EtcdServer::start().await else {
         return;
     };
-    let cfg = config("etcd", &[etcd.endpoint()], &unique_root("frozen-etcd"), 5, "");
+    let mut cfg = config("etcd", &[etcd.endpoint()], &unique_root("frozen-etcd"), 5, "");
+    // The default reconcile period: a lease replaced after the thaw is used after a random
+    // pause of up to 2 s (spreading a fleet's re-registrations), within one period.
+    cfg.registry.reconcile_secs = 5;
     let providers = [provider(&cfg, "p1").await, provider(&cfg, "p2").await];
     let ports: Vec<u16> = providers.iter().map(port).collect();
     let (consumer, client) = consumer(&cfg).await;
@@ -55,14 +58,14 @@ async fn a_frozen_etcd_fails_no_call() {
         &stats.failures[..stats.failures.len().min(3)]
     );
     assert!(
-        thawed.elapsed() >= back && back <= Duration::from_secs(2),
-        "registrations took {back:?} after the thaw; the reconcile period is 1 s"
+        thawed.elapsed() >= back && back <= Duration::from_secs(5),
+        "registrations took {back:?} after the thaw; the reconcile period is 5 s"
     );
     report(
-        "etcd frozen (SIGSTOP) for 15 s, lease TTL 5 s",
+        "etcd frozen (SIGSTOP) for 15 s, lease TTL 5 s, reconcile 5 s",
         serde_json::json!({
             "load": "8 workers", "calls": stats.calls(), "failed": stats.failed(),
-            "reconcile_period_ms": 1000, "providers_registered_after_thaw_ms": ms(back),
+            "reconcile_period_ms": 5000, "providers_registered_after_thaw_ms": ms(back),
         }),
     );
     for p in providers {
@@ -228,13 +231,19 @@ async fn a_partitioned_etcd_member_is_left_for_the_majority() {
     .await;
 }
 
-/// The times at which each key under `prefix` was put, from a watch opened at revision 1 of a
-/// fresh etcd (so puts made before the watch started still arrive, stamped on arrival).
-async fn record_puts(endpoint: String, prefix: String) -> tokio::task::JoinHandle<Vec<(Instant, String)>> {
+/// The times at which each key under `prefix` was put from `revision` on (puts made before
+/// the watch started still arrive, stamped on arrival), until 8 s pass without one.
+async fn record_puts(
+    endpoint: String,
+    prefix: String,
+    revision: i64,
+) -> tokio::task::JoinHandle<Vec<(Instant, String)>> {
     let mut client = etcd_client::Client::connect([endpoint], None)
         .await
         .expect("an observer");
-    let options = etcd_client::WatchOptions::new().with_prefix().with_start_revision(1);
+    let options = etcd_client::WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision);
     let mut stream = client.watch(prefix, Some(options)).await.expect("a watch");
     tokio::spawn(async move {
         let _client = client;
@@ -250,9 +259,59 @@ async fn record_puts(endpoint: String, prefix: String) -> tokio::task::JoinHandl
     })
 }
 
+/// When each key was first put after `since`: how many, the first and last, and the most
+/// in any 100 ms.
+struct Spread {
+    keys: usize,
+    first: Duration,
+    last: Duration,
+    peak_per_100ms: usize,
+}
+
+impl Spread {
+    fn of(puts: Vec<(Instant, String)>, since: Instant) -> Self {
+        let mut first_put: BTreeMap<String, Duration> = BTreeMap::new();
+        for (at, key) in puts {
+            first_put.entry(key).or_insert(at.duration_since(since));
+        }
+        let times: Vec<Duration> = first_put.into_values().collect();
+        let window = |t: &Duration| {
+            times
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_millis(100))
+                .count()
+        };
+        Self {
+            keys: times.len(),
+            first: times.iter().min().copied().unwrap_or_default(),
+            last: times.iter().max().copied().unwrap_or_default(),
+            peak_per_100ms: times.iter().map(window).max().unwrap_or(0),
+        }
+    }
+
+    /// Asserts the storm targets (every key back within 5 s, over at least 1 s) and adds the
+    /// figures under `case`.
+    fn check(&self, case: &str, want: usize, figures: &mut serde_json::Map<String, serde_json::Value>) {
+        assert_eq!(self.keys, want, "{case}: every provider registers again");
+        assert!(
+            self.last <= Duration::from_secs(5),
+            "{case}: the last one took {:?}",
+            self.last
+        );
+        let spread = self.last - self.first;
+        assert!(spread >= Duration::from_secs(1), "{case}: spread over only {spread:?}");
+        figures.insert(format!("{case}_first_back_ms"), ms(self.first).into());
+        figures.insert(format!("{case}_all_back_ms"), ms(self.last).into());
+        figures.insert(format!("{case}_spread_ms"), ms(spread).into());
+        figures.insert(format!("{case}_peak_per_100ms"), self.peak_per_100ms.into());
+    }
+}
+
 /// 200 provider processes' registry clients (each its own connection, lease and reconciler)
-/// on an etcd that loses its data: each re-registers after a random pause, so the puts spread
-/// over more than a second instead of arriving in one burst, and all are back within 5 s.
+/// on an etcd that first stays down for longer than the lease TTL and restarts with its data
+/// (every process has given its lease up and takes a new one), then loses its data. Each
+/// re-registers after a random pause, so the puts spread over more than a second instead of
+/// arriving in one burst, and all are back within 5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_registrations_after_an_etcd_data_loss_are_spread() {
     const PROVIDERS: u16 = 200;
@@ -267,45 +326,45 @@ async fn re_registrations_after_an_etcd_data_loss_are_spread() {
         registry.register(&instance).await.expect("register");
         registries.push(registry);
     }
+    let prefix = format!("{}/Storm:1/", cfg.registry.root);
+    let mut figures = serde_json::Map::new();
+    figures.insert("providers".into(), PROVIDERS.into());
 
+    // Down for 7 s (TTL 5 s), back with its data.
+    let revision = etcd_revision(&etcd.endpoint()).await;
+    etcd.stop().await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    etcd.restart().await;
+    let restarted = Instant::now();
+    let puts = record_puts(etcd.endpoint(), prefix.clone(), revision + 1).await;
+    Spread::of(puts.await.expect("the observer"), restarted).check(
+        "restart_after_ttl",
+        usize::from(PROVIDERS),
+        &mut figures,
+    );
+
+    // Every key and lease gone.
     etcd.wipe_and_restart().await;
     let restarted = Instant::now();
-    let prefix = format!("{}/Storm:1/", cfg.registry.root);
-    let puts = record_puts(etcd.endpoint(), prefix).await.await.expect("the observer");
-    let mut first_put: BTreeMap<String, Duration> = BTreeMap::new();
-    for (at, key) in puts {
-        first_put.entry(key).or_insert(at.duration_since(restarted));
-    }
-    let times: Vec<Duration> = first_put.values().copied().collect();
-    let first = times.iter().min().copied().unwrap_or_default();
-    let last = times.iter().max().copied().unwrap_or_default();
-    let peak = times
-        .iter()
-        .map(|t| {
-            times
-                .iter()
-                .filter(|u| **u >= *t && **u < *t + Duration::from_millis(100))
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
+    let puts = record_puts(etcd.endpoint(), prefix, 1).await;
+    Spread::of(puts.await.expect("the observer"), restarted).check("data_loss", usize::from(PROVIDERS), &mut figures);
+
     for registry in registries {
         let _ = registry.close().await;
     }
-    assert_eq!(times.len(), usize::from(PROVIDERS), "every provider registers again");
-    assert!(last <= Duration::from_secs(5), "the last one took {last:?}");
-    assert!(
-        last - first >= Duration::from_secs(1),
-        "spread over only {:?}",
-        last - first
-    );
     report(
-        "re-registration storm: etcd data loss with 200 providers (each its own client and lease; TTL 5 s, reconcile 1 s)",
-        serde_json::json!({
-            "providers": PROVIDERS, "first_back_ms": ms(first), "all_back_ms": ms(last),
-            "spread_ms": ms(last - first), "peak_per_100ms": peak,
-        }),
+        "re-registration storm: etcd down longer than the TTL, then data loss, with 200 providers (each its own client and lease; TTL 5 s, reconcile 1 s)",
+        figures.into(),
     );
+}
+
+/// etcd's current revision.
+async fn etcd_revision(endpoint: &str) -> i64 {
+    let mut client = etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("an etcd client");
+    let status = client.status().await.expect("etcd status");
+    status.header().map_or(0, |h| h.revision())
 }
 
 /// Lists TestService's instance nodes every 100 ms through its own session on the ensemble

@@ -8,9 +8,10 @@
 //! into the recovery task: it retries, with capped backoff, until a new lease is granted and
 //! every local instance is put on it.
 //!
-//! A lease that replaces a lost one is granted after a random pause of up to half the TTL
-//! (at most 2 s), whoever asks for it (the recovery task, the reconciler, a registration): an
-//! etcd that lost its data loses every process's lease at once, and the pause spreads their
+//! A lease that replaces a lost one is put to use after a random pause of up to half the TTL
+//! (at most 2 s), whoever asked for it (the recovery task, the reconciler, a registration): an
+//! etcd that lost its data, or was away for longer than the TTL, loses every process's lease at
+//! once and answers their grants together when it is back, and the pause spreads their
 //! re-registrations instead of sending them in one burst.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,21 +77,34 @@ impl LeaseManager {
             if let Some(id) = self.current() {
                 return Ok(id);
             }
-            if self.replacing.swap(false, Ordering::Relaxed) {
-                let pause = backoff::spread((shared.options.ttl / 2).min(MAX_REPLACEMENT_PAUSE));
-                debug!(?pause, "pausing before replacing the lost lease");
-                tokio::time::sleep(pause).await;
-            }
+            let replacing = self.replacing.swap(false, Ordering::Relaxed);
             let ttl = shared.options.ttl.as_secs().max(1) as i64;
-            let id = shared.grant(ttl).await?;
-            *self.slot() = Some(id);
+            let id = match shared.grant(ttl).await {
+                Ok(id) => id,
+                Err(e) => {
+                    // Still a replacement when etcd grants one later.
+                    self.replacing.fetch_or(replacing, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
             info!(lease = id, ttl_secs = ttl, "lease granted");
             let task = tokio::spawn(
                 keep_alive(Arc::downgrade(shared), id).instrument(tracing::info_span!("etcd_lease", lease = id)),
             );
-            let mut tasks = self.tasks();
-            tasks.retain(|t| !t.is_finished());
-            tasks.push(AbortOnDropHandle::new(task));
+            {
+                let mut tasks = self.tasks();
+                tasks.retain(|t| !t.is_finished());
+                tasks.push(AbortOnDropHandle::new(task));
+            }
+            if replacing {
+                // The grant answered the moment etcd could (requests wait for a connection),
+                // so every process gets here together: the pause before anyone puts a key on
+                // the new lease is what spreads the re-registrations.
+                let pause = backoff::spread((shared.options.ttl / 2).min(MAX_REPLACEMENT_PAUSE));
+                debug!(?pause, "pausing before registering again on the new lease");
+                tokio::time::sleep(pause).await;
+            }
+            *self.slot() = Some(id);
             Ok(id)
         })
     }
@@ -179,12 +193,14 @@ async fn keep_alive(weak: Weak<Shared>, lease: i64) {
     };
     warn!(reason, "lease lost; granting a new one and registering again");
     metrics::registry_session_up(BACKEND, false);
-    recover(weak, lease, ttl).await;
+    recover(weak, lease).await;
 }
 
 /// Grants a new lease and puts every local instance on it, retrying until it works.
-async fn recover(weak: Weak<Shared>, lost: i64, ttl: Duration) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), ttl.max(Duration::from_secs(1)));
+async fn recover(weak: Weak<Shared>, lost: i64) {
+    // The backoff between attempts is capped as the pause after a grant (see `ensure`), so a
+    // process is back within about twice that once etcd answers.
+    let mut backoff = Backoff::new(Duration::from_millis(100), MAX_REPLACEMENT_PAUSE);
     loop {
         let Some(shared) = weak.upgrade() else { return };
         shared.lease.invalidate(lost);
