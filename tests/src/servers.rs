@@ -667,7 +667,7 @@ impl ZookeeperServer {
             self.dir.join("zoo.cfg"),
             format!(
                 "tickTime=500\nminSessionTimeout=1000\nmaxSessionTimeout=60000\ndataDir={}\nclientPort={}\n\
-                 clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok\n",
+                 clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok\nmaxClientCnxns=0\n",
                 self.dir.join("data").display(),
                 self.port
             ),

@@ -16,7 +16,7 @@ use rpc_tests::ensemble::ZookeeperEnsemble;
 use rpc_tests::load::{ms, report, Load};
 use rpc_tests::process::signal;
 use rpc_tests::scenario::{await_registered, config, consumer, ephemeral_owner, port, provider};
-use rpc_tests::servers::{unique_root, EtcdCluster, EtcdServer};
+use rpc_tests::servers::{unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
 use rpc_tests::wait_until;
 use tokio::time::Instant;
 
@@ -274,7 +274,11 @@ impl Spread {
         for (at, key) in puts {
             first_put.entry(key).or_insert(at.duration_since(since));
         }
-        let times: Vec<Duration> = first_put.into_values().collect();
+        Self::of_times(first_put.into_values().collect())
+    }
+
+    /// From each key's time since the event.
+    fn of_times(times: Vec<Duration>) -> Self {
         let window = |t: &Duration| {
             times
                 .iter()
@@ -354,6 +358,73 @@ async fn re_registrations_after_an_etcd_data_loss_are_spread() {
     }
     report(
         "re-registration storm: etcd down longer than the TTL, then data loss, with 200 providers (each its own client and lease; TTL 5 s, reconcile 1 s)",
+        figures.into(),
+    );
+}
+
+/// 200 registry clients (each its own session, one instance each) on a ZooKeeper that stays
+/// down for twice their session timeout: every session ends, each process opens a new one
+/// when ZooKeeper is back and creates its node after a random pause, so the creations (timed
+/// by the nodes' own creation times) spread over more than a second; all are back within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_re_registrations_after_an_outage_are_spread() {
+    const PROVIDERS: u16 = 200;
+    let Some(mut zookeeper) = ZookeeperServer::start().await else {
+        return;
+    };
+    let root = unique_root("zk-storm");
+    // Session 3 s: the pause before creating nodes again is up to half of it.
+    let cfg = config("zookeeper", &[zookeeper.endpoint()], &root, 3, "");
+    let mut registries = Vec::new();
+    for i in 0..PROVIDERS {
+        let registry = rpc_registry::connect(&cfg.registry).await.expect("a registry client");
+        let instance = ServiceInstance::new("Storm", "1", "127.0.0.1", 20_000 + i);
+        registry.register(&instance).await.expect("register");
+        registries.push(registry);
+    }
+
+    zookeeper.stop().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    zookeeper.restart().await;
+    let restarted_ms = rpc_core::registry::now_ms() as i64;
+    let parent = service_path(&root, "Storm:1");
+    let observer = zookeeper_client::Client::connect(&zookeeper.endpoint())
+        .await
+        .expect("an observer");
+    let created = || async {
+        let mut created = Vec::new();
+        for child in observer.list_children(&parent).await.unwrap_or_default() {
+            if let Ok(Some(stat)) = observer.check_stat(&format!("{parent}/{child}")).await {
+                created.push(stat.ctime);
+            }
+        }
+        created
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "every node is created again after the outage",
+        || {
+            let created = created();
+            async move {
+                let created = created.await;
+                created.len() == usize::from(PROVIDERS) && created.iter().all(|c| *c >= restarted_ms)
+            }
+        },
+    )
+    .await;
+    let since_restart = created()
+        .await
+        .into_iter()
+        .map(|c| Duration::from_millis(u64::try_from(c - restarted_ms).unwrap_or(0)))
+        .collect();
+    let mut figures = serde_json::Map::new();
+    figures.insert("providers".into(), PROVIDERS.into());
+    Spread::of_times(since_restart).check("zookeeper_outage", usize::from(PROVIDERS), &mut figures);
+    for registry in registries {
+        let _ = registry.close().await;
+    }
+    report(
+        "re-registration storm: ZooKeeper down for twice the session timeout, with 200 providers (each its own session; session 3 s)",
         figures.into(),
     );
 }

@@ -1,10 +1,12 @@
 //! Opening sessions and keeping one alive: when the current session ends for good, open a new
-//! one and create every local ephemeral node again.
+//! one and create every local ephemeral node again, after a random pause of up to half the
+//! session timeout (at most 2 s), so that a fleet whose sessions all ended in one outage does
+//! not create its nodes in one burst when ZooKeeper is back.
 
 use std::sync::Weak;
 use std::time::Duration;
 
-use rpc_core::backoff::Backoff;
+use rpc_core::backoff::{self, Backoff};
 use rpc_core::metrics;
 use rpc_core::registry::RegistryError;
 use tokio::time::Instant;
@@ -51,6 +53,9 @@ pub(super) async fn open(options: &ZookeeperOptions) -> Result<zk::Client, Regis
         }
     }
 }
+
+/// The longest random pause between a new session and creating the nodes in it.
+const MAX_REREGISTER_PAUSE: Duration = Duration::from_secs(2);
 
 /// Runs for the registry's lifetime: waits for the session to end, then replaces it.
 pub(super) async fn supervise(weak: Weak<Shared>) {
@@ -109,6 +114,11 @@ async fn reopen(weak: &Weak<Shared>) -> bool {
                 if !shared.replace_client(client) {
                     return false;
                 }
+                // Every process whose session ended in an outage gets its new one the moment
+                // ZooKeeper is back: a random pause spreads their node creations.
+                let pause = backoff::spread((shared.options.session_timeout / 2).min(MAX_REREGISTER_PAUSE));
+                debug!(?pause, "pausing before creating the nodes again");
+                tokio::time::sleep(pause).await;
                 // Create the nodes in this session, retrying while the session lives.
                 loop {
                     match shared.put_all().await {
