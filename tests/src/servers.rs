@@ -430,32 +430,27 @@ impl EtcdCluster {
 
     /// Member `i`'s id, as etcd writes it (hex), asked of the member itself.
     pub async fn member_id(&self, i: usize) -> Option<String> {
+        let status = self.status(i).await?;
+        status.header().map(|h| format!("{:x}", h.member_id()))
+    }
+
+    /// Member `i`'s status, asked of the member itself (without requiring a leader), within 2 s.
+    async fn status(&self, i: usize) -> Option<etcd_client::StatusResponse> {
         let status = async {
             let mut client = etcd_client::Client::connect([format!("http://{}", self.endpoint(i))], None)
                 .await
                 .ok()?;
             client.status().await.ok()
         };
-        let status = tokio::time::timeout(Duration::from_secs(2), status)
+        tokio::time::timeout(Duration::from_secs(2), status)
             .await
             .ok()
-            .flatten()?;
-        status.header().map(|h| format!("{:x}", h.member_id()))
+            .flatten()
     }
 
     /// Whether member `i` knows a leader (asked of the member itself, without requiring one).
     pub async fn sees_leader(&self, i: usize) -> bool {
-        let status = async {
-            let mut client = etcd_client::Client::connect([format!("http://{}", self.endpoint(i))], None)
-                .await
-                .ok()?;
-            client.status().await.ok()
-        };
-        let status = tokio::time::timeout(Duration::from_secs(2), status)
-            .await
-            .ok()
-            .flatten();
-        status.is_some_and(|s| s.leader() != 0)
+        self.status(i).await.is_some_and(|s| s.leader() != 0)
     }
 
     /// Cuts member `i` off from its peers (its clients still reach it). Needs a cluster from
@@ -491,16 +486,7 @@ impl EtcdCluster {
                 ids.push(None);
                 continue;
             }
-            let status = async {
-                let mut client = etcd_client::Client::connect([format!("http://{}", self.endpoint(i))], None)
-                    .await
-                    .ok()?;
-                client.status().await.ok()
-            };
-            let status = tokio::time::timeout(Duration::from_secs(2), status)
-                .await
-                .ok()
-                .flatten();
+            let status = self.status(i).await;
             ids.push(status.as_ref().and_then(|s| s.header().map(|h| h.member_id())));
             if let Some(s) = status {
                 leader = leader.or(Some(s.leader()));

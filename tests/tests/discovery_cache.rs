@@ -122,6 +122,18 @@ impl Registry for Flaky {
     }
 }
 
+/// Breaks every watch of `registry` (down and up again) and waits until the cache watches again.
+async fn break_watches(registry: &Flaky) {
+    let watches = registry.watches.load(Ordering::SeqCst);
+    registry.set_down(true);
+    registry.set_down(false);
+    wait_until(Duration::from_secs(2), "the cache watches again", || {
+        let n = registry.watches.load(Ordering::SeqCst);
+        async move { n > watches }
+    })
+    .await;
+}
+
 fn options() -> DiscoveryOptions {
     DiscoveryOptions {
         load_timeout: Duration::from_secs(1),
@@ -223,14 +235,7 @@ async fn an_empty_relisting_keeps_the_last_known_instances_for_the_grace_period(
     registry.lose_events.store(true, Ordering::SeqCst);
     registry.deregister(&instance(1)).await.unwrap();
     registry.lose_events.store(false, Ordering::SeqCst);
-    let watches = registry.watches.load(Ordering::SeqCst);
-    registry.set_down(true);
-    registry.set_down(false);
-    wait_until(Duration::from_secs(2), "the cache watches again", || {
-        let n = registry.watches.load(Ordering::SeqCst);
-        async move { n > watches }
-    })
-    .await;
+    break_watches(&registry).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         ports(&cache.cached("S:1").unwrap()),
@@ -246,14 +251,7 @@ async fn an_empty_relisting_keeps_the_last_known_instances_for_the_grace_period(
     registry.lose_events.store(true, Ordering::SeqCst);
     registry.deregister(&instance(2)).await.unwrap();
     registry.lose_events.store(false, Ordering::SeqCst);
-    let watches = registry.watches.load(Ordering::SeqCst);
-    registry.set_down(true);
-    registry.set_down(false);
-    wait_until(Duration::from_secs(2), "the cache watches again", || {
-        let n = registry.watches.load(Ordering::SeqCst);
-        async move { n > watches }
-    })
-    .await;
+    break_watches(&registry).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(ports(&cache.cached("S:1").unwrap()), vec![2], "kept during the grace");
     await_ports(&cache, "S:1", vec![]).await;
@@ -288,14 +286,7 @@ async fn a_removal_that_empties_the_list_just_after_a_rewatch_waits_for_the_grac
 
     // The watch breaks and is re-established (a registry that was frozen, say); then the
     // registry expires every lease at once: a live removal that empties the list.
-    let watches = registry.watches.load(Ordering::SeqCst);
-    registry.set_down(true);
-    registry.set_down(false);
-    wait_until(Duration::from_secs(2), "the cache watches again", || {
-        let n = registry.watches.load(Ordering::SeqCst);
-        async move { n > watches }
-    })
-    .await;
+    break_watches(&registry).await;
     registry.deregister(&instance(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(ports(&cache.cached("S:1").unwrap()), vec![1], "kept during the grace");
