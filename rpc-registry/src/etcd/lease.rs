@@ -88,22 +88,22 @@ impl LeaseManager {
                 }
             };
             info!(lease = id, ttl_secs = ttl, "lease granted");
-            let task = tokio::spawn(
-                keep_alive(Arc::downgrade(shared), id).instrument(tracing::info_span!("etcd_lease", lease = id)),
-            );
-            {
-                let mut tasks = self.tasks();
-                tasks.retain(|t| !t.is_finished());
-                tasks.push(AbortOnDropHandle::new(task));
-            }
             if replacing {
                 // The grant answered the moment etcd could (requests wait for a connection),
                 // so every process gets here together: the pause before anyone puts a key on
-                // the new lease is what spreads the re-registrations.
+                // the new lease is what spreads the re-registrations. It is at most half the
+                // TTL, so the lease outlives it before its keeper starts; if this future is
+                // dropped meanwhile, the unused lease just expires.
                 let pause = backoff::spread((shared.options.ttl / 2).min(MAX_REPLACEMENT_PAUSE));
                 debug!(?pause, "pausing before registering again on the new lease");
                 tokio::time::sleep(pause).await;
             }
+            let task = tokio::spawn(
+                keep_alive(Arc::downgrade(shared), id).instrument(tracing::info_span!("etcd_lease", lease = id)),
+            );
+            let mut tasks = self.tasks();
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(AbortOnDropHandle::new(task));
             *self.slot() = Some(id);
             Ok(id)
         })
