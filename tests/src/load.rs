@@ -32,6 +32,12 @@ impl LoadStats {
         self.failures.len() as u64
     }
 
+    /// Fails the test, showing the first failures, if any call failed.
+    #[track_caller]
+    pub fn assert_none_failed(&self) {
+        assert_eq!(self.failed(), 0, "{:?}", &self.failures[..self.failures.len().min(3)]);
+    }
+
     /// Failures at or after `since`.
     pub fn failed_since(&self, since: Instant) -> usize {
         self.failures.iter().filter(|(at, _)| *at >= since).count()

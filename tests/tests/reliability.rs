@@ -62,12 +62,7 @@ async fn etcd_outage_longer_than_the_ttl() {
     let discovered = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = load.stop().await;
-    assert_eq!(
-        stats.failed(),
-        0,
-        "{:?}",
-        &stats.failures[..stats.failures.len().min(3)]
-    );
+    stats.assert_none_failed();
     assert!(
         stats.by_instance.get("p3").copied().unwrap_or(0) > 0,
         "the new provider got calls"
@@ -177,12 +172,7 @@ async fn etcd_cluster_loses_its_leader_then_a_follower() {
         cluster.restart(victim).await;
     }
     let stats = load.stop().await;
-    assert_eq!(
-        stats.failed(),
-        0,
-        "{:?}",
-        &stats.failures[..stats.failures.len().min(3)]
-    );
+    stats.assert_none_failed();
     figures.insert("load".into(), "8 workers".into());
     figures.insert("calls".into(), stats.calls().into());
     figures.insert("failed".into(), stats.failed().into());
@@ -258,12 +248,7 @@ async fn zookeeper_restart_and_session_expiry() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = load.stop().await;
     // Calls to p3 while it was cut off from ZooKeeper still succeed: only its registration lapsed.
-    assert_eq!(
-        stats.failed(),
-        0,
-        "{:?}",
-        &stats.failures[..stats.failures.len().min(3)]
-    );
+    stats.assert_none_failed();
     report(
         "ZooKeeper restart (down 4 s, session 2 s) and forced session expiry",
         serde_json::json!({
@@ -328,12 +313,7 @@ async fn provider_killed_under_load_with_fail_over_loses_no_call() {
     let Some((stats, _, victim)) = kill_one_of_three("fail_over").await else {
         return;
     };
-    assert_eq!(
-        stats.failed(),
-        0,
-        "{:?}",
-        &stats.failures[..stats.failures.len().min(3)]
-    );
+    stats.assert_none_failed();
     assert!(
         stats.by_instance.contains_key(&victim.to_string()),
         "the victim served calls before it died"
