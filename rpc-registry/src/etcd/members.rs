@@ -5,8 +5,10 @@
 //! stalled VM, a full disk) keeps its connections open and answers nothing, so a third of the
 //! requests, watches and keep-alives would hang on it until their timeouts; a member cut off
 //! from its peers answers, but has no leader. A probe task asks each member for its status,
-//! on its own connection with the client's options and a short deadline, every probe interval
-//! and at once when a request had to be hedged (see [`super::requests`]). A member that does
+//! on its own connection with the client's options and a short deadline: once when the client
+//! starts, every probe interval, and soon after a request had to be hedged or failed with a
+//! transient error such as "no leader" (see [`super::requests`]; such rounds are at least one
+//! probe deadline apart). A member that does
 //! not answer in time, or answers without a leader, is removed from the balancer: new requests
 //! and streams go to the others. Streams already open on it outlive the removal (until their
 //! connection's keep-alive ping fails), so each watch is then asked to prove it is alive (see
@@ -21,6 +23,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions};
 use futures_util::future::join_all;
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn, Instrument};
 
@@ -86,7 +89,7 @@ impl MemberHealth {
         self.removals.clone()
     }
 
-    /// Probes every member now: a request went unanswered.
+    /// Probes every member soon: a request went unanswered or failed.
     pub(crate) fn suspect(&self) {
         self.wake.notify_one();
     }
@@ -102,11 +105,21 @@ struct Probes {
 
 impl Probes {
     async fn run(self, mut members: Vec<Member>, interval: Duration, wake: Arc<Notify>) {
+        // The first round runs at once: a client that connects while a member is down or
+        // leaderless should not spend its first interval sending requests there.
+        let mut last_round: Option<Instant> = None;
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = wake.notified() => {}
+            if let Some(last) = last_round {
+                tokio::select! {
+                    () = tokio::time::sleep_until(last + interval) => {}
+                    () = wake.notified() => {
+                        // Suspicions come with every failed request; one round per probe
+                        // deadline answers them all.
+                        tokio::time::sleep_until(last + self.deadline).await;
+                    }
+                }
             }
+            last_round = Some(Instant::now());
             let healthy = join_all(members.iter_mut().map(|m| probe(m, &self.options, self.deadline))).await;
             let mut balanced = members.iter().filter(|m| m.in_balancer).count();
             for (member, healthy) in members.iter_mut().zip(healthy) {

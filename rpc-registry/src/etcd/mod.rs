@@ -113,7 +113,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// A request went unanswered: probe the members now.
+    /// A request went unanswered or failed: probe the members soon.
     pub(crate) fn suspect_members(&self) {
         if let Some(members) = &self.members {
             members.suspect();

@@ -8,7 +8,8 @@
 //! client sends each request to a member at random, and a frozen member keeps its connections
 //! open and answers nothing; the first hedge also has the members probed at once (see
 //! [`super::members`]), which takes an unresponsive one out of the balancer, so later hedges
-//! go to members that answer. Every request here may run more than once: puts and deletes are
+//! go to members that answer. A transient error (a member without a leader answers at once)
+//! has them probed too. Every request here may run more than once: puts and deletes are
 //! idempotent, and a lease granted twice is kept alive only once, so etcd expires the other.
 
 use std::future::Future;
@@ -77,6 +78,9 @@ impl Shared {
                         return Err(unavailable(&self.options.endpoints, operation, e));
                     }
                     debug!(operation, error = %e, "transient etcd error; retrying");
+                    // The member that answered may be leaderless or leaving: have the members
+                    // probed, so that the retries go to one that works.
+                    self.suspect_members();
                     tokio::time::sleep(delay).await;
                 }
                 Err(_) => {
