@@ -53,6 +53,9 @@
 //! * `zookeeper` (default): the ZooKeeper backend (pure Rust).
 //! * `tls` (default): TLS and mTLS on the RPC transport (rustls).
 //! * `prometheus` (default): the `/metrics` endpoint `rpc.metrics.listen` starts.
+//! * `http` (default): HTTP/JSON on the RPC port, with `GET /openapi.json`.
+//! * `zstd` (default): zstd compression of call bodies.
+//! * `otel`: [`telemetry`], call spans exported over OTLP to an OpenTelemetry collector.
 //!
 //! A configuration asking for something this build leaves out is refused by [`load_config`]
 //! with an error naming the field and the feature.
@@ -61,6 +64,8 @@
 
 mod bootstrap;
 pub mod metrics_endpoint;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 
 pub use bootstrap::{client_options, consumer, secure_consumer, serve, serve_listener, BootError, Provider};
 pub use rpc_core::*;
@@ -90,8 +95,8 @@ pub fn load_config(path: impl AsRef<Path>) -> Result<RpcConfig, ConfigError> {
 }
 
 /// Checks that what `config` asks for is compiled into this build: the registry backend it
-/// names, TLS when a `tls` section is set, and the Prometheus endpoint when
-/// `rpc.metrics.listen` is set. `origin` names the configuration's source in the error.
+/// names, TLS when a `tls` section is set, the Prometheus endpoint when
+/// `rpc.metrics.listen` is set, and span export when `rpc.telemetry.otlp_endpoint` is. `origin` names the configuration's source in the error.
 pub fn check_features(config: &RpcConfig, origin: &str) -> Result<(), ConfigError> {
     let invalid = |field: &str, message: String| ConfigError::Invalid {
         origin: origin.to_owned(),
@@ -105,6 +110,12 @@ pub fn check_features(config: &RpcConfig, origin: &str) -> Result<(), ConfigErro
         return Err(invalid(
             "rpc.metrics.listen",
             "the Prometheus endpoint is not compiled in; enable the `prometheus` feature of rpc".to_owned(),
+        ));
+    }
+    if config.telemetry.otlp_endpoint.is_some() && !cfg!(feature = "otel") {
+        return Err(invalid(
+            "rpc.telemetry.otlp_endpoint",
+            "span export is not compiled in; enable the `otel` feature of rpc".to_owned(),
         ));
     }
     if !cfg!(feature = "tls") {

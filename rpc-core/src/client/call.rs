@@ -17,7 +17,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
 use tower_layer::Layer;
 
-use super::deliver::{client_span, deliver, seal_metadata};
+use super::deliver::{deliver, end_client_span, start_call};
 use super::{CallRequest, Invoker, StreamOpen};
 use crate::body::Body;
 use crate::context::{CallContext, MetadataLimits};
@@ -136,7 +136,7 @@ impl tower_service::Service<ClientCall> for Deliver {
                 limits,
                 stream,
             } = call;
-            seal_metadata(&mut ctx, &limits)?;
+            let span = start_call(&mut ctx, &limits, &method)?;
             let prefix = encode_request_prefix(method.service, method.name, ctx.metadata())?;
             let args = match &stream {
                 Some(stream) => args.prepend(stream.open.window.credit().encode()),
@@ -153,12 +153,14 @@ impl tower_service::Service<ClientCall> for Deliver {
                 route_tag: ctx.metadata().get(super::rules::ROUTE_TAG),
             };
             let Some(stream) = stream else {
-                return deliver(invoker.as_ref(), &request, &method, local.as_ref(), &ctx).await;
+                return deliver(invoker.as_ref(), &request, &method, local.as_ref(), span).await;
             };
             let opened = invoker
                 .open_stream(&request, &stream.open)
-                .instrument(client_span(&method, &ctx))
-                .await?;
+                .instrument(span.clone())
+                .await;
+            end_client_span(&span, &opened);
+            let opened = opened?;
             *stream.opened.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(opened);
             Ok(Reply::empty())
         })

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::call::{ClientCall, ClientLayer, ClientLayers, ClientStack, ClientStreamParts};
-use super::deliver::{client_span, deliver, seal_metadata};
+use super::deliver::{deliver, end_client_span, start_call};
 use super::rules::ROUTE_TAG;
 use super::{CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker, StreamOpen};
 use crate::balance::{hash_serialized, LoadBalancerKind};
@@ -373,7 +373,7 @@ impl Channel {
         let args = self.serializer.encode_body(args)?;
         let result = match self.layers.stack() {
             None => {
-                seal_metadata(&mut ctx, &self.metadata_limits)?;
+                let span = start_call(&mut ctx, &self.metadata_limits, method)?;
                 let prefix = encode_request_prefix(method.service, method.name, ctx.metadata())?;
                 let call = CallRequest {
                     service: method.service,
@@ -385,8 +385,9 @@ impl Channel {
                     hash_key,
                     route_tag: ctx.metadata().get(ROUTE_TAG),
                 };
-                let span = client_span(method, &ctx);
-                self.invoker.open_stream(&call, &open).instrument(span).await
+                let opened = self.invoker.open_stream(&call, &open).instrument(span.clone()).await;
+                end_client_span(&span, &opened);
+                opened
             }
             Some(stack) => {
                 let opened = Arc::new(std::sync::Mutex::new(None));
@@ -442,7 +443,7 @@ impl Channel {
         plan: Plan<'_>,
     ) -> Result<Reply, RpcError> {
         let method = plan.method;
-        seal_metadata(ctx, &self.metadata_limits)?;
+        let span = start_call(ctx, &self.metadata_limits, method)?;
         let body = encode_request_body(method.service, method.name, ctx.metadata(), self.serializer, args)?;
         let call = CallRequest {
             service: method.service,
@@ -454,7 +455,7 @@ impl Channel {
             hash_key: plan.hash_key,
             route_tag: ctx.metadata().get(ROUTE_TAG),
         };
-        deliver(self.invoker.as_ref(), &call, method, plan.local, ctx).await
+        deliver(self.invoker.as_ref(), &call, method, plan.local, span).await
     }
 
     /// The call path through the tower layers: the arguments encoded apart, the call handed to

@@ -474,6 +474,7 @@ where
         let Some(_in_flight) = target.health.begin() else {
             return Err(RpcError::Overloaded);
         };
+        crate::context::export::note_peer(&target.addr);
         match target.endpoint.connection(Some(deadline)).await {
             Ok(conn) => exchange(conn).await,
             Err(e) => Err(e),

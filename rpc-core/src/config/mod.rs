@@ -125,6 +125,8 @@ pub struct RpcConfig {
     pub consumer: ConsumerConfig,
     /// The metrics endpoint.
     pub metrics: MetricsConfig,
+    /// Span export (OpenTelemetry).
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for RpcConfig {
@@ -136,6 +138,7 @@ impl Default for RpcConfig {
             registry: RegistryConfig::default(),
             consumer: ConsumerConfig::default(),
             metrics: MetricsConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -335,6 +338,35 @@ pub struct MetricsConfig {
     /// `host:port` of the HTTP endpoint serving Prometheus text at `/metrics`; none when
     /// absent. A provider and a consumer of one process share the endpoint.
     pub listen: Option<String>,
+}
+
+/// `rpc.telemetry:` — where the process exports its call spans (the `otel` feature of `rpc`;
+/// `rpc::telemetry::init` reads it). The standard `OTEL_*` variables win over it:
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT` (and with one of them
+/// export is on without this section), `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`,
+/// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`, and
+/// `OTEL_SDK_DISABLED=true` turns export off.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC endpoint spans go to, e.g. `http://127.0.0.1:4317` (an OpenTelemetry
+    /// Collector, Jaeger, Tempo); none: no export.
+    pub otlp_endpoint: Option<String>,
+    /// The share of new traces recorded, from 0.0 to 1.0; a call that continues a caller's
+    /// trace follows the caller's decision.
+    pub sampling_ratio: f64,
+    /// The exported `service.name`; default: `rpc.name`.
+    pub service_name: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            sampling_ratio: 1.0,
+            service_name: None,
+        }
+    }
 }
 
 /// `rpc.consumer:` — how calls are made. `services` overrides any of it per service (and
@@ -1014,6 +1046,23 @@ impl RpcConfig {
         if let Some(listen) = self.metrics.listen.as_deref().filter(|l| !is_host_port(l)) {
             return invalid("rpc.metrics.listen", format!("\"{listen}\" is not host:port"));
         }
+        let t = &self.telemetry;
+        if let Some(endpoint) = t
+            .otlp_endpoint
+            .as_deref()
+            .filter(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+        {
+            return invalid(
+                "rpc.telemetry.otlp_endpoint",
+                format!("\"{endpoint}\" is not an http:// or https:// URL (an OTLP/gRPC endpoint such as http://127.0.0.1:4317)"),
+            );
+        }
+        if !(0.0..=1.0).contains(&t.sampling_ratio) {
+            return invalid(
+                "rpc.telemetry.sampling_ratio",
+                format!("{} is not between 0.0 and 1.0", t.sampling_ratio),
+            );
+        }
         let s = &self.server;
         let wildcard = matches!(s.host.as_str(), "0.0.0.0" | "::" | "[::]");
         if wildcard && s.advertise_host.is_none() {
@@ -1286,6 +1335,28 @@ rpc:
         assert_eq!(
             err("rpc:\n  consumer:\n    breaker: { window_ms: 0 }\n"),
             "<string>: rpc.consumer.breaker.window_ms: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn telemetry_comes_from_yaml_and_names_a_bad_field() {
+        let off = RpcConfig::from_yaml("").unwrap().telemetry;
+        assert_eq!((off.otlp_endpoint, off.sampling_ratio), (None, 1.0));
+        let on = RpcConfig::from_yaml(
+            "rpc:\n  telemetry:\n    otlp_endpoint: http://127.0.0.1:4317\n    sampling_ratio: 0.25\n    service_name: users\n",
+        )
+        .unwrap()
+        .telemetry;
+        assert_eq!(on.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(on.sampling_ratio, 0.25);
+        assert_eq!(on.service_name.as_deref(), Some("users"));
+        assert_eq!(
+            err("rpc:\n  telemetry:\n    otlp_endpoint: 127.0.0.1:4317\n"),
+            "<string>: rpc.telemetry.otlp_endpoint: \"127.0.0.1:4317\" is not an http:// or https:// URL (an OTLP/gRPC endpoint such as http://127.0.0.1:4317)"
+        );
+        assert_eq!(
+            err("rpc:\n  telemetry:\n    sampling_ratio: 1.5\n"),
+            "<string>: rpc.telemetry.sampling_ratio: 1.5 is not between 0.0 and 1.0"
         );
     }
 

@@ -30,6 +30,7 @@
 //! The context lives in a tokio task-local of the handler's task. A handler that spawns a task
 //! and calls out from it wraps the task's future in [`scope`] with the context to keep it.
 
+pub mod export;
 mod extensions;
 mod identity;
 mod metadata;

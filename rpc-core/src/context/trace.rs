@@ -39,6 +39,17 @@ impl TraceContext {
         }
     }
 
+    /// The position given by its parts (a span exporter's ids, see
+    /// [`export`](super::export)); `None` when the trace or span id is zero (invalid).
+    pub fn from_parts(trace_id: TraceId, span_id: SpanId, parent: Option<SpanId>, sampled: bool) -> Option<Self> {
+        (trace_id.0 != 0 && span_id.0 != 0).then_some(Self {
+            trace_id: trace_id.0,
+            span_id: span_id.0,
+            parent_span_id: parent.map(|p| p.0).filter(|&p| p != 0),
+            flags: if sampled { SAMPLED } else { 0 },
+        })
+    }
+
     /// Parses a `traceparent` value; `None` when it is not a valid version-00 header.
     pub fn parse_traceparent(value: &str) -> Option<Self> {
         let b = value.trim().as_bytes();

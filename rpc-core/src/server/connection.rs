@@ -30,7 +30,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn, Instrument};
 
 use super::call::{CallFuture, ServerCall, StackCall};
-use super::finish::{call_span, drive, panicked, EndGuard};
+use super::finish::{call_span, drive, end_call_span, panicked, EndGuard};
 use super::limits::CallPermit;
 use super::running::{Registered, RunningCalls};
 #[cfg(feature = "tls")]
@@ -490,7 +490,7 @@ impl Conn {
             service,
             serializer,
             permit,
-            ctx,
+            mut ctx,
             args,
             deadline,
         } = match self.begin(&header, now, admitted) {
@@ -500,7 +500,7 @@ impl Conn {
         let intercepted = !shared.interceptors.is_empty();
         // The call's span: the handler's log lines carry its service, method and trace id,
         // the trace continuing the caller's (see `context`).
-        let span = call_span(&ctx);
+        let span = call_span(&mut ctx);
         let started = Started {
             header,
             deadline,
@@ -523,6 +523,7 @@ impl Conn {
                     Ok(handler) => self.drive(started, span, Box::pin(context::scope(ctx, handler))).await,
                     Err(panic) => {
                         let reply = panicked(service.key(), header.request_id, panic.as_ref());
+                        end_call_span(&span, &reply);
                         Some(self.finish(intercepted.then_some(&ctx), reply))
                     }
                 }
@@ -545,7 +546,7 @@ impl Conn {
             service,
             serializer,
             permit,
-            ctx,
+            mut ctx,
             args,
             deadline,
         } = match self.begin(&header, now, admitted) {
@@ -556,7 +557,7 @@ impl Conn {
             Ok(split) => split,
             Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
         };
-        let span = call_span(&ctx);
+        let span = call_span(&mut ctx);
         let call = StreamCall {
             service,
             ctx,
@@ -626,6 +627,7 @@ impl Conn {
                 return None;
             }
         };
+        end_call_span(&span, &reply);
         let ctx = started.intercepted.then(|| call.as_mut().take_context()).flatten();
         Some(self.finish(ctx.as_ref(), reply))
     }

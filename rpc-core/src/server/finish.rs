@@ -14,13 +14,17 @@ use tracing::{debug, error};
 
 use super::call::CallFuture;
 use super::Shared;
+use crate::context::export::{self, CallEnd, CallSpan, SpanKind};
 use crate::context::CallContext;
+use crate::error::ErrorKind;
 use crate::interceptor::Outcome;
 use crate::protocol::Status;
 use crate::reply::Reply;
 
-/// The span of one call on the server.
-pub(crate) fn call_span(ctx: &CallContext) -> tracing::Span {
+/// The span of one call on the server. Its trace continues the caller's; when spans are
+/// exported (see [`crate::context::export`]) the exporter gives it its position, which `ctx`
+/// then carries (the handler's outgoing calls name it as their parent).
+pub(crate) fn call_span(ctx: &mut CallContext) -> tracing::Span {
     let span = tracing::info_span!(
         "rpc_call",
         service = ctx.service(),
@@ -29,11 +33,49 @@ pub(crate) fn call_span(ctx: &CallContext) -> tracing::Span {
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
         parent_span_id = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
     );
-    if let Some(trace) = ctx.trace() {
+    let trace = export::start_span(
+        &span,
+        CallSpan {
+            kind: SpanKind::Server,
+            service: ctx.service(),
+            method: ctx.method(),
+            trace: ctx.trace().copied(),
+        },
+    );
+    if let Some(trace) = trace {
         trace.record_on(&span);
+        ctx.set_trace(Some(trace));
     }
     span
+}
+
+/// Tells the span exporter (if one is installed) how the call in `span` ended.
+pub(crate) fn end_call_span(span: &tracing::Span, reply: &Reply) {
+    let Some(export) = export::span_export() else {
+        return;
+    };
+    let message;
+    let end = match reply.status {
+        Status::Ok => CallEnd::Ok,
+        // The body is the encoded application error, not text.
+        Status::ApplicationError => CallEnd::Failed {
+            kind: ErrorKind::Application.as_str(),
+            message: "the method returned an error",
+        },
+        status => {
+            message = reply.message();
+            CallEnd::Failed {
+                kind: ErrorKind::from_status(status).as_str(),
+                message: &message,
+            }
+        }
+    };
+    export.end(span, end);
 }
 
 /// The future of a call that runs in its own task. When it goes (the call ended, its caller
@@ -90,6 +132,8 @@ pub(crate) async fn drive<F: CallFuture>(
         }
     };
     guard.outcome = Outcome::from_status(reply.status);
+    // Runs in the call's span (the call's task, or the HTTP ingress, is instrumented with it).
+    end_call_span(&tracing::Span::current(), &reply);
     Some(reply)
 }
 

@@ -311,7 +311,7 @@ impl Conn {
             return reply_response(Reply::from_error(&refusal));
         }
         let intercepted = !shared.interceptors.is_empty();
-        let span = call_span(&ctx);
+        let span = call_span(&mut ctx);
         if streams.is_some() {
             return self.stream(service, ctx, args, deadline, permit).instrument(span).await;
         }
