@@ -18,8 +18,8 @@ FRAMEWORKS = ["rpc-core/bincode", "rpc-core/bincode+Bytes", "tarpc/bincode", "to
 PEERS = ["tarpc/bincode", "tonic/protobuf", "volo-thrift"]
 
 SERIALIZERS_NOTE = ("msgpack is the default: it writes every value with its type and structs as maps by field "
-                    "name, so services can add fields, variants and arguments during a rollout (README, "
-                    "\"Changing a service\"). bincode and postcard are fixed-schema. Target: msgpack's server CPU "
+                    "name, so services can add fields, variants and arguments during a rollout "
+                    "(docs/define-and-serve.md, \"Changing a service\"). bincode and postcard are fixed-schema. Target: msgpack's server CPU "
                     "per call within 10% of bincode's.\n")
 HTTP_NOTE = ("The same record echo over HTTP/JSON: this framework's ingress (on its RPC port, through the same "
              "limit, interceptors and handler as an RPC call) against an axum router whose one handler reads "

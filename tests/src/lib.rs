@@ -3,10 +3,32 @@
 
 #![deny(missing_docs)]
 
-/// The README's compiled blocks (the ones not marked `ignore`) run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
+/// Runs the Rust blocks of each Markdown file as doc tests of a struct of its own.
+macro_rules! markdown_doctests {
+    ($($name:ident => $path:literal),+ $(,)?) => {
+        $(
+            #[cfg(doctest)]
+            #[doc = include_str!($path)]
+            pub struct $name;
+        )+
+    };
+}
+
+// The README's and the guide's Rust blocks: the README's are the files of an outside crate
+// (marked `ignore` here, built by `scripts/check-build`); every other block compiles here.
+markdown_doctests! {
+    ReadmeDoctests => "../../README.md",
+    GuideDefineAndServe => "../../docs/define-and-serve.md",
+    GuideDiscover => "../../docs/discover.md",
+    GuideConfigure => "../../docs/configure.md",
+    GuideResilience => "../../docs/resilience.md",
+    GuideSecurity => "../../docs/security.md",
+    GuideObservability => "../../docs/observability.md",
+    GuideOperations => "../../docs/operations.md",
+    GuideTrafficControl => "../../docs/traffic-control.md",
+    GuidePerformance => "../../docs/performance.md",
+    GuideProtocol => "../../docs/protocol.md",
+}
 
 pub mod certs;
 pub mod ensemble;

@@ -359,16 +359,16 @@ async fn https_by_alpn_and_rpc_over_tls_share_the_port() {
     server.shutdown().await;
 }
 
-/// The curl session of README's HTTP/JSON section, run against a UserService provider (the
-/// README's `127.0.0.1:9001` replaced by the provider's address): every command prints what
-/// the README says it prints.
+/// The curl session of the guide's HTTP/JSON section (docs/protocol.md), run against a
+/// UserService provider (the guide's `127.0.0.1:9001` replaced by the provider's address):
+/// every command prints what the guide says it prints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_curl_examples_print_what_the_readme_says() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let section = readme
+async fn the_guide_curl_examples_print_what_the_guide_says() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
+    let section = guide
         .split("## HTTP/JSON")
         .nth(1)
-        .expect("README has an HTTP/JSON section");
+        .expect("the guide has an HTTP/JSON section");
     let block = section
         .split("```sh\n")
         .nth(1)
@@ -403,7 +403,7 @@ async fn the_readme_curl_examples_print_what_the_readme_says() {
             .expect("sh");
         let printed = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
         let expected = expected.join("\n").replace("127.0.0.1:9001", &addr);
-        assert_eq!(printed, expected, "README example printed something else");
+        assert_eq!(printed, expected, "the guide's example printed something else");
     }
     server.shutdown().await;
 }

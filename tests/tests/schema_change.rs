@@ -6,7 +6,7 @@
 //! versions change a field's type and remove a field. The default serializer (msgpack) must
 //! give the right value for every additive case and an error naming the field or the variant
 //! for the others; no serializer may give a wrong value. The printed table is the matrix the
-//! README quotes.
+//! guide quotes (docs/define-and-serve.md).
 
 use rpc_core::server::{RunningServer, ServerBuilder};
 use rpc_core::{Channel, RpcError, SerializerKind};
