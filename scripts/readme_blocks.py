@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Writes the files a README shows into a directory, so a test can build exactly what the README
-tells users to write.
+"""Checks that the files the README shows are the files of examples/hello, so the crate CI
+builds and runs is exactly what the README tells users to write.
 
-Usage: readme_blocks.py README.md OUT_DIR REPO_ROOT
+Usage: readme_blocks.py README.md DIR
 
-A file is a fenced code block directly preceded by a line `<!-- file: PATH -->`; it is written
-to OUT_DIR/PATH. In the written files, the dependency paths `../rpc/` (where the README
-assumes a checkout of this repository) point at REPO_ROOT instead.
+A file is a fenced code block directly preceded by a line `<!-- file: PATH -->`; it must equal
+DIR/PATH, and DIR must hold no other file. The README assumes a checkout of this repository next
+to the user's project (`"../rpc/`); DIR lives inside the checkout (`"../../`).
 """
 
 import pathlib
@@ -33,17 +33,23 @@ def blocks(text):
 
 
 def main():
-    readme, out, root = sys.argv[1:4]
-    out = pathlib.Path(out)
-    written = 0
-    for path, body in blocks(pathlib.Path(readme).read_text()):
-        target = out / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(body.replace('"../rpc/', f'"{root}/'))
-        written += 1
-    if written == 0:
+    readme, directory = sys.argv[1:3]
+    directory = pathlib.Path(directory)
+    shown = {path: body.replace('"../rpc/', '"../../') for path, body in blocks(pathlib.Path(readme).read_text())}
+    if not shown:
         sys.exit(f"{readme} has no <!-- file: ... --> blocks")
-    print(f"wrote {written} files from {readme} to {out}", file=sys.stderr)
+    on_disk = {
+        str(p.relative_to(directory)): p.read_text()
+        for p in directory.rglob("*")
+        if p.is_file() and "target" not in p.parts and p.name != "Cargo.lock"
+    }
+    problems = [f"{path}: in {readme}, not in {directory}" for path in shown.keys() - on_disk.keys()]
+    problems += [f"{path}: in {directory}, not in {readme}" for path in on_disk.keys() - shown.keys()]
+    problems += [f"{path}: differs between {readme} and {directory}" for path in shown.keys() & on_disk.keys()
+                 if shown[path] != on_disk[path]]
+    if problems:
+        sys.exit("\n".join(problems))
+    print(f"{readme} shows the {len(shown)} files of {directory}", file=sys.stderr)
 
 
 if __name__ == "__main__":

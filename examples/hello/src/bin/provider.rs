@@ -1,0 +1,21 @@
+use hello_rpc::{Greeter, GreeterServer};
+use rpc::server::ServerBuilder;
+
+struct English;
+
+impl Greeter for English {
+    async fn hello(&self, name: String) -> String {
+        format!("Hello, {name}!")
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let config = rpc::load_config("rpc.yaml")?;
+    let services = ServerBuilder::from_config(&config.server).add_service(GreeterServer::new(English));
+    let provider = rpc::serve(&config, services).await?;
+    println!("serving at {}", provider.local_addr()?);
+    tokio::signal::ctrl_c().await?;
+    provider.shutdown().await;
+    Ok(())
+}

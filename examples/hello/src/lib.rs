@@ -1,0 +1,4 @@
+#[rpc::service]
+pub trait Greeter {
+    async fn hello(&self, name: String) -> String;
+}
