@@ -48,6 +48,9 @@
 //! ```
 
 #![deny(missing_docs)]
+// docs.rs (and `scripts/check-build`) build the docs with `--cfg docsrs` on nightly: every item
+// behind a Cargo feature is marked with the features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The code `#[service]` generates names the runtime `::rpc_core`, here too.
 extern crate self as rpc_core;

@@ -70,7 +70,7 @@ enum Command {
         key: String,
         /// Method name.
         method: String,
-        /// The arguments as a JSON array, one element per argument: '[1]', '["ada", 3]', '[]'.
+        /// The arguments as a JSON array, one element per argument: `'[1]'`, `'["ada", 3]'`, `'[]'`.
         args: String,
     },
     /// Shows a service's routing rules, or replaces or deletes them.

@@ -23,7 +23,7 @@ pub fn age(secs: u64) -> String {
     }
 }
 
-/// The header of [`line`]s.
+/// The header of [`line()`]s.
 pub const HEADER: &str = "ADDRESS                WEIGHT  ZONE          AGE";
 
 /// One instance as a line under [`HEADER`].

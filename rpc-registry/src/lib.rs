@@ -12,6 +12,9 @@
 //! `{root}/{name}:{version}/{host}:{port}` as JSON.
 
 #![deny(missing_docs)]
+// docs.rs (and `scripts/check-build`) build the docs with `--cfg docsrs` on nightly: every item
+// behind a Cargo feature is marked with the features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 //!
 //! # Cargo features

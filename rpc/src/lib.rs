@@ -61,6 +61,9 @@
 //! with an error naming the field and the feature.
 
 #![deny(missing_docs)]
+// docs.rs (and `scripts/check-build`) build the docs with `--cfg docsrs` on nightly: every item
+// behind a Cargo feature is marked with the features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bootstrap;
 pub mod metrics_endpoint;

@@ -33,7 +33,7 @@ struct Provider {
 impl Provider {
     async fn answer(&self, n: u64) -> u64 {
         let seen = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.slow && seen % 10 == 0 {
+        if self.slow && seen.is_multiple_of(10) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         n

@@ -56,7 +56,7 @@ impl Latencies {
         } else {
             ring[(seen as usize) % SAMPLES] = us;
         }
-        if seen >= MIN_SAMPLES && seen % 32 == 0 {
+        if seen >= MIN_SAMPLES && seen.is_multiple_of(32) {
             let mut sorted = ring.clone();
             drop(ring);
             sorted.sort_unstable();

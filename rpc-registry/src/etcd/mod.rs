@@ -4,7 +4,7 @@
 //!
 //! Every key this process registers hangs on one lease with the configured TTL. The lease is
 //! granted on the first registration and kept alive by etcd's lease keep-alive stream (see
-//! [`lease`]); keys are never re-put on a timer. When the lease is lost (etcd restarted
+//! the `lease` module); keys are never re-put on a timer. When the lease is lost (etcd restarted
 //! without its data, wiped, or keep-alives failed for longer than the TTL) a new lease is
 //! granted and every local instance is put again. A reconciler job (tokio-cron-scheduler)
 //! also checks every `reconcile_secs` that each local key still exists with this process's
@@ -12,19 +12,19 @@
 //!
 //! # Rules
 //!
-//! A service's rules are one key without a lease (see [`rules`]).
+//! A service's rules are one key without a lease (see the `rules` module).
 //!
 //! # Discovery
 //!
 //! Discovery is one prefix get of `{root}/{name}:{version}/`. A watch lists the prefix, then
 //! watches it from the listing's revision + 1, so no change between the two is missed (see
-//! [`watch`]). A value that is not valid instance JSON is skipped with a warning naming its key.
-//! Every watch of a client shares one stream (see [`hub`]).
+//! the `watch` module). A value that is not valid instance JSON is skipped with a warning naming its key.
+//! Every watch of a client shares one stream (see the `hub` module).
 //!
 //! # Several members
 //!
-//! Requests require a leader; unanswered ones are hedged (see [`requests`]); members that do
-//! not answer or have no leader leave the client's balancer until they do (see [`members`]).
+//! Requests require a leader; unanswered ones are hedged (see the `requests` module); members that do
+//! not answer or have no leader leave the client's balancer until they do (see the `members` module).
 
 mod hub;
 mod lease;

@@ -9,7 +9,7 @@
 //! # Sessions
 //!
 //! The ephemeral nodes live as long as this process's session. The client library reconnects
-//! a lost connection within the session by itself; a supervisor task (see [`session`]) watches
+//! a lost connection within the session by itself; a supervisor task (see the `session` module) watches
 //! the session state and, when the session ends for good (expired, closed under us, or
 //! unreachable for longer than the session timeout), opens a new session with capped backoff
 //! and creates every local ephemeral node again. Graceful [`Registry::close`] deletes the nodes
@@ -17,7 +17,7 @@
 //!
 //! # Watches
 //!
-//! ZooKeeper watches fire once. A watch (see [`watch`]) arms a child watch on the service node
+//! ZooKeeper watches fire once. A watch (see the `watch` module) arms a child watch on the service node
 //! and a data watch on every instance node, reads them, and sends the result as a snapshot; when
 //! any of those watches fires it arms them again *before* reading again, so no change between
 //! two arms is lost.
