@@ -488,7 +488,8 @@ impl EtcdCluster {
             }
             let status = self.status(i).await;
             ids.push(status.as_ref().and_then(|s| s.header().map(|h| h.member_id())));
-            if let Some(s) = status {
+            // A member without a leader (cut off, or mid-election) reports 0.
+            if let Some(s) = status.filter(|s| s.leader() != 0) {
                 leader = leader.or(Some(s.leader()));
             }
         }

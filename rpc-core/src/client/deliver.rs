@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tracing::Instrument;
 
 use super::{fallback, CallRequest, Invoker};
-use crate::context::export::{self, CallEnd, CallSpan, SpanKind};
+use crate::context::export::{self, CallEnd, SpanKind};
 use crate::context::{CallContext, MetadataLimits, TRACEPARENT};
 use crate::error::RpcError;
 use crate::reply::Reply;
@@ -85,21 +85,7 @@ fn client_span(method: &MethodDescriptor, ctx: &mut CallContext) -> tracing::Spa
         parent_span_id = tracing::field::Empty,
         otel.name = tracing::field::Empty,
         otel.kind = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
     );
-    let trace = export::start_span(
-        &span,
-        CallSpan {
-            kind: SpanKind::Client,
-            service: method.service,
-            method: method.name,
-            trace: ctx.trace().copied(),
-        },
-    );
-    if let Some(trace) = trace {
-        trace.record_on(&span);
-        ctx.set_trace(Some(trace));
-    }
+    export::open_span(&span, SpanKind::Client, ctx);
     span
 }

@@ -13,7 +13,7 @@
 
 use std::sync::OnceLock;
 
-use super::TraceContext;
+use super::{CallContext, TraceContext};
 
 /// Which end of a call a span stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,12 +82,25 @@ pub(crate) fn span_export() -> Option<&'static dyn SpanExport> {
     EXPORT.get().map(Box::as_ref)
 }
 
-/// Opens the exported side of a call span: the trace position the exporter gives `span`, or
-/// the framework's own (`call.trace`) when no exporter is installed.
-pub(crate) fn start_span(span: &tracing::Span, call: CallSpan<'_>) -> Option<TraceContext> {
-    match span_export() {
-        Some(export) if !span.is_disabled() => Some(export.start(span, &call)),
-        _ => call.trace,
+/// Opens the exported side of `span`, the span of a call of `kind` on `ctx`: `ctx` then
+/// carries the trace position the exporter gives the span (the framework's own when no
+/// exporter is installed), and the span's log fields name it.
+pub(crate) fn open_span(span: &tracing::Span, kind: SpanKind, ctx: &mut CallContext) {
+    let trace = match span_export() {
+        Some(export) if !span.is_disabled() => Some(export.start(
+            span,
+            &CallSpan {
+                kind,
+                service: ctx.service(),
+                method: ctx.method(),
+                trace: ctx.trace().copied(),
+            },
+        )),
+        _ => ctx.trace().copied(),
+    };
+    if let Some(trace) = trace {
+        trace.record_on(span);
+        ctx.set_trace(Some(trace));
     }
 }
 

@@ -14,7 +14,7 @@ use tracing::{debug, error};
 
 use super::call::CallFuture;
 use super::Shared;
-use crate::context::export::{self, CallEnd, CallSpan, SpanKind};
+use crate::context::export::{self, CallEnd, SpanKind};
 use crate::context::CallContext;
 use crate::error::ErrorKind;
 use crate::interceptor::Outcome;
@@ -35,22 +35,8 @@ pub(crate) fn call_span(ctx: &mut CallContext) -> tracing::Span {
         parent_span_id = tracing::field::Empty,
         otel.name = tracing::field::Empty,
         otel.kind = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
     );
-    let trace = export::start_span(
-        &span,
-        CallSpan {
-            kind: SpanKind::Server,
-            service: ctx.service(),
-            method: ctx.method(),
-            trace: ctx.trace().copied(),
-        },
-    );
-    if let Some(trace) = trace {
-        trace.record_on(&span);
-        ctx.set_trace(Some(trace));
-    }
+    export::open_span(&span, SpanKind::Server, ctx);
     span
 }
 
