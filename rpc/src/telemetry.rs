@@ -87,6 +87,8 @@ pub enum TelemetryError {
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Where spans go and where that was set; `None` when export is off.
+    endpoint: Option<String>,
 }
 
 impl Telemetry {
@@ -100,12 +102,13 @@ impl Telemetry {
         let Some((endpoint, origin)) = endpoint(&config.telemetry) else {
             return Ok(None);
         };
+        let described = format!("{endpoint} (from {origin})");
         let mut exporter = SpanExporter::builder().with_tonic();
         if origin == "rpc.telemetry.otlp_endpoint" {
             exporter = exporter.with_endpoint(endpoint.clone());
         }
         let exporter = exporter.build().map_err(|source| TelemetryError::Exporter {
-            endpoint: format!("{endpoint} (from {origin})"),
+            endpoint: described.clone(),
             source,
         })?;
         let mut resource = Resource::builder();
@@ -124,33 +127,32 @@ impl Telemetry {
         let provider = provider.build();
         opentelemetry::global::set_tracer_provider(provider.clone());
         install_span_export(Box::new(OtelSpans));
-        tracing::info!(%endpoint, origin, "exporting spans over OTLP");
         Ok(Some(Self {
+            endpoint: Some(described),
             provider: Some(provider),
         }))
     }
 
     /// The layer that hands spans to the exporter, for an application that builds its own
     /// subscriber: call spans and the application's spans at `info` and above, whatever the
-    /// log filter says.
-    pub fn layer<S>(&self) -> impl Layer<S> + use<S>
+    /// log filter says. `None` when export is off (an `Option` of a layer is a layer).
+    pub fn layer<S>(&self) -> Option<impl Layer<S> + use<S>>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let tracer = self
-            .provider
-            .as_ref()
-            .map(|p| p.tracer("rpc"))
-            .unwrap_or_else(|| SdkTracerProvider::builder().build().tracer("rpc"));
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_threads(false)
-            .with_location(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_filter(filter_fn(|meta| {
-                meta.level() <= &tracing::Level::INFO && (!meta.is_span() || exported_span(meta.target(), meta.name()))
-            }))
+        let tracer = self.provider.as_ref()?.tracer("rpc");
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_threads(false)
+                .with_location(false)
+                .with_target(false)
+                .with_tracked_inactivity(false)
+                .with_filter(filter_fn(|meta| {
+                    meta.level() <= &tracing::Level::INFO
+                        && (!meta.is_span() || exported_span(meta.target(), meta.name()))
+                })),
+        )
     }
 
     /// Sends the spans buffered so far.
@@ -191,11 +193,14 @@ impl Drop for Telemetry {
 /// (`info` when unset), and span export when configured (see [`Telemetry::start`]). Returns
 /// the export, which the application keeps and shuts down on exit.
 pub fn init(config: &RpcConfig) -> Result<Telemetry, TelemetryError> {
-    let telemetry = Telemetry::start(config)?.unwrap_or(Telemetry { provider: None });
+    let telemetry = Telemetry::start(config)?.unwrap_or(Telemetry {
+        provider: None,
+        endpoint: None,
+    });
     let logs = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .from_env_lossy();
-    let export = telemetry.provider.is_some().then(|| telemetry.layer());
+    let export = telemetry.layer();
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -205,6 +210,10 @@ pub fn init(config: &RpcConfig) -> Result<Telemetry, TelemetryError> {
         .with(export)
         .try_init()
         .map_err(TelemetryError::Subscriber)?;
+    match &telemetry.endpoint {
+        Some(endpoint) => tracing::info!(%endpoint, "exporting spans over OTLP"),
+        None => tracing::debug!("span export is off"),
+    }
     Ok(telemetry)
 }
 
