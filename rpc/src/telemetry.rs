@@ -262,24 +262,21 @@ impl SpanExport for OtelSpans {
         // A server span is the child of the caller's span, whatever span the connection runs
         // in; a client span is the child of the span it is made in (a handler's, the
         // application's), else of the trace its metadata names.
-        let contextual =
-            call.kind == SpanKind::Client && tracing::Span::current().context().span().span_context().is_valid();
-        if !contextual {
+        // The span this client span is made in, if it is exported (asked once).
+        let enclosing = match call.kind {
+            SpanKind::Client => {
+                Some(tracing::Span::current().context().span().span_context().clone()).filter(SpanContext::is_valid)
+            }
+            _ => None,
+        };
+        if enclosing.is_none() {
             let _ = span.set_parent(remote_parent(call.trace.as_ref()));
         }
         let exported = span.context();
         let ids = exported.span().span_context().clone();
-        let parent = if contextual {
-            Some(SpanId(u64::from_be_bytes(
-                tracing::Span::current()
-                    .context()
-                    .span()
-                    .span_context()
-                    .span_id()
-                    .to_bytes(),
-            )))
-        } else {
-            call.trace.as_ref().and_then(TraceContext::parent_span_id)
+        let parent = match &enclosing {
+            Some(enclosing) => Some(SpanId(u64::from_be_bytes(enclosing.span_id().to_bytes()))),
+            None => call.trace.as_ref().and_then(TraceContext::parent_span_id),
         };
         TraceContext::from_parts(
             TraceId(u128::from_be_bytes(ids.trace_id().to_bytes())),
