@@ -477,24 +477,24 @@ impl EtcdCluster {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
-    /// The index of the current leader, asking the live members.
+    /// The index of the current leader: a member that answers, names itself leader, and is
+    /// named leader by a majority of the members (so neither a frozen old leader, named by a
+    /// follower that has not yet noticed, nor a cut-off one that has not yet stepped down).
     pub async fn leader(&self) -> Option<usize> {
-        let mut ids = Vec::new();
-        let mut leader = None;
-        for i in 0..self.members.len() {
+        let statuses = futures_util::future::join_all((0..self.members.len()).map(|i| async move {
             if self.members[i].child.is_none() {
-                ids.push(None);
-                continue;
+                return None;
             }
-            let status = self.status(i).await;
-            ids.push(status.as_ref().and_then(|s| s.header().map(|h| h.member_id())));
-            // A member without a leader (cut off, or mid-election) reports 0.
-            if let Some(s) = status.filter(|s| s.leader() != 0) {
-                leader = leader.or(Some(s.leader()));
-            }
-        }
-        let leader = leader?;
-        ids.iter().position(|id| *id == Some(leader))
+            let status = self.status(i).await?;
+            Some((status.header()?.member_id(), status.leader()))
+        }))
+        .await;
+        let majority = self.members.len() / 2 + 1;
+        statuses.iter().position(|status| {
+            status.is_some_and(|(id, leader)| {
+                leader == id && statuses.iter().flatten().filter(|(_, l)| *l == id).count() >= majority
+            })
+        })
     }
 
     /// The process id of member `i`, while it runs.
