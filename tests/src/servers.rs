@@ -482,9 +482,8 @@ impl EtcdCluster {
     /// follower that has not yet noticed, nor a cut-off one that has not yet stepped down).
     pub async fn leader(&self) -> Option<usize> {
         let statuses = futures_util::future::join_all((0..self.members.len()).map(|i| async move {
-            if self.members[i].child.is_none() {
-                return None;
-            }
+            // A stopped member has no say.
+            self.members[i].child.as_ref()?;
             let status = self.status(i).await?;
             Some((status.header()?.member_id(), status.leader()))
         }))

@@ -178,6 +178,10 @@ async fn keep_alive(weak: Weak<Shared>, lease: i64) {
                 }
                 tokio::time::sleep(interval).await;
             },
+            // Opening the stream reads etcd's first answer, and etcd-client turns an answer
+            // with TTL 0 (etcd no longer knows the lease) into this error; its other cause, the
+            // stream's own request channel closing before its first request, cannot happen.
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => break 'lost "etcd no longer knows the lease",
             Ok(Err(e)) => debug!(error = %e, "cannot open the keep-alive stream"),
             Err(_) => {
                 debug!("opening the keep-alive stream timed out");
