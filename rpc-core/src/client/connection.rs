@@ -818,11 +818,21 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: FrameR
                 shared.close_for(CloseReason::VersionRejected(e.to_string()));
                 return;
             }
-            Err(ReadError::Io(e)) if !shared.heard_from_server() => break closed_unanswered(&format!("dropped ({e})")),
+            Err(ReadError::Io(e)) if !shared.heard_from_server() => break closed_before_answering(&e),
             Err(e) => break format!("read failed: {e}"),
         }
     };
     shared.close(&reason);
+}
+
+/// Why a read failed before the server sent anything at all: its TLS refused this client, or
+/// (any other failure) see [`closed_unanswered`].
+fn closed_before_answering(error: &std::io::Error) -> String {
+    #[cfg(feature = "tls")]
+    if crate::tls::is_refusal_alert(error) {
+        return format!("refused by the server's TLS before it answered anything: {error}");
+    }
+    closed_unanswered(&format!("dropped ({error})"))
 }
 
 /// Why a connection ended before the server sent anything at all: most likely a peer that

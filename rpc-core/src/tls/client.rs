@@ -51,6 +51,17 @@ impl ClientTls {
     }
 }
 
+/// Whether a read failed because the server's TLS sent an alert: it refused this client (no
+/// certificate, or one it does not trust) once the handshake's last step reached it, which the
+/// client only learns on its first read. tokio-rustls hands rustls's error on inside the I/O
+/// error.
+pub(crate) fn is_refusal_alert(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::AlertReceived(_)))
+}
+
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls").field("source", &self.source).finish()

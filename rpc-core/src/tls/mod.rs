@@ -19,6 +19,7 @@ mod client;
 mod files;
 mod server;
 
+pub(crate) use client::is_refusal_alert;
 pub use client::ClientTls;
 pub use files::{certificate_pem, private_key_pem, TlsError};
 pub(crate) use server::identity_of;
