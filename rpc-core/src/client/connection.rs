@@ -568,6 +568,7 @@ impl Connection {
         open: &StreamOpen,
         accept_by: Instant,
     ) -> Result<RawStream, RpcError> {
+        let asked = Instant::now();
         let shared = &self.shared;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (events, rx) = mpsc::channel(open.window.credit().messages as usize + 1);
@@ -624,7 +625,7 @@ impl Connection {
             _ = futures_util::StreamExt::next(&mut raw) => Some(refusal(&mut raw)),
             _ = tokio::time::sleep_until(accept_by) => {
                 shared.request_probe();
-                Some(RpcError::Timeout(Duration::ZERO))
+                Some(RpcError::Timeout(asked.elapsed()))
             }
         };
         if let Some(error) = refused {
