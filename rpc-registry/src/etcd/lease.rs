@@ -5,8 +5,9 @@
 //! A broken stream is reopened with backoff. The lease counts as lost when etcd answers a
 //! keep-alive with TTL 0 (it no longer knows the lease: wiped or expired), or when no
 //! keep-alive has succeeded for a whole TTL (etcd will have expired it). Then the keeper turns
-//! into the recovery task: it retries, with capped backoff, until a new lease is granted and
-//! every local instance is put on it.
+//! into the recovery task: it runs the registry's repair pass (the reconciler's, one at a
+//! time), retrying with capped backoff, until a new lease is granted and every local instance
+//! is on it.
 //!
 //! A lease that replaces a lost one is put to use after a random pause of up to half the TTL
 //! (at most 2 s), whoever asked for it (the recovery task, the reconciler, a registration): an
@@ -200,7 +201,8 @@ async fn keep_alive(weak: Weak<Shared>, lease: i64) {
     recover(weak, lease).await;
 }
 
-/// Grants a new lease and puts every local instance on it, retrying until it works.
+/// Grants a new lease and puts every local instance on it (the repair pass, which the
+/// reconciler may have run first), retrying until it works.
 async fn recover(weak: Weak<Shared>, lost: i64) {
     // The backoff between attempts is capped as the pause after a grant (see `ensure`), so a
     // process is back within about twice that once etcd answers.
@@ -212,14 +214,13 @@ async fn recover(weak: Weak<Shared>, lost: i64) {
             // Nothing to keep registered; the next registration grants a lease.
             return;
         }
-        match shared.put_all().await {
+        match shared.reconcile().await {
             Ok(n) => {
                 info!(
                     instances = n,
                     lease = shared.lease.current(),
                     "registered again on a new lease"
                 );
-                metrics::registry_reregistered(BACKEND, n);
                 return;
             }
             Err(e) => warn!(error = %e, "cannot register again yet; retrying"),

@@ -10,6 +10,12 @@
 //! also checks every `reconcile_secs` that each local key still exists with this process's
 //! value and lease, and re-puts the ones that do not.
 //!
+//! Both repairs are one pass, [`Shared::reconcile`], run one at a time: after a registry
+//! outage the lease keeper and the reconciler usually notice the loss together, and whichever
+//! runs second finds every key in place instead of putting it again, so a storm costs etcd one
+//! put per key. A pass on a lease it has just granted puts every key without reading it first
+//! (nothing can be on that lease yet).
+//!
 //! # Rules
 //!
 //! A service's rules are one key without a lease (see the `rules` module).
@@ -110,6 +116,8 @@ pub(crate) struct Shared {
     members: Option<MemberHealth>,
     /// The one watch stream every watch shares (see [`hub`]).
     watches: WatchHub,
+    /// Held by a repair pass ([`Shared::reconcile`]), so there is one at a time.
+    repairing: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -139,38 +147,40 @@ impl Shared {
         }
     }
 
-    /// Puts every local instance again; used after a new lease was granted.
-    pub(crate) async fn put_all(self: &Arc<Self>) -> Result<usize, RegistryError> {
-        self.local
-            .put_all(|key, instance| async move { self.put_instance(&key, &instance).await })
-            .await
-    }
-
     /// Whether any instance is registered locally.
     pub(crate) fn has_local(&self) -> bool {
         !self.local.is_empty()
     }
 
-    /// Checks every local key and re-puts those that are missing, changed or on another lease.
-    async fn reconcile(self: &Arc<Self>) -> Result<usize, RegistryError> {
+    /// One repair pass, one at a time (see the module docs): replaces the lease if etcd no
+    /// longer knows it, then re-puts every local key that is missing, changed or on another
+    /// lease; returns how many it put.
+    pub(crate) async fn reconcile(self: &Arc<Self>) -> Result<usize, RegistryError> {
+        let _one_pass = self.repairing.lock().await;
         if !self.has_local() {
             return Ok(0);
         }
         // A lease that etcd no longer knows cannot hold keys: replace it first.
         self.lease.check_alive(self).await?;
+        let before = self.lease.current();
         let lease = self.lease.ensure(self).await?;
+        // Granted by this pass: no key is on it yet (but a registration made meanwhile).
+        let fresh = before != Some(lease);
         let mut repaired = 0;
         for (key, instance) in self.local.snapshot() {
-            let resp = self.get(&key, None).await?;
-            let healthy = resp
-                .kvs()
-                .first()
-                .is_some_and(|kv| kv.lease() == lease && kv.value() == instance.to_json().as_bytes());
+            let healthy = !fresh && {
+                let resp = self.get(&key, None).await?;
+                resp.kvs()
+                    .first()
+                    .is_some_and(|kv| kv.lease() == lease && kv.value() == instance.to_json().as_bytes())
+            };
             // Deregistered meanwhile: nothing to repair.
             if healthy || !self.local.contains(&key) {
                 continue;
             }
-            warn!(%key, "registration missing or stale, putting it again");
+            if !fresh {
+                warn!(%key, "registration missing or stale, putting it again");
+            }
             self.put_instance(&key, &instance).await?;
             metrics::registry_reregistered(BACKEND, 1);
             repaired += 1;
@@ -250,6 +260,7 @@ impl EtcdRegistry {
             local: LocalRegistrations::default(),
             lease: LeaseManager::default(),
             members,
+            repairing: tokio::sync::Mutex::new(()),
         });
         // Fail fast when no endpoint answers.
         shared
