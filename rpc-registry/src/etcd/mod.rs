@@ -10,7 +10,7 @@
 //! also checks every `reconcile_secs` that each local key still exists with this process's
 //! value and lease, and re-puts the ones that do not.
 //!
-//! Both repairs are one pass, [`Shared::reconcile`], run one at a time: after a registry
+//! Both repairs are one pass, `Shared::reconcile`, run one at a time: after a registry
 //! outage the lease keeper and the reconciler usually notice the loss together, and whichever
 //! runs second finds every key in place instead of putting it again, so a storm costs etcd one
 //! put per key. A pass on a lease it has just granted puts every key without reading it first
