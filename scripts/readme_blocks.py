@@ -5,8 +5,8 @@ builds and runs is exactly what the README tells users to write.
 Usage: readme_blocks.py README.md DIR
 
 A file is a fenced code block directly preceded by a line `<!-- file: PATH -->`; it must equal
-DIR/PATH, and DIR must hold no other file. The README assumes a checkout of this repository next
-to the user's project (`"../rpc/`); DIR lives inside the checkout (`"../../`).
+DIR/PATH, and DIR must hold no other file. The files depend on `waypost` from crates.io, as a
+user's would; scripts/check-build builds them against this checkout through `[patch.crates-io]`.
 """
 
 import pathlib
@@ -35,7 +35,7 @@ def blocks(text):
 def main():
     readme, directory = sys.argv[1:3]
     directory = pathlib.Path(directory)
-    shown = {path: body.replace('"../rpc/', '"../../') for path, body in blocks(pathlib.Path(readme).read_text())}
+    shown = {path: body for path, body in blocks(pathlib.Path(readme).read_text())}
     if not shown:
         sys.exit(f"{readme} has no <!-- file: ... --> blocks")
     on_disk = {

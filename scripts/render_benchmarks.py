@@ -13,8 +13,8 @@ def load_jsonl(path):
     return [json.loads(l) for l in open(path) if l.strip().startswith("{")]
 
 
-FRAMEWORKS = ["rpc-core/bincode", "rpc-core/bincode+Bytes", "tarpc/bincode", "tonic/protobuf", "volo-thrift", "raw-tcp-floor",
-              "rpc-core/postcard", "rpc-core/json"]
+FRAMEWORKS = ["waypost/bincode", "waypost/bincode+Bytes", "tarpc/bincode", "tonic/protobuf", "volo-thrift", "raw-tcp-floor",
+              "waypost/postcard", "waypost/json"]
 PEERS = ["tarpc/bincode", "tonic/protobuf", "volo-thrift"]
 
 SERIALIZERS_NOTE = ("msgpack is the default: it writes every value with its type and structs as maps by field "
@@ -36,7 +36,7 @@ SCALING_NOTE = ("How the server uses more cores: each connection is one task tha
 def targets(out, rows, size_name):
     """The issue's targets, checked against this run."""
     at = {(m["framework"], m["payload"], m["concurrency"]): m for m in rows if m.get("connections", 1) == 1}
-    me = "rpc-core/bincode"
+    me = "waypost/bincode"
     lines = []
     for size in sorted({p for (_, p, _) in at}):
         for c in (32, 256):
@@ -53,7 +53,7 @@ def targets(out, rows, size_name):
             if volo:
                 r = mine["qps"] / volo["qps"]
                 checks.append(f"{r:.2f}x volo {'✓' if r >= 1.5 else '✗'}")
-                shared = at.get(("rpc-core/bincode+Bytes", size, c))
+                shared = at.get(("waypost/bincode+Bytes", size, c))
                 if shared:
                     r = shared["qps"] / volo["qps"]
                     checks.append(f"(with `Bytes` payloads: {r:.2f}x volo)")
@@ -100,12 +100,12 @@ def main(work, mode, cores):
     out = ["# Benchmarks\n"]
     out.append("Every table below comes from one run of `scripts/bench`"
                + (" --quick" if mode == "--quick" else "") + ", which starts a throw-away etcd and ZooKeeper, "
-               "runs `rpc-bench` and the criterion benches, and rewrites this file. The machines are shared "
+               "runs `waypost-bench` and the criterion benches, and rewrites this file. The machines are shared "
                "and noisy: compare the ratios within one run, not absolute numbers across runs.\n")
     out.append(f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} Linux, "
                f"{cores} cores ({cpu}), release build.\n")
     out.append("## Echo between processes\n")
-    out.append("`rpc-bench echo" + (" --quick" if mode == "--quick" else "") + "` (built with `--features volo`). "
+    out.append("`waypost-bench echo" + (" --quick" if mode == "--quick" else "") + "` (built with `--features volo`). "
                "Every case starts a fresh server process and a fresh client process on this machine (loopback), "
                "each on a tokio runtime of one worker thread unless the table says otherwise; the client keeps "
                "`concurrency` calls outstanding per connection in a closed loop. The payload is what users "
@@ -115,7 +115,7 @@ def main(work, mode, cores):
                "in their idiomatic configuration: tarpc 0.38 over its TCP transport with bincode, tonic 0.14 "
                "(HTTP/2, protobuf), volo-thrift 0.12 (framed binary protocol, pooled connections); the raw "
                "TCP floor pipelines length-prefixed frames with no serialization at all. The extra rows "
-               "`rpc-core/bincode+Bytes` echo `bytes::Bytes` instead of `Vec<u8>` (the type volo-thrift hands out "
+               "`waypost/bincode+Bytes` echo `bytes::Bytes` instead of `Vec<u8>` (the type volo-thrift hands out "
                "for `binary`): from 16 KiB on, such a payload is written from the caller's memory and "
                "received as a slice of the frame, never copied in user space; a `Vec<u8>` or `String` of that "
                "size that ends the body is read straight into the vector the receiver gets, so the plain "
@@ -147,12 +147,12 @@ def main(work, mode, cores):
             out.append(f"**{'String' if kind == 'text' else 'record'}, {size_name(size)}**\n")
             rows(sorted([m for m in other if (m["kind"], m["payload"]) == (kind, size)],
                         key=lambda m: FRAMEWORKS.index(m["framework"]) if m["framework"] in FRAMEWORKS else 99))
-    serializers = ("rpc-core/msgpack", "rpc-core/bincode", "rpc-core/postcard", "rpc-core/json")
+    serializers = ("waypost/msgpack", "waypost/bincode", "waypost/postcard", "waypost/json")
     sers = [m for m in one if m["framework"] in serializers
             and ((m.get("kind", "bytes") == "bytes" and m["payload"] in (64, 4096))
                  or (m.get("kind") == "record" and m["payload"] == 1024))
             and m["concurrency"] == 256 and m.get("connections", 1) == 1]
-    if any(m["framework"] != "rpc-core/bincode" for m in sers):
+    if any(m["framework"] != "waypost/bincode" for m in sers):
         out.append("### Serializers (256 outstanding)\n")
         out.append(SERIALIZERS_NOTE)
         out.append("| serializer | payload | calls/s | server CPU µs/call | vs bincode | client CPU µs/call |")
@@ -160,13 +160,13 @@ def main(work, mode, cores):
         def payload(m):
             return ("record " if m.get("kind") == "record" else "Vec<u8> ") + size_name(m["payload"])
         base = {(m.get("kind", "bytes"), m["payload"]): m["server_cpu_us_per_call"]
-                for m in sers if m["framework"] == "rpc-core/bincode"}
+                for m in sers if m["framework"] == "waypost/bincode"}
         for m in sorted(sers, key=lambda m: (m.get("kind", "bytes"), m["payload"], serializers.index(m["framework"]))):
             b = base.get((m.get("kind", "bytes"), m["payload"]))
             ratio = f"{m['server_cpu_us_per_call'] / b:.2f}x" if b else "-"
             out.append(f"| {m['framework']} | {payload(m)} | {m['qps']:,.0f} | {m['server_cpu_us_per_call']:.2f} | {ratio} | {m.get('client_cpu_us_per_call') or 0:.2f} |")
         out.append("")
-    http_names = ("rpc-core/json", "rpc-core/http+http1.1", "rpc-core/http+h2", "axum+http1.1", "axum+h2")
+    http_names = ("waypost/json", "waypost/http+http1.1", "waypost/http+h2", "axum+http1.1", "axum+h2")
     http = [m for m in one if m["framework"] in http_names and m.get("kind") == "record"
             and m["concurrency"] == 256 and m.get("connections", 1) == 1]
     if any(m["framework"].startswith("axum") for m in http):
@@ -183,16 +183,16 @@ def main(work, mode, cores):
             out.append(f"| {name} | {proto} | {m['qps']:,.0f} | {m['p50_us']:,} | {m['p99_us']:,} | "
                        f"{m['server_cpu_us_per_call']:.2f} | {ratio} | {m.get('client_cpu_us_per_call') or 0:.2f} |")
         out.append("")
-    scaling = [m for m in echo if m["framework"] == "rpc-core/bincode" and m.get("connections", 1) == 4]
+    scaling = [m for m in echo if m["framework"] == "waypost/bincode" and m.get("connections", 1) == 4]
     if len({m.get("server_workers", 1) for m in scaling}) > 1:
-        out.append("### Server worker threads (rpc-core, `Vec<u8>`, 4 connections x 256)\n")
+        out.append("### Server worker threads (waypost, `Vec<u8>`, 4 connections x 256)\n")
         out.append("| payload | server workers | calls/s | p99 µs | server CPU µs/call |")
         out.append("|---|---:|---:|---:|---:|")
         for m in sorted(scaling, key=lambda m: (m["payload"], m.get("server_workers", 1))):
             out.append(f"| {size_name(m['payload'])} | {m.get('server_workers', 1)} | {m['qps']:,.0f} | {m['p99_us']:,} | {m['server_cpu_us_per_call']:.2f} |")
         out.append("")
         out.append(SCALING_NOTE)
-    tls_names = ["rpc-core/bincode", "rpc-core/bincode+tls", "tonic/protobuf", "tonic/protobuf+tls"]
+    tls_names = ["waypost/bincode", "waypost/bincode+tls", "tonic/protobuf", "tonic/protobuf+tls"]
     tls = [m for m in one if m["framework"] in tls_names and m.get("kind", "bytes") == "bytes"
            and m["concurrency"] == 256 and m.get("connections", 1) == 1 and m["payload"] in (64, 4096)]
     if any(m["framework"].endswith("+tls") for m in tls):
@@ -205,17 +205,17 @@ def main(work, mode, cores):
     streams = [m for m in one if "/stream+" in m["framework"]]
     if streams:
         out.append("### Streams (`Vec<u8>` items)\n")
-        out.append("`rpc-core/stream+server` and `tonic/stream+server`: the server sends items of the given size without "
+        out.append("`waypost/stream+server` and `tonic/stream+server`: the server sends items of the given size without "
                    "end and the client reads them as fast as they come (a call here is one item; no clock is read per "
                    "item, so there is no latency). `+bidi`: each client stream sends an item and waits for the server "
                    "to send it back before the next (a call is one round trip; 1 or 32 streams on one connection). "
-                   "Both frameworks make every item afresh as a `Vec<u8>` and run on their defaults: rpc-core's "
+                   "Both frameworks make every item afresh as a `Vec<u8>` and run on their defaults: waypost's "
                    "window of 65,536 items or 1 MiB per stream, tonic's HTTP/2 flow control.\n")
         out.append("| framework | item | streams | items/s | MB/s | p50 µs | p99 µs | server CPU µs/item | client CPU µs/item | items/s vs tonic |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         tonic = {(m["framework"].split("+")[1], m["payload"], m["concurrency"]): m["qps"]
                  for m in streams if m["framework"].startswith("tonic")}
-        order = ("rpc-core/stream+server", "tonic/stream+server", "rpc-core/stream+bidi", "tonic/stream+bidi")
+        order = ("waypost/stream+server", "tonic/stream+server", "waypost/stream+bidi", "tonic/stream+bidi")
         for m in sorted(streams, key=lambda m: (order.index(m["framework"]) // 2, m["payload"], m["concurrency"], order.index(m["framework"]))):
             base = tonic.get((m["framework"].split("+")[1], m["payload"], m["concurrency"]))
             ratio = f"{m['qps'] / base:.2f}x" if base else "-"
@@ -229,7 +229,7 @@ def main(work, mode, cores):
     targets(out, bytes_rows, size_name)
     if costs:
         out.append("## Middleware and metrics cost (server and client in separate processes)\n")
-        out.append("`rpc-bench layer-cost` and `rpc-bench metrics-cost`: echo of a 64 B `Vec<u8>` between a server "
+        out.append("`waypost-bench layer-cost` and `waypost-bench metrics-cost`: echo of a 64 B `Vec<u8>` between a server "
                    "process and a client process (one tokio worker each, both started fresh for every run), "
                    "256 calls outstanding, alternating rounds without and with the addition on both the server "
                    "and the client; medians. CPU per call comes from `/proc/<pid>/stat` over the measured window. "
@@ -245,7 +245,7 @@ def main(work, mode, cores):
             out.append(f"| {added} | {l['rounds']} | {l['qps_with']:,.0f} | {l['server_cpu_us_with']:.2f} | {l['client_cpu_us_with']:.2f} | {l['qps_change_percent']:+.1f}% |")
         out.append("\nTargets: three tower layers add at most 10% server CPU per call; metrics cost a fraction of a microsecond of CPU per call on each side.\n")
     out.append("## Discovery micro-benchmarks\n")
-    out.append("`cargo bench -p rpc-bench --bench discovery` (criterion): a discovery cache hit, and one pick "
+    out.append("`cargo bench -p waypost-bench --bench discovery` (criterion): a discovery cache hit, and one pick "
                "per load balancer on 1, 10 and 1,000 instances.\n")
     out.append("| benchmark | ns/iter |")
     out.append("|---|---:|")
@@ -255,7 +255,7 @@ def main(work, mode, cores):
             out.append(f"| {m.group(1)} | {m.group(2)} |")
     out.append("")
     out.append("## Watch propagation\n")
-    out.append("`rpc-bench watch --etcd HOST:PORT --zookeeper HOST:PORT`: 200 events alternating register and "
+    out.append("`waypost-bench watch --etcd HOST:PORT --zookeeper HOST:PORT`: 200 events alternating register and "
                "deregister; each is timed from the registry call until the consumer's discovery cache shows it.\n")
     out.append("| registry | events | p50 ms | p99 ms |")
     out.append("|---|---:|---:|---:|")
@@ -263,7 +263,7 @@ def main(work, mode, cores):
         out.append(f"| {w['registry']} | {w['events']} | {w['p50_us'] / 1000:.2f} | {w['p99_us'] / 1000:.2f} |")
     out.append("")
     out.append("## Scale\n")
-    out.append("`rpc-bench scale --registry etcd|zookeeper --endpoint HOST:PORT --registry-pid PID`: 10 instances of "
+    out.append("`waypost-bench scale --registry etcd|zookeeper --endpoint HOST:PORT --registry-pid PID`: 10 instances of "
                "each of 500 services registered through ten registry clients (as ten provider processes); 200 "
                "consumer registry clients, each with its own connection and discovery cache (as 200 consumer "
                "processes), run in four processes of 50, each client watching 20 services (every service has "
@@ -284,20 +284,20 @@ def main(work, mode, cores):
     out.append("")
     ratio = [l for l in load_jsonl(os.path.join(work, "compression.jsonl")) if l.get("bench") == "compression_ratio"]
     out.append("## Compression\n")
-    out.append("The rows `rpc-core/msgpack` and `rpc-core/msgpack+zstd` of `rpc-bench echo` echo a record of about "
+    out.append("The rows `waypost/msgpack` and `waypost/msgpack+zstd` of `waypost-bench echo` echo a record of about "
                "1 MiB (a list of items with field names, as JSON-like data is) without and with zstd at level 1 on "
                "both sides (`rpc.consumer.compression` and `rpc.server.compression`); each side compresses what it "
                "sends and decompresses what it receives. On loopback the bytes saved are worth nothing, so the "
                "rows show what compression costs in CPU; over a network it saves the bytes below.\n")
     for r in ratio:
-        out.append(f"`rpc-bench compression-ratio`: the encoded record is {r['encoded_bytes']:,} B, {r['compressed_bytes']:,} B "
+        out.append(f"`waypost-bench compression-ratio`: the encoded record is {r['encoded_bytes']:,} B, {r['compressed_bytes']:,} B "
                    f"compressed: **{r['ratio']:.1f}x** smaller; compressing it takes {r['compress_us']:,.0f} µs and "
                    f"decompressing {r['decompress_us']:,.0f} µs on one core.\n")
     rows(sorted([m for m in one if m.get("kind") == "record" and m["payload"] == 1048576],
                 key=lambda m: (m["framework"], m["concurrency"])))
     overload = load_jsonl(os.path.join(work, "overload.jsonl"))
     out.append("## Overload\n")
-    out.append("`rpc-bench overload`: a provider process (one worker) whose calls each hold one of 4 pooled "
+    out.append("`waypost-bench overload`: a provider process (one worker) whose calls each hold one of 4 pooled "
                "connections for 5 ms; a consumer process with default settings and a 1 s deadline measures its "
                "capacity (32 callers in a closed loop), offers half of it for 3 s (unloaded latency), then three "
                "times it for 30 s as an open loop, on a fresh provider without and with `rpc.server.shedding`. "

@@ -5,8 +5,8 @@
 
 use std::io::IsTerminal;
 
-use rpc::Streaming;
 use serde::{Deserialize, Serialize};
+use waypost::Streaming;
 
 /// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise; the scheduler's own
 /// chatter is kept at `warn`.
@@ -49,7 +49,7 @@ impl std::fmt::Display for UserError {
 impl std::error::Error for UserError {}
 
 /// Looks users up.
-#[rpc::service(name = "UserService", version = "1.0")]
+#[waypost::service(name = "UserService", version = "1.0")]
 pub trait UserService {
     /// The user with this id.
     #[idempotent]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use example_api::UserServiceClient;
-use rpc::stream::StreamExt;
+use waypost::stream::StreamExt;
 
 /// Call UserService through the registry.
 #[derive(Parser)]
@@ -44,8 +44,8 @@ async fn main() -> ExitCode {
 
 /// Runs the calls; `Ok(false)` when any failed.
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
-    let config = rpc::load_config(&args.config)?;
-    let consumer = rpc::consumer(&config).await?;
+    let config = waypost::load_config(&args.config)?;
+    let consumer = waypost::consumer(&config).await?;
     let client = UserServiceClient::new(consumer.channel())?;
     let mut ok = 0u64;
     let mut by_instance: BTreeMap<String, u64> = BTreeMap::new();

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use example_api::{InMemoryUsers, UserServiceServer};
-use rpc::server::ServerBuilder;
 use tokio::signal::unix::{signal, SignalKind};
+use waypost::server::ServerBuilder;
 
 /// Serve UserService and register it.
 #[derive(Parser)]
@@ -41,19 +41,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = rpc::load_config(&args.config)?;
+    let mut config = waypost::load_config(&args.config)?;
     if let Some(port) = args.port {
         config.server.port = port;
     }
     let bind = format!("{}:{}", config.server.host, config.server.port);
-    let listener = rpc::server::listen(&bind)
+    let listener = waypost::server::listen(&bind)
         .await
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
     let port = listener.local_addr()?.port();
     let instance = format!("{}:{port}", config.server.registered_host());
     let builder =
         ServerBuilder::from_config(&config.server).add_service(UserServiceServer::new(InMemoryUsers::new(&instance)));
-    let provider = rpc::serve_listener(&config, builder, listener).await?;
+    let provider = waypost::serve_listener(&config, builder, listener).await?;
     for i in provider.instances() {
         println!(
             "serving {} at {} (registry: {} {})",
@@ -83,8 +83,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// SIGHUP: re-reads the configuration and applies what can change while serving.
-async fn reload(args: &Args, config: &mut rpc::config::RpcConfig, provider: &mut rpc::Provider) {
-    let mut next = match rpc::load_config(&args.config) {
+async fn reload(args: &Args, config: &mut waypost::config::RpcConfig, provider: &mut waypost::Provider) {
+    let mut next = match waypost::load_config(&args.config) {
         Ok(next) => next,
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: the configuration did not load; keeping the running one");

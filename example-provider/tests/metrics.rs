@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use example_api::UserServiceClient;
 
-use rpc_tests::process::lines;
-use rpc_tests::servers::shared_etcd;
+use waypost_tests::process::lines;
+use waypost_tests::servers::shared_etcd;
 
 /// A provider process, killed when dropped.
 struct Provider {
@@ -142,8 +142,8 @@ async fn each_provider_counts_the_calls_it_served_with_a_latency_histogram() {
     let yaml = yaml(endpoint, &root);
     let providers = [start_provider(&yaml, 1), start_provider(&yaml, 2)];
 
-    let config = rpc::config::RpcConfig::from_yaml(&yaml).unwrap();
-    let consumer = rpc::consumer(&config).await.unwrap();
+    let config = waypost::config::RpcConfig::from_yaml(&yaml).unwrap();
+    let consumer = waypost::consumer(&config).await.unwrap();
     let client = UserServiceClient::new(consumer.channel()).unwrap();
     // Both providers are known before the calls start.
     let deadline = Instant::now() + Duration::from_secs(10);

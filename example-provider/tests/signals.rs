@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rpc_tests::process::forward_lines;
-use rpc_tests::servers::shared_etcd;
+use waypost_tests::process::forward_lines;
+use waypost_tests::servers::shared_etcd;
 
 fn write_config(path: &PathBuf, endpoint: &str, root: &str, weight: u32) {
     std::fs::write(
@@ -126,9 +126,9 @@ fn sighup_reloads_and_sigterm_deregisters() {
 /// certificate.
 #[tokio::test]
 async fn sighup_reloads_the_tls_certificates() {
-    use rpc::config::ClientTlsConfig;
-    use rpc::tls::ClientTls;
-    use rpc_tests::certs::TestPki;
+    use waypost::config::ClientTlsConfig;
+    use waypost::tls::ClientTls;
+    use waypost_tests::certs::TestPki;
 
     let (old, new) = (TestPki::new(), TestPki::new());
     let config = old.ca.dir().join("provider.yaml");
@@ -160,11 +160,11 @@ async fn sighup_reloads_the_tls_certificates() {
             })
             .await
             .expect("client TLS");
-            let options = rpc::client::ClientOptions {
+            let options = waypost::client::ClientOptions {
                 tls: Some(tls),
                 ..Default::default()
             };
-            rpc::Channel::direct_with(addr, options)
+            waypost::Channel::direct_with(addr, options)
                 .expect("channel")
                 .health("UserService:1.0")
                 .await

@@ -4,8 +4,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use rpc_core::protocol::{version_rejection, FrameDecoder};
-use rpc_core::ProtocolError;
+use waypost_core::protocol::{version_rejection, FrameDecoder};
+use waypost_core::ProtocolError;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the chunk size, so splits vary too.

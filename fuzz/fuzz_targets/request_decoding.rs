@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rpc_core::context::{check_key, MetadataLimits};
-use rpc_core::protocol::RequestBody;
-use rpc_core::SerializerKind;
+use waypost_core::context::{check_key, MetadataLimits};
+use waypost_core::protocol::RequestBody;
+use waypost_core::SerializerKind;
 
 fuzz_target!(|data: &[u8]| {
     let limits = MetadataLimits {

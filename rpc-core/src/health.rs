@@ -4,7 +4,7 @@
 //! [`Health`], encoded with the caller's serializer, without running user code and without
 //! counting against the server's concurrency limit: [`Health::Serving`] normally,
 //! [`Health::Draining`] from the moment shutdown begins (while it still deregisters and
-//! finishes its calls). A load balancer or an operator (`rpc-ctl health`) probes it with
+//! finishes its calls). A load balancer or an operator (`waypost health`) probes it with
 //! [`Channel::health`](crate::client::Channel::health); a server without the service answers
 //! `ServiceNotFound`, as for any call.
 

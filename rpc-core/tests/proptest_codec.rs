@@ -5,11 +5,11 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use rpc_core::context::{Metadata, MetadataLimits};
-use rpc_core::protocol::{
+use waypost_core::context::{Metadata, MetadataLimits};
+use waypost_core::protocol::{
     encode_frame, encode_request_body, FrameDecoder, Header, MessageType, RequestBody, Status, FIRST_EXTENSION_TYPE,
 };
-use rpc_core::SerializerKind;
+use waypost_core::SerializerKind;
 
 fn message_type() -> impl Strategy<Value = MessageType> {
     prop_oneof![
@@ -112,7 +112,7 @@ proptest! {
             prop_assert!(request.metadata.len() <= 4);
             prop_assert!(request.metadata.encoded_len() <= 128);
             for (key, _) in request.metadata.iter() {
-                prop_assert!(rpc_core::context::check_key(key.as_bytes()).is_ok());
+                prop_assert!(waypost_core::context::check_key(key.as_bytes()).is_ok());
             }
         }
     }

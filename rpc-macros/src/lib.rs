@@ -1,5 +1,5 @@
-//! The `#[service]` attribute macro. Use it as `rpc::service` (or `rpc_core::service`); see the
-//! rpc-core docs for a runnable example.
+//! The `#[service]` attribute macro. Use it as `waypost::service` (or `waypost_core::service`); see the
+//! waypost-core docs for a runnable example.
 //!
 //! On a trait of `async fn`s taking `&self` it emits:
 //! * the trait, with each method rewritten to return `impl Future<Output = R> + Send` (so the
@@ -7,12 +7,12 @@
 //!   supertraits; implement it with plain `async fn`s;
 //! * `{Trait}Client`, a typed client whose methods mirror the trait's and return
 //!   `Result<T, RpcError<E>>` for a method returning `Result<T, E>`, else `Result<R, RpcError>`;
-//! * `{Trait}Server<T>`, the adapter that serves any `T: Trait` through `rpc_core::server`.
+//! * `{Trait}Server<T>`, the adapter that serves any `T: Trait` through `waypost_core::server`.
 //!
 //! Arguments and results declared as `Vec<u8>`, `Bytes` or `String` (spelled so, or with their
 //! paths `std::vec::Vec<u8>`, `bytes::Bytes`, `std::string::String`) are encoded as one byte
 //! string (a string as one where the format writes both alike), and large ones are shared
-//! with the frame instead of copied (see `rpc_core::byte_string`).
+//! with the frame instead of copied (see `waypost_core::byte_string`).
 //!
 //! Methods may carry `#[idempotent]` to mark them safe to run twice (retry policies use it).
 

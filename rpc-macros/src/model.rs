@@ -337,7 +337,7 @@ fn split_result(ty: &Type) -> Option<Output> {
     Some(Output::Result { ok, err })
 }
 
-/// A type the generated code moves as one byte string (see `rpc_core::byte_string`).
+/// A type the generated code moves as one byte string (see `waypost_core::byte_string`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteString {
     /// `Vec<u8>`, spelled bare or as `std::vec::Vec<u8>` / `alloc::vec::Vec<u8>`.

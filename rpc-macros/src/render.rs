@@ -130,7 +130,7 @@ fn render_client(def: &ServiceDef) -> TokenStream {
             }
 
             /// The same client sending `key: value` in the metadata of every call (the handler
-            /// reads it with `rpc_core::context::current().metadata().get(key)`).
+            /// reads it with `waypost_core::context::current().metadata().get(key)`).
             pub fn with_metadata(
                 &self,
                 key: impl ::core::convert::Into<::std::string::String>,

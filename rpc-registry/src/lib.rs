@@ -1,5 +1,5 @@
 //! Registry backends of the RPC framework, and the factory that builds the one a configuration
-//! names. Applications reach them through the facade crate `rpc`.
+//! names. Applications reach them through the facade crate `waypost`.
 //!
 //! * [`etcd::EtcdRegistry`]: the primary backend. One lease per process kept alive by etcd's
 //!   keep-alive stream; watches from the listing's revision + 1.
@@ -8,7 +8,7 @@
 //!   every re-read.
 //! * [`memory::MemoryRegistry`]: in-process, for single-process use and tests.
 //!
-//! All of them implement [`rpc_core::registry::Registry`] and store instances at
+//! All of them implement [`waypost_core::registry::Registry`] and store instances at
 //! `{root}/{name}:{version}/{host}:{port}` as JSON.
 
 #![deny(missing_docs)]
@@ -41,8 +41,8 @@ pub mod zookeeper;
 
 use std::sync::Arc;
 
-use rpc_core::config::{RegistryConfig, RegistryKind};
-use rpc_core::registry::{Registry, RegistryError};
+use waypost_core::config::{RegistryConfig, RegistryKind};
+use waypost_core::registry::{Registry, RegistryError};
 
 /// The registry backends this build of the crate contains.
 pub fn compiled_backends() -> &'static [RegistryKind] {
@@ -61,7 +61,9 @@ pub fn missing_backend(kind: RegistryKind) -> Option<String> {
     if compiled_backends().contains(&kind) {
         return None;
     }
-    Some(format!("{kind} is not compiled in; enable the `{kind}` feature of rpc"))
+    Some(format!(
+        "{kind} is not compiled in; enable the `{kind}` feature of waypost"
+    ))
 }
 
 /// Builds and connects the backend `config` names.
@@ -104,7 +106,7 @@ mod tests {
         } else {
             RegistryKind::Etcd
         };
-        let message = format!("{missing} is not compiled in; enable the `{missing}` feature of rpc");
+        let message = format!("{missing} is not compiled in; enable the `{missing}` feature of waypost");
         assert_eq!(missing_backend(missing), Some(message.clone()));
         let config = RegistryConfig {
             kind: missing,

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use rpc_core::registry::{RegistryError, ServiceInstance};
 use tracing::info;
+use waypost_core::registry::{RegistryError, ServiceInstance};
 
 /// This process's instances, by path.
 #[derive(Default)]

@@ -13,9 +13,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
-use rpc_core::registry::{Registry, RegistryError, RulesStream, ServiceInstance, WatchEvent, WatchStream};
-use rpc_core::BoxFuture;
 use tokio::sync::mpsc;
+use waypost_core::registry::{Registry, RegistryError, RulesStream, ServiceInstance, WatchEvent, WatchStream};
+use waypost_core::BoxFuture;
 
 /// Events queued per watcher before it counts as lagging.
 const WATCH_QUEUE: usize = 1024;

@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use rpc_core::config::RegistryConfig;
-use rpc_core::registry::{Registry, RegistryError, RulesStream, ServiceInstance, WatchStream};
-use rpc_core::BoxFuture;
 use tokio::sync::OnceCell;
 use tracing::info;
+use waypost_core::config::RegistryConfig;
+use waypost_core::registry::{Registry, RegistryError, RulesStream, ServiceInstance, WatchStream};
+use waypost_core::BoxFuture;
 
 /// See the module docs.
 pub struct ReconnectingRegistry {

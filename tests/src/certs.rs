@@ -152,12 +152,12 @@ pub const CLIENT_NAME: &str = "consumer-a";
 impl TestPki {
     /// Makes a fresh set.
     pub fn new() -> Self {
-        Self::from_ca(TestCa::new("rpc test CA"))
+        Self::from_ca(TestCa::new("waypost test CA"))
     }
 
     /// A fresh set written into `dir`, kept after this value goes (for scripts).
     pub fn in_dir(dir: &Path) -> Self {
-        Self::from_ca(TestCa::in_dir(dir, "rpc demo CA"))
+        Self::from_ca(TestCa::in_dir(dir, "waypost demo CA"))
     }
 
     fn from_ca(ca: TestCa) -> Self {

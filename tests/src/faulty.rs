@@ -5,10 +5,10 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rpc_core::protocol::Status;
-use rpc_core::server::{BoxFuture, Service};
-use rpc_core::{Body, Reply, SerializerKind};
 use tokio::time::Instant;
+use waypost_core::protocol::Status;
+use waypost_core::server::{BoxFuture, Service};
+use waypost_core::{Body, Reply, SerializerKind};
 
 /// How the wrapped service misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl Service for FaultyService {
         self.inner.methods()
     }
 
-    fn stream_shape(&self, method: &str) -> Option<rpc_core::StreamShape> {
+    fn stream_shape(&self, method: &str) -> Option<waypost_core::StreamShape> {
         self.inner.stream_shape(method)
     }
 
@@ -160,12 +160,12 @@ impl Service for FaultyService {
         method: &str,
         serializer: SerializerKind,
         args: Body,
-        input: Option<rpc_core::stream::RawStream>,
-    ) -> BoxFuture<'static, rpc_core::server::StreamAnswer> {
+        input: Option<waypost_core::stream::RawStream>,
+    ) -> BoxFuture<'static, waypost_core::server::StreamAnswer> {
         self.inner.call_stream(method, serializer, args, input)
     }
 
-    fn schema(&self) -> Option<rpc_core::schema::ServiceSchema> {
+    fn schema(&self) -> Option<waypost_core::schema::ServiceSchema> {
         self.inner.schema()
     }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use rpc_core::Streaming;
 use serde::{Deserialize, Serialize};
+use waypost_core::Streaming;
 
 /// The error of [`Feed`]'s fallible methods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,7 +19,7 @@ pub enum FeedError {
 }
 
 /// Streams of every shape.
-#[rpc_core::service(name = "Feed", version = "1.0")]
+#[waypost_core::service(name = "Feed", version = "1.0")]
 pub trait Feed {
     /// `count` numbers from 0, `delay_ms` apart (`u64::MAX`: without end).
     async fn count(&self, count: u64, delay_ms: u64) -> Streaming<u64>;

@@ -60,7 +60,7 @@ pub enum TestError {
 }
 
 /// A service with one method per behaviour the tests need.
-#[rpc_core::service(name = "TestService", version = "1.0")]
+#[waypost_core::service(name = "TestService", version = "1.0")]
 pub trait TestService {
     /// Returns its argument.
     async fn echo(&self, value: u64) -> u64;

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc::Provider;
-use rpc_core::client::Consumer;
-use rpc_core::config::RpcConfig;
-use rpc_core::registry::{Registry, ServiceInstance};
-use rpc_core::server::ServerBuilder;
 use tokio::time::Instant;
+use waypost::Provider;
+use waypost_core::client::Consumer;
+use waypost_core::config::RpcConfig;
+use waypost_core::registry::{Registry, ServiceInstance};
+use waypost_core::server::ServerBuilder;
 
 use crate::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 
@@ -27,7 +27,7 @@ pub fn config(kind: &str, endpoints: &[String], root: &str, ttl_secs: u64, consu
 pub async fn provider(config: &RpcConfig, label: &str) -> Provider {
     let builder =
         ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::labeled(label)));
-    rpc::serve(config, builder).await.expect("start a provider")
+    waypost::serve(config, builder).await.expect("start a provider")
 }
 
 /// Waits until a fresh registry handle lists exactly `ports` for TestService.
@@ -35,7 +35,7 @@ pub async fn await_registered(config: &RpcConfig, ports: &[u16], timeout: Durati
     let started = Instant::now();
     let mut want = ports.to_vec();
     want.sort_unstable();
-    let observer: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.expect("observer");
+    let observer: Arc<dyn Registry> = waypost_registry::connect(&config.registry).await.expect("observer");
     wait_until(timeout, what, || {
         let observer = observer.clone();
         let want = want.clone();
@@ -57,7 +57,7 @@ pub async fn await_registered(config: &RpcConfig, ports: &[u16], timeout: Durati
 /// A consumer built from `cfg` whose client has made its first call (so the service is loaded
 /// and watched).
 pub async fn consumer(cfg: &RpcConfig) -> (Consumer, TestServiceClient) {
-    let consumer = rpc::consumer(cfg).await.expect("a consumer");
+    let consumer = waypost::consumer(cfg).await.expect("a consumer");
     let client = TestServiceClient::new(consumer.channel()).expect("a client");
     client.owner(0).await.expect("a first call");
     (consumer, client)

@@ -42,14 +42,14 @@ fn shared_server(var: &str, what: &str) -> Option<Vec<String>> {
 /// A configuration for one process on the shared etcd (see [`shared_etcd`]): a server on a
 /// free loopback port that deregisters without waiting, under a registry root of its own
 /// named after `prefix`.
-pub fn etcd_config(prefix: &str) -> Option<rpc_core::config::RpcConfig> {
+pub fn etcd_config(prefix: &str) -> Option<waypost_core::config::RpcConfig> {
     let etcd = shared_etcd()?;
     let yaml = format!(
         "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_quiet_ms: 10 }}\n  registry:\n    type: etcd\n    endpoints: [{}]\n    root: \"{}\"\n",
         yaml_list(&etcd),
         unique_root(prefix)
     );
-    Some(rpc_core::config::RpcConfig::from_yaml(&yaml).expect("a valid test configuration"))
+    Some(waypost_core::config::RpcConfig::from_yaml(&yaml).expect("a valid test configuration"))
 }
 
 /// `endpoints` as the items of a YAML flow list: `"a:1", "b:2"`.

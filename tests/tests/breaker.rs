@@ -10,16 +10,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
-use rpc_core::config::{BreakerConfig, ConsumerConfig, OutlierConfig};
-use rpc_core::fault::{HealthOptions, InstanceHealth, PolicySet};
-use rpc_core::protocol::Status;
-use rpc_core::registry::ServiceInstance;
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::{Channel, ErrorKind};
-use rpc_tests::faulty::{Fault, FaultHandle, FaultyService};
+use waypost_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+use waypost_core::config::{BreakerConfig, ConsumerConfig, OutlierConfig};
+use waypost_core::fault::{HealthOptions, InstanceHealth, PolicySet};
+use waypost_core::protocol::Status;
+use waypost_core::registry::ServiceInstance;
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::{Channel, ErrorKind};
+use waypost_tests::faulty::{Fault, FaultHandle, FaultyService};
 
-#[rpc_core::service(name = "Counter", version = "1.0")]
+#[waypost_core::service(name = "Counter", version = "1.0")]
 pub trait Counter {
     /// Returns `n`, after `hold_ms`.
     async fn echo(&self, n: u64, hold_ms: u64) -> u64;

@@ -6,17 +6,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool};
-use rpc_core::context::{self, MetadataLimits, Side};
-use rpc_core::interceptor::{Interceptor, Outcome};
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::{Channel, ErrorKind, ProtocolError, RpcError};
-use rpc_tests::load::{ms, report};
-use rpc_tests::wait_until;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use waypost_core::client::{ClientOptions, ClusterInvoker, ConnectionPool};
+use waypost_core::context::{self, MetadataLimits, Side};
+use waypost_core::interceptor::{Interceptor, Outcome};
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::{Channel, ErrorKind, ProtocolError, RpcError};
+use waypost_tests::load::{ms, report};
+use waypost_tests::wait_until;
 
 /// What a handler saw of its call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ impl Seen {
     }
 }
 
-#[rpc_core::service(name = "Back", version = "1.0")]
+#[waypost_core::service(name = "Back", version = "1.0")]
 pub trait Back {
     /// What the handler saw.
     async fn inspect(&self) -> Seen;
@@ -58,7 +58,7 @@ pub trait Back {
     async fn hold(&self, ms: u64) -> u64;
 }
 
-#[rpc_core::service(name = "Front", version = "1.0")]
+#[waypost_core::service(name = "Front", version = "1.0")]
 pub trait Front {
     /// What the front handler saw, and what the back handler saw of the call the front made.
     async fn relay(&self) -> (Seen, Seen);
@@ -305,9 +305,9 @@ async fn a_dropped_call_is_cancelled_on_the_server_and_frees_its_permit() {
 
 #[tokio::test]
 async fn a_closed_connection_drops_its_running_calls() {
-    use rpc_core::context::Metadata;
-    use rpc_core::protocol::{encode_frame, encode_request_body, Header, MessageType};
-    use rpc_core::SerializerKind;
+    use waypost_core::context::Metadata;
+    use waypost_core::protocol::{encode_frame, encode_request_body, Header, MessageType};
+    use waypost_core::SerializerKind;
 
     let mut fx = back_server(ServerBuilder::new()).await;
     let body = encode_request_body(
@@ -462,13 +462,13 @@ async fn user_layers_see_every_call_and_its_outcome_on_both_sides() {
         records: server_records.clone(),
     }))
     .await;
-    let policies = rpc_core::config::RpcConfig::from_yaml(
+    let policies = waypost_core::config::RpcConfig::from_yaml(
         "rpc:\n  consumer:\n    retry: { strategy: fixed_interval, max_attempts: 3, base_delay_ms: 1 }\n",
     )
     .unwrap();
     let channel = Channel::direct(&fx.back_addr)
         .unwrap()
-        .with_policies(Arc::new(rpc_core::fault::PolicySet::new(policies.consumer)))
+        .with_policies(Arc::new(waypost_core::fault::PolicySet::new(policies.consumer)))
         .with_interceptor(Recorder {
             records: client_records.clone(),
         })

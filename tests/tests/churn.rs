@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use rpc_core::config::RpcConfig;
-use rpc_core::server::ServerBuilder;
-use rpc_tests::load::{report, resident_bytes};
-use rpc_tests::servers::unique_root;
-use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
+use waypost_core::config::RpcConfig;
+use waypost_core::server::ServerBuilder;
+use waypost_tests::load::{report, resident_bytes};
+use waypost_tests::servers::unique_root;
+use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
@@ -24,10 +24,10 @@ async fn a_consumer_keeps_nothing_for_providers_that_left() {
     let start_provider = || async {
         let builder =
             ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
-        rpc::serve(&config, builder).await.unwrap()
+        waypost::serve(&config, builder).await.unwrap()
     };
     let mut live = vec![start_provider().await, start_provider().await];
-    let consumer = rpc::consumer(&config).await.unwrap();
+    let consumer = waypost::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     for i in 0..10 {
         client.echo(i).await.unwrap();

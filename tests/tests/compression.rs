@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use rpc_core::config::{CompressionConfig, CompressionOverride, ConsumerConfig, MethodOverride, ServiceOverride};
-use rpc_core::fault::PolicySet;
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::{Channel, SerializerKind};
-use rpc_tests::proxy::FaultProxy;
+use waypost_core::config::{CompressionConfig, CompressionOverride, ConsumerConfig, MethodOverride, ServiceOverride};
+use waypost_core::fault::PolicySet;
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::{Channel, SerializerKind};
+use waypost_tests::proxy::FaultProxy;
 
-#[rpc_core::service(name = "Records", version = "1.0")]
+#[waypost_core::service(name = "Records", version = "1.0")]
 pub trait Records {
     /// Answers the record it got.
     async fn echo(&self, record: String) -> String;
@@ -159,8 +159,8 @@ async fn off_by_default_and_per_method_and_a_server_without_it_answers_plain() {
 /// A server of an earlier build: answers every call with `0u64` (msgpack), never says it
 /// decodes compressed bodies, and records the flags of each request.
 async fn earlier_build_server() -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
-    use rpc_core::protocol::{encode_frame, FrameDecoder, Header, MessageType};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use waypost_core::protocol::{encode_frame, FrameDecoder, Header, MessageType};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let flags = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -197,7 +197,7 @@ async fn earlier_build_server() -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
 
 #[tokio::test]
 async fn a_server_of_an_earlier_build_is_never_sent_a_compressed_body() {
-    use rpc_core::protocol::flags;
+    use waypost_core::protocol::flags;
     let (addr, seen) = earlier_build_server().await;
     let records = client(
         &addr,

@@ -5,16 +5,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::config::RpcConfig;
-use rpc_core::registry::{
+use tokio::sync::{broadcast, mpsc};
+use waypost_core::config::RpcConfig;
+use waypost_core::registry::{
     BackendError, DiscoveryCache, DiscoveryOptions, Registry, RegistryError, ServiceInstance, WatchEvent, WatchStream,
 };
-use rpc_core::server::{BoxFuture, ServerBuilder};
-use rpc_core::RpcError;
-use rpc_registry::memory::MemoryRegistry;
-use rpc_tests::servers::unique_root;
-use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
-use tokio::sync::{broadcast, mpsc};
+use waypost_core::server::{BoxFuture, ServerBuilder};
+use waypost_core::RpcError;
+use waypost_registry::memory::MemoryRegistry;
+use waypost_tests::servers::unique_root;
+use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 
 /// A memory registry that can be taken down, can lose watch events, and counts calls.
 struct Flaky {
@@ -347,9 +347,9 @@ async fn config_built_providers_and_consumer_round_robin_and_deregister_on_shutd
     let config = memory_config(&unique_root("mem"));
     let builder =
         || ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
-    let first = rpc::serve(&config, builder()).await.unwrap();
-    let second = rpc::serve(&config, builder()).await.unwrap();
-    let consumer = rpc::consumer(&config).await.unwrap();
+    let first = waypost::serve(&config, builder()).await.unwrap();
+    let second = waypost::serve(&config, builder()).await.unwrap();
+    let consumer = waypost::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     for i in 0..20 {
         assert_eq!(client.echo(i).await.unwrap(), i);
@@ -359,7 +359,7 @@ async fn config_built_providers_and_consumer_round_robin_and_deregister_on_shutd
     assert_eq!(consumer.pool().live_connections(), 2, "calls went to both providers");
 
     // No instances: fails at once, naming the key.
-    #[rpc_core::service(name = "Nobody")]
+    #[waypost_core::service(name = "Nobody")]
     trait Nobody {
         async fn call(&self) -> u8;
     }
@@ -389,8 +389,8 @@ struct HighestPort {
     picks: Arc<AtomicUsize>,
 }
 
-impl rpc_core::balance::LoadBalancer for HighestPort {
-    fn pick(&self, instances: &Arc<[ServiceInstance]>, ctx: &rpc_core::balance::PickContext<'_>) -> Option<usize> {
+impl waypost_core::balance::LoadBalancer for HighestPort {
+    fn pick(&self, instances: &Arc<[ServiceInstance]>, ctx: &waypost_core::balance::PickContext<'_>) -> Option<usize> {
         self.picks.fetch_add(1, Ordering::SeqCst);
         (0..instances.len())
             .filter(|&i| (ctx.available)(i))
@@ -403,8 +403,8 @@ struct Tagging {
     calls: Arc<AtomicUsize>,
 }
 
-impl rpc_core::Interceptor for Tagging {
-    fn on_request(&self, ctx: &mut rpc_core::context::CallContext) -> Result<(), rpc_core::RpcError> {
+impl waypost_core::Interceptor for Tagging {
+    fn on_request(&self, ctx: &mut waypost_core::context::CallContext) -> Result<(), waypost_core::RpcError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         ctx.metadata_mut().insert("tagged", "yes");
         Ok(())
@@ -418,22 +418,22 @@ async fn the_consumer_builder_takes_a_users_balancer_layer_and_connection_option
         "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry: {{ type: memory, root: \"{root}\" }}\n  consumer: {{ connect_timeout_ms: 250, keepalive_interval_ms: 1000 }}\n"
     ))
     .unwrap();
-    let options = rpc_core::client::ClientOptions::from(&config.consumer);
+    let options = waypost_core::client::ClientOptions::from(&config.consumer);
     assert_eq!(options.connect_timeout, Duration::from_millis(250));
     assert_eq!(options.keepalive_interval, Duration::from_secs(1));
     let builder =
         || ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
-    let a = rpc::serve(&config, builder()).await.unwrap();
-    let b = rpc::serve(&config, builder()).await.unwrap();
+    let a = waypost::serve(&config, builder()).await.unwrap();
+    let b = waypost::serve(&config, builder()).await.unwrap();
     let highest = a.local_addr().unwrap().port().max(b.local_addr().unwrap().port());
 
     let picks = Arc::new(AtomicUsize::new(0));
     let calls = Arc::new(AtomicUsize::new(0));
-    let registry = rpc_registry::connect(&config.registry).await.unwrap();
-    let consumer = rpc_core::client::Consumer::builder(&config)
+    let registry = waypost_registry::connect(&config.registry).await.unwrap();
+    let consumer = waypost_core::client::Consumer::builder(&config)
         .load_balancer_for("TestService:1.0", {
             let picks = picks.clone();
-            move || Arc::new(HighestPort { picks: picks.clone() }) as Arc<dyn rpc_core::balance::LoadBalancer>
+            move || Arc::new(HighestPort { picks: picks.clone() }) as Arc<dyn waypost_core::balance::LoadBalancer>
         })
         .interceptor(Tagging { calls: calls.clone() })
         .build(registry)

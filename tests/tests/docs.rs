@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rpc_core::config::RpcConfig;
+use waypost_core::config::RpcConfig;
 
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -58,7 +58,7 @@ fn every_yaml_block_of_the_readme_and_the_guide_loads() {
     assert!(n >= 8, "found {n} configuration blocks");
 }
 
-/// Every chapter of the guide is compiled as doc tests (`rpc_tests`' `markdown_doctests!`).
+/// Every chapter of the guide is compiled as doc tests (`waypost_tests`' `markdown_doctests!`).
 #[test]
 fn every_chapter_of_the_guide_is_a_doc_test() {
     let lib = std::fs::read_to_string(root().join("tests/src/lib.rs")).unwrap();

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions};
-use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
-use rpc_core::fault::InstanceHealth;
-use rpc_core::registry::{DiscoveryCache, DiscoveryOptions, Registry, ServiceInstance};
-use rpc_core::server::{Registration, RunningServer, ServerBuilder};
-use rpc_core::Channel;
-use rpc_registry::etcd::{EtcdOptions, EtcdRegistry};
-use rpc_tests::servers::{free_port, shared_etcd, unique_root};
-use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
+use waypost_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+use waypost_core::fault::InstanceHealth;
+use waypost_core::registry::{DiscoveryCache, DiscoveryOptions, Registry, ServiceInstance};
+use waypost_core::server::{Registration, RunningServer, ServerBuilder};
+use waypost_core::Channel;
+use waypost_registry::etcd::{EtcdOptions, EtcdRegistry};
+use waypost_tests::servers::{free_port, shared_etcd, unique_root};
+use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 
 fn options(endpoints: Vec<String>, root: &str, ttl_secs: u64) -> EtcdOptions {
     EtcdOptions {
@@ -258,7 +258,7 @@ async fn a_consumer_started_before_its_provider_finds_it_once_it_registers() {
     let consumer = Arc::new(cache(registry(&endpoints, &root, 10).await).await);
     let client = discovery_client(consumer.clone());
     match client.echo(1).await {
-        Err(rpc_core::RpcError::NoInstances(key)) => assert_eq!(key, "TestService:1.0"),
+        Err(waypost_core::RpcError::NoInstances(key)) => assert_eq!(key, "TestService:1.0"),
         other => panic!("expected no instances, got {other:?}"),
     }
     let provider_registry = registry(&endpoints, &root, 10).await;

@@ -10,15 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rpc_core::config::RpcConfig;
-use rpc_core::registry::{service_path, DiscoveryCache, DiscoveryOptions, ServiceInstance};
-use rpc_tests::ensemble::ZookeeperEnsemble;
-use rpc_tests::load::{ms, report, Load};
-use rpc_tests::process::signal;
-use rpc_tests::scenario::{await_registered, config, consumer, ephemeral_owner, port, provider};
-use rpc_tests::servers::{unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
-use rpc_tests::wait_until;
 use tokio::time::Instant;
+use waypost_core::config::RpcConfig;
+use waypost_core::registry::{service_path, DiscoveryCache, DiscoveryOptions, ServiceInstance};
+use waypost_tests::ensemble::ZookeeperEnsemble;
+use waypost_tests::load::{ms, report, Load};
+use waypost_tests::process::signal;
+use waypost_tests::scenario::{await_registered, config, consumer, ephemeral_owner, port, provider};
+use waypost_tests::servers::{unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
+use waypost_tests::wait_until;
 
 /// etcd frozen for 15 s (three times the lease TTL) under load: calls go on from the
 /// consumer's cache with none failed, and every registration is back within one reconcile
@@ -74,7 +74,9 @@ async fn a_frozen_etcd_fails_no_call() {
 async fn watching_caches(cfg: &RpcConfig, n: usize) -> Vec<DiscoveryCache> {
     let mut caches = Vec::new();
     for _ in 0..n {
-        let registry = rpc_registry::connect(&cfg.registry).await.expect("a registry client");
+        let registry = waypost_registry::connect(&cfg.registry)
+            .await
+            .expect("a registry client");
         let cache = DiscoveryCache::new(registry, DiscoveryOptions::default())
             .await
             .expect("a cache");
@@ -337,7 +339,9 @@ async fn re_registrations_after_an_etcd_data_loss_are_spread() {
     let cfg = config("etcd", &[etcd.endpoint()], &unique_root("storm"), 5, "");
     let mut registries = Vec::new();
     for i in 0..PROVIDERS {
-        let registry = rpc_registry::connect(&cfg.registry).await.expect("a registry client");
+        let registry = waypost_registry::connect(&cfg.registry)
+            .await
+            .expect("a registry client");
         let instance = ServiceInstance::new("Storm", "1", "127.0.0.1", 20_000 + i);
         registry.register(&instance).await.expect("register");
         registries.push(registry);
@@ -402,7 +406,9 @@ async fn zookeeper_re_registrations_after_an_outage_are_spread() {
     let cfg = config("zookeeper", &[zookeeper.endpoint()], &root, 3, "");
     let mut registries = Vec::new();
     for i in 0..PROVIDERS {
-        let registry = rpc_registry::connect(&cfg.registry).await.expect("a registry client");
+        let registry = waypost_registry::connect(&cfg.registry)
+            .await
+            .expect("a registry client");
         let instance = ServiceInstance::new("Storm", "1", "127.0.0.1", 20_000 + i);
         registry.register(&instance).await.expect("register");
         registries.push(registry);
@@ -417,9 +423,9 @@ async fn zookeeper_re_registrations_after_an_outage_are_spread() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     // A node created since the restart began is a new one: the clients may reach ZooKeeper
     // before this test's readiness probe does.
-    let restarting_ms = rpc_core::registry::now_ms() as i64;
+    let restarting_ms = waypost_core::registry::now_ms() as i64;
     zookeeper.restart().await;
-    let restarted_ms = rpc_core::registry::now_ms() as i64;
+    let restarted_ms = waypost_core::registry::now_ms() as i64;
     // Every node is back: created again in a new session, or (a client that reached the
     // restarted ZooKeeper before its session timed out) still held by the session it had. The
     // restarted server holds the old sessions' nodes until it expires them, a session timeout

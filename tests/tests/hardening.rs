@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc::Provider;
-use rpc_core::config::RpcConfig;
-use rpc_core::registry::Registry;
-use rpc_core::server::ServerBuilder;
-use rpc_tests::load::{ms, report, Load};
-use rpc_tests::servers::{shared_etcd, unique_root, EtcdServer, ETCD_ROOT};
-use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 use tokio::time::Instant;
+use waypost::Provider;
+use waypost_core::config::RpcConfig;
+use waypost_core::registry::Registry;
+use waypost_core::server::ServerBuilder;
+use waypost_tests::load::{ms, report, Load};
+use waypost_tests::servers::{shared_etcd, unique_root, EtcdServer, ETCD_ROOT};
+use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 
 fn etcd_config(endpoint: &str, root: &str, auth: bool) -> RpcConfig {
     let credentials = if auth {
@@ -29,7 +29,7 @@ fn etcd_config(endpoint: &str, root: &str, auth: bool) -> RpcConfig {
 async fn provider(config: &RpcConfig, label: &str) -> Provider {
     let builder =
         ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::labeled(label)));
-    rpc::serve(config, builder).await.expect("start a provider")
+    waypost::serve(config, builder).await.expect("start a provider")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +39,7 @@ async fn expiring_etcd_auth_tokens_are_renewed_by_consumers_and_providers() {
     };
     let config = etcd_config(&etcd.endpoint(), &unique_root("jwt"), true);
     let first = provider(&config, "first").await;
-    let consumer = rpc::consumer(&config).await.unwrap();
+    let consumer = waypost::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     client.owner(0).await.unwrap();
     let load = Load::start(&client, 4, Duration::from_millis(5));
@@ -73,7 +73,7 @@ async fn expiring_etcd_auth_tokens_are_renewed_by_consumers_and_providers() {
     assert!(stats.by_instance.get("second").copied().unwrap_or(0) > 0);
 
     // The provider deregisters cleanly at shutdown, long after its first token expired.
-    let observer: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.unwrap();
+    let observer: Arc<dyn Registry> = waypost_registry::connect(&config.registry).await.unwrap();
     second.shutdown().await;
     let left = observer.discover("TestService:1.0").await.unwrap();
     assert!(left.is_empty(), "deregistered at once, not by lease expiry: {left:?}");
@@ -126,12 +126,12 @@ async fn default_etcd_keeps_the_connections_of_a_watching_and_an_idle_consumer()
     let Some(endpoints) = shared_etcd() else { return };
     let config = etcd_config(&endpoints[0], &unique_root("keepalive"), false);
     let only = provider(&config, "only").await;
-    let watching = rpc::consumer(&config).await.unwrap();
+    let watching = waypost::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(watching.channel()).unwrap();
     client.owner(0).await.unwrap();
     // A consumer that has not called anything yet: its connection carries no stream, which is
     // when etcd counts a client's pings against its --grpc-keepalive-min-time.
-    let idle = rpc::consumer(&config).await.unwrap();
+    let idle = waypost::consumer(&config).await.unwrap();
     let connections = connections_to(&endpoints[0]);
     assert!(
         connections.len() >= 3,
@@ -228,7 +228,7 @@ async fn idle_connections_are_told_to_go_away_and_closed() {
         assert!(got > 0, "a GoAway came before the close");
     }
     // A real client that went idle is told to go away, lets go, and its next call reconnects.
-    let client = TestServiceClient::new(rpc_core::Channel::direct(&addr).unwrap()).unwrap();
+    let client = TestServiceClient::new(waypost_core::Channel::direct(&addr).unwrap()).unwrap();
     assert_eq!(client.echo(1).await.unwrap(), 1);
     tokio::time::sleep(Duration::from_millis(700)).await;
     wait_until(Duration::from_secs(5), "no connection is left open", || {
@@ -242,9 +242,9 @@ async fn idle_connections_are_told_to_go_away_and_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_idle_connections_leave_a_consumer_served_and_memory_bounded() {
-    let provider = rpc_tests::process::ProviderProcess::start(test_provider(), &local_provider_yaml("")).await;
+    let provider = waypost_tests::process::ProviderProcess::start(test_provider(), &local_provider_yaml("")).await;
     let addr = format!("127.0.0.1:{}", provider.port);
-    let client = TestServiceClient::new(rpc_core::Channel::direct(&addr).unwrap()).unwrap();
+    let client = TestServiceClient::new(waypost_core::Channel::direct(&addr).unwrap()).unwrap();
     client.echo(0).await.unwrap();
     let (rss_before, _) = provider.memory_kib();
     let idle = connect_many(&addr, 2000).await;
@@ -275,10 +275,10 @@ async fn two_thousand_idle_connections_leave_a_consumer_served_and_memory_bounde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_the_provider_backs_off_logs_rarely_and_recovers() {
-    let provider = rpc_tests::process::ProviderProcess::start_with(
+    let provider = waypost_tests::process::ProviderProcess::start_with(
         test_provider(),
         &local_provider_yaml(""),
-        rpc_tests::process::ProcessOptions {
+        waypost_tests::process::ProcessOptions {
             max_open_files: Some(64),
             capture_log: true,
             ..Default::default()
@@ -296,7 +296,7 @@ async fn out_of_file_descriptors_the_provider_backs_off_logs_rarely_and_recovers
         provider.log()
     );
     drop(hogs);
-    let client = TestServiceClient::new(rpc_core::Channel::direct(&addr).unwrap()).unwrap();
+    let client = TestServiceClient::new(waypost_core::Channel::direct(&addr).unwrap()).unwrap();
     let started = Instant::now();
     wait_until(Duration::from_secs(10), "the provider serves again", || {
         let client = client.clone();
@@ -316,14 +316,14 @@ async fn out_of_file_descriptors_the_provider_backs_off_logs_rarely_and_recovers
 /// A request for TestService `echo` whose body is `size` bytes (its arguments do not decode:
 /// the server reads it whole, then answers with a decode error).
 fn large_request(size: usize) -> Vec<u8> {
-    use rpc_core::context::Metadata;
-    use rpc_core::protocol::{encode_frame, encode_request_body, Header, MessageType};
+    use waypost_core::context::Metadata;
+    use waypost_core::protocol::{encode_frame, encode_request_body, Header, MessageType};
 
     let mut body = encode_request_body(
         "TestService:1.0",
         "echo",
         &Metadata::new(),
-        rpc_core::SerializerKind::Bincode,
+        waypost_core::SerializerKind::Bincode,
         &(),
     )
     .unwrap()
@@ -331,7 +331,7 @@ fn large_request(size: usize) -> Vec<u8> {
     .to_vec();
     body.resize(size, 0xab);
     let mut header = Header::new(MessageType::Request, 1);
-    header.serializer = rpc_core::SerializerKind::Bincode.id();
+    header.serializer = waypost_core::SerializerKind::Bincode.id();
     header.timeout_ms = 60_000;
     let mut frame = bytes::BytesMut::new();
     encode_frame(header, &body, &mut frame);
@@ -342,13 +342,13 @@ fn large_request(size: usize) -> Vec<u8> {
 async fn large_requests_are_read_within_a_memory_budget_and_memory_comes_back() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let provider = rpc_tests::process::ProviderProcess::start(
+    let provider = waypost_tests::process::ProviderProcess::start(
         test_provider(),
         &local_provider_yaml("    max_buffered_request_bytes: 268435456\n    frame_timeout_ms: 60000\n"),
     )
     .await;
     let addr = format!("127.0.0.1:{}", provider.port);
-    let client = TestServiceClient::new(rpc_core::Channel::direct(&addr).unwrap()).unwrap();
+    let client = TestServiceClient::new(waypost_core::Channel::direct(&addr).unwrap()).unwrap();
     client.echo(0).await.unwrap();
     let (rss_before, _) = provider.memory_kib();
     let frame = Arc::new(large_request(16 * 1024 * 1024 - 64));

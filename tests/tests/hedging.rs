@@ -6,15 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
-use rpc_core::config::{ConsumerConfig, HedgingConfig};
-use rpc_core::fault::{InstanceHealth, PolicySet};
-use rpc_core::registry::ServiceInstance;
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::Channel;
 use tokio::time::Instant;
+use waypost_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+use waypost_core::config::{ConsumerConfig, HedgingConfig};
+use waypost_core::fault::{InstanceHealth, PolicySet};
+use waypost_core::registry::ServiceInstance;
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::Channel;
 
-#[rpc_core::service(name = "Lookup", version = "1.0")]
+#[waypost_core::service(name = "Lookup", version = "1.0")]
 pub trait Lookup {
     /// Returns `n`, the slow provider late now and then.
     #[idempotent]
@@ -167,8 +167,8 @@ async fn an_adaptive_hedge_delay_follows_the_service_latency() {
 
 #[tokio::test]
 async fn hedging_is_turned_on_for_one_method_by_a_live_rule() {
-    use rpc_core::registry::Registry;
-    use rpc_tests::servers::etcd_config;
+    use waypost_core::registry::Registry;
+    use waypost_tests::servers::etcd_config;
 
     let Some(config) = etcd_config("hedge-rules") else {
         return;
@@ -182,9 +182,9 @@ async fn hedging_is_turned_on_for_one_method_by_a_live_rule() {
         };
         counters.push(provider.calls.clone());
         let builder = ServerBuilder::from_config(&config.server).add_service(LookupServer::new(provider));
-        providers.push(rpc::serve(&config, builder).await.expect("provider"));
+        providers.push(waypost::serve(&config, builder).await.expect("provider"));
     }
-    let consumer = rpc::consumer(&config).await.expect("consumer");
+    let consumer = waypost::consumer(&config).await.expect("consumer");
     let client = LookupClient::new(consumer.channel()).expect("client");
     let deadline = Instant::now() + Duration::from_secs(10);
     while counters.iter().any(|c| c.load(Ordering::SeqCst) == 0) {
@@ -200,7 +200,7 @@ async fn hedging_is_turned_on_for_one_method_by_a_live_rule() {
     );
 
     let rule = r#"{"methods": {"find": {"hedging": {"enabled": true, "delay_ms": 20}}}}"#;
-    let operator: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.expect("operator");
+    let operator: Arc<dyn Registry> = waypost_registry::connect(&config.registry).await.expect("operator");
     operator.put_rules("Lookup:1.0", rule).await.expect("put the rule");
     while consumer.cache().rules("Lookup:1.0").as_deref() != Some(rule) {
         assert!(

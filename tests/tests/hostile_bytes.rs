@@ -6,12 +6,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpc_core::server::ServerBuilder;
-use rpc_core::Channel;
-use rpc_tests::load::{ms, report, resident_bytes, Load};
-use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use waypost_core::server::ServerBuilder;
+use waypost_core::Channel;
+use waypost_tests::load::{ms, report, resident_bytes, Load};
+use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 
 /// Collects log lines written by the server.
 #[derive(Clone, Default)]
@@ -38,7 +38,7 @@ impl Logs {
 fn header(magic: u16, body_len: u32) -> Vec<u8> {
     let mut h = Vec::with_capacity(24);
     h.extend_from_slice(&magic.to_be_bytes());
-    h.push(rpc_core::protocol::PROTOCOL_VERSION);
+    h.push(waypost_core::protocol::PROTOCOL_VERSION);
     h.push(1); // request
     h.push(1); // bincode
     h.push(0); // status
@@ -177,7 +177,7 @@ async fn hostile_connections_are_closed_and_a_good_client_keeps_getting_answers(
 
 #[tokio::test]
 async fn arguments_with_a_lying_length_prefix_get_a_decode_error_not_an_abort() {
-    use rpc_core::protocol::{encode_frame, FrameDecoder, Header, MessageType, Status};
+    use waypost_core::protocol::{encode_frame, FrameDecoder, Header, MessageType, Status};
 
     let server = ServerBuilder::new()
         .add_service(TestServiceServer::new(TestServiceImpl::default()))

@@ -5,11 +5,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use rpc_core::auth::BearerTokens;
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::Channel;
-use rpc_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
 use serde_json::{json, Value};
+use waypost_core::auth::BearerTokens;
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::Channel;
+use waypost_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
 
 async fn start(builder: ServerBuilder) -> (RunningServer, String) {
     let server = builder
@@ -284,10 +284,10 @@ async fn python_reads_the_openapi_document_and_calls() {
 
 #[tokio::test]
 async fn each_instance_advertises_its_http_endpoint() {
-    use rpc_core::registry::{HttpEndpoint, Registry};
-    use rpc_core::server::Registration;
-    let registry: std::sync::Arc<dyn Registry> = std::sync::Arc::new(rpc_registry::memory::MemoryRegistry::shared(
-        &rpc_tests::servers::unique_root("http"),
+    use waypost_core::registry::{HttpEndpoint, Registry};
+    use waypost_core::server::Registration;
+    let registry: std::sync::Arc<dyn Registry> = std::sync::Arc::new(waypost_registry::memory::MemoryRegistry::shared(
+        &waypost_tests::servers::unique_root("http"),
     ));
     let (mut server, addr) = start(ServerBuilder::new()).await;
     let registration = Registration {
@@ -315,10 +315,10 @@ async fn each_instance_advertises_its_http_endpoint() {
 /// HTTP/JSON, and the RPC client, which asks for none, gets the RPC protocol, on one port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_by_alpn_and_rpc_over_tls_share_the_port() {
-    use rpc_core::client::ClientOptions;
-    use rpc_core::config::{ClientTlsConfig, ServerTlsConfig};
-    use rpc_core::tls::{ClientTls, ServerTls};
-    use rpc_tests::certs::TestPki;
+    use waypost_core::client::ClientOptions;
+    use waypost_core::config::{ClientTlsConfig, ServerTlsConfig};
+    use waypost_core::tls::{ClientTls, ServerTls};
+    use waypost_tests::certs::TestPki;
 
     let pki = TestPki::new();
     let tls = ServerTls::load(&ServerTlsConfig {

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::config::{CallLimits, RpcConfig, ServiceLimits};
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::{Channel, ErrorKind};
-use rpc_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
 use tokio::time::Instant;
+use waypost_core::config::{CallLimits, RpcConfig, ServiceLimits};
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::{Channel, ErrorKind};
+use waypost_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
 
 async fn serve(builder: ServerBuilder) -> (RunningServer, TestServiceClient, String) {
     let server = builder
@@ -158,18 +158,18 @@ async fn refused_of(client: &TestServiceClient, count: u64) -> usize {
 
 #[tokio::test]
 async fn a_providers_limits_and_shedding_follow_its_rules_live() {
-    use rpc_core::registry::Registry;
-    use rpc_tests::servers::etcd_config;
+    use waypost_core::registry::Registry;
+    use waypost_tests::servers::etcd_config;
 
     let Some(config) = etcd_config("limit-rules") else {
         return;
     };
     let builder =
         ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
-    let provider = rpc::serve(&config, builder).await.expect("provider");
+    let provider = waypost::serve(&config, builder).await.expect("provider");
     let addr = provider.instances()[0].address();
     let client = TestServiceClient::new(Channel::direct(&addr).expect("channel")).expect("client");
-    let operator: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.expect("operator");
+    let operator: Arc<dyn Registry> = waypost_registry::connect(&config.registry).await.expect("operator");
     assert_eq!(refused_of(&client, 6).await, 0, "no limit configured");
 
     // A rule limits the method to two calls at once: within a watch round trip, four of six

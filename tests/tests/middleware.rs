@@ -9,21 +9,21 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use rpc_core::client::{ClientCall, ClientStack};
-use rpc_core::context::{self, CallContext};
-use rpc_core::interceptor::Interceptor;
-use rpc_core::protocol::Status;
-use rpc_core::server::{RunningServer, ServerBuilder, ServerCall, ServerLayers};
-use rpc_core::{BoxError, BoxFuture, Channel, ErrorKind, Reply, RpcError};
-use rpc_tests::wait_until;
 use tokio::sync::RwLock;
 use tower::{Layer, Service, ServiceBuilder};
+use waypost_core::client::{ClientCall, ClientStack};
+use waypost_core::context::{self, CallContext};
+use waypost_core::interceptor::Interceptor;
+use waypost_core::protocol::Status;
+use waypost_core::server::{RunningServer, ServerBuilder, ServerCall, ServerLayers};
+use waypost_core::{BoxError, BoxFuture, Channel, ErrorKind, Reply, RpcError};
+use waypost_tests::wait_until;
 
 /// The tenant a server layer resolved, handed to the handler as a typed extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Tenant(String);
 
-#[rpc_core::service(name = "Work", version = "1.0")]
+#[waypost_core::service(name = "Work", version = "1.0")]
 pub trait Work {
     /// The tenant the handler finds in its context's extensions.
     async fn whose(&self) -> String;
@@ -345,7 +345,7 @@ fn sample(label: &str) -> Option<RpcError> {
         },
         "encode" => RpcError::Encode("cannot encode".into()),
         "decode" => RpcError::Decode("cannot decode".into()),
-        "protocol" => RpcError::Protocol(rpc_core::ProtocolError::Rejected("bad".into())),
+        "protocol" => RpcError::Protocol(waypost_core::ProtocolError::Rejected("bad".into())),
         "connection_closed" => RpcError::ConnectionClosed {
             addr: "db:5432".into(),
             reason: "reset".into(),

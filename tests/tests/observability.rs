@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use rpc_core::server::ServerBuilder;
-use rpc_core::Channel;
+use waypost_core::server::ServerBuilder;
+use waypost_core::Channel;
 
-#[rpc_core::service(name = "Metered", version = "1.0")]
+#[waypost_core::service(name = "Metered", version = "1.0")]
 pub trait Metered {
     async fn fine(&self) -> u32;
     async fn refuse(&self, code: u32) -> Result<u32, u32>;
@@ -44,15 +44,17 @@ fn value(text: &str, series: &str) -> Option<f64> {
 /// shutdown begins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_counted_on_both_sides_and_health_follows_shutdown() {
-    use rpc_core::client::MethodDescriptor;
-    use rpc_core::health::Health;
-    use rpc_core::metrics::MetricsLayer;
-    use rpc_core::registry::Registry;
+    use waypost_core::client::MethodDescriptor;
+    use waypost_core::health::Health;
+    use waypost_core::metrics::MetricsLayer;
+    use waypost_core::registry::Registry;
 
-    let endpoint = rpc::metrics_endpoint::MetricsEndpoint::start("127.0.0.1:0")
+    let endpoint = waypost::metrics_endpoint::MetricsEndpoint::start("127.0.0.1:0")
         .await
         .unwrap();
-    let registry = Arc::new(rpc_registry::memory::MemoryRegistry::shared("/observability-health"));
+    let registry = Arc::new(waypost_registry::memory::MemoryRegistry::shared(
+        "/observability-health",
+    ));
     let mut server = ServerBuilder::new()
         .add_service(MeteredServer::new(MeteredImpl))
         .interceptor(MetricsLayer::new())
@@ -63,7 +65,7 @@ async fn calls_are_counted_on_both_sides_and_health_follows_shutdown() {
     server
         .register(
             registry.clone() as Arc<dyn Registry>,
-            &rpc_core::server::Registration::from_config(&Default::default()),
+            &waypost_core::server::Registration::from_config(&Default::default()),
         )
         .await
         .unwrap();
@@ -82,11 +84,11 @@ async fn calls_are_counted_on_both_sides_and_health_follows_shutdown() {
         .call(unknown, &(), None::<&()>, &policy, None)
         .await
         .unwrap_err();
-    assert_eq!(error.kind(), rpc_core::ErrorKind::MethodNotFound);
+    assert_eq!(error.kind(), waypost_core::ErrorKind::MethodNotFound);
     assert_eq!(channel.health("Metered:1.0").await.unwrap(), Health::Serving);
     assert_eq!(
         channel.health("Absent:1.0").await.unwrap_err().kind(),
-        rpc_core::ErrorKind::ServiceNotFound
+        waypost_core::ErrorKind::ServiceNotFound
     );
 
     let text = scrape(endpoint.local_addr()).await;

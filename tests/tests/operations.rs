@@ -5,18 +5,18 @@
 
 use std::time::Duration;
 
-use rpc_core::config::RpcConfig;
-use rpc_core::protocol::Status;
-use rpc_core::server::ServerBuilder;
-use rpc_tests::faulty::{Fault, FaultyService};
-use rpc_tests::load::{ms, report, Load};
-use rpc_tests::process::ProviderProcess;
-use rpc_tests::servers::{shared_etcd, unique_root};
-use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 use tokio::time::Instant;
+use waypost_core::config::RpcConfig;
+use waypost_core::protocol::Status;
+use waypost_core::server::ServerBuilder;
+use waypost_tests::faulty::{Fault, FaultyService};
+use waypost_tests::load::{ms, report, Load};
+use waypost_tests::process::ProviderProcess;
+use waypost_tests::servers::{shared_etcd, unique_root};
+use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 
 fn etcd_yaml(endpoints: &[String], root: &str, extra_server: &str, consumer: &str) -> String {
-    let endpoints = rpc_tests::servers::yaml_list(endpoints);
+    let endpoints = waypost_tests::servers::yaml_list(endpoints);
     format!(
         "rpc:\n  server:\n    host: 127.0.0.1\n    port: 0\n{extra_server}  registry:\n    type: etcd\n    endpoints: [{endpoints}]\n    root: \"{root}\"\n    ttl_secs: 10\n    timeout_ms: 3000\n  consumer:\n    timeout_ms: 2000\n{consumer}"
     )
@@ -34,13 +34,13 @@ async fn a_rolling_restart_loses_no_call_under_the_default_policy() {
     );
     // The consumer keeps every default: fail_fast, no retries.
     let consumer_config = RpcConfig::from_yaml(&etcd_yaml(&endpoints, &root, "", "")).unwrap();
-    assert_eq!(consumer_config.consumer.tolerant, rpc_core::TolerantKind::FailFast);
+    assert_eq!(consumer_config.consumer.tolerant, waypost_core::TolerantKind::FailFast);
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_test-provider"));
     let mut providers = Vec::new();
     for _ in 0..3 {
         providers.push(ProviderProcess::start(binary, &provider_yaml).await);
     }
-    let consumer = rpc::consumer(&consumer_config).await.unwrap();
+    let consumer = waypost::consumer(&consumer_config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     wait_until(Duration::from_secs(10), "the consumer sees the three providers", || {
         let client = client.clone();
@@ -97,10 +97,10 @@ async fn retries_and_fail_overs_stay_within_the_retry_budget() {
         "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry: {{ type: memory, root: \"{root}\" }}\n  consumer:\n    retry: {{ strategy: fixed_interval, max_attempts: 5, base_delay_ms: 0, budget_percent: 20, min_retries_per_sec: 10 }}\n    outlier: {{ consecutive_failures: 1000000 }}\n"
     ))
     .unwrap();
-    let provider = rpc::serve(&config, ServerBuilder::from_config(&config.server).add_service(service))
+    let provider = waypost::serve(&config, ServerBuilder::from_config(&config.server).add_service(service))
         .await
         .unwrap();
-    let consumer = rpc::consumer(&config).await.unwrap();
+    let consumer = waypost::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     let started = Instant::now();
     let calls = 5000u64;
@@ -156,8 +156,8 @@ fn with_cache_file(endpoint: &str, root: &str, file: &std::path::Path) -> RpcCon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_with_a_cache_file_starts_and_calls_while_etcd_is_down() {
-    use rpc_core::registry::CacheFile;
-    use rpc_tests::servers::EtcdServer;
+    use waypost_core::registry::CacheFile;
+    use waypost_tests::servers::EtcdServer;
 
     let Some(mut etcd) = EtcdServer::start().await else {
         return;
@@ -168,12 +168,12 @@ async fn a_consumer_with_a_cache_file_starts_and_calls_while_etcd_is_down() {
     let serve = || async {
         let builder =
             ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::default()));
-        rpc::serve(&config, builder).await.unwrap()
+        waypost::serve(&config, builder).await.unwrap()
     };
     let providers = vec![serve().await, serve().await];
 
     // A consumer that ran while etcd was up left its last-known instances in the file.
-    let first = rpc::consumer(&config).await.unwrap();
+    let first = waypost::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(first.channel()).unwrap();
     client.echo(1).await.unwrap();
     let cache = CacheFile::new(&file, &root);
@@ -186,7 +186,7 @@ async fn a_consumer_with_a_cache_file_starts_and_calls_while_etcd_is_down() {
 
     etcd.stop().await;
     let started = Instant::now();
-    let consumer = rpc::consumer(&config).await.expect("starts from the cache file");
+    let consumer = waypost::consumer(&config).await.expect("starts from the cache file");
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     for i in 0..20 {
         assert_eq!(
@@ -228,12 +228,12 @@ async fn a_consumer_with_a_cache_file_starts_and_calls_while_etcd_is_down() {
 
 #[tokio::test]
 async fn a_corrupt_cache_file_is_ignored_naming_it_and_the_registry_error_stands() {
-    let logs = rpc_tests::logs::CapturedLogs::start();
+    let logs = waypost_tests::logs::CapturedLogs::start();
     let file = cache_file_path("corrupt");
     std::fs::write(&file, b"{ this is not json").unwrap();
-    let dead = format!("127.0.0.1:{}", rpc_tests::servers::free_port());
+    let dead = format!("127.0.0.1:{}", waypost_tests::servers::free_port());
     let config = with_cache_file(&dead, &unique_root("corrupt"), &file);
-    let error = match rpc::consumer(&config).await {
+    let error = match waypost::consumer(&config).await {
         Ok(_) => panic!("a consumer started without a registry and without a usable cache file"),
         Err(e) => e.to_string(),
     };

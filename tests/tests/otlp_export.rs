@@ -18,30 +18,30 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use rpc::config::{RpcConfig, TelemetryConfig};
-use rpc::server::ServerBuilder;
-use rpc::Channel;
-use rpc_tests::wait_until;
 use tracing::Instrument;
+use waypost::config::{RpcConfig, TelemetryConfig};
+use waypost::server::ServerBuilder;
+use waypost::Channel;
+use waypost_tests::wait_until;
 
-#[rpc::service(name = "Inner", version = "1.0")]
+#[waypost::service(name = "Inner", version = "1.0")]
 pub trait Inner {
     async fn leaf(&self) -> u32;
 }
 
-#[rpc::service(name = "Outer", version = "1.0")]
+#[waypost::service(name = "Outer", version = "1.0")]
 pub trait Outer {
     async fn branch(&self) -> u32;
 }
 
 /// The trace position the inner handler ran at, as the framework carries it.
-type Seen = Arc<Mutex<Option<rpc::context::TraceContext>>>;
+type Seen = Arc<Mutex<Option<waypost::context::TraceContext>>>;
 
 struct InnerImpl(Seen);
 
 impl Inner for InnerImpl {
     async fn leaf(&self) -> u32 {
-        *self.0.lock().unwrap() = rpc::context::current().trace().copied();
+        *self.0.lock().unwrap() = waypost::context::current().trace().copied();
         7
     }
 }
@@ -163,7 +163,7 @@ async fn a_two_hop_call_arrives_at_the_collector_as_one_linked_trace() {
         },
         ..RpcConfig::default()
     };
-    let telemetry = rpc::telemetry::init(&config).expect("telemetry starts");
+    let telemetry = waypost::telemetry::init(&config).expect("telemetry starts");
 
     let seen = Seen::default();
     let inner = ServerBuilder::new()
@@ -187,7 +187,7 @@ async fn a_two_hop_call_arrives_at_the_collector_as_one_linked_trace() {
     // A call that fails: no Outer service at the inner provider.
     let wrong = OuterClient::new(Channel::direct(inner_addr.to_string()).unwrap()).unwrap();
     let refused = wrong.branch().await.expect_err("no such service there");
-    assert_eq!(refused.kind(), rpc::ErrorKind::ServiceNotFound);
+    assert_eq!(refused.kind(), waypost::ErrorKind::ServiceNotFound);
 
     wait_until(Duration::from_secs(20), "every span reaches the receiver", || {
         let receiver = receiver.clone();
@@ -233,7 +233,10 @@ async fn a_two_hop_call_arrives_at_the_collector_as_one_linked_trace() {
         (&inner_called, "Inner", "leaf"),
         (&inner_served, "Inner", "leaf"),
     ] {
-        assert_eq!(string_attribute(&span.attributes, "rpc.system").as_deref(), Some("rpc"));
+        assert_eq!(
+            string_attribute(&span.attributes, "rpc.system").as_deref(),
+            Some("waypost")
+        );
         assert_eq!(
             string_attribute(&span.attributes, "rpc.service").as_deref(),
             Some(service)

@@ -9,13 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::registry::{Registry, ServiceInstance, WatchEvent, WatchStream};
-use rpc_registry::etcd::{EtcdOptions, EtcdRegistry};
-use rpc_registry::memory::MemoryRegistry;
-use rpc_registry::zookeeper::{ZookeeperOptions, ZookeeperRegistry};
-use rpc_tests::process::ProviderProcess;
-use rpc_tests::proxy::FaultProxy;
-use rpc_tests::servers::{shared_etcd, shared_zookeeper, unique_root};
+use waypost_core::registry::{Registry, ServiceInstance, WatchEvent, WatchStream};
+use waypost_registry::etcd::{EtcdOptions, EtcdRegistry};
+use waypost_registry::memory::MemoryRegistry;
+use waypost_registry::zookeeper::{ZookeeperOptions, ZookeeperRegistry};
+use waypost_tests::process::ProviderProcess;
+use waypost_tests::proxy::FaultProxy;
+use waypost_tests::servers::{shared_etcd, shared_zookeeper, unique_root};
 use zookeeper_client as zk;
 
 /// Lease TTL / session timeout used by the suite.
@@ -128,7 +128,7 @@ impl Harness {
         };
         Some(format!(
             "rpc:\n  server: {{ host: 127.0.0.1, port: 0 }}\n  registry:\n    type: {kind}\n    endpoints: [{}]\n    root: \"{}\"\n    ttl_secs: {}\n",
-            rpc_tests::servers::yaml_list(&self.endpoints),
+            waypost_tests::servers::yaml_list(&self.endpoints),
             self.root,
             TTL.as_secs()
         ))
@@ -506,7 +506,7 @@ mod cases {
         let key = "Svc:1.0";
         assert_eq!(reader.registry.get_rules(key).await.unwrap(), None);
         let mut watch = reader.registry.watch_rules(key).await.unwrap();
-        async fn next(watch: &mut rpc_core::registry::RulesStream) -> Option<String> {
+        async fn next(watch: &mut waypost_core::registry::RulesStream) -> Option<String> {
             tokio::time::timeout(Duration::from_secs(3), watch.next())
                 .await
                 .expect("a rules event within 3 s")
@@ -537,8 +537,8 @@ mod cases {
     }
 
     pub async fn schemas_are_published_once_and_outlive_their_provider(h: &Harness) {
-        use rpc_core::registry::publish_schema;
-        use rpc_core::schema::{SchemaBuilder, ServiceSchema};
+        use waypost_core::registry::publish_schema;
+        use waypost_core::schema::{SchemaBuilder, ServiceSchema};
         let writer = h.handle().await;
         let reader = h.handle().await;
         let key = "Svc:1.0";

@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use rpc_core::config::RpcConfig;
-use rpc_core::registry::Registry;
-use rpc_core::server::ServerBuilder;
-use rpc_registry::zookeeper::{ZookeeperOptions, ZookeeperRegistry};
-use rpc_tests::certs::TestPki;
-use rpc_tests::servers::{shared_zookeeper, unique_root, EtcdServer, ETCD_ROOT};
-use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
+use waypost_core::config::RpcConfig;
+use waypost_core::registry::Registry;
+use waypost_core::server::ServerBuilder;
+use waypost_registry::zookeeper::{ZookeeperOptions, ZookeeperRegistry};
+use waypost_tests::certs::TestPki;
+use waypost_tests::servers::{shared_zookeeper, unique_root, EtcdServer, ETCD_ROOT};
+use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 use zookeeper_client as zk;
 
 /// The configuration of a secured deployment: etcd over TLS with the client certificate of
@@ -68,9 +68,13 @@ async fn etcd_over_tls_with_client_certificates_and_auth_carries_the_whole_flow(
     for label in ["a", "b"] {
         let builder = ServerBuilder::from_config(&config.server)
             .add_service(TestServiceServer::new(TestServiceImpl::labeled(label.to_owned())));
-        providers.push(rpc::serve(&config, builder).await.expect("a provider over etcd TLS"));
+        providers.push(
+            waypost::serve(&config, builder)
+                .await
+                .expect("a provider over etcd TLS"),
+        );
     }
-    let consumer = rpc::consumer(&config).await.expect("a consumer over etcd TLS");
+    let consumer = waypost::consumer(&config).await.expect("a consumer over etcd TLS");
     let client = TestServiceClient::new(consumer.channel()).expect("client");
     wait_until(Duration::from_secs(10), "both providers are discovered", || async {
         consumer
@@ -90,7 +94,7 @@ async fn etcd_over_tls_with_client_certificates_and_auth_carries_the_whole_flow(
     // error says why.
     let started = Instant::now();
     let plain = secured_config(&pki, &etcd.endpoint().replace("https://", ""), "/plain", "");
-    let error = rpc_registry::connect(&plain.registry)
+    let error = waypost_registry::connect(&plain.registry)
         .await
         .err()
         .expect("plain text to a TLS etcd");
@@ -112,7 +116,7 @@ async fn etcd_over_tls_with_client_certificates_and_auth_carries_the_whole_flow(
             pki.client.key.display()
         ),
     );
-    let error = rpc_registry::connect(&broken.registry)
+    let error = waypost_registry::connect(&broken.registry)
         .await
         .err()
         .expect("a missing CA file")
@@ -138,12 +142,12 @@ async fn zookeeper_nodes_of_an_authenticated_provider_only_it_may_change() {
         root: root.clone(),
         session_timeout: Duration::from_secs(10),
         timeout: Duration::from_secs(3),
-        credentials: credentials.map(|(u, p)| (u.to_owned(), rpc_core::config::Secret::new(p))),
+        credentials: credentials.map(|(u, p)| (u.to_owned(), waypost_core::config::Secret::new(p))),
     };
     let owner = ZookeeperRegistry::connect(options(Some(("alice", "alice-secret"))))
         .await
         .expect("connect with digest auth");
-    let instance = rpc_core::registry::ServiceInstance::new("Acl", "1.0", "127.0.0.1", 7100);
+    let instance = waypost_core::registry::ServiceInstance::new("Acl", "1.0", "127.0.0.1", 7100);
     owner.register(&instance).await.expect("register");
 
     // Anyone reads it.

@@ -9,15 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc::Provider;
-use rpc_core::client::Consumer;
-use rpc_tests::load::{ms, report, Load};
-use rpc_tests::process::{signal, ProcessOptions, ProviderProcess};
-use rpc_tests::proxy::FaultProxy;
-use rpc_tests::scenario::{await_registered, config, consumer, ephemeral_owner, port, provider};
-use rpc_tests::servers::{free_port, shared_etcd, unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
-use rpc_tests::{wait_until, TestServiceClient};
 use tokio::time::Instant;
+use waypost::Provider;
+use waypost_core::client::Consumer;
+use waypost_tests::load::{ms, report, Load};
+use waypost_tests::process::{signal, ProcessOptions, ProviderProcess};
+use waypost_tests::proxy::FaultProxy;
+use waypost_tests::scenario::{await_registered, config, consumer, ephemeral_owner, port, provider};
+use waypost_tests::servers::{free_port, shared_etcd, unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
+use waypost_tests::{wait_until, TestServiceClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_outage_longer_than_the_ttl() {
@@ -294,7 +294,7 @@ async fn three_provider_processes(
 
 /// Three provider processes, one SIGKILLed under load by 16 workers; returns the load figures
 /// and when the kill happened.
-async fn kill_one_of_three(tolerant: &str) -> Option<(rpc_tests::load::LoadStats, Instant, u16)> {
+async fn kill_one_of_three(tolerant: &str) -> Option<(waypost_tests::load::LoadStats, Instant, u16)> {
     let consumer_yaml = format!("    tolerant: {tolerant}\n    retry: {{ strategy: none, max_attempts: 3 }}\n");
     let (mut providers, consumer, client) = three_provider_processes("crash", 2, &consumer_yaml).await?;
     let load = Load::start(&client, 16, Duration::ZERO);
@@ -472,7 +472,7 @@ impl FaultyThree {
     /// A consumer of the three with `consumer_yaml` under `rpc.consumer`, once it sees them.
     async fn consumer(&self, consumer_yaml: &str) -> (Consumer, TestServiceClient) {
         let cfg = config("etcd", &self.endpoints, &self.root, 10, consumer_yaml);
-        let consumer = rpc::consumer(&cfg).await.expect("a consumer");
+        let consumer = waypost::consumer(&cfg).await.expect("a consumer");
         let client = TestServiceClient::new(consumer.channel()).expect("a client");
         // The first call loads and watches the service; it may meet the failing provider.
         let _ = client.owner(0).await;
@@ -640,7 +640,7 @@ fn ms_tenths(d: Duration) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shedding_provider_process_keeps_its_goodput_at_three_times_its_capacity() {
-    use rpc_tests::load::{closed_loop, open_loop};
+    use waypost_tests::load::{closed_loop, open_loop};
     let Some(endpoints) = shared_etcd() else { return };
     let mut figures = serde_json::Map::new();
     for shedding in [false, true] {
@@ -656,13 +656,13 @@ async fn a_shedding_provider_process_keeps_its_goodput_at_three_times_its_capaci
         };
         let provider =
             ProviderProcess::start_with(Path::new(env!("CARGO_BIN_EXE_test-provider")), &yaml, options).await;
-        let config = rpc_core::config::ConsumerConfig {
+        let config = waypost_core::config::ConsumerConfig {
             timeout_ms: 1000,
-            ..rpc_core::config::ConsumerConfig::default()
+            ..waypost_core::config::ConsumerConfig::default()
         };
-        let channel = rpc_core::Channel::direct(format!("127.0.0.1:{}", provider.port))
+        let channel = waypost_core::Channel::direct(format!("127.0.0.1:{}", provider.port))
             .expect("channel")
-            .with_policies(Arc::new(rpc_core::fault::PolicySet::new(config)));
+            .with_policies(Arc::new(waypost_core::fault::PolicySet::new(config)));
         let client = TestServiceClient::new(channel).expect("client");
         let call = |n: u64| {
             let client = client.clone();

@@ -5,17 +5,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
-use rpc_core::config::RpcConfig;
-use rpc_core::fault::{HealthOptions, InstanceHealth, PolicySet};
-use rpc_core::protocol::Status;
-use rpc_core::registry::ServiceInstance;
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::{Channel, ClientBuildError, ErrorKind, RpcError};
-use rpc_tests::faulty::{Fault, FaultHandle, FaultyService};
-use rpc_tests::servers::free_port;
-use rpc_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
 use serde::{Deserialize, Serialize};
+use waypost_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+use waypost_core::config::RpcConfig;
+use waypost_core::fault::{HealthOptions, InstanceHealth, PolicySet};
+use waypost_core::protocol::Status;
+use waypost_core::registry::ServiceInstance;
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::{Channel, ClientBuildError, ErrorKind, RpcError};
+use waypost_tests::faulty::{Fault, FaultHandle, FaultyService};
+use waypost_tests::servers::free_port;
+use waypost_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
 
 /// A provider whose behaviour the test controls.
 struct Provider {
@@ -219,7 +219,7 @@ async fn fail_over_is_bounded_by_the_instances_not_by_retry_attempts() {
 #[derive(Debug, Serialize, Deserialize)]
 struct Opaque(u8);
 
-#[rpc_core::service(name = "TestService", version = "1.0")]
+#[waypost_core::service(name = "TestService", version = "1.0")]
 trait NoDefaults {
     async fn echo(&self, value: u64) -> u64;
     async fn opaque(&self) -> Opaque;

@@ -4,12 +4,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool};
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::{Channel, ErrorKind, RpcError, SerializerKind};
-use rpc_tests::{wait_until, TestError, TestServiceClient, TestServiceImpl, TestServiceServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use waypost_core::client::{ClientOptions, ClusterInvoker, ConnectionPool};
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::{Channel, ErrorKind, RpcError, SerializerKind};
+use waypost_tests::{wait_until, TestError, TestServiceClient, TestServiceImpl, TestServiceServer};
 
 async fn start(builder: ServerBuilder) -> (RunningServer, String) {
     let server = builder.bind("127.0.0.1:0").await.expect("bind");
@@ -270,12 +270,12 @@ async fn the_concurrency_limit_answers_overloaded() {
 
 #[tokio::test]
 async fn unknown_service_and_method_are_told_apart() {
-    #[rpc_core::service(name = "TestService", version = "1.0")]
+    #[waypost_core::service(name = "TestService", version = "1.0")]
     trait NewerTestService {
         async fn echo(&self, value: u64) -> u64;
         async fn brand_new(&self) -> u64;
     }
-    #[rpc_core::service(name = "Absent")]
+    #[waypost_core::service(name = "Absent")]
     trait Absent {
         async fn anything(&self) -> u64;
     }
@@ -348,7 +348,7 @@ async fn pongs_keep_an_idle_connection_open() {
 
 #[tokio::test]
 async fn garbage_closes_only_the_offending_connection() {
-    use rpc_core::protocol::{FrameDecoder, Status};
+    use waypost_core::protocol::{FrameDecoder, Status};
 
     let (server, addr, _) = start_default().await;
     let client = TestServiceClient::new(Channel::direct(&addr).unwrap()).unwrap();
@@ -418,13 +418,13 @@ mod byte_vectors {
     /// What the macro sees as some other type: encoded element by element.
     type Plain = Vec<u8>;
 
-    #[rpc_core::service(name = "Bytes", version = "1.0")]
+    #[waypost_core::service(name = "Bytes", version = "1.0")]
     pub trait Fast {
         async fn echo(&self, data: Vec<u8>, tag: String) -> Vec<u8>;
         async fn checked(&self, data: std::vec::Vec<u8>) -> Result<Vec<u8>, String>;
     }
 
-    #[rpc_core::service(name = "Bytes", version = "1.0")]
+    #[waypost_core::service(name = "Bytes", version = "1.0")]
     pub trait Slow {
         async fn echo(&self, data: Plain, tag: String) -> Plain;
         async fn checked(&self, data: Plain) -> Result<Plain, String>;
@@ -461,7 +461,7 @@ mod byte_vectors {
 
     /// Holds every call long enough for all of a burst to be in flight at once, however
     /// slowly the machine runs the callers.
-    #[rpc_core::service(name = "Held", version = "1.0")]
+    #[waypost_core::service(name = "Held", version = "1.0")]
     pub trait Held {
         async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
     }
@@ -512,7 +512,7 @@ mod byte_vectors {
     }
 
     /// `Bytes` arguments and results: large ones are shared with the frame, not copied.
-    #[rpc_core::service(name = "Shared", version = "1.0")]
+    #[waypost_core::service(name = "Shared", version = "1.0")]
     pub trait Shared {
         async fn echo(&self, data: bytes::Bytes) -> bytes::Bytes;
         async fn concat(&self, a: Vec<u8>, b: Bytes) -> Vec<u8>;

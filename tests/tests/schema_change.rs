@@ -8,8 +8,8 @@
 //! for the others; no serializer may give a wrong value. The printed table is the matrix the
 //! guide quotes (docs/define-and-serve.md).
 
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::{Channel, RpcError, SerializerKind};
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::{Channel, RpcError, SerializerKind};
 
 /// A version of the service whose methods are those of version 1, over its own `User`.
 macro_rules! version_one_methods {
@@ -18,7 +18,7 @@ macro_rules! version_one_methods {
             pub use super::common::*;
             use super::shapes::$module::User;
 
-            #[rpc_core::service(name = "Profiles", version = "1.0")]
+            #[waypost_core::service(name = "Profiles", version = "1.0")]
             pub trait Profiles {
                 /// What the server read.
                 async fn put_user(&self, user: User) -> String;
@@ -48,7 +48,7 @@ macro_rules! version_one_methods {
                 }
             }
 
-            pub async fn serve() -> (rpc_core::server::RunningServer, String) {
+            pub async fn serve() -> (waypost_core::server::RunningServer, String) {
                 super::serve(ProfilesServer::new(Impl)).await
             }
         }
@@ -143,7 +143,7 @@ mod v2 {
     pub use super::common::*;
     pub use super::shapes::v2::User;
 
-    #[rpc_core::service(name = "Profiles", version = "1.0")]
+    #[waypost_core::service(name = "Profiles", version = "1.0")]
     pub trait Profiles {
         async fn put_user(&self, user: User) -> String;
         async fn get_user(&self, id: u64) -> User;
@@ -180,12 +180,12 @@ mod v2 {
         }
     }
 
-    pub async fn serve() -> (rpc_core::server::RunningServer, String) {
+    pub async fn serve() -> (waypost_core::server::RunningServer, String) {
         super::serve(ProfilesServer::new(Impl)).await
     }
 }
 
-async fn serve(service: impl rpc_core::server::Service) -> (RunningServer, String) {
+async fn serve(service: impl waypost_core::server::Service) -> (RunningServer, String) {
     let server = ServerBuilder::new()
         .add_service(service)
         .bind("127.0.0.1:0")
@@ -438,14 +438,14 @@ fn each_version_records_its_schema() {
         greet.args.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
         ["name", "greeting"]
     );
-    let rpc_core::schema::TypeDef::Struct(fields) = &new.types["User"] else {
+    let waypost_core::schema::TypeDef::Struct(fields) = &new.types["User"] else {
         panic!("User is a struct: {:?}", new.types["User"]);
     };
     assert!(fields.iter().any(|f| f.name == "email"));
     assert_ne!(old.fingerprint(), new.fingerprint());
     assert_eq!(old.fingerprint(), v1::ProfilesClient::schema().fingerprint());
     // The server adapter publishes the same schema.
-    use rpc_core::server::Service;
+    use waypost_core::server::Service;
     assert_eq!(v2::ProfilesServer::new(v2::Impl).schema(), Some(new));
 }
 
@@ -459,14 +459,14 @@ mod rollout {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
-    use rpc_core::fault::InstanceHealth;
-    use rpc_core::registry::{DiscoveryCache, DiscoveryOptions, Registry};
-    use rpc_core::server::{Registration, RunningServer, ServerBuilder, Service};
-    use rpc_core::Channel;
-    use rpc_registry::etcd::{EtcdOptions, EtcdRegistry};
-    use rpc_tests::servers::{shared_etcd, unique_root};
-    use rpc_tests::wait_until;
+    use waypost_core::client::{ClientOptions, ClusterInvoker, ConnectionPool, InstanceSource};
+    use waypost_core::fault::InstanceHealth;
+    use waypost_core::registry::{DiscoveryCache, DiscoveryOptions, Registry};
+    use waypost_core::server::{Registration, RunningServer, ServerBuilder, Service};
+    use waypost_core::Channel;
+    use waypost_registry::etcd::{EtcdOptions, EtcdRegistry};
+    use waypost_tests::servers::{shared_etcd, unique_root};
+    use waypost_tests::wait_until;
 
     use super::{common, shapes, v1, v2};
 
@@ -553,7 +553,7 @@ mod rollout {
     /// A failure's description, unless `result` is `Ok` and `check` accepts its value.
     fn judge<T: std::fmt::Debug>(
         what: &str,
-        result: Result<T, rpc_core::RpcError>,
+        result: Result<T, waypost_core::RpcError>,
         check: impl Fn(&T) -> bool,
     ) -> Option<String> {
         match result {
@@ -716,15 +716,15 @@ mod rollout {
 mod schema_check {
     use std::sync::Arc;
 
-    use rpc_core::client::{ClientOptions, ClusterInvoker, ClusterOptions, ConnectionPool, InstanceSource};
-    use rpc_core::config::SchemaCheck;
-    use rpc_core::fault::InstanceHealth;
-    use rpc_core::registry::{DiscoveryCache, DiscoveryOptions, Registry};
-    use rpc_core::server::{Registration, RunningServer};
-    use rpc_core::Channel;
-    use rpc_registry::memory::MemoryRegistry;
-    use rpc_tests::logs::CapturedLogs;
-    use rpc_tests::servers::unique_root;
+    use waypost_core::client::{ClientOptions, ClusterInvoker, ClusterOptions, ConnectionPool, InstanceSource};
+    use waypost_core::config::SchemaCheck;
+    use waypost_core::fault::InstanceHealth;
+    use waypost_core::registry::{DiscoveryCache, DiscoveryOptions, Registry};
+    use waypost_core::server::{Registration, RunningServer};
+    use waypost_core::Channel;
+    use waypost_registry::memory::MemoryRegistry;
+    use waypost_tests::logs::CapturedLogs;
+    use waypost_tests::servers::unique_root;
 
     use super::{retyped, v1};
 
@@ -798,7 +798,7 @@ mod schema_check {
         // With only the incompatible provider left, a strict consumer says why it sends nothing.
         let (client, cache) = client(&root, SchemaCheck::Strict).await;
         good.shutdown().await;
-        rpc_tests::wait_until(std::time::Duration::from_secs(5), "the good provider leaves", || {
+        waypost_tests::wait_until(std::time::Duration::from_secs(5), "the good provider leaves", || {
             let cache = cache.clone();
             async move { cache.instances("Profiles:1.0").await.is_ok_and(|list| list.len() == 1) }
         })

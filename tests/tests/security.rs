@@ -7,29 +7,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::auth::{AllowList, BearerToken, BearerTokens};
-use rpc_core::client::ClientOptions;
-use rpc_core::config::{ClientTlsConfig, ServerTlsConfig};
-use rpc_core::context::CallContext;
-use rpc_core::error::ErrorKind;
-use rpc_core::interceptor::Interceptor;
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::tls::{ClientTls, ServerTls};
-use rpc_core::Channel;
-use rpc_core::RpcError;
-use rpc_tests::certs::{CertFiles, Leaf, TestCa, TestPki, CLIENT_NAME};
-use rpc_tests::process::ProviderProcess;
-use rpc_tests::TestServiceClient;
+use waypost_core::auth::{AllowList, BearerToken, BearerTokens};
+use waypost_core::client::ClientOptions;
+use waypost_core::config::{ClientTlsConfig, ServerTlsConfig};
+use waypost_core::context::CallContext;
+use waypost_core::error::ErrorKind;
+use waypost_core::interceptor::Interceptor;
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::tls::{ClientTls, ServerTls};
+use waypost_core::Channel;
+use waypost_core::RpcError;
+use waypost_tests::certs::{CertFiles, Leaf, TestCa, TestPki, CLIENT_NAME};
+use waypost_tests::process::ProviderProcess;
+use waypost_tests::TestServiceClient;
 
 /// Says who called.
-#[rpc_core::service(name = "Whoami", version = "1.0")]
+#[waypost_core::service(name = "Whoami", version = "1.0")]
 pub trait Whoami {
     /// The caller's certificate names, empty without one.
     async fn whoami(&self) -> Vec<String>;
 }
 
 /// A second service, for per-service allow-lists.
-#[rpc_core::service(name = "Vault", version = "1.0")]
+#[waypost_core::service(name = "Vault", version = "1.0")]
 pub trait Vault {
     /// Counts the calls that reached it.
     async fn open(&self) -> u32;
@@ -39,7 +39,7 @@ struct WhoamiImpl;
 
 impl Whoami for WhoamiImpl {
     async fn whoami(&self) -> Vec<String> {
-        rpc_core::context::current()
+        waypost_core::context::current()
             .peer_identity()
             .map(|id| id.names().map(str::to_owned).collect())
             .unwrap_or_default()
@@ -112,7 +112,7 @@ fn addr(server: &RunningServer) -> String {
 }
 
 /// One call to `whoami` at `addr` with `options`: its result and how long it took.
-async fn call_whoami(addr: &str, options: ClientOptions) -> (Result<Vec<String>, rpc_core::RpcError>, Duration) {
+async fn call_whoami(addr: &str, options: ClientOptions) -> (Result<Vec<String>, waypost_core::RpcError>, Duration) {
     let started = Instant::now();
     let client = WhoamiClient::new(Channel::direct_with(addr, options).expect("channel")).expect("client");
     let result = client.whoami().await;
@@ -123,7 +123,7 @@ async fn call_whoami(addr: &str, options: ClientOptions) -> (Result<Vec<String>,
 /// contains `cause`.
 fn assert_fails_fast<T: std::fmt::Debug>(
     what: &str,
-    (result, took): (Result<T, rpc_core::RpcError>, Duration),
+    (result, took): (Result<T, waypost_core::RpcError>, Duration),
     kind: ErrorKind,
     cause: &str,
 ) {
@@ -595,7 +595,7 @@ async fn a_provider_reloads_certificate_files_that_change_on_disk() {
     std::fs::copy(&new.server.cert, &old.server.cert).unwrap();
     std::fs::copy(&new.server.key, &old.server.key).unwrap();
     let renewed = Instant::now();
-    rpc_tests::wait_until(
+    waypost_tests::wait_until(
         Duration::from_secs(10),
         "the provider serves the renewed certificate",
         || {

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::config::{ConsumerConfig, RpcConfig, SheddingConfig};
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::Channel;
-use rpc_tests::load::{closed_loop, open_loop, OpenLoopRun};
 use tokio::sync::Semaphore;
+use waypost_core::config::{ConsumerConfig, RpcConfig, SheddingConfig};
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::Channel;
+use waypost_tests::load::{closed_loop, open_loop, OpenLoopRun};
 
-#[rpc_core::service(name = "Orders", version = "1.0")]
+#[waypost_core::service(name = "Orders", version = "1.0")]
 pub trait Orders {
     /// Looks an order up: takes a pooled connection for 5 ms.
     async fn find(&self, id: u64) -> u64;
@@ -46,7 +46,7 @@ async fn provider(shedding: bool) -> (RunningServer, OrdersClient) {
     };
     let channel = Channel::direct(&addr)
         .expect("channel")
-        .with_policies(Arc::new(rpc_core::fault::PolicySet::new(config)));
+        .with_policies(Arc::new(waypost_core::fault::PolicySet::new(config)));
     (server, OrdersClient::new(channel).expect("client"))
 }
 

@@ -7,21 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use rpc_core::client::{ClientOptions, StreamSettings};
-use rpc_core::config::{ClientTlsConfig, ServerTlsConfig};
-use rpc_core::server::{RunningServer, ServerBuilder};
-use rpc_core::stream::StreamWindow;
-use rpc_core::tls::{ClientTls, ServerTls};
-use rpc_core::{Channel, ErrorKind, RpcError};
-use rpc_tests::certs::TestPki;
-use rpc_tests::feed::{FeedClient, FeedError, FeedImpl, FeedServer};
-use rpc_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 use tokio::time::Instant;
+use waypost_core::client::{ClientOptions, StreamSettings};
+use waypost_core::config::{ClientTlsConfig, ServerTlsConfig};
+use waypost_core::server::{RunningServer, ServerBuilder};
+use waypost_core::stream::StreamWindow;
+use waypost_core::tls::{ClientTls, ServerTls};
+use waypost_core::{Channel, ErrorKind, RpcError};
+use waypost_tests::certs::TestPki;
+use waypost_tests::feed::{FeedClient, FeedError, FeedImpl, FeedServer};
+use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 
 /// Long enough for a loaded machine, short enough that a hang shows.
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn serve<L: rpc_core::server::ServerLayers>(
+async fn serve<L: waypost_core::server::ServerLayers>(
     feed: FeedImpl,
     builder: ServerBuilder<L>,
 ) -> (RunningServer, String) {
@@ -45,7 +45,7 @@ fn client_with(addr: &str, settings: StreamSettings) -> FeedClient {
 }
 
 /// Every item of `stream` until its end, failing on an error.
-async fn collect<T>(stream: rpc_core::Streaming<T>) -> Vec<T> {
+async fn collect<T>(stream: waypost_core::Streaming<T>) -> Vec<T> {
     tokio::time::timeout(WAIT, stream.map(|item| item.expect("an item")).collect())
         .await
         .expect("the stream ended in time")
@@ -349,14 +349,14 @@ async fn a_unary_call_of_a_stream_method_and_a_stream_of_a_unary_one_are_refused
     let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
     let channel = Channel::direct(&addr).expect("channel");
     // What an older client (that cannot stream) gets for a streaming method.
-    let method = rpc_core::client::MethodDescriptor::dynamic("Feed:1.0", "count");
+    let method = waypost_core::client::MethodDescriptor::dynamic("Feed:1.0", "count");
     let policy = channel.policy("Feed:1.0", "count", false);
     let unary = channel.call(method, &(3u64, 0u64), None::<&()>, &policy, None).await;
     let error = unary.expect_err("refused");
     assert_eq!(error.kind(), ErrorKind::Unsupported, "{error}");
     assert!(error.to_string().contains("streaming method"), "{error}");
     // A stream of a plain method.
-    let method = rpc_core::client::MethodDescriptor::dynamic("TestService:1.0", "echo");
+    let method = waypost_core::client::MethodDescriptor::dynamic("TestService:1.0", "echo");
     let policy = channel.policy("TestService:1.0", "echo", false);
     let stream = channel.open_stream(method, &(1u64,), None::<&()>, &policy, None).await;
     let error = stream.expect_err("refused");
@@ -368,17 +368,17 @@ async fn a_unary_call_of_a_stream_method_and_a_stream_of_a_unary_one_are_refused
 #[derive(Clone, Default)]
 struct Seen(Arc<std::sync::Mutex<Vec<String>>>);
 
-impl rpc_core::Interceptor for Seen {
-    fn on_request(&self, ctx: &mut rpc_core::context::CallContext) -> Result<(), RpcError> {
+impl waypost_core::Interceptor for Seen {
+    fn on_request(&self, ctx: &mut waypost_core::context::CallContext) -> Result<(), RpcError> {
         self.0.lock().unwrap().push(format!("{} start", ctx.method()));
         Ok(())
     }
 
-    fn on_response(&self, ctx: &rpc_core::context::CallContext, outcome: rpc_core::Outcome) {
+    fn on_response(&self, ctx: &waypost_core::context::CallContext, outcome: waypost_core::Outcome) {
         self.0.lock().unwrap().push(format!(
             "{} {}",
             ctx.method(),
-            rpc_core::metrics::outcome_label(outcome)
+            waypost_core::metrics::outcome_label(outcome)
         ));
     }
 }
@@ -393,7 +393,7 @@ impl Seen {
 async fn tokens_and_interceptors_see_a_stream_start_and_end() {
     let on_server = Seen::default();
     let builder = ServerBuilder::new()
-        .interceptor(rpc_core::auth::BearerTokens::new(["alpha"]))
+        .interceptor(waypost_core::auth::BearerTokens::new(["alpha"]))
         .interceptor(on_server.clone());
     let (_server, addr) = serve(FeedImpl::default(), builder).await;
     let refused = client(&addr).count(3, 0).await.expect_err("no token");
@@ -431,13 +431,13 @@ async fn tokens_and_interceptors_see_a_stream_start_and_end() {
 
 /// A `test-provider` process (serving `Feed`) on the in-memory registry; `extra_server` adds
 /// lines under `rpc.server`.
-async fn provider(extra_server: &str) -> rpc_tests::process::ProviderProcess {
+async fn provider(extra_server: &str) -> waypost_tests::process::ProviderProcess {
     let yaml = format!(
         "rpc:\n  server:\n    host: 127.0.0.1\n    port: 0\n{extra_server}  registry: {{ type: memory, root: \"{}\" }}\n",
-        rpc_tests::servers::unique_root("streams")
+        waypost_tests::servers::unique_root("streams")
     );
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_test-provider"));
-    rpc_tests::process::ProviderProcess::start(binary, &yaml).await
+    waypost_tests::process::ProviderProcess::start(binary, &yaml).await
 }
 
 /// Items of 64 KiB without end, as fast as they are taken.
@@ -504,7 +504,7 @@ async fn a_provider_killed_mid_stream_ends_every_stream_with_an_error() {
         slowest < Duration::from_secs(2),
         "the last stream noticed after {slowest:?}"
     );
-    rpc_tests::load::report(
+    waypost_tests::load::report(
         "streams: provider SIGKILLed mid-stream",
         serde_json::json!({
             "streams": 12,
@@ -559,7 +559,7 @@ async fn ten_thousand_concurrent_streams_on_one_provider_lose_nothing() {
     }
     assert_eq!(complete, STREAMS, "every stream got its {ITEMS} items in order");
     let per_stream_kib = (rss_peak.saturating_sub(rss_before)) as f64 / STREAMS as f64;
-    rpc_tests::load::report(
+    waypost_tests::load::report(
         "streams: 10,000 concurrent streams on one provider",
         serde_json::json!({
             "streams": STREAMS,
@@ -613,7 +613,7 @@ async fn a_slow_reader_keeps_the_senders_memory_within_twice_the_window() {
         "the provider grew {growth_kib} KiB for a slow reader with a window of {window_kib} KiB"
     );
     let reader_mb_per_s = (read * 64 * 1024) as f64 / started.elapsed().as_secs_f64() / 1e6;
-    rpc_tests::load::report(
+    waypost_tests::load::report(
         "streams: a slow reader",
         serde_json::json!({
             "window_kib": window_kib,
@@ -627,9 +627,9 @@ async fn a_slow_reader_keeps_the_senders_memory_within_twice_the_window() {
 
 /// A server of the previous build: it answers a request flagged as a stream `Unsupported`
 /// (what that build's admission did) and records every frame it receives.
-async fn previous_build_server() -> (String, Arc<std::sync::Mutex<Vec<rpc_core::protocol::MessageType>>>) {
-    use rpc_core::protocol::{encode_frame, flags, FrameDecoder, Header, MessageType, Status};
+async fn previous_build_server() -> (String, Arc<std::sync::Mutex<Vec<waypost_core::protocol::MessageType>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use waypost_core::protocol::{encode_frame, flags, FrameDecoder, Header, MessageType, Status};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let received = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -664,7 +664,7 @@ async fn previous_build_server() -> (String, Arc<std::sync::Mutex<Vec<rpc_core::
 
 #[tokio::test]
 async fn a_server_of_the_previous_build_refuses_streams_clearly_and_sees_no_stream_frame() {
-    use rpc_core::protocol::MessageType;
+    use waypost_core::protocol::MessageType;
     let (addr, received) = previous_build_server().await;
     let feed = client(&addr);
     let started = Instant::now();
@@ -692,11 +692,11 @@ async fn a_server_of_the_previous_build_refuses_streams_clearly_and_sees_no_stre
 
 #[tokio::test]
 async fn a_stream_fails_over_before_it_starts() {
-    use rpc_core::client::{ClusterInvoker, ConnectionPool, InstanceSource};
-    use rpc_core::registry::ServiceInstance;
+    use waypost_core::client::{ClusterInvoker, ConnectionPool, InstanceSource};
+    use waypost_core::registry::ServiceInstance;
     let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
     let live: u16 = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port");
-    let dead = rpc_tests::servers::free_port();
+    let dead = waypost_tests::servers::free_port();
     let instances = vec![
         ServiceInstance::new("Feed", "1.0", "127.0.0.1", dead),
         ServiceInstance::new("Feed", "1.0", "127.0.0.1", live),
@@ -704,7 +704,7 @@ async fn a_stream_fails_over_before_it_starts() {
     let invoker = ClusterInvoker::new(
         InstanceSource::Fixed(Arc::from(instances)),
         Arc::new(ConnectionPool::new(ClientOptions::default())),
-        Arc::new(rpc_core::fault::InstanceHealth::default()),
+        Arc::new(waypost_core::fault::InstanceHealth::default()),
     );
     let feed = FeedClient::new(Channel::new(Arc::new(invoker))).expect("client");
     for _ in 0..4 {
@@ -828,8 +828,8 @@ async fn large_items_several_to_a_frame_arrive_whole_both_ways() {
 
 #[tokio::test]
 async fn tower_layers_on_both_sides_see_each_stream_start() {
-    use rpc_core::client::{ClientCall, ClientStack};
-    use rpc_core::server::ServerCall;
+    use waypost_core::client::{ClientCall, ClientStack};
+    use waypost_core::server::ServerCall;
     let on_server = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = on_server.clone();
     let builder = ServerBuilder::new().layer(tower::layer::layer_fn(move |inner| {

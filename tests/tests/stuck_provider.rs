@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::client::{ClientOptions, ClusterInvoker, ConnectionPool};
-use rpc_core::{Channel, ErrorKind};
-use rpc_tests::load::{ms, report, resident_bytes};
-use rpc_tests::{wait_until, TestServiceClient};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
+use waypost_core::client::{ClientOptions, ClusterInvoker, ConnectionPool};
+use waypost_core::{Channel, ErrorKind};
+use waypost_tests::load::{ms, report, resident_bytes};
+use waypost_tests::{wait_until, TestServiceClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_to_a_stuck_provider_fail_by_their_deadline_and_leak_nothing() {

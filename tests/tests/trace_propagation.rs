@@ -7,21 +7,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rpc_core::server::ServerBuilder;
-use rpc_core::Channel;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
+use waypost_core::server::ServerBuilder;
+use waypost_core::Channel;
 
-#[rpc_core::service(name = "Inner", version = "1.0")]
+#[waypost_core::service(name = "Inner", version = "1.0")]
 pub trait Inner {
     async fn leaf(&self) -> u32;
 }
 
-#[rpc_core::service(name = "Outer", version = "1.0")]
+#[waypost_core::service(name = "Outer", version = "1.0")]
 pub trait Outer {
     async fn branch(&self) -> u32;
 }

@@ -4,19 +4,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rpc::Provider;
-use rpc_core::config::RpcConfig;
-use rpc_core::registry::Registry;
-use rpc_core::server::ServerBuilder;
-use rpc_tests::load::{ms, report};
-use rpc_tests::servers::{shared_etcd, shared_zookeeper, unique_root};
-use rpc_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
 use tokio::time::Instant;
+use waypost::Provider;
+use waypost_core::config::RpcConfig;
+use waypost_core::registry::Registry;
+use waypost_core::server::ServerBuilder;
+use waypost_tests::load::{ms, report};
+use waypost_tests::servers::{shared_etcd, shared_zookeeper, unique_root};
+use waypost_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
 
 const KEY: &str = "TestService:1.0";
 
 fn config(kind: &str, endpoints: &[String], root: &str, server: &str, consumer: &str) -> RpcConfig {
-    let endpoints = rpc_tests::servers::yaml_list(endpoints);
+    let endpoints = waypost_tests::servers::yaml_list(endpoints);
     RpcConfig::from_yaml(&format!(
         "rpc:\n  server: {{ host: 127.0.0.1, port: 0, deregister_quiet_ms: 10{server} }}\n  registry:\n    type: {kind}\n    endpoints: [{endpoints}]\n    root: \"{root}\"\n    ttl_secs: 5\n  consumer:\n    timeout_ms: 2000\n{consumer}"
     ))
@@ -37,7 +37,7 @@ fn backends() -> Vec<(&'static str, Vec<String>)> {
 async fn provider(config: &RpcConfig, label: &str) -> Provider {
     let builder =
         ServerBuilder::from_config(&config.server).add_service(TestServiceServer::new(TestServiceImpl::labeled(label)));
-    rpc::serve(config, builder).await.expect("start a provider")
+    waypost::serve(config, builder).await.expect("start a provider")
 }
 
 /// When a call ended, and who answered it (or its error).
@@ -106,10 +106,10 @@ async fn a_disabling_rule_takes_an_instance_out_within_a_second_and_its_deletion
         let config = config(kind, &endpoints, &unique_root("rules"), "", "");
         let (a, b) = (provider(&config, "a").await, provider(&config, "b").await);
         let a_addr = a.instances()[0].address();
-        let consumer = rpc::consumer(&config).await.unwrap();
+        let consumer = waypost::consumer(&config).await.unwrap();
         let client = TestServiceClient::new(consumer.channel()).unwrap();
         let recorder = Recorder::start(&client);
-        let operator: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.unwrap();
+        let operator: Arc<dyn Registry> = waypost_registry::connect(&config.registry).await.unwrap();
         until(&recorder, Instant::now(), "both instances answer", |calls| {
             calls.iter().any(|(_, r)| r.as_deref() == Ok("a")) && calls.iter().any(|(_, r)| r.as_deref() == Ok("b"))
         })
@@ -169,7 +169,7 @@ async fn weights_from_a_rule_split_calls_five_to_one() {
     for (kind, endpoints) in backends() {
         let config = config(kind, &endpoints, &unique_root("weights"), "", "");
         let (a, b) = (provider(&config, "a").await, provider(&config, "b").await);
-        let operator: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.unwrap();
+        let operator: Arc<dyn Registry> = waypost_registry::connect(&config.registry).await.unwrap();
         // The rule also switches the service to weighted_random (the consumer's config says
         // round_robin).
         let rule = format!(
@@ -178,7 +178,7 @@ async fn weights_from_a_rule_split_calls_five_to_one() {
             b.instances()[0].address()
         );
         operator.put_rules(KEY, &rule).await.unwrap();
-        let consumer = rpc::consumer(&config).await.unwrap();
+        let consumer = waypost::consumer(&config).await.unwrap();
         let client = TestServiceClient::new(consumer.channel()).unwrap();
         // 20,000 draws: the 10% tolerance on the ratio is then about five standard deviations
         // of the weight-1 count (at 6,000 draws it was 2.4: about 1 run in 30 failed by chance).
@@ -208,17 +208,17 @@ async fn weights_from_a_rule_split_calls_five_to_one() {
 
 #[tokio::test]
 async fn an_invalid_rule_is_ignored_with_one_warning_and_the_last_valid_one_stays() {
-    let logs = rpc_tests::logs::CapturedLogs::start();
+    let logs = waypost_tests::logs::CapturedLogs::start();
     for (kind, endpoints) in backends() {
         let config = config(kind, &endpoints, &unique_root("invalid"), "", "");
         let (a, b) = (provider(&config, "a").await, provider(&config, "b").await);
         let a_addr = a.instances()[0].address();
-        let operator: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.unwrap();
+        let operator: Arc<dyn Registry> = waypost_registry::connect(&config.registry).await.unwrap();
         operator
             .put_rules(KEY, &format!(r#"{{"disabled": ["{a_addr}"]}}"#))
             .await
             .unwrap();
-        let consumer = rpc::consumer(&config).await.unwrap();
+        let consumer = waypost::consumer(&config).await.unwrap();
         let client = TestServiceClient::new(consumer.channel()).unwrap();
         for i in 0..20 {
             assert_eq!(client.owner(i).await.unwrap(), "b");
@@ -264,11 +264,11 @@ async fn calls_stay_in_the_zone_while_it_has_a_healthy_instance() {
             endpoints[0]
         )
     };
-    let mut a1 = rpc_tests::process::ProviderProcess::start(binary, &zone_yaml("a")).await;
-    let mut a2 = rpc_tests::process::ProviderProcess::start(binary, &zone_yaml("a")).await;
-    let b = rpc_tests::process::ProviderProcess::start(binary, &zone_yaml("b")).await;
+    let mut a1 = waypost_tests::process::ProviderProcess::start(binary, &zone_yaml("a")).await;
+    let mut a2 = waypost_tests::process::ProviderProcess::start(binary, &zone_yaml("a")).await;
+    let b = waypost_tests::process::ProviderProcess::start(binary, &zone_yaml("b")).await;
     let consumer_config = config("etcd", &endpoints, &root, "", "    zone: a\n    tolerant: fail_over\n");
-    let consumer = rpc::consumer(&consumer_config).await.unwrap();
+    let consumer = waypost::consumer(&consumer_config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     // `owner` answers the provider's port.
     let b_port = b.port.to_string();
@@ -307,7 +307,7 @@ async fn a_new_instance_warms_up_before_it_takes_its_share() {
     let plain = config("etcd", &endpoints, &root, "", "");
     let warming = config("etcd", &endpoints, &root, ", warmup_secs: 3", "");
     let (old1, old2) = (provider(&plain, "old1").await, provider(&plain, "old2").await);
-    let consumer = rpc::consumer(&plain).await.unwrap();
+    let consumer = waypost::consumer(&plain).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     client.owner(0).await.unwrap();
     let new = provider(&warming, "new").await;
@@ -356,7 +356,7 @@ async fn a_route_tag_sends_calls_to_its_group_and_falls_back_when_the_group_is_g
     .unwrap();
     let stable = [provider(&config, "s1").await, provider(&config, "s2").await];
     let canary = provider(&config, "canary").await;
-    let operator: Arc<dyn Registry> = rpc_registry::connect(&config.registry).await.unwrap();
+    let operator: Arc<dyn Registry> = waypost_registry::connect(&config.registry).await.unwrap();
     operator
         .put_rules(
             KEY,
@@ -364,7 +364,7 @@ async fn a_route_tag_sends_calls_to_its_group_and_falls_back_when_the_group_is_g
         )
         .await
         .unwrap();
-    let consumer = rpc::consumer(&config).await.unwrap();
+    let consumer = waypost::consumer(&config).await.unwrap();
     let client = TestServiceClient::new(consumer.channel()).unwrap();
     let tagged = client.with_metadata("route-tag", "canary");
     for i in 0..50 {

@@ -6,11 +6,11 @@
 
 #![deny(missing_docs)]
 
-use rpc::config::{ConfigError, RpcConfig};
+use waypost::config::{ConfigError, RpcConfig};
 
 /// The examples' configuration: `rpc.yaml` of this crate, overridden by `RPC__...` variables.
 pub fn config() -> Result<RpcConfig, ConfigError> {
-    rpc::load_config(concat!(env!("CARGO_MANIFEST_DIR"), "/rpc.yaml"))
+    waypost::load_config(concat!(env!("CARGO_MANIFEST_DIR"), "/rpc.yaml"))
 }
 
 /// An error naming what an example expected and what it got.

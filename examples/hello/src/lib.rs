@@ -1,4 +1,4 @@
-#[rpc::service]
+#[waypost::service]
 pub trait Greeter {
     async fn hello(&self, name: String) -> String;
 }

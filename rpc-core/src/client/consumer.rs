@@ -45,16 +45,16 @@ type Attachment = Box<dyn std::any::Any + Send + Sync>;
 /// connection options.
 ///
 /// ```no_run
-/// # use rpc_core::client::Consumer;
-/// # use rpc_core::config::RpcConfig;
-/// # async fn f(registry: std::sync::Arc<dyn rpc_core::registry::Registry>, config: RpcConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// # use waypost_core::client::Consumer;
+/// # use waypost_core::config::RpcConfig;
+/// # async fn f(registry: std::sync::Arc<dyn waypost_core::registry::Registry>, config: RpcConfig) -> Result<(), Box<dyn std::error::Error>> {
 /// struct Audit;
-/// impl rpc_core::Interceptor for Audit {}
+/// impl waypost_core::Interceptor for Audit {}
 ///
 /// let consumer = Consumer::builder(&config)
 ///     .interceptor(Audit)
 ///     .layer(tower::timeout::TimeoutLayer::new(std::time::Duration::from_millis(500)))
-///     .load_balancer_for("UserService:1.0", || std::sync::Arc::new(rpc_core::balance::Random))
+///     .load_balancer_for("UserService:1.0", || std::sync::Arc::new(waypost_core::balance::Random))
 ///     .build(registry)
 ///     .await?;
 /// # Ok(()) }

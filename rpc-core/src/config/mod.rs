@@ -340,8 +340,8 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
-/// `rpc.telemetry:` — where the process exports its call spans (the `otel` feature of `rpc`;
-/// `rpc::telemetry::init` reads it). The standard `OTEL_*` variables win over it:
+/// `rpc.telemetry:` — where the process exports its call spans (the `otel` feature of `waypost`;
+/// `waypost::telemetry::init` reads it). The standard `OTEL_*` variables win over it:
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT` (and with one of them
 /// export is on without this section), `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`,
 /// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`, and
@@ -494,7 +494,7 @@ impl Default for OutlierConfig {
 }
 
 /// `rpc.consumer.compression:` and `rpc.server.compression:` — zstd compression of bodies of
-/// at least `min_bytes` (see `rpc_core::compression`: negotiated per connection, so a peer
+/// at least `min_bytes` (see `waypost_core::compression`: negotiated per connection, so a peer
 /// that cannot decode it is never sent it).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -649,7 +649,7 @@ impl ConsumerConfig {
 }
 
 /// `rpc.server.shedding:` — adaptive load shedding: a concurrency limit for all calls that
-/// the server finds from their latency (see `rpc_core::server` on load shedding).
+/// the server finds from their latency (see `waypost_core::server` on load shedding).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SheddingConfig {

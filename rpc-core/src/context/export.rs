@@ -1,5 +1,5 @@
 //! The seam through which call spans reach a tracing system (OpenTelemetry, through
-//! `rpc::telemetry`).
+//! `waypost::telemetry`).
 //!
 //! The framework names every call's trace position itself ([`TraceContext`]) and sends it on in
 //! `traceparent`. An exporter creates its spans with ids of its own, so when one is installed

@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # async fn handler() {
-//! let ctx = rpc_core::context::current();
+//! let ctx = waypost_core::context::current();
 //! let tenant: Option<&str> = ctx.metadata().get("tenant");
 //! let deadline: tokio::time::Instant = ctx.deadline();
 //! let peer: Option<std::net::SocketAddr> = ctx.peer();

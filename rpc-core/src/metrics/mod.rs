@@ -1,12 +1,12 @@
 //! Metrics: what the framework counts, through the `metrics` facade.
 //!
 //! Every figure goes to the process's `metrics` recorder; with none installed recording is a
-//! no-op. `rpc.metrics.listen` makes rpc-registry install a Prometheus recorder and serve it at
+//! no-op. `rpc.metrics.listen` makes waypost-registry install a Prometheus recorder and serve it at
 //! `/metrics`; any other `metrics` recorder (statsd, OpenTelemetry, ...) works the same way,
 //! installed by the application before it builds its servers and clients.
 //!
 //! Per-call figures come from [`MetricsLayer`], an [`Interceptor`](crate::interceptor::Interceptor) like any
-//! other: add it to a server or a client (the bootstraps of rpc-registry add it when metrics
+//! other: add it to a server or a client (the bootstraps of waypost-registry add it when metrics
 //! are configured). Events away from the call path (retries, ejections, watch events, lease
 //! state...) are recorded where they happen.
 //!

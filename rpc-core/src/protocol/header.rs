@@ -28,7 +28,7 @@ pub mod flags {
     pub const TAIL: u8 = 0x04;
     /// The body is zstd-compressed: a request's arguments (its prefix stays plain), or a
     /// response's whole body. Sent only to a peer that set [`DECOMPRESSES`] (see
-    /// `rpc_core::compression`).
+    /// `waypost_core::compression`).
     pub const COMPRESSED: u8 = 0x08;
     /// The sender decodes compressed bodies: on a request, compressed responses; on a
     /// response, compressed requests.

@@ -97,7 +97,7 @@
 //!   earlier build of version 2 did) read the same body.
 //! * Compression (flags [`flags::COMPRESSED`] and [`flags::DECOMPRESSES`]) is used only
 //!   once the peer said it decodes it, so earlier builds (which ignore the bits) never see a
-//!   compressed body; see `rpc_core::compression`.
+//!   compressed body; see `waypost_core::compression`.
 //! * A peer of another version gets one answer it can read (see [`version_rejection`]) and
 //!   the connection closes: version-1 peers a version-1 response, newer peers a version-2
 //!   [`Status::UnsupportedVersion`] response. Nothing is ever parsed with the wrong layout:

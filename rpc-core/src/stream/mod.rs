@@ -19,8 +19,8 @@ mod inbound;
 mod outbound;
 mod window;
 
-/// Re-exported so a stream's user needs no other crate: `use rpc::stream::StreamExt;` for
-/// `.next().await`, `rpc::stream::iter(items)` for a stream of a collection's items.
+/// Re-exported so a stream's user needs no other crate: `use waypost::stream::StreamExt;` for
+/// `.next().await`, `waypost::stream::iter(items)` for a stream of a collection's items.
 pub use futures_util::stream::{iter, Stream, StreamExt};
 pub use inbound::{RawStream, StreamEvent};
 pub use window::StreamWindow;

@@ -1,4 +1,4 @@
-#[rpc_core::service]
+#[waypost_core::service]
 trait Svc {
     async fn any<T: serde::Serialize>(&self, value: T) -> u32;
 }

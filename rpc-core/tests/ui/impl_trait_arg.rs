@@ -1,4 +1,4 @@
-#[rpc_core::service]
+#[waypost_core::service]
 trait Svc {
     async fn show(&self, value: impl std::fmt::Display) -> String;
 }

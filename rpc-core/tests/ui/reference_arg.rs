@@ -1,4 +1,4 @@
-#[rpc_core::service]
+#[waypost_core::service]
 trait Svc {
     async fn greet(&self, name: &str) -> String;
 }

@@ -1,4 +1,4 @@
-#[rpc_core::service(name = "Svc", flavour = "spicy")]
+#[waypost_core::service(name = "Svc", flavour = "spicy")]
 trait Svc {
     async fn ping(&self);
 }

@@ -22,11 +22,11 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use etcd_client::{WatchOptions, WatchResponse};
-use rpc_core::registry::RegistryError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn, Instrument};
+use waypost_core::registry::RegistryError;
 
 use super::Shared;
 

@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use rpc_core::backoff::{self, Backoff};
-use rpc_core::metrics;
-use rpc_core::registry::RegistryError;
-use rpc_core::BoxFuture;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn, Instrument};
+use waypost_core::backoff::{self, Backoff};
+use waypost_core::metrics;
+use waypost_core::registry::RegistryError;
+use waypost_core::BoxFuture;
 
 use super::{Shared, BACKEND};
 

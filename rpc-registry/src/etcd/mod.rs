@@ -45,15 +45,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue};
-use rpc_core::config::{RegistryConfig, RegistryTlsConfig, Secret};
-use rpc_core::metrics;
-use rpc_core::registry::{
+use tracing::{info, warn};
+use waypost_core::config::{RegistryConfig, RegistryTlsConfig, Secret};
+use waypost_core::metrics;
+use waypost_core::registry::{
     rules_path, schema_path, service_key_in, service_path, Registry, RegistryError, RulesStream, ServiceInstance,
     WatchStream,
 };
-use rpc_core::schedule::PeriodicJob;
-use rpc_core::BoxFuture;
-use tracing::{info, warn};
+use waypost_core::schedule::PeriodicJob;
+use waypost_core::BoxFuture;
 
 use self::hub::WatchHub;
 use self::lease::LeaseManager;

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, GetResponse, PutOptions, WatchOptions};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use rpc_core::backoff::Backoff;
-use rpc_core::registry::RegistryError;
 use tokio::time::Instant;
 use tracing::debug;
+use waypost_core::backoff::Backoff;
+use waypost_core::registry::RegistryError;
 
 use super::{unavailable, Shared, BACKEND};
 

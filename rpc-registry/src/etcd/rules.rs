@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use etcd_client::{EventType, WatchOptions};
-use rpc_core::registry::{RegistryError, RulesStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn, Instrument};
+use waypost_core::registry::{RegistryError, RulesStream};
 
 use super::hub::HubWatch;
 use super::Shared;

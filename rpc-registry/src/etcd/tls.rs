@@ -1,13 +1,13 @@
 //! TLS to etcd: the `rpc.registry.tls` files, read when connecting.
 //!
-//! The files are checked as the RPC transport checks its own (`rpc_core::tls`): a file that is
+//! The files are checked as the RPC transport checks its own (`waypost_core::tls`): a file that is
 //! missing, unreadable or not PEM of the expected kind fails the connection with an error
 //! naming the field and the file; there is never a fallback to plain text.
 
 use etcd_client::{Certificate, Identity, TlsOptions};
-use rpc_core::config::RegistryTlsConfig;
-use rpc_core::registry::RegistryError;
-use rpc_core::tls::{certificate_pem, private_key_pem, TlsError};
+use waypost_core::config::RegistryTlsConfig;
+use waypost_core::registry::RegistryError;
+use waypost_core::tls::{certificate_pem, private_key_pem, TlsError};
 
 /// The client TLS options of `config`.
 pub(super) async fn options(config: &RegistryTlsConfig) -> Result<TlsOptions, RegistryError> {

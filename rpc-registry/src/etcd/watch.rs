@@ -12,9 +12,9 @@
 use std::sync::Arc;
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
-use rpc_core::registry::{RegistryError, WatchEvent, WatchStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn, Instrument};
+use waypost_core::registry::{RegistryError, WatchEvent, WatchStream};
 
 use super::hub::HubWatch;
 use super::{parse_instance, parse_instances, Shared};

@@ -30,13 +30,13 @@ use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use rpc_core::config::{RegistryConfig, Secret};
-use rpc_core::registry::{
+use tokio_util::task::AbortOnDropHandle;
+use waypost_core::config::{RegistryConfig, Secret};
+use waypost_core::registry::{
     is_service_key, rules_path, schema_path, service_path, Registry, RegistryError, RulesStream, ServiceInstance,
     WatchStream,
 };
-use rpc_core::BoxFuture;
-use tokio_util::task::AbortOnDropHandle;
+use waypost_core::BoxFuture;
 
 use crate::local::LocalRegistrations;
 use tracing::{info, warn};
@@ -385,7 +385,7 @@ impl Registry for ZookeeperRegistry {
             // Dropping the last handle closes the session.
             drop(client);
             info!("session closed");
-            rpc_core::metrics::registry_session_up(BACKEND, false);
+            waypost_core::metrics::registry_session_up(BACKEND, false);
             result
         })
     }

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use rpc_core::registry::{RegistryError, RulesStream};
 use tokio::sync::mpsc;
 use tracing::{debug, Instrument};
+use waypost_core::registry::{RegistryError, RulesStream};
 use zookeeper_client as zk;
 
 use super::Shared;

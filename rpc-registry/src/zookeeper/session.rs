@@ -6,11 +6,11 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use rpc_core::backoff::{self, Backoff};
-use rpc_core::metrics;
-use rpc_core::registry::RegistryError;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+use waypost_core::backoff::{self, Backoff};
+use waypost_core::metrics;
+use waypost_core::registry::RegistryError;
 use zookeeper_client as zk;
 
 use super::{unavailable, Shared, ZookeeperOptions, BACKEND};

@@ -18,9 +18,9 @@
 
 use std::sync::Arc;
 
-use rpc_core::registry::{service_path, RegistryError, ServiceInstance, WatchEvent, WatchStream};
 use tokio::sync::mpsc;
 use tracing::{debug, Instrument};
+use waypost_core::registry::{service_path, RegistryError, ServiceInstance, WatchEvent, WatchStream};
 use zookeeper_client as zk;
 
 use super::{parse_instance, Shared};

@@ -3,15 +3,15 @@
 //! the configuration in the file named by its first argument, prints `READY <port>` once
 //! registered, and runs until it is killed (SIGTERM shuts it down gracefully). Logs go to
 //! stderr (`RUST_LOG`, `warn` by default). `RPC_TEST_FAULT` makes `TestService` misbehave
-//! (see `rpc_tests::faulty::Fault::parse`: `fail`, `latency:10`, `latency:10:every:10:200`).
+//! (see `waypost_tests::faulty::Fault::parse`: `fail`, `latency:10`, `latency:10:every:10:200`).
 
 use std::process::ExitCode;
 
-use rpc_core::config::RpcConfig;
-use rpc_core::server::ServerBuilder;
-use rpc_tests::faulty::{Fault, FaultyService};
-use rpc_tests::feed::{FeedImpl, FeedServer};
-use rpc_tests::{TestServiceImpl, TestServiceServer};
+use waypost_core::config::RpcConfig;
+use waypost_core::server::ServerBuilder;
+use waypost_tests::faulty::{Fault, FaultyService};
+use waypost_tests::feed::{FeedImpl, FeedServer};
+use waypost_tests::{TestServiceImpl, TestServiceServer};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
         }
     };
     let bind = format!("{}:{}", config.server.host, config.server.port);
-    let listener = match rpc_core::server::listen(&bind).await {
+    let listener = match waypost_core::server::listen(&bind).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("test-provider: cannot listen on {bind}: {e}");
@@ -56,7 +56,7 @@ async fn main() -> ExitCode {
     let builder = ServerBuilder::from_config(&config.server)
         .add_service(service)
         .add_service(FeedServer::new(FeedImpl::default()));
-    let provider = match rpc::serve_listener(&config, builder, listener).await {
+    let provider = match waypost::serve_listener(&config, builder, listener).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("test-provider: {e}");

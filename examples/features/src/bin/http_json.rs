@@ -6,12 +6,12 @@
 //! `422`, and reads `GET /openapi.json`. (`scripts/demo polyglot` does the same from Python,
 //! with discovery through etcd; docs/protocol.md shows curl.)
 //!
-//! `cargo run -p rpc-examples --bin http_json`
+//! `cargo run -p waypost-examples --bin http_json`
 
-use rpc::server::ServerBuilder;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use waypost::server::ServerBuilder;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Item {
@@ -24,7 +24,7 @@ pub enum CatalogError {
     Unknown(String),
 }
 
-#[rpc::service]
+#[waypost::service]
 pub trait Catalog {
     async fn item(&self, sku: String) -> Result<Item, CatalogError>;
     async fn total(&self, skus: Vec<String>, discount_percent: Option<u64>) -> u64;
@@ -70,7 +70,7 @@ async fn http(addr: &str, method: &str, path: &str, body: &str) -> Result<(u16, 
         .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| rpc_examples::unexpected("an HTTP status line", &response))?;
+        .ok_or_else(|| waypost_examples::unexpected("an HTTP status line", &response))?;
     let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     // The framework answers with Content-Length or chunks; a short body comes in one chunk.
     let body = match body.split_once("\r\n") {
@@ -82,9 +82,9 @@ async fn http(addr: &str, method: &str, path: &str, body: &str) -> Result<(u16, 
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = rpc_examples::config()?;
+    let config = waypost_examples::config()?;
     let services = ServerBuilder::from_config(&config.server).add_service(CatalogServer::new(Shelf));
-    let provider = rpc::serve(&config, services).await?;
+    let provider = waypost::serve(&config, services).await?;
     let addr = provider.local_addr()?.to_string();
 
     let checks = [
@@ -109,7 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (status, answer) = http(&addr, method, path, body).await?;
         println!("{method} {path} {body} -> {status} {answer}");
         if (status, answer.as_str()) != (want_status, want_body) {
-            return Err(rpc_examples::unexpected(
+            return Err(waypost_examples::unexpected(
                 &format!("{want_status} {want_body}"),
                 (status, answer),
             ));
@@ -119,7 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (status, openapi) = http(&addr, "GET", "/openapi.json", "").await?;
     println!("GET /openapi.json -> {status}, {} bytes", openapi.len());
     if status != 200 || !openapi.contains("\"/Catalog:1.0/item\"") {
-        return Err(rpc_examples::unexpected(
+        return Err(waypost_examples::unexpected(
             "an OpenAPI document naming /Catalog:1.0/item",
             (status, openapi),
         ));

@@ -5,19 +5,19 @@
 //! consumer stacks a timeout and a layer that stamps the tenant on every call. A call through
 //! the consumer is served; a call on a bare channel is refused with `permission_denied`.
 //!
-//! `cargo run -p rpc-examples --bin middleware`
+//! `cargo run -p waypost-examples --bin middleware`
 
 use std::time::Duration;
 
-use rpc::client::{Channel, ClientCall, Consumer};
-use rpc::server::{ServerBuilder, ServerCall};
-use rpc::RpcError;
 use tower::filter::AsyncFilterLayer;
 use tower::timeout::TimeoutLayer;
 use tower::util::MapRequestLayer;
 use tower::ServiceBuilder;
+use waypost::client::{Channel, ClientCall, Consumer};
+use waypost::server::{ServerBuilder, ServerCall};
+use waypost::RpcError;
 
-#[rpc::service]
+#[waypost::service]
 pub trait Greeter {
     async fn hello(&self, name: String) -> String;
 }
@@ -29,7 +29,7 @@ struct English;
 
 impl Greeter for English {
     async fn hello(&self, name: String) -> String {
-        let ctx = rpc::context::current();
+        let ctx = waypost::context::current();
         let tenant = ctx.extensions().get::<Tenant>().map_or("?", |t| t.0.as_str());
         format!("Hello, {name} of {tenant}!")
     }
@@ -47,13 +47,13 @@ async fn require_tenant(mut call: ServerCall) -> Result<ServerCall, RpcError> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = rpc_examples::config()?;
+    let config = waypost_examples::config()?;
     let services = ServerBuilder::from_config(&config.server)
         .layer(TimeoutLayer::new(Duration::from_millis(200)))
         .layer(ServiceBuilder::new().load_shed().concurrency_limit(64))
         .layer(AsyncFilterLayer::new(require_tenant))
         .add_service(GreeterServer::new(English));
-    let provider = rpc::serve(&config, services).await?;
+    let provider = waypost::serve(&config, services).await?;
 
     // Every client of this consumer goes through its layers.
     let consumer = Consumer::builder(&config)
@@ -62,20 +62,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             call.context_mut().metadata_mut().insert("tenant", "acme");
             call
         }))
-        .build(rpc::connect(&config.registry).await?)
+        .build(waypost::connect(&config.registry).await?)
         .await?;
     let greeter = GreeterClient::new(consumer.channel())?;
     let greeting = greeter.hello("Ada".into()).await?;
     println!("through the layers: {greeting}");
     if greeting != "Hello, Ada of acme!" {
-        return Err(rpc_examples::unexpected("the tenant reaches the handler", greeting));
+        return Err(waypost_examples::unexpected("the tenant reaches the handler", greeting));
     }
 
     // A bare channel to the same provider sends no tenant: the server's layer refuses it.
     let bare = GreeterClient::new(Channel::direct(provider.local_addr()?.to_string())?)?;
     match bare.hello("Bob".into()).await {
         Err(RpcError::PermissionDenied(why)) => println!("without a tenant: refused ({why})"),
-        other => return Err(rpc_examples::unexpected("a call without a tenant is refused", other)),
+        other => {
+            return Err(waypost_examples::unexpected(
+                "a call without a tenant is refused",
+                other,
+            ))
+        }
     }
 
     consumer.close().await;

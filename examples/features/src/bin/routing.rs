@@ -1,19 +1,19 @@
 //! Routing rules pushed through the registry: a canary group, then a drained instance.
 //!
 //! Two providers of `Inventory` register; an operator (here, this program; in production
-//! `rpc-ctl rules` or `etcdctl put`) writes the service's rules to the registry. Consumers
+//! `waypost rules` or `etcdctl put`) writes the service's rules to the registry. Consumers
 //! follow them within a watch round trip, without a restart: calls whose metadata carries
 //! `route-tag: canary` go to the canary, then a rule disabling the canary sends every call to
 //! the other instance, and deleting the rules restores the configuration.
 //!
-//! `cargo run -p rpc-examples --bin routing`
+//! `cargo run -p waypost-examples --bin routing`
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rpc::server::ServerBuilder;
+use waypost::server::ServerBuilder;
 
-#[rpc::service]
+#[waypost::service]
 pub trait Inventory {
     /// The address of the instance that answered.
     async fn served_by(&self) -> String;
@@ -28,16 +28,18 @@ impl Inventory for Instance {
 }
 
 /// Serves `Inventory` on a free port; the provider answers with its own address.
-async fn provider(config: &rpc::config::RpcConfig) -> Result<(rpc::Provider, String), Box<dyn std::error::Error>> {
-    let listener = rpc::server::listen(&format!("{}:0", config.server.host)).await?;
+async fn provider(
+    config: &waypost::config::RpcConfig,
+) -> Result<(waypost::Provider, String), Box<dyn std::error::Error>> {
+    let listener = waypost::server::listen(&format!("{}:0", config.server.host)).await?;
     let address = format!("{}:{}", config.server.registered_host(), listener.local_addr()?.port());
     let services =
         ServerBuilder::from_config(&config.server).add_service(InventoryServer::new(Instance(address.clone())));
-    Ok((rpc::serve_listener(config, services, listener).await?, address))
+    Ok((waypost::serve_listener(config, services, listener).await?, address))
 }
 
 /// The instances that answer 20 calls of `client`.
-async fn answering(client: &InventoryClient) -> Result<BTreeSet<String>, rpc::RpcError> {
+async fn answering(client: &InventoryClient) -> Result<BTreeSet<String>, waypost::RpcError> {
     let mut seen = BTreeSet::new();
     for _ in 0..20 {
         seen.insert(client.served_by().await?);
@@ -56,7 +58,10 @@ async fn until_answering(client: &InventoryClient, want: &[&str]) -> Result<(), 
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(rpc_examples::unexpected(&format!("calls answered by {want:?}"), seen));
+            return Err(waypost_examples::unexpected(
+                &format!("calls answered by {want:?}"),
+                seen,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -64,16 +69,16 @@ async fn until_answering(client: &InventoryClient, want: &[&str]) -> Result<(), 
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = rpc_examples::config()?;
+    let config = waypost_examples::config()?;
     let (stable, stable_addr) = provider(&config).await?;
     let (canary, canary_addr) = provider(&config).await?;
-    let consumer = rpc::consumer(&config).await?;
+    let consumer = waypost::consumer(&config).await?;
     let everyone = InventoryClient::new(consumer.channel())?;
     let testers = everyone.with_metadata("route-tag", "canary");
     until_answering(&everyone, &[&stable_addr, &canary_addr]).await?;
     println!("no rules: calls spread over {stable_addr} and {canary_addr}");
 
-    let operator = rpc::connect(&config.registry).await?;
+    let operator = waypost::connect(&config.registry).await?;
     let key = "Inventory:1.0";
     operator
         .put_rules(key, &format!(r#"{{"tags": {{"canary": ["{canary_addr}"]}}}}"#))

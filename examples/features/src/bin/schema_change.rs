@@ -9,10 +9,10 @@
 //! gets the new fields' defaults, an old client calling a new provider ignores them, and the
 //! new method on an old provider fails with `method_not_found`, never a misread value.
 //!
-//! `cargo run -p rpc-examples --bin schema_change`
+//! `cargo run -p waypost-examples --bin schema_change`
 
-use rpc::server::ServerBuilder;
-use rpc::{Channel, ErrorKind};
+use waypost::server::ServerBuilder;
+use waypost::{Channel, ErrorKind};
 
 /// What was deployed first.
 mod v1 {
@@ -24,7 +24,7 @@ mod v1 {
         pub name: String,
     }
 
-    #[rpc::service(name = "Profiles", version = "1.0")]
+    #[waypost::service(name = "Profiles", version = "1.0")]
     pub trait Profiles {
         async fn get(&self, id: u64) -> Profile;
     }
@@ -57,7 +57,7 @@ mod v2 {
         "free".into()
     }
 
-    #[rpc::service(name = "Profiles", version = "1.0")]
+    #[waypost::service(name = "Profiles", version = "1.0")]
     pub trait Profiles {
         async fn get(&self, id: u64) -> Profile;
         /// New in version 2.
@@ -100,11 +100,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let profile = new_client.get(1).await?;
     println!("new client, old provider: {profile:?}");
     if (profile.email.as_deref(), profile.plan.as_str()) != (None, "free") {
-        return Err(rpc_examples::unexpected("the new fields' defaults", profile));
+        return Err(waypost_examples::unexpected("the new fields' defaults", profile));
     }
     match new_client.count().await {
         Err(e) if e.kind() == ErrorKind::MethodNotFound => println!("new method, old provider: {e}"),
-        other => return Err(rpc_examples::unexpected("method_not_found", other)),
+        other => return Err(waypost_examples::unexpected("method_not_found", other)),
     }
 
     // An old client calls an upgraded provider: it reads the fields it knows.
@@ -117,7 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             name: "Ada".into(),
         })
     {
-        return Err(rpc_examples::unexpected("version 1's fields", profile));
+        return Err(waypost_examples::unexpected("version 1's fields", profile));
     }
 
     old.shutdown().await;

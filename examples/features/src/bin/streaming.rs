@@ -4,12 +4,12 @@
 //! readings and answers their count, `Sensors::echo` answers each message of a stream as it
 //! comes. The consumer finds the provider through the registry like any call.
 //!
-//! `cargo run -p rpc-examples --bin streaming`
+//! `cargo run -p waypost-examples --bin streaming`
 
-use rpc::server::ServerBuilder;
-use rpc::stream::StreamExt;
-use rpc::Streaming;
 use serde::{Deserialize, Serialize};
+use waypost::server::ServerBuilder;
+use waypost::stream::StreamExt;
+use waypost::Streaming;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
@@ -17,7 +17,7 @@ pub struct Reading {
     pub celsius: f64,
 }
 
-#[rpc::service]
+#[waypost::service]
 pub trait Sensors {
     /// Server streaming: `count` readings of `sensor`.
     async fn readings(&self, sensor: String, count: u32) -> Streaming<Reading>;
@@ -52,10 +52,10 @@ impl Sensors for Station {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = rpc_examples::config()?;
+    let config = waypost_examples::config()?;
     let services = ServerBuilder::from_config(&config.server).add_service(SensorsServer::new(Station));
-    let provider = rpc::serve(&config, services).await?;
-    let consumer = rpc::consumer(&config).await?;
+    let provider = waypost::serve(&config, services).await?;
+    let consumer = waypost::consumer(&config).await?;
     let sensors = SensorsClient::new(consumer.channel())?;
 
     // The outer Result says whether the stream started; each item is a Result of its own.
@@ -66,24 +66,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("server stream: {} readings, last {:?}", received.len(), received.last());
     if received.len() != 5 {
-        return Err(rpc_examples::unexpected("five readings", received.len()));
+        return Err(waypost_examples::unexpected("five readings", received.len()));
     }
 
-    let uploaded = sensors.upload(rpc::stream::iter(received)).await?;
+    let uploaded = sensors.upload(waypost::stream::iter(received)).await?;
     println!("client stream: the provider counted {uploaded} readings");
     if uploaded != 5 {
-        return Err(rpc_examples::unexpected("five readings uploaded", uploaded));
+        return Err(waypost_examples::unexpected("five readings uploaded", uploaded));
     }
 
     let words = ["north", "south", "east"].map(String::from);
-    let mut answers = sensors.echo(rpc::stream::iter(words)).await?;
+    let mut answers = sensors.echo(waypost::stream::iter(words)).await?;
     let mut echoed = Vec::new();
     while let Some(answer) = answers.next().await {
         echoed.push(answer?);
     }
     println!("both ways: {echoed:?}");
     if echoed != ["NORTH", "SOUTH", "EAST"] {
-        return Err(rpc_examples::unexpected("each word answered in capitals", echoed));
+        return Err(waypost_examples::unexpected("each word answered in capitals", echoed));
     }
 
     consumer.close().await;

@@ -7,19 +7,19 @@
 //!
 //! ```sh
 //! docker run -d -p 16686:16686 -p 4317:4317 jaegertracing/all-in-one
-//! OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 cargo run -p rpc-examples --bin telemetry
-//! # http://127.0.0.1:16686: service rpc-examples, operation Frontend/checkout
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 cargo run -p waypost-examples --bin telemetry
+//! # http://127.0.0.1:16686: service waypost-examples, operation Frontend/checkout
 //! ```
 
-use rpc::server::ServerBuilder;
 use tracing::Instrument;
+use waypost::server::ServerBuilder;
 
-#[rpc::service]
+#[waypost::service]
 pub trait Payments {
     async fn charge(&self, cents: u64) -> String;
 }
 
-#[rpc::service]
+#[waypost::service]
 pub trait Frontend {
     async fn checkout(&self, cents: u64) -> String;
 }
@@ -49,19 +49,19 @@ impl Frontend for Shop {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = rpc_examples::config()?;
-    let telemetry = rpc::telemetry::init(&config)?;
+    let config = waypost_examples::config()?;
+    let telemetry = waypost::telemetry::init(&config)?;
 
-    let payments = rpc::serve(
+    let payments = waypost::serve(
         &config,
         ServerBuilder::from_config(&config.server).add_service(PaymentsServer::new(Bank)),
     )
     .await?;
-    let consumer = rpc::consumer(&config).await?;
+    let consumer = waypost::consumer(&config).await?;
     let shop = Shop {
         payments: PaymentsClient::new(consumer.channel())?,
     };
-    let frontend = rpc::serve(
+    let frontend = waypost::serve(
         &config,
         ServerBuilder::from_config(&config.server).add_service(FrontendServer::new(shop)),
     )
@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("{answer}");
     if answer != "charged 1250 cents" {
-        return Err(rpc_examples::unexpected("the payment's answer", answer));
+        return Err(waypost_examples::unexpected("the payment's answer", answer));
     }
 
     consumer.close().await;

@@ -1,20 +1,20 @@
 //! TLS with client certificates (mTLS): the provider sees who calls.
 //!
 //! `tls CERT_DIR`: the directory holds `ca.pem`, `server.pem`/`server.key` (for `localhost` and
-//! `127.0.0.1`) and `client.pem`/`client.key`; `cargo run -p rpc-tests --bin make-certs DIR`
+//! `127.0.0.1`) and `client.pem`/`client.key`; `cargo run -p waypost-tests --bin make-certs DIR`
 //! writes a throw-away set (in production: your CA, cert-manager, SPIFFE). The provider asks
 //! every client for a certificate signed by the CA, and its handler reads the verified name
 //! from the call context; a client without a certificate is turned away at the handshake.
 //! The same settings in YAML are `rpc.server.tls` and `rpc.consumer.tls` (docs/security.md).
 //!
-//! `cargo run -p rpc-examples --bin tls -- CERT_DIR`
+//! `cargo run -p waypost-examples --bin tls -- CERT_DIR`
 
 use std::path::PathBuf;
 
-use rpc::config::{ClientTlsConfig, ServerTlsConfig};
-use rpc::server::ServerBuilder;
+use waypost::config::{ClientTlsConfig, ServerTlsConfig};
+use waypost::server::ServerBuilder;
 
-#[rpc::service]
+#[waypost::service]
 pub trait Vault {
     /// Who the provider thinks is calling.
     async fn whoami(&self) -> String;
@@ -24,7 +24,7 @@ struct Guard;
 
 impl Vault for Guard {
     async fn whoami(&self) -> String {
-        let ctx = rpc::context::current();
+        let ctx = waypost::context::current();
         ctx.peer_identity()
             .map_or_else(|| "nobody".to_owned(), |identity| identity.to_string())
     }
@@ -33,7 +33,7 @@ impl Vault for Guard {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(std::env::args().nth(1).ok_or("usage: tls CERT_DIR (see make-certs)")?);
-    let mut config = rpc_examples::config()?;
+    let mut config = waypost_examples::config()?;
     config.server.tls = Some(ServerTlsConfig {
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
@@ -48,14 +48,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server_name: Some("localhost".into()),
     });
     let services = ServerBuilder::from_config(&config.server).add_service(VaultServer::new(Guard));
-    let provider = rpc::serve(&config, services).await?;
+    let provider = waypost::serve(&config, services).await?;
 
-    let consumer = rpc::consumer(&config).await?;
+    let consumer = waypost::consumer(&config).await?;
     let vault = VaultClient::new(consumer.channel())?;
     let caller = vault.whoami().await?;
     println!("over mTLS, the provider sees: {caller}");
     if !caller.contains("consumer-a") {
-        return Err(rpc_examples::unexpected("the client certificate's name", caller));
+        return Err(waypost_examples::unexpected("the client certificate's name", caller));
     }
 
     // Without a client certificate the handshake fails, naming why.
@@ -64,9 +64,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tls.cert = None;
         tls.key = None;
     }
-    let stranger = rpc::consumer(&anonymous).await?;
+    let stranger = waypost::consumer(&anonymous).await?;
     match VaultClient::new(stranger.channel())?.whoami().await {
-        Ok(name) => return Err(rpc_examples::unexpected("a refused handshake", name)),
+        Ok(name) => return Err(waypost_examples::unexpected("a refused handshake", name)),
         Err(e) => println!("without a certificate: {e}"),
     }
 

@@ -1,9 +1,9 @@
-use hello_rpc::GreeterClient;
+use hello_waypost::GreeterClient;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = rpc::load_config("rpc.yaml")?;
-    let consumer = rpc::consumer(&config).await?;
+    let config = waypost::load_config("rpc.yaml")?;
+    let consumer = waypost::consumer(&config).await?;
     let greeter = GreeterClient::new(consumer.channel())?;
     println!("{}", greeter.hello("Ada".into()).await?);
     consumer.close().await;

@@ -1,5 +1,5 @@
-use hello_rpc::{Greeter, GreeterServer};
-use rpc::server::ServerBuilder;
+use hello_waypost::{Greeter, GreeterServer};
+use waypost::server::ServerBuilder;
 
 struct English;
 
@@ -11,9 +11,9 @@ impl Greeter for English {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = rpc::load_config("rpc.yaml")?;
+    let config = waypost::load_config("rpc.yaml")?;
     let services = ServerBuilder::from_config(&config.server).add_service(GreeterServer::new(English));
-    let provider = rpc::serve(&config, services).await?;
+    let provider = waypost::serve(&config, services).await?;
     println!("serving at {}", provider.local_addr()?);
     tokio::signal::ctrl_c().await?;
     provider.shutdown().await;
