@@ -2,12 +2,21 @@
 # etcd and ZooKeeper servers on loopback. Source it; do not run it.
 
 # Prints a TCP port on 127.0.0.1 that nothing listens on, below the kernel's ephemeral range
-# (so no outgoing connection holds it either).
+# (so no outgoing connection holds it either), reserved for this script against the tests and
+# other scripts: a file named after the port in $TMPDIR/waypost-test-ports, created exclusively,
+# holds the owner's pid (the test helpers in tests/src/ports.rs do the same), and a reservation
+# whose owner has exited is taken over.
 free_port() {
-    local port low
+    local port low owner dir=${TMPDIR:-/tmp}/waypost-test-ports
     low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    mkdir -p "$dir"
     while :; do
         port=$((10000 + RANDOM % (low - 10000)))
+        if ! (set -o noclobber; echo "$$" >"$dir/$port") 2>/dev/null; then
+            owner=$(cat "$dir/$port" 2>/dev/null || true)
+            if [ -n "$owner" ] && [ ! -d "/proc/$owner" ]; then rm -f "$dir/$port"; fi
+            continue
+        fi
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return
@@ -101,20 +110,18 @@ wait_ready() {
     done
 }
 
-# start_etcd DIR: starts etcd on free loopback ports with its data in DIR, trying fresh
-# ports up to three times. Sets ETCD_PID, ETCD_ENDPOINT (host:port) and ETCDCTL (an etcdctl
-# command line for it).
-start_etcd() { start_with_retries ETCD_PID start_etcd_once "$1"; }
+# start_etcd DIR: starts etcd on free loopback ports (reserved by free_port, so nothing else
+# binds them) with its data in DIR. Sets ETCD_PID, ETCD_ENDPOINT (host:port) and ETCDCTL (an
+# etcdctl command line for it).
+start_etcd() { start_or_stop ETCD_PID start_etcd_once "$1"; }
 
-# start_with_retries PID_VAR START_FN DIR: runs START_FN DIR up to three times (each picks
-# fresh ports), stopping the process named by PID_VAR after a failed attempt.
-start_with_retries() {
-    local pid_var=$1 start_fn=$2 dir=$3 attempt
-    for attempt in 1 2 3; do
-        "$start_fn" "$dir" && return 0
-        stop_pid "${!pid_var}"
-        echo "$start_fn did not start (attempt $attempt)" >&2
-    done
+# start_or_stop PID_VAR START_FN DIR: runs START_FN DIR, stopping the process named by PID_VAR
+# when it fails.
+start_or_stop() {
+    local pid_var=$1 start_fn=$2 dir=$3
+    "$start_fn" "$dir" && return 0
+    stop_pid "${!pid_var}"
+    echo "$start_fn did not start" >&2
     return 1
 }
 
@@ -161,13 +168,13 @@ start_etcd_once() {
 # user root (password $ETCD_ROOT_PASSWORD). Sets ETCD_PID, ETCD_ENDPOINT (https://host:port)
 # and ETCDCTL (an etcdctl command line with the certificates and the user).
 start_etcd_tls() {
-    ETCD_TLS_CERTS=$2 start_with_retries ETCD_PID start_etcd_once "$1"
+    ETCD_TLS_CERTS=$2 start_or_stop ETCD_PID start_etcd_once "$1"
 }
 ETCD_ROOT_PASSWORD=${ETCD_ROOT_PASSWORD:-demo-root-password}
 
 # start_zookeeper DIR: starts a standalone ZooKeeper on a free loopback port with its data in
-# DIR, trying fresh ports up to three times. Sets ZK_PID and ZK_ENDPOINT (host:port).
-start_zookeeper() { start_with_retries ZK_PID start_zookeeper_once "$1"; }
+# DIR. Sets ZK_PID and ZK_ENDPOINT (host:port).
+start_zookeeper() { start_or_stop ZK_PID start_zookeeper_once "$1"; }
 
 start_zookeeper_once() {
     local dir=$1
@@ -213,4 +220,32 @@ stop_pid() {
     kill "$pid" 2>/dev/null || return 0
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
+}
+
+# start_test_servers: starts the throw-away etcd and ZooKeeper every test shares, in a scratch
+# directory, stopped (and the directory removed) when the calling script exits. Exports their
+# addresses as RPC_TEST_ETCD_ENDPOINTS and RPC_TEST_ZK_SERVERS, and the Python tools of
+# scripts/setup as RPC_TEST_PYTHONPATH.
+start_test_servers() {
+    TEST_SERVERS_DIR=$(mktemp -d -t waypost-test.XXXXXX)
+    ETCD_PID="" ZK_PID=""
+    trap 'stop_pid "$ETCD_PID"; stop_pid "$ZK_PID"; rm -rf "$TEST_SERVERS_DIR"' EXIT
+    start_etcd "$TEST_SERVERS_DIR/etcd"
+    start_zookeeper "$TEST_SERVERS_DIR/zookeeper"
+    echo "etcd at $ETCD_ENDPOINT, ZooKeeper at $ZK_ENDPOINT" >&2
+    export RPC_TEST_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
+    export RPC_TEST_ZK_SERVERS="$ZK_ENDPOINT"
+    export RPC_TEST_PYTHONPATH="$PWD/$PYTHON_TOOLS_DIR"
+}
+
+# build_workspace: builds every binary and every test of the workspace in one cargo invocation,
+# with one feature set, so that the scripts, the examples and the tests share every artifact and
+# nothing is built twice (a `cargo build -p X` resolves the features of X alone and builds the
+# framework again). It also puts the workspace's binaries back in target/debug after a build
+# with other features (scripts/check-build). Under scripts/suite.py, which has just made that
+# build and runs test binaries beside this script, WAYPOST_BUILT=1 skips it (cargo would put the
+# binaries in target/debug afresh while tests start them).
+build_workspace() {
+    [ "${WAYPOST_BUILT:-}" = 1 ] && return 0
+    cargo build -q --workspace --bins --tests "$@"
 }

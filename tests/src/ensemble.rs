@@ -8,7 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Child;
 
-use crate::servers::{free_port, scratch_dir, spawn_zookeeper, wait_ready, zookeeper_installed, zookeeper_serving};
+use crate::ports::free_port;
+use crate::servers::{scratch_dir, spawn_zookeeper, wait_ready, zookeeper_installed, zookeeper_serving};
 
 /// A ZooKeeper ensemble whose servers run until killed or dropped.
 pub struct ZookeeperEnsemble {

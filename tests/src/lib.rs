@@ -37,6 +37,7 @@ pub mod feed;
 pub mod load;
 pub mod logs;
 pub mod partition;
+pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod scenario;

@@ -12,6 +12,7 @@ use tokio::process::{Child, Command};
 
 use crate::certs::{CertFiles, TestPki};
 use crate::partition::PeerProxies;
+use crate::ports::free_port;
 
 /// The shared etcd `scripts/test` started (`RPC_TEST_ETCD_ENDPOINTS`).
 ///
@@ -75,12 +76,6 @@ pub fn unique_root(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed),
         fastrand::u32(..)
     )
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
 }
 
 /// A fresh directory under the system's temporary directory, named after `what`.
@@ -206,19 +201,13 @@ impl EtcdServer {
             extra_args,
             tls,
         };
-        // A port freed by `free_port` can be taken again before etcd binds it: retry afresh.
-        for _ in 0..3 {
-            if server.launch().await {
-                return Some(server);
-            }
-            server.stop().await;
-            server.client_port = free_port();
-            server.peer_port = free_port();
-            if let Some(tls) = server.tls.as_mut() {
-                tls.health_port = free_port();
-            }
-        }
-        panic!("etcd did not start; see {}", server.data_dir.join("etcd.log").display());
+        // The ports are reserved for this process (see `ports`): nothing else binds them.
+        assert!(
+            server.launch().await,
+            "etcd did not start; see {}",
+            server.data_dir.join("etcd.log").display()
+        );
+        Some(server)
     }
 
     /// `127.0.0.1:port` of the client listener (`https://127.0.0.1:port` with TLS).
@@ -332,6 +321,10 @@ pub struct EtcdCluster {
     initial_cluster: String,
     /// With [`EtcdCluster::start_partitionable`]: the proxies every peer connection passes.
     proxies: Option<PeerProxies>,
+    /// A client per member for status requests, kept between them: a new connection for every
+    /// request (as this helper made) could take longer than the request's 2 s on a loaded
+    /// machine, so that no member seemed to answer while the cluster had a leader all along.
+    clients: std::sync::Mutex<Vec<Option<etcd_client::Client>>>,
 }
 
 struct EtcdMember {
@@ -360,20 +353,15 @@ impl EtcdCluster {
             eprintln!("SKIPPED: the etcd binary is not installed; run scripts/test");
             return None;
         }
-        // A member that exits at once lost its port to another process between `free_port`
-        // and its bind (tests start processes in parallel): start again on fresh ports.
-        for attempt in 1..=3 {
-            match Self::start_once(size, partitionable).await {
-                Ok(cluster) => return Some(cluster),
-                Err(member) if attempt < 3 => eprintln!("etcd member {member} did not start; retrying on fresh ports"),
-                Err(member) => panic!("etcd member {member} did not become healthy"),
-            }
+        // The ports are reserved for this process (see `ports`): nothing else binds them.
+        match Self::start_members(size, partitionable).await {
+            Ok(cluster) => Some(cluster),
+            Err(member) => panic!("etcd member {member} did not become healthy"),
         }
-        None
     }
 
-    /// One attempt at [`EtcdCluster::start`]; the member that did not become healthy otherwise.
-    async fn start_once(size: usize, partitionable: bool) -> Result<Self, usize> {
+    /// Starts the members; the one that did not become healthy, if any.
+    async fn start_members(size: usize, partitionable: bool) -> Result<Self, usize> {
         let members: Vec<EtcdMember> = (0..size)
             .map(|i| EtcdMember {
                 name: format!("m{i}"),
@@ -397,6 +385,7 @@ impl EtcdCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Self {
+            clients: std::sync::Mutex::new(vec![None; members.len()]),
             members,
             initial_cluster,
             proxies,
@@ -436,16 +425,29 @@ impl EtcdCluster {
 
     /// Member `i`'s status, asked of the member itself (without requiring a leader), within 2 s.
     async fn status(&self, i: usize) -> Option<etcd_client::StatusResponse> {
+        let cached = self.clients.lock().expect("status clients")[i].clone();
         let status = async {
-            let mut client = etcd_client::Client::connect([format!("http://{}", self.endpoint(i))], None)
-                .await
-                .ok()?;
+            let mut client = match cached {
+                Some(client) => client,
+                None => {
+                    let client = etcd_client::Client::connect([format!("http://{}", self.endpoint(i))], None)
+                        .await
+                        .ok()?;
+                    self.clients.lock().expect("status clients")[i] = Some(client.clone());
+                    client
+                }
+            };
             client.status().await.ok()
         };
-        tokio::time::timeout(Duration::from_secs(2), status)
+        let answer = tokio::time::timeout(Duration::from_secs(2), status)
             .await
             .ok()
-            .flatten()
+            .flatten();
+        if answer.is_none() {
+            // Connect afresh next time (the member may have been killed and restarted).
+            self.clients.lock().expect("status clients")[i] = None;
+        }
+        answer
     }
 
     /// Whether member `i` knows a leader (asked of the member itself, without requiring one).
@@ -481,14 +483,23 @@ impl EtcdCluster {
     /// named leader by a majority of the members (so neither a frozen old leader, named by a
     /// follower that has not yet noticed, nor a cut-off one that has not yet stepped down).
     pub async fn leader(&self) -> Option<usize> {
-        let statuses = futures_util::future::join_all((0..self.members.len()).map(|i| async move {
+        Self::leader_of(&self.statuses().await, self.members.len())
+    }
+
+    /// Each member's (id, leader it names), or `None` for a stopped member or one that does not
+    /// answer.
+    async fn statuses(&self) -> Vec<Option<(u64, u64)>> {
+        futures_util::future::join_all((0..self.members.len()).map(|i| async move {
             // A stopped member has no say.
             self.members[i].child.as_ref()?;
             let status = self.status(i).await?;
             Some((status.header()?.member_id(), status.leader()))
         }))
-        .await;
-        let majority = self.members.len() / 2 + 1;
+        .await
+    }
+
+    fn leader_of(statuses: &[Option<(u64, u64)>], members: usize) -> Option<usize> {
+        let majority = members / 2 + 1;
         statuses.iter().position(|status| {
             status.is_some_and(|(id, leader)| {
                 leader == id && statuses.iter().flatten().filter(|(_, l)| *l == id).count() >= majority
@@ -501,20 +512,27 @@ impl EtcdCluster {
         self.members[i].child.as_ref().and_then(Child::id)
     }
 
-    /// The index of the leader, waiting up to 15 s for one (an election may be under way).
+    /// The index of the leader, waiting up to 30 s for one (an election may be under way); the
+    /// failure names what each member answered last.
     pub async fn await_leader(&self) -> usize {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(leader) = self.leader().await {
+            let statuses = self.statuses().await;
+            if let Some(leader) = Self::leader_of(&statuses, self.members.len()) {
                 return leader;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no etcd leader within 15 s");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no etcd leader within 30 s; (member id, leader it names) of each member, last asked: {:x?}",
+                statuses
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Kills member `i` (its data stays).
     pub async fn kill(&mut self, i: usize) {
+        self.clients.lock().expect("status clients")[i] = None;
         if let Some(mut child) = self.members[i].child.take() {
             let _ = child.kill().await;
         }
@@ -616,17 +634,13 @@ impl ZookeeperServer {
             port: free_port(),
             dir,
         };
-        for _ in 0..3 {
-            if server.launch().await {
-                return Some(server);
-            }
-            server.stop().await;
-            server.port = free_port();
-        }
-        panic!(
+        // The port is reserved for this process (see `ports`): nothing else binds it.
+        assert!(
+            server.launch().await,
             "ZooKeeper did not start; see {}",
             server.dir.join("zookeeper.log").display()
         );
+        Some(server)
     }
 
     /// `127.0.0.1:port`.

@@ -11,7 +11,8 @@ use waypost_core::registry::{DiscoveryCache, DiscoveryOptions, Registry, Service
 use waypost_core::server::{Registration, RunningServer, ServerBuilder};
 use waypost_core::Channel;
 use waypost_registry::etcd::{EtcdOptions, EtcdRegistry};
-use waypost_tests::servers::{free_port, shared_etcd, unique_root};
+use waypost_tests::ports::free_port;
+use waypost_tests::servers::{shared_etcd, unique_root};
 use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 
 fn options(endpoints: Vec<String>, root: &str, ttl_secs: u64) -> EtcdOptions {

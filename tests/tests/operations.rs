@@ -231,7 +231,7 @@ async fn a_corrupt_cache_file_is_ignored_naming_it_and_the_registry_error_stands
     let logs = waypost_tests::logs::CapturedLogs::start();
     let file = cache_file_path("corrupt");
     std::fs::write(&file, b"{ this is not json").unwrap();
-    let dead = format!("127.0.0.1:{}", waypost_tests::servers::free_port());
+    let dead = format!("127.0.0.1:{}", waypost_tests::ports::free_port());
     let config = with_cache_file(&dead, &unique_root("corrupt"), &file);
     let error = match waypost::consumer(&config).await {
         Ok(_) => panic!("a consumer started without a registry and without a usable cache file"),

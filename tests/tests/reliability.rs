@@ -13,10 +13,11 @@ use tokio::time::Instant;
 use waypost::Provider;
 use waypost_core::client::Consumer;
 use waypost_tests::load::{ms, report, Load};
+use waypost_tests::ports::free_port;
 use waypost_tests::process::{signal, ProcessOptions, ProviderProcess};
 use waypost_tests::proxy::FaultProxy;
 use waypost_tests::scenario::{await_registered, config, consumer, ephemeral_owner, port, provider};
-use waypost_tests::servers::{free_port, shared_etcd, unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
+use waypost_tests::servers::{shared_etcd, unique_root, EtcdCluster, EtcdServer, ZookeeperServer};
 use waypost_tests::{wait_until, TestServiceClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use waypost_core::registry::ServiceInstance;
 use waypost_core::server::{RunningServer, ServerBuilder};
 use waypost_core::{Channel, ClientBuildError, ErrorKind, RpcError};
 use waypost_tests::faulty::{Fault, FaultHandle, FaultyService};
-use waypost_tests::servers::free_port;
+use waypost_tests::ports::free_port;
 use waypost_tests::{TestServiceClient, TestServiceImpl, TestServiceServer};
 
 /// A provider whose behaviour the test controls.

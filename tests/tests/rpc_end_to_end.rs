@@ -550,7 +550,13 @@ mod byte_vectors {
         // Around the 16 KiB sharing threshold, the pooled bodies and the mapped ones (> 2 MiB).
         let sizes = [0usize, 1, 16 * 1024 - 1, 16 * 1024, 100_000, 2_100_000];
         for kind in SerializerKind::ALL {
-            let client = SharedClient::new(Channel::direct(&addr).unwrap().with_serializer(kind)).unwrap();
+            // The subject is the bytes, not the time: a 2 MiB round trip of a debug build on a
+            // loaded machine may outlast the default deadline.
+            let channel = Channel::direct(&addr)
+                .unwrap()
+                .with_serializer(kind)
+                .with_timeout(Duration::from_secs(30));
+            let client = SharedClient::new(channel).unwrap();
             for (i, &len) in sizes.iter().enumerate() {
                 let data = payload(len, i);
                 assert_eq!(

@@ -696,7 +696,7 @@ async fn a_stream_fails_over_before_it_starts() {
     use waypost_core::registry::ServiceInstance;
     let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;
     let live: u16 = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port");
-    let dead = waypost_tests::servers::free_port();
+    let dead = waypost_tests::ports::free_port();
     let instances = vec![
         ServiceInstance::new("Feed", "1.0", "127.0.0.1", dead),
         ServiceInstance::new("Feed", "1.0", "127.0.0.1", live),

@@ -1,4 +1,4 @@
-#[waypost_core::service]
+#[waypost_macros::service]
 trait Svc {
     async fn consume(self) -> u32;
 }

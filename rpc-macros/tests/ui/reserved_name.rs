@@ -1,4 +1,4 @@
-#[waypost_core::service]
+#[waypost_macros::service]
 trait Svc {
     async fn __health(&self) -> u32;
 }

@@ -1,4 +1,4 @@
-#[waypost_core::service]
+#[waypost_macros::service]
 trait Svc {
     fn plain(&self) -> u32;
 }
