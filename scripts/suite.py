@@ -264,12 +264,9 @@ def cmd_run(args):
 
 def cmd_loop(args):
     suite = build()
-    by_name = {j.name: j for j in suite}
     wanted = []
     for name in args.names:
         matches = [j for j in suite if j.name == name] or [j for j in suite if j.name.startswith(name + "::")]
-        if not matches and name in by_name:
-            matches = [by_name[name]]
         if not matches:
             sys.exit(f"suite: no job named {name}; `suite.py list` shows them")
         wanted += matches
@@ -305,7 +302,7 @@ def cmd_loop(args):
 
 
 def build_quiet(suite):
-    """Fresh Job objects for the same commands (the load runs beside the loop's own)."""
+    """Fresh jobs for the same commands, logged apart (the load runs beside the loop's own)."""
     return [Job(j.name + ".load", j.argv, j.cwd, j.group) for j in suite]
 
 
