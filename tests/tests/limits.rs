@@ -1,13 +1,15 @@
 //! Per-service and per-method limits over real TCP: a method's concurrency limit refuses the
 //! calls beyond it at once (other methods unaffected), a service's rate limit admits a
 //! second's worth and then its rate, the YAML that sets them is checked, and a registered
-//! provider follows its rules' limits and shedding live (against etcd).
+//! provider follows its rules' limits and shedding live (against etcd). A caller without a
+//! token spends no limit: authentication comes before admission.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use waypost_core::auth::{BearerToken, BearerTokens};
 use waypost_core::config::{CallLimits, RpcConfig, ServiceLimits};
 use waypost_core::server::{RunningServer, ServerBuilder};
 use waypost_core::{Channel, ErrorKind};
@@ -104,6 +106,93 @@ async fn a_service_rate_limit_admits_a_seconds_worth_then_its_rate() {
         later += u32::from(client.echo(n).await.is_ok());
     }
     assert!((8..=16).contains(&later), "about half a second's worth: {later}");
+}
+
+/// Authentication comes before admission: 100 calls without a token, over the binary protocol
+/// and over HTTP/JSON, are all refused as unauthenticated and spend none of the method's rate
+/// of 5 calls a second, so a caller with the token is served right after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_without_a_token_spend_none_of_a_methods_rate_limit() {
+    let limits = ServiceLimits {
+        methods: BTreeMap::from([(
+            "echo".to_owned(),
+            CallLimits {
+                max_concurrent: None,
+                rate_per_sec: Some(5),
+            },
+        )]),
+        ..ServiceLimits::default()
+    };
+    let builder = ServerBuilder::new()
+        .interceptor(BearerTokens::new(["s3cret"]))
+        .limit("TestService:1.0", limits);
+    let (server, without_token, addr) = serve(builder).await;
+
+    for n in 0..100 {
+        let error = without_token.echo(n).await.expect_err("no token");
+        assert_eq!(error.kind(), ErrorKind::Unauthenticated, "call {n}: {error}");
+    }
+    let channel = Channel::direct(&addr)
+        .expect("channel")
+        .with_interceptor(BearerToken::new("s3cret"));
+    let with_token = TestServiceClient::new(channel).expect("client");
+    assert_eq!(
+        with_token.echo(7).await.expect("the caller with the token is served"),
+        7
+    );
+
+    let url = format!("http://{addr}/TestService/echo");
+    let mut without = vec![
+        "-X".to_owned(),
+        "POST".to_owned(),
+        "--data".to_owned(),
+        "[1]".to_owned(),
+    ];
+    for _ in 0..100 {
+        without.extend(["-o".to_owned(), "/dev/null".to_owned(), url.clone()]);
+    }
+    let statuses = curl_statuses(without).await;
+    assert_eq!(
+        statuses,
+        vec![401; 100],
+        "every call without a token is unauthenticated"
+    );
+    let with = [
+        "-X",
+        "POST",
+        "--data",
+        "[8]",
+        "-H",
+        "authorization: Bearer s3cret",
+        "-o",
+        "/dev/null",
+        &url,
+    ];
+    let with = with.map(str::to_owned);
+    assert_eq!(
+        curl_statuses(with.to_vec()).await,
+        [200],
+        "the caller with the token is served"
+    );
+    server.shutdown().await;
+}
+
+/// The HTTP status of each request curl makes with `args` (each URL after its own
+/// `-o /dev/null`), in order.
+async fn curl_statuses(args: Vec<String>) -> Vec<u16> {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "%{http_code}\n"])
+            .args(&args)
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| line.parse().unwrap_or(0))
+            .collect()
+    })
+    .await
+    .expect("curl")
 }
 
 #[test]

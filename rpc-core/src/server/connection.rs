@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn, Instrument};
 
+use super::admission::{Admitted, Arrival};
 use super::call::{CallFuture, ServerCall, StackCall};
 use super::finish::{call_span, drive, end_call_span, panicked, EndGuard};
 use super::limits::CallPermit;
@@ -356,148 +357,114 @@ impl Conn {
         let now = Instant::now();
         self.request_arrived(now);
         self.shared.activity.call_arrived();
-        match self.admit(&header, body) {
-            Admission::Run(admitted) if header.flags & flags::STREAM != 0 => {
-                self.start_stream(header, now, admitted, held).await
-            }
-            Admission::Run(admitted) => self.run_call(header, now, admitted, held).await,
-            Admission::Answered(reply) => Some(reply),
-            Admission::Rejected(reply) => {
-                metrics::server_rejected(reply.status);
-                Some(reply)
-            }
+        let begun = match self.begin(&header, body, now) {
+            Ok(begun) => begun,
+            Err(reply) => return Some(reply),
+        };
+        if header.flags & flags::STREAM != 0 {
+            self.start_stream(header, begun, held).await
+        } else {
+            self.run_call(header, begun, held).await
         }
     }
 
-    /// Decides, before any layer sees the request, whether it runs: the request must parse,
-    /// name a served service and one of its methods, and find the server serving and under
-    /// its concurrency limit. The health method is answered here.
-    fn admit(&self, header: &Header, body: Body) -> Admission {
+    /// Takes a request that arrived at `now` through admission (see the `admission` module):
+    /// it must parse and name a served service (the health method is answered here), the
+    /// method must be served and called with its shape (a stream or not), then the
+    /// interceptors and the limits admit it; only then are its arguments decompressed. The
+    /// reply that answers or refuses it otherwise.
+    fn begin(&self, header: &Header, body: Body, now: Instant) -> Result<Begun, Reply> {
         let shared = &self.shared;
-        let serializer = match SerializerKind::from_id(header.serializer) {
-            Ok(s) => s,
-            Err(e) => return Admission::reject(Status::ProtocolError, e.to_string()),
+        let rejected = |status: Status, message: String| {
+            metrics::server_rejected(status);
+            Reply::failure(status, message)
         };
-        let mut request = match RequestBody::parse(body, &shared.metadata_limits) {
-            Ok(r) => r,
-            Err(e @ (ProtocolError::MetadataOverLimit { .. } | ProtocolError::InvalidMetadata(_))) => {
-                return Admission::reject(Status::InvalidMetadata, e.to_string())
+        let serializer =
+            SerializerKind::from_id(header.serializer).map_err(|e| rejected(Status::ProtocolError, e.to_string()))?;
+        let request = RequestBody::parse(body, &shared.metadata_limits).map_err(|e| match e {
+            ProtocolError::MetadataOverLimit { .. } | ProtocolError::InvalidMetadata(_) => {
+                rejected(Status::InvalidMetadata, e.to_string())
             }
-            Err(e) => return Admission::reject(Status::ProtocolError, e.to_string()),
-        };
-        if header.flags & flags::COMPRESSED != 0 {
-            match crate::compression::decompress(&request.args, shared.max_frame_len) {
-                Ok(args) => request.args = args.into(),
-                Err(e) => return Admission::reject(Status::DecodeError, format!("the arguments: {e}")),
-            }
-        }
+            e => rejected(Status::ProtocolError, e.to_string()),
+        })?;
         let Some(service) = shared.services.get(request.service_str()) else {
-            return Admission::reject(Status::ServiceNotFound, request.service_str().to_owned());
+            return Err(rejected(Status::ServiceNotFound, request.service_str().to_owned()));
         };
         let method = request.method_str();
         if method == HEALTH_METHOD {
-            return Admission::Answered(Reply::ok(serializer, &shared.health()));
+            return Err(Reply::ok(serializer, &shared.health()));
         }
-        if shared.draining.is_cancelled() {
-            return Admission::reject(Status::ShuttingDown, "server is shutting down");
-        }
-        if !service.methods().contains(&method) {
-            return Admission::Rejected(Reply::method_not_found(service.key(), method));
-        }
-        match (header.flags & flags::STREAM != 0, service.stream_shape(method)) {
+        shared.route(service.as_ref(), method)?;
+        let streaming = header.flags & flags::STREAM != 0;
+        match (streaming, service.stream_shape(method)) {
             (true, None) => {
                 let message = format!("{}/{method} is not a streaming method", service.key());
-                return Admission::reject(Status::Unsupported, message);
+                return Err(rejected(Status::Unsupported, message));
             }
             (false, Some(_)) => {
                 let message = format!(
                     "{}/{method} is a streaming method; call it with a client that streams",
                     service.key()
                 );
-                return Admission::reject(Status::Unsupported, message);
+                return Err(rejected(Status::Unsupported, message));
             }
             _ => {}
         }
-        let permit = match shared
-            .limits
-            .admit(service.key(), method, header.flags & flags::STREAM != 0)
-        {
-            Ok(permit) => permit,
-            Err(limited) => return Admission::reject(Status::Overloaded, limited.message),
-        };
-        Admission::Run(Admitted {
-            service: service.clone(),
-            serializer,
-            request,
-            permit,
-        })
-    }
-
-    /// An admitted request that arrived at `now`, with its context (its deadline from the
-    /// header, the peer and its identity), once the interceptors let it run; otherwise the
-    /// reply that refuses it.
-    fn begin(&self, header: &Header, now: Instant, admitted: Admitted) -> Result<Begun, Reply> {
-        let Admitted {
-            service: served,
-            serializer,
-            request,
-            permit,
-        } = admitted;
         let RequestBody {
-            service,
+            service: service_name,
             method,
             metadata,
             args,
         } = request;
         let deadline = (header.timeout_ms > 0).then(|| now + Duration::from_millis(u64::from(header.timeout_ms)));
-        let mut ctx = CallContext::server(
-            service,
+        let arrival = Arrival {
+            service_name,
             method,
             metadata,
             deadline,
-            Some(self.peer),
-            header.request_id,
+            peer: self.peer,
+            identity: self.identity.clone(),
+            request_id: header.request_id,
             now,
-        );
-        ctx.set_peer_identity(self.identity.clone());
-        match self.shared.interceptors.on_request(&mut ctx) {
-            Ok(()) => Ok(Begun {
-                service: served,
-                serializer,
-                permit,
-                ctx,
-                args,
-                deadline,
-            }),
-            Err(refusal) => {
-                debug!(service = ctx.service(), method = ctx.method(), %refusal, "an interceptor refused the call");
-                Err(Reply::from_error(&refusal))
+            streaming,
+        };
+        let admitted = shared.admit(service.key(), arrival)?;
+        let args = if header.flags & flags::COMPRESSED != 0 {
+            match compression::decompress(&args, shared.max_frame_len) {
+                Ok(args) => args.into(),
+                Err(e) => {
+                    admitted.refused(shared, Status::DecodeError);
+                    return Err(Reply::failure(Status::DecodeError, format!("the arguments: {e}")));
+                }
             }
-        }
+        } else {
+            args
+        };
+        Ok(Begun {
+            service: service.clone(),
+            serializer,
+            admitted,
+            args,
+            deadline,
+        })
     }
 
-    /// Runs an admitted call: the interceptors, then the tower layers (when there are any)
-    /// and the handler (see [`Conn::start_call`]).
-    async fn run_call(
-        &self,
-        header: Header,
-        now: Instant,
-        admitted: Admitted,
-        held: Option<OwnedSemaphorePermit>,
-    ) -> Option<Reply> {
+    /// Runs an admitted call: the tower layers (when there are any) and the handler (see
+    /// [`Conn::start_call`]).
+    async fn run_call(&self, header: Header, begun: Begun, held: Option<OwnedSemaphorePermit>) -> Option<Reply> {
         let shared = &self.shared;
         let Begun {
             service,
             serializer,
-            permit,
-            mut ctx,
+            admitted:
+                Admitted {
+                    mut ctx,
+                    permit,
+                    intercepted,
+                },
             args,
             deadline,
-        } = match self.begin(&header, now, admitted) {
-            Ok(begun) => begun,
-            Err(refusal) => return Some(refusal),
-        };
-        let intercepted = !shared.interceptors.is_empty();
+        } = begun;
         // The call's span: the handler's log lines carry its service, method and trace id,
         // the trace continuing the caller's (see `context`).
         let span = call_span(&mut ctx);
@@ -531,32 +498,24 @@ impl Conn {
         }
     }
 
-    /// Starts an admitted streaming call: its context and interceptors as for a call, then
-    /// its slot, its acceptance and its task (see the `stream` module). Returns the reply
-    /// that refuses it, if one does.
-    async fn start_stream(
-        &self,
-        header: Header,
-        now: Instant,
-        admitted: Admitted,
-        held: Option<OwnedSemaphorePermit>,
-    ) -> Option<Reply> {
+    /// Starts an admitted streaming call: its slot, its acceptance and its task (see the
+    /// `stream` module). Returns the reply that refuses it, if one does.
+    async fn start_stream(&self, header: Header, begun: Begun, held: Option<OwnedSemaphorePermit>) -> Option<Reply> {
         let shared = &self.shared;
+        let (client_window, args) = match Credit::split_from(begun.args) {
+            Ok(split) => split,
+            Err(e) => {
+                begun.admitted.refused(shared, Status::ProtocolError);
+                return Some(Reply::failure(Status::ProtocolError, e.to_string()));
+            }
+        };
         let Begun {
             service,
             serializer,
-            permit,
-            mut ctx,
-            args,
+            admitted: Admitted { mut ctx, permit, .. },
             deadline,
-        } = match self.begin(&header, now, admitted) {
-            Ok(begun) => begun,
-            Err(refusal) => return Some(refusal),
-        };
-        let (client_window, args) = match Credit::split_from(args) {
-            Ok(split) => split,
-            Err(e) => return Some(Reply::failure(Status::ProtocolError, e.to_string())),
-        };
+            ..
+        } = begun;
         let span = call_span(&mut ctx);
         let call = StreamCall {
             service,
@@ -656,39 +615,13 @@ struct Started {
     intercepted: bool,
 }
 
-/// What [`Conn::admit`] decided.
-enum Admission {
-    /// The call runs.
-    Run(Admitted),
-    /// Answered by the server itself (the health method).
-    Answered(Reply),
-    /// Refused without running (counted in `rpc_server_rejected_total`).
-    Rejected(Reply),
-}
-
-impl Admission {
-    fn reject(status: Status, message: impl Into<String>) -> Self {
-        Self::Rejected(Reply::failure(status, message))
-    }
-}
-
-/// A request that may run.
-struct Admitted {
-    service: Arc<dyn Service>,
-    serializer: SerializerKind,
-    request: RequestBody,
-    /// Its share of the server's concurrency limit.
-    permit: CallPermit,
-}
-
-/// An admitted request the interceptors let run.
+/// A request that passed admission, with what its handler needs.
 struct Begun {
     service: Arc<dyn Service>,
     serializer: SerializerKind,
-    /// Its share of the server's concurrency limit.
-    permit: CallPermit,
-    ctx: CallContext,
-    /// The encoded arguments.
+    /// Its context and its share of the limits.
+    admitted: Admitted,
+    /// The encoded arguments (decompressed).
     args: Body,
     deadline: Option<Instant>,
 }

@@ -50,6 +50,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
+use super::admission::{Admitted, Arrival};
 use super::call::{ServerCall, StackCall, StreamParts};
 use super::finish::{call_span, drive, panicked, with_deadline, EndGuard};
 use super::limits::CallPermit;
@@ -254,7 +255,8 @@ impl Conn {
         }
     }
 
-    /// Runs one call: admission, arguments, context, then the same path as an RPC call.
+    /// Runs one call: admission (see the `admission` module), then its arguments, then the
+    /// same path as an RPC call.
     async fn call(&self, service: Arc<dyn Service>, method: String, request: Request<Incoming>) -> Response<HttpBody> {
         let shared = &self.shared;
         let now = Instant::now();
@@ -265,8 +267,8 @@ impl Conn {
                 Bytes::from(json!(shared.health().to_string()).to_string()),
             );
         }
-        if !service.methods().contains(&method.as_str()) {
-            return rejected(Reply::method_not_found(service.key(), &method));
+        if let Err(refusal) = shared.route(service.as_ref(), &method) {
+            return reply_response(refusal);
         }
         let streams = service.stream_shape(&method);
         if streams.is_some_and(StreamShape::client_sends) {
@@ -281,36 +283,41 @@ impl Conn {
             Ok(found) => found,
             Err(refused) => return refused.response(),
         };
-        if shared.draining.is_cancelled() {
-            return rejected(Reply::failure(Status::ShuttingDown, "server is shutting down"));
-        }
-        let body = match read_body(body, shared).await {
-            Ok(body) => body,
-            Err(refused) => return refused.response(),
-        };
-        let args = match self.arguments(&service, &method, body) {
-            Ok(args) => args,
-            Err(message) => return failure(Status::DecodeError, message),
-        };
-        let permit = match shared.limits.admit(service.key(), &method, streams.is_some()) {
-            Ok(permit) => permit,
-            Err(limited) => return rejected(Reply::failure(Status::Overloaded, limited.message)),
-        };
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut ctx = CallContext::server(
-            Bytes::from(service.key().to_owned()),
-            Bytes::from(method),
+        let arrival = Arrival {
+            service_name: Bytes::from(service.key().to_owned()),
+            method: Bytes::from(method),
             metadata,
             deadline,
-            Some(self.peer),
+            peer: self.peer,
+            identity: self.identity.clone(),
             request_id,
             now,
-        );
-        ctx.set_peer_identity(self.identity.clone());
-        if let Err(refusal) = shared.interceptors.on_request(&mut ctx) {
-            return reply_response(Reply::from_error(&refusal));
-        }
-        let intercepted = !shared.interceptors.is_empty();
+            streaming: streams.is_some(),
+        };
+        let admitted = match shared.admit(service.key(), arrival) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return reply_response(refusal),
+        };
+        let body = match read_body(body, shared).await {
+            Ok(body) => body,
+            Err(refused) => {
+                admitted.refused(shared, refused.status);
+                return refused.response();
+            }
+        };
+        let args = match self.arguments(&service, admitted.ctx.method(), body) {
+            Ok(args) => args,
+            Err(message) => {
+                admitted.refused(shared, Status::DecodeError);
+                return failure(Status::DecodeError, message);
+            }
+        };
+        let Admitted {
+            mut ctx,
+            permit,
+            intercepted,
+        } = admitted;
         let span = call_span(&mut ctx);
         if streams.is_some() {
             return self.stream(service, ctx, args, deadline, permit).instrument(span).await;
@@ -339,7 +346,15 @@ impl Conn {
                             .instrument(span)
                             .await
                     }
-                    Err(panic) => panicked(service.key(), request_id, panic.as_ref()),
+                    Err(panic) => {
+                        let reply = panicked(service.key(), request_id, panic.as_ref());
+                        if intercepted {
+                            shared
+                                .interceptors
+                                .on_response(&ctx, Outcome::from_status(reply.status));
+                        }
+                        reply
+                    }
                 }
             }
         };

@@ -50,6 +50,7 @@
 //!   down, malformed) are counted by reason; connections open are a gauge
 //!   (the [`crate::metrics`] module).
 
+mod admission;
 mod call;
 mod connection;
 mod finish;
