@@ -56,7 +56,7 @@
 extern crate self as waypost_core;
 
 // Layers, lowest first; a module imports only from lower layers (and leaves of its own):
-//   1. leaves: body, shared_bytes, arena, body_pool, large_body, choice, future, backoff,
+//   1. leaves: body, shared_bytes, arena, body_pool, large_body, choice, fnv, future, backoff,
 //      byte_string, host, error, schedule, context
 //   2. wire: msgpack (the default format), serializer, schema, protocol, reply, service (what both ends know of a service), health,
 //      interceptor, auth (interceptors), metrics (an interceptor and event counters), transport
@@ -69,7 +69,8 @@ mod arena;
 pub mod body;
 mod body_pool;
 mod choice;
-pub mod future;
+mod fnv;
+mod future;
 mod large_body;
 mod msgpack;
 mod shared_bytes;
@@ -105,7 +106,6 @@ mod transport;
 pub use body::Body;
 pub use client::{Channel, ClientBuildError};
 pub use error::{BoxError, ErrorKind, ProtocolError, RpcError};
-pub use fault::TolerantKind;
 pub use future::BoxFuture;
 pub use interceptor::{Interceptor, Outcome};
 pub use reply::Reply;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::body::Body;
-pub use crate::future::BoxFuture;
+use crate::future::BoxFuture;
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
 use crate::stream::{ItemStream, RawStream, StreamShape};

@@ -1,7 +1,8 @@
 //! Property tests of everything that parses bytes from the network: the frame decoder (every
 //! message type of protocol version 2, extension frames, flags and statuses), the request
 //! prefix with its metadata block, and the serializers. The same properties run longer under
-//! cargo-fuzz (see `fuzz/`).
+//! cargo-fuzz (see `fuzz/`). And the default serializer against an independent MessagePack
+//! library (rmpv), both ways, as its documentation says any MessagePack library reads it.
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
@@ -142,5 +143,98 @@ proptest! {
             let _ = kind.decode::<(u64, String, Vec<Option<bool>>)>(&bytes);
             let _ = kind.decode::<std::collections::BTreeMap<String, Vec<u8>>>(&bytes);
         }
+    }
+}
+
+/// A record of the kinds a service sends, to check the default serializer against an
+/// independent MessagePack library (rmpv), as its documentation claims it can be read.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u64,
+    name: String,
+    lines: Vec<i32>,
+    discount: Option<f64>,
+    tier: Tier,
+    counts: std::collections::BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Tier {
+    Basic,
+    Gold(u8),
+    Custom { label: String },
+}
+
+fn order() -> impl Strategy<Value = Order> {
+    let tier = prop_oneof![
+        Just(Tier::Basic),
+        any::<u8>().prop_map(Tier::Gold),
+        "\\PC{0,12}".prop_map(|label| Tier::Custom { label }),
+    ];
+    (
+        any::<u64>(),
+        "\\PC{0,24}",
+        proptest::collection::vec(any::<i32>(), 0..6),
+        proptest::option::of(-1e9f64..1e9),
+        tier,
+        proptest::collection::btree_map("[a-z]{1,8}", any::<i64>(), 0..4),
+    )
+        .prop_map(|(id, name, lines, discount, tier, counts)| Order {
+            id,
+            name,
+            lines,
+            discount,
+            tier,
+            counts,
+        })
+}
+
+/// `order` as the documented encoding describes it, in rmpv's terms: a struct is a map from
+/// field name to value, `None` is nil and `Some(v)` is `v`, a unit variant is its name, any
+/// other variant a map of one entry from its name to its data.
+fn documented(order: &Order) -> rmpv::Value {
+    use rmpv::Value;
+    let map = |entries: Vec<(&str, Value)>| Value::Map(entries.into_iter().map(|(k, v)| (Value::from(k), v)).collect());
+    let tier = match &order.tier {
+        Tier::Basic => Value::from("Basic"),
+        Tier::Gold(level) => map(vec![("Gold", Value::from(*level))]),
+        Tier::Custom { label } => map(vec![("Custom", map(vec![("label", Value::from(label.as_str()))]))]),
+    };
+    map(vec![
+        ("id", Value::from(order.id)),
+        ("name", Value::from(order.name.as_str())),
+        (
+            "lines",
+            Value::Array(order.lines.iter().map(|n| Value::from(*n)).collect()),
+        ),
+        ("discount", order.discount.map_or(Value::Nil, Value::from)),
+        ("tier", tier),
+        (
+            "counts",
+            Value::Map(
+                order
+                    .counts
+                    .iter()
+                    .map(|(k, v)| (Value::from(k.as_str()), Value::from(*v)))
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// rmpv reads what the default serializer writes as the documented value, and the default
+    /// serializer reads what rmpv writes of that value back into the record.
+    #[test]
+    fn an_independent_messagepack_library_reads_and_writes_the_default_encoding(order in order()) {
+        let ours = SerializerKind::MsgPack.encode_body(&order).unwrap().into_one();
+        let read = rmpv::decode::read_value(&mut &ours[..]).unwrap();
+        prop_assert_eq!(&read, &documented(&order));
+        let mut theirs = Vec::new();
+        rmpv::encode::write_value(&mut theirs, &documented(&order)).unwrap();
+        let back: Order = SerializerKind::MsgPack.decode(&theirs).unwrap();
+        prop_assert_eq!(back, order);
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use waypost_core::protocol::Status;
-use waypost_core::server::{BoxFuture, Service};
+use waypost_core::server::Service;
+use waypost_core::BoxFuture;
 use waypost_core::{Body, Reply, SerializerKind};
 
 /// How the wrapped service misbehaves.

@@ -31,6 +31,7 @@ markdown_doctests! {
 }
 
 pub mod certs;
+pub mod earlier_build;
 pub mod ensemble;
 pub mod faulty;
 pub mod feed;

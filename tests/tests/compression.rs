@@ -156,51 +156,22 @@ async fn off_by_default_and_per_method_and_a_server_without_it_answers_plain() {
     assert!((proxy.carried().0 - before) * 5 < body.len() as u64, "size compressed");
 }
 
-/// A server of an earlier build: answers every call with `0u64` (msgpack), never says it
-/// decodes compressed bodies, and records the flags of each request.
-async fn earlier_build_server() -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use waypost_core::protocol::{encode_frame, FrameDecoder, Header, MessageType};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let flags = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = flags.clone();
-    tokio::spawn(async move {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            return;
-        };
-        let mut decoder = FrameDecoder::new(64 << 20);
-        let mut buf = bytes::BytesMut::new();
-        let answer = SerializerKind::MsgPack.encode_body(&0u64).expect("encode").into_one();
-        loop {
-            while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-                if frame.header.message_type != MessageType::Request {
-                    continue;
-                }
-                seen.lock().unwrap().push(frame.header.flags);
-                let mut header = Header::new(MessageType::Response, frame.header.request_id);
-                header.serializer = frame.header.serializer;
-                let mut out = bytes::BytesMut::new();
-                encode_frame(header, &answer, &mut out);
-                if socket.write_all(&out).await.is_err() {
-                    return;
-                }
-            }
-            match socket.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    });
-    (addr, flags)
-}
-
 #[tokio::test]
 async fn a_server_of_an_earlier_build_is_never_sent_a_compressed_body() {
-    use waypost_core::protocol::flags;
-    let (addr, seen) = earlier_build_server().await;
+    use waypost_core::protocol::{flags, Header, MessageType};
+    use waypost_tests::earlier_build::EarlierBuild;
+    // It answers every call with `0u64` and never says it decodes compressed bodies.
+    let zero = SerializerKind::MsgPack.encode_body(&0u64).expect("encode").into_one();
+    let server = EarlierBuild::start(Box::new(move |request: &Header| {
+        (request.message_type == MessageType::Request).then(|| {
+            let mut header = Header::new(MessageType::Response, request.request_id);
+            header.serializer = request.serializer;
+            (header, zero.clone())
+        })
+    }))
+    .await;
     let records = client(
-        &addr,
+        server.addr(),
         ConsumerConfig {
             compression: on(),
             ..ConsumerConfig::default()
@@ -211,7 +182,12 @@ async fn a_server_of_an_earlier_build_is_never_sent_a_compressed_body() {
         assert_eq!(records.size(body.clone()).await.expect("answered"), 0);
     }
     // Every call was answered, so the server recorded every request.
-    let seen = seen.lock().unwrap().clone();
+    let seen: Vec<u8> = server
+        .received()
+        .iter()
+        .filter(|h| h.message_type == MessageType::Request)
+        .map(|h| h.flags)
+        .collect();
     assert_eq!(seen.len(), 5);
     assert!(
         seen.iter().all(|f| f & flags::COMPRESSED == 0),

@@ -10,7 +10,8 @@ use waypost_core::config::RpcConfig;
 use waypost_core::registry::{
     BackendError, DiscoveryCache, DiscoveryOptions, Registry, RegistryError, ServiceInstance, WatchEvent, WatchStream,
 };
-use waypost_core::server::{BoxFuture, ServerBuilder};
+use waypost_core::server::ServerBuilder;
+use waypost_core::BoxFuture;
 use waypost_core::RpcError;
 use waypost_registry::memory::MemoryRegistry;
 use waypost_tests::servers::unique_root;

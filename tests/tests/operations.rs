@@ -34,7 +34,10 @@ async fn a_rolling_restart_loses_no_call_under_the_default_policy() {
     );
     // The consumer keeps every default: fail_fast, no retries.
     let consumer_config = RpcConfig::from_yaml(&etcd_yaml(&endpoints, &root, "", "")).unwrap();
-    assert_eq!(consumer_config.consumer.tolerant, waypost_core::TolerantKind::FailFast);
+    assert_eq!(
+        consumer_config.consumer.tolerant,
+        waypost_core::config::TolerantKind::FailFast
+    );
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_test-provider"));
     let mut providers = Vec::new();
     for _ in 0..3 {

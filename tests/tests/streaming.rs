@@ -625,48 +625,21 @@ async fn a_slow_reader_keeps_the_senders_memory_within_twice_the_window() {
     );
 }
 
-/// A server of the previous build: it answers a request flagged as a stream `Unsupported`
-/// (what that build's admission did) and records every frame it receives.
-async fn previous_build_server() -> (String, Arc<std::sync::Mutex<Vec<waypost_core::protocol::MessageType>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use waypost_core::protocol::{encode_frame, flags, FrameDecoder, Header, MessageType, Status};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = received.clone();
-    tokio::spawn(async move {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            return;
-        };
-        let mut decoder = FrameDecoder::default();
-        let mut buf = bytes::BytesMut::new();
-        loop {
-            while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-                seen.lock().unwrap().push(frame.header.message_type);
-                if frame.header.message_type == MessageType::Request && frame.header.flags & flags::STREAM != 0 {
-                    let mut header = Header::new(MessageType::Response, frame.header.request_id);
-                    header.status = Status::Unsupported;
-                    let mut out = bytes::BytesMut::new();
-                    encode_frame(header, b"streaming calls are not supported by this server", &mut out);
-                    if socket.write_all(&out).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            match socket.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    });
-    (addr, received)
-}
-
 #[tokio::test]
 async fn a_server_of_the_previous_build_refuses_streams_clearly_and_sees_no_stream_frame() {
-    use waypost_core::protocol::MessageType;
-    let (addr, received) = previous_build_server().await;
-    let feed = client(&addr);
+    use waypost_core::protocol::{flags, Header, MessageType, Status};
+    use waypost_tests::earlier_build::EarlierBuild;
+    // It answers a request flagged as a stream `Unsupported`, as that build's admission did.
+    let server = EarlierBuild::start(Box::new(|request: &Header| {
+        (request.message_type == MessageType::Request && request.flags & flags::STREAM != 0).then(|| {
+            let mut header = Header::new(MessageType::Response, request.request_id);
+            header.status = Status::Unsupported;
+            let message = bytes::Bytes::from_static(b"streaming calls are not supported by this server");
+            (header, message)
+        })
+    }))
+    .await;
+    let feed = client(server.addr());
     let started = Instant::now();
     let refused = feed
         .sum(10, futures_util::stream::iter(0..100u64))
@@ -682,7 +655,7 @@ async fn a_server_of_the_previous_build_refuses_streams_clearly_and_sees_no_stre
         started.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let received = received.lock().unwrap().clone();
+    let received: Vec<MessageType> = server.received().iter().map(|h| h.message_type).collect();
     assert_eq!(
         received,
         vec![MessageType::Request, MessageType::Request],

@@ -68,7 +68,7 @@ pub enum CtlError {
         path: String,
         /// What is wrong.
         #[source]
-        source: waypost::client::rules::InvalidRules,
+        source: waypost::rules::InvalidRules,
     },
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]

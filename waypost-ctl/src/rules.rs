@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use waypost::client::rules::ServiceRules;
 use waypost::registry::Registry;
+use waypost::rules::ServiceRules;
 
 use crate::error::CtlError;
 

@@ -2,12 +2,12 @@
 
 use serde::Serialize;
 
+use crate::fnv::{fnv1a, Fnv};
+
 /// FNV-1a over `bytes`, then the murmur3 finalizer so that similar inputs spread over the
 /// whole 64-bit ring.
 pub fn hash64(bytes: &[u8]) -> u64 {
-    let mut h = Fnv::new();
-    h.write(bytes);
-    h.finish()
+    spread(fnv1a(bytes))
 }
 
 /// The hash of a value's bincode encoding, so any serde type can be a hash key.
@@ -15,42 +15,16 @@ pub fn hash_serialized<T: Serialize + ?Sized>(value: &T) -> u64 {
     let mut h = Fnv::new();
     // Writing to a hasher cannot fail; a value that cannot be encoded hashes what was written.
     let _ = bincode::serde::encode_into_std_write(value, &mut h, bincode::config::standard());
-    h.finish()
+    spread(h.value())
 }
 
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        let mut k = self.0;
-        k ^= k >> 33;
-        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        k ^= k >> 33;
-        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        k ^ (k >> 33)
-    }
-}
-
-impl std::io::Write for Fnv {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        Fnv::write(self, buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// The murmur3 finalizer: every input bit reaches every output bit.
+fn spread(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
 }
 
 #[cfg(test)]

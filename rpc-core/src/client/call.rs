@@ -150,7 +150,7 @@ impl tower_service::Service<ClientCall> for Deliver {
                 deadline: stream.as_ref().map_or_else(|| ctx.deadline(), |s| s.accept_by),
                 policy: &policy,
                 hash_key,
-                route_tag: ctx.metadata().get(super::rules::ROUTE_TAG),
+                route_tag: ctx.metadata().get(crate::rules::ROUTE_TAG),
             };
             let Some(stream) = stream else {
                 return deliver(invoker.as_ref(), &request, &method, local.as_ref(), span).await;

@@ -10,7 +10,6 @@ use tower::ServiceExt;
 
 use super::call::{ClientCall, ClientLayer, ClientLayers, ClientStack, ClientStreamParts};
 use super::deliver::{deliver, end_client_span, start_call};
-use super::rules::ROUTE_TAG;
 use super::{CallRequest, ClientOptions, ClusterInvoker, ConnectionPool, Invoker, StreamOpen};
 use crate::balance::{hash_serialized, LoadBalancerKind};
 use crate::context::{self, CallContext, Metadata, MetadataLimits, Side, TraceContext, TRACEPARENT};
@@ -20,6 +19,7 @@ use crate::health::{Health, HEALTH_METHOD};
 use crate::interceptor::{Interceptor, Interceptors, Outcome};
 use crate::protocol::{encode_request_body, encode_request_prefix, Status};
 use crate::reply::Reply;
+use crate::rules::ROUTE_TAG;
 use crate::serializer::SerializerKind;
 use crate::service::{LocalService, MethodDescriptor};
 use crate::stream::{ItemStream, RawStream, StreamWindow};

@@ -53,7 +53,6 @@ mod methods;
 mod pool;
 mod retry;
 mod route;
-pub use crate::rules;
 
 pub use crate::service::{LocalService, MethodDescriptor};
 pub use call::{ClientCall, ClientLayer, ClientStack};
@@ -76,10 +75,10 @@ use crate::error::RpcError;
 use crate::fault::MethodPolicy;
 use crate::future::BoxFuture;
 use crate::reply::Reply;
+use crate::rules::ServiceRules;
 use crate::schema::ServiceSchema;
 use crate::serializer::SerializerKind;
 use crate::stream::RawStream;
-use rules::ServiceRules;
 
 /// Tunables of client connections.
 #[derive(Debug, Clone)]

@@ -21,12 +21,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::methods::{MethodMap, Refused};
-use super::rules::ServiceRules;
 use super::Endpoint;
 use crate::balance::{self, LoadBalancer, LoadBalancerKind, PickContext};
 use crate::error::RpcError;
 use crate::fault::{InstanceStat, RetryBudget};
 use crate::registry::{now_ms, SchemaMap, ServiceInstance, WARMUP_SECS, ZONE};
+use crate::rules::ServiceRules;
 
 /// Makes a balancer for one service (each service gets its own, as balancers keep state).
 pub type BalancerFactory = Arc<dyn Fn() -> Arc<dyn LoadBalancer> + Send + Sync>;

@@ -22,7 +22,7 @@ pub mod outlier;
 pub mod policy;
 pub mod retry;
 
-pub use crate::config::{RetryStrategy, TolerantKind};
+use crate::config::{RetryStrategy, TolerantKind};
 pub use breaker::BreakerOptions;
 pub use budget::{BudgetOptions, RetryBudget};
 pub use outlier::{HealthOptions, InstanceHealth, InstanceStat, OutlierOptions};

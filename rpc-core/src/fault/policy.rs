@@ -202,8 +202,8 @@ impl PolicySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RetryStrategy;
     use crate::config::RpcConfig;
-    use crate::fault::RetryStrategy;
 
     #[test]
     fn hedging_is_set_per_service_and_per_method() {

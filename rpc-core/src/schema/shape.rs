@@ -230,9 +230,6 @@ impl ServiceSchema {
     /// methods sorted by name, the types by name), the same on every build and platform.
     pub fn fingerprint(&self) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        format!("{hash:016x}")
+        format!("{:016x}", crate::fnv::fnv1a(&json))
     }
 }

@@ -10,8 +10,10 @@
 //! for the handler. A layer's error becomes the reply the error table gives it
 //! ([`RpcError::from_layer_error`]).
 //!
-//! A server without tower layers never builds a stack: the connection calls the handler
-//! directly, as Dispatch would.
+//! A server without tower layers never builds a stack: the call goes to its handler directly,
+//! as Dispatch would. Every front end runs its calls as an [`Invocation`], which takes one of
+//! the two ways; the server's drivers poll it, catch its panics and give its context back to
+//! the interceptors when it ends.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
+use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::ServiceExt;
@@ -28,6 +31,7 @@ use crate::body::Body;
 use crate::context::{self, CallContext};
 use crate::error::{BoxError, RpcError};
 use crate::future::BoxFuture;
+use crate::protocol::Status;
 use crate::reply::Reply;
 use crate::serializer::SerializerKind;
 use crate::service::{Service, StreamAnswer};
@@ -132,30 +136,36 @@ impl tower_service::Service<ServerCall> for Dispatch {
     }
 
     fn call(&mut self, call: ServerCall) -> Self::Future {
-        let ServerCall {
-            ctx,
-            serializer,
-            args,
-            service,
-            stream,
-        } = call;
-        let handler = match stream {
-            None => service.call(ctx.method(), serializer, args),
-            Some(StreamParts { input, output }) => {
-                let answer = service.call_stream(ctx.method(), serializer, args, input);
-                Box::pin(async move {
-                    match answer.await {
-                        StreamAnswer::Reply(reply) => reply,
-                        StreamAnswer::Items(items) => {
-                            *output.lock().unwrap_or_else(PoisonError::into_inner) = Some(items);
-                            Reply::empty()
-                        }
-                    }
-                })
-            }
-        };
-        context::scope(ctx, handler).map(Ok as fn(Reply) -> Result<Reply, Infallible>)
+        dispatch(call).map(Ok as fn(Reply) -> Result<Reply, Infallible>)
     }
+}
+
+/// The call's handler (for a streaming call: its items left in the call's [`StreamParts`]),
+/// inside the call's context.
+fn dispatch(call: ServerCall) -> TaskLocalFuture<CallContext, BoxFuture<'static, Reply>> {
+    let ServerCall {
+        ctx,
+        serializer,
+        args,
+        service,
+        stream,
+    } = call;
+    let handler = match stream {
+        None => service.call(ctx.method(), serializer, args),
+        Some(StreamParts { input, output }) => {
+            let answer = service.call_stream(ctx.method(), serializer, args, input);
+            Box::pin(async move {
+                match answer.await {
+                    StreamAnswer::Reply(reply) => reply,
+                    StreamAnswer::Items(items) => {
+                        *output.lock().unwrap_or_else(PoisonError::into_inner) = Some(items);
+                        Reply::empty()
+                    }
+                }
+            })
+        }
+    };
+    context::scope(ctx, handler)
 }
 
 /// The future of [`Dispatch`]: the handler, in its call's context.
@@ -221,21 +231,66 @@ impl Future for StackCall {
     }
 }
 
-/// A call's future as the connection drives it: it answers a [`Reply`], and gives the call's
-/// context back for the interceptors once it has ended.
-pub(crate) trait CallFuture: Future<Output = Reply> + Send + 'static {
-    /// The call's context, when this future kept it (taken once).
-    fn take_context(self: Pin<&mut Self>) -> Option<CallContext>;
-}
-
-impl<F: Future<Output = Reply> + Send + 'static> CallFuture for TaskLocalFuture<CallContext, F> {
-    fn take_context(self: Pin<&mut Self>) -> Option<CallContext> {
-        self.take_value()
+pin_project! {
+    /// One call through the server: through its stack when it has tower layers, else
+    /// straight to its handler as [`Dispatch`] would run it (no stack to clone, no layer's
+    /// future to box). Nothing runs before the first poll, so a handler that panics while it
+    /// makes its future fails at that poll, where every driver of a call catches panics.
+    #[project = InvocationProj]
+    pub(crate) enum Invocation {
+        /// Through the layers.
+        Stack { call: StackCall },
+        /// No layers, not polled yet.
+        Unpolled { call: Option<ServerCall> },
+        /// No layers: the handler, in its context.
+        Direct {
+            #[pin]
+            handler: TaskLocalFuture<CallContext, BoxFuture<'static, Reply>>,
+        },
     }
 }
 
-impl CallFuture for StackCall {
-    fn take_context(self: Pin<&mut Self>) -> Option<CallContext> {
-        self.get_mut().ctx.take()
+impl Invocation {
+    /// `call` through `stack`, or to its handler when there is none; `keep_context` keeps the
+    /// context for the interceptors (see [`Invocation::take_context`]).
+    pub(crate) fn new(stack: Option<&ServerStack>, call: ServerCall, keep_context: bool) -> Self {
+        match stack {
+            Some(stack) => Self::Stack {
+                call: StackCall::new(stack, call, keep_context),
+            },
+            None => Self::Unpolled { call: Some(call) },
+        }
+    }
+}
+
+impl Future for Invocation {
+    type Output = Reply;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        loop {
+            match self.as_mut().project() {
+                InvocationProj::Stack { call } => return Pin::new(call).poll(cx),
+                InvocationProj::Direct { handler } => return handler.poll(cx),
+                InvocationProj::Unpolled { call } => match call.take() {
+                    Some(call) => self.set(Self::Direct {
+                        handler: dispatch(call),
+                    }),
+                    // Polled again after a panic while its handler was made.
+                    None => return Poll::Ready(Reply::failure(Status::InternalError, "the call already failed")),
+                },
+            }
+        }
+    }
+}
+
+impl Invocation {
+    /// The call's context, when this invocation kept it, once the call ended (taken once):
+    /// for the interceptors' `on_response`.
+    pub(crate) fn take_context(self: Pin<&mut Self>) -> Option<CallContext> {
+        match self.project() {
+            InvocationProj::Stack { call } => call.ctx.take(),
+            InvocationProj::Unpolled { call } => call.take().map(|call| call.ctx),
+            InvocationProj::Direct { handler } => handler.take_value(),
+        }
     }
 }

@@ -12,7 +12,7 @@
 //! When the server starts draining, the connection sends GoAway once and keeps serving the
 //! calls in flight; requests that still arrive are answered `ShuttingDown`.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -30,7 +30,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn, Instrument};
 
 use super::admission::{Admitted, Arrival};
-use super::call::{CallFuture, ServerCall, StackCall};
+use super::call::{Invocation, ServerCall};
 use super::finish::{call_span, drive, end_call_span, panicked, EndGuard};
 use super::limits::CallPermit;
 use super::running::{Registered, RunningCalls};
@@ -40,7 +40,7 @@ use super::stream::{StreamCall, StreamHost, Streams};
 use super::Shared;
 use crate::body::Body;
 use crate::compression::{self, Compression};
-use crate::context::{self, CallContext, PeerIdentity};
+use crate::context::{CallContext, PeerIdentity};
 use crate::error::ProtocolError;
 use crate::health::HEALTH_METHOD;
 use crate::interceptor::Outcome;
@@ -475,27 +475,12 @@ impl Conn {
             held,
             intercepted,
         };
-        match &shared.stack {
-            Some(stack) => {
-                let call = StackCall::new(stack, ServerCall::new(ctx, serializer, args, service), intercepted);
-                self.drive(started, span, Box::pin(call)).await
-            }
-            None => {
-                let handler = span.in_scope(|| {
-                    std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx.method(), serializer, args)))
-                });
-                match handler {
-                    // The context moves into the handler's scope; the interceptors get it back
-                    // from there when the call ends (no copy per call).
-                    Ok(handler) => self.drive(started, span, Box::pin(context::scope(ctx, handler))).await,
-                    Err(panic) => {
-                        let reply = panicked(service.key(), header.request_id, panic.as_ref());
-                        end_call_span(&span, &reply);
-                        Some(self.finish(intercepted.then_some(&ctx), reply))
-                    }
-                }
-            }
-        }
+        let call = Invocation::new(
+            shared.stack.as_ref(),
+            ServerCall::new(ctx, serializer, args, service),
+            intercepted,
+        );
+        self.drive(started, span, Box::pin(call)).await
     }
 
     /// Starts an admitted streaming call: its slot, its acceptance and its task (see the
@@ -550,12 +535,7 @@ impl Conn {
     /// Polls a call once in this task: most finish here, and their reply is returned. One
     /// that has to wait continues in a task of its own, under its deadline, registered for
     /// cancellation; then `None`.
-    async fn drive<F: CallFuture>(
-        &self,
-        started: Started,
-        span: tracing::Span,
-        mut call: Pin<Box<F>>,
-    ) -> Option<Reply> {
+    async fn drive(&self, started: Started, span: tracing::Span, mut call: Pin<Box<Invocation>>) -> Option<Reply> {
         let request_id = started.header.request_id;
         let first = poll_fn(|cx| {
             let _in_span = span.enter();
@@ -627,8 +607,8 @@ struct Begun {
 }
 
 /// A call that had to wait, in its own task.
-struct CallTask<F: CallFuture> {
-    call: EndGuard<F>,
+struct CallTask {
+    call: EndGuard,
     deadline: Option<Instant>,
     header: Header,
     permit: CallPermit,
@@ -637,7 +617,7 @@ struct CallTask<F: CallFuture> {
     tx: mpsc::Sender<OutFrame>,
 }
 
-impl<F: CallFuture> CallTask<F> {
+impl CallTask {
     /// Drives the call under its deadline and sends its reply. Dropped (cancelled) when the
     /// caller leaves: the handler's future, the permit and the registration go with it.
     async fn run(self, registered: Registered) {

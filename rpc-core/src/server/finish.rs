@@ -12,7 +12,7 @@ use std::task::Poll;
 use tokio::time::Instant;
 use tracing::{debug, error};
 
-use super::call::CallFuture;
+use super::call::Invocation;
 use super::Shared;
 use crate::context::export::{self, CallEnd, SpanKind};
 use crate::context::CallContext;
@@ -67,16 +67,16 @@ pub(crate) fn end_call_span(span: &tracing::Span, reply: &Reply) {
 /// The future of a call that runs in its own task. When it goes (the call ended, its caller
 /// left, or the server aborted) it tells the interceptors how the call ended, with the context
 /// the future gives back: cancelled unless an outcome was set.
-pub(crate) struct EndGuard<F: CallFuture> {
+pub(crate) struct EndGuard {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) call: Pin<Box<F>>,
+    pub(crate) call: Pin<Box<Invocation>>,
     /// Whether interceptors wait for the call's end.
     pub(crate) intercepted: bool,
     /// How the call ended, as the interceptors hear it.
     pub(crate) outcome: Outcome,
 }
 
-impl<F: CallFuture> Drop for EndGuard<F> {
+impl Drop for EndGuard {
     fn drop(&mut self) {
         if !self.intercepted {
             return;
@@ -90,11 +90,7 @@ impl<F: CallFuture> Drop for EndGuard<F> {
 /// Drives the call in `guard` until it ends, under `deadline`, or the server aborts (`None`):
 /// its reply, the reply of its panic, or deadline exceeded. The guard's outcome is set from
 /// the reply, for the interceptors.
-pub(crate) async fn drive<F: CallFuture>(
-    guard: &mut EndGuard<F>,
-    deadline: Option<Instant>,
-    request_id: u64,
-) -> Option<Reply> {
+pub(crate) async fn drive(guard: &mut EndGuard, deadline: Option<Instant>, request_id: u64) -> Option<Reply> {
     let abort = guard.shared.abort.clone();
     let call = &mut guard.call;
     let run = poll_fn(

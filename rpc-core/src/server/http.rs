@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
 use super::admission::{Admitted, Arrival};
-use super::call::{ServerCall, StackCall, StreamParts};
+use super::call::{Invocation, ServerCall, StreamParts};
 use super::finish::{call_span, drive, panicked, with_deadline, EndGuard};
 use super::limits::CallPermit;
 use super::stream::{start_handler, StreamEnded};
@@ -322,42 +322,15 @@ impl Conn {
         if streams.is_some() {
             return self.stream(service, ctx, args, deadline, permit).instrument(span).await;
         }
-        let reply = match &shared.stack {
-            Some(stack) => {
-                let call = StackCall::new(
-                    stack,
-                    ServerCall::new(ctx, SerializerKind::Json, args, service),
-                    intercepted,
-                );
-                self.run(Box::pin(call), intercepted, deadline, request_id)
-                    .instrument(span)
-                    .await
-            }
-            None => {
-                let handler = span.in_scope(|| {
-                    std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        service.call(ctx.method(), SerializerKind::Json, args)
-                    }))
-                });
-                match handler {
-                    Ok(handler) => {
-                        let call = context::scope(ctx, handler);
-                        self.run(Box::pin(call), intercepted, deadline, request_id)
-                            .instrument(span)
-                            .await
-                    }
-                    Err(panic) => {
-                        let reply = panicked(service.key(), request_id, panic.as_ref());
-                        if intercepted {
-                            shared
-                                .interceptors
-                                .on_response(&ctx, Outcome::from_status(reply.status));
-                        }
-                        reply
-                    }
-                }
-            }
-        };
+        let call = Invocation::new(
+            shared.stack.as_ref(),
+            ServerCall::new(ctx, SerializerKind::Json, args, service),
+            intercepted,
+        );
+        let reply = self
+            .run(Box::pin(call), intercepted, deadline, request_id)
+            .instrument(span)
+            .await;
         drop(permit);
         reply_response(reply)
     }
@@ -415,9 +388,9 @@ impl Conn {
 
     /// Drives a started call under its deadline and the server's abort; the interceptors hear
     /// how it ended (cancelled, when the client went away and hyper dropped this future).
-    async fn run<F: super::call::CallFuture>(
+    async fn run(
         &self,
-        call: std::pin::Pin<Box<F>>,
+        call: std::pin::Pin<Box<Invocation>>,
         intercepted: bool,
         deadline: Option<Instant>,
         request_id: u64,

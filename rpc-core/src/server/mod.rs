@@ -63,7 +63,7 @@ mod secure;
 mod shedding;
 mod stream;
 
-pub use crate::service::{BoxFuture, Service, StreamAnswer};
+pub use crate::service::{Service, StreamAnswer};
 pub use call::{Dispatch, DispatchFuture, ServerCall, ServerLayers, ServerStack};
 
 use std::collections::HashMap;

@@ -18,7 +18,7 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use super::call::{Dispatch, ServerCall, StackCall, StreamParts};
+use super::call::{Invocation, ServerCall, StreamParts};
 use super::finish::{panicked, with_deadline};
 use super::limits::CallPermit;
 use super::Shared;
@@ -265,13 +265,7 @@ impl StreamTask {
 /// The handler of a streaming call, through the server's layers when it has any: it answers
 /// `Ok` (empty) once it returned its items, which the call's [`StreamParts`] then hold.
 pub(crate) fn start_handler(shared: &Shared, call: ServerCall) -> BoxFuture<'static, Reply> {
-    match &shared.stack {
-        Some(stack) => Box::pin(StackCall::new(stack, call, false)),
-        None => Box::pin(tower::ServiceExt::oneshot(Dispatch, call).map(|r| match r {
-            Ok(reply) => reply,
-            Err(never) => match never {},
-        })),
-    }
+    Box::pin(Invocation::new(shared.stack.as_ref(), call, false))
 }
 
 /// Counts a stream's end and tells the interceptors, however it ends (dropped when the

@@ -1,13 +1,18 @@
-//! The HTTP server of the endpoint and the recorder it renders.
+//! The HTTP server of the endpoint (hyper, HTTP/1.1) and the recorder it renders.
 
 use std::collections::HashMap;
-use std::io;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
@@ -15,7 +20,7 @@ use tracing::{debug, info, Instrument};
 
 use super::MetricsError;
 
-/// Longest request head read.
+/// Longest request head read (hyper's smallest read buffer).
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -132,60 +137,46 @@ async fn serve(listener: TcpListener, handle: PrometheusHandle) {
     }
 }
 
-/// Answers one request.
-async fn answer(mut stream: TcpStream, handle: PrometheusHandle) {
-    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(head)) => head,
-        Ok(Err(e)) => return debug!(error = %e, "bad request"),
-        Err(_) => return debug!("request head not received in time"),
+/// Serves one scrape connection: one request over HTTP/1.1 (hyper), answered by [`route`],
+/// then the connection closes (as a scrape a few seconds apart needs); a head over 8 KiB or
+/// not received within 5 s closes it too.
+async fn answer(stream: TcpStream, handle: PrometheusHandle) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let response = route(request.method(), request.uri().path(), &handle);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        debug!(error = %e, "scrape connection ended with an error");
+    }
+}
+
+/// The answer to `method` on `path`: the metrics at `GET /metrics`.
+fn route(method: &Method, path: &str, handle: &PrometheusHandle) -> Response<Full<Bytes>> {
+    let (status, body) = match (method, path) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, handle.render()),
+        (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_owned()),
+        _ => (StatusCode::NOT_FOUND, "metrics are at /metrics\n".to_owned()),
     };
-    let (status, body) = route(&head, &handle);
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    if let Err(e) = stream.write_all(response.as_bytes()).await {
-        debug!(error = %e, "writing the response failed");
-    }
-    let _ = stream.shutdown().await;
-}
-
-/// The status line and body for a request head.
-fn route(head: &str, handle: &PrometheusHandle) -> (&'static str, String) {
-    let mut words = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
-    let path = target.split('?').next().unwrap_or_default();
-    match (method, path) {
-        ("GET", "/metrics") => ("200 OK", handle.render()),
-        (_, "/metrics") => ("405 Method Not Allowed", "only GET\n".to_owned()),
-        _ => ("404 Not Found", "metrics are at /metrics\n".to_owned()),
-    }
-}
-
-/// Reads up to the blank line that ends the request head.
-async fn read_head(stream: &mut TcpStream) -> io::Result<String> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed before the request ended",
-            ));
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") {
-            return String::from_utf8(head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
-        }
-        if head.len() > MAX_REQUEST_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "request head over 8 KiB"));
-        }
-    }
+    response
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     async fn get(addr: SocketAddr, request: &str) -> String {
@@ -229,12 +220,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_oversized_request_is_dropped() {
+    async fn an_oversized_request_head_is_refused_and_the_connection_closed() {
         let endpoint = MetricsEndpoint::start("127.0.0.2:0").await.unwrap();
         let mut stream = TcpStream::connect(endpoint.local_addr()).await.unwrap();
         stream.write_all(&vec![b'a'; MAX_REQUEST_HEAD + 2048]).await.unwrap();
         let mut response = Vec::new();
+        // Returns once the endpoint closed the connection.
         let _ = stream.read_to_end(&mut response).await;
-        assert!(response.is_empty(), "no answer to a request head over the limit");
+        let response = String::from_utf8_lossy(&response);
+        assert!(
+            response.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{response}"
+        );
     }
 }
