@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Runs the workspace's tests in two groups, and loops test binaries to find flakes.
 
-    suite.py run                     every test: the shared group side by side, then the
-                                     alone group one job at a time
+    suite.py run [--beside-alone COMMAND]
+                                     every test: the shared group side by side, then the
+                                     alone group one job at a time (with COMMAND beside it
+                                     at the lowest CPU and I/O priority: CI's build checks)
     suite.py loop [-n N] [--load] JOB...
                                      runs each JOB N times (default 10); with --load, the shared
                                      group runs over and over beside it, as the suite's load
@@ -23,8 +25,10 @@ How the suite is cut into jobs:
 - The tests in `ALONE` are timing-sensitive by design: etcd and ZooKeeper clusters losing
   members, re-registration storms measured in milliseconds, frozen processes, 10,000 streams at
   once, thousands of connections. Each runs as a job of its own *after* the shared group, with
-  nothing beside it, so the figures it asserts are about the code and not about its neighbours.
-  Their binaries' other tests stay in the shared group.
+  no other test beside it, so the figures it asserts are about the code and not about its
+  neighbours. Their binaries' other tests stay in the shared group. A command given with
+  `--beside-alone` (CI's build checks) runs beside them at the lowest CPU and I/O priority:
+  it takes only the CPU they leave (see `Beside`).
 
 A job's output goes to target/test-logs/JOB.log and is printed when the job fails. The last line
 is the plain total: `summary: N passed, N failed, N skipped`. The exit status is 1 when a test
@@ -228,6 +232,39 @@ def run_shared(jobs, parallel, stop=None, on_done=None):
         list(pool.map(one, ordered))
 
 
+class Beside:
+    """A command that runs beside the alone group at the lowest CPU and I/O priority (`nice 19`,
+    `ionice` idle): it takes only the time the alone group's tests leave, which is most of it
+    (they wait on clusters, timers and processes more than they compute), and the scheduler
+    gives the tests the CPU the moment they want it. CI runs scripts/check-build this way. It
+    must not build what the alone group runs (the test binaries and `test-provider`) or touch
+    the registry servers' data; check-build builds other features and binaries, and starts
+    servers of its own."""
+
+    def __init__(self, command):
+        self.job = Job(f"beside the alone group: {command}", ["nice", "-n", "19", "ionice", "-c", "3", "sh", "-c", command],
+                       ROOT, "alone")
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.job.log = LOGS / "beside-alone.log"
+        self.started = time.monotonic()
+        self.out = open(self.job.log, "w")
+        env = dict(os.environ)
+        env.pop("WAYPOST_BUILT", None)
+        self.proc = subprocess.Popen(self.job.argv, cwd=ROOT, stdout=self.out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env)
+        print(f"suite: started `{command}` beside the alone group", flush=True)
+
+    def wait(self):
+        """Waits for the command; its job (one test: passed when it exited 0)."""
+        status = self.proc.wait()
+        self.out.close()
+        job = self.job
+        job.seconds = time.monotonic() - self.started
+        job.status = status
+        job.passed, job.failed = (1, 0) if status == 0 else (0, 1)
+        return job
+
+
 def cmd_run(args):
     building = time.monotonic()
     suite = build()
@@ -244,8 +281,13 @@ def cmd_run(args):
 
     run_shared(shared, args.jobs, on_done=done)
     shared_secs = time.monotonic() - started
+    beside = Beside(args.beside_alone) if args.beside_alone else None
     for job in alone:
         done(job, job.run())
+    if beside:
+        job = beside.wait()
+        suite.append(job)
+        done(job, job.log.read_text(errors="replace"))
     total = time.monotonic() - started
     times = last_times()
     times.update({j.name: round(j.seconds, 1) for j in suite})
@@ -319,7 +361,9 @@ def main():
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("SUITE_JOBS", "4")),
                         help="jobs of the shared group at a time (default 4, or $SUITE_JOBS)")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("run")
+    run = sub.add_parser("run")
+    run.add_argument("--beside-alone", metavar="COMMAND",
+                     help="a shell command to run beside the alone group at the lowest priority (see Beside)")
     loop = sub.add_parser("loop")
     loop.add_argument("-n", type=int, default=10)
     loop.add_argument("--load", action="store_true")
