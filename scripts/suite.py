@@ -5,9 +5,11 @@
                                      every test: the shared group side by side, then the
                                      alone group one job at a time (with COMMAND beside it
                                      at the lowest CPU and I/O priority: CI's build checks)
-    suite.py loop [-n N] [--load] JOB...
+    suite.py loop [-n N] [--load | --load-beside COMMAND] JOB...
                                      runs each JOB N times (default 10); with --load, the shared
-                                     group runs over and over beside it, as the suite's load
+                                     group runs over and over beside it, as the suite's load;
+                                     with --load-beside, COMMAND at the lowest priority, as
+                                     CI's build checks beside the alone group
     suite.py list                    the jobs, their group and their last time
 
 Both expect what scripts/test sets up (registry servers in RPC_TEST_*): use `scripts/test` and
@@ -321,7 +323,18 @@ def cmd_loop(args):
             run_shared(background, args.jobs, stop=stop)
             load_rounds[0] += 1
 
-    loader = threading.Thread(target=load, daemon=True) if args.load else None
+    def load_beside():
+        # The command over and over at the lowest priority, as CI runs its build checks
+        # beside the alone group (see Beside).
+        while not stop.is_set():
+            Beside(args.load_beside).wait()
+            load_rounds[0] += 1
+
+    loader = None
+    if args.load:
+        loader = threading.Thread(target=load, daemon=True)
+    elif args.load_beside:
+        loader = threading.Thread(target=load_beside, daemon=True)
     if loader:
         loader.start()
     failures = {j.name: 0 for j in wanted}
@@ -338,7 +351,11 @@ def cmd_loop(args):
         loader.join()
     print()
     for name, count in failures.items():
-        extra = f", under the shared group as load ({load_rounds[0]} rounds of it)" if args.load else ""
+        extra = ""
+        if args.load:
+            extra = f", under the shared group as load ({load_rounds[0]} rounds of it)"
+        elif args.load_beside:
+            extra = f", beside `{args.load_beside}` at the lowest priority ({load_rounds[0]} runs of it)"
         print(f"loop: {name}: {count} of {args.n} runs failed{extra}")
     return 1 if any(failures.values()) else 0
 
@@ -367,6 +384,8 @@ def main():
     loop = sub.add_parser("loop")
     loop.add_argument("-n", type=int, default=10)
     loop.add_argument("--load", action="store_true")
+    loop.add_argument("--load-beside", metavar="COMMAND",
+                      help="a shell command run over and over beside the loop at the lowest priority")
     loop.add_argument("names", nargs="+", metavar="JOB")
     sub.add_parser("list")
     args = parser.parse_args()
