@@ -151,6 +151,8 @@ proptest! {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Order {
     id: u64,
+    /// Beyond 64 bits, a MessagePack extension value (type 1, 16 bytes big-endian).
+    serial: u128,
     name: String,
     lines: Vec<i32>,
     discount: Option<f64>,
@@ -172,15 +174,19 @@ fn order() -> impl Strategy<Value = Order> {
         "\\PC{0,12}".prop_map(|label| Tier::Custom { label }),
     ];
     (
-        any::<u64>(),
+        (
+            any::<u64>(),
+            prop_oneof![any::<u128>(), any::<u64>().prop_map(u128::from)],
+        ),
         "\\PC{0,24}",
         proptest::collection::vec(any::<i32>(), 0..6),
         proptest::option::of(-1e9f64..1e9),
         tier,
         proptest::collection::btree_map("[a-z]{1,8}", any::<i64>(), 0..4),
     )
-        .prop_map(|(id, name, lines, discount, tier, counts)| Order {
+        .prop_map(|((id, serial), name, lines, discount, tier, counts)| Order {
             id,
+            serial,
             name,
             lines,
             discount,
@@ -191,7 +197,8 @@ fn order() -> impl Strategy<Value = Order> {
 
 /// `order` as the documented encoding describes it, in rmpv's terms: a struct is a map from
 /// field name to value, `None` is nil and `Some(v)` is `v`, a unit variant is its name, any
-/// other variant a map of one entry from its name to its data.
+/// other variant a map of one entry from its name to its data, a 128-bit integer beyond 64
+/// bits an extension value of type 1.
 fn documented(order: &Order) -> rmpv::Value {
     use rmpv::Value;
     let map = |entries: Vec<(&str, Value)>| Value::Map(entries.into_iter().map(|(k, v)| (Value::from(k), v)).collect());
@@ -202,6 +209,11 @@ fn documented(order: &Order) -> rmpv::Value {
     };
     map(vec![
         ("id", Value::from(order.id)),
+        (
+            "serial",
+            u64::try_from(order.serial)
+                .map_or_else(|_| Value::Ext(1, order.serial.to_be_bytes().to_vec()), Value::from),
+        ),
         ("name", Value::from(order.name.as_str())),
         (
             "lines",

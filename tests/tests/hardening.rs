@@ -392,3 +392,91 @@ async fn large_requests_are_read_within_a_memory_budget_and_memory_comes_back() 
         }),
     );
 }
+
+/// Reads until the server closes the connection (end of stream or reset), at most `within`.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration, what: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut read = Vec::new();
+    let closed = tokio::time::timeout(within, stream.read_to_end(&mut read)).await;
+    assert!(closed.is_ok(), "{what}: still open after {within:?}");
+    read
+}
+
+/// The types of the HTTP/2 frames in `bytes`, in order.
+fn h2_frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    types
+}
+
+/// Idle HTTP connections go away after the idle timeout, as the RPC protocol's do: HTTP/1.1
+/// kept alive after its last answer, and HTTP/2 (h2c) with a GOAWAY (the frame timeout is a
+/// minute here, so it is the idle timeout that closes them). And a connection that sends the
+/// first byte of a request and nothing more, still open or half-closed, is closed after the
+/// frame timeout (the idle timeout is a minute there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http_connections_and_a_lone_first_byte_are_closed_in_time() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let serve = |idle: u64, frame: u64| {
+        ServerBuilder::new()
+            .idle_timeout(Duration::from_millis(idle))
+            .frame_timeout(Duration::from_millis(frame))
+            .add_service(TestServiceServer::new(TestServiceImpl::default()))
+            .bind("127.0.0.1:0")
+    };
+    let within = Duration::from_secs(20);
+
+    let server = serve(300, 60_000).await.expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let mut http1 = TcpStream::connect(addr).await.expect("connect");
+    http1
+        .write_all(b"POST /TestService/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 3\r\n\r\n[7]")
+        .await
+        .expect("write");
+    let answer = read_until_closed(&mut http1, within, "an idle HTTP/1.1 connection").await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\n7"),
+        "{answer}"
+    );
+
+    let mut h2c = TcpStream::connect(addr).await.expect("connect");
+    // The client preface and an empty SETTINGS frame, then nothing.
+    h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("write");
+    let frames = read_until_closed(&mut h2c, within, "an idle HTTP/2 connection").await;
+    const GOAWAY: u8 = 7;
+    assert!(
+        h2_frame_types(&frames).contains(&GOAWAY),
+        "{:?}",
+        h2_frame_types(&frames)
+    );
+    server.shutdown().await;
+
+    let server = serve(60_000, 300).await.expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let mut open = TcpStream::connect(addr).await.expect("connect");
+    let mut gone = TcpStream::connect(addr).await.expect("connect");
+    for stream in [&mut open, &mut gone] {
+        stream.write_all(b"P").await.expect("write");
+    }
+    gone.shutdown().await.expect("half-close");
+    for (stream, what) in [
+        (&mut open, "one byte, then nothing"),
+        (&mut gone, "one byte, then the client left"),
+    ] {
+        let read = read_until_closed(stream, within, what).await;
+        assert!(read.is_empty(), "{what}: answered {read:?}");
+    }
+    // The server still serves.
+    let client =
+        TestServiceClient::new(waypost_core::Channel::direct(addr.to_string()).expect("channel")).expect("client");
+    assert_eq!(client.echo(5).await.expect("served"), 5);
+    server.shutdown().await;
+}

@@ -713,6 +713,16 @@ async fn curl_stream(url: String, body: &'static str) -> (String, u16) {
     .unwrap()
 }
 
+/// An NDJSON stream that outlasts the idle timeout and the grace after it (2.8 s against 0.2 s
+/// and 2 s) keeps its connection: a response counts as activity until its body is sent.
+#[tokio::test]
+async fn an_ndjson_stream_longer_than_the_idle_timeout_is_answered_whole() {
+    let builder = ServerBuilder::new().idle_timeout(Duration::from_millis(200));
+    let (_server, addr) = serve(FeedImpl::default(), builder).await;
+    let (body, status) = curl_stream(format!("http://{addr}/Feed/count"), r#"{"count": 8, "delay_ms": 350}"#).await;
+    assert_eq!((status, body.as_str()), (200, "0\n1\n2\n3\n4\n5\n6\n7\n"));
+}
+
 #[tokio::test]
 async fn http_json_answers_a_server_stream_as_ndjson() {
     let (_server, addr) = serve(FeedImpl::default(), ServerBuilder::new()).await;

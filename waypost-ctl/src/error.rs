@@ -95,6 +95,14 @@ pub enum CtlError {
         /// Directed pairs with a difference calls do not survive.
         pairs: usize,
     },
+    /// A schema key holds a text that is not the schema its fingerprint names.
+    #[error("{key}: {count} schema key(s) hold a text that is not the schema their fingerprint names (forged or corrupt); consumers ignore them, and a provider writes its own again when it registers")]
+    UntrustedSchemas {
+        /// The service key.
+        key: String,
+        /// How many fingerprints' texts failed the check.
+        count: usize,
+    },
     /// Some instances did not answer `serving`.
     #[error("{failing} of {total} instances are not serving")]
     Unhealthy {

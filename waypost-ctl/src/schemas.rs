@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use waypost::registry::{Registry, ServiceInstance};
+use waypost::registry::{read_published_schema, PublishedSchemaError, Registry, ServiceInstance};
 use waypost::schema::{compare, Difference, MethodSchema, ServiceSchema, TypeDef, VariantData};
 use waypost::StreamShape;
 
@@ -12,10 +12,12 @@ use crate::error::CtlError;
 use crate::listing::registered;
 
 /// The instances that name one schema, and the schema (`None`: not published, or not
-/// readable).
+/// readable, or not the schema the fingerprint names).
 struct InUse {
     fingerprint: String,
     schema: Option<ServiceSchema>,
+    /// Why the text published under the fingerprint was not taken, when one was found.
+    refused: Option<PublishedSchemaError>,
     instances: Vec<String>,
     /// When the newest of them registered (ms since the epoch).
     newest_ms: u64,
@@ -36,10 +38,16 @@ async fn in_use(registry: &Arc<dyn Registry>, key: &str) -> Result<(Vec<InUse>, 
             Some(group) => add(group, instance),
             None => {
                 let text = registry.get_schema(key, fingerprint).await?;
-                let schema = text.and_then(|t| serde_json::from_str(&t).ok());
+                let read = text.map(|text| read_published_schema(fingerprint, &text));
+                let (schema, refused) = match read {
+                    None => (None, None),
+                    Some(Ok(schema)) => (Some(schema), None),
+                    Some(Err(e)) => (None, Some(e)),
+                };
                 let mut group = InUse {
                     fingerprint: fingerprint.to_owned(),
                     schema,
+                    refused,
                     instances: Vec::new(),
                     newest_ms: 0,
                 };
@@ -132,6 +140,13 @@ pub async fn schemas(registry: &Arc<dyn Registry>, key: &str, json: bool) -> Res
     } else {
         print_text(&groups, &bare, &pairs);
     }
+    let untrusted = groups.iter().filter(|g| g.refused.is_some()).count();
+    if untrusted > 0 {
+        return Err(CtlError::UntrustedSchemas {
+            key: key.to_owned(),
+            count: untrusted,
+        });
+    }
     match broken {
         0 => Ok(()),
         broken => Err(CtlError::IncompatibleSchemas {
@@ -153,7 +168,10 @@ fn print_text(groups: &[InUse], bare: &[String], pairs: &[Pair<'_>]) {
                 .map(|m| m.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            None => "(not published or unreadable)".to_owned(),
+            None => match &group.refused {
+                Some(refused) => format!("(NOT TRUSTED: {refused})"),
+                None => "(not published)".to_owned(),
+            },
         };
         println!(
             "schema {}  {} instance(s): {}",
@@ -187,6 +205,7 @@ fn print_json(groups: &[InUse], bare: &[String], pairs: &[Pair<'_>]) {
                 "fingerprint": g.fingerprint,
                 "instances": g.instances,
                 "published": g.schema.is_some(),
+                "refused": g.refused.as_ref().map(ToString::to_string),
                 "methods": g.schema.as_ref().map(|s| s.methods.iter().map(|m| m.name.clone()).collect::<Vec<_>>()),
             })
         })

@@ -424,3 +424,58 @@ async fn describes_a_service_and_compares_the_schemas_in_use() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+/// A schema text written over a provider's fingerprint key (here: its own schema without
+/// `get_user`) is not trusted: consumers ignore it (with a warning) and call `get_user` as
+/// before, `waypost schemas` flags it and exits 1, and the provider writes its own again when it
+/// registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_schema_is_flagged_ignored_by_consumers_and_written_again_by_its_provider() {
+    use waypost::registry::read_published_schema;
+    let Some(endpoints) = shared_etcd() else { return };
+    let setup = Setup::new(&endpoints[0], "forged");
+    let config = setup.config();
+    let first = provider(&setup).await;
+    let registry = waypost::connect(&config.registry).await.unwrap();
+    let real = example_api::UserServiceClient::schema();
+    let fingerprint = real.fingerprint();
+    let mut forged = real.clone();
+    forged.methods.retain(|m| m.name != "get_user");
+    let forged = serde_json::to_string(&forged).unwrap();
+    registry
+        .put_schema("UserService:1.0", &fingerprint, &forged)
+        .await
+        .unwrap();
+
+    let consumer = waypost::consumer(&config).await.unwrap();
+    let client = example_api::UserServiceClient::new(consumer.channel()).unwrap();
+    for id in 1..=3 {
+        assert_eq!(client.get_user(id).await.expect("get_user is still called").id, id);
+    }
+
+    let (code, stdout, stderr) = setup.run(&["schemas", "UserService:1.0"]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("NOT TRUSTED"), "{stdout}");
+    assert!(
+        stderr.contains("UserService:1.0: 1 schema key(s) hold a text that is not the schema their fingerprint names"),
+        "{stderr}"
+    );
+
+    // A provider registering (a restart, another instance) puts the real text back.
+    let second = provider(&setup).await;
+    let text = registry
+        .get_schema("UserService:1.0", &fingerprint)
+        .await
+        .unwrap()
+        .expect("a schema");
+    assert_eq!(
+        read_published_schema(&fingerprint, &text).expect("the real schema"),
+        real
+    );
+    let (code, _, stderr) = setup.run(&["schemas", "UserService:1.0"]).await;
+    assert_eq!(code, 0, "{stderr}");
+
+    consumer.close().await;
+    first.shutdown().await;
+    second.shutdown().await;
+}

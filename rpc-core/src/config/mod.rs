@@ -159,8 +159,10 @@ pub struct ServerConfig {
     /// Client connections served at once; beyond it, new connections wait in the listen
     /// backlog until one closes.
     pub max_connections: usize,
-    /// A connection on which no request arrived for this long is told to go away (GoAway) and
-    /// closed; the client reconnects when it calls again.
+    /// A connection on which no request arrived for this long is told to go away (the
+    /// protocol's GoAway; over HTTP/2 a GOAWAY, over HTTP/1.1 a close) and closed, at most 2 s
+    /// later; the client reconnects when it calls again. A call or an HTTP response still being
+    /// answered keeps its connection.
     pub idle_timeout_ms: u64,
     /// How long shutdown waits for calls in flight (after GoAway).
     pub drain_timeout_ms: u64,
@@ -175,7 +177,8 @@ pub struct ServerConfig {
     /// or in calls still running, over every connection; a large request that would exceed it
     /// waits (within `frame_timeout_ms`) for room. At least `max_frame_bytes`.
     pub max_buffered_request_bytes: usize,
-    /// How long a started request frame has to complete before the connection is closed.
+    /// How long a started request (a frame, an HTTP request's head, the first bytes that tell
+    /// the protocol) has to complete before the connection is closed.
     pub frame_timeout_ms: u64,
     /// Weight registered for weighted balancers.
     pub weight: u32,

@@ -30,6 +30,14 @@
 //! | unit variant                        | str: the variant's name                          |
 //! | other variants                      | map of one entry: the variant's name to its data |
 //! | newtype structs                     | the inner value                                  |
+//! | `u128`, `i128` beyond 64 bits       | fixext 16 of extension type 1 (`u128`) or 2      |
+//! |                                     | (`i128`): the 16 bytes, big-endian               |
+//!
+//! MessagePack's integers stop at 64 bits. A 128-bit integer that fits in 64 is written as one
+//! (any reader reads it as a number); a wider one is an extension value of 16 bytes, which any
+//! MessagePack reader can skip or hand over as its type and bytes. This reader also reads
+//! either extension where a 128-bit integer is expected, and refuses every other extension
+//! type with an error naming it.
 //!
 //! Like every serializer of the framework it writes large byte strings as pieces of their own
 //! (see the crate's `shared_bytes`) through [`write::Output`], and reads byte strings and

@@ -52,6 +52,8 @@ enum Header<'de> {
     Bin(&'de [u8]),
     Array(usize),
     Map(usize),
+    /// An extension value: its type and its data.
+    Ext(i8, &'de [u8]),
 }
 
 impl<'de> Header<'de> {
@@ -67,8 +69,15 @@ impl<'de> Header<'de> {
             Self::Bin(b) => Unexpected::Bytes(b),
             Self::Array(_) => Unexpected::Seq,
             Self::Map(_) => Unexpected::Map,
+            Self::Ext(..) => Unexpected::Other("a MessagePack extension value"),
         }
     }
+}
+
+/// The 16 bytes of a 128-bit integer's extension value.
+fn wide(data: &[u8]) -> Result<[u8; 16], Error> {
+    data.try_into()
+        .map_err(|_| Error::new(format!("a 128-bit integer takes 16 bytes, not {}", data.len())))
 }
 
 fn truncated(wanted: usize, left: usize) -> Error {
@@ -175,6 +184,16 @@ impl<'de> Decoder<'de> {
             ARRAY32 => Header::Array(self.length(4)?),
             MAP16 => Header::Map(self.length(2)?),
             MAP32 => Header::Map(self.length(4)?),
+            FIXEXT1..=FIXEXT16 => {
+                let len = 1 << (marker - FIXEXT1);
+                let ext = self.array::<1>()?[0] as i8;
+                Header::Ext(ext, self.take(len)?)
+            }
+            EXT8 | EXT16 | EXT32 => {
+                let len = self.length(1 << (marker - EXT8))?;
+                let ext = self.array::<1>()?[0] as i8;
+                Header::Ext(ext, self.take(len)?)
+            }
             NEGATIVE_FIXINT..=0xff => Header::Int((marker as i8).into()),
             other => return Err(Error::new(format!("marker 0x{other:02x} is not used by this format"))),
         })
@@ -220,6 +239,11 @@ impl<'de> Decoder<'de> {
             Header::Bin(b) => visitor.visit_borrowed_bytes(b),
             Header::Array(len) => self.visit_items(len, None, visitor),
             Header::Map(len) => self.visit_entries(len, None, visitor),
+            Header::Ext(EXT_U128, data) => visitor.visit_u128(u128::from_be_bytes(wide(data)?)),
+            Header::Ext(EXT_I128, data) => visitor.visit_i128(i128::from_be_bytes(wide(data)?)),
+            Header::Ext(ext, _) => Err(Error::new(format!(
+                "MessagePack extension type {ext} is not a value this format reads (it reads types {EXT_U128} and {EXT_I128}: 128-bit integers)"
+            ))),
         }
     }
 

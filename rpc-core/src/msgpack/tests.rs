@@ -171,6 +171,75 @@ fn every_serde_shape_round_trips() {
 }
 
 #[test]
+fn integers_of_128_bits_round_trip_as_numbers_or_as_their_extension() {
+    for v in [0u128, 1, u64::MAX.into(), u128::from(u64::MAX) + 1, u128::MAX] {
+        round_trip(v);
+    }
+    for v in [
+        0i128,
+        -1,
+        i64::MIN.into(),
+        i128::from(i64::MIN) - 1,
+        i128::MIN,
+        i128::MAX,
+    ] {
+        round_trip(v);
+    }
+    // Within 64 bits: a MessagePack integer, as any reader expects.
+    assert_eq!(encode(&7u128), [7]);
+    assert_eq!(encode(&-1i128), [0xff]);
+    assert_eq!(decode::<u64>(&encode(&u128::from(u64::MAX))).unwrap(), u64::MAX);
+    // Beyond: fixext 16 of type 1 (u128) or 2 (i128), the bytes big-endian.
+    let wide = u128::MAX - 1;
+    let mut expected = vec![0xd8, 1];
+    expected.extend_from_slice(&wide.to_be_bytes());
+    assert_eq!(encode(&wide), expected);
+    assert_eq!(encode(&i128::MIN)[..2], [0xd8, 2]);
+    // An i128 that is a valid u128 reads as one, and the other way round; out of range is an
+    // error, never a wrong value.
+    assert_eq!(decode::<u128>(&encode(&i128::MAX)).unwrap(), i128::MAX as u128);
+    assert_eq!(
+        decode::<i128>(&encode(&(u128::from(u64::MAX) + 1))).unwrap(),
+        i128::from(u64::MAX) + 1
+    );
+    assert!(decode::<u128>(&encode(&i128::MIN)).is_err());
+    assert!(decode::<u64>(&encode(&u128::MAX)).is_err());
+    // In a struct, and skipped by a reader that does not know the field.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Order {
+        id: u128,
+        note: String,
+    }
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct OldOrder {
+        note: String,
+    }
+    let order = Order {
+        id: u128::MAX,
+        note: "n".into(),
+    };
+    let bytes = encode(&order);
+    assert_eq!(decode::<OldOrder>(&bytes).unwrap(), OldOrder { note: "n".into() });
+    round_trip(order);
+}
+
+#[test]
+fn an_extension_type_the_format_does_not_use_is_an_error_naming_it() {
+    // fixext 1 of type 5, and ext 8 of type 1 with 3 bytes (not the 16 a 128-bit integer takes).
+    let error = decode::<u128>(&[0xd4, 5, 0]).unwrap_err().to_string();
+    assert!(error.contains("extension type 5"), "{error}");
+    let error = decode::<u128>(&[0xc7, 3, 1, 0, 0, 0]).unwrap_err().to_string();
+    assert!(error.contains("16 bytes, not 3"), "{error}");
+    // Skipped like any value where the reader ignores it.
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct Note {
+        note: String,
+    }
+    let bytes = [0x82, 0xa1, b'x', 0xd4, 5, 0, 0xa4, b'n', b'o', b't', b'e', 0xa1, b'n'];
+    assert_eq!(decode::<Note>(&bytes).unwrap(), Note { note: "n".into() });
+}
+
+#[test]
 fn the_bytes_are_messagepack() {
     #[derive(Serialize)]
     struct S {
@@ -366,7 +435,9 @@ fn hostile_input_is_an_error_not_an_allocation_or_a_crash() {
         &[0xcf, 1, 2],
         &[],
         &[0xc1],
-        &[0xd4, 0, 0],
+        // Extension values cut short, or longer than the input.
+        &[0xd8, 1, 0],
+        &[0xc9, 0xff, 0xff, 0xff, 0xff, 1],
     ] {
         assert!(decode::<Everything>(hostile).is_err(), "{hostile:02x?}");
         assert!(decode::<Vec<String>>(hostile).is_err(), "{hostile:02x?}");

@@ -33,6 +33,13 @@ impl<O: Output> Encoder<O> {
     }
 
     #[inline]
+    /// A 128-bit integer beyond 64 bits: a fixext 16 of extension type `ext` (see the module
+    /// docs).
+    fn wide(&mut self, ext: i8, be: [u8; 16]) {
+        self.out.put(&[FIXEXT16, ext as u8]);
+        self.out.put(&be);
+    }
+
     fn uint(&mut self, v: u64) {
         if v <= u64::from(POSITIVE_FIXINT_MAX) {
             self.out.put(&[v as u8]);
@@ -229,8 +236,10 @@ impl<'a, O: Output> ser::Serializer for &'a mut Encoder<O> {
     }
 
     fn serialize_i128(self, v: i128) -> Result<(), Error> {
-        let v = i64::try_from(v).map_err(|_| Error::new(format!("{v} is beyond the format's 64-bit integers")))?;
-        self.int(v);
+        match i64::try_from(v) {
+            Ok(v) => self.int(v),
+            Err(_) => self.wide(EXT_I128, v.to_be_bytes()),
+        }
         Ok(())
     }
 
@@ -255,8 +264,10 @@ impl<'a, O: Output> ser::Serializer for &'a mut Encoder<O> {
     }
 
     fn serialize_u128(self, v: u128) -> Result<(), Error> {
-        let v = u64::try_from(v).map_err(|_| Error::new(format!("{v} is beyond the format's 64-bit integers")))?;
-        self.uint(v);
+        match u64::try_from(v) {
+            Ok(v) => self.uint(v),
+            Err(_) => self.wide(EXT_U128, v.to_be_bytes()),
+        }
         Ok(())
     }
 

@@ -34,7 +34,7 @@ pub use instance::{
     now_ms, service_path, HttpEndpoint, InvalidInstance, ServiceInstance, DEFAULT_WEIGHT, MAX_INSTANCE_JSON,
     WARMUP_SECS, ZONE,
 };
-pub use schemas::SchemaMap;
+pub use schemas::{read_published_schema, PublishedSchemaError, SchemaMap};
 
 /// Largest rules text accepted from a registry.
 pub const MAX_RULES_TEXT: usize = 64 * 1024;
@@ -52,6 +52,7 @@ use tokio::task::JoinHandle;
 use crate::future::BoxFuture;
 use crate::schema::ServiceSchema;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::warn;
 
 /// The backend's own error behind a registry failure, shared so that errors stay cheap to
 /// clone (a discovery cache keeps the last one per service).
@@ -495,15 +496,25 @@ pub trait Registry: Send + Sync + 'static {
 }
 
 /// Publishes `schema` as `service_key`'s unless its key already holds it (the first provider
-/// with a schema writes it, the others only read it); returns its fingerprint, which the
-/// provider's instances then name.
+/// with a schema writes it, the others only read it); a key holding anything else (a forged or
+/// corrupt text, see [`read_published_schema`]) is written again, with a warning. Returns the
+/// fingerprint, which the provider's instances then name.
 pub async fn publish_schema(
     registry: &dyn Registry,
     service_key: &str,
     schema: &ServiceSchema,
 ) -> Result<String, RegistryError> {
     let fingerprint = schema.fingerprint();
-    if registry.get_schema(service_key, &fingerprint).await?.is_none() {
+    let stored = registry.get_schema(service_key, &fingerprint).await?;
+    let intact = match stored.as_deref().map(|text| read_published_schema(&fingerprint, text)) {
+        None => false,
+        Some(Ok(_)) => true,
+        Some(Err(e)) => {
+            warn!(service = service_key, error = %e, "the schema under this provider's fingerprint is not its schema; writing it again");
+            false
+        }
+    };
+    if !intact {
         let text = serde_json::to_string(schema).map_err(|e| RegistryError::InvalidInstance(e.to_string()))?;
         registry.put_schema(service_key, &fingerprint, &text).await?;
     }

@@ -6,7 +6,8 @@
 //! forgets those no instance names any more, and publishes the map with the list it was
 //! brought up to date for, so a first lookup can wait until the schemas of its first list are
 //! known. A read that fails is retried with backoff; a text that is not a schema (too large, not
-//! JSON, a newer format) is skipped with one warning, and its instances count as having no
+//! JSON, a newer format) or not the schema its fingerprint names (forged or corrupt: see
+//! [`read_published_schema`]) is skipped with one warning, and its instances count as having no
 //! schema: every method.
 
 use std::collections::{BTreeMap, HashSet};
@@ -32,20 +33,43 @@ pub(super) struct KnownSchemas {
     pub(super) list: Option<Arc<[ServiceInstance]>>,
 }
 
-/// Why a schema text was not taken.
+/// Why a schema text read from the registry was not taken.
 #[derive(Debug, thiserror::Error)]
-enum BadSchema {
+pub enum PublishedSchemaError {
+    /// Longer than any schema the framework writes.
     #[error("{0} bytes exceed the limit of {MAX_SCHEMA_TEXT}")]
     TooLarge(usize),
+    /// Not a service schema (not JSON, or a newer format).
     #[error("not a service schema: {0}")]
-    Json(#[source] serde_json::Error),
+    NotASchema(#[source] serde_json::Error),
+    /// A schema, but not the one its key names: written over the key by someone else (or
+    /// corrupted). Trusting it could take methods away from every consumer.
+    #[error(
+        "the text under fingerprint {stored_under} is a schema whose fingerprint is {hashes_to}: forged or corrupt"
+    )]
+    Forged {
+        /// The fingerprint the key names.
+        stored_under: String,
+        /// The fingerprint of the text found there.
+        hashes_to: String,
+    },
 }
 
-fn parse(text: &str) -> Result<ServiceSchema, BadSchema> {
+/// The schema published under `fingerprint`, from its stored `text`, when the text is a
+/// schema and is the one the fingerprint names.
+pub fn read_published_schema(fingerprint: &str, text: &str) -> Result<ServiceSchema, PublishedSchemaError> {
     if text.len() > MAX_SCHEMA_TEXT {
-        return Err(BadSchema::TooLarge(text.len()));
+        return Err(PublishedSchemaError::TooLarge(text.len()));
     }
-    serde_json::from_str(text).map_err(BadSchema::Json)
+    let schema: ServiceSchema = serde_json::from_str(text).map_err(PublishedSchemaError::NotASchema)?;
+    let hashes_to = schema.fingerprint();
+    if hashes_to != fingerprint {
+        return Err(PublishedSchemaError::Forged {
+            stored_under: fingerprint.to_owned(),
+            hashes_to,
+        });
+    }
+    Ok(schema)
 }
 
 /// Keeps `known` in step with the schemas the instances published on `lists` name, until the
@@ -74,7 +98,7 @@ pub(super) async fn keep_schemas(
                 }
                 let read = tokio::time::timeout(read_timeout, registry.get_schema(service_key, fingerprint)).await;
                 match read {
-                    Ok(Ok(Some(text))) => match parse(&text) {
+                    Ok(Ok(Some(text))) => match read_published_schema(fingerprint, &text) {
                         Ok(schema) => {
                             debug!(%fingerprint, methods = schema.methods.len(), "schema fetched");
                             map.insert(fingerprint.to_owned(), Arc::new(schema));
@@ -122,15 +146,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn texts_that_are_not_schemas_are_refused_with_a_reason() {
-        assert!(matches!(parse("{"), Err(BadSchema::Json(_))));
-        assert!(matches!(parse(r#"{"name":"S"}"#), Err(BadSchema::Json(_))));
-        let huge = " ".repeat(MAX_SCHEMA_TEXT + 1);
-        assert!(matches!(parse(&huge), Err(BadSchema::TooLarge(_))));
+    fn texts_that_are_not_the_schema_their_fingerprint_names_are_refused_with_a_reason() {
         let schema = crate::schema::SchemaBuilder::new("S", "1")
             .method::<(u32,), String>("m", &["n"], false)
             .build();
+        let fingerprint = schema.fingerprint();
+        let read = |text: &str| read_published_schema(&fingerprint, text);
+        assert!(matches!(read("{"), Err(PublishedSchemaError::NotASchema(_))));
+        assert!(matches!(
+            read(r#"{"name":"S"}"#),
+            Err(PublishedSchemaError::NotASchema(_))
+        ));
+        let huge = " ".repeat(MAX_SCHEMA_TEXT + 1);
+        assert!(matches!(read(&huge), Err(PublishedSchemaError::TooLarge(_))));
         let text = serde_json::to_string(&schema).unwrap();
-        assert_eq!(parse(&text).unwrap(), schema);
+        assert_eq!(read(&text).unwrap(), schema);
+        // Another schema (one method fewer) under this fingerprint: forged.
+        let mut other = schema.clone();
+        other.methods.clear();
+        let error = read(&serde_json::to_string(&other).unwrap()).unwrap_err();
+        match &error {
+            PublishedSchemaError::Forged {
+                stored_under,
+                hashes_to,
+            } => {
+                assert_eq!(stored_under, &fingerprint);
+                assert_eq!(hashes_to, &other.fingerprint());
+            }
+            other => panic!("{other}"),
+        }
+        assert!(error.to_string().contains("forged or corrupt"), "{error}");
     }
 }

@@ -37,7 +37,7 @@ use super::running::{Registered, RunningCalls};
 #[cfg(feature = "tls")]
 use super::secure;
 use super::stream::{StreamCall, StreamHost, Streams};
-use super::Shared;
+use super::{Shared, GO_AWAY_CLOSE_GRACE};
 use crate::body::Body;
 use crate::compression::{self, Compression};
 use crate::context::{CallContext, PeerIdentity};
@@ -51,10 +51,6 @@ use crate::serializer::SerializerKind;
 use crate::service::Service;
 use crate::transport::{write_loop, FrameReader, OutFrame, Outgoing, ReadError, WRITE_QUEUE};
 
-/// After GoAway, how long a connection without calls in flight waits for its client to close
-/// it before the server does.
-const GO_AWAY_CLOSE_GRACE: Duration = Duration::from_secs(2);
-
 /// After the server aborts, how long a connection's writer may still write what is queued.
 const WRITER_GRACE: Duration = Duration::from_millis(500);
 
@@ -64,9 +60,16 @@ const WRITER_GRACE: Duration = Duration::from_millis(500);
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, slot: OwnedSemaphorePermit) {
     let slot = Slot::new(slot);
     #[cfg(feature = "http")]
-    if speaks_http(&stream, &shared).await {
-        let _slot = slot;
-        return super::http::serve(stream, peer, None, shared).await;
+    match first_bytes(&stream, &shared).await {
+        FirstBytes::Http => {
+            let _slot = slot;
+            return super::http::serve(stream, peer, None, shared).await;
+        }
+        FirstBytes::Stalled => {
+            warn!(%peer, "a request's first byte came without a second within the frame timeout; closing the connection");
+            return;
+        }
+        FirstBytes::Rpc => {}
     }
     #[cfg(feature = "tls")]
     if let Some(tls) = shared.tls.clone() {
@@ -86,29 +89,57 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     serve_halves(read_half, write_half, peer, None, shared, slot).await
 }
 
-/// Whether a plain-TCP connection's first bytes are HTTP (see [`super::http`]). It waits for
-/// them at most the idle timeout; a connection that sends nothing is left to the protocol's
-/// idle handling, whose clock started at the accept (so it goes away after one idle timeout,
-/// not two). Over TLS, ALPN tells instead (see `serve`).
+/// What a plain-TCP connection's first bytes say it speaks.
 #[cfg(feature = "http")]
-async fn speaks_http(stream: &TcpStream, shared: &Shared) -> bool {
+#[derive(Debug, PartialEq, Eq)]
+enum FirstBytes {
+    /// HTTP/1.1 or the HTTP/2 preface (see [`super::http`]).
+    Http,
+    /// Anything else: the RPC protocol, whose reader judges the bytes (and nothing at all, left
+    /// to its idle handling).
+    Rpc,
+    /// One byte, and no second within the frame timeout: a request that never completes.
+    Stalled,
+}
+
+/// What a plain-TCP connection's first two bytes say (see [`super::http`]). The first may take
+/// up to the idle timeout, as for any request (a connection that sends nothing is left to the
+/// protocol's idle handling, whose clock started at the accept, so it goes away after one idle
+/// timeout, not two). A second that does not follow within the frame timeout, as the rest of
+/// any request must, makes the connection [`FirstBytes::Stalled`]. Waiting for it costs little:
+/// `peek` cannot wait for a byte beyond those it already sees, so it is retried after a pause
+/// that doubles up to 50 ms. Over TLS, ALPN tells instead (see `serve`).
+#[cfg(feature = "http")]
+async fn first_bytes(stream: &TcpStream, shared: &Shared) -> FirstBytes {
     #[cfg(feature = "tls")]
     if shared.tls.is_some() {
-        return false;
+        return FirstBytes::Rpc;
     }
     let mut first = [0u8; 2];
-    let peeked = tokio::time::timeout(shared.idle_timeout, async {
-        loop {
-            match stream.peek(&mut first).await {
-                Ok(n) if n >= first.len() => return true,
-                Ok(0) | Err(_) => return false,
-                // One byte so far: the next arrives with the rest of the request.
-                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+    match tokio::time::timeout(shared.idle_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n >= first.len() => {}
+        Ok(Ok(1)) => {
+            let by = Instant::now() + shared.frame_timeout;
+            let mut pause = Duration::from_millis(1);
+            loop {
+                match stream.peek(&mut first).await {
+                    Ok(n) if n >= first.len() => break,
+                    Ok(1) if Instant::now() + pause < by => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(50));
+                    }
+                    Ok(1) => return FirstBytes::Stalled,
+                    _ => return FirstBytes::Rpc,
+                }
             }
         }
-    })
-    .await;
-    matches!(peeked, Ok(true)) && super::http::is_http(&first)
+        _ => return FirstBytes::Rpc,
+    }
+    if super::http::is_http(&first) {
+        FirstBytes::Http
+    } else {
+        FirstBytes::Rpc
+    }
 }
 
 /// Serves the protocol over a connection's two halves (plain TCP or TLS).

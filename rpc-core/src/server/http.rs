@@ -35,8 +35,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -55,7 +56,7 @@ use super::call::{Invocation, ServerCall, StreamParts};
 use super::finish::{call_span, drive, panicked, with_deadline, EndGuard};
 use super::limits::CallPermit;
 use super::stream::{start_handler, StreamEnded};
-use super::Shared;
+use super::{Shared, GO_AWAY_CLOSE_GRACE};
 use crate::auth::AUTHORIZATION;
 use crate::body::Body;
 use crate::context::{self, CallContext, Metadata, PeerIdentity, TRACEPARENT};
@@ -147,9 +148,96 @@ struct Conn {
     peer: SocketAddr,
     identity: Option<Arc<PeerIdentity>>,
     next_id: AtomicU64,
+    idleness: Arc<Idleness>,
 }
 
-/// Serves HTTP/1.1 and h2c on `io` until the client closes it or the server shuts down.
+/// What tells that an HTTP connection (HTTP/1.1 keep-alive or HTTP/2) is idle: when it last
+/// began or finished a request, and how many requests it is answering.
+struct Idleness {
+    opened: Instant,
+    /// Milliseconds after `opened` when a request last began or finished.
+    last_ms: AtomicU64,
+    answering: AtomicUsize,
+}
+
+impl Idleness {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            answering: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A request began; the guard marks its end (held by its response's body, see
+    /// [`Tracked`]).
+    fn answering(self: &Arc<Self>) -> Answering {
+        self.touch();
+        self.answering.fetch_add(1, Ordering::Relaxed);
+        Answering(self.clone())
+    }
+
+    /// Returns once no request has begun or finished for `timeout` and none is being answered
+    /// (a response counts until its body is sent: an NDJSON stream keeps its connection).
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let quiet_until = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + timeout;
+            if Instant::now() < quiet_until {
+                tokio::time::sleep_until(quiet_until).await;
+            } else if self.answering.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(timeout).await;
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+/// A request being answered (see [`Idleness::answering`]).
+struct Answering(Arc<Idleness>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.answering.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response's body, which keeps its request counted as being answered until it is sent or
+/// dropped.
+struct Tracked {
+    body: HttpBody,
+    _answering: Answering,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves HTTP/1.1 and h2c on `io` until the client closes it, it stays idle for the idle
+/// timeout (closed gracefully: HTTP/2's GOAWAY, or HTTP/1.1's close after the response in
+/// progress), or the server shuts down.
 pub(crate) async fn serve<I>(io: I, peer: SocketAddr, identity: Option<Arc<PeerIdentity>>, shared: Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -159,10 +247,19 @@ where
         peer,
         identity,
         next_id: AtomicU64::new(1),
+        idleness: Arc::new(Idleness::new()),
     });
+    let watched = conn.clone();
     let service = hyper::service::service_fn(move |request| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(conn.handle(request).await) }
+        async move {
+            let answering = conn.idleness.answering();
+            let response = conn.handle(request).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked {
+                body,
+                _answering: answering,
+            }))
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -190,6 +287,19 @@ where
             connection.as_mut().graceful_shutdown();
             tokio::select! {
                 _ = connection.as_mut() => {}
+                _ = shared.abort.cancelled() => {}
+            }
+        }
+        _ = watched.idleness.idle_for(shared.idle_timeout) => {
+            debug!(%peer, idle = ?shared.idle_timeout, "idle HTTP connection: closing it");
+            connection.as_mut().graceful_shutdown();
+            // A client that ignores GOAWAY (HTTP/2 waits for its PING's answer) or keeps a
+            // response from finishing does not hold the connection past the grace.
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = tokio::time::sleep(GO_AWAY_CLOSE_GRACE) => {
+                    debug!(%peer, "the idle HTTP connection did not close within the grace; dropping it");
+                }
                 _ = shared.abort.cancelled() => {}
             }
         }

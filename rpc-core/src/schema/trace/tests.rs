@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::*;
+use crate::schema::shape::{Field, Variant};
 
 #[allow(dead_code)]
 #[derive(Deserialize)]
