@@ -35,9 +35,8 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -50,6 +49,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
+
+mod idle;
 
 use super::admission::{Admitted, Arrival};
 use super::call::{Invocation, ServerCall, StreamParts};
@@ -70,6 +71,7 @@ use crate::serializer::SerializerKind;
 use crate::service::Service;
 use crate::stream::{ItemStream, StreamShape};
 use futures_util::FutureExt;
+use idle::{Idleness, Tracked};
 use std::future::Future;
 
 /// The body of every answer: one piece, or a stream's lines as they come.
@@ -149,90 +151,6 @@ struct Conn {
     identity: Option<Arc<PeerIdentity>>,
     next_id: AtomicU64,
     idleness: Arc<Idleness>,
-}
-
-/// What tells that an HTTP connection (HTTP/1.1 keep-alive or HTTP/2) is idle: when it last
-/// began or finished a request, and how many requests it is answering.
-struct Idleness {
-    opened: Instant,
-    /// Milliseconds after `opened` when a request last began or finished.
-    last_ms: AtomicU64,
-    answering: AtomicUsize,
-}
-
-impl Idleness {
-    fn new() -> Self {
-        Self {
-            opened: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            answering: AtomicUsize::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.opened.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// A request began; the guard marks its end (held by its response's body, see
-    /// [`Tracked`]).
-    fn answering(self: &Arc<Self>) -> Answering {
-        self.touch();
-        self.answering.fetch_add(1, Ordering::Relaxed);
-        Answering(self.clone())
-    }
-
-    /// Returns once no request has begun or finished for `timeout` and none is being answered
-    /// (a response counts until its body is sent: an NDJSON stream keeps its connection).
-    async fn idle_for(&self, timeout: Duration) {
-        loop {
-            let quiet_until = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + timeout;
-            if Instant::now() < quiet_until {
-                tokio::time::sleep_until(quiet_until).await;
-            } else if self.answering.load(Ordering::Relaxed) > 0 {
-                tokio::time::sleep(timeout).await;
-            } else {
-                return;
-            }
-        }
-    }
-}
-
-/// A request being answered (see [`Idleness::answering`]).
-struct Answering(Arc<Idleness>);
-
-impl Drop for Answering {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.answering.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response's body, which keeps its request counted as being answered until it is sent or
-/// dropped.
-struct Tracked {
-    body: HttpBody,
-    _answering: Answering,
-}
-
-impl hyper::body::Body for Tracked {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 /// Serves HTTP/1.1 and h2c on `io` until the client closes it, it stays idle for the idle
