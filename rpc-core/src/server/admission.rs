@@ -73,6 +73,13 @@ impl Admitted {
     }
 }
 
+/// A reply that refuses a request without running it, counted in `rpc_server_rejected_total`
+/// by its status; every front end's refusals go through here.
+pub(crate) fn rejected(refusal: Reply) -> Reply {
+    metrics::server_rejected(refusal.status);
+    refusal
+}
+
 impl Shared {
     /// Step 1: whether the server takes calls and `service` serves `method`; the refusal
     /// otherwise (counted as rejected).
@@ -84,8 +91,7 @@ impl Shared {
         } else {
             return Ok(());
         };
-        metrics::server_rejected(refusal.status);
-        Err(refusal)
+        Err(rejected(refusal))
     }
 
     /// Step 2: the call's context and its interceptors, then the limits of `service_key`. The
@@ -121,8 +127,7 @@ impl Shared {
                     self.interceptors
                         .on_response(&ctx, Outcome::from_status(refusal.status));
                 }
-                metrics::server_rejected(refusal.status);
-                Err(refusal)
+                Err(rejected(refusal))
             }
         }
     }

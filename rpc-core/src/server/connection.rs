@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn, Instrument};
 
-use super::admission::{Admitted, Arrival};
+use super::admission::{rejected, Admitted, Arrival};
 use super::call::{Invocation, ServerCall};
 use super::finish::{call_span, drive, end_call_span, panicked, EndGuard};
 use super::limits::CallPermit;
@@ -406,10 +406,7 @@ impl Conn {
     /// reply that answers or refuses it otherwise.
     fn begin(&self, header: &Header, body: Body, now: Instant) -> Result<Begun, Reply> {
         let shared = &self.shared;
-        let rejected = |status: Status, message: String| {
-            metrics::server_rejected(status);
-            Reply::failure(status, message)
-        };
+        let rejected = |status: Status, message: String| rejected(Reply::failure(status, message));
         let serializer =
             SerializerKind::from_id(header.serializer).map_err(|e| rejected(Status::ProtocolError, e.to_string()))?;
         let request = RequestBody::parse(body, &shared.metadata_limits).map_err(|e| match e {

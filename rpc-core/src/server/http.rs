@@ -52,7 +52,7 @@ use tracing::{debug, warn, Instrument};
 
 mod idle;
 
-use super::admission::{Admitted, Arrival};
+use super::admission::{rejected, Admitted, Arrival};
 use super::call::{Invocation, ServerCall, StreamParts};
 use super::finish::{call_span, drive, panicked, with_deadline, EndGuard};
 use super::limits::CallPermit;
@@ -63,7 +63,6 @@ use crate::body::Body;
 use crate::context::{self, CallContext, Metadata, PeerIdentity, TRACEPARENT};
 use crate::health::HEALTH_METHOD;
 use crate::interceptor::Outcome;
-use crate::metrics;
 use crate::protocol::Status;
 use crate::reply::Reply;
 use crate::schema::{openapi, ServiceSchema};
@@ -304,7 +303,7 @@ impl Conn {
                 "{}/{method} takes a stream: call it over the RPC protocol (HTTP/JSON serves methods that return one as NDJSON)",
                 service.key()
             );
-            return rejected(Reply::failure(Status::Unsupported, message));
+            return reply_response(rejected(Reply::failure(Status::Unsupported, message)));
         }
         let (parts, body) = request.into_parts();
         let (metadata, deadline) = match call_context(&parts.headers, shared, now) {
@@ -607,12 +606,6 @@ async fn read_body(body: Incoming, shared: &Shared) -> Result<Bytes, Refused> {
             Err(refused)
         }
     }
-}
-
-/// A request refused before it ran, counted like an RPC refusal.
-fn rejected(reply: Reply) -> Response<HttpBody> {
-    metrics::server_rejected(reply.status);
-    reply_response(reply)
 }
 
 /// The HTTP answer of a reply: the result, the method's error, or a framework error.
