@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use example_api::UserServiceClient;
 use waypost::stream::StreamExt;
+use waypost_example_api::UserServiceClient;
 
 /// Call UserService through the registry.
 #[derive(Parser)]
@@ -31,7 +31,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    example_api::init_logging("warn");
+    waypost_example_api::init_logging("warn");
     match run(Args::parse()).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

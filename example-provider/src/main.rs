@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use example_api::{InMemoryUsers, UserServiceServer};
 use tokio::signal::unix::{signal, SignalKind};
 use waypost::server::ServerBuilder;
+use waypost_example_api::{InMemoryUsers, UserServiceServer};
 
 /// Serve UserService and register it.
 #[derive(Parser)]
@@ -30,7 +30,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    example_api::init_logging("info");
+    waypost_example_api::init_logging("info");
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -9,7 +9,7 @@ cli_cases!(env!("CARGO_BIN_EXE_example-provider"));
 /// naming the field and the file, exit 1.
 #[test]
 fn unusable_tls_files_name_the_field_and_the_file() {
-    let pki = waypost_tests::certs::TestPki::new();
+    let pki = waypost_testkit::pki::TestPki::new();
     let missing = pki.ca.dir().join("missing.pem");
     let not_a_key = pki.ca.dir().join("not-a-key.pem");
     std::fs::write(&not_a_key, "hello\n").unwrap();

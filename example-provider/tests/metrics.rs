@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use example_api::UserServiceClient;
+use waypost_example_api::UserServiceClient;
 
 use waypost_tests::process::lines;
 use waypost_tests::servers::shared_etcd;

@@ -128,7 +128,7 @@ fn sighup_reloads_and_sigterm_deregisters() {
 async fn sighup_reloads_the_tls_certificates() {
     use waypost::config::ClientTlsConfig;
     use waypost::tls::ClientTls;
-    use waypost_tests::certs::TestPki;
+    use waypost_testkit::pki::TestPki;
 
     let (old, new) = (TestPki::new(), TestPki::new());
     let config = old.ca.dir().join("provider.yaml");

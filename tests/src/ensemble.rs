@@ -9,7 +9,8 @@ use tokio::net::TcpStream;
 use tokio::process::Child;
 
 use crate::ports::free_port;
-use crate::servers::{scratch_dir, spawn_zookeeper, wait_ready, zookeeper_installed, zookeeper_serving};
+use crate::servers::{spawn_zookeeper, wait_ready, zookeeper_installed, zookeeper_serving};
+use waypost_testkit::scratch_dir;
 
 /// A ZooKeeper ensemble whose servers run until killed or dropped.
 pub struct ZookeeperEnsemble {

@@ -30,7 +30,6 @@ markdown_doctests! {
     GuideProtocol => "../../docs/protocol.md",
 }
 
-pub mod certs;
 pub mod earlier_build;
 pub mod ensemble;
 pub mod faulty;

@@ -1,7 +1,7 @@
 //! Registry servers for the tests: the shared instances `scripts/test` starts, and throw-away
 //! etcd processes that a test can stop, restart or wipe.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,9 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::certs::{CertFiles, TestPki};
 use crate::partition::PeerProxies;
 use crate::ports::free_port;
+use waypost_testkit::pki::{CertFiles, TestPki};
+use waypost_testkit::scratch_dir;
 
 /// The shared etcd `scripts/test` started (`RPC_TEST_ETCD_ENDPOINTS`).
 ///
@@ -76,28 +77,6 @@ pub fn unique_root(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed),
         fastrand::u32(..)
     )
-}
-
-/// A fresh directory for a throw-away server's data or a test's files, named after `what`:
-/// in memory (`/dev/shm`) where the machine has it, so that a server's fsyncs cost nothing and
-/// a busy disk (a build beside the tests) cannot stall a registry's writes or its elections;
-/// else under the system's temporary directory.
-pub(crate) fn scratch_dir(what: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let shm = Path::new("/dev/shm");
-    let root = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = root.join(format!(
-        "rpc-test-{what}-{}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        fastrand::u32(..)
-    ));
-    std::fs::create_dir_all(&dir).expect("create a scratch directory");
-    dir
 }
 
 /// A throw-away single-member etcd on free loopback ports, killed when dropped.

@@ -318,7 +318,7 @@ async fn https_by_alpn_and_rpc_over_tls_share_the_port() {
     use waypost_core::client::ClientOptions;
     use waypost_core::config::{ClientTlsConfig, ServerTlsConfig};
     use waypost_core::tls::{ClientTls, ServerTls};
-    use waypost_tests::certs::TestPki;
+    use waypost_testkit::pki::TestPki;
 
     let pki = TestPki::new();
     let tls = ServerTls::load(&ServerTlsConfig {
@@ -391,9 +391,9 @@ async fn the_guide_curl_examples_print_what_the_guide_says() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let server = ServerBuilder::new()
-        .add_service(example_api::UserServiceServer::new(example_api::InMemoryUsers::new(
-            addr.clone(),
-        )))
+        .add_service(waypost_example_api::UserServiceServer::new(
+            waypost_example_api::InMemoryUsers::new(addr.clone()),
+        ))
         .serve_listener(listener);
     for (command, expected) in examples {
         let command = command.replace("127.0.0.1:9001", &addr);

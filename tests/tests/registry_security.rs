@@ -8,7 +8,7 @@ use waypost_core::config::RpcConfig;
 use waypost_core::registry::Registry;
 use waypost_core::server::ServerBuilder;
 use waypost_registry::zookeeper::{ZookeeperOptions, ZookeeperRegistry};
-use waypost_tests::certs::TestPki;
+use waypost_testkit::pki::TestPki;
 use waypost_tests::servers::{shared_zookeeper, unique_root, EtcdServer, ETCD_ROOT};
 use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 use zookeeper_client as zk;

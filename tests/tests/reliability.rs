@@ -641,7 +641,7 @@ fn ms_tenths(d: Duration) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shedding_provider_process_keeps_its_goodput_at_three_times_its_capacity() {
-    use waypost_tests::load::{closed_loop, open_loop};
+    use waypost_testkit::load::{closed_loop, open_loop};
     let Some(endpoints) = shared_etcd() else { return };
     let mut figures = serde_json::Map::new();
     for shedding in [false, true] {

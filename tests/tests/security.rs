@@ -17,7 +17,7 @@ use waypost_core::server::{RunningServer, ServerBuilder};
 use waypost_core::tls::{ClientTls, ServerTls};
 use waypost_core::Channel;
 use waypost_core::RpcError;
-use waypost_tests::certs::{CertFiles, Leaf, TestCa, TestPki, CLIENT_NAME};
+use waypost_testkit::pki::{CertFiles, Leaf, TestCa, TestPki, CLIENT_NAME};
 use waypost_tests::process::ProviderProcess;
 use waypost_tests::TestServiceClient;
 

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use waypost_core::config::{ConsumerConfig, RpcConfig, SheddingConfig};
 use waypost_core::server::{RunningServer, ServerBuilder};
 use waypost_core::Channel;
-use waypost_tests::load::{closed_loop, open_loop, OpenLoopRun};
+use waypost_testkit::load::{closed_loop, open_loop, OpenLoopRun};
 
 #[waypost_core::service(name = "Orders", version = "1.0")]
 pub trait Orders {

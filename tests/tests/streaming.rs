@@ -14,7 +14,7 @@ use waypost_core::server::{RunningServer, ServerBuilder};
 use waypost_core::stream::StreamWindow;
 use waypost_core::tls::{ClientTls, ServerTls};
 use waypost_core::{Channel, ErrorKind, RpcError};
-use waypost_tests::certs::TestPki;
+use waypost_testkit::pki::TestPki;
 use waypost_tests::feed::{FeedClient, FeedError, FeedImpl, FeedServer};
 use waypost_tests::{wait_until, TestServiceClient, TestServiceImpl, TestServiceServer};
 

@@ -20,7 +20,7 @@ use waypost_core::config::{ConsumerConfig, SheddingConfig};
 use waypost_core::fault::PolicySet;
 use waypost_core::server::ServerBuilder;
 use waypost_core::Channel;
-use waypost_tests::load::{closed_loop, open_loop, OpenLoopRun};
+use waypost_testkit::load::{closed_loop, open_loop, OpenLoopRun};
 
 use crate::echo::process_cpu;
 use crate::xproc::{until_stdin_closes, ServerProcess};

@@ -179,7 +179,7 @@ impl TlsDir {
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        waypost_tests::certs::TestPki::in_dir(&dir);
+        waypost_testkit::pki::TestPki::in_dir(&dir);
         Self(dir)
     }
 }

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use example_api::{InMemoryUsers, UserServiceServer};
 use serde_json::Value;
 use waypost::config::RpcConfig;
 use waypost::server::ServerBuilder;
+use waypost_example_api::{InMemoryUsers, UserServiceServer};
 use waypost_tests::process::lines;
 use waypost_tests::servers::shared_etcd;
 
@@ -299,7 +299,7 @@ async fn rules_are_validated_set_shown_and_cleared() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_probes_providers_over_mtls_with_a_token() {
     let Some(endpoints) = shared_etcd() else { return };
-    let pki = waypost_tests::certs::TestPki::new();
+    let pki = waypost_testkit::pki::TestPki::new();
     let server_tls = format!(
         ", tls: {{ cert: {}, key: {}, client_ca: {} }}, auth: {{ tokens: [ctl-token] }}",
         pki.server.cert.display(),
@@ -362,7 +362,7 @@ async fn describes_a_service_and_compares_the_schemas_in_use() {
 
     let (code, stdout, stderr) = setup.run(&["describe", "UserService:1.0"]).await;
     assert_eq!(code, 0, "{stderr}");
-    let fingerprint = example_api::UserServiceClient::schema().fingerprint();
+    let fingerprint = waypost_example_api::UserServiceClient::schema().fingerprint();
     assert!(
         stdout.starts_with(&format!(
             "UserService:1.0  schema {fingerprint} on 1 of the instances\n"
@@ -437,7 +437,7 @@ async fn a_forged_schema_is_flagged_ignored_by_consumers_and_written_again_by_it
     let config = setup.config();
     let first = provider(&setup).await;
     let registry = waypost::connect(&config.registry).await.unwrap();
-    let real = example_api::UserServiceClient::schema();
+    let real = waypost_example_api::UserServiceClient::schema();
     let fingerprint = real.fingerprint();
     let mut forged = real.clone();
     forged.methods.retain(|m| m.name != "get_user");
@@ -448,7 +448,7 @@ async fn a_forged_schema_is_flagged_ignored_by_consumers_and_written_again_by_it
         .unwrap();
 
     let consumer = waypost::consumer(&config).await.unwrap();
-    let client = example_api::UserServiceClient::new(consumer.channel()).unwrap();
+    let client = waypost_example_api::UserServiceClient::new(consumer.channel()).unwrap();
     for id in 1..=3 {
         assert_eq!(client.get_user(id).await.expect("get_user is still called").id, id);
     }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use waypost_tests::certs::TestPki;
+use waypost_testkit::pki::TestPki;
 
 fn main() -> ExitCode {
     let Some(dir) = std::env::args().nth(1) else {

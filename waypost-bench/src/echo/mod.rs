@@ -265,7 +265,7 @@ pub fn process_cpu(pid: &str) -> Duration {
 }
 
 /// The environment variable naming the directory of the TLS cases' certificates
-/// (`ca.pem`, `server.pem`, `server.key`, as `waypost_tests::certs::TestPki` writes them); the
+/// (`ca.pem`, `server.pem`, `server.key`, as `waypost_testkit::pki::TestPki` writes them); the
 /// parent process makes them and passes the variable to the server and client processes.
 pub const TLS_DIR_VAR: &str = "RPC_BENCH_TLS_DIR";
 

@@ -1,5 +1,14 @@
 //! Certificates made at run time (rcgen): a throw-away CA per test and the leaf certificates
 //! it signs, written as PEM files into a scratch directory. No key is ever committed.
+//!
+//! [`TestPki`] is the usual set (a CA, a server certificate for `localhost` and `127.0.0.1`, a
+//! client certificate for [`CLIENT_NAME`]); [`TestCa`] issues further certificates from the same
+//! CA ([`Leaf`]: other names, SPIFFE URIs, long expired) or stands for a CA nobody trusts.
+//!
+//! # Panics
+//!
+//! Every function here panics, naming the file, when a key cannot be made or a file cannot be
+//! written: a test cannot go on without its certificates.
 
 use std::path::{Path, PathBuf};
 
@@ -64,7 +73,7 @@ pub struct TestCa {
 impl TestCa {
     /// A new CA named `name`, writing into a fresh scratch directory.
     pub fn new(name: &str) -> Self {
-        let mut ca = Self::in_dir(&crate::servers::scratch_dir("certs"), name);
+        let mut ca = Self::in_dir(&crate::scratch_dir("certs"), name);
         ca.scratch = true;
         ca
     }
@@ -72,14 +81,16 @@ impl TestCa {
     /// A new CA named `name` writing into `dir` (created if missing; kept after the CA is
     /// dropped).
     pub fn in_dir(dir: &Path, name: &str) -> Self {
-        std::fs::create_dir_all(dir).expect("create the certificate directory");
-        let key = KeyPair::generate().expect("generate a CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        if let Err(err) = std::fs::create_dir_all(dir) {
+            panic!("creating the certificate directory {}: {err}", dir.display());
+        }
+        let key = made("a CA key", KeyPair::generate());
+        let mut params = made("the CA's parameters", CertificateParams::new(Vec::<String>::new()));
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).expect("self-sign the CA");
-        std::fs::write(dir.join("ca.pem"), cert.pem()).expect("write ca.pem");
+        let cert = made("the CA's self-signed certificate", params.self_signed(&key));
+        write(&dir.join("ca.pem"), &cert.pem());
         Self {
             dir: dir.to_owned(),
             issuer: Issuer::new(params, key),
@@ -99,16 +110,15 @@ impl TestCa {
 
     /// Signs `leaf` (usable by servers and clients) into `{file}.pem` and `{file}.key`.
     pub fn issue(&self, file: &str, leaf: &Leaf) -> CertFiles {
-        let key = KeyPair::generate().expect("generate a key");
-        let mut params = CertificateParams::new(leaf.names.clone()).expect("certificate names");
+        let key = made("a key", KeyPair::generate());
+        let mut params = made("the certificate's names", CertificateParams::new(leaf.names.clone()));
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
             .push(DnType::CommonName, leaf.common_name.as_str());
         for uri in &leaf.uris {
-            params
-                .subject_alt_names
-                .push(rcgen::SanType::URI(uri.as_str().try_into().expect("a URI name")));
+            let name = made(&format!("the URI name {uri}"), uri.as_str().try_into());
+            params.subject_alt_names.push(rcgen::SanType::URI(name));
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
@@ -116,13 +126,13 @@ impl TestCa {
             params.not_before = rcgen::date_time_ymd(2000, 1, 1);
             params.not_after = rcgen::date_time_ymd(2001, 1, 1);
         }
-        let cert = params.signed_by(&key, &self.issuer).expect("sign the certificate");
+        let cert = made(&format!("the certificate {file}"), params.signed_by(&key, &self.issuer));
         let files = CertFiles {
             cert: self.dir.join(format!("{file}.pem")),
             key: self.dir.join(format!("{file}.key")),
         };
-        std::fs::write(&files.cert, cert.pem()).expect("write the certificate");
-        std::fs::write(&files.key, key.serialize_pem()).expect("write the key");
+        write(&files.cert, &cert.pem());
+        write(&files.key, &key.serialize_pem());
         files
     }
 }
@@ -170,5 +180,20 @@ impl TestPki {
 impl Default for TestPki {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The value of a step that cannot fail in a working test setup, or a panic naming it.
+fn made<T>(what: &str, result: Result<T, rcgen::Error>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(err) => panic!("making {what}: {err}"),
+    }
+}
+
+/// Writes a PEM file, or panics naming it.
+fn write(path: &Path, pem: &str) {
+    if let Err(err) = std::fs::write(path, pem) {
+        panic!("writing {}: {err}", path.display());
     }
 }
