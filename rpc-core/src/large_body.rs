@@ -20,7 +20,7 @@
 
 use std::io;
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::body::Body;
@@ -127,6 +127,38 @@ impl LargeBody {
         }
     }
 
+    /// Copies what of `bytes` the body still misses; returns how many bytes it took (fewer than
+    /// `bytes.len()` only when the body is then complete).
+    pub(crate) fn fill(&mut self, bytes: &[u8]) -> usize {
+        let mut taken = 0;
+        while taken < bytes.len() && self.missing() > 0 {
+            let rest = &bytes[taken..];
+            let (buf, len) = match self {
+                Self::Pooled { buf, len } => (buf, *len),
+                Self::Mapped { map, filled } => {
+                    let n = rest.len().min(map.len() - *filled);
+                    map[*filled..*filled + n].copy_from_slice(&rest[..n]);
+                    *filled += n;
+                    taken += n;
+                    continue;
+                }
+                Self::Split {
+                    head,
+                    head_len,
+                    tail,
+                    tail_len,
+                } => match head.len() < *head_len {
+                    true => (head, *head_len),
+                    false => (tail, *tail_len),
+                },
+            };
+            let n = rest.len().min(len - buf.len());
+            buf.extend_from_slice(&rest[..n]);
+            taken += n;
+        }
+        taken
+    }
+
     /// The whole body (once nothing is missing).
     pub(crate) fn into_body(self) -> Body {
         match self {
@@ -135,4 +167,21 @@ impl LargeBody {
             Self::Split { head, tail, .. } => Body::with_tail([Bytes::from(head), Bytes::from(tail)]),
         }
     }
+}
+
+/// `pieces` (of `len` bytes together) copied into one `Bytes`: from [`body_pool::POOLED_MIN`]
+/// bytes on into memory of its own as a large frame's body is (a recycled buffer, or above
+/// [`MAPPED_BODY`] a memory map that goes back to the system when the last `Bytes` of it is
+/// dropped), instead of through the allocator.
+pub(crate) fn gather<'a>(len: usize, pieces: impl IntoIterator<Item = &'a [u8]>) -> io::Result<Bytes> {
+    if len < body_pool::POOLED_MIN {
+        let mut all = BytesMut::with_capacity(len);
+        pieces.into_iter().for_each(|piece| all.extend_from_slice(piece));
+        return Ok(all.freeze());
+    }
+    let mut body = LargeBody::start(len, &[])?;
+    for piece in pieces {
+        body.fill(piece);
+    }
+    Ok(body.into_body().into_one())
 }

@@ -265,8 +265,29 @@ impl SerializerKind {
             Self::Json => serde_json::from_slice(src).map_err(|e| e.to_string()),
             Self::MsgPack => msgpack::read::decode(src).map_err(|e| e.to_string()),
         };
-        result.map_err(|e| RpcError::Decode(format!("{}: {e}", self.name())))
+        result.map_err(|e| RpcError::Decode(format!("{}: {}", self.name(), quoted_briefly(e))))
     }
+}
+
+/// A decode error's message is sent back to the caller, and serde's messages quote the value
+/// they could not take (`invalid type: string "...", expected u64`) whole: longer than this,
+/// it is cut, so that a 15 MB string in the wrong place is not echoed back in full.
+const MAX_DECODE_MESSAGE: usize = 256;
+
+/// `message`, cut to [`MAX_DECODE_MESSAGE`] bytes (at a character boundary) with a note of how
+/// much was left out.
+fn quoted_briefly(mut message: String) -> String {
+    if message.len() <= MAX_DECODE_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_DECODE_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let left_out = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!("... ({left_out} more bytes)"));
+    message
 }
 
 /// The room reserved for a JSON body before it is written (it grows as needed).
@@ -463,6 +484,23 @@ impl<'de> serde::Deserialize<'de> for SerializerKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_errors_quote_a_long_value_briefly() {
+        let long = format!("[\"{}\"]", "x".repeat(100_000));
+        {
+            let kind = SerializerKind::Json;
+            let err = kind.decode::<(u64,)>(long.as_bytes()).unwrap_err().to_string();
+            assert!(err.len() < 400, "{kind}: {} bytes", err.len());
+            assert!(err.contains("more bytes)"), "{kind}: {err}");
+        }
+        let mut encoded = BytesMut::new();
+        SerializerKind::MsgPack
+            .encode_into(&"é".repeat(50_000), &mut encoded)
+            .unwrap();
+        let err = SerializerKind::MsgPack.decode::<u64>(&encoded).unwrap_err().to_string();
+        assert!(err.len() < 400 && err.contains("more bytes)"), "msgpack: {err}");
+    }
     use serde::Deserialize;
     use std::collections::BTreeMap;
 

@@ -62,8 +62,13 @@ impl ByteBudget {
         (bytes as u64).div_ceil(1024)
     }
 
-    /// Waits until `bytes` fit in the budget.
-    async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    /// The size from which a body is read under the budget.
+    pub(crate) fn threshold(&self) -> usize {
+        self.threshold
+    }
+
+    /// Waits until `bytes` fit in the budget (`None` once it is closed).
+    pub(crate) async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
         let kib = u32::try_from(Self::kib(bytes)).unwrap_or(u32::MAX);
         self.permits.clone().acquire_many_owned(kib).await.ok()
     }

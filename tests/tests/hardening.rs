@@ -480,3 +480,243 @@ async fn idle_http_connections_and_a_lone_first_byte_are_closed_in_time() {
     assert_eq!(client.echo(5).await.expect("served"), 5);
     server.shutdown().await;
 }
+
+/// Sends an HTTP/1.1 request (`head` without its blank line, then `body`) and reads the answer
+/// until the server closes the connection: its status and its body.
+async fn http_exchange(addr: &str, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(format!("{head}\r\n\r\n").as_bytes()).await.unwrap();
+    // The server may answer (and close) before it has read the whole body.
+    let _ = socket.write_all(body).await;
+    let answer = read_until_closed(&mut socket, Duration::from_secs(60), "an HTTP answer").await;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {:?}", &text[..text.len().min(200)]));
+    let body = match answer.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => answer[end + 4..].to_vec(),
+        None => Vec::new(),
+    };
+    (status, body)
+}
+
+/// HTTP bodies are read as the RPC protocol's large frames are: under the request byte budget
+/// (before 30 parallel 15 MiB bodies under a 64 MiB budget took the provider to 412.6 MB, with
+/// JSON that fails to decode 520.8 MB, and 233.9 MB stayed), and JSON arguments by name cost
+/// about their own size (a 15 MB `{"value": [0, 0, ...]}` grew the provider by ~270-295 MB).
+/// An honest oversized length, `Expect: 100-continue` included, is refused at once (it got
+/// `100 Continue` and a 408), and a 400 answer quotes a 15 MB string argument briefly (it echoed
+/// all of it). A well-behaved consumer is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_bodies_stay_within_the_budget_and_bad_json_costs_little() {
+    let provider = waypost_tests::process::ProviderProcess::start(
+        test_provider(),
+        &local_provider_yaml("    max_buffered_request_bytes: 67108864\n    frame_timeout_ms: 60000\n"),
+    )
+    .await;
+    let addr = format!("127.0.0.1:{}", provider.port);
+    let client = TestServiceClient::new(waypost_core::Channel::direct(&addr).unwrap()).unwrap();
+    client.echo(0).await.unwrap();
+    let post = |len: usize, extra: &str| {
+        format!(
+            "POST /TestService/echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}{extra}"
+        )
+    };
+
+    // Declared too long: refused before the body is read, with no `100 Continue`.
+    let started = Instant::now();
+    let (status, _) = http_exchange(&addr, &post(100 << 20, "\r\nExpect: 100-continue"), b"").await;
+    assert_eq!(status, 413, "a 100 MB declared length is refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once: {:?}",
+        started.elapsed()
+    );
+
+    // A 15 MB string where a number belongs: a short 400.
+    let string_arg = format!("[\"{}\"]", "A".repeat(15_000_000));
+    let (status, body) = http_exchange(&addr, &post(string_arg.len(), ""), string_arg.as_bytes()).await;
+    assert_eq!(status, 400);
+    assert!(
+        body.len() < 1024,
+        "the 400 quotes the argument briefly: {} bytes",
+        body.len()
+    );
+    drop(string_arg);
+
+    // 30 parallel 15 MB objects whose value does not decode, under a 64 MiB budget.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rss_before, _) = provider.memory_kib();
+    let load = Load::start(&client, 2, Duration::from_millis(10));
+    let object = {
+        let mut o = String::from("{\"value\":[");
+        o.push_str(&"0,".repeat(7_500_000));
+        o.push_str("0]}");
+        Arc::new(o)
+    };
+    let senders: Vec<_> = (0..30)
+        .map(|_| {
+            let (addr, object) = (addr.clone(), object.clone());
+            let head = post(object.len(), "");
+            tokio::spawn(async move { http_exchange(&addr, &head, object.as_bytes()).await })
+        })
+        .collect();
+    for sender in senders {
+        let (status, body) = sender.await.unwrap();
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+        assert!(body.len() < 1024, "a short 400: {} bytes", body.len());
+    }
+    let stats = load.stop().await;
+    let (_, peak) = provider.memory_kib();
+    let mib = |kib: u64| kib / 1024;
+    let mut kept = 0;
+    wait_until(Duration::from_secs(10), "the bodies' memory to come back", || {
+        kept = mib(provider.memory_kib().0.saturating_sub(rss_before));
+        async move { kept < 48 }
+    })
+    .await;
+    stats.assert_none_failed();
+    let grown = mib(peak.saturating_sub(rss_before));
+    assert!(grown < 160, "the provider grew by {grown} MiB for a 64 MiB budget");
+    report(
+        "memory: 30 parallel 15 MB HTTP/JSON bodies that do not decode",
+        serde_json::json!({
+            "connections": 30, "body_mb": 15, "budget_mib": 64,
+            "consumer_calls": stats.calls(), "consumer_failed": stats.failed(),
+            "provider_rss_mib_before": mib(rss_before), "provider_rss_mib_peak": mib(peak),
+            "provider_rss_mib_grown": grown, "provider_rss_mib_kept": kept,
+            "before": "peak 412.6 MB (520.8 MB when the JSON does not decode), 233.9 MB kept",
+        }),
+    );
+}
+
+/// Streams whose reader stalls end after the stream idle timeout and free their call slots.
+/// Before, 51 HTTP/2 connections of 199 `list_users` streams each, with an initial window of
+/// 0, held `rpc_server_calls_in_flight` at 10,000 for 45 s (and with `max_concurrent_calls:
+/// 50` one connection was enough): every other call got 429. Here one h2c connection opens 60
+/// NDJSON streams with a window of 0, and then 50 RPC streams that are never read take every
+/// slot: each time the well-behaved caller is refused until the stream idle timeout (2 s)
+/// ends the stalled streams, then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_whose_reader_stalls_end_and_free_their_slots() {
+    use waypost_tests::feed::FeedClient;
+
+    let provider = waypost_tests::process::ProviderProcess::start(
+        test_provider(),
+        &local_provider_yaml("    max_concurrent_calls: 50\n    stream_idle_timeout_ms: 2000\n"),
+    )
+    .await;
+    let addr = format!("127.0.0.1:{}", provider.port);
+    let channel = waypost_core::Channel::direct(&addr).unwrap();
+    let client = TestServiceClient::new(channel.clone()).unwrap();
+    client.echo(0).await.unwrap();
+    let refused_then_served = |what: &'static str| {
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let refused = client.echo(1).await;
+            assert!(
+                matches!(refused, Err(waypost_core::RpcError::Overloaded)),
+                "{what}: every slot is held at first: {refused:?}"
+            );
+            wait_until(
+                Duration::from_secs(15),
+                "the stalled streams to free their slots",
+                || {
+                    let client = client.clone();
+                    async move { client.echo(2).await.is_ok() }
+                },
+            )
+            .await;
+            started.elapsed()
+        }
+    };
+
+    // HTTP/2 with prior knowledge, a window of 0 for every stream.
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut h2, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut responses = Vec::new();
+    for _ in 0..60 {
+        h2 = h2.ready().await.unwrap();
+        let request = http::Request::post(format!("http://{addr}/Feed/count"))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let (response, mut body) = h2.send_request(request, false).unwrap();
+        body.send_data(bytes::Bytes::from_static(b"[1000000, 0]"), true)
+            .unwrap();
+        responses.push(response);
+    }
+    // The head of the first 50 comes (200, NDJSON); the other 10 are refused (429).
+    // Kept: a response dropped here would reset its stream.
+    let mut heads = Vec::new();
+    for response in responses {
+        heads.push(
+            tokio::time::timeout(Duration::from_secs(10), response)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let statuses: Vec<u16> = heads.iter().map(|r| r.status().as_u16()).collect();
+    let admitted = statuses.iter().filter(|&&s| s == 200).count();
+    assert_eq!(admitted, 50, "{statuses:?}");
+    let http_freed_after = refused_then_served("HTTP/2").await;
+    // The provider closed the connection.
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the stalled connection is closed")
+        .unwrap()
+        .ok();
+    drop(heads);
+
+    // RPC streams that are never read: the server sends what the first credit allows, then
+    // waits for more.
+    let feed = FeedClient::new(channel).unwrap();
+    let mut unread = Vec::new();
+    for _ in 0..50 {
+        unread.push(feed.count(u64::MAX, 0).await.unwrap());
+    }
+    let rpc_freed_after = refused_then_served("RPC").await;
+    // Every slot free again: 50 calls at once that each take 100 ms are all served, so every
+    // unread stream has ended.
+    wait_until(Duration::from_secs(10), "every unread stream to end", || {
+        let client = client.clone();
+        async move {
+            let calls = (0..50).map(|n| client.sleep_echo(n, 100));
+            futures_util::future::join_all(calls).await.iter().all(Result::is_ok)
+        }
+    })
+    .await;
+    // What the first credit allowed, then the end: the reader granted no more.
+    let mut stream = unread.pop().unwrap();
+    let mut end = None;
+    while let Some(item) = futures_util::StreamExt::next(&mut stream).await {
+        if let Err(e) = item {
+            end = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(end, Some(waypost_core::RpcError::Timeout(_))),
+        "the stalled stream ended with a timeout: {end:?}"
+    );
+    report(
+        "streams: readers that stall",
+        serde_json::json!({
+            "max_concurrent_calls": 50, "stream_idle_timeout_ms": 2000,
+            "http2_streams_window_0": 60, "http2_admitted": admitted,
+            "http2_slots_freed_after_ms": ms(http_freed_after),
+            "rpc_streams_unread": 50, "rpc_slots_freed_after_ms": ms(rpc_freed_after),
+            "before": "slots held for as long as the connections were (45 s and more); every other call 429",
+        }),
+    );
+}

@@ -164,6 +164,13 @@ pub struct ServerConfig {
     /// later; the client reconnects when it calls again. A call or an HTTP response still being
     /// answered keeps its connection.
     pub idle_timeout_ms: u64,
+    /// A stream that its peer keeps from making progress for this long ends and frees its call
+    /// slot: an RPC stream whose reader grants no credit for its next items (it ends with
+    /// `deadline_exceeded`) or whose client sends no item while the handler waits for one (the
+    /// handler's read fails with a timeout); an HTTP response its client does not take (an
+    /// HTTP/2 window never opened, an HTTP/1.1 socket not read) closes its connection. 0:
+    /// never.
+    pub stream_idle_timeout_ms: u64,
     /// How long shutdown waits for calls in flight (after GoAway).
     pub drain_timeout_ms: u64,
     /// After deregistering, how long at most shutdown keeps serving normally while consumers
@@ -173,8 +180,8 @@ pub struct ServerConfig {
     pub deregister_quiet_ms: u64,
     /// Largest accepted frame body in bytes.
     pub max_frame_bytes: usize,
-    /// Bytes of large request bodies (64 KiB and more) the server holds at once, being read
-    /// or in calls still running, over every connection; a large request that would exceed it
+    /// Bytes of large request bodies (64 KiB and more; RPC frames and HTTP bodies alike) the
+    /// server holds at once, being read or in calls still running, over every connection; a large request that would exceed it
     /// waits (within `frame_timeout_ms`) for room. At least `max_frame_bytes`.
     pub max_buffered_request_bytes: usize,
     /// How long a started request (a frame, an HTTP request's head, the first bytes that tell
@@ -229,6 +236,7 @@ impl Default for ServerConfig {
             max_concurrent_calls: 10_000,
             max_connections: 10_000,
             idle_timeout_ms: 300_000,
+            stream_idle_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
             deregister_grace_ms: 5_000,
             deregister_quiet_ms: 500,

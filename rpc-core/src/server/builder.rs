@@ -48,6 +48,8 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// A connection without a request for this long is told to go away and closed.
     pub idle_timeout: Duration,
+    /// A stream its peer keeps from making progress for this long ends (`None`: never).
+    pub stream_idle_timeout: Option<Duration>,
     /// How long shutdown waits for calls in flight (after GoAway).
     pub drain_timeout: Duration,
     /// After deregistering, how long at most shutdown keeps serving normally.
@@ -78,6 +80,8 @@ impl From<&ServerConfig> for ServerOptions {
             max_concurrent_calls: config.max_concurrent_calls,
             max_connections: config.max_connections,
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            stream_idle_timeout: (config.stream_idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(config.stream_idle_timeout_ms)),
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
             deregister_grace: Duration::from_millis(config.deregister_grace_ms),
             deregister_quiet: Duration::from_millis(config.deregister_quiet_ms),
@@ -239,6 +243,12 @@ impl<L> ServerBuilder<L> {
         self
     }
 
+    /// Sets how long a stream its peer keeps from making progress lives (`None`: for ever).
+    pub fn stream_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.stream_idle_timeout = timeout;
+        self
+    }
+
     /// Sets how long shutdown waits for calls in flight.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.options.drain_timeout = timeout;
@@ -296,6 +306,7 @@ impl<L> ServerBuilder<L> {
             connection_slots: Arc::new(Semaphore::new(self.options.max_connections)),
             max_connections: self.options.max_connections,
             idle_timeout: self.options.idle_timeout,
+            stream_idle: self.options.stream_idle_timeout,
             max_frame_len: self.options.max_frame_len,
             request_bytes: ByteBudget::new(
                 self.options.max_buffered_request_bytes.max(self.options.max_frame_len),

@@ -37,19 +37,21 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
+mod body;
 mod idle;
 
 use super::admission::{rejected, Admitted, Arrival};
@@ -69,6 +71,7 @@ use crate::schema::{openapi, ServiceSchema};
 use crate::serializer::SerializerKind;
 use crate::service::Service;
 use crate::stream::{ItemStream, StreamShape};
+use body::RequestBody;
 use futures_util::FutureExt;
 use idle::{Idleness, Tracked};
 use std::future::Future;
@@ -172,10 +175,7 @@ where
         async move {
             let answering = conn.idleness.answering();
             let response = conn.handle(request).await;
-            Ok::<_, Infallible>(response.map(|body| Tracked {
-                body,
-                _answering: answering,
-            }))
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, answering)))
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -199,6 +199,7 @@ where
                     debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
             }
+            return;
         }
         _ = shared.draining.cancelled() => {
             connection.as_mut().graceful_shutdown();
@@ -206,20 +207,37 @@ where
                 _ = connection.as_mut() => {}
                 _ = shared.abort.cancelled() => {}
             }
+            return;
         }
         _ = watched.idleness.idle_for(shared.idle_timeout) => {
             debug!(%peer, idle = ?shared.idle_timeout, "idle HTTP connection: closing it");
-            connection.as_mut().graceful_shutdown();
-            // A client that ignores GOAWAY (HTTP/2 waits for its PING's answer) or keeps a
-            // response from finishing does not hold the connection past the grace.
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = tokio::time::sleep(GO_AWAY_CLOSE_GRACE) => {
-                    debug!(%peer, "the idle HTTP connection did not close within the grace; dropping it");
-                }
-                _ = shared.abort.cancelled() => {}
-            }
         }
+        _ = reader_stalled(&watched.idleness, shared.stream_idle) => {
+            warn!(
+                %peer,
+                waited = ?shared.stream_idle.unwrap_or_default(),
+                "an HTTP response waited that long for its client to take it: closing the connection"
+            );
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    // A client that ignores GOAWAY (HTTP/2 waits for its PING's answer) or keeps a response
+    // from finishing does not hold the connection past the grace.
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = tokio::time::sleep(GO_AWAY_CLOSE_GRACE) => {
+            debug!(%peer, "the HTTP connection did not close within the grace; dropping it");
+        }
+        _ = shared.abort.cancelled() => {}
+    }
+}
+
+/// Returns once a response on the connection waited `timeout` for its client to take its next
+/// frame (never when `timeout` is `None`).
+async fn reader_stalled(idleness: &Idleness, timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => idleness.reader_stalled_for(timeout).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -326,14 +344,15 @@ impl Conn {
             Ok(admitted) => admitted,
             Err(refusal) => return reply_response(refusal),
         };
-        let body = match read_body(body, shared).await {
+        let RequestBody { bytes, held } = match body::read(body, shared).await {
             Ok(body) => body,
             Err(refused) => {
                 admitted.refused(shared, refused.status);
                 return refused.response();
             }
         };
-        let args = match self.arguments(&service, admitted.ctx.method(), body) {
+        let schema = self.described().schemas.get(service.key()).cloned();
+        let args = match body::arguments(schema.as_deref(), service.key(), admitted.ctx.method(), bytes) {
             Ok(args) => args,
             Err(message) => {
                 admitted.refused(shared, Status::DecodeError);
@@ -358,7 +377,7 @@ impl Conn {
             .run(Box::pin(call), intercepted, deadline, request_id)
             .instrument(span)
             .await;
-        drop(permit);
+        drop((permit, held));
         reply_response(reply)
     }
 
@@ -431,44 +450,6 @@ impl Conn {
         drive(&mut guard, deadline, request_id)
             .await
             .unwrap_or_else(|| Reply::failure(Status::ShuttingDown, "the server shut down before the call ended"))
-    }
-
-    /// The arguments as the json serializer reads them: a JSON array, as sent or made from an
-    /// object by parameter name.
-    fn arguments(&self, service: &Arc<dyn Service>, method: &str, body: Bytes) -> Result<Body, String> {
-        let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-        match first {
-            Some(b'[') => Ok(Body::from(body)),
-            Some(b'{') => {
-                let object: serde_json::Map<String, Value> =
-                    serde_json::from_slice(&body).map_err(|e| format!("the body is not a JSON object: {e}"))?;
-                let schema = self.described().schemas.get(service.key()).cloned();
-                let Some(params) = schema.as_ref().and_then(|s| s.method(method)).map(|m| &m.args) else {
-                    return Err(format!(
-                        "{} publishes no schema: pass the arguments as a JSON array",
-                        service.key()
-                    ));
-                };
-                let mut object = object;
-                let mut array = Vec::with_capacity(params.len());
-                for param in params {
-                    match object.remove(&param.name) {
-                        Some(value) => array.push(value),
-                        None if param.optional => array.push(Value::Null),
-                        None => return Err(format!("missing argument `{}` of {method}", param.name)),
-                    }
-                }
-                if let Some(unknown) = object.keys().next() {
-                    let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
-                    return Err(format!(
-                        "{method} has no argument `{unknown}` (its arguments: {})",
-                        names.join(", ")
-                    ));
-                }
-                Ok(Body::from(Value::Array(array).to_string()))
-            }
-            _ => Err("the body must be the arguments as a JSON array or an object by parameter name".to_owned()),
-        }
     }
 }
 
@@ -580,32 +561,6 @@ fn call_context(headers: &HeaderMap, shared: &Shared, now: Instant) -> Result<(M
         }
     };
     Ok((metadata, deadline))
-}
-
-/// The request body, at most the frame limit, within the frame timeout.
-async fn read_body(body: Incoming, shared: &Shared) -> Result<Bytes, Refused> {
-    let limit = shared.max_frame_len;
-    match tokio::time::timeout(shared.frame_timeout, Limited::new(body, limit).collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Refused::new(
-            Status::DecodeError,
-            format!("the body is over the limit of {limit} bytes"),
-        )
-        .with_http(StatusCode::PAYLOAD_TOO_LARGE)),
-        Ok(Err(e)) => Err(Refused::new(
-            Status::DecodeError,
-            format!("reading the body failed: {e}"),
-        )),
-        Err(_) => {
-            let mut refused = Refused::new(
-                Status::DecodeError,
-                format!("the body did not arrive within {:?}", shared.frame_timeout),
-            )
-            .with_http(StatusCode::REQUEST_TIMEOUT);
-            refused.close = true;
-            Err(refused)
-        }
-    }
 }
 
 /// The HTTP answer of a reply: the result, the method's error, or a framework error.

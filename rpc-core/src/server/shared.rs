@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) connection_slots: Arc<Semaphore>,
     pub(crate) max_connections: usize,
     pub(crate) idle_timeout: Duration,
+    /// A stream its peer keeps from making progress for this long ends.
+    pub(crate) stream_idle: Option<Duration>,
     pub(crate) max_frame_len: usize,
     /// The budget of large request bodies.
     pub(crate) request_bytes: ByteBudget,

@@ -153,7 +153,8 @@ impl StreamCall {
                     grant,
                     Arc::new(|| RpcError::internal("the client's connection closed")),
                     "server",
-                );
+                )
+                .with_timeouts(None, host.shared.stream_idle);
                 (Some(tx), Some(input))
             }
             false => (None, None),
@@ -219,14 +220,29 @@ impl StreamTask {
             ServerCall::streaming(ctx.clone(), serializer, args, service, parts),
         );
         let tx_items = tx.clone();
+        let stream_idle = shared.stream_idle;
         let work = async move {
             let reply = handler.await;
             let items = output.lock().unwrap_or_else(PoisonError::into_inner).take();
             match items {
                 Some(mut items) if reply.status == Status::Ok => {
-                    match send_items(&mut items, &window, &tx_items, id, serializer.id(), "server").await {
+                    match send_items(
+                        &mut items,
+                        &window,
+                        &tx_items,
+                        id,
+                        serializer.id(),
+                        "server",
+                        stream_idle,
+                    )
+                    .await
+                    {
                         Sent::All => Some(Reply::empty()),
                         Sent::Ended(end) => Some(end),
+                        Sent::Stalled(idle) => Some(Reply::failure(
+                            Status::DeadlineExceeded,
+                            format!("the stream's reader granted no room for its next items for {idle:?}"),
+                        )),
                         // The client stopped reading (its Cancel drops this task) or left.
                         Sent::Stopped => None,
                     }

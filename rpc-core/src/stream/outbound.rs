@@ -9,9 +9,10 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -155,6 +156,8 @@ pub(crate) enum Sent {
     Ended(Reply),
     /// The receiver asked to stop, or the connection is gone.
     Stopped,
+    /// The receiver granted no room for the next items for this long.
+    Stalled(Duration),
 }
 
 /// Who sends: `server` or `client` (the metrics' `side`).
@@ -162,7 +165,8 @@ pub(crate) type Side = &'static str;
 
 /// Sends `items` as StreamItem frames on stream `id` (encoded with the serializer `serializer`)
 /// through `tx`, each once `window` has room: the next item is not even taken from `items`
-/// before then, so a slow receiver holds back whatever produces them.
+/// before then, so a slow receiver holds back whatever produces them, and one that grants no
+/// room for `idle` ends the sending.
 pub(crate) async fn send_items(
     items: &mut ItemStream,
     window: &SendWindow,
@@ -170,11 +174,21 @@ pub(crate) async fn send_items(
     id: u64,
     serializer: u8,
     side: Side,
+    idle: Option<Duration>,
 ) -> Sent {
     let mut counted = Counted { side, sent: 0 };
     let mut batch = Batch::default();
     loop {
-        let Some((messages, bytes)) = window.ready().await else {
+        // Most batches find room at once: no timer for them.
+        let ready = match (window.ready().now_or_never(), idle) {
+            (Some(ready), _) => ready,
+            (None, None) => window.ready().await,
+            (None, Some(idle)) => match tokio::time::timeout(idle, window.ready()).await {
+                Ok(ready) => ready,
+                Err(_) => return Sent::Stalled(idle),
+            },
+        };
+        let Some((messages, bytes)) = ready else {
             return Sent::Stopped;
         };
         // The first item may wait; those after it are taken only while they are ready.

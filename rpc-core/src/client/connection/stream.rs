@@ -118,6 +118,7 @@ impl Connection {
                 events: events.downgrade(),
                 id,
                 serializer: serializer.id(),
+                idle: open.idle_timeout,
             };
             AbortOnDropHandle::new(tokio::spawn(pump.run()))
         });
@@ -154,6 +155,8 @@ struct ItemPump {
     events: mpsc::WeakSender<Inbound>,
     id: u64,
     serializer: u8,
+    /// A server that grants no room this long ends the stream.
+    idle: Option<std::time::Duration>,
 }
 
 impl ItemPump {
@@ -165,6 +168,7 @@ impl ItemPump {
             self.id,
             self.serializer,
             "client",
+            self.idle,
         )
         .await
         {
@@ -176,6 +180,11 @@ impl ItemPump {
                 if let Some(events) = self.events.upgrade() {
                     let error = RpcError::Encode(reply.message());
                     let _ = events.try_send(Inbound::End(Err(error)));
+                }
+            }
+            Sent::Stalled(idle) => {
+                if let Some(events) = self.events.upgrade() {
+                    let _ = events.try_send(Inbound::End(Err(RpcError::Timeout(idle))));
                 }
             }
             Sent::Stopped => {}
