@@ -184,9 +184,53 @@ pub enum RpcError<E = Infallible> {
     /// The peer does not support what the call asked for (e.g. a streaming call).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The caller encodes with a fixed-schema serializer (bincode, postcard) and its types for
+    /// the method are not the provider's: the provider would read the bytes as something
+    /// else, so the call did not run. Another instance (of the caller's build) may take it.
+    #[error("{0}")]
+    SchemaMismatch(Box<SchemaMismatch>),
     /// The method ran and returned its own error value.
     #[error("application error: {0:?}")]
     Application(E),
+}
+
+/// What [`RpcError::SchemaMismatch`] tells: the method, the fingerprints of the two sides'
+/// types for it (see [`ServiceSchema::method_fingerprint`](crate::schema::ServiceSchema::method_fingerprint)),
+/// and their first difference, which the caller tells from the provider's schema of the method.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SchemaMismatch {
+    /// The service key.
+    pub service: String,
+    /// The method.
+    pub method: String,
+    /// The fingerprint of the caller's types.
+    pub caller: String,
+    /// The fingerprint of the provider's types.
+    pub provider: String,
+    /// The first difference between them, as the caller sees it (`None` until a caller that
+    /// knows its own schema has compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difference: Option<String>,
+    /// The provider's schema of the method (JSON of a `ServiceSchema` holding that method and
+    /// the types it reaches).
+    pub provider_schema: serde_json::Value,
+}
+
+impl fmt::Display for SchemaMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "schema mismatch: {}/{}: the caller's types (fingerprint {}) are not the provider's ({})",
+            self.service, self.method, self.caller, self.provider
+        )?;
+        if let Some(difference) = &self.difference {
+            write!(f, "; first difference: {difference}")?;
+        }
+        f.write_str(
+            "; a fixed-schema serializer would misread them, so the call did not run \
+             (deploy the same types on both sides, or call with the default serializer)",
+        )
+    }
 }
 
 /// " after {d:?}", or nothing for an unknown (zero) wait.
@@ -271,6 +315,12 @@ impl RpcError<Infallible> {
             ErrorKind::PermissionDenied => Self::PermissionDenied(message),
             ErrorKind::InvalidMetadata => Self::InvalidMetadata(format!("server: {message}")),
             ErrorKind::Unsupported => Self::Unsupported(message),
+            ErrorKind::SchemaMismatch => match serde_json::from_str::<SchemaMismatch>(&message) {
+                Ok(mismatch) => Self::SchemaMismatch(Box::new(mismatch)),
+                Err(e) => Self::Protocol(ProtocolError::Rejected(format!(
+                    "a schema mismatch whose details do not parse ({e}): {message}"
+                ))),
+            },
             ErrorKind::Refused => Self::Refused(message),
             ErrorKind::Application => Self::Decode(format!("{status:?} reply is not a failure")),
             _ => match status {
@@ -297,6 +347,7 @@ impl RpcError {
             | Self::Encode(m)
             | Self::Decode(m) => m.clone(),
             Self::Internal { message, .. } => message.clone(),
+            Self::SchemaMismatch(mismatch) => serde_json::to_string(mismatch).unwrap_or_default(),
             other => other.to_string(),
         }
     }
@@ -343,6 +394,7 @@ impl<E> RpcError<E> {
             Self::InvalidMetadata(m) => RpcError::InvalidMetadata(m),
             Self::Refused(m) => RpcError::Refused(m),
             Self::Unsupported(m) => RpcError::Unsupported(m),
+            Self::SchemaMismatch(m) => RpcError::SchemaMismatch(m),
             Self::Application(e) => f(e),
         }
     }
@@ -390,6 +442,7 @@ impl<E> RpcError<E> {
             Self::InvalidMetadata(_) => ErrorKind::InvalidMetadata,
             Self::Refused(_) => ErrorKind::Refused,
             Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::SchemaMismatch(_) => ErrorKind::SchemaMismatch,
             Self::Application(_) => ErrorKind::Application,
         }
     }
@@ -505,6 +558,9 @@ error_kinds! {
     Refused => ("refused", Refused, Never, false),
     /// [`RpcError::Unsupported`]
     Unsupported => ("unsupported", Unsupported, Never, false),
+    /// [`RpcError::SchemaMismatch`] (the call did not run: an instance of the caller's build
+    /// may take it)
+    SchemaMismatch => ("schema_mismatch", SchemaMismatch, Always, false),
     /// [`RpcError::Application`]
     Application => ("application", ApplicationError, IfIdempotent, false),
 }
@@ -571,6 +627,14 @@ mod tests {
             ErrorKind::InvalidMetadata => RpcError::InvalidMetadata("bad key".into()),
             ErrorKind::Refused => RpcError::Refused("because".into()),
             ErrorKind::Unsupported => RpcError::Unsupported("streams".into()),
+            ErrorKind::SchemaMismatch => RpcError::SchemaMismatch(Box::new(SchemaMismatch {
+                service: "S:1".into(),
+                method: "m".into(),
+                caller: "0123456789abcdef".into(),
+                provider: "fedcba9876543210".into(),
+                difference: None,
+                provider_schema: serde_json::json!({"name": "S"}),
+            })),
             ErrorKind::Application => RpcError::Decode("placeholder".into()),
         }
     }
@@ -586,7 +650,7 @@ mod tests {
 
     #[test]
     fn every_kind_takes_the_same_way_through_every_path() {
-        assert_eq!(ErrorKind::ALL.len(), 19);
+        assert_eq!(ErrorKind::ALL.len(), 20);
         for &kind in ErrorKind::ALL.iter().filter(|k| **k != ErrorKind::Application) {
             let error = sample(kind);
             assert_eq!(error.kind(), kind);

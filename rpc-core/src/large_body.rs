@@ -20,7 +20,9 @@
 
 use std::io;
 
-use bytes::{BufMut, Bytes, BytesMut};
+#[cfg(feature = "http")]
+use bytes::BytesMut;
+use bytes::{BufMut, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::body::Body;
@@ -129,6 +131,7 @@ impl LargeBody {
 
     /// Copies what of `bytes` the body still misses; returns how many bytes it took (fewer than
     /// `bytes.len()` only when the body is then complete).
+    #[cfg(feature = "http")]
     pub(crate) fn fill(&mut self, bytes: &[u8]) -> usize {
         let mut taken = 0;
         while taken < bytes.len() && self.missing() > 0 {
@@ -173,6 +176,7 @@ impl LargeBody {
 /// bytes on into memory of its own as a large frame's body is (a recycled buffer, or above
 /// [`MAPPED_BODY`] a memory map that goes back to the system when the last `Bytes` of it is
 /// dropped), instead of through the allocator.
+#[cfg(feature = "http")]
 pub(crate) fn gather<'a>(len: usize, pieces: impl IntoIterator<Item = &'a [u8]>) -> io::Result<Bytes> {
     if len < body_pool::POOLED_MIN {
         let mut all = BytesMut::with_capacity(len);

@@ -105,7 +105,7 @@ mod transport;
 
 pub use body::Body;
 pub use client::{Channel, ClientBuildError};
-pub use error::{BoxError, ErrorKind, ProtocolError, RpcError};
+pub use error::{BoxError, ErrorKind, ProtocolError, RpcError, SchemaMismatch};
 pub use future::BoxFuture;
 pub use interceptor::{Interceptor, Outcome};
 pub use reply::Reply;

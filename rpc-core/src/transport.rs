@@ -63,6 +63,7 @@ impl ByteBudget {
     }
 
     /// The size from which a body is read under the budget.
+    #[cfg(feature = "http")]
     pub(crate) fn threshold(&self) -> usize {
         self.threshold
     }

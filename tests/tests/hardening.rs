@@ -598,7 +598,7 @@ async fn http_bodies_stay_within_the_budget_and_bad_json_costs_little() {
 /// 0, held `rpc_server_calls_in_flight` at 10,000 for 45 s (and with `max_concurrent_calls:
 /// 50` one connection was enough): every other call got 429. Here one h2c connection opens 60
 /// NDJSON streams with a window of 0, and then 50 RPC streams that are never read take every
-/// slot: each time the well-behaved caller is refused until the stream idle timeout (2 s)
+/// slot: each time the well-behaved caller is refused until the stream idle timeout (5 s)
 /// ends the stalled streams, then served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_whose_reader_stalls_end_and_free_their_slots() {
@@ -606,7 +606,7 @@ async fn streams_whose_reader_stalls_end_and_free_their_slots() {
 
     let provider = waypost_tests::process::ProviderProcess::start(
         test_provider(),
-        &local_provider_yaml("    max_concurrent_calls: 50\n    stream_idle_timeout_ms: 2000\n"),
+        &local_provider_yaml("    max_concurrent_calls: 50\n    stream_idle_timeout_ms: 5000\n"),
     )
     .await;
     let addr = format!("127.0.0.1:{}", provider.port);
@@ -681,10 +681,13 @@ async fn streams_whose_reader_stalls_end_and_free_their_slots() {
     // RPC streams that are never read: the server sends what the first credit allows, then
     // waits for more.
     let feed = FeedClient::new(channel).unwrap();
-    let mut unread = Vec::new();
-    for _ in 0..50 {
-        unread.push(feed.count(u64::MAX, 0).await.unwrap());
-    }
+    // Opened together, so that none stalls long before the last is open.
+    let opening = (0..50).map(|_| feed.count(u64::MAX, 0));
+    let mut unread: Vec<_> = futures_util::future::join_all(opening)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let rpc_freed_after = refused_then_served("RPC").await;
     // Every slot free again: 50 calls at once that each take 100 ms are all served, so every
     // unread stream has ended.
@@ -712,7 +715,7 @@ async fn streams_whose_reader_stalls_end_and_free_their_slots() {
     report(
         "streams: readers that stall",
         serde_json::json!({
-            "max_concurrent_calls": 50, "stream_idle_timeout_ms": 2000,
+            "max_concurrent_calls": 50, "stream_idle_timeout_ms": 5000,
             "http2_streams_window_0": 60, "http2_admitted": admitted,
             "http2_slots_freed_after_ms": ms(http_freed_after),
             "rpc_streams_unread": 50, "rpc_slots_freed_after_ms": ms(rpc_freed_after),

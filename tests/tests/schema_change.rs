@@ -811,3 +811,60 @@ mod schema_check {
         registry.close().await.unwrap();
     }
 }
+
+/// With a fixed-schema serializer, a call whose two sides' types differ never runs: a version 2
+/// client (a field and a variant added) calling a version 1 server gets `SchemaMismatch`
+/// naming both fingerprints and the first difference, before the handler reads a byte (it had
+/// read the bytes as something else and answered a wrong value). The same build, and the
+/// default serializer across the change, are served as before.
+#[tokio::test]
+async fn a_fixed_schema_serializer_refuses_calls_whose_types_differ() {
+    let (old_server, old) = v1::serve().await;
+    let ada_v2 = shapes::v2::User {
+        id: 1,
+        name: "Ada".into(),
+        tier: common::Tier2::Gold(1),
+        email: Some("ada@example.com".into()),
+        score: 9,
+    };
+    let fingerprint = |schema: waypost_core::schema::ServiceSchema| schema.method_fingerprint("put_user").unwrap();
+    let (theirs, ours) = (
+        fingerprint(v1::ProfilesClient::schema()),
+        fingerprint(v2::ProfilesClient::schema()),
+    );
+    assert_ne!(theirs, ours);
+    for kind in [SerializerKind::Bincode, SerializerKind::Postcard] {
+        let new_to_old = v2::ProfilesClient::new(channel(&old, kind)).unwrap();
+        let error = new_to_old.put_user(ada_v2.clone()).await.unwrap_err();
+        let RpcError::SchemaMismatch(mismatch) = &error else {
+            panic!("{kind}: expected a schema mismatch, got {error:?}");
+        };
+        assert_eq!(
+            (mismatch.caller.as_str(), mismatch.provider.as_str()),
+            (ours.as_str(), theirs.as_str())
+        );
+        let difference = mismatch.difference.as_deref().expect("the first difference is named");
+        assert!(difference.starts_with("put_user"), "{kind}: {difference}");
+        let text = error.to_string();
+        assert!(text.contains(&ours) && text.contains(&theirs), "{kind}: {text}");
+        println!("{kind}: {text}");
+        // Every method whose types changed is refused, results included.
+        assert!(
+            matches!(new_to_old.get_user(1).await, Err(RpcError::SchemaMismatch(_))),
+            "{kind}"
+        );
+        assert!(
+            matches!(new_to_old.best_tier().await, Err(RpcError::SchemaMismatch(_))),
+            "{kind}"
+        );
+        // The same build is served.
+        let same = v1::ProfilesClient::new(channel(&old, kind)).unwrap();
+        assert_eq!(same.get_user(1).await.unwrap().name, "Ada", "{kind}");
+    }
+    // The default serializer reads the additive change by name.
+    let new_to_old = v2::ProfilesClient::new(channel(&old, SerializerKind::MsgPack)).unwrap();
+    let mut known = ada_v2;
+    known.tier = common::Tier2::Pro { seats: 3 };
+    assert!(new_to_old.put_user(known).await.unwrap().contains("Ada"));
+    old_server.shutdown().await;
+}

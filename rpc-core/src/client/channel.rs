@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use serde::Serialize;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -20,6 +21,7 @@ use crate::interceptor::{Interceptor, Interceptors, Outcome};
 use crate::protocol::{encode_request_body, encode_request_prefix, Status};
 use crate::reply::Reply;
 use crate::rules::ROUTE_TAG;
+use crate::schema::{MethodPrints, SCHEMA_METADATA};
 use crate::serializer::SerializerKind;
 use crate::service::{LocalService, MethodDescriptor};
 use crate::stream::{ItemStream, RawStream, StreamWindow};
@@ -63,6 +65,9 @@ pub struct Channel {
     timeout: Option<Duration>,
     hash_key: Option<u64>,
     streams: StreamSettings,
+    /// The fingerprints of the declared services' methods, by service key: sent with calls
+    /// encoded by a fixed-schema serializer (see [`crate::schema::SCHEMA_METADATA`]).
+    prints: Arc<DashMap<String, Arc<MethodPrints>>>,
 }
 
 /// How a channel's streams run: `rpc.consumer.stream_window`, `stream_timeout_ms` and
@@ -104,6 +109,7 @@ impl Channel {
             timeout: None,
             hash_key: None,
             streams: StreamSettings::default(),
+            prints: Arc::default(),
         }
     }
 
@@ -211,6 +217,10 @@ impl Channel {
     /// client builders call it.
     pub fn declare_schema(&self, service: &str, schema: fn() -> crate::schema::ServiceSchema) {
         self.invoker.declare_schema(service, schema);
+        if !self.prints.contains_key(service) {
+            let prints = Arc::new(MethodPrints::of(service, &schema()));
+            self.prints.entry(service.to_owned()).or_insert(prints);
+        }
     }
 
     /// Checks that the configuration's method overrides for `service` name methods among
@@ -280,11 +290,30 @@ impl Channel {
                 (self.send_through(stack, ctx, args, plan).await, kept)
             }
         };
+        let result = match result {
+            Ok(reply) if reply.status == Status::SchemaMismatch => {
+                Err(self.explained(method, reply.into_error(method.service, method.name)))
+            }
+            Err(e) => Err(self.explained(method, e)),
+            ok => ok,
+        };
         if let Some(ctx) = ctx.filter(|_| !self.interceptors.is_empty()) {
             let outcome = Outcome::from_result(&result, |reply| reply.status == Status::ApplicationError);
             self.interceptors.on_response(&ctx, outcome);
         }
         result
+    }
+
+    /// `error`, and when it is a schema mismatch, with the first difference between the
+    /// provider's types and the ones this channel declared.
+    fn explained(&self, method: &MethodDescriptor, error: RpcError) -> RpcError {
+        match (error, self.prints.get(method.service)) {
+            (RpcError::SchemaMismatch(mut mismatch), Some(prints)) => {
+                prints.explain(&mut mismatch);
+                RpcError::SchemaMismatch(mismatch)
+            }
+            (error, _) => error,
+        }
     }
 
     /// The policy as the service's rules change it (timeout, balancer, hedging; an explicit
@@ -330,6 +359,15 @@ impl Channel {
                 .get(TRACEPARENT)
                 .and_then(TraceContext::parse_traceparent);
             ctx.set_trace(Some(given.map_or_else(TraceContext::new_root, |caller| caller.child())));
+        }
+        if !self.serializer.tolerates_additive_changes() {
+            let print = self
+                .prints
+                .get(method.service)
+                .and_then(|p| p.fingerprint(method.name).map(str::to_owned));
+            if let Some(print) = print {
+                ctx.metadata_mut().insert(SCHEMA_METADATA, print);
+            }
         }
         self.interceptors.on_request(&mut ctx)?;
         Ok(ctx)
@@ -420,6 +458,7 @@ impl Channel {
         let raw = match result {
             Ok(raw) => raw,
             Err(e) => {
+                let e = self.explained(method, e);
                 if !self.interceptors.is_empty() {
                     self.interceptors.on_response(&ctx, Outcome::Error(e.kind()));
                 }

@@ -170,6 +170,10 @@ statuses! {
     Unsupported = 15,
     /// A server layer refused the call for a reason of its own; the call did not run.
     Refused = 16,
+    /// The caller's fixed-schema serializer writes the method's types differently from the
+    /// provider's (their fingerprints differ); the call did not run. The body is JSON: the two
+    /// fingerprints and the provider's schema of the method.
+    SchemaMismatch = 17,
 }
 
 /// The decoded fixed header of a frame.

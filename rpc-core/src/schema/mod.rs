@@ -9,12 +9,16 @@
 //! ([`compare`]).
 
 mod compat;
+mod excerpt;
 mod json_schema;
 mod openapi;
+mod prints;
 mod shape;
 mod trace;
 
 pub use compat::{compare, compare_method, incompatible_methods, Difference};
 pub use openapi::openapi;
+pub(crate) use prints::MethodPrints;
+pub use prints::SCHEMA_METADATA;
 pub use shape::{Field, MethodSchema, ServiceSchema, Shape, TypeDef, Variant, VariantData};
 pub use trace::SchemaBuilder;

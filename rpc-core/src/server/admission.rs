@@ -12,9 +12,11 @@
 //! 2. [`Shared::admit`]: the call's context is made (peer, identity, deadline, trace), then the
 //!    interceptors see it: metrics and tracing first, then authentication and authorization.
 //!    A caller they refuse spends nothing that is shared: no concurrency permit, no rate
-//!    token, no shedding slot. Only then do the limits and the shedder admit the call, and a
-//!    call they refuse is told to the interceptors (metrics count it) and counted as
-//!    rejected.
+//!    token, no shedding slot. Then a call encoded with a fixed-schema serializer whose
+//!    caller's types differ from this server's is refused (`SchemaMismatch`, see
+//!    [`crate::schema::SCHEMA_METADATA`]). Only then do the limits and the shedder admit the
+//!    call, and a call they refuse is told to the interceptors (metrics count it) and counted
+//!    as rejected.
 //!
 //! What follows admission (decoding the arguments, then the user's tower layers and the
 //! handler with its deadline and panic catching) may still fail the call; [`Admitted::refused`]
@@ -30,10 +32,13 @@ use tracing::debug;
 use super::limits::CallPermit;
 use super::Shared;
 use crate::context::{CallContext, Metadata, PeerIdentity};
+use crate::error::{RpcError, SchemaMismatch};
 use crate::interceptor::Outcome;
 use crate::metrics;
 use crate::protocol::Status;
 use crate::reply::Reply;
+use crate::schema::SCHEMA_METADATA;
+use crate::serializer::SerializerKind;
 use crate::service::Service;
 
 /// What a front end knows of a request when it asks to run it.
@@ -51,6 +56,8 @@ pub(crate) struct Arrival {
     pub(crate) now: Instant,
     /// Whether it opens a stream (streams take their own limits, and shedding spares them).
     pub(crate) streaming: bool,
+    /// How its arguments are encoded.
+    pub(crate) serializer: SerializerKind,
 }
 
 /// A call that passed admission: its context, as the interceptors left it, and its share of
@@ -81,6 +88,24 @@ pub(crate) fn rejected(refusal: Reply) -> Reply {
 }
 
 impl Shared {
+    /// Whether a call encoded with `serializer` reads as its caller wrote it: always for a
+    /// serializer that reads by name; for a fixed-schema one, when the caller's fingerprint of
+    /// the method's types, if it sent one, is this server's (see [`crate::schema::SCHEMA_METADATA`]).
+    fn same_types(
+        &self,
+        service_key: &str,
+        ctx: &CallContext,
+        serializer: SerializerKind,
+    ) -> Result<(), Box<SchemaMismatch>> {
+        if serializer.tolerates_additive_changes() {
+            return Ok(());
+        }
+        match (self.prints.get(service_key), ctx.metadata().get(SCHEMA_METADATA)) {
+            (Some(prints), Some(caller)) => prints.check(ctx.method(), caller),
+            _ => Ok(()),
+        }
+    }
+
     /// Step 1: whether the server takes calls and `service` serves `method`; the refusal
     /// otherwise (counted as rejected).
     pub(crate) fn route(&self, service: &dyn Service, method: &str) -> Result<(), Reply> {
@@ -107,6 +132,7 @@ impl Shared {
             request_id,
             now,
             streaming,
+            serializer,
         } = arrival;
         let mut ctx = CallContext::server(service_name, method, metadata, deadline, Some(peer), request_id, now);
         ctx.set_peer_identity(identity);
@@ -115,6 +141,15 @@ impl Shared {
             return Err(Reply::from_error(&refusal));
         }
         let intercepted = !self.interceptors.is_empty();
+        if let Err(mismatch) = self.same_types(service_key, &ctx, serializer) {
+            debug!(service = ctx.service(), method = ctx.method(), %mismatch, "refused: the caller's types differ");
+            let refusal = Reply::from_error(&RpcError::SchemaMismatch(mismatch));
+            if intercepted {
+                self.interceptors
+                    .on_response(&ctx, Outcome::from_status(refusal.status));
+            }
+            return Err(rejected(refusal));
+        }
         match self.limits.admit(service_key, ctx.method(), streaming) {
             Ok(permit) => Ok(Admitted {
                 ctx,

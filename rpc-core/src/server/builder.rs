@@ -20,6 +20,7 @@ use crate::compression::Compression;
 use crate::config::{CompressionConfig, ServerConfig, ServiceLimits, SheddingConfig};
 use crate::context::MetadataLimits;
 use crate::interceptor::{Interceptor, Interceptors};
+use crate::schema::MethodPrints;
 use crate::stream::StreamWindow;
 #[cfg(feature = "tls")]
 use crate::tls::ServerTls;
@@ -298,7 +299,13 @@ impl<L> ServerBuilder<L> {
         let local_addr = listener.local_addr().ok();
         let stack = self.layered.then(|| self.layer.into_stack());
         let limits = Limits::new(&self.options, &self.services);
+        let prints = self
+            .services
+            .iter()
+            .filter_map(|(key, service)| Some((key.clone(), MethodPrints::of(key, &service.schema()?))))
+            .collect();
         let shared = Arc::new(Shared {
+            prints,
             services: self.services,
             interceptors: Interceptors::new(self.interceptors),
             stack,

@@ -455,6 +455,7 @@ impl Conn {
             request_id: header.request_id,
             now,
             streaming,
+            serializer,
         };
         let admitted = shared.admit(service.key(), arrival)?;
         let args = if header.flags & flags::COMPRESSED != 0 {

@@ -339,6 +339,7 @@ impl Conn {
             request_id,
             now,
             streaming: streams.is_some(),
+            serializer: SerializerKind::Json,
         };
         let admitted = match shared.admit(service.key(), arrival) {
             Ok(admitted) => admitted,

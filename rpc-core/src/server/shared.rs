@@ -15,6 +15,7 @@ use crate::compression::Compression;
 use crate::context::MetadataLimits;
 use crate::health::Health;
 use crate::interceptor::Interceptors;
+use crate::schema::MethodPrints;
 use crate::stream::StreamWindow;
 #[cfg(feature = "tls")]
 use crate::tls::ServerTls;
@@ -29,6 +30,9 @@ use super::Service;
 /// State shared by the accept loop, the connections and the calls.
 pub(crate) struct Shared {
     pub(crate) services: HashMap<String, Arc<dyn Service>>,
+    /// Each service's fingerprints of its methods' types (for the callers that encode with a
+    /// fixed-schema serializer), by service key.
+    pub(crate) prints: HashMap<String, MethodPrints>,
     pub(crate) interceptors: Interceptors,
     /// The tower layers around dispatch, when there are any.
     pub(crate) stack: Option<ServerStack>,
