@@ -361,6 +361,14 @@ fn sample(label: &str) -> Option<RpcError> {
         "invalid_metadata" => RpcError::InvalidMetadata("bad entry".into()),
         "refused" => RpcError::Refused("not today".into()),
         "unsupported" => RpcError::Unsupported("not here".into()),
+        "schema_mismatch" => RpcError::SchemaMismatch(Box::new(waypost_core::SchemaMismatch {
+            service: "Work:1.0".into(),
+            method: "whose".into(),
+            caller: "0123456789abcdef".into(),
+            provider: "fedcba9876543210".into(),
+            difference: None,
+            provider_schema: serde_json::json!({"name": "Work"}),
+        })),
         _ => return None,
     })
 }

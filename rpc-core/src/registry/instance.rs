@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::host::is_valid_host;
 
@@ -102,12 +103,24 @@ impl ServiceInstance {
 
     /// Parses a node's value, checking that it belongs under `service_key` at `address` and
     /// can be dialed (see [`ServiceInstance::validate`]). Registry values are untrusted input:
-    /// one over [`MAX_INSTANCE_JSON`] bytes is refused before it is parsed.
+    /// one over [`MAX_INSTANCE_JSON`] bytes is refused before it is parsed. An `http` field
+    /// that is not an endpoint (`{"port": N}` with N above 0) is dropped with a warning: the
+    /// instance is still called over RPC.
     pub fn from_json(bytes: &[u8], service_key: &str, address: &str) -> Result<Self, InvalidInstance> {
         if bytes.len() > MAX_INSTANCE_JSON {
             return Err(InvalidInstance::TooLarge(bytes.len()));
         }
-        let instance: Self = serde_json::from_slice(bytes).map_err(InvalidInstance::Json)?;
+        let mut instance: Self = match serde_json::from_slice(bytes) {
+            Ok(instance) => instance,
+            Err(e) => Self::without_http(bytes, service_key, address).ok_or(InvalidInstance::Json(e))?,
+        };
+        if instance.http.is_some_and(|http| http.port == 0) {
+            warn!(
+                service = service_key,
+                address, "an instance's HTTP endpoint has port 0: it is called over RPC only"
+            );
+            instance.http = None;
+        }
         instance.validate(service_key)?;
         if instance.address() != address {
             return Err(InvalidInstance::WrongAddress {
@@ -116,6 +129,22 @@ impl ServiceInstance {
             });
         }
         Ok(instance)
+    }
+
+    /// The instance in `bytes` read without its `http` field, when that field alone kept it
+    /// from reading (with a warning naming what it held).
+    fn without_http(bytes: &[u8], service_key: &str, address: &str) -> Option<Self> {
+        let mut fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes).ok()?;
+        let http = fields.remove("http")?;
+        let instance = serde_json::from_value(serde_json::Value::Object(fields)).ok()?;
+        let shown: String = http.to_string().chars().take(100).collect();
+        warn!(
+            service = service_key,
+            address,
+            http = %shown,
+            "an instance's http field is not an endpoint ({{\"port\": N, \"tls\": bool}}): it is called over RPC only"
+        );
+        Some(instance)
     }
 
     /// Checks that the instance belongs to `service_key` and can be dialed: its host is an IP
@@ -246,6 +275,27 @@ mod tests {
         );
         let e = ServiceInstance::from_json(huge.as_bytes(), "S:2", "h:1").unwrap_err();
         assert!(e.to_string().contains("exceed the limit"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_http_endpoint_is_dropped_and_the_instance_kept() {
+        let value = |http: &str| format!(r#"{{"name":"S","version":"2","host":"h","port":1,"http":{http}}}"#);
+        for bad in [
+            r#""nope""#,
+            r#"{"port":"80"}"#,
+            r#"{"port":70000}"#,
+            r#"{"port":0}"#,
+            "[]",
+        ] {
+            let i = ServiceInstance::from_json(value(bad).as_bytes(), "S:2", "h:1").unwrap();
+            assert_eq!(i.http, None, "{bad}");
+            assert_eq!(i.port, 1);
+        }
+        let i = ServiceInstance::from_json(value(r#"{"port":8080,"tls":true}"#).as_bytes(), "S:2", "h:1").unwrap();
+        assert_eq!(i.http, Some(HttpEndpoint { port: 8080, tls: true }));
+        // Anything else wrong still refuses the instance.
+        let broken = br#"{"name":"S","version":"2","host":"h","port":"1","http":"nope"}"#;
+        assert!(ServiceInstance::from_json(broken, "S:2", "h:1").is_err());
     }
 
     #[test]

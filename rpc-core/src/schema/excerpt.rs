@@ -9,7 +9,9 @@
 //! The fingerprint covers what the bytes of a call depend on: the arguments' types in order,
 //! the result's, the error's, the streaming shape, and every named type they reach (fields in
 //! order with their names and types, variants in order). It leaves out what they do not: the
-//! service's version, the arguments' names, `#[idempotent]`, the service's other methods.
+//! service's version, the arguments' names, `#[idempotent]`, the service's other methods, and
+//! whether a byte string is a `Vec<u8>` or a byte string type (`serde_bytes`, `Bytes`): both
+//! serializers write the two alike, and peers of the two kinds call each other.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,11 +53,59 @@ impl ServiceSchema {
         let mut excerpt = self.method_excerpt(method)?;
         excerpt.version = String::new();
         for m in &mut excerpt.methods {
-            let MethodSchema { args, idempotent, .. } = m;
-            args.iter_mut().for_each(|a| a.name = String::new());
+            let MethodSchema {
+                args,
+                idempotent,
+                result,
+                error,
+                ..
+            } = m;
+            for arg in args.iter_mut() {
+                arg.name = String::new();
+                bytes_as_one(&mut arg.shape);
+            }
             *idempotent = false;
+            bytes_as_one(result);
+            error.iter_mut().for_each(bytes_as_one);
+        }
+        for def in excerpt.types.values_mut() {
+            shapes_of_mut(def, &mut bytes_as_one);
         }
         Some(excerpt.fingerprint())
+    }
+}
+
+/// `shape` with every sequence of `u8` written as the byte string it is on the wire.
+fn bytes_as_one(shape: &mut Shape) {
+    match shape {
+        Shape::Seq(inner) if **inner == Shape::U8 => *shape = Shape::Bytes,
+        Shape::Option(inner) | Shape::Seq(inner) => bytes_as_one(inner),
+        Shape::Tuple(items) => items.iter_mut().for_each(bytes_as_one),
+        Shape::Map { key, value } => {
+            bytes_as_one(key);
+            bytes_as_one(value);
+        }
+        _ => {}
+    }
+}
+
+/// Calls `each` with every shape a named type holds directly, to change it.
+fn shapes_of_mut(def: &mut TypeDef, each: &mut impl FnMut(&mut Shape)) {
+    match def {
+        TypeDef::Struct(fields) => fields.iter_mut().for_each(|f| each(&mut f.shape)),
+        TypeDef::TupleStruct(items) => items.iter_mut().for_each(&mut *each),
+        TypeDef::Newtype(shape) => each(shape),
+        TypeDef::UnitStruct => {}
+        TypeDef::Enum(variants) => {
+            for variant in variants {
+                match &mut variant.data {
+                    VariantData::Newtype(shape) => each(shape),
+                    VariantData::Tuple(items) => items.iter_mut().for_each(&mut *each),
+                    VariantData::Struct(fields) => fields.iter_mut().for_each(|f| each(&mut f.shape)),
+                    VariantData::Unit | VariantData::Unknown => {}
+                }
+            }
+        }
     }
 }
 
@@ -176,5 +226,12 @@ mod tests {
         renamed.methods[0].idempotent = true;
         renamed.types.remove("Unrelated");
         assert_eq!(print(&v1, "put"), print(&renamed, "put"));
+        // A `Vec<u8>` and a byte string are written alike.
+        let mut as_vec = v1.clone();
+        as_vec.methods[1].result = Shape::Seq(Box::new(Shape::U8));
+        let mut as_bytes = v1.clone();
+        as_bytes.methods[1].result = Shape::Bytes;
+        assert_eq!(print(&as_vec, "ping"), print(&as_bytes, "ping"));
+        assert_ne!(print(&v1, "ping"), print(&as_bytes, "ping"));
     }
 }
