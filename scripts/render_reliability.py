@@ -77,11 +77,17 @@ def main(path, fuzz_results, cores):
                "normal suite (`rpc-core/tests/proptest_codec.rs`, 512 cases each). They found that bincode "
                "trusted a length prefix and aborted the process on a 2^60-byte allocation; decoding is now "
                "bounded by the input's size.\n")
-    out.append("The same properties run under libFuzzer with cargo-fuzz (`fuzz/`):\n")
-    out.append("```sh\ncargo install cargo-fuzz\ncd fuzz\nRUSTC_BOOTSTRAP=1 cargo fuzz run frame_decoder -- -max_total_time=300\n"
-               "RUSTC_BOOTSTRAP=1 cargo fuzz run request_decoding -- -max_total_time=300\n```\n")
-    out.append("(`RUSTC_BOOTSTRAP=1` lets the stable toolchain build the sanitizer flags cargo-fuzz uses; "
-               "`scripts/reliability --fuzz 300` runs both and records the result.) Latest runs:\n")
+    out.append("Every decoder of untrusted bytes has a libFuzzer target (`fuzz/`, cargo-fuzz): the frame "
+               "decoder (`frame_decoder`), the request prefix and metadata (`request_decoding`), the "
+               "MessagePack reader over serde's data model (`msgpack_reader`), a stream's Credit and "
+               "StreamItem batches (`stream_frames`), compressed bodies (`compressed_frames`), HTTP/JSON "
+               "arguments by position and by name (`http_json_arguments`), and the registry's instance "
+               "JSON, schema texts and rules (`registry_values`). `scripts/fuzz [SECONDS] [TARGET...]` "
+               "runs them (30 minutes each by default) and records each run here; a crash stops it with "
+               "the input that crashed.\n")
+    out.append("```sh\nscripts/fuzz              # every target, 30 minutes each\n"
+               "scripts/fuzz 60 stream_frames\n```\n")
+    out.append("Latest runs:\n")
     out.append("| target | executions | seconds | crashes | date |")
     out.append("|---|---|---|---|---|")
     try:

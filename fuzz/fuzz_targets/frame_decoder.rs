@@ -9,7 +9,9 @@ use waypost_core::ProtocolError;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the chunk size, so splits vary too.
-    let Some((&chunk, rest)) = data.split_first() else { return };
+    let Some((&chunk, rest)) = data.split_first() else {
+        return;
+    };
     let chunk = usize::from(chunk).max(1);
     let mut decoder = FrameDecoder::new(64 * 1024);
     let mut buf = BytesMut::new();

@@ -12,7 +12,9 @@ fuzz_target!(|data: &[u8]| {
         max_entries: 8,
         max_bytes: 512,
     };
-    let Ok(request) = RequestBody::parse(bytes::Bytes::copy_from_slice(data), &limits) else { return };
+    let Ok(request) = RequestBody::parse(bytes::Bytes::copy_from_slice(data), &limits) else {
+        return;
+    };
     let _ = request.service_str();
     let _ = request.method_str();
     assert!(request.metadata.len() <= limits.max_entries);
@@ -22,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(request.metadata.get(key), Some(value));
     }
     for kind in SerializerKind::ALL {
-        let _ = kind.decode::<(u64, String, Vec<u8>)>(&request.args);
-        let _ = kind.decode::<(Option<String>, Vec<(i32, f64)>)>(&request.args);
+        let _ = kind.decode::<(u64, String, Vec<u8>)>(&request.args.as_one());
+        let _ = kind.decode::<(Option<String>, Vec<(i32, f64)>)>(&request.args.as_one());
     }
 });

@@ -103,6 +103,9 @@ pub mod stream;
 pub mod tls;
 mod transport;
 
+#[cfg(fuzzing)]
+pub mod fuzzing;
+
 pub use body::Body;
 pub use client::{Channel, ClientBuildError};
 pub use error::{BoxError, ErrorKind, ProtocolError, RpcError, SchemaMismatch};

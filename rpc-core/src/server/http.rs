@@ -51,7 +51,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
-mod body;
+pub(crate) mod body;
 mod idle;
 
 use super::admission::{rejected, Admitted, Arrival};

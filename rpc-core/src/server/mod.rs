@@ -69,7 +69,7 @@ mod call;
 mod connection;
 mod finish;
 #[cfg(feature = "http")]
-mod http;
+pub(crate) mod http;
 mod limits;
 mod running;
 mod running_server;

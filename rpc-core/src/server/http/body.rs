@@ -188,7 +188,7 @@ fn closing(mut refused: Refused) -> Refused {
 
 /// The arguments as the json serializer reads them: a JSON array, as sent or made from an
 /// object by parameter name (`schema` gives the order; an absent optional argument is `null`).
-pub(super) fn arguments(schema: Option<&ServiceSchema>, key: &str, method: &str, body: Bytes) -> Result<Body, String> {
+pub(crate) fn arguments(schema: Option<&ServiceSchema>, key: &str, method: &str, body: Bytes) -> Result<Body, String> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match first {
         Some(b'[') => Ok(Body::from(body)),
