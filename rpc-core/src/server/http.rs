@@ -353,7 +353,7 @@ impl Conn {
             }
         };
         let schema = self.described().schemas.get(service.key()).cloned();
-        let args = match body::arguments(schema.as_deref(), service.key(), admitted.ctx.method(), bytes) {
+        let args = match body::arguments_off_runtime(schema, service.key(), admitted.ctx.method(), bytes).await {
             Ok(args) => args,
             Err(message) => {
                 admitted.refused(shared, Status::DecodeError);

@@ -17,9 +17,11 @@
 //!   done), not grown through the allocator, which keeps freed large buffers in its heap.
 //! * Arguments by parameter name are put in the order the json serializer reads without a
 //!   JSON tree: each value stays the text it was sent as, so an object costs about its own
-//!   size once more, where a tree of it took some twenty times its size.
+//!   size once more, where a tree of it took some twenty times its size. A large body is read
+//!   so on a blocking thread, never on the runtime's.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -184,6 +186,27 @@ fn too_large(message: String) -> Refused {
 fn closing(mut refused: Refused) -> Refused {
     refused.close = true;
     refused
+}
+
+/// Bodies from this size on are made into arguments on a blocking thread: reading a large
+/// object's values (megabytes of JSON) would otherwise hold a runtime thread, and the calls
+/// that wait for it, for as long.
+const ARGUMENTS_OFF_RUNTIME: usize = 256 * 1024;
+
+/// [`arguments`], on a blocking thread for a body of [`ARGUMENTS_OFF_RUNTIME`] bytes or more.
+pub(super) async fn arguments_off_runtime(
+    schema: Option<Arc<ServiceSchema>>,
+    key: &str,
+    method: &str,
+    body: Bytes,
+) -> Result<Body, String> {
+    if body.len() < ARGUMENTS_OFF_RUNTIME {
+        return arguments(schema.as_deref(), key, method, body);
+    }
+    let (key, method) = (key.to_owned(), method.to_owned());
+    tokio::task::spawn_blocking(move || arguments(schema.as_deref(), &key, &method, body))
+        .await
+        .unwrap_or_else(|e| Err(format!("reading the arguments failed: {e}")))
 }
 
 /// The arguments as the json serializer reads them: a JSON array, as sent or made from an
