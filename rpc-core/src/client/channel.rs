@@ -364,9 +364,10 @@ impl Channel {
             let print = self
                 .prints
                 .get(method.service)
-                .and_then(|p| p.fingerprint(method.name).map(str::to_owned));
+                .and_then(|p| p.wire_fingerprint(method.name));
             if let Some(print) = print {
-                ctx.metadata_mut().insert(SCHEMA_METADATA, print);
+                ctx.metadata_mut()
+                    .insert_bytes(Bytes::from_static(SCHEMA_METADATA.as_bytes()), print);
             }
         }
         self.interceptors.on_request(&mut ctx)?;

@@ -13,6 +13,8 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+
 use super::compat::compare_method;
 use super::shape::ServiceSchema;
 use crate::error::SchemaMismatch;
@@ -30,6 +32,8 @@ pub(crate) struct MethodPrints {
 #[derive(Debug)]
 struct MethodPrint {
     fingerprint: String,
+    /// The same, as the metadata value a call carries (shared, not copied, per call).
+    wire: Bytes,
     excerpt: ServiceSchema,
 }
 
@@ -40,8 +44,10 @@ impl MethodPrints {
             .methods
             .iter()
             .filter_map(|m| {
+                let fingerprint = schema.method_fingerprint(&m.name)?;
                 let print = MethodPrint {
-                    fingerprint: schema.method_fingerprint(&m.name)?,
+                    wire: Bytes::from(fingerprint.clone()),
+                    fingerprint,
                     excerpt: schema.method_excerpt(&m.name)?,
                 };
                 Some((m.name.clone(), print))
@@ -54,8 +60,14 @@ impl MethodPrints {
     }
 
     /// This side's fingerprint of `method`'s types.
-    pub(crate) fn fingerprint(&self, method: &str) -> Option<&str> {
+    #[cfg(test)]
+    fn fingerprint(&self, method: &str) -> Option<&str> {
         self.by_method.get(method).map(|p| p.fingerprint.as_str())
+    }
+
+    /// This side's fingerprint of `method`'s types as a call's metadata value.
+    pub(crate) fn wire_fingerprint(&self, method: &str) -> Option<Bytes> {
+        self.by_method.get(method).map(|p| p.wire.clone())
     }
 
     /// On the provider: whether a call of `method` whose caller's fingerprint is `caller` may
